@@ -1,0 +1,204 @@
+//! postcard encoding of events, keyed by event type and schema version.
+//!
+//! The event type names and versions below are stored in the log: never rename one. A change to an
+//! event's shape adds a schema version, freezes the old struct in [`frozen`] and upcasts it here.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::identity::*;
+use crate::DomainEvent;
+
+/// A stored payload that could not be decoded. Names where it lives so an operator can find it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("event {stream_id}@{stream_version} ({event_type} v{schema_version}) does not decode: {reason}")]
+pub struct DecodeError {
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub reason: String,
+}
+
+/// Type names and current schema versions, in one place.
+pub mod types {
+    pub const USER_REGISTERED: (&str, u16) = ("user.registered", 2);
+    pub const USER_PASSWORD_CHANGED: (&str, u16) = ("user.password_changed", 1);
+    pub const USER_DISABLED: (&str, u16) = ("user.disabled", 1);
+    pub const USER_ENABLED: (&str, u16) = ("user.enabled", 1);
+    pub const SESSION_STARTED: (&str, u16) = ("session.started", 1);
+    pub const SESSION_ENDED: (&str, u16) = ("session.ended", 1);
+    pub const API_TOKEN_CREATED: (&str, u16) = ("api_token.created", 1);
+    pub const API_TOKEN_REVOKED: (&str, u16) = ("api_token.revoked", 1);
+}
+
+/// Older shapes of events, frozen as they were stored. Never edit these.
+pub mod frozen {
+    use serde::{Deserialize, Serialize};
+    use uuid::Uuid;
+
+    /// `user.registered` v1: a boolean admin flag, replaced by `Role` in v2.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct UserRegisteredV1 {
+        pub user_id: Uuid,
+        pub username: String,
+        pub password_hash: String,
+        pub admin: bool,
+    }
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain structs of strings, integers and byte vectors always serialise.
+    postcard::to_allocvec(value).expect("postcard serialises plain structs")
+}
+
+/// Encodes an event as `(type, schema version, payload)`.
+pub fn encode(event: &DomainEvent) -> (&'static str, u16, Vec<u8>) {
+    use types::*;
+    let ((name, version), bytes) = match event {
+        DomainEvent::User(UserEvent::Registered(e)) => (USER_REGISTERED, to_bytes(e)),
+        DomainEvent::User(UserEvent::PasswordChanged(e)) => (USER_PASSWORD_CHANGED, to_bytes(e)),
+        DomainEvent::User(UserEvent::Disabled(e)) => (USER_DISABLED, to_bytes(e)),
+        DomainEvent::User(UserEvent::Enabled(e)) => (USER_ENABLED, to_bytes(e)),
+        DomainEvent::Session(SessionEvent::Started(e)) => (SESSION_STARTED, to_bytes(e)),
+        DomainEvent::Session(SessionEvent::Ended(e)) => (SESSION_ENDED, to_bytes(e)),
+        DomainEvent::ApiToken(ApiTokenEvent::Created(e)) => (API_TOKEN_CREATED, to_bytes(e)),
+        DomainEvent::ApiToken(ApiTokenEvent::Revoked(e)) => (API_TOKEN_REVOKED, to_bytes(e)),
+    };
+    (name, version, bytes)
+}
+
+/// Decodes a whole payload: trailing bytes mean the type or version is wrong, so they are an error.
+fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(format!("{} unexpected trailing bytes", rest.len()))
+    }
+}
+
+/// Decodes a payload of any known schema version into the current event type.
+pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEvent, String> {
+    use types::*;
+    let key = (event_type, version);
+    let event = if key == USER_REGISTERED {
+        UserEvent::Registered(from_bytes(bytes)?).into()
+    } else if key == (USER_REGISTERED.0, 1) {
+        let v1: frozen::UserRegisteredV1 = from_bytes(bytes)?;
+        UserEvent::Registered(UserRegistered {
+            user_id: v1.user_id,
+            username: v1.username,
+            password_hash: v1.password_hash,
+            role: if v1.admin { Role::Admin } else { Role::User },
+        })
+        .into()
+    } else if key == USER_PASSWORD_CHANGED {
+        UserEvent::PasswordChanged(from_bytes(bytes)?).into()
+    } else if key == USER_DISABLED {
+        UserEvent::Disabled(from_bytes(bytes)?).into()
+    } else if key == USER_ENABLED {
+        UserEvent::Enabled(from_bytes(bytes)?).into()
+    } else if key == SESSION_STARTED {
+        SessionEvent::Started(from_bytes(bytes)?).into()
+    } else if key == SESSION_ENDED {
+        SessionEvent::Ended(from_bytes(bytes)?).into()
+    } else if key == API_TOKEN_CREATED {
+        ApiTokenEvent::Created(from_bytes(bytes)?).into()
+    } else if key == API_TOKEN_REVOKED {
+        ApiTokenEvent::Revoked(from_bytes(bytes)?).into()
+    } else {
+        return Err(format!("unknown event type {event_type} v{version}"));
+    };
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn registered() -> UserRegistered {
+        UserRegistered {
+            user_id: Uuid::nil(),
+            username: "alice".into(),
+            password_hash: "$argon2id$...".into(),
+            role: Role::User,
+        }
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_type_and_version() {
+        let events: Vec<DomainEvent> = vec![
+            UserEvent::Registered(registered()).into(),
+            UserEvent::PasswordChanged(PasswordChanged { password_hash: "h".into(), reset_by_admin: true }).into(),
+            UserEvent::Disabled(UserDisabled {}).into(),
+            UserEvent::Enabled(UserEnabled {}).into(),
+            SessionEvent::Started(SessionStarted {
+                session_id: Uuid::nil(),
+                username: "alice".into(),
+                token_hash: vec![1; 32],
+                expires_at: crate::Timestamp(5),
+            })
+            .into(),
+            SessionEvent::Ended(SessionEnded {}).into(),
+            ApiTokenEvent::Created(ApiTokenCreated {
+                token_id: Uuid::nil(),
+                username: "alice".into(),
+                name: "ci".into(),
+                token_hash: vec![2; 32],
+                expires_at: None,
+            })
+            .into(),
+            ApiTokenEvent::Revoked(ApiTokenRevoked {}).into(),
+        ];
+        for event in events {
+            let (name, version, bytes) = encode(&event);
+            assert_eq!(decode(name, version, &bytes).unwrap(), event, "{name}");
+        }
+    }
+
+    #[test]
+    fn version_1_registration_is_upcast_to_a_role() {
+        let v1 = frozen::UserRegisteredV1 {
+            user_id: Uuid::nil(),
+            username: "root".into(),
+            password_hash: "h".into(),
+            admin: true,
+        };
+        let bytes = postcard::to_allocvec(&v1).unwrap();
+        let DomainEvent::User(UserEvent::Registered(e)) = decode("user.registered", 1, &bytes).unwrap()
+        else {
+            panic!("wrong event")
+        };
+        assert_eq!(e.role, Role::Admin);
+        assert_eq!(e.username, "root");
+    }
+
+    #[test]
+    fn garbage_unknown_types_and_trailing_bytes_are_errors_not_panics() {
+        assert!(decode("user.registered", 2, &[0xff, 0xff, 0xff]).is_err());
+        assert!(decode("user.registered", 9, &[]).is_err());
+        assert!(decode("no.such", 1, &[]).is_err());
+        let (name, version, mut bytes) = encode(&UserEvent::Disabled(UserDisabled {}).into());
+        bytes.push(7);
+        assert!(decode(name, version, &bytes).unwrap_err().contains("trailing"));
+    }
+
+    #[test]
+    fn a_stored_event_that_does_not_decode_names_stream_and_version() {
+        let stored = crate::StoredEvent {
+            event_id: crate::EventId::new(),
+            stream_id: crate::StreamId::new("user", "bob"),
+            stream_version: 7,
+            position: crate::LogPosition { commit: 1, seq: 1 },
+            event_type: "user.registered".into(),
+            schema_version: 2,
+            payload: vec![0xff],
+            occurred_at: crate::Timestamp(0),
+            metadata: crate::EventMetadata::system(),
+        };
+        let err = stored.decode().unwrap_err().to_string();
+        assert!(err.contains("user-bob@7"), "{err}");
+    }
+}

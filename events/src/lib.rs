@@ -1,0 +1,41 @@
+//! The vocabulary of NullOps: every fact the platform records is an event defined here.
+//!
+//! An event is stored as `(event_type, schema_version, postcard payload)`. postcard is not
+//! self-describing, so the type and version beside the payload are what make old bytes readable:
+//! [`codec`] decodes a payload of an older schema version through its frozen type and upcasts it.
+//! Each event struct is encoded on its own (never the enum that groups them), so the order of enum
+//! variants never affects stored bytes.
+
+pub mod codec;
+pub mod envelope;
+pub mod identity;
+
+pub use codec::DecodeError;
+pub use envelope::{
+    Actor, CorrelationId, EventId, EventMetadata, LogPosition, NewEvent, RecordedEvent,
+    StoredEvent, StreamId, Timestamp,
+};
+
+/// Every event of every aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    User(identity::UserEvent),
+    Session(identity::SessionEvent),
+    ApiToken(identity::ApiTokenEvent),
+}
+
+impl From<identity::UserEvent> for DomainEvent {
+    fn from(e: identity::UserEvent) -> Self {
+        DomainEvent::User(e)
+    }
+}
+impl From<identity::SessionEvent> for DomainEvent {
+    fn from(e: identity::SessionEvent) -> Self {
+        DomainEvent::Session(e)
+    }
+}
+impl From<identity::ApiTokenEvent> for DomainEvent {
+    fn from(e: identity::ApiTokenEvent) -> Self {
+        DomainEvent::ApiToken(e)
+    }
+}

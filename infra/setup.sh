@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs and starts what NullOps and its tests need on a fresh Debian 12 machine:
+# PostgreSQL 15, NATS with JetStream, a Docker registry, Python test clients.
+# Idempotent: every step checks before it acts, so running it twice is harmless.
+set -euo pipefail
+
+STATE_DIR=${NULLOPS_INFRA_DIR:-/var/lib/nullops-infra}
+PG_USER=${NULLOPS_PG_USER:-nullops}
+PG_PASSWORD=${NULLOPS_PG_PASSWORD:-nullops}
+NATS_PORT=${NULLOPS_NATS_PORT:-4222}
+REGISTRY_PORT=${NULLOPS_REGISTRY_PORT:-5050}
+mkdir -p "$STATE_DIR"
+
+log() { printf '[infra] %s\n' "$*"; }
+
+need_pkgs=()
+for pkg in postgresql nats-server docker-registry apache2-utils python3-venv curl; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# PostgreSQL: the Debian cluster runs as user postgres; there is no systemd here.
+if ! pg_lsclusters -h 2>/dev/null | grep -q ' online '; then
+  log "starting postgresql"
+  pg_ctlcluster --skip-systemctl-redirect 15 main start
+fi
+for _ in $(seq 1 50); do
+  runuser -u postgres -- pg_isready -q -h 127.0.0.1 && break
+  sleep 0.2
+done
+if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'" | grep -q 1; then
+  log "creating role $PG_USER"
+  runuser -u postgres -- psql -qc "CREATE ROLE $PG_USER LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'"
+fi
+if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='nullops'" | grep -q 1; then
+  runuser -u postgres -- psql -qc "CREATE DATABASE nullops OWNER $PG_USER"
+fi
+
+# NATS with JetStream.
+if ! (exec 3<>/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null; then
+  log "starting nats-server on $NATS_PORT"
+  mkdir -p "$STATE_DIR/nats"
+  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" \
+    >"$STATE_DIR/nats.log" 2>&1 &
+  for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+
+# A private Docker registry with htpasswd auth (user nullops).
+if ! (exec 3<>/dev/tcp/127.0.0.1/"$REGISTRY_PORT") 2>/dev/null; then
+  log "starting docker-registry on $REGISTRY_PORT"
+  mkdir -p "$STATE_DIR/registry"
+  [ -f "$STATE_DIR/registry/htpasswd" ] ||
+    htpasswd -Bbc "$STATE_DIR/registry/htpasswd" nullops nullops 2>/dev/null
+  cat >"$STATE_DIR/registry/config.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $STATE_DIR/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+auth:
+  htpasswd:
+    realm: nullops-registry
+    path: $STATE_DIR/registry/htpasswd
+YML
+  nohup docker-registry serve "$STATE_DIR/registry/config.yml" >"$STATE_DIR/registry.log" 2>&1 &
+fi
+
+# Python clients for the third-party GraphQL client tests, in a venv of our own.
+if [ ! -x "$STATE_DIR/venv/bin/pytest" ]; then
+  log "installing python test clients"
+  python3 -m venv "$STATE_DIR/venv"
+  "$STATE_DIR/venv/bin/pip" install -q 'gql[websockets,requests]' requests pytest
+fi
+
+log "ready: postgres://$PG_USER:***@127.0.0.1:5432/nullops nats://127.0.0.1:$NATS_PORT registry 127.0.0.1:$REGISTRY_PORT"

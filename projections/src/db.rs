@@ -1,0 +1,137 @@
+//! The read-model database: connection, schema, checkpoints, and waiting for them.
+
+use std::time::Duration;
+
+use nullops_events::LogPosition;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+use tokio::sync::watch;
+
+use crate::ProjectionError;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS projection_checkpoints (
+        name TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL,
+        events_applied BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS users (
+        username TEXT PRIMARY KEY, user_id TEXT NOT NULL, role TEXT NOT NULL, disabled BIGINT NOT NULL,
+        password_hash TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sessions (
+        token_hash TEXT PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, username TEXT NOT NULL,
+        started_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, ended BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_tokens (
+        token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, username TEXT NOT NULL, name TEXT NOT NULL,
+        created_at BIGINT NOT NULL, expires_at BIGINT, revoked_at BIGINT)",
+    "CREATE INDEX IF NOT EXISTS api_tokens_by_user ON api_tokens (username)",
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        event_id TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL, stream_id TEXT NOT NULL,
+        stream_version BIGINT NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL, occurred_at BIGINT NOT NULL,
+        correlation_id TEXT NOT NULL, causation_id TEXT)",
+    "CREATE INDEX IF NOT EXISTS audit_log_order ON audit_log (commit_pos, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, commit_pos, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_stream ON audit_log (stream_id, commit_pos, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_type ON audit_log (event_type, commit_pos, seq)",
+];
+
+/// A projection's progress, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub position: LogPosition,
+    pub events_applied: u64,
+    pub updated_at: i64,
+}
+
+/// Handle to the read models. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadModelDb {
+    pool: AnyPool,
+    /// Bumped when a runner of this process commits, so local waiters re-check at once.
+    advanced: std::sync::Arc<watch::Sender<u64>>,
+}
+
+/// How often a waiter re-reads checkpoints that runners in other processes may be advancing.
+const REMOTE_POLL: Duration = Duration::from_millis(10);
+
+impl ReadModelDb {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and creates missing tables.
+    pub async fn open(url: &str) -> Result<Self, ProjectionError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        if url.starts_with("sqlite:") {
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+        }
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(ReadModelDb { pool, advanced: std::sync::Arc::new(watch::channel(0).0) })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn notify_advanced(&self) {
+        self.advanced.send_modify(|n| *n += 1);
+    }
+
+    pub async fn checkpoint(&self, name: &str) -> Result<Status, ProjectionError> {
+        let row = sqlx::query("SELECT commit_pos, seq, events_applied, updated_at FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Status {
+                name: name.to_owned(),
+                position: LogPosition { commit: r.try_get::<i64, _>(0)? as u64, seq: r.try_get::<i64, _>(1)? as u64 },
+                events_applied: r.try_get::<i64, _>(2)? as u64,
+                updated_at: r.try_get(3)?,
+            },
+            None => Status { name: name.to_owned(), position: LogPosition::START, events_applied: 0, updated_at: 0 },
+        })
+    }
+
+    /// Waits until every named projection has applied everything up to `position`: a command's
+    /// caller then reads its own writes. Bounded by `timeout`.
+    pub async fn wait_for(&self, names: &[&str], position: LogPosition, timeout: Duration) -> Result<(), ProjectionError> {
+        let started = tokio::time::Instant::now();
+        let mut advanced = self.advanced.subscribe();
+        for name in names {
+            loop {
+                let at = self.checkpoint(name).await?.position;
+                if at >= position {
+                    break;
+                }
+                if started.elapsed() >= timeout {
+                    return Err(ProjectionError::CatchUpTimeout {
+                        projection: (*name).to_owned(),
+                        wanted: position,
+                        at,
+                        waited_ms: started.elapsed().as_millis(),
+                    });
+                }
+                tokio::select! {
+                    _ = advanced.changed() => {}
+                    _ = tokio::time::sleep(REMOTE_POLL) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties a projection's tables and checkpoint in one transaction; its runner then replays
+    /// the log from the start.
+    pub async fn reset(&self, projection: &dyn crate::Projection) -> Result<(), ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(projection.name()).execute(&mut *tx).await?;
+        for table in projection.tables() {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! The identity read model: users, live sessions and API tokens, as the gateway needs them to
+//! authenticate requests and to answer `me`, `users` and `apiTokens`.
+
+use async_trait::async_trait;
+use nullops_events::identity::{ApiTokenEvent, SessionEvent, UserEvent};
+use nullops_events::{DomainEvent, StoredEvent};
+use sqlx::{AnyConnection, Row};
+
+use crate::{Projection, ProjectionError, ReadModelDb};
+
+pub struct IdentityProjection;
+
+/// Lower-case hex, the form token hashes take in the read model.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl Projection for IdentityProjection {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        ["user.", "session.", "api_token."].iter().any(|p| event_type.starts_with(p))
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["users", "sessions", "api_tokens"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
+        let key = stored.stream_id.key();
+        let at = stored.occurred_at.0;
+        let query = match stored.decode()?.event {
+            DomainEvent::User(UserEvent::Registered(e)) => sqlx::query(
+                "INSERT INTO users (username, user_id, role, disabled, password_hash, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 0, $4, $5, $5)",
+            )
+            .bind(e.username)
+            .bind(e.user_id.to_string())
+            .bind(e.role.as_str())
+            .bind(e.password_hash)
+            .bind(at),
+            DomainEvent::User(UserEvent::PasswordChanged(e)) => {
+                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
+                    .bind(e.password_hash)
+                    .bind(at)
+                    .bind(key.to_owned())
+            }
+            DomainEvent::User(UserEvent::Disabled(_)) => {
+                sqlx::query("UPDATE users SET disabled = 1, updated_at = $1 WHERE username = $2").bind(at).bind(key.to_owned())
+            }
+            DomainEvent::User(UserEvent::Enabled(_)) => {
+                sqlx::query("UPDATE users SET disabled = 0, updated_at = $1 WHERE username = $2").bind(at).bind(key.to_owned())
+            }
+            DomainEvent::Session(SessionEvent::Started(e)) => sqlx::query(
+                "INSERT INTO sessions (token_hash, session_id, username, started_at, expires_at, ended) \
+                 VALUES ($1, $2, $3, $4, $5, 0)",
+            )
+            .bind(hex(&e.token_hash))
+            .bind(e.session_id.to_string())
+            .bind(e.username)
+            .bind(at)
+            .bind(e.expires_at.0),
+            DomainEvent::Session(SessionEvent::Ended(_)) => {
+                sqlx::query("UPDATE sessions SET ended = 1 WHERE session_id = $1").bind(key.to_owned())
+            }
+            DomainEvent::ApiToken(ApiTokenEvent::Created(e)) => sqlx::query(
+                "INSERT INTO api_tokens (token_id, token_hash, username, name, created_at, expires_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+            )
+            .bind(e.token_id.to_string())
+            .bind(hex(&e.token_hash))
+            .bind(e.username)
+            .bind(e.name)
+            .bind(at)
+            .bind(e.expires_at.map(|t| t.0)),
+            DomainEvent::ApiToken(ApiTokenEvent::Revoked(_)) => {
+                sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2").bind(at).bind(key.to_owned())
+            }
+        };
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub username: String,
+    pub user_id: String,
+    pub role: String,
+    pub disabled: bool,
+    pub password_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const USER_COLUMNS: &str = "username, user_id, role, disabled, password_hash, created_at, updated_at";
+
+fn user_row(r: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        username: r.try_get(0)?,
+        user_id: r.try_get(1)?,
+        role: r.try_get(2)?,
+        disabled: r.try_get::<i64, _>(3)? != 0,
+        password_hash: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        updated_at: r.try_get(6)?,
+    })
+}
+
+pub async fn user(db: &ReadModelDb, username: &str) -> Result<Option<UserRow>, ProjectionError> {
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
+        .bind(username)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.as_ref().map(user_row).transpose()?)
+}
+
+pub async fn users(db: &ReadModelDb) -> Result<Vec<UserRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username")).fetch_all(db.pool()).await?;
+    Ok(rows.iter().map(user_row).collect::<Result<_, _>>()?)
+}
+
+/// Who a bearer credential (session or API token) belongs to, and whether it is still good.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub username: String,
+    pub role: String,
+    pub user_disabled: bool,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    /// The session id, for logout; `None` for an API token.
+    pub session_id: Option<String>,
+}
+
+pub async fn session_by_token_hash(db: &ReadModelDb, token_hash: &str) -> Result<Option<Credential>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT u.username, u.role, u.disabled, s.expires_at, s.ended, s.session_id \
+         FROM sessions s JOIN users u ON u.username = s.username WHERE s.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(Credential {
+        username: r.try_get(0)?,
+        role: r.try_get(1)?,
+        user_disabled: r.try_get::<i64, _>(2)? != 0,
+        expires_at: Some(r.try_get(3)?),
+        revoked: r.try_get::<i64, _>(4)? != 0,
+        session_id: Some(r.try_get(5)?),
+    }))
+}
+
+pub async fn api_token_by_hash(db: &ReadModelDb, token_hash: &str) -> Result<Option<Credential>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT u.username, u.role, u.disabled, t.expires_at, t.revoked_at \
+         FROM api_tokens t JOIN users u ON u.username = t.username WHERE t.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(Credential {
+        username: r.try_get(0)?,
+        role: r.try_get(1)?,
+        user_disabled: r.try_get::<i64, _>(2)? != 0,
+        expires_at: r.try_get(3)?,
+        revoked: r.try_get::<Option<i64>, _>(4)?.is_some(),
+        session_id: None,
+    }))
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTokenRow {
+    pub token_id: String,
+    pub username: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub async fn api_tokens_of(db: &ReadModelDb, username: &str) -> Result<Vec<ApiTokenRow>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT token_id, username, name, created_at, expires_at, revoked_at FROM api_tokens \
+         WHERE username = $1 ORDER BY created_at, token_id",
+    )
+    .bind(username)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ApiTokenRow {
+                token_id: r.try_get(0)?,
+                username: r.try_get(1)?,
+                name: r.try_get(2)?,
+                created_at: r.try_get(3)?,
+                expires_at: r.try_get(4)?,
+                revoked_at: r.try_get(5)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,169 @@
+//! Runs one projection: follows the bus when it is in step, catches up from the store when not.
+//!
+//! Only the holder of the lease `projection:<name>` writes, so two servers never race on one read
+//! model. Each batch commits the rows and the advanced checkpoint together; the checkpoint update
+//! is conditional on the old value, so a batch that someone else already applied is rolled back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use nullops_bus::{Bus, Delivery};
+use nullops_events::{LogPosition, StoredEvent, Timestamp};
+use nullops_store::EventStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Projection, ProjectionError, ReadModelDb};
+
+const CATCH_UP_BATCH: u32 = 500;
+/// Most bus messages applied in one transaction.
+const BUS_BATCH: usize = 256;
+/// Even with a silent bus, re-read the store this often: the store is the source of truth.
+const SAFETY_POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+pub struct Runner {
+    pub projection: Arc<dyn Projection>,
+    pub db: ReadModelDb,
+    pub store: Arc<dyn EventStore>,
+    pub bus: Arc<dyn Bus>,
+}
+
+impl Runner {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.run_while_leader(&shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::error!(projection = self.projection.name(), error = %e, retry_in = ?backoff, "projection stopped");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Runs to the head of the log once and returns (for `projections rebuild`).
+    pub async fn catch_up_once(&self) -> Result<LogPosition, ProjectionError> {
+        let mut checkpoint = self.db.checkpoint(self.projection.name()).await?.position;
+        self.catch_up(&mut checkpoint).await?;
+        Ok(checkpoint)
+    }
+
+    async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
+        let lease_name = format!("projection:{}", self.projection.name());
+        let Some(mut lease) = self.store.try_lease(&lease_name).await? else { return Ok(()) };
+        // Subscribe before catching up, so nothing published meanwhile is missed.
+        let mut bus = match self.bus.subscribe().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "bus unavailable; following the store only");
+                Box::pin(futures::stream::pending())
+            }
+        };
+        let mut checkpoint = self.db.checkpoint(self.projection.name()).await?.position;
+        self.catch_up(&mut checkpoint).await?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                delivery = bus.next() => {
+                    let Some(first) = delivery else { return Ok(()) };
+                    let mut batch = Vec::new();
+                    let mut in_step = self.take_in_step(first, checkpoint, &mut batch);
+                    while in_step && batch.len() < BUS_BATCH {
+                        let Some(Some(next)) = bus.next().now_or_never() else { break };
+                        let tail = batch.last().map_or(checkpoint, |e: &StoredEvent| e.position);
+                        in_step = self.take_in_step(next, tail, &mut batch);
+                    }
+                    if !batch.is_empty() {
+                        checkpoint = self.apply_batch(checkpoint, &batch).await?;
+                    }
+                    if !in_step {
+                        self.catch_up(&mut checkpoint).await?;
+                    }
+                }
+                _ = tokio::time::sleep(SAFETY_POLL) => {
+                    if !lease.is_held().await {
+                        tracing::warn!(projection = self.projection.name(), "projection lease lost");
+                        return Ok(());
+                    }
+                    self.catch_up(&mut checkpoint).await?;
+                }
+            }
+        }
+    }
+
+    /// Adds a delivered event to `batch` if it directly follows `tail`; returns false when the
+    /// projection is out of step with the bus and must catch up from the store.
+    fn take_in_step(&self, delivery: Delivery, tail: LogPosition, batch: &mut Vec<StoredEvent>) -> bool {
+        match delivery {
+            Delivery::Event(m) if m.event.position <= tail => true, // already applied
+            Delivery::Event(m) if m.previous == tail => {
+                batch.push(m.event);
+                true
+            }
+            Delivery::Event(_) | Delivery::Gap => false,
+        }
+    }
+
+    async fn catch_up(&self, checkpoint: &mut LogPosition) -> Result<(), ProjectionError> {
+        loop {
+            let batch = self.store.read_all(*checkpoint, CATCH_UP_BATCH).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            *checkpoint = self.apply_batch(*checkpoint, &batch).await?;
+        }
+    }
+
+    /// Applies `batch` (which directly follows `from`) and advances the checkpoint, atomically.
+    async fn apply_batch(&self, from: LogPosition, batch: &[StoredEvent]) -> Result<LogPosition, ProjectionError> {
+        let name = self.projection.name();
+        let to = batch.last().map_or(from, |e| e.position);
+        let applied = batch.iter().filter(|e| self.projection.handles(&e.event_type)).count() as i64;
+        let mut tx = self.db.pool().begin().await?;
+        // The checkpoint write comes first: it takes SQLite's write lock before any read.
+        let moved = if from == LogPosition::START {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, commit_pos, seq, events_applied, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(to.commit as i64)
+            .bind(to.seq as i64)
+            .bind(applied)
+            .bind(Timestamp::now().0)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE projection_checkpoints SET commit_pos = $1, seq = $2, events_applied = events_applied + $3, \
+                 updated_at = $4 WHERE name = $5 AND commit_pos = $6 AND seq = $7",
+            )
+            .bind(to.commit as i64)
+            .bind(to.seq as i64)
+            .bind(applied)
+            .bind(Timestamp::now().0)
+            .bind(name)
+            .bind(from.commit as i64)
+            .bind(from.seq as i64)
+            .execute(&mut *tx)
+            .await?
+        };
+        if moved.rows_affected() != 1 {
+            // Someone else applied past `from`: take their checkpoint, apply nothing.
+            tx.rollback().await?;
+            return Ok(self.db.checkpoint(name).await?.position);
+        }
+        for event in batch.iter().filter(|e| self.projection.handles(&e.event_type)) {
+            self.projection.apply(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        self.db.notify_advanced();
+        Ok(to)
+    }
+}
