@@ -88,23 +88,35 @@ pub struct Caller {
     pub principal: Principal,
     /// Set when the caller used a login session (so `logout` knows what to end).
     pub session_id: Option<String>,
-    /// The hashed credential, to re-check it during long-lived subscriptions.
-    pub token_hash: Vec<u8>,
+    /// Which credential it was, to re-check it during long-lived subscriptions.
+    pub credential: CredentialRef,
+}
+
+/// A credential by kind and hash: enough to look it up again, useless to an eavesdropper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub session: bool,
+    pub hash_hex: String,
 }
 
 /// Resolves a bearer token to its caller. Every failure is UNAUTHENTICATED with a reason the
 /// holder of the token may know (expired, revoked, disabled) and nothing about other accounts.
 pub async fn resolve(db: &ReadModelDb, token: &str) -> ApiResult<Caller> {
-    let hash = token_hash(token);
-    let hex = identity::hex(&hash);
-    let credential = if token.starts_with(SESSION_PREFIX) {
-        identity::session_by_token_hash(db, &hex).await?
-    } else if token.starts_with(API_TOKEN_PREFIX) {
-        identity::api_token_by_hash(db, &hex).await?
+    let session = token.starts_with(SESSION_PREFIX);
+    if !session && !token.starts_with(API_TOKEN_PREFIX) {
+        return Err(ApiError::Unauthenticated("this token is not valid".into()));
+    }
+    resolve_credential(db, CredentialRef { session, hash_hex: identity::hex(&token_hash(token)) }).await
+}
+
+/// Looks a credential up again: it may have been revoked, expired or its user disabled since.
+pub async fn resolve_credential(db: &ReadModelDb, credential: CredentialRef) -> ApiResult<Caller> {
+    let found = if credential.session {
+        identity::session_by_token_hash(db, &credential.hash_hex).await?
     } else {
-        None
+        identity::api_token_by_hash(db, &credential.hash_hex).await?
     };
-    let c = credential.ok_or_else(|| ApiError::Unauthenticated("this token is not valid".into()))?;
+    let c = found.ok_or_else(|| ApiError::Unauthenticated("this token is not valid".into()))?;
     if c.revoked {
         return Err(ApiError::Unauthenticated("this token was revoked or its session ended; sign in again".into()));
     }
@@ -116,7 +128,7 @@ pub async fn resolve(db: &ReadModelDb, token: &str) -> ApiResult<Caller> {
     }
     let username = Username::parse(&c.username).map_err(ApiError::internal)?;
     let role = if c.role == Role::Admin.as_str() { Role::Admin } else { Role::User };
-    Ok(Caller { principal: Principal { username, role }, session_id: c.session_id, token_hash: hash })
+    Ok(Caller { principal: Principal { username, role }, session_id: c.session_id, credential })
 }
 
 /// The token a request carries: the `Authorization: Bearer` value, else the session cookie.

@@ -7,30 +7,40 @@ use nullops_projections::ProjectionError;
 use nullops_store::commands::CommandError;
 use nullops_store::StoreError;
 
-#[derive(Debug, thiserror::Error)]
+/// Deliberately not `Display`: async-graphql turns any `Display` error into a bare message, and
+/// this type's own conversion is what attaches `extensions.code`.
+#[derive(Debug, Clone)]
 pub enum ApiError {
-    #[error("{0}")]
     Unauthenticated(String),
-    #[error("{0}")]
     Forbidden(String),
-    #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
     InvalidInput(String),
-    #[error("too many failed attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     /// The change is stored but a read model had not caught up within the wait.
-    #[error("the change was saved but is not visible yet ({0}); reload shortly")]
     NotYetVisible(String),
-    #[error("the service is temporarily unavailable; try again")]
     Unavailable,
-    #[error("internal error (logged with correlation id {0})")]
+    /// Logged under this id; the id is all the caller sees.
     Internal(String),
 }
 
 impl ApiError {
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::InvalidInput(m) => m.clone(),
+            ApiError::RateLimited { retry_after_secs } => {
+                format!("too many failed attempts; try again in {retry_after_secs} s")
+            }
+            ApiError::NotYetVisible(m) => format!("the change was saved but is not visible yet ({m}); reload shortly"),
+            ApiError::Unavailable => "the service is temporarily unavailable; try again".into(),
+            ApiError::Internal(id) => format!("internal error (logged with error id {id})"),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
@@ -107,7 +117,7 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         };
-        async_graphql::Error::new(e.to_string()).extend_with(|_, ext| {
+        async_graphql::Error::new(e.message()).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(secs) = retry {
                 ext.set("retryAfterSeconds", secs);

@@ -1,0 +1,72 @@
+//! The GraphQL gateway: the one door into NullOps for the web UI, API clients and CI scripts.
+//!
+//! Mutations become commands ([`dispatch`]), which are decided and appended by the command layer;
+//! the gateway then waits until the read models it will read have caught up (read-your-writes).
+//! Queries read read models only; subscriptions are fed from the bus ([`live`]). The gateway never
+//! writes to a read model.
+
+pub mod auth;
+mod bootstrap;
+mod context;
+pub mod error;
+mod frontend;
+mod http;
+pub mod live;
+mod schema;
+
+pub use bootstrap::bootstrap_admin;
+pub use http::router;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nullops_domain::Decider;
+use nullops_events::EventMetadata;
+use nullops_projections::{Projection, ReadModelDb};
+use nullops_store::commands::{self, Executed};
+use nullops_store::EventStore;
+
+use crate::error::ApiResult;
+
+/// Everything the gateway needs, shared by all requests.
+pub struct App {
+    pub store: Arc<dyn EventStore>,
+    pub read_models: ReadModelDb,
+    pub projections: Vec<Arc<dyn Projection>>,
+    pub passwords: auth::PasswordHasherPool,
+    pub throttle: auth::LoginThrottle,
+    pub live: live::Live,
+    pub config: GatewayConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+    /// How long a mutation waits for the read models to show its effect.
+    pub consistency_wait: Duration,
+    /// Mark the session cookie `Secure` (when served over HTTPS).
+    pub secure_cookies: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig { session_ttl: Duration::from_secs(12 * 3600), consistency_wait: Duration::from_secs(5), secure_cookies: false }
+    }
+}
+
+/// Executes a command against aggregate `key` of `D` and waits until every projection that
+/// handles the appended events has applied them.
+pub async fn dispatch<D: Decider>(app: &App, metadata: EventMetadata, key: &str, command: D::Command) -> ApiResult<Executed> {
+    let executed = commands::execute::<D>(&*app.store, key, &command, &metadata).await?;
+    if let Some(last) = executed.last {
+        let touched: Vec<&str> = app
+            .projections
+            .iter()
+            .filter(|p| executed.event_types.iter().any(|t| p.handles(t)))
+            .map(|p| p.name())
+            .collect();
+        app.read_models.wait_for(&touched, last, app.config.consistency_wait).await?;
+    }
+    Ok(executed)
+}

@@ -183,24 +183,33 @@ pub struct ApiTokenRow {
     pub revoked_at: Option<i64>,
 }
 
+const API_TOKEN_COLUMNS: &str = "token_id, username, name, created_at, expires_at, revoked_at";
+
+fn api_token_row(r: &sqlx::any::AnyRow) -> Result<ApiTokenRow, sqlx::Error> {
+    Ok(ApiTokenRow {
+        token_id: r.try_get(0)?,
+        username: r.try_get(1)?,
+        name: r.try_get(2)?,
+        created_at: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        revoked_at: r.try_get(5)?,
+    })
+}
+
 pub async fn api_tokens_of(db: &ReadModelDb, username: &str) -> Result<Vec<ApiTokenRow>, ProjectionError> {
-    let rows = sqlx::query(
-        "SELECT token_id, username, name, created_at, expires_at, revoked_at FROM api_tokens \
-         WHERE username = $1 ORDER BY created_at, token_id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE username = $1 ORDER BY created_at, token_id"
+    ))
     .bind(username)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ApiTokenRow {
-                token_id: r.try_get(0)?,
-                username: r.try_get(1)?,
-                name: r.try_get(2)?,
-                created_at: r.try_get(3)?,
-                expires_at: r.try_get(4)?,
-                revoked_at: r.try_get(5)?,
-            })
-        })
-        .collect()
+    Ok(rows.iter().map(api_token_row).collect::<Result<_, _>>()?)
+}
+
+pub async fn api_token(db: &ReadModelDb, token_id: &str) -> Result<Option<ApiTokenRow>, ProjectionError> {
+    let row = sqlx::query(&format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = $1"))
+        .bind(token_id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.as_ref().map(api_token_row).transpose()?)
 }

@@ -1,1 +1,138 @@
-fn main() {}
+//! `nullops`: the one binary. `up` runs everything embedded (SQLite, in-process bus); `server`
+//! runs the same components on PostgreSQL and NATS JetStream.
+
+mod bench;
+mod platform;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "nullops", version, about = "Self-hosted on-demand QA environments")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, env = "NULLOPS_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform in one process on SQLite and an in-process bus.
+    Up {
+        /// Where the event log, read models and keys live.
+        #[arg(long, env = "NULLOPS_DATA_DIR", default_value = ".nullops")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Run the platform against PostgreSQL and NATS JetStream (production).
+    Server {
+        #[arg(long, env = "NULLOPS_DATABASE_URL")]
+        database_url: String,
+        #[arg(long, env = "NULLOPS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Manage read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Benchmarks against real backends.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Address of the API and web UI.
+    #[arg(long, env = "NULLOPS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Password of the bootstrap `admin` on first start; generated and printed once when unset.
+    #[arg(long, env = "NULLOPS_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Lifetime of a login session, in seconds.
+    #[arg(long, env = "NULLOPS_SESSION_TTL_SECS", default_value_t = 12 * 3600)]
+    session_ttl_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Empty a read model and replay the whole event log into it.
+    Rebuild {
+        /// Projection name (see the `projections` query): identity, audit.
+        name: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+}
+
+#[derive(Args)]
+struct BackendArgs {
+    /// PostgreSQL URL; when unset, the embedded data dir is used.
+    #[arg(long, env = "NULLOPS_DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, env = "NULLOPS_DATA_DIR", default_value = ".nullops")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Event append throughput and command-to-projection latency, against pgbench.
+    Events {
+        #[arg(long, env = "NULLOPS_DATABASE_URL")]
+        database_url: String,
+        /// Seconds per throughput run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Commands timed for the latency figures.
+        #[arg(long, default_value_t = 2000)]
+        commands: usize,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NULLOPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::Up { data_dir, serve } => {
+            let backends = platform::Backends::embedded(&data_dir).await?;
+            platform::serve(backends, serve).await
+        }
+        Command::Server { database_url, nats_url, serve } => {
+            let backends = platform::Backends::production(&database_url, &nats_url).await?;
+            platform::serve(backends, serve).await
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => {
+            let backends = match &backend.database_url {
+                Some(url) => platform::Backends::postgres_only(url).await?,
+                None => platform::Backends::embedded(&backend.data_dir).await?,
+            };
+            platform::rebuild(backends, &name).await
+        }
+        Command::Bench { command: BenchCommand::Events { database_url, seconds, commands } } => {
+            bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
+        }
+    }
+}

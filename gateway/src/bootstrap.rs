@@ -1,0 +1,38 @@
+//! First start: make sure an admin exists.
+
+use nullops_domain::identity::{User, UserCommand};
+use nullops_domain::{Decider, Issuer, Password, Username};
+use nullops_events::identity::Role;
+use nullops_events::EventMetadata;
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::error::{ApiError, ApiResult};
+use crate::{dispatch, App};
+
+/// Registers the user `admin` if it does not exist yet, with `password` or a generated one.
+/// Returns the generated password (to be shown once), if one was generated.
+pub async fn bootstrap_admin(app: &App, password: Option<String>) -> ApiResult<Option<String>> {
+    let username = Username::parse("admin")?;
+    if !app.store.read_stream(&<User as Decider>::stream_id("admin"), 0).await.map_err(ApiError::internal)?.is_empty() {
+        return Ok(None);
+    }
+    let (password, generated) = match password {
+        Some(p) => (p, false),
+        None => (Alphanumeric.sample_string(&mut rand::thread_rng(), 24), true),
+    };
+    let password = Password::parse(&password).map_err(|e| ApiError::InvalidInput(format!("NULLOPS_ADMIN_PASSWORD: {e}")))?;
+    let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
+    let command = UserCommand::Register {
+        by: Issuer::System,
+        user_id: uuid::Uuid::now_v7(),
+        username,
+        password_hash,
+        role: Role::Admin,
+    };
+    match dispatch::<User>(app, EventMetadata::system(), "admin", command).await {
+        Ok(_) => Ok(generated.then_some(password.expose().to_owned())),
+        // Another server bootstrapped it first.
+        Err(ApiError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,182 @@
+//! HTTP: `/graphql` (POST for queries and mutations, WebSocket for subscriptions), `/graphiql`,
+//! `/healthz`, `/readyz` and the web UI.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Data, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::auth;
+use crate::context::RequestContext;
+use crate::schema::{self, NullOpsSchema};
+use crate::App;
+
+/// Largest request body accepted; GraphQL documents of NullOps are far smaller.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+struct Gateway {
+    app: Arc<App>,
+    schema: NullOpsSchema,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let schema = schema::build(app.clone());
+    Router::new()
+        .route("/graphql", get(graphql_ws).post(graphql_post))
+        .route("/graphiql", get(graphiql))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(crate::frontend::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Gateway { app, schema })
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned)
+}
+
+/// A response in GraphQL's error shape, for requests that never reached the executor.
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn graphql_post(
+    State(gw): State<Gateway>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        }
+        Err(rejection) => return error_response(rejection.status(), "BAD_REQUEST", rejection.body_text()),
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("the body must be a JSON object with a \"query\" string: {e}"),
+            )
+        }
+    };
+    let ctx = RequestContext::resolve(&gw.app, auth::token_from_headers(&headers), addr.ip(), traceparent(&headers)).await;
+    let mut response = gw.schema.execute(request.data(ctx)).await;
+    for error in &mut response.errors {
+        if error.extensions.as_ref().is_none_or(|e| e.get("code").is_none()) {
+            // Errors raised outside resolvers (variable coercion) are about the input.
+            let code = if error.path.is_empty() { "INVALID_INPUT" } else { "INTERNAL" };
+            error.extensions.get_or_insert_with(Default::default).set("code", code);
+        }
+    }
+    let mut http = match serde_json::to_vec(&response) {
+        Ok(json) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+    };
+    for (name, value) in response.http_headers.iter() {
+        http.headers_mut().append(name, value.clone());
+    }
+    http
+}
+
+async fn graphql_ws(
+    State(gw): State<Gateway>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let cookie_token = auth::token_from_headers(&headers);
+    let trace = traceparent(&headers);
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let app = gw.app.clone();
+            GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    // The token in connection_init wins over the cookie of the upgrade request.
+                    let from_payload = ["Authorization", "authorization"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+                        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+                    let ctx = RequestContext::resolve(&app, from_payload.or(cookie_token), addr.ip(), trace).await;
+                    if let crate::context::Authentication::Rejected(reason) = &ctx.auth {
+                        return Err(async_graphql::Error::new(reason.clone()));
+                    }
+                    let mut data = Data::default();
+                    data.insert(ctx);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn graphiql() -> Html<String> {
+    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
+}
+
+/// Ready when both the event store and the read models answer.
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    let store = gw.app.store.read_all(nullops_events::LogPosition::START, 1).await;
+    let read_models = gw.app.read_models.checkpoint("audit").await;
+    match (store, read_models) {
+        (Ok(_), Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("event store: {e}")).into_response(),
+        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("read models: {e}")).into_response(),
+    }
+}
+
+/// Gives parse and validation errors stable codes.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodesExtension)
+    }
+}
+
+struct ErrorCodesExtension;
+
+fn with_code(mut e: ServerError, code: &str) -> ServerError {
+    e.extensions.get_or_insert_with(Default::default).set("code", code);
+    e
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodesExtension {
+    async fn parse_query(&self, ctx: &ExtensionContext<'_>, query: &str, variables: &Variables, next: NextParseQuery<'_>) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables).await.map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))
+    }
+
+    async fn validation(&self, ctx: &ExtensionContext<'_>, next: NextValidation<'_>) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| errors.into_iter().map(|e| with_code(e, "INVALID_INPUT")).collect())
+    }
+}
+
+/// Security headers for the UI's pages.
+pub(crate) fn page_headers() -> [(header::HeaderName, HeaderValue); 3] {
+    [
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
+    ]
+}
