@@ -83,9 +83,9 @@ async fn graphql_post(
     let mut response = gw.schema.execute(request.data(ctx)).await;
     for error in &mut response.errors {
         if error.extensions.as_ref().is_none_or(|e| e.get("code").is_none()) {
-            // Errors raised outside resolvers (variable coercion) are about the input.
-            let code = if error.path.is_empty() { "INVALID_INPUT" } else { "INTERNAL" };
-            error.extensions.get_or_insert_with(Default::default).set("code", code);
+            // Every resolver error carries a code; the executor's own (argument and variable
+            // coercion) are about the input.
+            error.extensions.get_or_insert_with(Default::default).set("code", "INVALID_INPUT");
         }
     }
     let mut http = match serde_json::to_vec(&response) {

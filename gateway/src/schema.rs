@@ -376,14 +376,14 @@ impl Mutation {
         Ok(true)
     }
 
-    /// Creates a user (admins).
-    async fn create_user(&self, ctx: &Context<'_>, username: String, password: String, #[graphql(default_with = "RoleGql::User")] role: RoleGql) -> ApiResult<UserGql> {
+    /// Creates a user (admins). `role` defaults to USER.
+    async fn create_user(&self, ctx: &Context<'_>, username: String, password: String, role: Option<RoleGql>) -> ApiResult<UserGql> {
         let (app, req) = (app(ctx), request(ctx));
         let by = req.admin()?.clone();
         let name = self::username(&username)?;
         let password = Password::parse(&password)?;
         let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
-        let command = UserCommand::Register { by: Issuer::User(by), user_id: uuid::Uuid::now_v7(), username: name, password_hash, role: role.into() };
+        let command = UserCommand::Register { by: Issuer::User(by), user_id: uuid::Uuid::now_v7(), username: name, password_hash, role: role.unwrap_or(RoleGql::User).into() };
         dispatch::<User>(app, req.metadata()?, &username, command).await?;
         user_by_name(app, &username).await
     }

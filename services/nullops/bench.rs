@@ -101,7 +101,7 @@ async fn appends_per_second(store: Arc<PgEventStore>, writers: usize, duration: 
 async fn command_to_projection(store: Arc<PgEventStore>, database_url: &str, commands: usize) -> anyhow::Result<(Duration, Duration)> {
     let store: Arc<dyn EventStore> = store;
     let bus: Arc<dyn nullops_bus::Bus> = match std::env::var("NULLOPS_NATS_URL") {
-        Ok(url) => Arc::new(nullops_bus::NatsBus::connect(&url).await?),
+        Ok(url) => Arc::new(nullops_bus::NatsBus::connect(&url, &format!("bench-{}", uuid::Uuid::now_v7().simple())).await?),
         Err(_) => Arc::new(nullops_bus::InProcessBus::default()),
     };
     let db = ReadModelDb::open(database_url).await?;

@@ -37,6 +37,9 @@ enum Command {
         database_url: String,
         #[arg(long, env = "NULLOPS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
+        /// NATS subject prefix of this installation (several may share one NATS).
+        #[arg(long, env = "NULLOPS_NATS_PREFIX", default_value = "nullops")]
+        nats_prefix: String,
         #[command(flatten)]
         serve: ServeArgs,
     },
@@ -120,8 +123,8 @@ async fn main() -> anyhow::Result<()> {
             let backends = platform::Backends::embedded(&data_dir).await?;
             platform::serve(backends, serve).await
         }
-        Command::Server { database_url, nats_url, serve } => {
-            let backends = platform::Backends::production(&database_url, &nats_url).await?;
+        Command::Server { database_url, nats_url, nats_prefix, serve } => {
+            let backends = platform::Backends::production(&database_url, &nats_url, &nats_prefix).await?;
             platform::serve(backends, serve).await
         }
         Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => {

@@ -44,9 +44,9 @@ impl Backends {
     }
 
     /// PostgreSQL for the log and read models, NATS JetStream for the bus.
-    pub async fn production(database_url: &str, nats_url: &str) -> anyhow::Result<Self> {
+    pub async fn production(database_url: &str, nats_url: &str, nats_prefix: &str) -> anyhow::Result<Self> {
         let mut b = Self::postgres_only(database_url).await?;
-        b.bus = Arc::new(NatsBus::connect(nats_url).await?);
+        b.bus = Arc::new(NatsBus::connect(nats_url, nats_prefix).await?);
         Ok(b)
     }
 
@@ -130,23 +130,22 @@ async fn wait_for_signal() {
     }
 }
 
-/// Empties one read model and replays the log into it.
+/// Empties one read model and replays the log into it. When a running server holds the
+/// projection, that server replays it: its next checkpoint update finds the checkpoint reset.
 pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
     let projection = nullops_projections::all()
         .into_iter()
         .find(|p| p.name() == name)
         .ok_or_else(|| anyhow!("no projection named {name}; known: identity, audit"))?;
-    // Hold the projection's lease so no running server applies events while it is rebuilt.
-    let lease_name = format!("projection:{name}");
-    let lease = b.store.try_lease(&lease_name).await?;
-    if lease.is_none() {
-        bail!("a running server holds projection {name}; stop it first or rebuild from that server's host");
-    }
+    let lease = b.store.try_lease(&format!("projection:{name}")).await?;
     b.read_models.reset(&*projection).await?;
+    if lease.is_none() {
+        println!("reset {name}; the running server that holds it is replaying the event log");
+        return Ok(());
+    }
     let runner = Runner { projection, db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
     let at = runner.catch_up_once().await?;
     let status = b.read_models.checkpoint(name).await?;
     println!("rebuilt {name}: {} events applied, at position {}", status.events_applied, at.seq);
-    drop(lease);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The production bus: NATS JetStream.
 //!
-//! Events go to the stream `NULLOPS_EVENTS` on subjects `nullops.events.<aggregate kind>`, each
+//! Events go to the stream `<PREFIX>_EVENTS` on subjects `<prefix>.events.<aggregate kind>`, each
 //! with `Nats-Msg-Id` set to the event id, so a relay that republishes after a crash is
 //! de-duplicated by JetStream. Subscribers use ordered consumers, which detect their own gaps.
 
@@ -12,12 +12,11 @@ use futures::StreamExt;
 
 use crate::{Bus, BusError, BusMessage, Delivery, Subscription};
 
-const STREAM: &str = "NULLOPS_EVENTS";
-const SUBJECTS: &str = "nullops.events.>";
-
 pub struct NatsBus {
     jetstream: jetstream::Context,
     stream: stream::Stream,
+    /// Subject prefix of this installation: several NullOps installations may share one NATS.
+    prefix: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -25,7 +24,12 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 }
 
 impl NatsBus {
-    pub async fn connect(url: &str) -> Result<Self, BusError> {
+    /// Connects and creates the stream `<PREFIX>_EVENTS` on subjects `<prefix>.events.>`.
+    /// `prefix` is a NATS token: letters, digits, `-` and `_`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(BusError::Unavailable(format!("NATS prefix {prefix:?}: use letters, digits, '-' and '_'")));
+        }
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
@@ -34,8 +38,8 @@ impl NatsBus {
         let jetstream = jetstream::new(client);
         let stream = jetstream
             .get_or_create_stream(stream::Config {
-                name: STREAM.to_owned(),
-                subjects: vec![SUBJECTS.to_owned()],
+                name: format!("{}_EVENTS", prefix.to_uppercase().replace('-', "_")),
+                subjects: vec![format!("{prefix}.events.>")],
                 storage: stream::StorageType::File,
                 // The store keeps everything; the bus only needs to cover consumers' short absences.
                 max_age: Duration::from_secs(7 * 24 * 3600),
@@ -44,13 +48,10 @@ impl NatsBus {
             })
             .await
             .map_err(unavailable)?;
-        Ok(NatsBus { jetstream, stream })
+        Ok(NatsBus { jetstream, stream, prefix: prefix.to_owned() })
     }
 }
 
-fn subject(message: &BusMessage) -> String {
-    format!("nullops.events.{}", message.event.stream_id.kind())
-}
 
 #[async_trait]
 impl Bus for NatsBus {
@@ -62,7 +63,8 @@ impl Bus for NatsBus {
             let publish = jetstream::context::Publish::build()
                 .message_id(m.event.event_id.to_string())
                 .payload(payload.into());
-            acks.push(self.jetstream.send_publish(subject(m), publish).await.map_err(unavailable)?);
+            let subject = format!("{}.events.{}", self.prefix, m.event.stream_id.kind());
+            acks.push(self.jetstream.send_publish(subject, publish).await.map_err(unavailable)?);
         }
         for ack in acks {
             ack.await.map_err(unavailable)?;
@@ -75,7 +77,7 @@ impl Bus for NatsBus {
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::New,
-                filter_subject: SUBJECTS.to_owned(),
+                filter_subject: format!("{}.events.>", self.prefix),
                 ..Default::default()
             })
             .await

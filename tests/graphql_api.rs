@@ -1,0 +1,352 @@
+//! The GraphQL API end to end, through the real binary, in embedded and in Postgres + NATS mode.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::{code, eventually, Backend, Mode, Server};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const CREATE_USER: &str = "mutation($u: String!, $p: String!, $r: Role) { createUser(username: $u, password: $p, role: $r) { username role disabled } }";
+const ME: &str = "{ me { username role } }";
+
+async fn events_applied(server: &Server, admin: &str) -> Value {
+    server.ok(Some(admin), "{ projections { name position eventsApplied } }", json!({})).await["projections"].clone()
+}
+
+async fn identity_lifecycle(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    assert_eq!(server.ok(Some(&admin), ME, json!({})).await["me"], json!({"username": "admin", "role": "ADMIN"}));
+
+    let created = server.ok(Some(&admin), CREATE_USER, json!({"u": "alice", "p": "alice-password-1"})).await;
+    assert_eq!(created["createUser"], json!({"username": "alice", "role": "USER", "disabled": false}));
+    let dup = server.gql(Some(&admin), CREATE_USER, json!({"u": "alice", "p": "alice-password-1"})).await;
+    assert_eq!(code(&dup), "CONFLICT");
+
+    // A user is not an admin.
+    let alice = server.login("alice", "alice-password-1").await;
+    assert_eq!(server.ok(Some(&alice), ME, json!({})).await["me"]["username"], "alice");
+    for q in ["{ users { username } }", "{ auditLog { entries { eventType } } }"] {
+        assert_eq!(code(&server.gql(Some(&alice), q, json!({})).await), "FORBIDDEN", "{q}");
+    }
+    let r = server.gql(Some(&alice), CREATE_USER, json!({"u": "mallory", "p": "mallory-password"})).await;
+    assert_eq!(code(&r), "FORBIDDEN");
+
+    // Disabling ends alice's session at once: the mutation returns only once that is visible.
+    server.ok(Some(&admin), "mutation { disableUser(username: \"alice\") { disabled } }", json!({})).await;
+    let r = server.gql(Some(&alice), ME, json!({})).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("disabled"), "{r}");
+    let r = server.gql(None, "mutation { login(username: \"alice\", password: \"alice-password-1\") { token } }", json!({})).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED");
+    assert_eq!(r["errors"][0]["message"], "invalid username or password");
+
+    // Enable, reset, change.
+    server.ok(Some(&admin), "mutation { enableUser(username: \"alice\") { disabled } }", json!({})).await;
+    server.ok(Some(&admin), "mutation { resetPassword(username: \"alice\", newPassword: \"alice-password-2\") { username } }", json!({})).await;
+    let r = server.gql(None, "mutation { login(username: \"alice\", password: \"alice-password-1\") { token } }", json!({})).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "old password no longer works");
+    let alice = server.login("alice", "alice-password-2").await;
+    let r = server.gql(Some(&alice), "mutation { changePassword(currentPassword: \"wrong-password\", newPassword: \"alice-password-3\") }", json!({})).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED");
+    server.ok(Some(&alice), "mutation { changePassword(currentPassword: \"alice-password-2\", newPassword: \"alice-password-3\") }", json!({})).await;
+    let alice = server.login("alice", "alice-password-3").await;
+
+    // Personal API tokens: shown once, listed without their value, revocable.
+    let t = server.ok(Some(&alice), "mutation { createApiToken(name: \"ci\") { token apiToken { id name owner } } }", json!({})).await;
+    let pat = t["createApiToken"]["token"].as_str().unwrap().to_owned();
+    let id = t["createApiToken"]["apiToken"]["id"].as_str().unwrap().to_owned();
+    assert!(pat.starts_with("nop_"));
+    assert_eq!(server.ok(Some(&pat), ME, json!({})).await["me"]["username"], "alice");
+    let listed = server.ok(Some(&alice), "{ apiTokens { id name revokedAt } }", json!({})).await;
+    assert_eq!(listed["apiTokens"], json!([{"id": id, "name": "ci", "revokedAt": null}]));
+    assert!(!listed.to_string().contains(&pat), "a listing never holds the token");
+    // Another user cannot see or revoke it.
+    let r = server.gql(Some(&admin), "mutation($id: ID!) { revokeApiToken(id: $id) { revokedAt } }", json!({"id": id})).await;
+    assert!(r.get("errors").is_none(), "admins may revoke any token: {r}");
+    let r = server.gql(Some(&pat), ME, json!({})).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED");
+
+    // Logout ends the session.
+    server.ok(Some(&alice), "mutation { logout }", json!({})).await;
+    assert_eq!(code(&server.gql(Some(&alice), ME, json!({})).await), "UNAUTHENTICATED");
+
+    // The audit history tells who did what, filterable and paged.
+    let by_admin = server
+        .ok(Some(&admin), "{ auditLog(filter: { actor: \"admin\", eventType: \"user.disabled\" }) { entries { actor stream eventType } } }", json!({}))
+        .await;
+    assert_eq!(by_admin["auditLog"]["entries"], json!([{"actor": "user:admin", "stream": "user-alice", "eventType": "user.disabled"}]));
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = server
+            .ok(Some(&admin), "query($a: String) { auditLog(filter: { stream: \"user-alice\" }, page: { first: 2, after: $a }) { entries { eventType } nextCursor } }", json!({"a": after}))
+            .await;
+        seen.extend(page["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap().to_owned()));
+        match page["auditLog"]["nextCursor"].as_str() {
+            Some(c) => after = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["user.password_changed", "user.password_changed", "user.enabled", "user.disabled", "user.registered"],
+        "newest first, across pages"
+    );
+    assert_eq!(code(&server.gql(Some(&admin), "{ auditLog(page: { after: \"nope\" }) { nextCursor } }", json!({})).await), "INVALID_INPUT");
+    server.stop().await;
+}
+
+async fn bad_input_gets_a_code_and_appends_nothing(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start_with(&backend, &[("NULLOPS_SESSION_TTL_SECS", "2")]).await;
+    let admin = server.admin().await;
+    server.ok(Some(&admin), CREATE_USER, json!({"u": "bob", "p": "bob-password-1"})).await;
+    let pat = server.ok(Some(&admin), "mutation { createApiToken(name: \"x\") { token apiToken { id } } }", json!({})).await;
+    let id = pat["createApiToken"]["apiToken"]["id"].as_str().unwrap().to_owned();
+    let pat = pat["createApiToken"]["token"].as_str().unwrap().to_owned();
+    server.ok(Some(&admin), "mutation($id: ID!) { revokeApiToken(id: $id) { id } }", json!({"id": id})).await;
+    let bob = server.login("bob", "bob-password-1").await;
+    server.ok(Some(&admin), "mutation { disableUser(username: \"bob\") { disabled } }", json!({})).await;
+    let before = backend.events_in_log().await;
+
+    let post = |body: String| server.http.post(server.url("/graphql")).header("content-type", "application/json").body(body).send();
+    // Malformed GraphQL, a body that is not JSON, an oversized body.
+    let r: Value = post(json!({"query": "mutation { createUser("}).to_string()).await.unwrap().json().await.unwrap();
+    assert_eq!(code(&r), "GRAPHQL_PARSE_FAILED");
+    let resp = post("{not json".into()).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(code(&resp.json::<Value>().await.unwrap()), "BAD_REQUEST");
+    let resp = post(format!("{{\"query\": \"{}\"}}", "a".repeat(300 * 1024))).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(code(&resp.json::<Value>().await.unwrap()), "PAYLOAD_TOO_LARGE");
+    // Wrong types, unknown fields.
+    let r = server.gql(Some(&admin), "mutation { createUser(username: 7, password: \"pppppppppp\") { username } }", json!({})).await;
+    assert_eq!(code(&r), "INVALID_INPUT");
+    let r = server.gql(Some(&admin), CREATE_USER, json!({"u": ["x"], "p": "pppppppppp"})).await;
+    assert_eq!(code(&r), "INVALID_INPUT");
+    let r = server.gql(Some(&admin), "{ me { password_hash } }", json!({})).await;
+    assert_eq!(code(&r), "INVALID_INPUT");
+    // Domain validation.
+    let r = server.gql(Some(&admin), CREATE_USER, json!({"u": "Bad Name", "p": "pppppppppp"})).await;
+    assert_eq!(code(&r), "INVALID_INPUT");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("username"), "{r}");
+    let r = server.gql(Some(&admin), CREATE_USER, json!({"u": "carol", "p": "short"})).await;
+    assert_eq!(code(&r), "INVALID_INPUT");
+    let r = server.gql(Some(&admin), "mutation { disableUser(username: \"nobody\") { username } }", json!({})).await;
+    assert_eq!(code(&r), "NOT_FOUND");
+    let r = server.gql(Some(&admin), "mutation { disableUser(username: \"admin\") { username } }", json!({})).await;
+    assert_eq!(code(&r), "CONFLICT");
+    // Unknown and disabled users get one generic answer.
+    for (u, p) in [("nobody", "whatever-password"), ("bob", "bob-password-1"), ("admin", "wrong-password")] {
+        let r = server.gql(None, "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }", json!({"u": u, "p": p})).await;
+        assert_eq!(code(&r), "UNAUTHENTICATED", "{u}");
+        assert_eq!(r["errors"][0]["message"], "invalid username or password", "{u}");
+    }
+    // Disabled user's session, revoked token, made-up token, no token.
+    for (token, why) in [(bob.as_str(), "disabled"), (pat.as_str(), "revoked"), ("nos_madeup", "not valid"), ("garbage", "not valid")] {
+        let r = server.gql(Some(token), ME, json!({})).await;
+        assert_eq!(code(&r), "UNAUTHENTICATED", "{why}");
+        assert!(r["errors"][0]["message"].as_str().unwrap().contains(why), "{why}: {r}");
+    }
+    assert_eq!(code(&server.gql(None, ME, json!({})).await), "UNAUTHENTICATED");
+    assert_eq!(backend.events_in_log().await, before, "no rejected request appended anything");
+
+    // An expired session (sessions last 2 s on this server).
+    let short = server.admin().await;
+    let after_login = backend.events_in_log().await;
+    eventually(Duration::from_secs(10), "the session expires", || async {
+        let r = server.gql(Some(&short), ME, json!({})).await;
+        r.get("errors").is_some() && code(&r) == "UNAUTHENTICATED" && r.to_string().contains("expired")
+    })
+    .await;
+    assert_eq!(backend.events_in_log().await, after_login);
+    server.stop().await;
+}
+
+async fn failed_logins_are_throttled(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let login = "mutation { login(username: \"admin\", password: \"not-the-password\") { token } }";
+    for _ in 0..5 {
+        assert_eq!(code(&server.gql(None, login, json!({})).await), "UNAUTHENTICATED");
+    }
+    let r = server.gql(None, login, json!({})).await;
+    assert_eq!(code(&r), "RATE_LIMITED");
+    assert!(r["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+    // Even the right password waits out the throttle.
+    let r = server.gql(None, "mutation { login(username: \"admin\", password: \"admin-password-for-tests\") { token } }", json!({})).await;
+    assert_eq!(code(&r), "RATE_LIMITED");
+    server.stop().await;
+}
+
+/// A graphql-transport-ws client on `server`, authenticated with `token` in connection_init.
+async fn subscribe(server: &Server, token: &str, query: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-transport-ws");
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    ws
+}
+
+async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("message within 10 s").expect("open").expect("ok");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+async fn subscriptions_deliver_live_events(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    let mut ws = subscribe(&server, &admin, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { eventType stream actor } }").await;
+    // The subscription is registered once the server has processed `subscribe`; a mutation made
+    // right after could race it, so repeat until the first event arrives (bounded).
+    let mut n = 0;
+    let event = loop {
+        n += 1;
+        server.ok(Some(&admin), CREATE_USER, json!({"u": format!("sub{n}"), "p": "sub-password-1"})).await;
+        match tokio::time::timeout(Duration::from_millis(500), next_json(&mut ws)).await {
+            Ok(v) => break v,
+            Err(_) => assert!(n < 20, "no subscription event"),
+        }
+    };
+    assert_eq!(event["type"], "next");
+    let entry = &event["payload"]["data"]["auditEvents"];
+    assert_eq!(entry["eventType"], "user.registered");
+    assert_eq!(entry["actor"], "user:admin");
+    assert!(entry["stream"].as_str().unwrap().starts_with("user-sub"));
+
+    // A non-admin is refused; a bad token is refused at connection_init.
+    server.ok(Some(&admin), CREATE_USER, json!({"u": "viewer", "p": "viewer-password"})).await;
+    let viewer = server.login("viewer", "viewer-password").await;
+    let mut ws2 = subscribe(&server, &viewer, "subscription { auditEvents { eventType } }").await;
+    let refused = next_json(&mut ws2).await;
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    assert_eq!(refused["payload"]["data"], Value::Null);
+    server.stop().await;
+}
+
+async fn two_servers_share_one_platform(mode: Mode) {
+    if mode == Mode::Embedded {
+        // One data dir is one process: a second `up` on it must refuse to start.
+        let backend = Backend::new(mode).await;
+        let first = Server::start(&backend).await;
+        let out = backend.command(&["up", "--listen", "127.0.0.1:0"]).output().await.unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("another nullops process"), "{out:?}");
+        first.stop().await;
+        return;
+    }
+    let backend = Backend::new(mode).await;
+    let a = Server::start(&backend).await;
+    let b = Server::start(&backend).await;
+    let admin_a = a.admin().await;
+    let admin_b = b.admin().await;
+    let mut ws_b = subscribe(&b, &admin_b, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }").await;
+    let mut ws_a = subscribe(&a, &admin_a, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }").await;
+    let mut n = 0;
+    loop {
+        n += 1;
+        // Written through A, read at once through B.
+        let name = format!("shared{n}");
+        a.ok(Some(&admin_a), CREATE_USER, json!({"u": name, "p": "shared-password"})).await;
+        let seen = b.ok(Some(&admin_b), "query($u: String!) { user(username: $u) { username } }", json!({"u": name})).await;
+        assert_eq!(seen["user"]["username"], name, "read-your-writes across servers");
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(500), next_json(&mut ws_b)).await {
+            assert!(v["payload"]["data"]["auditEvents"]["stream"].as_str().unwrap().starts_with("user-shared"));
+            let v = next_json(&mut ws_a).await;
+            assert!(v["payload"]["data"]["auditEvents"]["stream"].as_str().unwrap().starts_with("user-shared"));
+            break;
+        }
+        assert!(n < 20, "server B never delivered the subscription event");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn projections_rebuild_from_the_log(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    for i in 0..5 {
+        server.ok(Some(&admin), CREATE_USER, json!({"u": format!("r{i}"), "p": "rebuild-password"})).await;
+    }
+    let before = events_applied(&server, &admin).await;
+    // Embedded: the data dir belongs to one process, so rebuild offline. Production: rebuild
+    // while the server runs; the server replays the reset read model.
+    let server = if mode == Mode::Embedded {
+        server.stop().await;
+        None
+    } else {
+        Some(server)
+    };
+    let out = backend.command(&["projections", "rebuild", "nope"]).output().await.unwrap();
+    assert!(!out.status.success());
+    let out = backend.command(&["projections", "rebuild", "audit"]).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let server = match server {
+        Some(s) => s,
+        None => Server::start(&backend).await,
+    };
+    let admin = server.admin().await;
+    let expected_total = backend.events_in_log().await;
+    eventually(Duration::from_secs(10), "audit replayed", || async {
+        let p = events_applied(&server, &admin).await;
+        p.as_array().unwrap().iter().any(|p| p["name"] == "audit" && p["eventsApplied"] == json!(expected_total))
+    })
+    .await;
+    let users = server.ok(Some(&admin), "{ auditLog(filter: { eventType: \"user.registered\" }) { entries { stream } } }", json!({})).await;
+    assert_eq!(users["auditLog"]["entries"].as_array().unwrap().len(), 6, "admin and five users, after the rebuild");
+    assert!(before.as_array().unwrap().iter().any(|p| p["name"] == "identity"));
+    server.stop().await;
+}
+
+async fn health_ui_and_graphiql(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    for (path, needle) in [("/healthz", "ok"), ("/readyz", "ready"), ("/", "<title>NullOps</title>"), ("/app.js", "subscribe("), ("/graphiql", "graphiql")] {
+        let r = server.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.text().await.unwrap().to_lowercase().contains(&needle.to_lowercase()), "{path}");
+    }
+    // Login through the cookie, as the web UI does.
+    let r = server
+        .http
+        .post(server.url("/graphql"))
+        .json(&json!({"query": "mutation { login(username: \"admin\", password: \"admin-password-for-tests\") { user { username } } }"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let me: Value = server.http.post(server.url("/graphql")).json(&json!({"query": ME})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["data"]["me"]["username"], "admin", "the cookie jar authenticates: {me}");
+    server.stop().await;
+}
+
+in_both_modes!(
+    identity_lifecycle,
+    bad_input_gets_a_code_and_appends_nothing,
+    failed_logins_are_throttled,
+    subscriptions_deliver_live_events,
+    two_servers_share_one_platform,
+    projections_rebuild_from_the_log,
+    health_ui_and_graphiql,
+);

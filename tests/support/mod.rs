@@ -1,0 +1,198 @@
+//! Test harness: runs the real `nullops` binary, embedded (SQLite, in-process bus) or in
+//! production mode (PostgreSQL, NATS JetStream), and talks to it over HTTP.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Production,
+}
+
+/// Where one test's platform keeps its state; shared by restarts and by several servers.
+pub struct Backend {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub nats_prefix: String,
+}
+
+impl Backend {
+    pub async fn new(mode: Mode) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("nullops-test-{id}"));
+        let database_url = match mode {
+            Mode::Embedded => None,
+            Mode::Production => Some(nullops_store::conformance::fresh_postgres_database().await),
+        };
+        Backend { mode, data_dir, database_url, nats_prefix: format!("t{id}") }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nullops"));
+        cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY");
+        match &self.database_url {
+            Some(url) => cmd.env("NULLOPS_DATABASE_URL", url),
+            None => cmd.env("NULLOPS_DATA_DIR", &self.data_dir).env_remove("NULLOPS_DATABASE_URL"),
+        };
+        cmd
+    }
+
+    /// Number of events in the event log, read straight from the store's database.
+    pub async fn events_in_log(&self) -> i64 {
+        use sqlx::Connection;
+        let sql = "SELECT COUNT(*) FROM events";
+        match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("count")
+            }
+            None => {
+                let url = format!("sqlite://{}?mode=ro", self.data_dir.join("events.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("count")
+            }
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub async fn start(backend: &Backend) -> Server {
+        Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: &Backend, env: &[(&str, &str)]) -> Server {
+        let mut cmd = match backend.mode {
+            Mode::Embedded => backend.command(&["up", "--listen", "127.0.0.1:0"]),
+            Mode::Production => {
+                let mut c = backend.command(&["server", "--listen", "127.0.0.1:0"]);
+                c.env("NULLOPS_NATS_URL", "nats://127.0.0.1:4222").env("NULLOPS_NATS_PREFIX", &backend.nats_prefix);
+                c
+            }
+        };
+        cmd.env("NULLOPS_ADMIN_PASSWORD", ADMIN_PASSWORD).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn nullops");
+        let stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let lines = output.clone();
+        tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            let mut reader = BufReader::new(stdout).lines();
+            // Keep draining stdout for the life of the process, so it never blocks on a full pipe.
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Some(rest) = line.strip_prefix("NullOps is up: http://") {
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
+            .await
+            .expect("nullops did not report its address within 60 s")
+            .expect("nullops exited before listening");
+        let http = reqwest::Client::builder().cookie_store(true).build().expect("http client");
+        Server { child, addr: addr.parse().expect("address"), http, output }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends one GraphQL request; returns the whole JSON response.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request").json().await.expect("json response")
+    }
+
+    /// Like [`gql`], but expects success and returns `data`.
+    pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let r = self.gql(token, query, variables).await;
+        assert!(r.get("errors").is_none(), "unexpected errors for {query}: {r}");
+        r["data"].clone()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let d = self
+            .ok(None, "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }", json!({"u": username, "p": password}))
+            .await;
+        d["login"]["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("exits after SIGTERM").expect("wait");
+        assert!(status.success(), "nullops exited with {status}");
+    }
+}
+
+/// The `extensions.code` of the first error.
+pub fn code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {response}"))
+}
+
+/// Polls `check` until it returns true, failing after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs an async test function once per mode.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Mode::Embedded).await })*
+        }
+        mod postgres_nats {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Mode::Production).await })*
+        }
+    };
+}
