@@ -68,7 +68,7 @@ impl Backend {
 }
 
 pub struct Server {
-    child: Child,
+    child: Option<Child>,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub output: Arc<Mutex<Vec<String>>>,
@@ -115,7 +115,12 @@ impl Server {
             .expect("nullops did not report its address within 60 s")
             .expect("nullops exited before listening");
         let http = reqwest::Client::builder().cookie_store(true).build().expect("http client");
-        Server { child, addr: addr.parse().expect("address"), http, output }
+        Server { child: Some(child), addr: addr.parse().expect("address"), http, output }
+    }
+
+    /// A handle on a running server's HTTP side only, for use from other tasks.
+    pub fn view(http: reqwest::Client, addr: SocketAddr, output: Arc<Mutex<Vec<String>>>) -> Server {
+        Server { child: None, addr, http, output }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -151,15 +156,16 @@ impl Server {
 
     /// SIGKILL: no shutdown code runs.
     pub async fn kill(&mut self) {
-        self.child.kill().await.expect("kill");
+        self.child.as_mut().expect("owns its process").kill().await.expect("kill");
     }
 
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
+        let child = self.child.as_mut().expect("owns its process");
+        if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         }
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("exits after SIGTERM").expect("wait");
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").expect("wait");
         assert!(status.success(), "nullops exited with {status}");
     }
 }

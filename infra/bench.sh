@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The full event benchmark on a release build: append throughput with 1 and 16 writers as a ratio
+# to pgbench's single-row inserts on the same database, and command-to-projection latency over NATS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash infra/setup.sh
+admin=${NULLOPS_TEST_DATABASE_URL:-postgres://nullops:nullops@127.0.0.1:5432/nullops}
+db="bench_$(date +%s)"
+cargo build --release --bin nullops
+psql "$admin" -qc "CREATE DATABASE $db"
+trap 'psql "$admin" -qc "DROP DATABASE $db"' EXIT
+NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench events --database-url "${admin%/*}/$db" "$@"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of NullOps: installs and starts what they need (infra/setup.sh), then the Rust
+# suites (unit, conformance on both stores, the binary end to end in both modes), the third-party
+# GraphQL client tests, and a short run of the event benchmark so it cannot rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash infra/setup.sh
+INFRA_DIR=${NULLOPS_INFRA_DIR:-/var/lib/nullops-infra}
+export NULLOPS_TEST_DATABASE_URL=${NULLOPS_TEST_DATABASE_URL:-postgres://nullops:nullops@127.0.0.1:5432/nullops}
+
+# Databases left by earlier runs' tests.
+psql "$NULLOPS_TEST_DATABASE_URL" -qAtc \
+  "SELECT format('DROP DATABASE %I;', datname) FROM pg_database WHERE datname ~ '^(t|py)_[0-9a-f]{32}$'" |
+  psql "$NULLOPS_TEST_DATABASE_URL" -q >/dev/null
+
+cargo build --bins --tests --workspace
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+NULLOPS_BIN="$PWD/target/debug/nullops" "$INFRA_DIR/venv/bin/pytest" -q tests/python
+
+echo "== event benchmark (short run; see infra/bench.sh for the full one) =="
+bench_db="bench_$(date +%s)"
+psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
+NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/debug/nullops bench events \
+  --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 3 --commands 300
+psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
