@@ -46,6 +46,7 @@ pub struct Status {
 #[derive(Clone)]
 pub struct ReadModelDb {
     pool: AnyPool,
+    postgres: bool,
     /// Bumped when a runner of this process commits, so local waiters re-check at once.
     advanced: std::sync::Arc<watch::Sender<u64>>,
 }
@@ -57,22 +58,44 @@ impl ReadModelDb {
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and creates missing tables.
     pub async fn open(url: &str) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Rebuildable data: durable against a crash of the process is enough.
+                        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
-        if url.starts_with("sqlite:") {
+        if sqlite {
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
-        Ok(ReadModelDb { pool, advanced: std::sync::Arc::new(watch::channel(0).0) })
+        Ok(ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Starts a transaction for a projection batch. On PostgreSQL it does not wait for the WAL
+    /// flush: a crash can lose only whole batches (rows and checkpoint commit together), which the
+    /// runner applies again from the store.
+    pub(crate) async fn begin_batch(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        }
+        Ok(tx)
     }
 
     pub(crate) fn notify_advanced(&self) {

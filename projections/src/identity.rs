@@ -136,40 +136,36 @@ pub struct Credential {
 }
 
 pub async fn session_by_token_hash(db: &ReadModelDb, token_hash: &str) -> Result<Option<Credential>, ProjectionError> {
-    let row = sqlx::query(
+    credential(
+        db,
         "SELECT u.username, u.role, u.disabled, s.expires_at, s.ended, s.session_id \
          FROM sessions s JOIN users u ON u.username = s.username WHERE s.token_hash = $1",
+        token_hash,
     )
-    .bind(token_hash)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    Ok(Some(Credential {
-        username: r.try_get(0)?,
-        role: r.try_get(1)?,
-        user_disabled: r.try_get::<i64, _>(2)? != 0,
-        expires_at: Some(r.try_get(3)?),
-        revoked: r.try_get::<i64, _>(4)? != 0,
-        session_id: Some(r.try_get(5)?),
-    }))
+    .await
 }
 
 pub async fn api_token_by_hash(db: &ReadModelDb, token_hash: &str) -> Result<Option<Credential>, ProjectionError> {
-    let row = sqlx::query(
-        "SELECT u.username, u.role, u.disabled, t.expires_at, t.revoked_at \
+    credential(
+        db,
+        "SELECT u.username, u.role, u.disabled, t.expires_at, \
+         CAST(CASE WHEN t.revoked_at IS NULL THEN 0 ELSE 1 END AS BIGINT), CAST(NULL AS TEXT) \
          FROM api_tokens t JOIN users u ON u.username = t.username WHERE t.token_hash = $1",
+        token_hash,
     )
-    .bind(token_hash)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some(r) = row else { return Ok(None) };
+    .await
+}
+
+/// `sql` selects username, role, disabled, expires_at, revoked (0/1) and session id (or NULL).
+async fn credential(db: &ReadModelDb, sql: &str, token_hash: &str) -> Result<Option<Credential>, ProjectionError> {
+    let Some(r) = sqlx::query(sql).bind(token_hash).fetch_optional(db.pool()).await? else { return Ok(None) };
     Ok(Some(Credential {
         username: r.try_get(0)?,
         role: r.try_get(1)?,
         user_disabled: r.try_get::<i64, _>(2)? != 0,
         expires_at: r.try_get(3)?,
-        revoked: r.try_get::<Option<i64>, _>(4)?.is_some(),
-        session_id: None,
+        revoked: r.try_get::<i64, _>(4)? != 0,
+        session_id: r.try_get(5)?,
     }))
 }
 

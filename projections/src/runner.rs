@@ -125,7 +125,7 @@ impl Runner {
         let name = self.projection.name();
         let to = batch.last().map_or(from, |e| e.position);
         let applied = batch.iter().filter(|e| self.projection.handles(&e.event_type)).count() as i64;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_batch().await?;
         // The checkpoint write comes first: it takes SQLite's write lock before any read.
         let moved = if from == LogPosition::START {
             sqlx::query(

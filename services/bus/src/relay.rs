@@ -20,6 +20,10 @@ const BATCH: u32 = 512;
 /// appends made by other processes).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The checkpoint is saved at most this often: a restart republishes at most this much, which
+/// JetStream drops by message id and consumers skip by position. Saving per batch would add a
+/// commit to every event's path.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(store: Arc<dyn EventStore>, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
@@ -45,7 +49,13 @@ async fn relay_while_leader(store: &dyn EventStore, bus: &dyn Bus, shutdown: &Ca
     let mut checkpoint: LogPosition = store.load_checkpoint(LEASE).await?;
     let mut appended = store.append_signal();
     let mut last_lease_check = tokio::time::Instant::now();
+    let mut saved = checkpoint;
+    let mut last_save = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
+        if saved != checkpoint && last_save.elapsed() >= CHECKPOINT_EVERY {
+            store.save_checkpoint(LEASE, checkpoint).await?;
+            (saved, last_save) = (checkpoint, tokio::time::Instant::now());
+        }
         let batch = store.read_all(checkpoint, BATCH).await?;
         if let Some(last) = batch.last().map(|e| e.position) {
             let mut previous = checkpoint;
@@ -58,7 +68,6 @@ async fn relay_while_leader(store: &dyn EventStore, bus: &dyn Bus, shutdown: &Ca
                 })
                 .collect();
             bus.publish(&messages).await?;
-            store.save_checkpoint(LEASE, last).await?;
             checkpoint = last;
             continue;
         }
@@ -74,6 +83,9 @@ async fn relay_while_leader(store: &dyn EventStore, bus: &dyn Bus, shutdown: &Ca
             _ = appended.changed() => {}
             _ = tokio::time::sleep(IDLE_POLL) => {}
         }
+    }
+    if saved != checkpoint {
+        store.save_checkpoint(LEASE, checkpoint).await?;
     }
     Ok(())
 }

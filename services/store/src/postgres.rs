@@ -52,18 +52,7 @@ impl PgEventStore {
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
-    sqlx::query(migrate::CREATE_TABLE).execute(&mut *tx).await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        for statement in migrate::statements(m.sql) {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-            .bind(m.version)
-            .bind(nullops_events::Timestamp::now().0)
-            .execute(&mut *tx)
-            .await?;
-    }
+    migrate::apply(&mut tx, MIGRATIONS).await?;
     tx.commit().await?;
     Ok(())
 }

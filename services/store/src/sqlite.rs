@@ -53,18 +53,7 @@ impl SqliteEventStore {
 
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(migrate::CREATE_TABLE).execute(&mut *tx).await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        for statement in migrate::statements(m.sql) {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-            .bind(m.version)
-            .bind(nullops_events::Timestamp::now().0)
-            .execute(&mut *tx)
-            .await?;
-    }
+    migrate::apply(&mut tx, MIGRATIONS).await?;
     tx.commit().await?;
     Ok(())
 }
