@@ -338,6 +338,60 @@ async fn health_ui_and_graphiql(mode: Mode) {
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let me: Value = server.http.post(server.url("/graphql")).json(&json!({"query": ME})).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["data"]["me"]["username"], "admin", "the cookie jar authenticates: {me}");
+
+    // The web UI's subscriptions authenticate with the same cookie and an empty connection_init.
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    request.headers_mut().insert("Cookie", session.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket");
+    ws.send(Message::text(json!({"type": "connection_init", "payload": {}}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
+    let query = "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }";
+    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    let admin = server.admin().await;
+    let mut n = 0;
+    loop {
+        n += 1;
+        server.ok(Some(&admin), CREATE_USER, json!({"u": format!("web{n}"), "p": "web-password-1"})).await;
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(500), next_json(&mut ws)).await {
+            assert!(v["payload"]["data"]["auditEvents"]["stream"].as_str().unwrap().starts_with("user-web"), "{v}");
+            break;
+        }
+        assert!(n < 20, "no event over the cookie-authenticated subscription");
+    }
+
+    // The audit history filters by time range.
+    let all = server.ok(Some(&admin), "{ auditLog(page: { first: 500 }) { entries { occurredAt } } }", json!({})).await;
+    let times: Vec<&str> = all["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["occurredAt"].as_str().unwrap()).collect();
+    let (newest, oldest) = (times[0], times[times.len() - 1]);
+    let q = "query($f: DateTime, $t: DateTime) { auditLog(filter: { from: $f, to: $t }, page: { first: 500 }) { entries { occurredAt } } }";
+    let from_newest = server.ok(Some(&admin), q, json!({"f": newest, "t": null})).await;
+    assert_eq!(from_newest["auditLog"]["entries"].as_array().unwrap().len(), times.iter().filter(|t| **t == newest).count());
+    let before_newest = server.ok(Some(&admin), q, json!({"f": oldest, "t": newest})).await;
+    assert_eq!(before_newest["auditLog"]["entries"].as_array().unwrap().len(), times.iter().filter(|t| **t != newest).count());
+
+    if mode == Mode::Embedded {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(backend.data_dir.join("master.key")).expect("master key generated");
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+    server.stop().await;
+}
+
+async fn logs_are_json_on_request(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start_with(&backend, &[("NULLOPS_LOG_FORMAT", "json"), ("NULLOPS_LOG", "info")]).await;
+    let admin = server.admin().await;
+    server.ok(Some(&admin), "{ me { username } }", json!({})).await;
+    server.ok(Some(&admin), CREATE_USER, json!({"u": "logged", "p": "logged-password"})).await;
+    let lines = server.output.lock().unwrap().clone();
+    let json_lines: Vec<Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(json_lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"].is_string()), "{lines:?}");
+    let all = lines.join("\n");
+    for secret in [support::ADMIN_PASSWORD, "logged-password", admin.as_str()] {
+        assert!(!all.contains(secret), "a secret appeared in the logs");
+    }
     server.stop().await;
 }
 
@@ -349,4 +403,5 @@ in_both_modes!(
     two_servers_share_one_platform,
     projections_rebuild_from_the_log,
     health_ui_and_graphiql,
+    logs_are_json_on_request,
 );
