@@ -27,5 +27,5 @@ echo "== event benchmark (short run; see infra/bench.sh for the full one) =="
 bench_db="bench_$(date +%s)"
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/debug/nullops bench events \
-  --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 3 --commands 300
+  --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 1 --commands 300
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"

@@ -94,8 +94,8 @@ enum BenchCommand {
     Events {
         #[arg(long, env = "NULLOPS_DATABASE_URL")]
         database_url: String,
-        /// Seconds per throughput run.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per throughput round (five rounds each of pgbench and nullops, per writer count).
+        #[arg(long, default_value_t = 4)]
         seconds: u64,
         /// Commands timed for the latency figures.
         #[arg(long, default_value_t = 2000)]

@@ -71,6 +71,12 @@ pub async fn rejects_a_stale_expected_version_and_writes_nothing(store: &dyn Eve
     assert_eq!(store.read_stream(&stream, 0).await.expect("read").len(), 3);
 }
 
+pub async fn an_append_of_no_events_is_refused(store: &dyn EventStore) {
+    let err = store.append(&StreamId::new("user", "empty"), 0, &[]).await.expect_err("empty append");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(store.read_stream(&StreamId::new("user", "empty"), 0).await.expect("read").is_empty());
+}
+
 pub async fn appends_several_events_atomically_in_order(store: &dyn EventStore) {
     let stream = StreamId::new("user", "carol");
     let new = events(5);
@@ -163,6 +169,43 @@ pub async fn concurrent_writers_to_many_streams_lose_and_skip_nothing(store: Arc
     assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), seen, "in the same order as a later reader");
 }
 
+pub async fn racing_appends_to_one_stream_never_corrupt_it(store: Arc<dyn EventStore>) {
+    // Each task appends two events to a shared stream at the version it last read, while also
+    // writing to a stream of its own: batches then mix winners, losers and bystanders.
+    let hot = StreamId::new("user", "hot");
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let (store, hot) = (store.clone(), hot.clone());
+            tokio::spawn(async move {
+                let own = StreamId::new("user", &format!("own{t}"));
+                let mut wins = 0u64;
+                for i in 0..15u64 {
+                    store.append(&own, i, &events(1)).await.expect("own stream never conflicts");
+                    let version = store.read_stream(&hot, 0).await.expect("read").last().map_or(0, |e| e.stream_version);
+                    match store.append(&hot, version, &events(2)).await {
+                        Ok(a) => {
+                            assert_eq!(a.stream_version, version + 2);
+                            wins += 1;
+                        }
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => panic!("unexpected error {e}"),
+                    }
+                }
+                wins
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += t.await.expect("task");
+    }
+    let versions: Vec<u64> = store.read_stream(&hot, 0).await.expect("read").iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (1..=2 * wins).collect::<Vec<_>>(), "contiguous versions, two per winning append");
+    for t in 0..8 {
+        assert_eq!(store.read_stream(&StreamId::new("user", &format!("own{t}")), 0).await.expect("read").len(), 15);
+    }
+}
+
 pub async fn checkpoints_start_at_zero_and_persist(store: &dyn EventStore) {
     assert_eq!(store.load_checkpoint("relay").await.expect("load"), LogPosition::START);
     let p = LogPosition { commit: 7, seq: 9 };
@@ -217,6 +260,10 @@ macro_rules! conformance_suite {
                 c::rejects_a_stale_expected_version_and_writes_nothing(&*$factory.await).await
             }
             #[tokio::test]
+            async fn an_append_of_no_events_is_refused() {
+                c::an_append_of_no_events_is_refused(&*$factory.await).await
+            }
+            #[tokio::test]
             async fn appends_several_events_atomically_in_order() {
                 c::appends_several_events_atomically_in_order(&*$factory.await).await
             }
@@ -231,6 +278,10 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_writers_to_many_streams_lose_and_skip_nothing() {
                 c::concurrent_writers_to_many_streams_lose_and_skip_nothing($factory.await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn racing_appends_to_one_stream_never_corrupt_it() {
+                c::racing_appends_to_one_stream_never_corrupt_it($factory.await).await
             }
             #[tokio::test]
             async fn checkpoints_start_at_zero_and_persist() {

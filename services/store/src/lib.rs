@@ -28,6 +28,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("event store data is corrupt: {0}")]
     Corrupt(String),
+    /// The call itself was wrong (an append of no events).
+    #[error("invalid append: {0}")]
+    Invalid(&'static str),
 }
 
 /// Where appended events landed.

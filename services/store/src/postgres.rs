@@ -1,11 +1,15 @@
 //! The PostgreSQL event store.
 //!
-//! One append is one statement (so one round trip and one implicit transaction): a CTE claims the
-//! stream's next version in `streams` and inserts the events only if the claim succeeded. Appends
-//! to different streams share no lock. Readers follow `(tx_id, position)` below the oldest running
+//! Appends waiting at the same moment are committed together: one statement, one transaction, one
+//! WAL flush for the lot (an append alone gets a statement of its own). Optimistic
+//! concurrency needs no lock of its own: the statement inserts only if the stream is at the
+//! expected version (version `expected` exists, or for a new stream no event does), and the unique
+//! index on `(stream_id, stream_version)` turns any race for the next version into a conflict.
+//! Appends to different streams share nothing. Readers follow `(tx_id, position)` below the oldest running
 //! transaction (`pg_snapshot_xmin`), so an event is never skipped when transactions commit out of
 //! order.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use async_trait::async_trait;
 use nullops_events::{LogPosition, NewEvent, StoredEvent, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use uuid::Uuid;
 
 use crate::migrate::{self, Migration};
@@ -29,7 +33,23 @@ pub struct PgEventStore {
     pool: PgPool,
     options: PgConnectOptions,
     appended: Arc<watch::Sender<u64>>,
+    appends: mpsc::Sender<AppendRequest>,
 }
+
+/// An append waiting to be committed with whatever others are waiting.
+struct AppendRequest {
+    stream: StreamId,
+    expected_version: u64,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Most appends committed together.
+const MAX_BATCH: usize = 128;
+/// Batches in flight at once: they overlap round trips and WAL flushes.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Appends waiting for a batch; callers wait for room beyond this.
+const QUEUE: usize = 4096;
 
 impl PgEventStore {
     /// Connects and applies pending migrations.
@@ -41,7 +61,10 @@ impl PgEventStore {
             .connect_with(options.clone())
             .await?;
         migrate(&pool).await?;
-        Ok(PgEventStore { pool, options, appended: Arc::new(watch::channel(0).0) })
+        let appended = Arc::new(watch::channel(0).0);
+        let (appends, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run_batches(pool.clone(), queue, appended.clone()));
+        Ok(PgEventStore { pool, options, appended, appends })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -57,29 +80,194 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `$1` stream, `$2` expected version, `$3` new version, `$4..$12` the events as parallel arrays.
-const INSERT_EVENTS: &str = "
+/// The stream is at version `$2` (`$1` stream): shared by both append statements.
+const AT_EXPECTED_VERSION: &str = "CASE WHEN $2 = 0 THEN NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $1)
+     ELSE EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2) END";
+
+/// One event (the common case): scalar parameters cost the server far less than arrays.
+/// `$1` stream, `$2` expected version, `$3..$11` the event's columns.
+const APPEND_ONE: &str = "
 INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload,
                     occurred_at, actor, correlation_id, causation_id, trace_context)
-SELECT e.event_id, claimed.stream_id, $2 + e.ord, e.event_type, e.schema_version, e.payload,
+SELECT $3, $1, $2 + 1, $4, $5, $6, $7, $8, $9, $10, $11
+WHERE AT_EXPECTED_VERSION
+RETURNING tx_id::text::bigint, position";
+
+/// Appends to distinct streams, all in one statement: per event `$1` id, `$2` stream, `$3` its
+/// version, `$4` its append's expected version, `$5..$12` the other columns.
+const APPEND_TOGETHER: &str = "
+INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload,
+                    occurred_at, actor, correlation_id, causation_id, trace_context)
+SELECT e.event_id, e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload,
        e.occurred_at, e.actor, e.correlation_id, e.causation_id, e.trace_context
-FROM claimed,
-     unnest($4::uuid[], $5::text[], $6::int[], $7::bytea[], $8::bigint[], $9::text[], $10::uuid[],
-            $11::uuid[], $12::text[])
+FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::bytea[],
+            $8::bigint[], $9::text[], $10::uuid[], $11::uuid[], $12::text[])
+       WITH ORDINALITY AS e(event_id, stream_id, stream_version, expected, event_type, schema_version,
+                            payload, occurred_at, actor, correlation_id, causation_id, trace_context, ord)
+WHERE CASE WHEN e.expected = 0 THEN NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = e.stream_id)
+           ELSE EXISTS (SELECT 1 FROM events x WHERE x.stream_id = e.stream_id AND x.stream_version = e.expected) END
+ORDER BY e.ord
+RETURNING tx_id::text::bigint, position, stream_id";
+
+/// Several events: `$1` stream, `$2` expected version, `$3..$11` the events as parallel arrays.
+const APPEND_MANY: &str = "
+INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload,
+                    occurred_at, actor, correlation_id, causation_id, trace_context)
+SELECT e.event_id, $1, $2 + e.ord, e.event_type, e.schema_version, e.payload,
+       e.occurred_at, e.actor, e.correlation_id, e.causation_id, e.trace_context
+FROM unnest($3::uuid[], $4::text[], $5::int[], $6::bytea[], $7::bigint[], $8::text[], $9::uuid[],
+            $10::uuid[], $11::text[])
        WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, occurred_at, actor,
                             correlation_id, causation_id, trace_context, ord)
+WHERE AT_EXPECTED_VERSION
 ORDER BY e.ord
 RETURNING tx_id::text::bigint, position";
 
-fn append_sql(expected_version: u64) -> String {
-    let claim = if expected_version == 0 {
-        // A new stream: the insert loses to any concurrent creator (it waits, then does nothing).
-        "INSERT INTO streams (stream_id, version) VALUES ($1, $3) ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id"
-    } else {
-        // The row lock orders concurrent appenders; the loser re-checks the version and matches nothing.
-        "UPDATE streams SET version = $3 WHERE stream_id = $1 AND version = $2 RETURNING stream_id"
+/// One append in its own statement and transaction.
+async fn append_alone(pool: &PgPool, stream: &StreamId, expected_version: u64, events: &[NewEvent]) -> Result<Appended, StoreError> {
+    let conflict = || StoreError::Conflict { stream_id: stream.clone(), expected: expected_version };
+    let new_version = expected_version + events.len() as u64;
+    let result = match events {
+        [e] => {
+            sqlx::query(&APPEND_ONE.replace("AT_EXPECTED_VERSION", AT_EXPECTED_VERSION))
+                .bind(stream.as_str())
+                .bind(to_i64(expected_version))
+                .bind(e.event_id.0)
+                .bind(e.event_type)
+                .bind(i32::from(e.schema_version))
+                .bind(e.payload.as_slice())
+                .bind(e.occurred_at.0)
+                .bind(e.metadata.actor.to_stored())
+                .bind(e.metadata.correlation_id.0)
+                .bind(e.metadata.causation_id)
+                .bind(e.metadata.trace_context.as_deref())
+                .fetch_all(pool)
+                .await
+        }
+        _ => {
+            sqlx::query(&APPEND_MANY.replace("AT_EXPECTED_VERSION", AT_EXPECTED_VERSION))
+                .bind(stream.as_str())
+                .bind(to_i64(expected_version))
+                .bind(events.iter().map(|e| e.event_id.0).collect::<Vec<Uuid>>())
+                .bind(events.iter().map(|e| e.event_type).collect::<Vec<&str>>())
+                .bind(events.iter().map(|e| i32::from(e.schema_version)).collect::<Vec<i32>>())
+                .bind(events.iter().map(|e| e.payload.as_slice()).collect::<Vec<&[u8]>>())
+                .bind(events.iter().map(|e| e.occurred_at.0).collect::<Vec<i64>>())
+                .bind(events.iter().map(|e| e.metadata.actor.to_stored()).collect::<Vec<String>>())
+                .bind(events.iter().map(|e| e.metadata.correlation_id.0).collect::<Vec<Uuid>>())
+                .bind(events.iter().map(|e| e.metadata.causation_id).collect::<Vec<Option<Uuid>>>())
+                .bind(events.iter().map(|e| e.metadata.trace_context.as_deref()).collect::<Vec<Option<&str>>>())
+                .fetch_all(pool)
+                .await
+        }
     };
-    format!("WITH claimed AS ({claim}) {INSERT_EVENTS}")
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) if is_unique_violation(&e) => return Err(conflict()),
+        Err(e) => return Err(e.into()),
+    };
+    if rows.len() != events.len() {
+        return Err(conflict());
+    }
+    let mut positions = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let commit: i64 = row.try_get(0)?;
+        let seq: i64 = row.try_get(1)?;
+        positions.push(LogPosition { commit: commit as u64, seq: seq as u64 });
+    }
+    positions.sort();
+    Ok(Appended {
+        first: positions[0],
+        last: positions[positions.len() - 1],
+        stream_version: new_version,
+    })
+}
+
+/// Several appends to distinct streams in one statement and one transaction. `Err` when the
+/// statement failed as a whole (a race on some stream's next version, for one): the caller then
+/// appends them one by one, so each gets its own answer.
+async fn append_together(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
+    let events = || requests.iter().flat_map(|r| r.events.iter().enumerate().map(move |(i, e)| (r, i, e)));
+    let rows = sqlx::query(APPEND_TOGETHER)
+        .bind(events().map(|(_, _, e)| e.event_id.0).collect::<Vec<Uuid>>())
+        .bind(events().map(|(r, _, _)| r.stream.as_str()).collect::<Vec<&str>>())
+        .bind(events().map(|(r, i, _)| to_i64(r.expected_version + 1 + i as u64)).collect::<Vec<i64>>())
+        .bind(events().map(|(r, _, _)| to_i64(r.expected_version)).collect::<Vec<i64>>())
+        .bind(events().map(|(_, _, e)| e.event_type).collect::<Vec<&str>>())
+        .bind(events().map(|(_, _, e)| i32::from(e.schema_version)).collect::<Vec<i32>>())
+        .bind(events().map(|(_, _, e)| e.payload.as_slice()).collect::<Vec<&[u8]>>())
+        .bind(events().map(|(_, _, e)| e.occurred_at.0).collect::<Vec<i64>>())
+        .bind(events().map(|(_, _, e)| e.metadata.actor.to_stored()).collect::<Vec<String>>())
+        .bind(events().map(|(_, _, e)| e.metadata.correlation_id.0).collect::<Vec<Uuid>>())
+        .bind(events().map(|(_, _, e)| e.metadata.causation_id).collect::<Vec<Option<Uuid>>>())
+        .bind(events().map(|(_, _, e)| e.metadata.trace_context.as_deref()).collect::<Vec<Option<&str>>>())
+        .fetch_all(pool)
+        .await?;
+    let mut landed: HashMap<String, Vec<LogPosition>> = HashMap::with_capacity(requests.len());
+    for row in &rows {
+        let (commit, seq, stream): (i64, i64, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        landed.entry(stream).or_default().push(LogPosition { commit: commit as u64, seq: seq as u64 });
+    }
+    Ok(requests
+        .iter()
+        .map(|r| match landed.remove(r.stream.as_str()) {
+            Some(mut p) if p.len() == r.events.len() => {
+                p.sort();
+                Ok(Appended { first: p[0], last: p[p.len() - 1], stream_version: r.expected_version + r.events.len() as u64 })
+            }
+            _ => Err(StoreError::Conflict { stream_id: r.stream.clone(), expected: r.expected_version }),
+        })
+        .collect())
+}
+
+/// Takes appends off the queue and commits whatever is waiting together, until every handle on
+/// the store is dropped.
+async fn run_batches(pool: PgPool, mut queue: mpsc::Receiver<AppendRequest>, appended: Arc<watch::Sender<u64>>) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut waiting = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut waiting, MAX_BATCH).await > 0 {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let (pool, appended) = (pool.clone(), appended.clone());
+        let requests = std::mem::replace(&mut waiting, Vec::with_capacity(MAX_BATCH));
+        tokio::spawn(async move {
+            commit_batch(&pool, requests).await;
+            appended.send_modify(|n| *n += 1);
+            drop(permit);
+        });
+    }
+}
+
+async fn commit_batch(pool: &PgPool, mut requests: Vec<AppendRequest>) {
+    while !requests.is_empty() {
+        // One append per stream per statement; a stream's later appends wait for the next round,
+        // in their order. Sorting by stream keeps the order in which rows are inserted the same
+        // in every batch.
+        let mut seen = HashSet::new();
+        let (mut round, rest): (Vec<_>, Vec<_>) = requests.into_iter().partition(|r| seen.insert(r.stream.clone()));
+        requests = rest;
+        round.sort_by(|a, b| a.stream.cmp(&b.stream));
+        let together = if round.len() > 1 {
+            append_together(pool, &round)
+                .await
+                .inspect_err(|e| tracing::debug!(appends = round.len(), error = %e, "batch failed as a whole; appending one by one"))
+                .ok()
+        } else {
+            None
+        };
+        match together {
+            Some(results) => {
+                for (r, result) in round.into_iter().zip(results) {
+                    let _ = r.reply.send(result);
+                }
+            }
+            None => {
+                for r in round {
+                    let result = append_alone(pool, &r.stream, r.expected_version, &r.events).await;
+                    let _ = r.reply.send(result);
+                }
+            }
+        }
+    }
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -89,44 +277,14 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 #[async_trait]
 impl EventStore for PgEventStore {
     async fn append(&self, stream: &StreamId, expected_version: u64, events: &[NewEvent]) -> Result<Appended, StoreError> {
-        let conflict = || StoreError::Conflict { stream_id: stream.clone(), expected: expected_version };
-        let new_version = expected_version + events.len() as u64;
-        let result = sqlx::query(&append_sql(expected_version))
-            .bind(stream.as_str())
-            .bind(to_i64(expected_version))
-            .bind(to_i64(new_version))
-            .bind(events.iter().map(|e| e.event_id.0).collect::<Vec<Uuid>>())
-            .bind(events.iter().map(|e| e.event_type).collect::<Vec<&str>>())
-            .bind(events.iter().map(|e| i32::from(e.schema_version)).collect::<Vec<i32>>())
-            .bind(events.iter().map(|e| e.payload.as_slice()).collect::<Vec<&[u8]>>())
-            .bind(events.iter().map(|e| e.occurred_at.0).collect::<Vec<i64>>())
-            .bind(events.iter().map(|e| e.metadata.actor.to_stored()).collect::<Vec<String>>())
-            .bind(events.iter().map(|e| e.metadata.correlation_id.0).collect::<Vec<Uuid>>())
-            .bind(events.iter().map(|e| e.metadata.causation_id).collect::<Vec<Option<Uuid>>>())
-            .bind(events.iter().map(|e| e.metadata.trace_context.as_deref()).collect::<Vec<Option<&str>>>())
-            .fetch_all(&self.pool)
-            .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) if is_unique_violation(&e) => return Err(conflict()),
-            Err(e) => return Err(e.into()),
-        };
-        if rows.len() != events.len() {
-            return Err(conflict());
+        if events.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one event"));
         }
-        let mut positions = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let commit: i64 = row.try_get(0)?;
-            let seq: i64 = row.try_get(1)?;
-            positions.push(LogPosition { commit: commit as u64, seq: seq as u64 });
-        }
-        positions.sort();
-        self.appended.send_modify(|n| *n += 1);
-        Ok(Appended {
-            first: positions[0],
-            last: positions[positions.len() - 1],
-            stream_version: new_version,
-        })
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest { stream: stream.clone(), expected_version, events: events.to_vec(), reply };
+        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.appends.send(request).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     async fn read_stream(&self, stream: &StreamId, after_version: u64) -> Result<Vec<StoredEvent>, StoreError> {

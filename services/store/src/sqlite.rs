@@ -61,6 +61,9 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, stream: &StreamId, expected_version: u64, events: &[NewEvent]) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one event"));
+        }
         let conflict = || StoreError::Conflict { stream_id: stream.clone(), expected: expected_version };
         let new_version = expected_version + events.len() as u64;
         let mut tx = self.writer.begin().await?;

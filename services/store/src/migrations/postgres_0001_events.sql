@@ -19,13 +19,6 @@ CREATE TABLE events (
 -- statement
 CREATE INDEX events_global_order ON events (tx_id, position)
 -- statement
--- One row per stream holding its version: the row lock is the per-stream optimistic lock, so
--- appends to different streams never wait for each other.
-CREATE TABLE streams (
-    stream_id TEXT PRIMARY KEY,
-    version   BIGINT NOT NULL
-)
--- statement
 CREATE TABLE store_checkpoints (
     name       TEXT PRIMARY KEY,
     commit_pos BIGINT NOT NULL,
