@@ -32,7 +32,10 @@ $('logout').addEventListener('click', async () => {
   location.reload();
 });
 
+let signedIn = null;
+
 function showApp(me) {
+  signedIn = me.username;
   $('whoami').textContent = `${me.username} (${me.role.toLowerCase()})`;
   $('logout').hidden = false;
   $('app-view').hidden = false;
@@ -75,14 +78,16 @@ async function loadUsers() {
     const tr = el('tr');
     tr.append(el('td', u.username), el('td', u.role), el('td', u.disabled ? 'disabled' : 'active'));
     const td = el('td');
-    const b = el('button', u.disabled ? 'Enable' : 'Disable');
-    b.onclick = async () => {
-      const m = u.disabled ? 'enableUser' : 'disableUser';
-      try { await gql(`mutation($u: String!) { ${m}(username: $u) { username } }`, { u: u.username }); }
-      catch (e) { $('user-error').textContent = e.message; }
-      loadUsers();
-    };
-    td.append(b);
+    if (u.username !== signedIn) {
+      const b = el('button', u.disabled ? 'Enable' : 'Disable');
+      b.onclick = async () => {
+        const m = u.disabled ? 'enableUser' : 'disableUser';
+        try { await gql(`mutation($u: String!) { ${m}(username: $u) { username } }`, { u: u.username }); }
+        catch (e) { $('user-error').textContent = e.message; }
+        loadUsers();
+      };
+      td.append(b);
+    }
     tr.append(td);
     return tr;
   }));

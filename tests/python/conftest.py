@@ -1,0 +1,40 @@
+"""Starts the real nullops binary for the Python tests, in embedded or Postgres + NATS mode."""
+
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+import uuid
+
+import pytest
+
+BIN = os.environ.get("NULLOPS_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "nullops"))
+ADMIN_PASSWORD = "python-admin-password"
+PG_ADMIN = os.environ.get("NULLOPS_TEST_DATABASE_URL", "postgres://nullops:nullops@127.0.0.1:5432/nullops")
+
+
+def start(mode):
+    env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN_PASSWORD, "NULLOPS_LOG": "warn"}
+    if mode == "embedded":
+        args = ["up", "--data-dir", tempfile.mkdtemp(prefix="nullops-py-")]
+    else:
+        name = "py_" + uuid.uuid4().hex
+        subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
+        env.update(NULLOPS_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, NULLOPS_NATS_PREFIX=name)
+        args = ["server"]
+    proc = subprocess.Popen([BIN, *args, "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    while True:
+        line = lines.get(timeout=60)
+        if line.startswith("NullOps is up: http://"):
+            return proc, line.split("http://", 1)[1].split("/", 1)[0]
+
+
+@pytest.fixture(params=["embedded", "postgres_nats"])
+def server(request):
+    proc, addr = start(request.param)
+    yield addr
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0

@@ -1,0 +1,134 @@
+"""The web UI in a real browser (headless Chromium over the DevTools protocol): sign in, see the
+admin view, create a user and watch it arrive live in the audit history, create an API token, sign
+out. Every wait is bounded."""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import ADMIN_PASSWORD
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """One headless Chromium page, driven over the DevTools protocol."""
+
+    def __init__(self):
+        self.profile = tempfile.mkdtemp(prefix="nullops-chromium-")
+        # Its own session, so the whole process tree can be killed and none keeps our pipes open.
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={self.profile}", "--window-size=1100,900", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file = os.path.join(self.profile, "DevToolsActivePort")
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+            time.sleep(0.05)
+        port = open(port_file).read().split()[0]
+        import urllib.request
+        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        page = next(p for p in pages if p["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self.next_id = 0
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=15))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message.get("result", {})
+
+    def js(self, expression):
+        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, expression, what, timeout=10):
+        deadline = time.monotonic() + timeout
+        # Until the page has loaded, the elements are missing: that is "not yet", not a failure.
+        while not self.js(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"):
+            assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+            time.sleep(0.05)
+
+    def fill_and_submit(self, form_id, **values):
+        self.js("{const f = document.getElementById(%s); %s f.requestSubmit();}" % (
+            json.dumps(form_id), "".join(f"f.elements[{json.dumps(k)}].value = {json.dumps(v)};" for k, v in values.items())))
+
+    def screenshot(self, path):
+        open(path, "wb").write(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self):
+        try:
+            self.ws.close()
+        finally:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser():
+    assert CHROMIUM, "chromium is needed (infra/setup.sh installs it)"
+    b = Browser()
+    yield b
+    b.close()
+
+
+def visible(element_id):
+    return f"!document.getElementById({json.dumps(element_id)}).hidden"
+
+
+def test_sign_in_create_user_watch_it_live_and_sign_out(server, browser):
+    browser.call("Page.navigate", url=f"http://{server}/")
+    browser.wait_for(visible("login-view"), "the sign-in form")
+
+    browser.fill_and_submit("login-form", username="admin", password="wrong-password")
+    browser.wait_for("document.getElementById('login-error').textContent.length > 0", "an error")
+    assert browser.js("document.getElementById('login-error').textContent") == "invalid username or password"
+
+    browser.fill_and_submit("login-form", username="admin", password=ADMIN_PASSWORD)
+    browser.wait_for(visible("admin") + " && document.querySelectorAll('#audit-list tr').length > 0", "the admin view")
+    assert browser.js("document.getElementById('whoami').textContent") == "admin (admin)"
+    assert browser.js(visible("login-view")) is False
+
+    # A user created in the form shows in the list, and its event arrives live at the top of the
+    # audit history through the subscription (the page is not reloaded). The subscription opens
+    # after the history loads, so create users until one arrives (bounded).
+    for i in range(20):
+        name = f"qa-{i}"
+        browser.fill_and_submit("user-form", username=name, password="qa-password-1", role="USER")
+        browser.wait_for("[...document.querySelectorAll('#user-list td')].some(t => t.textContent === %s)" % json.dumps(name), f"user {name} listed")
+        try:
+            browser.wait_for("document.querySelector('#audit-list tr td:last-child').textContent === %s" % json.dumps(f"user-{name}"), "live row", timeout=1)
+            break
+        except AssertionError:
+            continue
+    else:
+        pytest.fail("no live audit row after 20 users")
+    assert browser.js("document.querySelector('#audit-list tr td:nth-child(3)').textContent") == "user.registered"
+    # The signed-in admin is not offered to disable themself; the new user is.
+    assert browser.js("[...document.querySelectorAll('#user-list tr')].find(r => r.cells[0].textContent === 'admin').querySelector('button') === null") is True
+
+    browser.fill_and_submit("token-form", name="ci")
+    browser.wait_for(visible("new-token"), "the new token")
+    assert "nop_" in browser.js("document.getElementById('new-token').textContent")
+    browser.wait_for("document.getElementById('token-list').textContent.includes('ci')", "the token listed")
+
+    if os.environ.get("NULLOPS_UI_SCREENSHOT"):
+        browser.screenshot(os.environ["NULLOPS_UI_SCREENSHOT"])
+
+    browser.js("document.getElementById('logout').click(); true")
+    browser.wait_for(visible("login-view"), "the sign-in form after signing out")
