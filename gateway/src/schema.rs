@@ -153,13 +153,14 @@ impl AuditFilterInput {
         }
     }
 
-    fn matches(&self, e: &StoredEvent) -> bool {
-        let f = self.to_filter();
-        f.actor.is_none_or(|a| a == e.metadata.actor.to_stored())
-            && f.stream_id.is_none_or(|s| s == e.stream_id.as_str())
-            && f.event_type.is_none_or(|t| t == e.event_type)
-            && f.correlation_id.is_none_or(|c| c == e.metadata.correlation_id.0.to_string())
-    }
+}
+
+/// Whether a live event passes an audit filter (time bounds do not apply to live events).
+fn matches(f: &AuditFilter, e: &StoredEvent) -> bool {
+    f.actor.as_ref().is_none_or(|a| *a == e.metadata.actor.to_stored())
+        && f.stream_id.as_deref().is_none_or(|s| s == e.stream_id.as_str())
+        && f.event_type.as_deref().is_none_or(|t| t == e.event_type)
+        && f.correlation_id.as_ref().is_none_or(|c| *c == e.metadata.correlation_id.0.to_string())
 }
 
 #[derive(InputObject, Default)]
@@ -483,10 +484,10 @@ impl SubscriptionRoot {
         req.admin()?;
         let app = app(ctx).clone();
         let credential = req.caller()?.credential.clone();
-        let filter = filter.unwrap_or_default();
+        let filter = filter.unwrap_or_default().to_filter();
         let events = tokio_stream_from(app.live.subscribe());
         Ok(events
-            .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| filter.matches(e))))
+            .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| matches(&filter, e))))
             .then(move |e| {
                 let (app, credential) = (app.clone(), credential.clone());
                 async move {

@@ -10,7 +10,7 @@
 //! order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,6 +84,10 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 const AT_EXPECTED_VERSION: &str = "CASE WHEN $2 = 0 THEN NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $1)
      ELSE EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2) END";
 
+/// The append statements with the version check filled in, built once.
+static APPEND_ONE_SQL: LazyLock<String> = LazyLock::new(|| APPEND_ONE.replace("AT_EXPECTED_VERSION", AT_EXPECTED_VERSION));
+static APPEND_MANY_SQL: LazyLock<String> = LazyLock::new(|| APPEND_MANY.replace("AT_EXPECTED_VERSION", AT_EXPECTED_VERSION));
+
 /// One event (the common case): scalar parameters cost the server far less than arrays.
 /// `$1` stream, `$2` expected version, `$3..$11` the event's columns.
 const APPEND_ONE: &str = "
@@ -129,7 +133,7 @@ async fn append_alone(pool: &PgPool, stream: &StreamId, expected_version: u64, e
     let new_version = expected_version + events.len() as u64;
     let result = match events {
         [e] => {
-            sqlx::query(&APPEND_ONE.replace("AT_EXPECTED_VERSION", AT_EXPECTED_VERSION))
+            sqlx::query(&APPEND_ONE_SQL)
                 .bind(stream.as_str())
                 .bind(to_i64(expected_version))
                 .bind(e.event_id.0)
@@ -145,7 +149,7 @@ async fn append_alone(pool: &PgPool, stream: &StreamId, expected_version: u64, e
                 .await
         }
         _ => {
-            sqlx::query(&APPEND_MANY.replace("AT_EXPECTED_VERSION", AT_EXPECTED_VERSION))
+            sqlx::query(&APPEND_MANY_SQL)
                 .bind(stream.as_str())
                 .bind(to_i64(expected_version))
                 .bind(events.iter().map(|e| e.event_id.0).collect::<Vec<Uuid>>())
