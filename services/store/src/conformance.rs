@@ -20,14 +20,24 @@ fn events(n: u32) -> Vec<NewEvent> {
     (0..n).map(event).collect()
 }
 
-async fn read_everything(store: &dyn EventStore) -> Vec<nullops_events::StoredEvent> {
-    let mut all = Vec::new();
-    let mut after = LogPosition::START;
+/// Everything in the global order, once at least `expected` events are readable. Committed events
+/// may stay unreadable for a moment while an older transaction runs (on PostgreSQL, anywhere in
+/// the cluster), so wait for them, bounded, rather than read once.
+async fn read_everything(store: &dyn EventStore, expected: usize) -> Vec<nullops_events::StoredEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let page = store.read_all(after, 7).await.expect("read_all");
-        let Some(last) = page.last() else { return all };
-        after = last.position;
-        all.extend(page);
+        let mut all = Vec::new();
+        let mut after = LogPosition::START;
+        loop {
+            let page = store.read_all(after, 7).await.expect("read_all");
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            all.extend(page);
+        }
+        if all.len() >= expected || tokio::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -66,7 +76,7 @@ pub async fn rejects_a_stale_expected_version_and_writes_nothing(store: &dyn Eve
         assert!(matches!(err, StoreError::Conflict { expected, .. } if expected == wrong), "{err}");
     }
     assert_eq!(store.read_stream(&stream, 0).await.expect("read").len(), 2);
-    assert_eq!(read_everything(store).await.len(), 2);
+    assert_eq!(read_everything(store, 2).await.len(), 2);
     store.append(&stream, 2, &events(1)).await.expect("the right version appends");
     assert_eq!(store.read_stream(&stream, 0).await.expect("read").len(), 3);
 }
@@ -100,7 +110,7 @@ pub async fn reads_all_streams_in_global_order_from_any_position(store: &dyn Eve
         store.append(&stream, version, &new).await.expect("append");
         expected.extend(new.iter().map(|e| e.event_id));
     }
-    let all = read_everything(store).await;
+    let all = read_everything(store, expected.len()).await;
     assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     let tail = store.read_all(all[4].position, 100).await.expect("read");
@@ -165,7 +175,7 @@ pub async fn concurrent_writers_to_many_streams_lose_and_skip_nothing(store: Arc
     let seen = follower.await.expect("follower");
     assert_eq!(seen.len(), 12 * 25, "the follower saw every event");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len(), "and each once");
-    let all = read_everything(&*store).await;
+    let all = read_everything(&*store, seen.len()).await;
     assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), seen, "in the same order as a later reader");
 }
 
