@@ -32,7 +32,7 @@ impl Bus for InProcessBus {
         let rx = self.sender.subscribe();
         Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
-                Ok(m) => Some((Delivery::Event(m), rx)),
+                Ok(m) => Some((Delivery::Event(Box::new(m)), rx)),
                 Err(broadcast::error::RecvError::Lagged(_)) => Some((Delivery::Gap, rx)),
                 Err(broadcast::error::RecvError::Closed) => None,
             }

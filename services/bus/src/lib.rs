@@ -28,7 +28,7 @@ pub struct BusMessage {
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    Event(BusMessage),
+    Event(Box<BusMessage>),
     /// Messages were lost (the subscriber lagged, or one did not decode): catch up from the store.
     Gap,
 }

@@ -85,7 +85,7 @@ impl Bus for NatsBus {
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(Box::pin(messages.map(|m| match m {
             Ok(m) => match postcard::from_bytes::<BusMessage>(&m.payload) {
-                Ok(decoded) => Delivery::Event(decoded),
+                Ok(decoded) => Delivery::Event(Box::new(decoded)),
                 Err(e) => {
                     tracing::warn!(error = %e, "undecodable bus message; catching up from the store");
                     Delivery::Gap

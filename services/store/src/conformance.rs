@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{EventStore, StoreError};
 
 fn event(n: u32) -> NewEvent {
-    let e: DomainEvent = if n % 2 == 0 { UserEvent::Disabled(UserDisabled {}) } else { UserEvent::Enabled(UserEnabled {}) }.into();
+    let e: DomainEvent = if n.is_multiple_of(2) { UserEvent::Disabled(UserDisabled {}) } else { UserEvent::Enabled(UserEnabled {}) }.into();
     NewEvent::new(&e, EventMetadata::system())
 }
 
