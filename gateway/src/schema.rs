@@ -391,31 +391,21 @@ impl Mutation {
 
     /// Disables a user (admins): their sessions and tokens stop working at once.
     async fn disable_user(&self, ctx: &Context<'_>, username: String) -> ApiResult<UserGql> {
-        let (app, req) = (app(ctx), request(ctx));
-        let by = req.admin()?.clone();
-        self::username(&username)?;
-        dispatch::<User>(app, req.metadata()?, &username, UserCommand::Disable { by }).await?;
-        user_by_name(app, &username).await
+        as_admin_on_user(ctx, &username, |by| UserCommand::Disable { by }).await
     }
 
     /// Enables a disabled user again (admins).
     async fn enable_user(&self, ctx: &Context<'_>, username: String) -> ApiResult<UserGql> {
-        let (app, req) = (app(ctx), request(ctx));
-        let by = req.admin()?.clone();
-        self::username(&username)?;
-        dispatch::<User>(app, req.metadata()?, &username, UserCommand::Enable { by }).await?;
-        user_by_name(app, &username).await
+        as_admin_on_user(ctx, &username, |by| UserCommand::Enable { by }).await
     }
 
     /// Sets a new password for a user (admins).
     async fn reset_password(&self, ctx: &Context<'_>, username: String, new_password: String) -> ApiResult<UserGql> {
-        let (app, req) = (app(ctx), request(ctx));
-        let by = req.admin()?.clone();
-        self::username(&username)?;
+        // Check the role before spending a password hash on the request.
+        request(ctx).admin()?;
         let password = Password::parse(&new_password)?;
-        let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
-        dispatch::<User>(app, req.metadata()?, &username, UserCommand::ResetPassword { by, password_hash }).await?;
-        user_by_name(app, &username).await
+        let password_hash = app(ctx).passwords.hash(password.expose().to_owned()).await?;
+        as_admin_on_user(ctx, &username, |by| UserCommand::ResetPassword { by, password_hash }).await
     }
 
     /// Changes the caller's own password; needs the current one.
@@ -464,6 +454,15 @@ impl Mutation {
         dispatch::<ApiToken>(app, req.metadata()?, &token_id, ApiTokenCommand::Revoke { by }).await?;
         Ok(identity::api_token(&app.read_models, &token_id).await?.ok_or_else(not_found)?.into())
     }
+}
+
+/// Runs an admin's command on user `username` and returns the user as it now is.
+async fn as_admin_on_user(ctx: &Context<'_>, username: &str, command: impl FnOnce(nullops_domain::Principal) -> UserCommand) -> ApiResult<UserGql> {
+    let (app, req) = (app(ctx), request(ctx));
+    let by = req.admin()?.clone();
+    self::username(username)?;
+    dispatch::<User>(app, req.metadata()?, username, command(by)).await?;
+    user_by_name(app, username).await
 }
 
 fn username_of(user: &UserRow) -> ApiResult<Username> {
