@@ -44,8 +44,13 @@ pub struct PasswordHasherPool {
 }
 
 impl PasswordHasherPool {
-    pub fn new() -> Self {
-        let decoy = hash_blocking("nullops decoy password").unwrap_or_default();
+    /// Computes the decoy hash off the async runtime: argon2 takes tens of milliseconds.
+    pub async fn new() -> Self {
+        let decoy = tokio::task::spawn_blocking(|| hash_blocking("nullops decoy password"))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         PasswordHasherPool { permits: Arc::new(Semaphore::new(2)), decoy_hash: Arc::new(decoy) }
     }
 
@@ -68,12 +73,6 @@ impl PasswordHasherPool {
         .await
         .map_err(ApiError::internal)?;
         Ok(ok && exists)
-    }
-}
-
-impl Default for PasswordHasherPool {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -95,7 +95,7 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
         projections,
-        passwords: nullops_gateway::auth::PasswordHasherPool::new(),
+        passwords: nullops_gateway::auth::PasswordHasherPool::new().await,
         throttle: Default::default(),
         live,
         config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ..Default::default() },
