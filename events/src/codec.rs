@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::catalog::*;
 use crate::identity::*;
 use crate::DomainEvent;
 
@@ -30,6 +31,32 @@ pub mod types {
     pub const SESSION_ENDED: (&str, u16) = ("session.ended", 1);
     pub const API_TOKEN_CREATED: (&str, u16) = ("api_token.created", 1);
     pub const API_TOKEN_REVOKED: (&str, u16) = ("api_token.revoked", 1);
+    pub const TEAM_CREATED: (&str, u16) = ("team.created", 1);
+    pub const TEAM_RENAMED: (&str, u16) = ("team.renamed", 1);
+    pub const TEAM_DELETED: (&str, u16) = ("team.deleted", 1);
+    pub const TEAM_MEMBER_ADDED: (&str, u16) = ("team.member_added", 1);
+    pub const TEAM_MEMBER_REMOVED: (&str, u16) = ("team.member_removed", 1);
+    pub const ACCESS_GRANTED: (&str, u16) = ("access.granted", 1);
+    pub const ACCESS_REVOKED: (&str, u16) = ("access.revoked", 1);
+    pub const REGISTRY_ADDED: (&str, u16) = ("registry.added", 1);
+    pub const REGISTRY_CHANGED: (&str, u16) = ("registry.changed", 1);
+    pub const REGISTRY_REMOVED: (&str, u16) = ("registry.removed", 1);
+    pub const SERVICE_CREATED: (&str, u16) = ("service.created", 1);
+    pub const SERVICE_UPDATED: (&str, u16) = ("service.updated", 1);
+    pub const SERVICE_REMOVED: (&str, u16) = ("service.removed", 1);
+    pub const PLUGIN_CREATED: (&str, u16) = ("plugin.created", 1);
+    pub const PLUGIN_UPDATED: (&str, u16) = ("plugin.updated", 1);
+    pub const PLUGIN_REMOVED: (&str, u16) = ("plugin.removed", 1);
+    pub const ENVIRONMENT_CREATED: (&str, u16) = ("environment.created", 1);
+    pub const ENVIRONMENT_UPDATED: (&str, u16) = ("environment.updated", 1);
+    pub const ENVIRONMENT_REMOVED: (&str, u16) = ("environment.removed", 1);
+    pub const PROJECT_CREATED: (&str, u16) = ("project.created", 1);
+    pub const PROJECT_UPDATED: (&str, u16) = ("project.updated", 1);
+    pub const PROJECT_REMOVED: (&str, u16) = ("project.removed", 1);
+    pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 1);
+    pub const SECRET_CREATED: (&str, u16) = ("secret.created", 1);
+    pub const SECRET_UPDATED: (&str, u16) = ("secret.updated", 1);
+    pub const SECRET_DELETED: (&str, u16) = ("secret.deleted", 1);
 }
 
 /// Older shapes of events, frozen as they were stored. Never edit these.
@@ -52,20 +79,63 @@ fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("postcard serialises plain structs")
 }
 
-/// Encodes an event as `(type, schema version, payload)`.
-pub fn encode(event: &DomainEvent) -> (&'static str, u16, Vec<u8>) {
-    use types::*;
-    let ((name, version), bytes) = match event {
-        DomainEvent::User(UserEvent::Registered(e)) => (USER_REGISTERED, to_bytes(e)),
-        DomainEvent::User(UserEvent::PasswordChanged(e)) => (USER_PASSWORD_CHANGED, to_bytes(e)),
-        DomainEvent::User(UserEvent::Disabled(e)) => (USER_DISABLED, to_bytes(e)),
-        DomainEvent::User(UserEvent::Enabled(e)) => (USER_ENABLED, to_bytes(e)),
-        DomainEvent::Session(SessionEvent::Started(e)) => (SESSION_STARTED, to_bytes(e)),
-        DomainEvent::Session(SessionEvent::Ended(e)) => (SESSION_ENDED, to_bytes(e)),
-        DomainEvent::ApiToken(ApiTokenEvent::Created(e)) => (API_TOKEN_CREATED, to_bytes(e)),
-        DomainEvent::ApiToken(ApiTokenEvent::Revoked(e)) => (API_TOKEN_REVOKED, to_bytes(e)),
+/// The current schema version of every event: one line each, so encode and decode cannot drift.
+macro_rules! current_events {
+    ($($outer:ident($inner:path) => $ty:ident,)*) => {
+        /// Encodes an event as `(type, schema version, payload)`.
+        pub fn encode(event: &DomainEvent) -> (&'static str, u16, Vec<u8>) {
+            use types::*;
+            let ((name, version), bytes) = match event {
+                $(DomainEvent::$outer($inner(e)) => ($ty, to_bytes(e)),)*
+            };
+            (name, version, bytes)
+        }
+
+        fn decode_current(key: (&str, u16), bytes: &[u8]) -> Option<Result<DomainEvent, String>> {
+            use types::*;
+            $(if key == $ty {
+                return Some(from_bytes(bytes).map(|e| DomainEvent::$outer($inner(e))));
+            })*
+            None
+        }
     };
-    (name, version, bytes)
+}
+
+current_events! {
+    User(UserEvent::Registered) => USER_REGISTERED,
+    User(UserEvent::PasswordChanged) => USER_PASSWORD_CHANGED,
+    User(UserEvent::Disabled) => USER_DISABLED,
+    User(UserEvent::Enabled) => USER_ENABLED,
+    Session(SessionEvent::Started) => SESSION_STARTED,
+    Session(SessionEvent::Ended) => SESSION_ENDED,
+    ApiToken(ApiTokenEvent::Created) => API_TOKEN_CREATED,
+    ApiToken(ApiTokenEvent::Revoked) => API_TOKEN_REVOKED,
+    Catalog(CatalogEvent::TeamCreated) => TEAM_CREATED,
+    Catalog(CatalogEvent::TeamRenamed) => TEAM_RENAMED,
+    Catalog(CatalogEvent::TeamDeleted) => TEAM_DELETED,
+    Catalog(CatalogEvent::TeamMemberAdded) => TEAM_MEMBER_ADDED,
+    Catalog(CatalogEvent::TeamMemberRemoved) => TEAM_MEMBER_REMOVED,
+    Catalog(CatalogEvent::AccessGranted) => ACCESS_GRANTED,
+    Catalog(CatalogEvent::AccessRevoked) => ACCESS_REVOKED,
+    Catalog(CatalogEvent::RegistryAdded) => REGISTRY_ADDED,
+    Catalog(CatalogEvent::RegistryChanged) => REGISTRY_CHANGED,
+    Catalog(CatalogEvent::RegistryRemoved) => REGISTRY_REMOVED,
+    Catalog(CatalogEvent::ServiceCreated) => SERVICE_CREATED,
+    Catalog(CatalogEvent::ServiceUpdated) => SERVICE_UPDATED,
+    Catalog(CatalogEvent::ServiceRemoved) => SERVICE_REMOVED,
+    Catalog(CatalogEvent::PluginCreated) => PLUGIN_CREATED,
+    Catalog(CatalogEvent::PluginUpdated) => PLUGIN_UPDATED,
+    Catalog(CatalogEvent::PluginRemoved) => PLUGIN_REMOVED,
+    Catalog(CatalogEvent::EnvironmentCreated) => ENVIRONMENT_CREATED,
+    Catalog(CatalogEvent::EnvironmentUpdated) => ENVIRONMENT_UPDATED,
+    Catalog(CatalogEvent::EnvironmentRemoved) => ENVIRONMENT_REMOVED,
+    Catalog(CatalogEvent::ProjectCreated) => PROJECT_CREATED,
+    Catalog(CatalogEvent::ProjectUpdated) => PROJECT_UPDATED,
+    Catalog(CatalogEvent::ProjectRemoved) => PROJECT_REMOVED,
+    Pipeline(PipelineEvent::VersionSaved) => PIPELINE_VERSION_SAVED,
+    Secret(SecretEvent::Created) => SECRET_CREATED,
+    Secret(SecretEvent::Updated) => SECRET_UPDATED,
+    Secret(SecretEvent::Deleted) => SECRET_DELETED,
 }
 
 /// Decodes a whole payload: trailing bytes mean the type or version is wrong, so they are an error.
@@ -80,37 +150,20 @@ fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 /// Decodes a payload of any known schema version into the current event type.
 pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEvent, String> {
-    use types::*;
-    let key = (event_type, version);
-    let event = if key == USER_REGISTERED {
-        UserEvent::Registered(from_bytes(bytes)?).into()
-    } else if key == (USER_REGISTERED.0, 1) {
+    if let Some(current) = decode_current((event_type, version), bytes) {
+        return current;
+    }
+    if (event_type, version) == (types::USER_REGISTERED.0, 1) {
         let v1: frozen::UserRegisteredV1 = from_bytes(bytes)?;
-        UserEvent::Registered(UserRegistered {
+        return Ok(UserEvent::Registered(UserRegistered {
             user_id: v1.user_id,
             username: v1.username,
             password_hash: v1.password_hash,
             role: if v1.admin { Role::Admin } else { Role::User },
         })
-        .into()
-    } else if key == USER_PASSWORD_CHANGED {
-        UserEvent::PasswordChanged(from_bytes(bytes)?).into()
-    } else if key == USER_DISABLED {
-        UserEvent::Disabled(from_bytes(bytes)?).into()
-    } else if key == USER_ENABLED {
-        UserEvent::Enabled(from_bytes(bytes)?).into()
-    } else if key == SESSION_STARTED {
-        SessionEvent::Started(from_bytes(bytes)?).into()
-    } else if key == SESSION_ENDED {
-        SessionEvent::Ended(from_bytes(bytes)?).into()
-    } else if key == API_TOKEN_CREATED {
-        ApiTokenEvent::Created(from_bytes(bytes)?).into()
-    } else if key == API_TOKEN_REVOKED {
-        ApiTokenEvent::Revoked(from_bytes(bytes)?).into()
-    } else {
-        return Err(format!("unknown event type {event_type} v{version}"));
-    };
-    Ok(event)
+        .into());
+    }
+    Err(format!("unknown event type {event_type} v{version}"))
 }
 
 #[cfg(test)]
@@ -151,6 +204,23 @@ mod tests {
             })
             .into(),
             ApiTokenEvent::Revoked(ApiTokenRevoked {}).into(),
+            CatalogEvent::AccessGranted(AccessGranted {
+                team_id: Uuid::nil(),
+                target: AccessTarget::Environment("staging".into()),
+                access: Access::ReadOnly,
+            })
+            .into(),
+            CatalogEvent::ServiceUpdated(ServiceDefinition {
+                name: "api".into(),
+                registry: "local".into(),
+                image: "shop/api".into(),
+                tag: TagMode::Selectable(Some("v*".into())),
+                port: 8080,
+                health_check: Some(HealthCheck { probe: Probe::Http("/healthz".into()), interval_secs: 5, timeout_secs: 2, retries: 3 }),
+                env: vec![EnvVar { name: "DB".into(), value: "${{ secrets.DB }}".into() }],
+            })
+            .into(),
+            SecretEvent::Deleted(SecretDeleted { name: "DB".into(), retired_key: Uuid::nil() }).into(),
         ];
         for event in events {
             let (name, version, bytes) = encode(&event);

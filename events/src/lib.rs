@@ -6,6 +6,7 @@
 //! Each event struct is encoded on its own (never the enum that groups them), so the order of enum
 //! variants never affects stored bytes.
 
+pub mod catalog;
 pub mod codec;
 pub mod envelope;
 pub mod identity;
@@ -22,6 +23,9 @@ pub enum DomainEvent {
     User(identity::UserEvent),
     Session(identity::SessionEvent),
     ApiToken(identity::ApiTokenEvent),
+    Catalog(catalog::CatalogEvent),
+    Pipeline(catalog::PipelineEvent),
+    Secret(catalog::SecretEvent),
 }
 
 impl From<identity::UserEvent> for DomainEvent {
@@ -37,5 +41,20 @@ impl From<identity::SessionEvent> for DomainEvent {
 impl From<identity::ApiTokenEvent> for DomainEvent {
     fn from(e: identity::ApiTokenEvent) -> Self {
         DomainEvent::ApiToken(e)
+    }
+}
+impl From<catalog::CatalogEvent> for DomainEvent {
+    fn from(e: catalog::CatalogEvent) -> Self {
+        DomainEvent::Catalog(e)
+    }
+}
+impl From<catalog::PipelineEvent> for DomainEvent {
+    fn from(e: catalog::PipelineEvent) -> Self {
+        DomainEvent::Pipeline(e)
+    }
+}
+impl From<catalog::SecretEvent> for DomainEvent {
+    fn from(e: catalog::SecretEvent) -> Self {
+        DomainEvent::Secret(e)
     }
 }

@@ -4,12 +4,17 @@
 //! refuses it), `evolve` folds an event into the state. Both are pure and synchronous; loading,
 //! appending and retrying live in `nullops-store`.
 
+pub mod access;
+pub mod catalog;
 pub mod error;
 pub mod identity;
 pub mod names;
+pub mod pipeline;
+pub mod secrets;
+pub mod tags;
 
 pub use error::DomainError;
-pub use names::{Password, TokenName, Username};
+pub use names::{DnsLabel, DomainName, Password, SecretName, TokenName, Username};
 
 use nullops_events::{DomainEvent, StreamId};
 

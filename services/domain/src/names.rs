@@ -72,6 +72,78 @@ impl TokenName {
     }
 }
 
+/// A DNS label (RFC 1123): 1 to 63 lower-case letters, digits and `-`, neither first nor last a
+/// `-`. Names of teams, registries, services, plugins, environments and projects are labels, since
+/// services, deployments and environments become host names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsLabel(String);
+
+impl DnsLabel {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, DomainError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 63
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !raw.starts_with('-')
+            && !raw.ends_with('-');
+        if !ok {
+            return Err(DomainError::invalid(
+                field,
+                format!("{raw:?} is not a DNS label: use 1 to 63 lower-case letters, digits or '-', not starting or ending with '-'"),
+            ));
+        }
+        Ok(DnsLabel(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Display for DnsLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A DNS domain of one or more labels, such as `qa.example.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainName(String);
+
+impl DomainName {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, DomainError> {
+        let lower = raw.trim_end_matches('.').to_ascii_lowercase();
+        if lower.is_empty() || lower.len() > 253 || lower.split('.').any(|l| DnsLabel::parse(field, l).is_err()) {
+            return Err(DomainError::invalid(field, format!("{raw:?} is not a domain name such as qa.example.com")));
+        }
+        Ok(DomainName(lower))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A secret's name, as referenced by `${{ secrets.NAME }}`: an upper-case identifier of at most
+/// 128 characters (letters, digits, `_`; not starting with a digit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretName(String);
+
+impl SecretName {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 128
+            && raw.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            && !raw.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(DomainError::invalid(
+                "name",
+                format!("{raw:?} is not a secret name: use upper-case letters, digits and '_', not starting with a digit (e.g. DB_PASSWORD)"),
+            ));
+        }
+        Ok(SecretName(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +162,20 @@ mod tests {
         assert!(Password::parse("short").is_err());
         let p = Password::parse("long enough pass").unwrap();
         assert_eq!(format!("{p:?}"), "Password(***)");
+    }
+
+    #[test]
+    fn labels_domains_and_secret_names_are_checked_at_construction() {
+        assert!(DnsLabel::parse("name", "shop-api2").is_ok());
+        for bad in ["", "-a", "a-", "A", "a.b", "a_b", &"a".repeat(64)] {
+            assert!(DnsLabel::parse("name", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(DomainName::parse("d", "QA.Example.com.").unwrap().as_str(), "qa.example.com");
+        assert!(DomainName::parse("d", "a..b").is_err());
+        assert!(SecretName::parse("DB_PASSWORD").is_ok());
+        for bad in ["", "db", "1X", "A-B"] {
+            assert!(SecretName::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

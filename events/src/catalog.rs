@@ -1,0 +1,312 @@
+//! Catalog events: what QA environments are made of and who may touch them.
+//!
+//! Teams, access grants, registries, services, plugins, environments and projects all live in one
+//! stream, `catalog-main`: they are few, change rarely, and refer to one another, so one stream
+//! lets every decision check those references consistently. A project's pipeline versions live in
+//! `pipeline-<project id>` and its secrets in `secrets-<project id>`.
+//!
+//! As in `identity`, field and variant order is part of the stored format.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// How much a team may do on a project or environment. Ordered: `Full` outranks `ReadOnly`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Access {
+    ReadOnly,
+    Full,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadOnly => "READ_ONLY",
+            Access::Full => "FULL",
+        }
+    }
+}
+
+/// What a grant is on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AccessTarget {
+    Project(String),
+    Environment(String),
+}
+
+impl AccessTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AccessTarget::Project(_) => "PROJECT",
+            AccessTarget::Environment(_) => "ENVIRONMENT",
+        }
+    }
+    pub fn name(&self) -> &str {
+        match self {
+            AccessTarget::Project(n) | AccessTarget::Environment(n) => n,
+        }
+    }
+}
+
+/// A value encrypted under its own data key (AES-256-GCM). Only the key id and ciphertext are
+/// stored; the data key lives, wrapped by the master key, in the keyring, and destroying it makes
+/// this ciphertext unreadable for good.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub key_id: Uuid,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed(key {}, {} bytes)", self.key_id, self.ciphertext.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogEvent {
+    TeamCreated(TeamCreated),
+    TeamRenamed(TeamRenamed),
+    TeamDeleted(TeamDeleted),
+    TeamMemberAdded(TeamMember),
+    TeamMemberRemoved(TeamMember),
+    AccessGranted(AccessGranted),
+    AccessRevoked(AccessRevoked),
+    RegistryAdded(RegistryDefinition),
+    RegistryChanged(RegistryChanged),
+    RegistryRemoved(RegistryRemoved),
+    ServiceCreated(ServiceDefinition),
+    ServiceUpdated(ServiceDefinition),
+    ServiceRemoved(Removed),
+    PluginCreated(PluginDefinition),
+    PluginUpdated(PluginDefinition),
+    PluginRemoved(Removed),
+    EnvironmentCreated(EnvironmentDefinition),
+    EnvironmentUpdated(EnvironmentDefinition),
+    EnvironmentRemoved(Removed),
+    ProjectCreated(ProjectDefinition),
+    ProjectUpdated(ProjectDefinition),
+    ProjectRemoved(Removed),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamCreated {
+    pub team_id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRenamed {
+    pub team_id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamDeleted {
+    pub team_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamMember {
+    pub team_id: Uuid,
+    pub username: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessGranted {
+    pub team_id: Uuid,
+    pub target: AccessTarget,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRevoked {
+    pub team_id: Uuid,
+    pub target: AccessTarget,
+}
+
+/// Removal of a named catalog entry (registry, service, plugin, environment, project).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+}
+
+/// A container registry that speaks the Registry HTTP API v2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryDefinition {
+    pub name: String,
+    /// Base URL, e.g. `https://registry-1.docker.io`.
+    pub url: String,
+    /// `username:password`, sealed.
+    pub credentials: Option<Sealed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryChanged {
+    pub definition: RegistryDefinition,
+    /// The data key of the credentials this change replaced or cleared: destroy it.
+    pub retired_key: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRemoved {
+    pub name: String,
+    /// The data key of its credentials: destroy it.
+    pub retired_key: Option<Uuid>,
+}
+
+/// Which tag of a service's image a deployment runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagMode {
+    /// Always this tag.
+    Pinned(String),
+    /// Chosen per deployment, optionally among tags matching a glob (`v*`, `1.2.*`).
+    Selectable(Option<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Probe {
+    /// An HTTP GET on the container port at this path must answer 2xx or 3xx.
+    Http(String),
+    /// This command, run in the container, must exit 0.
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    pub retries: u32,
+}
+
+/// An environment variable; the value may hold `${{ secrets.NAME }}` references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDefinition {
+    pub name: String,
+    pub registry: String,
+    pub image: String,
+    pub tag: TagMode,
+    pub port: u16,
+    pub health_check: Option<HealthCheck>,
+    pub env: Vec<EnvVar>,
+}
+
+/// A container that takes JSON on stdin and answers JSON on stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginDefinition {
+    pub name: String,
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+    pub description: String,
+    /// JSON Schema of the plugin's parameters, as JSON text.
+    pub parameters_schema: String,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    pub timeout_secs: u32,
+    /// Whether the plugin's container joins the deployment's network.
+    pub joins_deployment_network: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentDefinition {
+    pub name: String,
+    /// Deployments are served at `service.deployment.<name>.<base_domain>`.
+    pub base_domain: String,
+    pub cleanup_after_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectDefinition {
+    pub project_id: Uuid,
+    pub name: String,
+    pub environments: Vec<String>,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    /// Overrides the environment's auto-cleanup duration.
+    pub cleanup_after_secs: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelines: stream `pipeline-<project id>`.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineEvent {
+    VersionSaved(PipelineVersionSaved),
+}
+
+/// An immutable pipeline version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineVersionSaved {
+    pub project_id: Uuid,
+    pub version: u32,
+    pub graph: PipelineGraph,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineGraph {
+    pub nodes: Vec<PipelineNode>,
+    pub edges: Vec<PipelineEdge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineNode {
+    pub id: String,
+    pub action: NodeAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeAction {
+    StartService { service: String },
+    /// `parameters` is JSON text, checked against the plugin's schema when saved.
+    RunPlugin { plugin: String, image: PinnedImage, parameters: String },
+}
+
+/// A plugin image as it was when the version was saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedImage {
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+    /// `sha256:…`, when the registry reported one.
+    pub digest: Option<String>,
+}
+
+/// `to` runs after `from` has finished.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PipelineEdge {
+    pub from: String,
+    pub to: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Project secrets: stream `secrets-<project id>`.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretEvent {
+    Created(SecretSet),
+    Updated(SecretSet),
+    Deleted(SecretDeleted),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSet {
+    pub name: String,
+    pub value: Sealed,
+    /// The data key of the value this one replaced: destroy it.
+    pub retired_key: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretDeleted {
+    pub name: String,
+    /// Destroyed with the secret: its ciphertext in the log can never be read again.
+    pub retired_key: Uuid,
+}
