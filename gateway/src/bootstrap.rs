@@ -1,6 +1,8 @@
-//! First start: make sure an admin exists.
+//! First start: make sure an admin exists and the catalog holds Docker Hub.
 
+use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CATALOG_KEY};
 use nullops_domain::identity::{User, UserCommand};
+use nullops_events::catalog::RegistryDefinition;
 use nullops_domain::{Decider, Issuer, Password, Username};
 use nullops_events::identity::Role;
 use nullops_events::EventMetadata;
@@ -33,6 +35,22 @@ pub async fn bootstrap_admin(app: &App, password: Option<String>) -> ApiResult<O
         Ok(_) => Ok(generated.then_some(password.expose().to_owned())),
         // Another server bootstrapped it first.
         Err(ApiError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Docker Hub, present from the start. Added only to a catalog that has never held anything, so
+/// an admin who removes it does not see it come back.
+pub async fn bootstrap_catalog(app: &App) -> ApiResult<()> {
+    let stream = <Catalog as Decider>::stream_id(CATALOG_KEY);
+    if !app.store.read_stream(&stream, 0).await.map_err(ApiError::internal)?.is_empty() {
+        return Ok(());
+    }
+    let docker_hub = RegistryDefinition { name: "docker-hub".into(), url: "https://registry-1.docker.io".into(), credentials: None };
+    let command = CatalogCommand { by: Issuer::System, action: CatalogAction::AddRegistry(docker_hub) };
+    match dispatch::<Catalog>(app, EventMetadata::system(), CATALOG_KEY, command).await {
+        // Another server added it first.
+        Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),
     }
 }

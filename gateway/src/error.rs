@@ -20,6 +20,8 @@ pub enum ApiError {
     /// The change is stored but a read model had not caught up within the wait.
     NotYetVisible(String),
     Unavailable,
+    /// Something the platform depends on (a registry, the keyring) failed; the message names it.
+    Upstream { code: &'static str, message: String },
     /// Logged under this id; the id is all the caller sees.
     Internal(String),
 }
@@ -31,7 +33,8 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
-            | ApiError::InvalidInput(m) => m.clone(),
+            | ApiError::InvalidInput(m)
+            | ApiError::Upstream { message: m, .. } => m.clone(),
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many failed attempts; try again in {retry_after_secs} s")
             }
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::NotYetVisible(_) => "NOT_YET_VISIBLE",
             ApiError::Unavailable => "UNAVAILABLE",
+            ApiError::Upstream { code, .. } => code,
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -105,6 +109,33 @@ impl From<ProjectionError> for ApiError {
                 ApiError::NotYetVisible(format!("read model {projection} is behind"))
             }
             ProjectionError::Database(ref db) if is_unavailable(db) => ApiError::Unavailable,
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<nullops_registry::RegistryError> for ApiError {
+    fn from(e: nullops_registry::RegistryError) -> Self {
+        use nullops_registry::RegistryError as R;
+        match e {
+            R::RepositoryNotFound { .. } => ApiError::NotFound(e.to_string()),
+            R::Unauthorized { .. } => ApiError::Upstream { code: "REGISTRY_AUTH_FAILED", message: e.to_string() },
+            R::Unreachable { .. } | R::TimedOut { .. } | R::Protocol { .. } => {
+                ApiError::Upstream { code: "REGISTRY_UNAVAILABLE", message: e.to_string() }
+            }
+        }
+    }
+}
+
+impl From<nullops_keyring::KeyringError> for ApiError {
+    fn from(e: nullops_keyring::KeyringError) -> Self {
+        use nullops_keyring::KeyringError as K;
+        match e {
+            K::Destroyed(_) | K::WrongMasterKey { .. } | K::Corrupt(_) => {
+                tracing::warn!(error = %e, "a sealed value cannot be read");
+                ApiError::Upstream { code: "SECRET_UNREADABLE", message: e.to_string() }
+            }
+            K::Database(ref db) if is_unavailable(db) => ApiError::Unavailable,
             other => ApiError::internal(other),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod bootstrap;
+mod catalog;
 mod context;
 pub mod error;
 mod frontend;
@@ -14,7 +15,8 @@ mod http;
 pub mod live;
 mod schema;
 
-pub use bootstrap::bootstrap_admin;
+pub use bootstrap::{bootstrap_admin, bootstrap_catalog};
+pub use catalog::tags::TagLister;
 pub use http::router;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct App {
     pub passwords: auth::PasswordHasherPool,
     pub throttle: auth::LoginThrottle,
     pub live: live::Live,
+    pub keyring: Arc<nullops_keyring::Keyring>,
+    pub registries: TagLister,
     pub config: GatewayConfig,
 }
 

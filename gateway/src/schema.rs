@@ -1,8 +1,9 @@
-//! The GraphQL schema: identity, audit history and projection status.
+//! The GraphQL schema: identity, audit history and projection status here; the catalog in
+//! [`crate::catalog`]. The roots merge them.
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, InputObject, Object, Schema, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Enum, InputObject, MergedObject, Object, Schema, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use nullops_domain::identity::{ApiToken, ApiTokenCommand, Session, SessionCommand, User, UserCommand};
@@ -13,14 +14,21 @@ use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::identity::{self, ApiTokenRow, UserRow};
 
 use crate::auth::{self, Caller};
+use crate::catalog;
 use crate::context::RequestContext;
 use crate::error::{ApiError, ApiResult};
 use crate::{dispatch, App};
 
 pub type NullOpsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
+#[derive(MergedObject, Default)]
+pub struct Query(IdentityQuery, catalog::TeamQuery, catalog::DefinitionQuery, catalog::ProjectQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(IdentityMutation, catalog::TeamMutation, catalog::DefinitionMutation, catalog::ProjectMutation);
+
 pub fn build(app: Arc<App>) -> NullOpsSchema {
-    Schema::build(Query, Mutation, SubscriptionRoot)
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
         .data(app)
         .limit_depth(16)
         .limit_complexity(2000)
@@ -28,15 +36,15 @@ pub fn build(app: Arc<App>) -> NullOpsSchema {
         .finish()
 }
 
-fn app<'a>(ctx: &Context<'a>) -> &'a Arc<App> {
+pub(crate) fn app<'a>(ctx: &Context<'a>) -> &'a Arc<App> {
     ctx.data_unchecked::<Arc<App>>()
 }
 
-fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
+pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
     ctx.data_unchecked::<RequestContext>()
 }
 
-fn time(micros: i64) -> DateTime<Utc> {
+pub(crate) fn time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
@@ -243,10 +251,11 @@ fn parse_cursor(raw: &str) -> ApiResult<LogPosition> {
 // ---------------------------------------------------------------------------------------------
 // Queries
 
-pub struct Query;
+#[derive(Default)]
+pub struct IdentityQuery;
 
 #[Object]
-impl Query {
+impl IdentityQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> ApiResult<UserGql> {
         let p = request(ctx).principal()?;
@@ -323,12 +332,13 @@ fn username(raw: &str) -> ApiResult<Username> {
 // ---------------------------------------------------------------------------------------------
 // Mutations
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct IdentityMutation;
 
 const INVALID_LOGIN: &str = "invalid username or password";
 
 #[Object]
-impl Mutation {
+impl IdentityMutation {
     /// Signs in: returns a bearer token and sets it as an HttpOnly, SameSite=Strict cookie.
     async fn login(&self, ctx: &Context<'_>, username: String, password: String) -> ApiResult<LoginPayload> {
         let (app, req) = (app(ctx), request(ctx));

@@ -9,6 +9,7 @@
 //! queries here stick to what both understand (`$n` parameters, BIGINT, TEXT, `ON CONFLICT`).
 
 pub mod audit;
+pub mod catalog;
 mod db;
 pub mod identity;
 pub mod runner;
@@ -29,6 +30,8 @@ pub enum ProjectionError {
     Store(#[from] nullops_store::StoreError),
     #[error("timed out after {waited_ms} ms waiting for projection {projection} to reach {wanted} (it is at {at})")]
     CatchUpTimeout { projection: String, wanted: nullops_events::LogPosition, at: nullops_events::LogPosition, waited_ms: u128 },
+    #[error("read model holds data it cannot read: {0}")]
+    Corrupt(String),
     #[error("no projection named {0}")]
     Unknown(String),
 }
@@ -48,5 +51,9 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every projection of NullOps.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(identity::IdentityProjection), std::sync::Arc::new(audit::AuditProjection)]
+    vec![
+        std::sync::Arc::new(identity::IdentityProjection),
+        std::sync::Arc::new(catalog::CatalogProjection),
+        std::sync::Arc::new(audit::AuditProjection),
+    ]
 }

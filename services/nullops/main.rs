@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Manage the secrets master key and the data keys it wraps.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Benchmarks against real backends.
     Bench {
         #[command(subcommand)]
@@ -72,8 +77,23 @@ pub struct ServeArgs {
 enum ProjectionsCommand {
     /// Empty a read model and replay the whole event log into it.
     Rebuild {
-        /// Projection name (see the `projections` query): identity, audit.
+        /// Projection name (see the `projections` query): identity, catalog, audit.
         name: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key under a new master key (NULLOPS_NEW_MASTER_KEY; generated when the
+    /// current key is the data dir's master.key). Stop the servers first, restart them with the new key.
+    Rotate {
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Check that every data key unwraps under the current master key.
+    Verify {
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -103,6 +123,15 @@ enum BenchCommand {
     },
 }
 
+impl BackendArgs {
+    async fn open(&self) -> anyhow::Result<platform::Backends> {
+        match &self.database_url {
+            Some(url) => platform::Backends::postgres_only(url).await,
+            None => platform::Backends::embedded(&self.data_dir).await,
+        }
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NULLOPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
@@ -128,12 +157,10 @@ async fn main() -> anyhow::Result<()> {
             platform::serve(backends, serve).await
         }
         Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => {
-            let backends = match &backend.database_url {
-                Some(url) => platform::Backends::postgres_only(url).await?,
-                None => platform::Backends::embedded(&backend.data_dir).await?,
-            };
-            platform::rebuild(backends, &name).await
+            platform::rebuild(backend.open().await?, &name).await
         }
+        Command::Keys { command: KeysCommand::Rotate { backend } } => platform::rotate_keys(backend.open().await?).await,
+        Command::Keys { command: KeysCommand::Verify { backend } } => platform::verify_keys(backend.open().await?).await,
         Command::Bench { command: BenchCommand::Events { database_url, seconds, commands } } => {
             bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
         }

@@ -3,13 +3,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use nullops_bus::{Bus, InProcessBus, NatsBus};
-use nullops_gateway::{App, GatewayConfig};
+use nullops_gateway::{App, GatewayConfig, TagLister};
+use nullops_keyring::{Keyring, MasterKey};
 use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
 use nullops_store::postgres::PgEventStore;
@@ -19,10 +20,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ServeArgs;
 
+/// Bound on every call to a container registry.
+const REGISTRY_DEADLINE: Duration = Duration::from_secs(10);
+
 pub struct Backends {
     store: Arc<dyn EventStore>,
     bus: Arc<dyn Bus>,
     read_models: ReadModelDb,
+    /// Where the data keys live: beside the event log.
+    keyring_url: String,
+    /// Embedded mode: the data dir, which may hold the master key.
+    data_dir: Option<PathBuf>,
     /// Embedded mode: the lock on the data dir, held for the life of the process.
     _data_dir_lock: Option<File>,
 }
@@ -35,12 +43,18 @@ impl Backends {
         if lock.try_lock().is_err() {
             bail!("another nullops process is using {}", data_dir.display());
         }
-        ensure_master_key(data_dir)?;
         let store = SqliteEventStore::open(&data_dir.join("events.db")).await.context("cannot open the event log")?;
         let read_models = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", data_dir.join("readmodels.db").display()))
             .await
             .context("cannot open the read models")?;
-        Ok(Backends { store: Arc::new(store), bus: Arc::new(InProcessBus::default()), read_models, _data_dir_lock: Some(lock) })
+        Ok(Backends {
+            store: Arc::new(store),
+            bus: Arc::new(InProcessBus::default()),
+            read_models,
+            keyring_url: format!("sqlite://{}?mode=rwc", data_dir.join("keys.db").display()),
+            data_dir: Some(data_dir.to_owned()),
+            _data_dir_lock: Some(lock),
+        })
     }
 
     /// PostgreSQL for the log and read models, NATS JetStream for the bus.
@@ -54,27 +68,100 @@ impl Backends {
     pub async fn postgres_only(database_url: &str) -> anyhow::Result<Self> {
         let store = PgEventStore::connect(database_url).await.context("cannot open the event store")?;
         let read_models = ReadModelDb::open(database_url).await.context("cannot open the read models")?;
-        Ok(Backends { store: Arc::new(store), bus: Arc::new(InProcessBus::default()), read_models, _data_dir_lock: None })
+        Ok(Backends {
+            store: Arc::new(store),
+            bus: Arc::new(InProcessBus::default()),
+            read_models,
+            keyring_url: database_url.to_owned(),
+            data_dir: None,
+            _data_dir_lock: None,
+        })
     }
 }
 
-/// The secrets master key: `NULLOPS_MASTER_KEY`, else a key generated once into the data dir,
-/// readable by its owner only.
-fn ensure_master_key(data_dir: &Path) -> anyhow::Result<()> {
-    if std::env::var_os("NULLOPS_MASTER_KEY").is_some() {
-        return Ok(());
+/// Where the master key came from.
+enum MasterKeySource {
+    Environment,
+    File(PathBuf),
+}
+
+const MASTER_KEY_HELP: &str = "set NULLOPS_MASTER_KEY to 64 hex characters (e.g. from `openssl rand -hex 32`)";
+
+/// The secrets master key: `NULLOPS_MASTER_KEY`; in embedded mode without it, a key generated
+/// once into the data dir, readable by its owner only.
+fn master_key(data_dir: Option<&Path>) -> anyhow::Result<(MasterKey, MasterKeySource)> {
+    if let Ok(hex) = std::env::var("NULLOPS_MASTER_KEY") {
+        let key = MasterKey::from_hex(&hex).map_err(|e| anyhow!("NULLOPS_MASTER_KEY: {e}"))?;
+        return Ok((key, MasterKeySource::Environment));
     }
-    let path = data_dir.join("master.key");
-    if path.exists() {
-        return Ok(());
+    let Some(dir) = data_dir else { bail!("the server keeps no key on disk: {MASTER_KEY_HELP}") };
+    let path = dir.join("master.key");
+    if !path.exists() {
+        let key = MasterKey::generate();
+        write_key_file(&path, &key)?;
+        tracing::info!(path = %path.display(), "generated the secrets master key");
     }
-    let mut key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-    file.write_all(hex.as_bytes())?;
+    let hex = zeroize::Zeroizing::new(std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?);
+    let key = MasterKey::from_hex(&hex).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok((key, MasterKeySource::File(path)))
+}
+
+fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(key.to_hex().as_bytes())?;
     file.sync_all()?;
-    tracing::info!(path = %path.display(), "generated the secrets master key");
+    Ok(())
+}
+
+async fn keyring(b: &Backends) -> anyhow::Result<(Keyring, MasterKeySource)> {
+    let (key, source) = master_key(b.data_dir.as_deref())?;
+    let keyring = Keyring::open(&b.keyring_url, key).await.context("cannot open the keyring")?;
+    Ok((keyring, source))
+}
+
+/// `nullops keys rotate`: re-wraps every data key under a new master key (from
+/// `NULLOPS_NEW_MASTER_KEY`, or generated when the current one is the data dir's file). Events
+/// are not touched.
+pub async fn rotate_keys(b: Backends) -> anyhow::Result<()> {
+    let (keyring, source) = keyring(&b).await?;
+    let (new, file) = match (std::env::var("NULLOPS_NEW_MASTER_KEY"), &source) {
+        (Ok(hex), _) => (MasterKey::from_hex(&hex).map_err(|e| anyhow!("NULLOPS_NEW_MASTER_KEY: {e}"))?, None),
+        (Err(_), MasterKeySource::File(path)) => (MasterKey::generate(), Some(path.clone())),
+        (Err(_), MasterKeySource::Environment) => bail!("set NULLOPS_NEW_MASTER_KEY to the new master key (64 hex characters)"),
+    };
+    if new.id() == keyring.master_key_id() {
+        bail!("the new master key is the current one");
+    }
+    // The new key is on disk before any data key depends on it.
+    let staged = file.as_ref().map(|p| p.with_extension("key.new"));
+    if let Some(staged) = &staged {
+        let _ = std::fs::remove_file(staged);
+        write_key_file(staged, &new)?;
+    }
+    let count = match keyring.rotate(&new).await {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some(staged) = &staged {
+                let _ = std::fs::remove_file(staged);
+            }
+            return Err(e).context("rotation failed; nothing was changed");
+        }
+    };
+    match (staged, file) {
+        (Some(staged), Some(path)) => {
+            std::fs::rename(&staged, &path).with_context(|| format!("keys were re-wrapped; move {} to {} by hand", staged.display(), path.display()))?;
+            println!("re-wrapped {count} data keys under master key {} (stored in {})", new.id(), path.display());
+        }
+        _ => println!("re-wrapped {count} data keys under master key {}; start nullops with NULLOPS_MASTER_KEY set to the new key", new.id()),
+    }
+    Ok(())
+}
+
+/// `nullops keys verify`: unwraps every data key with the current master key.
+pub async fn verify_keys(b: Backends) -> anyhow::Result<()> {
+    let (keyring, _) = keyring(&b).await?;
+    let count = keyring.verify().await?;
+    println!("all {count} data keys unwrap under master key {}", keyring.master_key_id());
     Ok(())
 }
 
@@ -91,6 +178,7 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
     let live = nullops_gateway::live::Live::default();
     tasks.spawn(live.clone().follow(b.bus.clone(), b.store.clone(), shutdown.clone()));
 
+    let (keyring, _) = keyring(&b).await?;
     let app = Arc::new(App {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
@@ -98,6 +186,8 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
         passwords: nullops_gateway::auth::PasswordHasherPool::new().await,
         throttle: Default::default(),
         live,
+        keyring: Arc::new(keyring),
+        registries: TagLister::new(REGISTRY_DEADLINE),
         config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ..Default::default() },
     });
     match nullops_gateway::bootstrap_admin(&app, args.admin_password.clone()).await {
@@ -105,6 +195,7 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
         Ok(None) => {}
         Err(e) => bail!("cannot create the admin user: {}", e.message()),
     }
+    nullops_gateway::bootstrap_catalog(&app).await.map_err(|e| anyhow!("cannot set up the catalog: {}", e.message()))?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -136,7 +227,7 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
     let projection = nullops_projections::all()
         .into_iter()
         .find(|p| p.name() == name)
-        .ok_or_else(|| anyhow!("no projection named {name}; known: identity, audit"))?;
+        .ok_or_else(|| anyhow!("no projection named {name}; known: identity, catalog, audit"))?;
     let lease = b.store.try_lease(&format!("projection:{name}")).await?;
     b.read_models.reset(&*projection).await?;
     if lease.is_none() {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use nullops_domain::{Decider, DomainError};
-use nullops_events::{DecodeError, EventMetadata, LogPosition, NewEvent};
+use nullops_events::{DecodeError, DomainEvent, EventMetadata, LogPosition, NewEvent};
 use rand::Rng;
 
 use crate::{EventStore, StoreError};
@@ -29,11 +29,24 @@ impl From<StoreError> for CommandError {
     }
 }
 
-/// What a command appended: nothing (it was already in effect), or events up to `last`.
+/// What a command appended: nothing (it was already in effect), or `events` up to `last`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executed {
     pub last: Option<LogPosition>,
     pub event_types: Vec<&'static str>,
+    pub events: Vec<DomainEvent>,
+}
+
+/// The current state of aggregate `key` of `D`, and the stream version it reflects.
+pub async fn load<D: Decider>(store: &dyn EventStore, key: &str) -> Result<(D::State, u64), CommandError> {
+    let stored = store.read_stream(&D::stream_id(key), 0).await?;
+    let mut state = D::State::default();
+    for s in &stored {
+        if let Some(event) = D::select(s.decode()?.event) {
+            state = D::evolve(state, &event);
+        }
+    }
+    Ok((state, stored.last().map_or(0, |s| s.stream_version)))
 }
 
 /// Loads the aggregate `key` of `D`, decides `command` and appends the result atomically.
@@ -45,22 +58,15 @@ pub async fn execute<D: Decider>(
 ) -> Result<Executed, CommandError> {
     let stream = D::stream_id(key);
     for attempt in 0..MAX_ATTEMPTS {
-        let stored = store.read_stream(&stream, 0).await?;
-        let mut state = D::State::default();
-        for s in &stored {
-            if let Some(event) = D::select(s.decode()?.event) {
-                state = D::evolve(state, &event);
-            }
-        }
-        let version = stored.last().map_or(0, |s| s.stream_version);
-        let events = D::decide(command, &state)?;
+        let (state, version) = load::<D>(store, key).await?;
+        let events: Vec<DomainEvent> = D::decide(command, &state)?.into_iter().map(Into::into).collect();
         if events.is_empty() {
-            return Ok(Executed { last: None, event_types: vec![] });
+            return Ok(Executed { last: None, event_types: vec![], events });
         }
-        let new: Vec<NewEvent> = events.into_iter().map(|e| NewEvent::new(&e.into(), metadata.clone())).collect();
+        let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata.clone())).collect();
         match store.append(&stream, version, &new).await {
             Ok(appended) => {
-                return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect() })
+                return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events })
             }
             Err(StoreError::Conflict { .. }) => {
                 // Jittered, growing pause so racing writers do not collide again in lockstep.

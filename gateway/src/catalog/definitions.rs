@@ -1,0 +1,216 @@
+//! Registries, services, plugins and environments; live tag listing.
+
+use async_graphql::{Context, Object};
+use nullops_domain::catalog::{CatalogAction, CredentialsChange};
+use nullops_domain::tags::{self, TagPattern};
+use nullops_domain::DnsLabel;
+use nullops_events::catalog::{AccessTarget, EnvironmentDefinition, ProjectDefinition, RegistryDefinition, Sealed, ServiceDefinition, TagMode};
+use nullops_projections::catalog::{self as read, kind};
+use zeroize::Zeroizing;
+
+use super::tags::{credentials_purpose, TagLister};
+use super::types::*;
+use super::{change_catalog, discard_key, entry, Viewer};
+use crate::error::{ApiError, ApiResult};
+use crate::schema::{app, request};
+use crate::App;
+
+#[derive(Default)]
+pub struct DefinitionQuery;
+
+#[Object]
+impl DefinitionQuery {
+    /// Container registries (any signed-in user; credentials are never returned).
+    async fn registries(&self, ctx: &Context<'_>) -> ApiResult<Vec<RegistryGql>> {
+        request(ctx).principal()?;
+        Ok(read::entries::<RegistryDefinition>(&app(ctx).read_models, kind::REGISTRY).await?.into_iter().map(Into::into).collect())
+    }
+
+    /// Services that deployments are made of (any signed-in user).
+    async fn services(&self, ctx: &Context<'_>) -> ApiResult<Vec<ServiceGql>> {
+        request(ctx).principal()?;
+        Ok(read::entries::<ServiceDefinition>(&app(ctx).read_models, kind::SERVICE).await?.into_iter().map(Into::into).collect())
+    }
+
+    async fn service(&self, ctx: &Context<'_>, name: String) -> ApiResult<ServiceGql> {
+        request(ctx).principal()?;
+        Ok(entry::<ServiceDefinition>(app(ctx), kind::SERVICE, &name).await?.into())
+    }
+
+    /// Plugins that pipelines can run (any signed-in user).
+    async fn plugins(&self, ctx: &Context<'_>) -> ApiResult<Vec<PluginGql>> {
+        request(ctx).principal()?;
+        Ok(read::entries(&app(ctx).read_models, kind::PLUGIN).await?.into_iter().map(Into::into).collect())
+    }
+
+    /// Environments: admins see all; others those their teams hold a grant on, directly or
+    /// through a project that deploys there.
+    async fn environments(&self, ctx: &Context<'_>) -> ApiResult<Vec<EnvironmentGql>> {
+        let viewer = Viewer::of(ctx).await?;
+        let app = app(ctx);
+        let projects = read::entries::<ProjectDefinition>(&app.read_models, kind::PROJECT).await?;
+        let envs = read::entries::<EnvironmentDefinition>(&app.read_models, kind::ENVIRONMENT).await?;
+        Ok(envs
+            .into_iter()
+            .filter(|e| {
+                let name = &e.definition.name;
+                viewer.access(&[AccessTarget::Environment(name.clone())]).is_some()
+                    || projects.iter().any(|p| p.definition.environments.contains(name) && viewer.access(&[AccessTarget::Project(p.definition.name.clone())]).is_some())
+            })
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The tags a service's version can be picked from, newest version first: asked of its
+    /// registry live (cached for 30 s unless `refresh`), filtered by the service's pattern.
+    async fn available_tags(&self, ctx: &Context<'_>, service: String, #[graphql(default = false)] refresh: bool) -> ApiResult<Vec<String>> {
+        request(ctx).principal()?;
+        let app = app(ctx);
+        let service = entry::<ServiceDefinition>(app, kind::SERVICE, &service).await?.definition;
+        let pattern = match &service.tag {
+            TagMode::Pinned(tag) => return Ok(vec![tag.clone()]),
+            TagMode::Selectable(pattern) => pattern.as_deref().map(TagPattern::parse).transpose()?,
+        };
+        let registry = entry::<RegistryDefinition>(app, kind::REGISTRY, &service.registry).await?.definition;
+        let all = app.registries.tags(&app.keyring, &registry, &service.image, refresh).await?;
+        Ok(tags::selectable(all.to_vec(), pattern.as_ref()))
+    }
+}
+
+/// Seals `username:password` for registry `name`, if both are given.
+async fn seal_credentials(app: &App, name: &str, username: Option<String>, password: Option<String>) -> ApiResult<Option<Sealed>> {
+    match (username, password) {
+        (None, None) => Ok(None),
+        (Some(user), Some(password)) => {
+            if user.is_empty() || user.contains(':') || user.len() > 256 || password.is_empty() || password.len() > 4096 {
+                return Err(ApiError::InvalidInput("credentials: give a username without ':' and a password (at most 4096 bytes)".into()));
+            }
+            let plain = Zeroizing::new(format!("{user}:{password}"));
+            Ok(Some(app.keyring.seal(plain.as_bytes(), &credentials_purpose(name)).await?))
+        }
+        _ => Err(ApiError::InvalidInput("credentials: give both username and password, or neither".into())),
+    }
+}
+
+/// Runs a catalog command that carries a freshly sealed value; if it is refused, the value's
+/// data key is destroyed again.
+async fn change_with_sealed(ctx: &Context<'_>, sealed: Option<&Sealed>, action: CatalogAction) -> ApiResult<()> {
+    let result = change_catalog(ctx, action).await;
+    if let (Err(_), Some(s)) = (&result, sealed) {
+        discard_key(app(ctx), s.key_id).await;
+    }
+    result.map(drop)
+}
+
+#[derive(Default)]
+pub struct DefinitionMutation;
+
+#[Object]
+impl DefinitionMutation {
+    /// Adds a registry that speaks the Registry HTTP API v2 (admins). Credentials are stored
+    /// encrypted and never returned.
+    async fn create_registry(&self, ctx: &Context<'_>, input: RegistryInput) -> ApiResult<RegistryGql> {
+        request(ctx).admin()?;
+        let app = app(ctx);
+        DnsLabel::parse("name", &input.name)?;
+        let credentials = seal_credentials(app, &input.name, input.username, input.password).await?;
+        let definition = RegistryDefinition { name: input.name.clone(), url: input.url.trim_end_matches('/').to_owned(), credentials: credentials.clone() };
+        change_with_sealed(ctx, credentials.as_ref(), CatalogAction::AddRegistry(definition)).await?;
+        Ok(entry::<RegistryDefinition>(app, kind::REGISTRY, &input.name).await?.into())
+    }
+
+    /// Changes a registry's URL or credentials (admins). Replaced or cleared credentials are
+    /// destroyed for good.
+    async fn update_registry(&self, ctx: &Context<'_>, input: RegistryUpdateInput) -> ApiResult<RegistryGql> {
+        request(ctx).admin()?;
+        let app = app(ctx);
+        let sealed = seal_credentials(app, &input.name, input.username, input.password).await?;
+        let credentials = match (&sealed, input.clear_credentials) {
+            (Some(_), true) => {
+                discard_key(app, sealed.as_ref().map(|s| s.key_id).unwrap_or_default()).await;
+                return Err(ApiError::InvalidInput("clearCredentials: do not also give new credentials".into()));
+            }
+            (Some(s), false) => CredentialsChange::Set(s.clone()),
+            (None, true) => CredentialsChange::Clear,
+            (None, false) => CredentialsChange::Keep,
+        };
+        let action = CatalogAction::ChangeRegistry { name: input.name.clone(), url: input.url.trim_end_matches('/').to_owned(), credentials };
+        change_with_sealed(ctx, sealed.as_ref(), action).await?;
+        Ok(entry::<RegistryDefinition>(app, kind::REGISTRY, &input.name).await?.into())
+    }
+
+    /// Removes a registry no service or plugin uses (admins); its credentials are destroyed.
+    async fn delete_registry(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
+        change_catalog(ctx, CatalogAction::RemoveRegistry { name }).await?;
+        Ok(true)
+    }
+
+    /// Defines a service (admins).
+    async fn create_service(&self, ctx: &Context<'_>, input: ServiceInput) -> ApiResult<ServiceGql> {
+        let definition = input.definition()?;
+        let name = definition.name.clone();
+        change_catalog(ctx, CatalogAction::CreateService(definition)).await?;
+        Ok(entry::<ServiceDefinition>(app(ctx), kind::SERVICE, &name).await?.into())
+    }
+
+    /// Replaces a service's definition (admins).
+    async fn update_service(&self, ctx: &Context<'_>, input: ServiceInput) -> ApiResult<ServiceGql> {
+        let definition = input.definition()?;
+        let name = definition.name.clone();
+        change_catalog(ctx, CatalogAction::UpdateService(definition)).await?;
+        Ok(entry::<ServiceDefinition>(app(ctx), kind::SERVICE, &name).await?.into())
+    }
+
+    async fn delete_service(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
+        change_catalog(ctx, CatalogAction::RemoveService { name }).await?;
+        Ok(true)
+    }
+
+    /// Defines a plugin (admins); its parameter schema must be a valid JSON Schema.
+    async fn create_plugin(&self, ctx: &Context<'_>, input: PluginInput) -> ApiResult<PluginGql> {
+        let definition = input.definition()?;
+        let name = definition.name.clone();
+        change_catalog(ctx, CatalogAction::CreatePlugin(definition)).await?;
+        Ok(entry(app(ctx), kind::PLUGIN, &name).await?.into())
+    }
+
+    /// Replaces a plugin's definition (admins). Saved pipeline versions keep the image they pinned.
+    async fn update_plugin(&self, ctx: &Context<'_>, input: PluginInput) -> ApiResult<PluginGql> {
+        let definition = input.definition()?;
+        let name = definition.name.clone();
+        change_catalog(ctx, CatalogAction::UpdatePlugin(definition)).await?;
+        Ok(entry(app(ctx), kind::PLUGIN, &name).await?.into())
+    }
+
+    async fn delete_plugin(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
+        change_catalog(ctx, CatalogAction::RemovePlugin { name }).await?;
+        Ok(true)
+    }
+
+    /// Defines an environment (admins).
+    async fn create_environment(&self, ctx: &Context<'_>, input: EnvironmentInput) -> ApiResult<EnvironmentGql> {
+        let definition = input.definition()?;
+        let name = definition.name.clone();
+        change_catalog(ctx, CatalogAction::CreateEnvironment(definition)).await?;
+        Ok(entry::<EnvironmentDefinition>(app(ctx), kind::ENVIRONMENT, &name).await?.into())
+    }
+
+    async fn update_environment(&self, ctx: &Context<'_>, input: EnvironmentInput) -> ApiResult<EnvironmentGql> {
+        let definition = input.definition()?;
+        let name = definition.name.clone();
+        change_catalog(ctx, CatalogAction::UpdateEnvironment(definition)).await?;
+        Ok(entry::<EnvironmentDefinition>(app(ctx), kind::ENVIRONMENT, &name).await?.into())
+    }
+
+    /// Removes an environment no project deploys to (admins).
+    async fn delete_environment(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
+        change_catalog(ctx, CatalogAction::RemoveEnvironment { name }).await?;
+        Ok(true)
+    }
+}
+
+/// Registry `name` with its credentials opened, for the pipeline's digest lookups.
+pub(super) async fn open_registry(app: &App, name: &str) -> ApiResult<nullops_registry::Registry> {
+    let definition = entry::<RegistryDefinition>(app, kind::REGISTRY, name).await?.definition;
+    TagLister::open(&app.keyring, &definition).await
+}

@@ -1,0 +1,78 @@
+//! Live tag listing: asks the service's registry, briefly caches the answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nullops_events::catalog::RegistryDefinition;
+use nullops_keyring::Keyring;
+use nullops_registry::{Credentials, Registry, RegistryClient};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+
+/// How long a registry's answer is reused: long enough to spare it a burst of page loads,
+/// short enough that a tag pushed a moment ago shows up soon.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_ENTRIES: usize = 512;
+
+type Cached = (Instant, Arc<Vec<String>>);
+
+pub struct TagLister {
+    client: RegistryClient,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// The associated data that binds sealed registry credentials to their registry.
+pub fn credentials_purpose(registry: &str) -> String {
+    format!("registry:{registry}")
+}
+
+impl TagLister {
+    /// `deadline` bounds every registry call.
+    pub fn new(deadline: Duration) -> Self {
+        TagLister { client: RegistryClient::new(deadline), cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// The registry with its credentials decrypted, ready to be called.
+    pub async fn open(keyring: &Keyring, registry: &RegistryDefinition) -> ApiResult<Registry> {
+        let credentials = match &registry.credentials {
+            None => None,
+            Some(sealed) => {
+                let plain = keyring.unseal(sealed, &credentials_purpose(&registry.name)).await?;
+                let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(ApiError::internal)?);
+                let (user, pass) = text.split_once(':').ok_or_else(|| ApiError::internal("stored registry credentials lack a ':'"))?;
+                Some(Credentials { username: user.to_owned(), password: Zeroizing::new(pass.to_owned()) })
+            }
+        };
+        Ok(Registry { name: registry.name.clone(), url: registry.url.clone(), credentials })
+    }
+
+    /// Every tag of `repository`, from the cache when fresh (and `refresh` is not asked).
+    pub async fn tags(&self, keyring: &Keyring, registry: &RegistryDefinition, repository: &str, refresh: bool) -> ApiResult<Arc<Vec<String>>> {
+        // The key covers everything that changes the answer, credentials included.
+        let key = format!("{}|{}|{:?}|{repository}", registry.name, registry.url, registry.credentials.as_ref().map(|c| c.key_id));
+        if !refresh {
+            if let Some((at, tags)) = self.cache.lock().expect("tag cache lock").get(&key) {
+                if at.elapsed() < CACHE_TTL {
+                    return Ok(tags.clone());
+                }
+            }
+        }
+        let target = Self::open(keyring, registry).await?;
+        let tags = Arc::new(self.client.list_tags(&target, repository).await?);
+        let mut cache = self.cache.lock().expect("tag cache lock");
+        cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        if cache.len() >= CACHE_ENTRIES {
+            if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(key, (Instant::now(), tags.clone()));
+        Ok(tags)
+    }
+}

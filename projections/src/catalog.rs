@@ -1,0 +1,364 @@
+//! The catalog read model: teams, members and grants; registries, services, plugins,
+//! environments and projects (each stored as its definition in JSON); pipeline versions; and
+//! the names (never the values) of project secrets.
+
+use async_trait::async_trait;
+use nullops_events::catalog::*;
+use nullops_events::{DomainEvent, StoredEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError, ReadModelDb};
+
+pub struct CatalogProjection;
+
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS teams (team_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS team_members (team_id TEXT NOT NULL, username TEXT NOT NULL, PRIMARY KEY (team_id, username))",
+    "CREATE INDEX IF NOT EXISTS team_members_by_user ON team_members (username)",
+    "CREATE TABLE IF NOT EXISTS grants (team_id TEXT NOT NULL, target_kind TEXT NOT NULL, target_name TEXT NOT NULL,
+        access TEXT NOT NULL, PRIMARY KEY (team_id, target_kind, target_name))",
+    "CREATE INDEX IF NOT EXISTS grants_by_target ON grants (target_kind, target_name)",
+    "CREATE TABLE IF NOT EXISTS catalog_entries (kind TEXT NOT NULL, name TEXT NOT NULL, definition TEXT NOT NULL,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (kind, name))",
+    "CREATE TABLE IF NOT EXISTS pipeline_versions (project_id TEXT NOT NULL, version BIGINT NOT NULL, graph TEXT NOT NULL,
+        saved_at BIGINT NOT NULL, saved_by TEXT NOT NULL, PRIMARY KEY (project_id, version))",
+    "CREATE TABLE IF NOT EXISTS project_secrets (project_id TEXT NOT NULL, name TEXT NOT NULL, key_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, updated_by TEXT NOT NULL, PRIMARY KEY (project_id, name))",
+];
+
+/// The kinds of `catalog_entries` rows.
+pub mod kind {
+    pub const REGISTRY: &str = "registry";
+    pub const SERVICE: &str = "service";
+    pub const PLUGIN: &str = "plugin";
+    pub const ENVIRONMENT: &str = "environment";
+    pub const PROJECT: &str = "project";
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    // Definitions are plain data: strings, numbers, enums, byte vectors.
+    serde_json::to_string(value).expect("definitions serialise to JSON")
+}
+
+async fn put(conn: &mut AnyConnection, kind: &str, name: &str, definition: String, at: i64) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO catalog_entries (kind, name, definition, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (kind, name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+    )
+    .bind(kind)
+    .bind(name)
+    .bind(definition)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn remove(conn: &mut AnyConnection, kind: &str, name: &str) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM catalog_entries WHERE kind = $1 AND name = $2").bind(kind).bind(name).execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn drop_grants_on(conn: &mut AnyConnection, target: &AccessTarget) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM grants WHERE target_kind = $1 AND target_name = $2")
+        .bind(target.kind())
+        .bind(target.name().to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn run(conn: &mut AnyConnection, sql: &str, binds: &[&str]) -> Result<(), ProjectionError> {
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = query.bind(b.to_string());
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Projection for CatalogProjection {
+    fn name(&self) -> &'static str {
+        "catalog"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        ["team.", "access.", "registry.", "service.", "plugin.", "environment.", "project.", "pipeline.", "secret."]
+            .iter()
+            .any(|p| event_type.starts_with(p))
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["teams", "team_members", "grants", "catalog_entries", "pipeline_versions", "project_secrets"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
+        use CatalogEvent as C;
+        let at = stored.occurred_at.0;
+        let actor = stored.metadata.actor.to_stored();
+        match stored.decode()?.event {
+            DomainEvent::Catalog(event) => match event {
+                C::TeamCreated(e) => {
+                    sqlx::query("INSERT INTO teams (team_id, name, created_at) VALUES ($1, $2, $3)")
+                        .bind(e.team_id.to_string())
+                        .bind(e.name)
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                C::TeamRenamed(e) => run(conn, "UPDATE teams SET name = $1 WHERE team_id = $2", &[&e.name, &e.team_id.to_string()]).await?,
+                C::TeamDeleted(e) => {
+                    let id = e.team_id.to_string();
+                    for table in ["teams", "team_members", "grants"] {
+                        run(conn, &format!("DELETE FROM {table} WHERE team_id = $1"), &[&id]).await?;
+                    }
+                }
+                C::TeamMemberAdded(e) => {
+                    run(conn, "INSERT INTO team_members (team_id, username) VALUES ($1, $2)", &[&e.team_id.to_string(), &e.username]).await?
+                }
+                C::TeamMemberRemoved(e) => {
+                    run(conn, "DELETE FROM team_members WHERE team_id = $1 AND username = $2", &[&e.team_id.to_string(), &e.username]).await?
+                }
+                C::AccessGranted(e) => {
+                    run(
+                        conn,
+                        "INSERT INTO grants (team_id, target_kind, target_name, access) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (team_id, target_kind, target_name) DO UPDATE SET access = excluded.access",
+                        &[&e.team_id.to_string(), e.target.kind(), e.target.name(), e.access.as_str()],
+                    )
+                    .await?
+                }
+                C::AccessRevoked(e) => {
+                    run(
+                        conn,
+                        "DELETE FROM grants WHERE team_id = $1 AND target_kind = $2 AND target_name = $3",
+                        &[&e.team_id.to_string(), e.target.kind(), e.target.name()],
+                    )
+                    .await?
+                }
+                C::RegistryAdded(r) => put(conn, kind::REGISTRY, &r.name, json(&r), at).await?,
+                C::RegistryChanged(e) => put(conn, kind::REGISTRY, &e.definition.name, json(&e.definition), at).await?,
+                C::RegistryRemoved(e) => remove(conn, kind::REGISTRY, &e.name).await?,
+                C::ServiceCreated(s) | C::ServiceUpdated(s) => put(conn, kind::SERVICE, &s.name, json(&s), at).await?,
+                C::ServiceRemoved(e) => remove(conn, kind::SERVICE, &e.name).await?,
+                C::PluginCreated(p) | C::PluginUpdated(p) => put(conn, kind::PLUGIN, &p.name, json(&p), at).await?,
+                C::PluginRemoved(e) => remove(conn, kind::PLUGIN, &e.name).await?,
+                C::EnvironmentCreated(e) | C::EnvironmentUpdated(e) => put(conn, kind::ENVIRONMENT, &e.name, json(&e), at).await?,
+                C::EnvironmentRemoved(e) => {
+                    remove(conn, kind::ENVIRONMENT, &e.name).await?;
+                    drop_grants_on(conn, &AccessTarget::Environment(e.name)).await?;
+                }
+                C::ProjectCreated(p) | C::ProjectUpdated(p) => put(conn, kind::PROJECT, &p.name, json(&p), at).await?,
+                C::ProjectRemoved(e) => {
+                    remove(conn, kind::PROJECT, &e.name).await?;
+                    drop_grants_on(conn, &AccessTarget::Project(e.name)).await?;
+                }
+            },
+            DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
+                sqlx::query("INSERT INTO pipeline_versions (project_id, version, graph, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(v.project_id.to_string())
+                    .bind(i64::from(v.version))
+                    .bind(json(&v.graph))
+                    .bind(at)
+                    .bind(actor)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            DomainEvent::Secret(SecretEvent::Created(s) | SecretEvent::Updated(s)) => {
+                sqlx::query(
+                    "INSERT INTO project_secrets (project_id, name, key_id, created_at, updated_at, updated_by) \
+                     VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (project_id, name) DO UPDATE SET \
+                     key_id = excluded.key_id, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                )
+                .bind(stored.stream_id.key().to_owned())
+                .bind(s.name)
+                .bind(s.value.key_id.to_string())
+                .bind(at)
+                .bind(actor)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DomainEvent::Secret(SecretEvent::Deleted(d)) => {
+                run(conn, "DELETE FROM project_secrets WHERE project_id = $1 AND name = $2", &[stored.stream_id.key(), &d.name]).await?
+            }
+            DomainEvent::User(_) | DomainEvent::Session(_) | DomainEvent::ApiToken(_) => {}
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+/// A catalog definition with when it was created and last changed.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    pub definition: T,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn entry<T: DeserializeOwned>(r: &sqlx::any::AnyRow) -> Result<Entry<T>, ProjectionError> {
+    let text: String = r.try_get(0)?;
+    let definition = serde_json::from_str(&text).map_err(|e| ProjectionError::Corrupt(format!("catalog entry: {e}")))?;
+    Ok(Entry { definition, created_at: r.try_get(1)?, updated_at: r.try_get(2)? })
+}
+
+pub async fn entries<T: DeserializeOwned>(db: &ReadModelDb, kind: &str) -> Result<Vec<Entry<T>>, ProjectionError> {
+    let rows = sqlx::query("SELECT definition, created_at, updated_at FROM catalog_entries WHERE kind = $1 ORDER BY name")
+        .bind(kind)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(entry).collect()
+}
+
+pub async fn entry_named<T: DeserializeOwned>(db: &ReadModelDb, kind: &str, name: &str) -> Result<Option<Entry<T>>, ProjectionError> {
+    let row = sqlx::query("SELECT definition, created_at, updated_at FROM catalog_entries WHERE kind = $1 AND name = $2")
+        .bind(kind)
+        .bind(name)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(entry).transpose()
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamRow {
+    pub team_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+pub async fn teams(db: &ReadModelDb) -> Result<Vec<TeamRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT team_id, name, created_at FROM teams ORDER BY name").fetch_all(db.pool()).await?;
+    rows.iter().map(|r| Ok(TeamRow { team_id: r.try_get(0)?, name: r.try_get(1)?, created_at: r.try_get(2)? })).collect()
+}
+
+pub async fn team_members(db: &ReadModelDb, team_id: &str) -> Result<Vec<String>, ProjectionError> {
+    Ok(sqlx::query_scalar("SELECT username FROM team_members WHERE team_id = $1 ORDER BY username").bind(team_id).fetch_all(db.pool()).await?)
+}
+
+/// The names of the teams `username` belongs to.
+pub async fn teams_of(db: &ReadModelDb, username: &str) -> Result<Vec<String>, ProjectionError> {
+    Ok(sqlx::query_scalar("SELECT t.name FROM teams t JOIN team_members m ON m.team_id = t.team_id WHERE m.username = $1 ORDER BY t.name")
+        .bind(username)
+        .fetch_all(db.pool())
+        .await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub team: String,
+    pub target_kind: String,
+    pub target_name: String,
+    pub access: Access,
+}
+
+fn access_of(raw: &str) -> Result<Access, ProjectionError> {
+    match raw {
+        "FULL" => Ok(Access::Full),
+        "READ_ONLY" => Ok(Access::ReadOnly),
+        other => Err(ProjectionError::Corrupt(format!("unknown access level {other}"))),
+    }
+}
+
+const GRANT_SELECT: &str = "SELECT t.name, g.target_kind, g.target_name, g.access FROM grants g JOIN teams t ON t.team_id = g.team_id";
+
+fn grant_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<GrantRow>, ProjectionError> {
+    rows.iter()
+        .map(|r| {
+            Ok(GrantRow {
+                team: r.try_get(0)?,
+                target_kind: r.try_get(1)?,
+                target_name: r.try_get(2)?,
+                access: access_of(&r.try_get::<String, _>(3)?)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn grants_of_team(db: &ReadModelDb, team_id: &str) -> Result<Vec<GrantRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("{GRANT_SELECT} WHERE g.team_id = $1 ORDER BY g.target_kind, g.target_name"))
+        .bind(team_id)
+        .fetch_all(db.pool())
+        .await?;
+    grant_rows(rows)
+}
+
+pub async fn grants_on(db: &ReadModelDb, target: &AccessTarget) -> Result<Vec<GrantRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("{GRANT_SELECT} WHERE g.target_kind = $1 AND g.target_name = $2 ORDER BY t.name"))
+        .bind(target.kind())
+        .bind(target.name().to_owned())
+        .fetch_all(db.pool())
+        .await?;
+    grant_rows(rows)
+}
+
+/// Every grant held by a team `username` belongs to.
+pub async fn grants_of_user(db: &ReadModelDb, username: &str) -> Result<Vec<GrantRow>, ProjectionError> {
+    let rows = sqlx::query(&format!(
+        "{GRANT_SELECT} JOIN team_members m ON m.team_id = g.team_id WHERE m.username = $1 ORDER BY g.target_kind, g.target_name"
+    ))
+    .bind(username)
+    .fetch_all(db.pool())
+    .await?;
+    grant_rows(rows)
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineVersionRow {
+    pub version: u32,
+    pub graph: PipelineGraph,
+    pub saved_at: i64,
+    pub saved_by: String,
+}
+
+fn version_row(r: &sqlx::any::AnyRow) -> Result<PipelineVersionRow, ProjectionError> {
+    let graph: String = r.try_get(1)?;
+    Ok(PipelineVersionRow {
+        version: u32::try_from(r.try_get::<i64, _>(0)?).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
+        graph: serde_json::from_str(&graph).map_err(|e| ProjectionError::Corrupt(format!("pipeline graph: {e}")))?,
+        saved_at: r.try_get(2)?,
+        saved_by: r.try_get(3)?,
+    })
+}
+
+/// Every version of a project's pipeline, newest first.
+pub async fn pipeline_versions(db: &ReadModelDb, project_id: Uuid) -> Result<Vec<PipelineVersionRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT version, graph, saved_at, saved_by FROM pipeline_versions WHERE project_id = $1 ORDER BY version DESC")
+        .bind(project_id.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(version_row).collect()
+}
+
+pub async fn pipeline_version(db: &ReadModelDb, project_id: Uuid, version: u32) -> Result<Option<PipelineVersionRow>, ProjectionError> {
+    let row = sqlx::query("SELECT version, graph, saved_at, saved_by FROM pipeline_versions WHERE project_id = $1 AND version = $2")
+        .bind(project_id.to_string())
+        .bind(i64::from(version))
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(version_row).transpose()
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    pub name: String,
+    pub key_id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+pub async fn secrets(db: &ReadModelDb, project_id: Uuid) -> Result<Vec<SecretRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT name, key_id, created_at, updated_at, updated_by FROM project_secrets WHERE project_id = $1 ORDER BY name")
+        .bind(project_id.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok(SecretRow { name: r.try_get(0)?, key_id: r.try_get(1)?, created_at: r.try_get(2)?, updated_at: r.try_get(3)?, updated_by: r.try_get(4)? }))
+        .collect()
+}
