@@ -21,7 +21,8 @@ def start(mode):
     else:
         name = "py_" + uuid.uuid4().hex
         subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
-        env.update(NULLOPS_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, NULLOPS_NATS_PREFIX=name)
+        env.update(NULLOPS_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, NULLOPS_NATS_PREFIX=name,
+                   NULLOPS_MASTER_KEY=os.urandom(32).hex())
         args = ["server"]
     proc = subprocess.Popen([BIN, *args, "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, text=True)
     lines = queue.Queue()

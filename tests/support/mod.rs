@@ -26,6 +26,9 @@ pub struct Backend {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub nats_prefix: String,
+    /// Production mode: the master key servers get as NULLOPS_MASTER_KEY. (Embedded mode keeps
+    /// its own in the data dir.)
+    pub master_key: String,
 }
 
 impl Backend {
@@ -36,17 +39,74 @@ impl Backend {
             Mode::Embedded => None,
             Mode::Production => Some(nullops_store::conformance::fresh_postgres_database().await),
         };
-        Backend { mode, data_dir, database_url, nats_prefix: format!("t{id}") }
+        let master_key = nullops_keyring::MasterKey::generate().to_hex().to_string();
+        Backend { mode, data_dir, database_url, nats_prefix: format!("t{id}"), master_key }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nullops"));
         cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY");
         match &self.database_url {
-            Some(url) => cmd.env("NULLOPS_DATABASE_URL", url),
+            Some(url) => cmd.env("NULLOPS_DATABASE_URL", url).env("NULLOPS_MASTER_KEY", &self.master_key),
             None => cmd.env("NULLOPS_DATA_DIR", &self.data_dir).env_remove("NULLOPS_DATABASE_URL"),
         };
         cmd
+    }
+
+    /// The master key the platform uses now.
+    pub fn current_master_key(&self) -> String {
+        match self.mode {
+            Mode::Production => self.master_key.clone(),
+            Mode::Embedded => std::fs::read_to_string(self.data_dir.join("master.key")).expect("master.key"),
+        }
+    }
+
+    /// The keyring, opened with `master_key` (hex).
+    pub async fn keyring(&self, master_key: &str) -> nullops_keyring::Keyring {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=ro", self.data_dir.join("keys.db").display()),
+        };
+        nullops_keyring::Keyring::open(&url, nullops_keyring::MasterKey::from_hex(master_key).expect("hex key")).await.expect("keyring")
+    }
+
+    /// Every event of the log, decoded, read straight from the store's database.
+    pub async fn stored_events(&self) -> Vec<nullops_events::DomainEvent> {
+        use sqlx::Connection;
+        let sql = "SELECT event_type, CAST(schema_version AS BIGINT), payload FROM events ORDER BY stream_id, stream_version";
+        let rows: Vec<(String, i64, Vec<u8>)> = match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_as(sql).fetch_all(&mut c).await.expect("events")
+            }
+            None => {
+                let url = format!("sqlite://{}?mode=ro", self.data_dir.join("events.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+                sqlx::query_as(sql).fetch_all(&mut c).await.expect("events")
+            }
+        };
+        rows.into_iter().map(|(t, v, p)| nullops_events::codec::decode(&t, v as u16, &p).expect("decodes")).collect()
+    }
+
+    /// Every byte the platform has stored: the data dir's files, or a dump of the database.
+    pub async fn raw_storage(&self) -> Vec<u8> {
+        match &self.database_url {
+            Some(url) => {
+                let out = Command::new("pg_dump").arg("--data-only").arg(url).output().await.expect("pg_dump");
+                assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+                out.stdout
+            }
+            None => {
+                let mut all = Vec::new();
+                for entry in std::fs::read_dir(&self.data_dir).expect("data dir") {
+                    let path = entry.expect("entry").path();
+                    if path.is_file() {
+                        all.extend(std::fs::read(path).expect("read"));
+                    }
+                }
+                all
+            }
+        }
     }
 
     /// Number of events in the event log, read straight from the store's database.

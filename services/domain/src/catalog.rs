@@ -601,7 +601,7 @@ mod tests {
         assert_eq!(state.project_access(&user("bob"), "shop"), Some(Access::ReadOnly));
         assert_eq!(state.project_access(&user("carol"), "shop"), None);
         // A deployment: the higher of the grants on its project and on its environment.
-        assert_eq!(state.access(&user("alice"), &[staging.clone()]), Some(Access::ReadOnly));
+        assert_eq!(state.access(&user("alice"), std::slice::from_ref(&staging)), Some(Access::ReadOnly));
         assert_eq!(state.access(&user("alice"), &[shop, staging]), Some(Access::Full));
     }
 
