@@ -286,15 +286,17 @@ async fn authorization_matrix(mode: Mode) {
 }
 
 async fn tags_from_the_real_registry(mode: Mode) {
-    push("catalog-test/tags", &["v1.0.0", "v1.2.0", "v2.0.0-rc1", "v2.0.0", "v1.10.0", "feature-login", "latest"]);
+    // A repository of this test's own: it pushes more tags as it goes.
+    let repository = format!("catalog-test/tags-{}", uuid::Uuid::now_v7().simple());
+    push(&repository, &["v1.0.0", "v1.2.0", "v2.0.0-rc1", "v2.0.0", "v1.10.0", "feature-login", "latest"]);
     let backend = Backend::new(mode).await;
     let server = Server::start(&backend).await;
     let admin = server.admin().await;
     admin_ok(&server, &admin, REGISTRY_INPUT, json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "nullops"}})).await;
-    admin_ok(&server, &admin, SERVICE_INPUT, service("versions", "catalog-test/tags", Some("v*"))).await;
-    admin_ok(&server, &admin, SERVICE_INPUT, service("minor", "catalog-test/tags", Some("v1.*"))).await;
-    admin_ok(&server, &admin, SERVICE_INPUT, service("features", "catalog-test/tags", Some("feature-*"))).await;
-    admin_ok(&server, &admin, SERVICE_INPUT, service("anything", "catalog-test/tags", None)).await;
+    admin_ok(&server, &admin, SERVICE_INPUT, service("versions", &repository, Some("v*"))).await;
+    admin_ok(&server, &admin, SERVICE_INPUT, service("minor", &repository, Some("v1.*"))).await;
+    admin_ok(&server, &admin, SERVICE_INPUT, service("features", &repository, Some("feature-*"))).await;
+    admin_ok(&server, &admin, SERVICE_INPUT, service("anything", &repository, None)).await;
     admin_ok(&server, &admin, SERVICE_INPUT, service("missing", "catalog-test/never-pushed", None)).await;
     let tags = |s: &'static str| {
         let (server, admin) = (&server, admin.clone());
@@ -304,6 +306,12 @@ async fn tags_from_the_real_registry(mode: Mode) {
     assert_eq!(tags("minor").await["data"]["availableTags"], json!(["v1.10.0", "v1.2.0", "v1.0.0"]));
     assert_eq!(tags("features").await["data"]["availableTags"], json!(["feature-login"]));
     assert_eq!(tags("anything").await["data"]["availableTags"].as_array().unwrap().len(), 7);
+
+    // Answers are cached briefly; `refresh` asks the registry again.
+    push(&repository, &["v3.0.0"]);
+    let cached = server.ok(Some(&admin), "{ availableTags(service: \"versions\") }", json!({})).await;
+    assert_eq!(cached["availableTags"][0], "v2.0.0");
+    assert_eq!(tags("versions").await["data"]["availableTags"][0], "v3.0.0");
     let missing = tags("missing").await;
     assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
 
