@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The full event benchmark on a release build: append throughput with 1 and 16 writers as a ratio
-# to pgbench's single-row inserts on the same database, and command-to-projection latency over NATS.
+# The full benchmarks on a release build: append throughput with 1 and 16 writers as a ratio to
+# pgbench's single-row inserts on the same database, command-to-projection latency over NATS, and
+# catalog command latency as the catalog grows, as a ratio to an identity command's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
@@ -10,3 +11,4 @@ cargo build --release --bin nullops
 psql "$admin" -qc "CREATE DATABASE $db"
 trap 'psql "$admin" -qc "DROP DATABASE $db"' EXIT
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
+NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench catalog --database-url "${admin%/*}/$db"

@@ -25,7 +25,7 @@ use std::time::Duration;
 use nullops_domain::Decider;
 use nullops_events::EventMetadata;
 use nullops_projections::{Projection, ReadModelDb};
-use nullops_store::commands::{self, Executed};
+use nullops_store::commands::{self, Executed, StateCache};
 use nullops_store::EventStore;
 
 use crate::error::ApiResult;
@@ -40,6 +40,8 @@ pub struct App {
     pub live: live::Live,
     pub keyring: Arc<nullops_keyring::Keyring>,
     pub registries: TagLister,
+    /// The catalog as this process last decided it: commands and checks read only newer events.
+    pub catalog: StateCache<nullops_domain::catalog::Catalog>,
     pub config: GatewayConfig,
 }
 
@@ -62,7 +64,18 @@ impl Default for GatewayConfig {
 /// Executes a command against aggregate `key` of `D` and waits until every projection that
 /// handles the appended events has applied them.
 pub async fn dispatch<D: Decider>(app: &App, metadata: EventMetadata, key: &str, command: D::Command) -> ApiResult<Executed> {
-    let executed = commands::execute::<D>(&*app.store, key, &command, &metadata).await?;
+    dispatch_with::<D>(app, None, metadata, key, command).await
+}
+
+/// [`dispatch`], loading the aggregate through `cache` when given.
+pub async fn dispatch_with<D: Decider>(
+    app: &App,
+    cache: Option<&StateCache<D>>,
+    metadata: EventMetadata,
+    key: &str,
+    command: D::Command,
+) -> ApiResult<Executed> {
+    let executed = commands::execute_with::<D>(&*app.store, cache, key, &command, &metadata).await?;
     if let Some(last) = executed.last {
         let touched: Vec<&str> = app
             .projections

@@ -1,5 +1,6 @@
 //! `nullops bench events`: append throughput against pgbench on the same database, and
-//! command-to-projection latency, all measured in one run.
+//! command-to-projection latency, all measured in one run. `nullops bench catalog`: catalog
+//! command latency as the catalog grows, against an identity command in the same run.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,13 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CATALOG_KEY};
 use nullops_domain::identity::{ApiToken, ApiTokenCommand};
-use nullops_domain::{Principal, TokenName, Username};
+use nullops_domain::{Decider, Issuer, Principal, TokenName, Username};
+use nullops_events::catalog::{CatalogEvent, EnvironmentDefinition};
 use nullops_events::identity::{Role, UserDisabled, UserEvent};
 use nullops_events::{EventMetadata, NewEvent, StreamId};
 use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
 use nullops_store::postgres::PgEventStore;
+use nullops_store::commands::StateCache;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
@@ -108,56 +112,150 @@ async fn appends_per_second(store: Arc<PgEventStore>, writers: usize, duration: 
     Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// From the start of a command to both read models showing its events, through the relay and
-/// the bus (NATS when NULLOPS_NATS_URL is reachable, else in-process).
-async fn command_to_projection(store: Arc<PgEventStore>, database_url: &str, commands: usize) -> anyhow::Result<(Duration, Duration)> {
-    let store: Arc<dyn EventStore> = store;
-    let bus: Arc<dyn nullops_bus::Bus> = match std::env::var("NULLOPS_NATS_URL") {
-        Ok(url) => Arc::new(nullops_bus::NatsBus::connect(&url, &format!("bench-{}", uuid::Uuid::now_v7().simple())).await?),
-        Err(_) => Arc::new(nullops_bus::InProcessBus::default()),
-    };
-    let db = ReadModelDb::open(database_url).await?;
-    let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(nullops_bus::relay::run(store.clone(), bus.clone(), shutdown.clone()));
-    let projections = nullops_projections::all();
-    for p in &projections {
-        let runner = Runner { projection: p.clone(), db: db.clone(), store: store.clone(), bus: bus.clone() };
-        tasks.spawn(runner.run(shutdown.clone()));
-    }
-    // Let the projections catch up with whatever the log already holds.
-    let head = store.read_all(nullops_events::LogPosition::START, u32::MAX).await?.last().map(|e| e.position);
-    if let Some(head) = head {
-        db.wait_for(&["identity", "audit"], head, Duration::from_secs(120)).await?;
-        // And the relay with the bus: a backlog there would be measured as latency.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while store.load_checkpoint("relay").await? < head {
-            if Instant::now() > deadline {
-                bail!("the relay did not catch up within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let by = Principal { username: Username::parse("bench")?, role: Role::User };
-    let mut samples = Vec::with_capacity(commands);
-    for i in 0..commands {
-        let token_id = uuid::Uuid::now_v7();
-        let command = ApiTokenCommand::Create {
-            by: by.clone(),
-            token_id,
-            name: TokenName::parse(&format!("bench {i}"))?,
-            token_hash: token_id.as_bytes().to_vec(),
-            expires_at: None,
+/// The relay and every projection runner, on the bench's store, with the bus of
+/// NULLOPS_NATS_URL when set (else in-process): commands timed through it pass the whole path.
+struct Running {
+    store: Arc<dyn EventStore>,
+    db: ReadModelDb,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    async fn start(store: Arc<dyn EventStore>, database_url: &str) -> anyhow::Result<Self> {
+        let bus: Arc<dyn nullops_bus::Bus> = match std::env::var("NULLOPS_NATS_URL") {
+            Ok(url) => Arc::new(nullops_bus::NatsBus::connect(&url, &format!("bench-{}", uuid::Uuid::now_v7().simple())).await?),
+            Err(_) => Arc::new(nullops_bus::InProcessBus::default()),
         };
-        let started = Instant::now();
-        let executed = nullops_store::commands::execute::<ApiToken>(&*store, &token_id.to_string(), &command, &EventMetadata::system()).await?;
-        let last = executed.last.context("command appended nothing")?;
-        db.wait_for(&["identity", "audit"], last, Duration::from_secs(5)).await?;
-        samples.push(started.elapsed());
+        let db = ReadModelDb::open(database_url).await?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(nullops_bus::relay::run(store.clone(), bus.clone(), shutdown.clone()));
+        for p in nullops_projections::all() {
+            let runner = Runner { projection: p, db: db.clone(), store: store.clone(), bus: bus.clone() };
+            tasks.spawn(runner.run(shutdown.clone()));
+        }
+        let running = Running { store, db, shutdown, tasks };
+        running.settle().await?;
+        Ok(running)
     }
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+
+    /// Waits until projections, relay and bus hold everything in the log: a backlog there would
+    /// be measured as latency.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let head = self.store.read_all(nullops_events::LogPosition::START, u32::MAX).await?.last().map(|e| e.position);
+        if let Some(head) = head {
+            let names: Vec<&str> = nullops_projections::all().iter().map(|p| p.name()).collect();
+            self.db.wait_for(&names, head, Duration::from_secs(120)).await?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while self.store.load_checkpoint("relay").await? < head {
+                if Instant::now() > deadline {
+                    bail!("the relay did not catch up within 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// From the start of a command to every read model that handles its events showing them.
+    async fn timed<D: Decider>(&self, cache: Option<&StateCache<D>>, key: &str, command: &D::Command) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let executed = nullops_store::commands::execute_with::<D>(&*self.store, cache, key, command, &EventMetadata::system()).await?;
+        let last = executed.last.context("command appended nothing")?;
+        let touched: Vec<&str> = nullops_projections::all()
+            .iter()
+            .filter(|p| executed.event_types.iter().any(|t| p.handles(t)))
+            .map(|p| p.name())
+            .collect();
+        self.db.wait_for(&touched, last, Duration::from_secs(5)).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// p50 and p99 of `samples`.
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    Ok((pct(0.50), pct(0.99)))
+    (pct(0.50), pct(0.99))
+}
+
+fn api_token_command(i: usize) -> anyhow::Result<(String, ApiTokenCommand)> {
+    let token_id = uuid::Uuid::now_v7();
+    let command = ApiTokenCommand::Create {
+        by: Principal { username: Username::parse("bench")?, role: Role::User },
+        token_id,
+        name: TokenName::parse(&format!("bench {i}"))?,
+        token_hash: token_id.as_bytes().to_vec(),
+        expires_at: None,
+    };
+    Ok((token_id.to_string(), command))
+}
+
+/// Command-to-projection latency of identity commands.
+async fn command_to_projection(store: Arc<PgEventStore>, database_url: &str, commands: usize) -> anyhow::Result<(Duration, Duration)> {
+    let running = Running::start(store, database_url).await?;
+    let mut samples = Vec::with_capacity(commands);
+    for i in 0..commands {
+        let (key, command) = api_token_command(i)?;
+        samples.push(running.timed::<ApiToken>(None, &key, &command).await?);
+    }
+    running.stop().await;
+    Ok(percentiles(samples))
+}
+
+/// `nullops bench catalog`: a catalog command's latency (command to read model) as the catalog
+/// grows, as a ratio to an identity command's measured in the same run, alternating.
+pub async fn catalog(database_url: &str, sizes: &[usize], commands: usize) -> anyhow::Result<()> {
+    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::connect(database_url).await?);
+    let running = Running::start(store.clone(), database_url).await?;
+    let catalog_stream = Catalog::stream_id(CATALOG_KEY);
+    let environment = |name: String, cleanup: u64| EnvironmentDefinition { name, base_domain: "qa.example.com".into(), cleanup_after_secs: cleanup };
+    let admin = Issuer::System;
+    let cache = StateCache::<Catalog>::new(1);
+    println!("== catalog command latency vs an identity command, by catalog size ({commands} of each, alternating) ==");
+    let mut results = Vec::new();
+    for &size in sizes {
+        // Grow the catalog to `size` environments, appended directly in large batches.
+        let version = store.read_stream(&catalog_stream, 0).await?.last().map_or(0, |e| e.stream_version);
+        let have = version as usize;
+        if size > have {
+            for (chunk, start) in (have..size).step_by(500).enumerate() {
+                let events: Vec<NewEvent> = (start..(start + 500).min(size))
+                    .map(|i| NewEvent::new(&CatalogEvent::EnvironmentCreated(environment(format!("env-{i}"), 86_400)).into(), EventMetadata::system()))
+                    .collect();
+                let at = version + (chunk * 500) as u64;
+                store.append(&catalog_stream, at, &events).await?;
+            }
+            running.settle().await?;
+        }
+        let (mut ours, mut baseline) = (Vec::new(), Vec::new());
+        for i in 0..commands {
+            let (key, command) = api_token_command(i)?;
+            baseline.push(running.timed::<ApiToken>(None, &key, &command).await?);
+            let change = CatalogAction::UpdateEnvironment(environment("env-0".into(), 3_600 + (i as u64 % 2) * 60));
+            // As the gateway does: through the catalog's state cache.
+            ours.push(running.timed::<Catalog>(Some(&cache), CATALOG_KEY, &CatalogCommand { by: admin.clone(), action: change }).await?);
+        }
+        let ((ours_p50, ours_p99), (base_p50, _)) = (percentiles(ours), percentiles(baseline));
+        let ratio = ours_p50.as_secs_f64() / base_p50.as_secs_f64();
+        println!(
+            "catalog of {size:>5} entries: update p50 {:.2} ms, p99 {:.2} ms   identity command p50 {:.2} ms   ratio {ratio:.2}",
+            ours_p50.as_secs_f64() * 1e3,
+            ours_p99.as_secs_f64() * 1e3,
+            base_p50.as_secs_f64() * 1e3
+        );
+        results.push((size, ratio, ours_p50));
+    }
+    running.stop().await;
+    for (size, ratio, p50) in results {
+        println!("RESULT catalog_update_ratio_size_{size}={ratio:.2}");
+        println!("RESULT catalog_update_p50_ms_size_{size}={:.2}", p50.as_secs_f64() * 1e3);
+    }
+    Ok(())
 }

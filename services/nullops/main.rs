@@ -121,6 +121,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         commands: usize,
     },
+    /// Catalog command latency as the catalog grows, against an identity command.
+    Catalog {
+        #[arg(long, env = "NULLOPS_DATABASE_URL")]
+        database_url: String,
+        /// Catalog sizes (entries) to measure at, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "10,1000,5000")]
+        sizes: Vec<usize>,
+        /// Commands of each kind timed per size.
+        #[arg(long, default_value_t = 300)]
+        commands: usize,
+    },
 }
 
 impl BackendArgs {
@@ -163,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys { command: KeysCommand::Verify { backend } } => platform::verify_keys(backend.open().await?).await,
         Command::Bench { command: BenchCommand::Events { database_url, seconds, commands } } => {
             bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
+        }
+        Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
+            bench::catalog(&database_url, &sizes, commands).await.context("benchmark failed")
         }
     }
 }

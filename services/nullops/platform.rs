@@ -15,6 +15,7 @@ use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
 use nullops_store::postgres::PgEventStore;
 use nullops_store::sqlite::SqliteEventStore;
+use nullops_store::commands::StateCache;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
@@ -188,6 +189,7 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
         live,
         keyring: Arc::new(keyring),
         registries: TagLister::new(REGISTRY_DEADLINE),
+        catalog: StateCache::new(1),
         config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ..Default::default() },
     });
     match nullops_gateway::bootstrap_admin(&app, args.admin_password.clone()).await {

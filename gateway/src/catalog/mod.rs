@@ -22,25 +22,26 @@ use nullops_domain::{access, Issuer, Principal};
 use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, SecretEvent};
 use nullops_events::DomainEvent;
 use nullops_projections::catalog::{self as read, GrantRow};
-use nullops_store::commands::{self, Executed};
+use nullops_store::commands::Executed;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request};
-use crate::{dispatch, App};
+use crate::{dispatch_with, App};
 
 /// Runs a catalog command as the caller.
 async fn change_catalog(ctx: &Context<'_>, action: CatalogAction) -> ApiResult<Executed> {
     let (app, req) = (app(ctx), request(ctx));
     let by = req.principal()?.clone();
-    let executed = dispatch::<Catalog>(app, req.metadata()?, CATALOG_KEY, CatalogCommand { by: Issuer::User(by), action }).await?;
+    let command = CatalogCommand { by: Issuer::User(by), action };
+    let executed = dispatch_with::<Catalog>(app, Some(&app.catalog), req.metadata()?, CATALOG_KEY, command).await?;
     destroy_retired_keys(app, &executed).await;
     Ok(executed)
 }
 
 /// The catalog as decided from the event log (not the read model): what commands check against.
 async fn catalog_state(app: &App) -> ApiResult<CatalogState> {
-    Ok(commands::load::<Catalog>(&*app.store, CATALOG_KEY).await?.0)
+    Ok(app.catalog.load(&*app.store, CATALOG_KEY).await?.0)
 }
 
 /// Destroys the data keys that appended events retired, so the ciphertext they sealed can never

@@ -22,7 +22,7 @@ use nullops_events::{DomainEvent, StreamId};
 pub trait Decider {
     type Command;
     type Event: Clone + Into<DomainEvent>;
-    type State: Default;
+    type State: Default + Clone;
 
     /// Stream kind: the aggregate `key` lives in stream `<KIND>-<key>`.
     const KIND: &'static str;

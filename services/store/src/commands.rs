@@ -1,5 +1,7 @@
 //! The command layer: load an aggregate, decide, append; on a version conflict, reload and retry.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nullops_domain::{Decider, DomainError};
@@ -39,15 +41,47 @@ pub struct Executed {
 
 /// The current state of aggregate `key` of `D`, and the stream version it reflects.
 pub async fn load<D: Decider>(store: &dyn EventStore, key: &str) -> Result<(D::State, u64), CommandError> {
-    let stored = store.read_stream(&D::stream_id(key), 0).await?;
-    let mut state = D::State::default();
+    fold_newer::<D>(store, key, D::State::default(), 0).await
+}
+
+/// Folds the events of `key` after `version` into `state`.
+async fn fold_newer<D: Decider>(store: &dyn EventStore, key: &str, mut state: D::State, version: u64) -> Result<(D::State, u64), CommandError> {
+    let stored = store.read_stream(&D::stream_id(key), version).await?;
     for s in &stored {
         if let Some(event) = D::select(s.decode()?.event) {
             state = D::evolve(state, &event);
         }
     }
-    Ok((state, stored.last().map_or(0, |s| s.stream_version)))
+    Ok((state, stored.last().map_or(version, |s| s.stream_version)))
 }
+
+/// The last state this process saw of a few long-lived aggregates of `D` (the catalog), so that
+/// loading one reads only the events appended since instead of its whole stream. The store stays
+/// the authority: every load catches up from it, and appends still check the stream version.
+pub struct StateCache<D: Decider> {
+    entries: Mutex<HashMap<String, (u64, D::State)>>,
+    capacity: usize,
+}
+
+impl<D: Decider> StateCache<D> {
+    /// Keeps at most `capacity` aggregates; others are loaded whole.
+    pub fn new(capacity: usize) -> Self {
+        StateCache { entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    pub async fn load(&self, store: &dyn EventStore, key: &str) -> Result<(D::State, u64), CommandError> {
+        let cached = self.entries.lock().expect("state cache lock").get(key).cloned();
+        let (version, state) = cached.unwrap_or_else(|| (0, D::State::default()));
+        let (state, version) = fold_newer::<D>(store, key, state, version).await?;
+        let mut entries = self.entries.lock().expect("state cache lock");
+        let newer = entries.get(key).is_none_or(|(v, _)| *v < version);
+        if newer && (entries.len() < self.capacity || entries.contains_key(key)) {
+            entries.insert(key.to_owned(), (version, state.clone()));
+        }
+        Ok((state, version))
+    }
+}
+
 
 /// Loads the aggregate `key` of `D`, decides `command` and appends the result atomically.
 pub async fn execute<D: Decider>(
@@ -56,9 +90,23 @@ pub async fn execute<D: Decider>(
     command: &D::Command,
     metadata: &EventMetadata,
 ) -> Result<Executed, CommandError> {
+    execute_with::<D>(store, None, key, command, metadata).await
+}
+
+/// [`execute`], loading the aggregate through `cache` when given.
+pub async fn execute_with<D: Decider>(
+    store: &dyn EventStore,
+    cache: Option<&StateCache<D>>,
+    key: &str,
+    command: &D::Command,
+    metadata: &EventMetadata,
+) -> Result<Executed, CommandError> {
     let stream = D::stream_id(key);
     for attempt in 0..MAX_ATTEMPTS {
-        let (state, version) = load::<D>(store, key).await?;
+        let (state, version) = match cache {
+            Some(cache) => cache.load(store, key).await?,
+            None => load::<D>(store, key).await?,
+        };
         let events: Vec<DomainEvent> = D::decide(command, &state)?.into_iter().map(Into::into).collect();
         if events.is_empty() {
             return Ok(Executed { last: None, event_types: vec![], events });
