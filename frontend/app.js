@@ -1,4 +1,5 @@
 import { gql, subscribe } from './graphql-client.js';
+import { loadProjects, loadServices, loadTeams } from './catalog.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, text) => { const e = document.createElement(tag); e.textContent = text ?? ''; return e; };
@@ -40,9 +41,12 @@ function showApp(me) {
   $('logout').hidden = false;
   $('app-view').hidden = false;
   loadTokens();
+  loadProjects().catch((e) => console.error(e));
+  loadServices().catch((e) => console.error(e));
   if (me.role === 'ADMIN') {
     $('admin').hidden = false;
     loadUsers();
+    loadTeams();
     loadAudit();
   }
 }

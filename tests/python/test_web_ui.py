@@ -1,6 +1,7 @@
 """The web UI in a real browser (headless Chromium over the DevTools protocol): sign in, see the
 admin view, create a user and watch it arrive live in the audit history, create an API token, sign
-out. Every wait is bounded."""
+out; as a team member, see a project, a service's versions from the real registry, and set a
+secret that never shows again. Every wait is bounded."""
 
 import base64
 import json
@@ -12,6 +13,7 @@ import tempfile
 import time
 
 import pytest
+import requests
 from websockets.sync.client import connect
 
 from conftest import ADMIN_PASSWORD
@@ -132,3 +134,48 @@ def test_sign_in_create_user_watch_it_live_and_sign_out(server, browser):
 
     browser.js("document.getElementById('logout').click(); true")
     browser.wait_for(visible("login-view"), "the sign-in form after signing out")
+
+
+def graphql(server, query, variables=None, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = requests.post(f"http://{server}/graphql", json={"query": query, "variables": variables or {}}, headers=headers, timeout=20)
+    body = r.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def test_a_team_member_sees_versions_and_sets_a_secret_that_never_shows(server, browser):
+    fixtures = os.path.join(os.path.dirname(__file__), "..", "fixtures", "push-images.sh")
+    subprocess.run([fixtures, "ui-test/web", "v1.0.0", "v1.1.0", "nightly"], check=True)
+    admin = graphql(server, 'mutation { login(username: "admin", password: "%s") { token } }' % ADMIN_PASSWORD)["login"]["token"]
+    for query in [
+        'mutation { createUser(username: "dana", password: "dana-password-1") { username } }',
+        'mutation { createRegistry(input: {name: "local", url: "http://127.0.0.1:5050", username: "nullops", password: "nullops"}) { name } }',
+        'mutation { createService(input: {name: "web", registry: "local", image: "ui-test/web", tagMode: SELECTABLE, tagPattern: "v*", port: 80}) { name } }',
+        'mutation { createEnvironment(input: {name: "staging", baseDomain: "qa.example.com"}) { name } }',
+        'mutation { createProject(input: {name: "shop", environments: ["staging"], cpuMillis: 1000, memoryMib: 512}) { name } }',
+        'mutation { createTeam(name: "builders") { name } }',
+        'mutation { addTeamMember(team: "builders", username: "dana") { name } }',
+        'mutation { grantAccess(team: "builders", target: {kind: PROJECT, name: "shop"}, access: FULL) { name } }',
+    ]:
+        graphql(server, query, token=admin)
+
+    browser.call("Page.navigate", url=f"http://{server}/")
+    browser.wait_for(visible("login-view"), "the sign-in form")
+    browser.fill_and_submit("login-form", username="dana", password="dana-password-1")
+    row = "document.querySelector('#project-list tr[data-project=\"shop\"]')"
+    browser.wait_for(row, "project shop listed")
+    assert browser.js(f"{row}.cells[2].textContent") == "FULL"
+    assert browser.js(visible("admin")) is False, "no admin view for a team member"
+
+    # Versions come live from the registry, filtered by the service's pattern, newest first.
+    browser.js("document.querySelector('#service-list tr[data-service=\"web\"] button').click(); true")
+    browser.wait_for("document.querySelector('#service-list tr[data-service=\"web\"] .versions').textContent.startsWith('v')", "versions")
+    assert browser.js("document.querySelector('#service-list tr[data-service=\"web\"] .versions').textContent") == "v1.1.0, v1.0.0"
+
+    # A secret set in the form is listed by name; its value is nowhere on the page.
+    browser.js("""{const f = %s.querySelector('.secret-form');
+        f.elements.name.value = 'DB_PASSWORD'; f.elements.value.value = 'ui-secret-value-42'; f.requestSubmit();}""" % row)
+    browser.wait_for(f"{row} && {row}.querySelector('.secret-names').textContent === 'DB_PASSWORD'", "the secret listed")
+    assert "ui-secret-value-42" not in browser.js("document.documentElement.outerHTML")
+    assert browser.js(f"{row}.querySelector('.secret-form').elements.value.value") == ""
