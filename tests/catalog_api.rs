@@ -394,10 +394,16 @@ async fn secrets_stay_sealed_and_die_with_their_keys(mode: Mode) {
     admin_ok(&server, &admin, "mutation { deleteSecret(project: \"shop\", name: \"DB_PASSWORD\") }", json!({})).await;
     assert!(matches!(keyring.unseal(&find("DB_PASSWORD", 1), &purpose("DB_PASSWORD")).await, Err(nullops_keyring::KeyringError::Destroyed(_))));
     drop(keyring);
+
+    // Rotation refuses to run under a live server, which would go on sealing under the old key.
+    let new_key = nullops_keyring::MasterKey::generate().to_hex().to_string();
+    let refused = backend.command(&["keys", "rotate"]).env("NULLOPS_NEW_MASTER_KEY", &new_key).output().await.expect("keys rotate");
+    assert!(!refused.status.success(), "rotation ran beside a live server");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("server is running") || why.contains("another nullops process"), "{why}");
     server.stop().await;
 
     // Rotation: every data key moves to the new master key; the old key opens nothing.
-    let new_key = nullops_keyring::MasterKey::generate().to_hex().to_string();
     let mut rotate = backend.command(&["keys", "rotate"]);
     if mode == Mode::Production {
         rotate.env("NULLOPS_NEW_MASTER_KEY", &new_key);

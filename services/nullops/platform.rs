@@ -124,6 +124,11 @@ async fn keyring(b: &Backends) -> anyhow::Result<(Keyring, MasterKeySource)> {
 /// `NULLOPS_NEW_MASTER_KEY`, or generated when the current one is the data dir's file). Events
 /// are not touched.
 pub async fn rotate_keys(b: Backends) -> anyhow::Result<()> {
+    // A running server would go on sealing under the old key: every server holds or waits for the
+    // relay lease, so holding it here means none is running (embedded: the data dir lock).
+    let Some(_relay) = b.store.try_lease("relay").await? else {
+        bail!("a nullops server is running on this database; stop every server, rotate, then start them with the new key");
+    };
     let (keyring, source) = keyring(&b).await?;
     let (new, file) = match (std::env::var("NULLOPS_NEW_MASTER_KEY"), &source) {
         (Ok(hex), _) => (MasterKey::from_hex(&hex).map_err(|e| anyhow!("NULLOPS_NEW_MASTER_KEY: {e}"))?, None),
