@@ -478,10 +478,24 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
                     "edges": [{"from": "db", "to": "web"}, {"from": "db", "to": "seed"}]});
     assert_eq!(admin_ok(&server, &admin, save, json!({"p": v2})).await["savePipeline"]["version"], 2);
 
+    // A plugin whose registry does not answer is pinned by tag alone; the save still succeeds.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    admin_ok(&server, &admin, REGISTRY_INPUT, json!({"i": {"name": "gone", "url": format!("http://{free}")}})).await;
+    let mut offline = plugin("offline");
+    offline["i"]["registry"] = json!("gone");
+    admin_ok(&server, &admin, PLUGIN_INPUT, offline).await;
+    let v3 = json!({"nodes": [{"id": "x", "plugin": "offline", "parameters": {"name": "x"}}]});
+    let saved = admin_ok(&server, &admin, save, json!({"p": v3})).await;
+    assert_eq!(saved["savePipeline"]["version"], 3);
+    assert_eq!(saved["savePipeline"]["nodes"][0]["image"], json!({"tag": "1.0", "digest": null}));
+
     let history = admin_ok(&server, &admin, "{ project(name: \"shop\") { pipeline { version } pipelineVersions { version savedBy } pipelineVersion(version: 1) { nodes { id parameters } } pipelineDiff(from: 1, to: 2) { kind subject } } }", json!({})).await;
     let p = &history["project"];
-    assert_eq!(p["pipeline"]["version"], 2);
-    assert_eq!(p["pipelineVersions"], json!([{"version": 2, "savedBy": "user:admin"}, {"version": 1, "savedBy": "user:admin"}]));
+    assert_eq!(p["pipeline"]["version"], 3);
+    assert_eq!(
+        p["pipelineVersions"],
+        json!([{"version": 3, "savedBy": "user:admin"}, {"version": 2, "savedBy": "user:admin"}, {"version": 1, "savedBy": "user:admin"}])
+    );
     assert_eq!(p["pipelineVersion"]["nodes"][0]["parameters"], json!({"name": "${{ secrets.DB_PASSWORD }}"}), "old versions stay as saved");
     assert_eq!(
         p["pipelineDiff"],

@@ -197,11 +197,15 @@ async fn plugin_digests(app: &App, state: &CatalogState, draft: &PipelineDraft) 
     plugins.dedup();
     let lookups = plugins.into_iter().filter_map(|name| state.plugins.get(name)).map(|p| async move {
         let registry = super::definitions::open_registry(app, &p.registry).await.ok()?;
-        let client = nullops_registry::RegistryClient::new(DIGEST_DEADLINE);
-        match client.manifest_digest(&registry, &p.repository, &p.tag).await {
-            Ok(digest) => digest.map(|d| (p.name.clone(), d)),
-            Err(e) => {
+        let lookup = app.registries.client().manifest_digest(&registry, &p.repository, &p.tag);
+        match tokio::time::timeout(DIGEST_DEADLINE, lookup).await {
+            Ok(Ok(digest)) => digest.map(|d| (p.name.clone(), d)),
+            Ok(Err(e)) => {
                 tracing::info!(plugin = %p.name, error = %e, "pinning the plugin image by tag only");
+                None
+            }
+            Err(_) => {
+                tracing::info!(plugin = %p.name, "registry too slow; pinning the plugin image by tag only");
                 None
             }
         }
