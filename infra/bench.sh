@@ -8,7 +8,9 @@ bash infra/setup.sh
 admin=${NULLOPS_TEST_DATABASE_URL:-postgres://nullops:nullops@127.0.0.1:5432/nullops}
 db="bench_$(date +%s)"
 cargo build --release --bin nullops
+# One database per benchmark: the catalog figures should not inherit the event benchmark's log.
 psql "$admin" -qc "CREATE DATABASE $db"
-trap 'psql "$admin" -qc "DROP DATABASE $db"' EXIT
+psql "$admin" -qc "CREATE DATABASE ${db}_catalog"
+trap 'psql "$admin" -qc "DROP DATABASE $db"; psql "$admin" -qc "DROP DATABASE ${db}_catalog"' EXIT
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
-NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench catalog --database-url "${admin%/*}/$db"
+NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"
