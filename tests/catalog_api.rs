@@ -427,6 +427,15 @@ async fn secrets_stay_sealed_and_die_with_their_keys(mode: Mode) {
     assert!(verify.status.success() && String::from_utf8_lossy(&verify.stdout).starts_with("all 3 data keys unwrap"), "{verify:?}");
     assert!(!stdout.contains(&new), "the new key is never printed");
 
+    // A key no live value uses (as a crash between an event and its key's destruction leaves)
+    // is swept; live keys stay.
+    let orphan = rotated.seal(b"left behind", "test").await.unwrap();
+    let swept = backend.command(&["keys", "sweep", "--grace-secs", "0"]).output().await.expect("keys sweep");
+    assert_eq!(String::from_utf8_lossy(&swept.stdout), "destroyed 1 orphaned data keys\n", "{swept:?}");
+    assert!(matches!(rotated.unseal(&orphan, "test").await, Err(nullops_keyring::KeyringError::Destroyed(_))));
+    assert_eq!(opened(rotated.unseal(&find("KEPT", 0), &purpose("KEPT")).await).unwrap(), kept);
+    assert_eq!(opened(rotated.unseal(&find("local", 0), "registry:local").await).unwrap(), "nullops:nullops");
+
     // The platform, restarted on the new key, still uses the credentials.
     let server = Server::start(&backend).await;
     let admin = server.admin().await;

@@ -17,6 +17,7 @@ mod schema;
 
 pub use bootstrap::{bootstrap_admin, bootstrap_catalog};
 pub use catalog::tags::TagLister;
+pub use catalog::{sweep_orphaned_keys, SweepError};
 pub use http::router;
 
 use std::sync::Arc;

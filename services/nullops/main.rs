@@ -92,6 +92,15 @@ enum KeysCommand {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Destroy data keys no live value uses (left by a crash between an event and its key's
+    /// destruction). Servers also do this hourly.
+    Sweep {
+        /// Only keys older than this many seconds: younger ones may belong to a command in flight.
+        #[arg(long, default_value_t = platform::KEY_SWEEP_GRACE.as_secs())]
+        grace_secs: u64,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Check that every data key unwraps under the current master key.
     Verify {
         #[command(flatten)]
@@ -171,6 +180,9 @@ async fn main() -> anyhow::Result<()> {
             platform::rebuild(backend.open().await?, &name).await
         }
         Command::Keys { command: KeysCommand::Rotate { backend } } => platform::rotate_keys(backend.open().await?).await,
+        Command::Keys { command: KeysCommand::Sweep { grace_secs, backend } } => {
+            platform::sweep_keys(backend.open().await?, Duration::from_secs(grace_secs)).await
+        }
         Command::Keys { command: KeysCommand::Verify { backend } } => platform::verify_keys(backend.open().await?).await,
         Command::Bench { command: BenchCommand::Events { database_url, seconds, commands } } => {
             bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")

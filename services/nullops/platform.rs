@@ -163,6 +163,37 @@ pub async fn rotate_keys(b: Backends) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `nullops keys sweep`: destroys data keys that no live value uses, older than `grace`.
+pub async fn sweep_keys(b: Backends, grace: Duration) -> anyhow::Result<()> {
+    let (keyring, _) = keyring(&b).await?;
+    let destroyed = nullops_gateway::sweep_orphaned_keys(&*b.store, &keyring, grace).await?;
+    println!("destroyed {destroyed} orphaned data keys");
+    Ok(())
+}
+
+/// How often a server sweeps orphaned data keys, and how old a key must be to be swept.
+const KEY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+pub const KEY_SWEEP_GRACE: Duration = Duration::from_secs(900);
+
+/// Sweeps orphaned data keys now and then every hour; one server at a time does it.
+async fn sweep_keys_periodically(store: Arc<dyn EventStore>, keyring: Arc<Keyring>, shutdown: CancellationToken) {
+    loop {
+        match store.try_lease("key-sweep").await {
+            Ok(Some(_lease)) => {
+                if let Err(e) = nullops_gateway::sweep_orphaned_keys(&*store, &keyring, KEY_SWEEP_GRACE).await {
+                    tracing::warn!(error = %e, "orphaned data key sweep failed; will retry");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "orphaned data key sweep could not take its lease"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(KEY_SWEEP_EVERY) => {}
+        }
+    }
+}
+
 /// `nullops keys verify`: unwraps every data key with the current master key.
 pub async fn verify_keys(b: Backends) -> anyhow::Result<()> {
     let (keyring, _) = keyring(&b).await?;
@@ -185,6 +216,8 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
     tasks.spawn(live.clone().follow(b.bus.clone(), b.store.clone(), shutdown.clone()));
 
     let (keyring, _) = keyring(&b).await?;
+    let keyring = Arc::new(keyring);
+    tasks.spawn(sweep_keys_periodically(b.store.clone(), keyring.clone(), shutdown.clone()));
     let app = Arc::new(App {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
@@ -192,7 +225,7 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
         passwords: nullops_gateway::auth::PasswordHasherPool::new().await,
         throttle: Default::default(),
         live,
-        keyring: Arc::new(keyring),
+        keyring,
         registries: TagLister::new(REGISTRY_DEADLINE),
         catalog: StateCache::new(1),
         config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ..Default::default() },

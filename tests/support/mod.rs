@@ -65,7 +65,7 @@ impl Backend {
     pub async fn keyring(&self, master_key: &str) -> nullops_keyring::Keyring {
         let url = match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=ro", self.data_dir.join("keys.db").display()),
+            None => format!("sqlite://{}?mode=rw", self.data_dir.join("keys.db").display()),
         };
         nullops_keyring::Keyring::open(&url, nullops_keyring::MasterKey::from_hex(master_key).expect("hex key")).await.expect("keyring")
     }

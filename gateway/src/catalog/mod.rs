@@ -7,12 +7,14 @@
 //! the grants in the read model.
 
 mod definitions;
+mod key_sweep;
 mod projects;
 pub mod tags;
 mod teams;
 mod types;
 
 pub use definitions::{DefinitionMutation, DefinitionQuery};
+pub use key_sweep::{sweep_orphaned_keys, SweepError};
 pub use projects::{ProjectMutation, ProjectQuery};
 pub use teams::{TeamMutation, TeamQuery};
 

@@ -70,6 +70,10 @@ fn decrypt(key: &[u8; 32], nonce: &[u8], ciphertext: &[u8], aad: &[u8]) -> Optio
     cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad }).ok().map(Zeroizing::new)
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn wrap_aad(key_id: Uuid) -> Vec<u8> {
     [b"nullops data key ".as_slice(), key_id.as_bytes()].concat()
 }
@@ -113,7 +117,7 @@ impl Keyring {
         let key_id = Uuid::now_v7();
         let data_key = Zeroizing::new(random::<32>());
         let (wrap_nonce, wrapped) = encrypt(self.master.bytes(), data_key.as_slice(), &wrap_aad(key_id));
-        let created_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let created_at = now_secs();
         sqlx::query("INSERT INTO data_keys (key_id, master_key_id, nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(key_id.to_string())
             .bind(self.master.id())
@@ -187,6 +191,13 @@ impl Keyring {
         }
         tx.commit().await?;
         Ok(count)
+    }
+
+    /// Ids of the data keys created at least `age` ago (whole seconds).
+    pub async fn keys_older_than(&self, age: Duration) -> Result<Vec<Uuid>, KeyringError> {
+        let cutoff = now_secs() - age.as_secs() as i64;
+        let ids: Vec<String> = sqlx::query_scalar("SELECT key_id FROM data_keys WHERE created_at <= $1").bind(cutoff).fetch_all(&self.pool).await?;
+        ids.iter().map(|id| Uuid::parse_str(id).map_err(|_| KeyringError::Corrupt(Uuid::nil()))).collect()
     }
 
     /// Unwraps every data key with the current master key; returns how many there are.

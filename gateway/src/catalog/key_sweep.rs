@@ -1,0 +1,52 @@
+//! Destroys data keys that no live value uses any more.
+//!
+//! Keys are retired by the gateway right after the event that retires them is appended, and a
+//! refused command's fresh key is discarded at once; a crash in between leaves a key behind whose
+//! value is superseded yet still decryptable. The sweep closes that window: a key is live while
+//! the catalog's registry credentials or a project's current secrets name it, and any other key
+//! older than the grace period (far longer than any command takes from sealing to appending) is
+//! destroyed. Every new kind of sealed value must be added to `live_keys`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nullops_domain::catalog::{Catalog, CATALOG_KEY};
+use nullops_domain::secrets::Secrets;
+use nullops_keyring::Keyring;
+use nullops_store::commands::{self, CommandError};
+use nullops_store::EventStore;
+use uuid::Uuid;
+
+/// The data keys of every current sealed value, read from the event log.
+async fn live_keys(store: &dyn EventStore) -> Result<BTreeSet<Uuid>, CommandError> {
+    let (catalog, _) = commands::load::<Catalog>(store, CATALOG_KEY).await?;
+    let mut live: BTreeSet<Uuid> = catalog.registries.values().filter_map(|r| r.credentials.as_ref().map(|c| c.key_id)).collect();
+    for project in catalog.projects.values() {
+        let (secrets, _) = commands::load::<Secrets>(store, &project.project_id.to_string()).await?;
+        live.extend(secrets.keys.values());
+    }
+    Ok(live)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Log(#[from] CommandError),
+    #[error(transparent)]
+    Keyring(#[from] nullops_keyring::KeyringError),
+}
+
+/// Destroys the data keys older than `grace` that no live value uses; returns how many.
+pub async fn sweep_orphaned_keys(store: &dyn EventStore, keyring: &Keyring, grace: Duration) -> Result<u64, SweepError> {
+    // Candidates first: a key sealed after this list is taken cannot be destroyed by this sweep.
+    let candidates = keyring.keys_older_than(grace).await?;
+    let live = live_keys(store).await?;
+    let mut destroyed = 0;
+    for key_id in candidates.into_iter().filter(|k| !live.contains(k)) {
+        if keyring.destroy(key_id).await? {
+            tracing::info!(%key_id, "destroyed an orphaned data key");
+            destroyed += 1;
+        }
+    }
+    Ok(destroyed)
+}
