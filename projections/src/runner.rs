@@ -22,6 +22,17 @@ const BUS_BATCH: usize = 256;
 const SAFETY_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// How a bus delivery relates to what the projection has applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The next event: applied from the bus.
+    Next,
+    /// Already applied (the bus is replaying a backlog).
+    Stale,
+    /// Beyond a gap: the projection must catch up from the store.
+    Out,
+}
+
 pub struct Runner {
     pub projection: Arc<dyn Projection>,
     pub db: ReadModelDb,
@@ -73,16 +84,21 @@ impl Runner {
                 delivery = bus.next() => {
                     let Some(first) = delivery else { return Ok(()) };
                     let mut batch = Vec::new();
-                    let mut in_step = self.take_in_step(first, checkpoint, &mut batch);
-                    while in_step && batch.len() < BUS_BATCH {
+                    let mut step = self.take_in_step(first, checkpoint, &mut batch);
+                    let mut stale = step == Step::Stale;
+                    while step != Step::Out && batch.len() < BUS_BATCH {
                         let Some(Some(next)) = bus.next().now_or_never() else { break };
                         let tail = batch.last().map_or(checkpoint, |e: &StoredEvent| e.position);
-                        in_step = self.take_in_step(next, tail, &mut batch);
+                        step = self.take_in_step(next, tail, &mut batch);
+                        stale |= step == Step::Stale;
                     }
                     if !batch.is_empty() {
                         checkpoint = self.apply_batch(checkpoint, &batch).await?;
                     }
-                    if !in_step {
+                    // Out of step, or the bus is replaying events already applied (a backlog,
+                    // e.g. after the relay resumed): newer events wait behind that backlog on
+                    // the bus, so read them from the store now.
+                    if step == Step::Out || stale {
                         self.catch_up(&mut checkpoint).await?;
                     }
                 }
@@ -97,16 +113,15 @@ impl Runner {
         }
     }
 
-    /// Adds a delivered event to `batch` if it directly follows `tail`; returns false when the
-    /// projection is out of step with the bus and must catch up from the store.
-    fn take_in_step(&self, delivery: Delivery, tail: LogPosition, batch: &mut Vec<StoredEvent>) -> bool {
+    /// Adds a delivered event to `batch` if it directly follows `tail`.
+    fn take_in_step(&self, delivery: Delivery, tail: LogPosition, batch: &mut Vec<StoredEvent>) -> Step {
         match delivery {
-            Delivery::Event(m) if m.event.position <= tail => true, // already applied
+            Delivery::Event(m) if m.event.position <= tail => Step::Stale,
             Delivery::Event(m) if m.previous == tail => {
                 batch.push(m.event);
-                true
+                Step::Next
             }
-            Delivery::Event(_) | Delivery::Gap => false,
+            Delivery::Event(_) | Delivery::Gap => Step::Out,
         }
     }
 
