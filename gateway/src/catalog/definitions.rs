@@ -62,7 +62,8 @@ impl DefinitionQuery {
     }
 
     /// The tags a service's version can be picked from, newest version first: asked of its
-    /// registry live (cached for 30 s unless `refresh`), filtered by the service's pattern.
+    /// registry live (cached for 30 s; `refresh` accepts only an answer under 2 s old), filtered
+    /// by the service's pattern.
     async fn available_tags(&self, ctx: &Context<'_>, service: String, #[graphql(default = false)] refresh: bool) -> ApiResult<Vec<String>> {
         request(ctx).principal()?;
         let app = app(ctx);

@@ -15,6 +15,9 @@ use crate::error::{ApiError, ApiResult};
 /// short enough that a tag pushed a moment ago shows up soon.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_ENTRIES: usize = 512;
+/// Even when asked to refresh, an answer this fresh is reused: however many callers insist, a
+/// registry gets at most one call per repository in this time.
+const REFRESH_FLOOR: Duration = Duration::from_secs(2);
 
 type Cached = (Instant, Arc<Vec<String>>);
 
@@ -52,15 +55,14 @@ impl TagLister {
         Ok(Registry { name: registry.name.clone(), url: registry.url.clone(), credentials })
     }
 
-    /// Every tag of `repository`, from the cache when fresh (and `refresh` is not asked).
+    /// Every tag of `repository`, from the cache when fresh (with `refresh`: fresher than 2 s).
     pub async fn tags(&self, keyring: &Keyring, registry: &RegistryDefinition, repository: &str, refresh: bool) -> ApiResult<Arc<Vec<String>>> {
         // The key covers everything that changes the answer, credentials included.
         let key = format!("{}|{}|{:?}|{repository}", registry.name, registry.url, registry.credentials.as_ref().map(|c| c.key_id));
-        if !refresh {
-            if let Some((at, tags)) = self.cache.lock().expect("tag cache lock").get(&key) {
-                if at.elapsed() < CACHE_TTL {
-                    return Ok(tags.clone());
-                }
+        let fresh_enough = if refresh { REFRESH_FLOOR } else { CACHE_TTL };
+        if let Some((at, tags)) = self.cache.lock().expect("tag cache lock").get(&key) {
+            if at.elapsed() < fresh_enough {
+                return Ok(tags.clone());
             }
         }
         let target = Self::open(keyring, registry).await?;
