@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what NullOps and its tests need on a fresh Debian 12 machine:
-# PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium and the Python test clients.
+# PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium and the Python test clients;
+# checks that the machine's Docker Engine answers.
 # Idempotent: every step checks before it acts, so running it twice is harmless.
 set -euo pipefail
 
@@ -74,6 +75,16 @@ auth:
     path: $STATE_DIR/registry/htpasswd
 YML
   nohup docker-registry serve "$STATE_DIR/registry/config.yml" >"$STATE_DIR/registry.log" 2>&1 &
+  for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$REGISTRY_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+
+# The tests push images to that registry with the machine's Docker Engine (tests/fixtures).
+if ! docker info >/dev/null 2>&1; then
+  log "Docker Engine is not reachable: the registry and agent tests need it (docker info failed)"
+  exit 1
 fi
 
 # Python clients for the third-party GraphQL client tests, in a venv of our own.
