@@ -42,8 +42,9 @@ pub async fn bootstrap_admin(app: &App, password: Option<String>) -> ApiResult<O
 /// Docker Hub, present from the start. Added only to a catalog that has never held anything, so
 /// an admin who removes it does not see it come back.
 pub async fn bootstrap_catalog(app: &App) -> ApiResult<()> {
-    let stream = <Catalog as Decider>::stream_id(CATALOG_KEY);
-    if !app.store.read_stream(&stream, 0).await.map_err(ApiError::internal)?.is_empty() {
+    // Through the cache: the first catalog command then starts from the state read here.
+    let (_, version) = app.catalog.load(&*app.store, CATALOG_KEY).await?;
+    if version > 0 {
         return Ok(());
     }
     let docker_hub = RegistryDefinition { name: "docker-hub".into(), url: "https://registry-1.docker.io".into(), credentials: None };

@@ -4,13 +4,14 @@ use async_graphql::{Context, Object};
 use nullops_domain::catalog::{CatalogAction, CredentialsChange};
 use nullops_domain::tags::{self, TagPattern};
 use nullops_domain::DnsLabel;
-use nullops_events::catalog::{AccessTarget, EnvironmentDefinition, ProjectDefinition, RegistryDefinition, Sealed, ServiceDefinition, TagMode};
-use nullops_projections::catalog::{self as read, kind};
+use nullops_events::catalog::{AccessTarget, EnvironmentDefinition, PluginDefinition, ProjectDefinition, RegistryDefinition, Sealed, ServiceDefinition, TagMode};
+use nullops_projections::catalog::{self as read, kind, Entry};
+use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::tags::{credentials_purpose, TagLister};
 use super::types::*;
-use super::{change_catalog, discard_key, entry, Viewer};
+use super::{change_catalog, change_catalog_sealing, entry, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request};
 use crate::App;
@@ -93,14 +94,10 @@ async fn seal_credentials(app: &App, name: &str, username: Option<String>, passw
     }
 }
 
-/// Runs a catalog command that carries a freshly sealed value; if it is refused, the value's
-/// data key is destroyed again.
-async fn change_with_sealed(ctx: &Context<'_>, sealed: Option<&Sealed>, action: CatalogAction) -> ApiResult<()> {
-    let result = change_catalog(ctx, action).await;
-    if let (Err(_), Some(s)) = (&result, sealed) {
-        discard_key(app(ctx), s.key_id).await;
-    }
-    result.map(drop)
+/// Runs `action`, which defines catalog entry `name` of `kind`, and answers with the entry as stored.
+async fn define<T: DeserializeOwned, G: From<Entry<T>>>(ctx: &Context<'_>, kind: &'static str, name: String, action: CatalogAction) -> ApiResult<G> {
+    change_catalog(ctx, action).await?;
+    Ok(entry::<T>(app(ctx), kind, &name).await?.into())
 }
 
 #[derive(Default)]
@@ -116,7 +113,7 @@ impl DefinitionMutation {
         DnsLabel::parse("name", &input.name)?;
         let credentials = seal_credentials(app, &input.name, input.username, input.password).await?;
         let definition = RegistryDefinition { name: input.name.clone(), url: input.url.trim_end_matches('/').to_owned(), credentials: credentials.clone() };
-        change_with_sealed(ctx, credentials.as_ref(), CatalogAction::AddRegistry(definition)).await?;
+        change_catalog_sealing(ctx, CatalogAction::AddRegistry(definition), credentials.map(|c| c.key_id)).await?;
         Ok(entry::<RegistryDefinition>(app, kind::REGISTRY, &input.name).await?.into())
     }
 
@@ -125,18 +122,17 @@ impl DefinitionMutation {
     async fn update_registry(&self, ctx: &Context<'_>, input: RegistryUpdateInput) -> ApiResult<RegistryGql> {
         request(ctx).admin()?;
         let app = app(ctx);
+        if input.clear_credentials && (input.username.is_some() || input.password.is_some()) {
+            return Err(ApiError::InvalidInput("clearCredentials: do not also give new credentials".into()));
+        }
         let sealed = seal_credentials(app, &input.name, input.username, input.password).await?;
-        let credentials = match (&sealed, input.clear_credentials) {
-            (Some(_), true) => {
-                discard_key(app, sealed.as_ref().map(|s| s.key_id).unwrap_or_default()).await;
-                return Err(ApiError::InvalidInput("clearCredentials: do not also give new credentials".into()));
-            }
-            (Some(s), false) => CredentialsChange::Set(s.clone()),
-            (None, true) => CredentialsChange::Clear,
-            (None, false) => CredentialsChange::Keep,
+        let credentials = match &sealed {
+            Some(s) => CredentialsChange::Set(s.clone()),
+            None if input.clear_credentials => CredentialsChange::Clear,
+            None => CredentialsChange::Keep,
         };
         let action = CatalogAction::ChangeRegistry { name: input.name.clone(), url: input.url.trim_end_matches('/').to_owned(), credentials };
-        change_with_sealed(ctx, sealed.as_ref(), action).await?;
+        change_catalog_sealing(ctx, action, sealed.map(|s| s.key_id)).await?;
         Ok(entry::<RegistryDefinition>(app, kind::REGISTRY, &input.name).await?.into())
     }
 
@@ -149,17 +145,13 @@ impl DefinitionMutation {
     /// Defines a service (admins).
     async fn create_service(&self, ctx: &Context<'_>, input: ServiceInput) -> ApiResult<ServiceGql> {
         let definition = input.definition()?;
-        let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::CreateService(definition)).await?;
-        Ok(entry::<ServiceDefinition>(app(ctx), kind::SERVICE, &name).await?.into())
+        define::<ServiceDefinition, _>(ctx, kind::SERVICE, definition.name.clone(), CatalogAction::CreateService(definition)).await
     }
 
     /// Replaces a service's definition (admins).
     async fn update_service(&self, ctx: &Context<'_>, input: ServiceInput) -> ApiResult<ServiceGql> {
         let definition = input.definition()?;
-        let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::UpdateService(definition)).await?;
-        Ok(entry::<ServiceDefinition>(app(ctx), kind::SERVICE, &name).await?.into())
+        define::<ServiceDefinition, _>(ctx, kind::SERVICE, definition.name.clone(), CatalogAction::UpdateService(definition)).await
     }
 
     async fn delete_service(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
@@ -170,17 +162,13 @@ impl DefinitionMutation {
     /// Defines a plugin (admins); its parameter schema must be a valid JSON Schema.
     async fn create_plugin(&self, ctx: &Context<'_>, input: PluginInput) -> ApiResult<PluginGql> {
         let definition = input.definition()?;
-        let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::CreatePlugin(definition)).await?;
-        Ok(entry(app(ctx), kind::PLUGIN, &name).await?.into())
+        define::<PluginDefinition, _>(ctx, kind::PLUGIN, definition.name.clone(), CatalogAction::CreatePlugin(definition)).await
     }
 
     /// Replaces a plugin's definition (admins). Saved pipeline versions keep the image they pinned.
     async fn update_plugin(&self, ctx: &Context<'_>, input: PluginInput) -> ApiResult<PluginGql> {
         let definition = input.definition()?;
-        let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::UpdatePlugin(definition)).await?;
-        Ok(entry(app(ctx), kind::PLUGIN, &name).await?.into())
+        define::<PluginDefinition, _>(ctx, kind::PLUGIN, definition.name.clone(), CatalogAction::UpdatePlugin(definition)).await
     }
 
     async fn delete_plugin(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
@@ -191,16 +179,12 @@ impl DefinitionMutation {
     /// Defines an environment (admins).
     async fn create_environment(&self, ctx: &Context<'_>, input: EnvironmentInput) -> ApiResult<EnvironmentGql> {
         let definition = input.definition()?;
-        let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::CreateEnvironment(definition)).await?;
-        Ok(entry::<EnvironmentDefinition>(app(ctx), kind::ENVIRONMENT, &name).await?.into())
+        define::<EnvironmentDefinition, _>(ctx, kind::ENVIRONMENT, definition.name.clone(), CatalogAction::CreateEnvironment(definition)).await
     }
 
     async fn update_environment(&self, ctx: &Context<'_>, input: EnvironmentInput) -> ApiResult<EnvironmentGql> {
         let definition = input.definition()?;
-        let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::UpdateEnvironment(definition)).await?;
-        Ok(entry::<EnvironmentDefinition>(app(ctx), kind::ENVIRONMENT, &name).await?.into())
+        define::<EnvironmentDefinition, _>(ctx, kind::ENVIRONMENT, definition.name.clone(), CatalogAction::UpdateEnvironment(definition)).await
     }
 
     /// Removes an environment no project deploys to (admins).

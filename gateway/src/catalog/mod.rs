@@ -30,26 +30,45 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request};
 use crate::{dispatch_with, App};
+use nullops_domain::Decider;
+use nullops_events::EventMetadata;
+use nullops_store::commands::StateCache;
+use uuid::Uuid;
 
 /// Runs a catalog command as the caller.
 async fn change_catalog(ctx: &Context<'_>, action: CatalogAction) -> ApiResult<Executed> {
+    change_catalog_sealing(ctx, action, None).await
+}
+
+/// Runs a catalog command as the caller that carries a value sealed under `fresh_key`.
+async fn change_catalog_sealing(ctx: &Context<'_>, action: CatalogAction, fresh_key: Option<Uuid>) -> ApiResult<Executed> {
     let (app, req) = (app(ctx), request(ctx));
     let by = req.principal()?.clone();
     let command = CatalogCommand { by: Issuer::User(by), action };
-    let executed = dispatch_with::<Catalog>(app, Some(&app.catalog), req.metadata()?, CATALOG_KEY, command).await?;
-    destroy_retired_keys(app, &executed).await;
-    Ok(executed)
+    dispatch_keyed::<Catalog>(app, Some(&app.catalog), req.metadata()?, CATALOG_KEY, command, fresh_key).await
 }
 
-/// The catalog as decided from the event log (not the read model): what commands check against.
-async fn catalog_state(app: &App) -> ApiResult<CatalogState> {
-    Ok(app.catalog.load(&*app.store, CATALOG_KEY).await?.0)
-}
-
-/// Destroys the data keys that appended events retired, so the ciphertext they sealed can never
-/// be read again. The events are already stored; a key that fails to go is logged (its value is
-/// superseded, so it is a leak to clean up, not a loss).
-async fn destroy_retired_keys(app: &App, executed: &Executed) {
+/// Dispatches a command that may carry a value sealed under `fresh_key` and may retire data
+/// keys. Refused, the fresh key is destroyed again; done, the keys its events retire are
+/// destroyed, so the ciphertext they sealed can never be read again. (The events are already
+/// stored then; a key that fails to go is logged, and the hourly sweep takes it.)
+async fn dispatch_keyed<D: Decider>(
+    app: &App,
+    cache: Option<&StateCache<D>>,
+    metadata: EventMetadata,
+    key: &str,
+    command: D::Command,
+    fresh_key: Option<Uuid>,
+) -> ApiResult<Executed> {
+    let executed = match dispatch_with::<D>(app, cache, metadata, key, command).await {
+        Ok(executed) => executed,
+        Err(e) => {
+            if let Some(key_id) = fresh_key {
+                destroy_key(app, key_id, "the data key of a refused command").await;
+            }
+            return Err(e);
+        }
+    };
     let retired = executed.events.iter().filter_map(|e| match e {
         DomainEvent::Catalog(CatalogEvent::RegistryChanged(c)) => c.retired_key,
         DomainEvent::Catalog(CatalogEvent::RegistryRemoved(r)) => r.retired_key,
@@ -58,17 +77,20 @@ async fn destroy_retired_keys(app: &App, executed: &Executed) {
         _ => None,
     });
     for key_id in retired {
-        if let Err(e) = app.keyring.destroy(key_id).await {
-            tracing::error!(%key_id, error = %e, "could not destroy a retired data key");
-        }
+        destroy_key(app, key_id, "a retired data key").await;
+    }
+    Ok(executed)
+}
+
+async fn destroy_key(app: &App, key_id: Uuid, what: &str) {
+    if let Err(e) = app.keyring.destroy(key_id).await {
+        tracing::error!(%key_id, error = %e, "could not destroy {what}");
     }
 }
 
-/// Destroys a data key created for a command that was then refused.
-async fn discard_key(app: &App, key_id: uuid::Uuid) {
-    if let Err(e) = app.keyring.destroy(key_id).await {
-        tracing::error!(%key_id, error = %e, "could not destroy the data key of a refused command");
-    }
+/// The catalog as decided from the event log (not the read model): what commands check against.
+async fn catalog_state(app: &App) -> ApiResult<CatalogState> {
+    Ok(app.catalog.load(&*app.store, CATALOG_KEY).await?.0)
 }
 
 /// One catalog entry by name, or NOT_FOUND naming it.

@@ -16,7 +16,7 @@ use nullops_store::commands;
 use uuid::Uuid;
 
 use super::types::*;
-use super::{catalog_state, change_catalog, destroy_retired_keys, discard_key, entry, Viewer};
+use super::{catalog_state, change_catalog, dispatch_keyed, entry, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request, time};
 use crate::{dispatch, App};
@@ -243,8 +243,7 @@ impl ProjectMutation {
         let (secrets, _) = commands::load::<Secrets>(&*app.store, &key).await?;
         for secret in secrets.keys.keys() {
             let command = SecretCommand::Delete { access: Some(Access::Full), project: name.clone(), name: SecretName::parse(secret)? };
-            let executed = dispatch::<Secrets>(app, req.metadata()?, &key, command).await?;
-            destroy_retired_keys(app, &executed).await;
+            dispatch_keyed::<Secrets>(app, None, req.metadata()?, &key, command, None).await?;
         }
         change_catalog(ctx, CatalogAction::RemoveProject { name }).await?;
         Ok(true)
@@ -279,16 +278,9 @@ impl ProjectMutation {
             return Err(ApiError::InvalidInput(format!("value: use 1 to {MAX_SECRET_BYTES} bytes")));
         }
         let sealed = app.keyring.seal(value.as_bytes(), &secret_purpose(definition.project_id, &secret)).await?;
-        let key_id = sealed.key_id;
+        let fresh_key = Some(sealed.key_id);
         let command = SecretCommand::Set { access, project: project.clone(), name: secret, value: sealed };
-        let executed = match dispatch::<Secrets>(app, request(ctx).metadata()?, &definition.project_id.to_string(), command).await {
-            Ok(executed) => executed,
-            Err(e) => {
-                discard_key(app, key_id).await;
-                return Err(e);
-            }
-        };
-        destroy_retired_keys(app, &executed).await;
+        dispatch_keyed::<Secrets>(app, None, request(ctx).metadata()?, &definition.project_id.to_string(), command, fresh_key).await?;
         let row = read::secrets(&app.read_models, definition.project_id).await?.into_iter().find(|s| s.name == name);
         Ok(row.ok_or_else(|| ApiError::internal("saved secret missing from read model"))?.into())
     }
@@ -300,8 +292,7 @@ impl ProjectMutation {
         let state = catalog_state(app).await?;
         let (definition, access) = full_access(ctx, &state, &project)?;
         let command = SecretCommand::Delete { access, project, name: SecretName::parse(&name)? };
-        let executed = dispatch::<Secrets>(app, request(ctx).metadata()?, &definition.project_id.to_string(), command).await?;
-        destroy_retired_keys(app, &executed).await;
+        dispatch_keyed::<Secrets>(app, None, request(ctx).metadata()?, &definition.project_id.to_string(), command, None).await?;
         Ok(true)
     }
 }

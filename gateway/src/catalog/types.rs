@@ -85,9 +85,9 @@ pub struct TeamGql {
     pub created_at: DateTime<Utc>,
 }
 
-/// A GraphQL Int that must not be negative.
-pub fn count(field: &str, value: i32) -> ApiResult<u32> {
-    u32::try_from(value).map_err(|_| ApiError::InvalidInput(format!("{field}: must not be negative")))
+/// A GraphQL number that must not be negative (`i32` into `u32`, `i64` into `u64`).
+pub fn count<I, U: TryFrom<I>>(field: &str, value: I) -> ApiResult<U> {
+    U::try_from(value).map_err(|_| ApiError::InvalidInput(format!("{field}: must not be negative")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,8 +397,7 @@ impl EnvironmentInput {
         Ok(EnvironmentDefinition {
             name: self.name,
             base_domain: self.base_domain,
-            cleanup_after_secs: u64::try_from(self.cleanup_after_seconds)
-                .map_err(|_| ApiError::InvalidInput("cleanupAfterSeconds: must not be negative".into()))?,
+            cleanup_after_secs: count("cleanupAfterSeconds", self.cleanup_after_seconds)?,
         })
     }
 }
@@ -421,10 +420,7 @@ pub struct ProjectInput {
 
 impl ProjectInput {
     pub fn definition(self, project_id: uuid::Uuid) -> ApiResult<ProjectDefinition> {
-        let cleanup_after_secs = self
-            .cleanup_after_seconds
-            .map(|s| u64::try_from(s).map_err(|_| ApiError::InvalidInput("cleanupAfterSeconds: must not be negative".into())))
-            .transpose()?;
+        let cleanup_after_secs = self.cleanup_after_seconds.map(|s| count("cleanupAfterSeconds", s)).transpose()?;
         let mut environments = self.environments;
         environments.sort();
         environments.dedup();
