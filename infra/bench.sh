@@ -12,5 +12,5 @@ cargo build --release --bin nullops
 psql "$admin" -qc "CREATE DATABASE $db"
 psql "$admin" -qc "CREATE DATABASE ${db}_catalog"
 trap 'psql "$admin" -qc "DROP DATABASE $db"; psql "$admin" -qc "DROP DATABASE ${db}_catalog"' EXIT
-NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
-NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"
+NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
+NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"

@@ -22,14 +22,14 @@ else
 fi
 
 # The websockets transport of gql leaves a closed socket to the garbage collector on teardown.
-NULLOPS_BIN="$PWD/target/debug/nullops" "$INFRA_DIR/venv/bin/pytest" -q \
+NULLOPS_BIN="$PWD/target/x86_64-unknown-linux-gnu/debug/nullops" "$INFRA_DIR/venv/bin/pytest" -q \
   -W ignore::pytest.PytestUnraisableExceptionWarning tests/python
 
 echo "== benchmark smoke runs: debug build, short rounds; the figures come from infra/bench.sh =="
 bench_db="bench_$(date +%s)"
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
-NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/debug/nullops bench events \
+NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/nullops bench events \
   --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 1 --commands 300
-NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/debug/nullops bench catalog \
+NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/nullops bench catalog \
   --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10,300 --commands 30
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"

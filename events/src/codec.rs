@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::catalog::*;
 use crate::identity::*;
+use crate::node::*;
 use crate::DomainEvent;
 
 /// A stored payload that could not be decoded. Names where it lives so an operator can find it.
@@ -56,6 +57,19 @@ pub mod types {
     pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 1);
     pub const SECRET_CREATED: (&str, u16) = ("secret.created", 1);
     pub const SECRET_UPDATED: (&str, u16) = ("secret.updated", 1);
+    pub const NODE_ADDED: (&str, u16) = ("node.added", 1);
+    pub const NODE_MOVED: (&str, u16) = ("node.moved", 1);
+    pub const NODE_TOKEN_ROTATED: (&str, u16) = ("node.token_rotated", 1);
+    pub const NODE_TOKEN_REVOKED: (&str, u16) = ("node.token_revoked", 1);
+    pub const NODE_DISABLED: (&str, u16) = ("node.disabled", 1);
+    pub const NODE_ENABLED: (&str, u16) = ("node.enabled", 1);
+    pub const NODE_REMOVED: (&str, u16) = ("node.removed", 1);
+    pub const NODE_THUMBPRINT_PINNED: (&str, u16) = ("node.thumbprint_pinned", 1);
+    pub const NODE_THUMBPRINT_REJECTED: (&str, u16) = ("node.thumbprint_rejected", 1);
+    pub const NODE_THUMBPRINT_APPROVED: (&str, u16) = ("node.thumbprint_approved", 1);
+    pub const NODE_CONNECTED: (&str, u16) = ("node.connected", 1);
+    pub const NODE_DISCONNECTED: (&str, u16) = ("node.disconnected", 1);
+    pub const NODE_REFUSED: (&str, u16) = ("node.refused", 1);
     pub const SECRET_DELETED: (&str, u16) = ("secret.deleted", 1);
 }
 
@@ -136,6 +150,19 @@ current_events! {
     Secret(SecretEvent::Created) => SECRET_CREATED,
     Secret(SecretEvent::Updated) => SECRET_UPDATED,
     Secret(SecretEvent::Deleted) => SECRET_DELETED,
+    Node(NodeEvent::Added) => NODE_ADDED,
+    Node(NodeEvent::Moved) => NODE_MOVED,
+    Node(NodeEvent::TokenRotated) => NODE_TOKEN_ROTATED,
+    Node(NodeEvent::TokenRevoked) => NODE_TOKEN_REVOKED,
+    Node(NodeEvent::Disabled) => NODE_DISABLED,
+    Node(NodeEvent::Enabled) => NODE_ENABLED,
+    Node(NodeEvent::Removed) => NODE_REMOVED,
+    Node(NodeEvent::ThumbprintPinned) => NODE_THUMBPRINT_PINNED,
+    Node(NodeEvent::ThumbprintRejected) => NODE_THUMBPRINT_REJECTED,
+    Node(NodeEvent::ThumbprintApproved) => NODE_THUMBPRINT_APPROVED,
+    Node(NodeEvent::Connected) => NODE_CONNECTED,
+    Node(NodeEvent::Disconnected) => NODE_DISCONNECTED,
+    Node(NodeEvent::Refused) => NODE_REFUSED,
 }
 
 /// Decodes a whole payload: trailing bytes mean the type or version is wrong, so they are an error.
@@ -221,6 +248,16 @@ mod tests {
             })
             .into(),
             SecretEvent::Deleted(SecretDeleted { name: "DB".into(), retired_key: Uuid::nil() }).into(),
+            NodeEvent::Added(NodeAdded {
+                node_id: Uuid::nil(),
+                environment: "staging".into(),
+                host: "10.0.0.7".into(),
+                port: 5000,
+                token_hash: Sealed { key_id: Uuid::nil(), nonce: vec![0; 12], ciphertext: vec![1; 48] },
+            })
+            .into(),
+            NodeEvent::Refused(NodeRefused { refusal: Refusal::Incompatible { agent_protocol: 2 } }).into(),
+            NodeEvent::ThumbprintRejected(Thumbprint { thumbprint: "ab".repeat(32) }).into(),
         ];
         for event in events {
             let (name, version, bytes) = encode(&event);

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod codec;
 pub mod envelope;
 pub mod identity;
+pub mod node;
 
 pub use codec::DecodeError;
 pub use envelope::{
@@ -26,6 +27,7 @@ pub enum DomainEvent {
     Catalog(catalog::CatalogEvent),
     Pipeline(catalog::PipelineEvent),
     Secret(catalog::SecretEvent),
+    Node(node::NodeEvent),
 }
 
 impl From<identity::UserEvent> for DomainEvent {
@@ -56,5 +58,10 @@ impl From<catalog::PipelineEvent> for DomainEvent {
 impl From<catalog::SecretEvent> for DomainEvent {
     fn from(e: catalog::SecretEvent) -> Self {
         DomainEvent::Secret(e)
+    }
+}
+impl From<node::NodeEvent> for DomainEvent {
+    fn from(e: node::NodeEvent) -> Self {
+        DomainEvent::Node(e)
     }
 }

@@ -22,10 +22,10 @@ use crate::{dispatch, App};
 pub type NullOpsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 #[derive(MergedObject, Default)]
-pub struct Query(IdentityQuery, catalog::TeamQuery, catalog::DefinitionQuery, catalog::ProjectQuery);
+pub struct Query(IdentityQuery, catalog::TeamQuery, catalog::DefinitionQuery, catalog::ProjectQuery, catalog::NodeQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(IdentityMutation, catalog::TeamMutation, catalog::DefinitionMutation, catalog::ProjectMutation);
+pub struct Mutation(IdentityMutation, catalog::TeamMutation, catalog::DefinitionMutation, catalog::ProjectMutation, catalog::NodeMutation);
 
 pub fn build(app: Arc<App>) -> NullOpsSchema {
     Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod catalog;
 mod db;
 pub mod identity;
+pub mod nodes;
 pub mod runner;
 
 pub use db::{ReadModelDb, Status};
@@ -55,5 +56,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(identity::IdentityProjection),
         std::sync::Arc::new(catalog::CatalogProjection),
         std::sync::Arc::new(audit::AuditProjection),
+        std::sync::Arc::new(nodes::NodesProjection),
     ]
 }

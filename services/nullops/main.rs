@@ -2,6 +2,7 @@
 //! runs the same components on PostgreSQL and NATS JetStream.
 
 mod bench;
+mod local_agent;
 mod platform;
 
 use std::net::SocketAddr;
@@ -28,20 +29,41 @@ enum Command {
         /// Where the event log, read models and keys live.
         #[arg(long, env = "NULLOPS_DATA_DIR", default_value = ".nullops")]
         data_dir: PathBuf,
+        /// Where the local agent listens (port 0: any free port).
+        #[arg(long, env = "NULLOPS_LOCAL_AGENT_LISTEN", default_value = "127.0.0.1:0")]
+        local_agent_listen: SocketAddr,
+        /// Run without the local agent (deployments then need other nodes).
+        #[arg(long, env = "NULLOPS_NO_LOCAL_AGENT")]
+        no_local_agent: bool,
         #[command(flatten)]
         serve: ServeArgs,
     },
     /// Run the platform against PostgreSQL and NATS JetStream (production).
     Server {
-        #[arg(long, env = "NULLOPS_DATABASE_URL")]
-        database_url: String,
-        #[arg(long, env = "NULLOPS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
-        /// NATS subject prefix of this installation (several may share one NATS).
-        #[arg(long, env = "NULLOPS_NATS_PREFIX", default_value = "nullops")]
-        nats_prefix: String,
+        #[command(flatten)]
+        backends: ProductionArgs,
         #[command(flatten)]
         serve: ServeArgs,
+    },
+    /// Run the node agent: a TLS WebSocket server the control plane connects to. Takes its token
+    /// from NULLOPS_AGENT_TOKEN and refuses to start without one.
+    Agent {
+        #[arg(long, env = "NULLOPS_AGENT_LISTEN", default_value = "0.0.0.0:5000")]
+        listen: SocketAddr,
+        /// Where the certificate and state live.
+        #[arg(long, env = "NULLOPS_AGENT_DATA_DIR", default_value = "/data")]
+        data_dir: PathBuf,
+        /// Labels this agent's containers; agents that share a Docker engine need distinct scopes.
+        #[arg(long, env = "NULLOPS_AGENT_SCOPE", default_value = "default")]
+        scope: String,
+        /// Speak another protocol version (compatibility tests only).
+        #[arg(long, hide = true)]
+        speak_protocol: Option<u32>,
+    },
+    /// Run only the connector (and the relay), against PostgreSQL and NATS JetStream.
+    Connector {
+        #[command(flatten)]
+        backends: ProductionArgs,
     },
     /// Manage read models.
     Projections {
@@ -58,6 +80,24 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+/// PostgreSQL and NATS JetStream.
+#[derive(Args)]
+struct ProductionArgs {
+    #[arg(long, env = "NULLOPS_DATABASE_URL")]
+    database_url: String,
+    #[arg(long, env = "NULLOPS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// NATS subject prefix of this installation (several may share one NATS).
+    #[arg(long, env = "NULLOPS_NATS_PREFIX", default_value = "nullops")]
+    nats_prefix: String,
+}
+
+impl ProductionArgs {
+    async fn open(&self) -> anyhow::Result<platform::Backends> {
+        platform::Backends::production(&self.database_url, &self.nats_url, &self.nats_prefix).await
+    }
 }
 
 #[derive(Args, Clone)]
@@ -168,14 +208,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match cli.command {
-        Command::Up { data_dir, serve } => {
+        Command::Up { data_dir, local_agent_listen, no_local_agent, serve } => {
             let backends = platform::Backends::embedded(&data_dir).await?;
-            platform::serve(backends, serve).await
+            platform::serve(backends, serve, (!no_local_agent).then_some(local_agent_listen)).await
         }
-        Command::Server { database_url, nats_url, nats_prefix, serve } => {
-            let backends = platform::Backends::production(&database_url, &nats_url, &nats_prefix).await?;
-            platform::serve(backends, serve).await
-        }
+        Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None).await,
+        Command::Agent { listen, data_dir, scope, speak_protocol } => run_agent(listen, data_dir, scope, speak_protocol).await,
+        Command::Connector { backends } => platform::run_connector(backends.open().await?).await,
         Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => {
             platform::rebuild(backend.open().await?, &name).await
         }
@@ -191,4 +230,23 @@ async fn main() -> anyhow::Result<()> {
             bench::catalog(&database_url, &sizes, commands).await.context("benchmark failed")
         }
     }
+}
+
+async fn run_agent(listen: SocketAddr, data_dir: PathBuf, scope: String, speak_protocol: Option<u32>) -> anyhow::Result<()> {
+    // Never fail open: no token, no agent.
+    let token = std::env::var("NULLOPS_AGENT_TOKEN").ok().and_then(|t| nullops_wire::NodeToken::from_configured(&t));
+    let token = token.context("NULLOPS_AGENT_TOKEN is not set or empty: set it to the token addNode returned")?;
+    let protocol = speak_protocol.unwrap_or(nullops_wire::PROTOCOL_VERSION);
+    let config = nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol };
+    let agent = nullops_agent::Agent::bind(config).await?;
+    // The thumbprint is what an admin compares before approving a new certificate.
+    println!("NullOps agent listening on {} (protocol {protocol}); certificate thumbprint {}", agent.local_addr(), agent.thumbprint());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        platform::wait_for_signal().await;
+        stop.cancel();
+    });
+    agent.serve(shutdown).await;
+    Ok(())
 }

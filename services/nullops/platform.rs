@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use nullops_store::commands::StateCache;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ServeArgs;
+use crate::{local_agent, ServeArgs};
 
 /// Bound on every call to a container registry.
 const REGISTRY_DEADLINE: Duration = Duration::from_secs(10);
@@ -166,7 +167,7 @@ pub async fn rotate_keys(b: Backends) -> anyhow::Result<()> {
 /// `nullops keys sweep`: destroys data keys that no live value uses, older than `grace`.
 pub async fn sweep_keys(b: Backends, grace: Duration) -> anyhow::Result<()> {
     let (keyring, _) = keyring(&b).await?;
-    let destroyed = nullops_gateway::sweep_orphaned_keys(&*b.store, &keyring, grace).await?;
+    let destroyed = nullops_gateway::sweep_orphaned_keys(&*b.store, &b.read_models, &keyring, grace).await?;
     println!("destroyed {destroyed} orphaned data keys");
     Ok(())
 }
@@ -176,11 +177,11 @@ const KEY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub const KEY_SWEEP_GRACE: Duration = Duration::from_secs(900);
 
 /// Sweeps orphaned data keys now and then every hour; one server at a time does it.
-async fn sweep_keys_periodically(store: Arc<dyn EventStore>, keyring: Arc<Keyring>, shutdown: CancellationToken) {
+async fn sweep_keys_periodically(store: Arc<dyn EventStore>, read_models: ReadModelDb, keyring: Arc<Keyring>, shutdown: CancellationToken) {
     loop {
         match store.try_lease("key-sweep").await {
             Ok(Some(_lease)) => {
-                if let Err(e) = nullops_gateway::sweep_orphaned_keys(&*store, &keyring, KEY_SWEEP_GRACE).await {
+                if let Err(e) = nullops_gateway::sweep_orphaned_keys(&*store, &read_models, &keyring, KEY_SWEEP_GRACE).await {
                     tracing::warn!(error = %e, "orphaned data key sweep failed; will retry");
                 }
             }
@@ -203,7 +204,7 @@ pub async fn verify_keys(b: Backends) -> anyhow::Result<()> {
 }
 
 /// Runs the relay, projections, live events and the gateway until SIGINT or SIGTERM.
-pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let projections = nullops_projections::all();
     let mut tasks = tokio::task::JoinSet::new();
@@ -217,7 +218,8 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
 
     let (keyring, _) = keyring(&b).await?;
     let keyring = Arc::new(keyring);
-    tasks.spawn(sweep_keys_periodically(b.store.clone(), keyring.clone(), shutdown.clone()));
+    tasks.spawn(sweep_keys_periodically(b.store.clone(), b.read_models.clone(), keyring.clone(), shutdown.clone()));
+    tasks.spawn(nullops_connector::run(connector(&b, keyring.clone()), shutdown.clone()));
     let app = Arc::new(App {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
@@ -236,6 +238,14 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => bail!("cannot create the admin user: {}", e.message()),
     }
     nullops_gateway::bootstrap_catalog(&app).await.map_err(|e| anyhow!("cannot set up the catalog: {}", e.message()))?;
+    if let (Some(listen), Some(data_dir)) = (local_agent, &b.data_dir) {
+        match local_agent::start(&b.store, &app.keyring, listen, data_dir).await {
+            Ok(agent) => {
+                tasks.spawn(agent.serve(shutdown.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "the local agent did not start; deployments need another node"),
+        }
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -253,7 +263,7 @@ pub async fn serve(b: Backends, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -278,5 +288,42 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
     let at = runner.catch_up_once().await?;
     let status = b.read_models.checkpoint(name).await?;
     println!("rebuilt {name}: {} events applied, at position {}", status.events_applied, at.seq);
+    Ok(())
+}
+
+/// Deployments are not modelled yet, so no node is assigned any: every agent is told to run
+/// nothing of ours, and removes what it ran. Deployments replace this source.
+struct NoDeploymentsYet;
+
+impl nullops_connector::DesiredStates for NoDeploymentsYet {
+    fn for_node(&self, _node: uuid::Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<nullops_wire::message::DesiredDeployment>, String>> + Send + '_>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+}
+
+fn connector(b: &Backends, keyring: Arc<Keyring>) -> nullops_connector::Connector {
+    nullops_connector::Connector {
+        store: b.store.clone(),
+        bus: b.bus.clone(),
+        read_models: b.read_models.clone(),
+        keyring,
+        desired: Arc::new(NoDeploymentsYet),
+    }
+}
+
+/// `nullops connector`: only the relay and the connector, for installations that run the
+/// connector apart from the API servers (it takes the `connector` lease like any server would).
+pub async fn run_connector(b: Backends) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let (keyring, _) = keyring(&b).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(nullops_bus::relay::run(b.store.clone(), b.bus.clone(), shutdown.clone()));
+    let runner = Runner { projection: Arc::new(nullops_projections::nodes::NodesProjection), db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
+    tasks.spawn(runner.run(shutdown.clone()));
+    tasks.spawn(nullops_connector::run(connector(&b, Arc::new(keyring)), shutdown.clone()));
+    println!("NullOps connector is up");
+    wait_for_signal().await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }

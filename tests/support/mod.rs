@@ -45,7 +45,8 @@ impl Backend {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nullops"));
-        cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY");
+        // The platform tests leave the local agent out; the node tests turn it back on.
+        cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY").env("NULLOPS_NO_LOCAL_AGENT", "true");
         match &self.database_url {
             Some(url) => cmd.env("NULLOPS_DATABASE_URL", url).env("NULLOPS_MASTER_KEY", &self.master_key),
             None => cmd.env("NULLOPS_DATA_DIR", &self.data_dir).env_remove("NULLOPS_DATABASE_URL"),

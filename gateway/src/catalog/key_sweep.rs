@@ -3,7 +3,7 @@
 //! Keys are retired by the gateway right after the event that retires them is appended, and a
 //! refused command's fresh key is discarded at once; a crash in between leaves a key behind whose
 //! value is superseded yet still decryptable. The sweep closes that window: a key is live while
-//! the catalog's registry credentials or a project's current secrets name it, and any other key
+//! the catalog's registry credentials, a project's current secrets or a node's token hash name it, and any other key
 //! older than the grace period (far longer than any command takes from sealing to appending) is
 //! destroyed. Every new kind of sealed value must be added to `live_keys`.
 
@@ -11,19 +11,26 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use nullops_domain::catalog::{Catalog, CATALOG_KEY};
+use nullops_domain::node::Node;
 use nullops_domain::secrets::Secrets;
+use nullops_projections::ReadModelDb;
 use nullops_keyring::Keyring;
 use nullops_store::commands::{self, CommandError};
 use nullops_store::EventStore;
 use uuid::Uuid;
 
 /// The data keys of every current sealed value, read from the event log.
-async fn live_keys(store: &dyn EventStore) -> Result<BTreeSet<Uuid>, CommandError> {
+async fn live_keys(store: &dyn EventStore, read_models: &ReadModelDb) -> Result<BTreeSet<Uuid>, SweepError> {
     let (catalog, _) = commands::load::<Catalog>(store, CATALOG_KEY).await?;
     let mut live: BTreeSet<Uuid> = catalog.registries.values().filter_map(|r| r.credentials.as_ref().map(|c| c.key_id)).collect();
     for project in catalog.projects.values() {
         let (secrets, _) = commands::load::<Secrets>(store, &project.project_id.to_string()).await?;
         live.extend(secrets.keys.values());
+    }
+    // Nodes are listed by the read model; each one's current token key comes from its stream.
+    for node in nullops_projections::nodes::nodes(read_models, None).await? {
+        let (state, _) = commands::load::<Node>(store, &node.node_id.to_string()).await?;
+        live.extend(state.token.map(|t| t.key_id));
     }
     Ok(live)
 }
@@ -34,13 +41,15 @@ pub enum SweepError {
     Log(#[from] CommandError),
     #[error(transparent)]
     Keyring(#[from] nullops_keyring::KeyringError),
+    #[error(transparent)]
+    ReadModel(#[from] nullops_projections::ProjectionError),
 }
 
 /// Destroys the data keys older than `grace` that no live value uses; returns how many.
-pub async fn sweep_orphaned_keys(store: &dyn EventStore, keyring: &Keyring, grace: Duration) -> Result<u64, SweepError> {
+pub async fn sweep_orphaned_keys(store: &dyn EventStore, read_models: &ReadModelDb, keyring: &Keyring, grace: Duration) -> Result<u64, SweepError> {
     // Candidates first: a key sealed after this list is taken cannot be destroyed by this sweep.
     let candidates = keyring.keys_older_than(grace).await?;
-    let live = live_keys(store).await?;
+    let live = live_keys(store, read_models).await?;
     let mut destroyed = 0;
     for key_id in candidates.into_iter().filter(|k| !live.contains(k)) {
         if keyring.destroy(key_id).await? {

@@ -8,6 +8,7 @@
 
 mod definitions;
 mod key_sweep;
+mod nodes;
 mod projects;
 pub mod tags;
 mod teams;
@@ -15,6 +16,7 @@ mod types;
 
 pub use definitions::{DefinitionMutation, DefinitionQuery};
 pub use key_sweep::{sweep_orphaned_keys, SweepError};
+pub use nodes::{NodeMutation, NodeQuery};
 pub use projects::{ProjectMutation, ProjectQuery};
 pub use teams::{TeamMutation, TeamQuery};
 
@@ -22,6 +24,7 @@ use async_graphql::Context;
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CatalogState, CATALOG_KEY};
 use nullops_domain::{access, Issuer, Principal};
 use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, SecretEvent};
+use nullops_events::node::NodeEvent;
 use nullops_events::DomainEvent;
 use nullops_projections::catalog::{self as read, GrantRow};
 use nullops_store::commands::Executed;
@@ -74,6 +77,9 @@ async fn dispatch_keyed<D: Decider>(
         DomainEvent::Catalog(CatalogEvent::RegistryRemoved(r)) => r.retired_key,
         DomainEvent::Secret(SecretEvent::Updated(s)) => s.retired_key,
         DomainEvent::Secret(SecretEvent::Deleted(d)) => Some(d.retired_key),
+        DomainEvent::Node(NodeEvent::TokenRotated(r)) => r.retired_key,
+        DomainEvent::Node(NodeEvent::TokenRevoked(r)) => Some(r.retired_key),
+        DomainEvent::Node(NodeEvent::Removed(r)) => r.retired_key,
         _ => None,
     });
     for key_id in retired {

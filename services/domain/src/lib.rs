@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod error;
 pub mod identity;
 pub mod names;
+pub mod node;
 pub mod pipeline;
 pub mod secrets;
 pub mod tags;

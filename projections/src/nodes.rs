@@ -1,0 +1,242 @@
+//! The nodes read model: each node's registration, trust and connection as the log records them
+//! (projection `nodes`), and beside it `node_usage`, the latest resource sample each agent
+//! reported.
+//!
+//! `node_usage` is telemetry, not history: samples arrive every few seconds per node, so they
+//! are not events. The connector overwrites one row per node; nothing else writes it, and a
+//! projection rebuild leaves it alone.
+
+use async_trait::async_trait;
+use nullops_events::node::{NodeEvent, Refusal};
+use nullops_events::{DomainEvent, StoredEvent};
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError, ReadModelDb};
+
+pub struct NodesProjection;
+
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, environment TEXT NOT NULL, host TEXT NOT NULL,
+        port BIGINT NOT NULL, enabled BIGINT NOT NULL, has_token BIGINT NOT NULL, pinned TEXT, pending TEXT,
+        link TEXT NOT NULL, link_detail TEXT NOT NULL, agent_version TEXT NOT NULL, added_at BIGINT NOT NULL,
+        changed_at BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS nodes_by_environment ON nodes (environment)",
+    "CREATE TABLE IF NOT EXISTS node_usage (node_id TEXT PRIMARY KEY, cpu_cores BIGINT NOT NULL,
+        cpu_used_millicores BIGINT NOT NULL, memory_total_bytes BIGINT NOT NULL, memory_used_bytes BIGINT NOT NULL,
+        containers TEXT NOT NULL, sampled_at BIGINT NOT NULL)",
+];
+
+/// The `link` column.
+pub mod link {
+    pub const PENDING: &str = "pending";
+    pub const ONLINE: &str = "online";
+    pub const OFFLINE: &str = "offline";
+    pub const TOKEN_REFUSED: &str = "token_refused";
+    pub const INCOMPATIBLE: &str = "incompatible";
+}
+
+async fn set(conn: &mut AnyConnection, node: &str, assignments: &str, binds: Vec<Bind>, at: i64) -> Result<(), ProjectionError> {
+    let sql = format!("UPDATE nodes SET {assignments}, changed_at = $1 WHERE node_id = $2");
+    let mut query = sqlx::query(&sql).bind(at).bind(node.to_owned());
+    for b in binds {
+        query = match b {
+            Bind::Text(s) => query.bind(s),
+            Bind::Null => query.bind(None::<String>),
+        };
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+enum Bind {
+    Text(String),
+    Null,
+}
+
+#[async_trait]
+impl Projection for NodesProjection {
+    fn name(&self) -> &'static str {
+        "nodes"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("node.")
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["nodes"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
+        let DomainEvent::Node(event) = stored.decode()?.event else { return Ok(()) };
+        let at = stored.occurred_at.0;
+        let node = stored.stream_id.key().to_owned();
+        use Bind::*;
+        match event {
+            NodeEvent::Added(a) => {
+                sqlx::query(
+                    "INSERT INTO nodes (node_id, environment, host, port, enabled, has_token, link, link_detail, agent_version, added_at, changed_at) \
+                     VALUES ($1, $2, $3, $4, 1, 1, $5, '', '', $6, $6)",
+                )
+                .bind(node)
+                .bind(a.environment)
+                .bind(a.host)
+                .bind(i64::from(a.port))
+                .bind(link::PENDING)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            NodeEvent::Moved(m) => {
+                sqlx::query("UPDATE nodes SET host = $1, port = $2, changed_at = $3 WHERE node_id = $4")
+                    .bind(m.host)
+                    .bind(i64::from(m.port))
+                    .bind(at)
+                    .bind(node)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            NodeEvent::TokenRotated(_) => set(conn, &node, "has_token = 1", vec![], at).await?,
+            NodeEvent::TokenRevoked(_) => set(conn, &node, "has_token = 0", vec![], at).await?,
+            NodeEvent::Disabled(_) => set(conn, &node, "enabled = 0", vec![], at).await?,
+            NodeEvent::Enabled(_) => set(conn, &node, "enabled = 1", vec![], at).await?,
+            NodeEvent::Removed(_) => {
+                sqlx::query("DELETE FROM nodes WHERE node_id = $1").bind(node).execute(&mut *conn).await?;
+            }
+            NodeEvent::ThumbprintPinned(t) | NodeEvent::ThumbprintApproved(t) => {
+                set(conn, &node, "pinned = $3, pending = $4", vec![Text(t.thumbprint), Null], at).await?
+            }
+            NodeEvent::ThumbprintRejected(t) => set(conn, &node, "pending = $3", vec![Text(t.thumbprint)], at).await?,
+            NodeEvent::Connected(c) => {
+                let assignments = "link = $3, link_detail = $4, agent_version = $5";
+                set(conn, &node, assignments, vec![Text(link::ONLINE.into()), Text(format!("protocol {}", c.protocol)), Text(c.agent_version)], at).await?
+            }
+            NodeEvent::Disconnected(d) => set(conn, &node, "link = $3, link_detail = $4", vec![Text(link::OFFLINE.into()), Text(d.reason)], at).await?,
+            NodeEvent::Refused(r) => {
+                let (state, detail) = match r.refusal {
+                    Refusal::Token => (link::TOKEN_REFUSED, "the agent refuses the node's current token".to_owned()),
+                    Refusal::Incompatible { agent_protocol } => {
+                        (link::INCOMPATIBLE, format!("the agent speaks protocol {agent_protocol}; upgrade it to the control plane's version"))
+                    }
+                };
+                set(conn, &node, "link = $3, link_detail = $4", vec![Text(state.into()), Text(detail)], at).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub node_id: Uuid,
+    pub environment: String,
+    pub host: String,
+    pub port: u16,
+    pub enabled: bool,
+    pub has_token: bool,
+    pub pinned: Option<String>,
+    pub pending: Option<String>,
+    pub link: String,
+    pub link_detail: String,
+    pub agent_version: String,
+    pub added_at: i64,
+    pub changed_at: i64,
+}
+
+const NODE_SELECT: &str = "SELECT node_id, environment, host, port, enabled, has_token, pinned, pending, link, link_detail, \
+    agent_version, added_at, changed_at FROM nodes";
+
+fn node_row(r: &sqlx::any::AnyRow) -> Result<NodeRow, ProjectionError> {
+    let corrupt = |what: &str| ProjectionError::Corrupt(format!("nodes.{what}"));
+    Ok(NodeRow {
+        node_id: r.try_get::<String, _>(0)?.parse().map_err(|_| corrupt("node_id"))?,
+        environment: r.try_get(1)?,
+        host: r.try_get(2)?,
+        port: u16::try_from(r.try_get::<i64, _>(3)?).map_err(|_| corrupt("port"))?,
+        enabled: r.try_get::<i64, _>(4)? != 0,
+        has_token: r.try_get::<i64, _>(5)? != 0,
+        pinned: r.try_get(6)?,
+        pending: r.try_get(7)?,
+        link: r.try_get(8)?,
+        link_detail: r.try_get(9)?,
+        agent_version: r.try_get(10)?,
+        added_at: r.try_get(11)?,
+        changed_at: r.try_get(12)?,
+    })
+}
+
+/// Every node, or those of `environment`, by environment then address.
+pub async fn nodes(db: &ReadModelDb, environment: Option<&str>) -> Result<Vec<NodeRow>, ProjectionError> {
+    let rows = match environment {
+        Some(e) => sqlx::query(&format!("{NODE_SELECT} WHERE environment = $1 ORDER BY host, port")).bind(e.to_owned()).fetch_all(db.pool()).await?,
+        None => sqlx::query(&format!("{NODE_SELECT} ORDER BY environment, host, port")).fetch_all(db.pool()).await?,
+    };
+    rows.iter().map(node_row).collect()
+}
+
+pub async fn node(db: &ReadModelDb, node_id: Uuid) -> Result<Option<NodeRow>, ProjectionError> {
+    let row = sqlx::query(&format!("{NODE_SELECT} WHERE node_id = $1")).bind(node_id.to_string()).fetch_optional(db.pool()).await?;
+    row.as_ref().map(node_row).transpose()
+}
+
+/// Whether a node already uses `host:port`.
+pub async fn endpoint_taken(db: &ReadModelDb, host: &str, port: u16) -> Result<bool, ProjectionError> {
+    let row = sqlx::query("SELECT 1 FROM nodes WHERE host = $1 AND port = $2")
+        .bind(host.to_owned())
+        .bind(i64::from(port))
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
+}
+
+/// The latest resource sample of a node; `containers` is the agent's JSON list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub cpu_cores: u32,
+    pub cpu_used_millicores: u64,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub containers: String,
+    pub sampled_at: i64,
+}
+
+/// Overwrites a node's sample (the connector's only write).
+pub async fn record_usage(db: &ReadModelDb, node_id: Uuid, usage: &UsageRow) -> Result<(), ProjectionError> {
+    let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO node_usage (node_id, cpu_cores, cpu_used_millicores, memory_total_bytes, memory_used_bytes, containers, sampled_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (node_id) DO UPDATE SET cpu_cores = excluded.cpu_cores, \
+         cpu_used_millicores = excluded.cpu_used_millicores, memory_total_bytes = excluded.memory_total_bytes, \
+         memory_used_bytes = excluded.memory_used_bytes, containers = excluded.containers, sampled_at = excluded.sampled_at",
+    )
+    .bind(node_id.to_string())
+    .bind(i64::from(usage.cpu_cores))
+    .bind(big(usage.cpu_used_millicores))
+    .bind(big(usage.memory_total_bytes))
+    .bind(big(usage.memory_used_bytes))
+    .bind(usage.containers.clone())
+    .bind(usage.sampled_at)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+pub async fn usage(db: &ReadModelDb, node_id: Uuid) -> Result<Option<UsageRow>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT cpu_cores, cpu_used_millicores, memory_total_bytes, memory_used_bytes, containers, sampled_at FROM node_usage WHERE node_id = $1",
+    )
+    .bind(node_id.to_string())
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Some(UsageRow {
+        cpu_cores: u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+        cpu_used_millicores: unsigned(r.try_get(1)?),
+        memory_total_bytes: unsigned(r.try_get(2)?),
+        memory_used_bytes: unsigned(r.try_get(3)?),
+        containers: r.try_get(4)?,
+        sampled_at: r.try_get(5)?,
+    }))
+}

@@ -1,0 +1,234 @@
+//! The agent's hands: makes the Docker engine run what the desired state says, and reads what
+//! the containers use.
+//!
+//! Every container the agent manages carries labels naming its scope, deployment, name and a hash
+//! of its spec; containers without this agent's scope label are never touched, so several agents
+//! (or other tools) can share one engine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StatsOptions};
+use futures::{StreamExt, TryStreamExt};
+use nullops_wire::message::{ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, DesiredDeployment};
+use sha2::{Digest, Sha256};
+
+use crate::AgentError;
+
+pub const LABEL_SCOPE: &str = "nullops.scope";
+pub const LABEL_DEPLOYMENT: &str = "nullops.deployment";
+pub const LABEL_CONTAINER: &str = "nullops.container";
+pub const LABEL_SPEC: &str = "nullops.spec";
+
+/// Bound on one image pull; other engine calls are bounded by the client's own timeout.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound on reading one container's stats (the engine samples for about a second).
+const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Engine calls in flight at once while reading stats.
+const STATS_CONCURRENCY: usize = 8;
+/// Bound on every other engine call, in seconds.
+const ENGINE_TIMEOUT_SECS: u64 = 60;
+
+#[derive(Clone)]
+pub struct Engine {
+    client: bollard::Docker,
+    scope: String,
+}
+
+/// A managed container as the engine reports it.
+struct Managed {
+    id: String,
+    deployment: String,
+    name: String,
+    spec_hash: String,
+    running: bool,
+}
+
+impl Engine {
+    /// Connects lazily to the engine at `DOCKER_HOST` (a unix socket) or /var/run/docker.sock.
+    pub fn connect(scope: &str) -> Result<Self, AgentError> {
+        let client = bollard::Docker::connect_with_unix_defaults()
+            .map_err(|e| AgentError::Docker(e.to_string()))?
+            .with_timeout(Duration::from_secs(ENGINE_TIMEOUT_SECS));
+        Ok(Engine { client, scope: scope.to_owned() })
+    }
+
+    pub async fn version(&self) -> String {
+        match self.client.version().await {
+            Ok(v) => v.version.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the Docker engine does not answer");
+                String::new()
+            }
+        }
+    }
+
+    /// Removes managed containers that are not desired (or whose spec changed) and creates or
+    /// starts every desired one that is not running. Failures are reported per container.
+    pub async fn reconcile(&self, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
+        let existing = match self.managed(false).await {
+            Ok(existing) => existing,
+            Err(e) => return failed_everywhere(desired, &format!("cannot list containers: {e}")),
+        };
+        let wanted: HashMap<(&str, &str), String> = desired
+            .iter()
+            .flat_map(|d| d.containers.iter().map(move |c| ((d.id.as_str(), c.name.as_str()), spec_hash(c))))
+            .collect();
+        let mut kept: HashMap<(String, String), Managed> = HashMap::new();
+        for m in existing {
+            if wanted.get(&(m.deployment.as_str(), m.name.as_str())) == Some(&m.spec_hash) {
+                kept.insert((m.deployment.clone(), m.name.clone()), m);
+                continue;
+            }
+            tracing::info!(deployment = %m.deployment, container = %m.name, "removing a container that should not run");
+            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            if let Err(e) = self.client.remove_container(&m.id, Some(options)).await {
+                tracing::warn!(deployment = %m.deployment, container = %m.name, error = %e, "cannot remove container");
+            }
+        }
+        let mut actual = Vec::with_capacity(desired.len());
+        for d in desired {
+            let mut containers = Vec::with_capacity(d.containers.len());
+            for spec in &d.containers {
+                let state = match kept.get(&(d.id.clone(), spec.name.clone())) {
+                    Some(m) if m.running => ContainerState::Running,
+                    Some(m) => self.start(&m.id).await,
+                    None => self.create_and_start(&d.id, spec).await,
+                };
+                containers.push(ActualContainer { name: spec.name.clone(), state });
+            }
+            actual.push(ActualDeployment { id: d.id.clone(), containers });
+        }
+        actual
+    }
+
+    async fn start(&self, id: &str) -> ContainerState {
+        match self.client.start_container(id, None).await {
+            Ok(()) => ContainerState::Running,
+            Err(e) => ContainerState::Failed { reason: format!("cannot start: {e}") },
+        }
+    }
+
+    async fn create_and_start(&self, deployment: &str, spec: &ContainerSpec) -> ContainerState {
+        let name = format!("nullops-{}-{deployment}-{}", self.scope, spec.name);
+        let labels = HashMap::from([
+            (LABEL_SCOPE.to_owned(), self.scope.clone()),
+            (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned()),
+            (LABEL_CONTAINER.to_owned(), spec.name.clone()),
+            (LABEL_SPEC.to_owned(), spec_hash(spec)),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A leftover of the same name (created outside our scope label, or half-created) is in the way.
+        let options = || Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() });
+        let created = match self.client.create_container(options(), body.clone()).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                if let Err(reason) = self.pull(&spec.image).await {
+                    return ContainerState::Failed { reason };
+                }
+                self.client.create_container(options(), body).await
+            }
+            other => other,
+        };
+        match created {
+            Ok(c) => self.start(&c.id).await,
+            Err(e) => ContainerState::Failed { reason: format!("cannot create from {}: {e}", spec.image) },
+        }
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), String> {
+        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let pull = self.client.create_image(Some(options), None, None).try_collect::<Vec<_>>();
+        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot pull {image}: {e}")),
+            Err(_) => Err(format!("pulling {image} took over {} s", PULL_TIMEOUT.as_secs())),
+        }
+    }
+
+    async fn managed(&self, running_only: bool) -> Result<Vec<Managed>, bollard::errors::Error> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope)])]);
+        let options = ListContainersOptions { all: !running_only, filters: Some(filters), ..Default::default() };
+        let summaries = self.client.list_containers(Some(options)).await?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|s| {
+                let labels = s.labels?;
+                Some(Managed {
+                    id: s.id?,
+                    deployment: labels.get(LABEL_DEPLOYMENT)?.clone(),
+                    name: labels.get(LABEL_CONTAINER)?.clone(),
+                    spec_hash: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
+                    running: matches!(s.state, Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)),
+                })
+            })
+            .collect())
+    }
+
+    /// CPU and memory of every running managed container.
+    pub async fn container_usage(&self) -> Vec<ContainerUsage> {
+        let running = match self.managed(true).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list containers for stats");
+                return vec![];
+            }
+        };
+        futures::stream::iter(running)
+            .map(|m| async move {
+                let options = StatsOptions { stream: false, one_shot: false };
+                let sample = tokio::time::timeout(STATS_TIMEOUT, self.client.stats(&m.id, Some(options)).next()).await;
+                let Ok(Some(Ok(stats))) = sample else { return None };
+                Some(ContainerUsage { deployment: m.deployment, name: m.name, cpu_millicores: cpu_millicores(&stats), memory_bytes: memory_bytes(&stats) })
+            })
+            .buffer_unordered(STATS_CONCURRENCY)
+            .filter_map(|u| async move { u })
+            .collect()
+            .await
+    }
+}
+
+fn spec_hash(spec: &ContainerSpec) -> String {
+    let json = serde_json::to_vec(spec).expect("container specs serialize");
+    Sha256::digest(json).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn failed_everywhere(desired: &[DesiredDeployment], reason: &str) -> Vec<ActualDeployment> {
+    desired
+        .iter()
+        .map(|d| ActualDeployment {
+            id: d.id.clone(),
+            containers: d.containers.iter().map(|c| ActualContainer { name: c.name.clone(), state: ContainerState::Failed { reason: reason.to_owned() } }).collect(),
+        })
+        .collect()
+}
+
+/// The container's share of the host's CPU time between the engine's two samples, in millicores.
+fn cpu_millicores(stats: &bollard::models::ContainerStatsResponse) -> u64 {
+    let (Some(now), Some(before)) = (&stats.cpu_stats, &stats.precpu_stats) else { return 0 };
+    let used = |s: &bollard::models::ContainerCpuStats| s.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
+    let container = used(now).saturating_sub(used(before));
+    let system = now.system_cpu_usage.unwrap_or(0).saturating_sub(before.system_cpu_usage.unwrap_or(0));
+    let cpus = u64::from(now.online_cpus.unwrap_or(1));
+    if system == 0 {
+        return 0;
+    }
+    (container as u128 * cpus as u128 * 1000 / system as u128) as u64
+}
+
+/// Memory in use, not counting reclaimable page cache (as `docker stats` shows it).
+fn memory_bytes(stats: &bollard::models::ContainerStatsResponse) -> u64 {
+    let Some(memory) = &stats.memory_stats else { return 0 };
+    let cache = memory.stats.as_ref().and_then(|s| s.get("inactive_file").copied()).unwrap_or(0);
+    memory.usage.unwrap_or(0).saturating_sub(cache)
+}

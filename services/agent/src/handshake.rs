@@ -1,0 +1,78 @@
+//! Admission of one incoming connection: TLS, then a WebSocket upgrade that must carry our
+//! protocol version and a valid proof of the node token. Refusals are plain HTTP answers (401,
+//! 426) sent before any WebSocket state exists, and are logged with the peer, never the proof.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nullops_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN};
+use nullops_wire::{AuthProof, AGENT_PATH, PROOF_HEADER, PROTOCOL_HEADER, STATUS_INCOMPATIBLE};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::Shared;
+
+/// Bound on the whole handshake: a peer that stalls is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type AgentSocket = WebSocketStream<TlsStream<TcpStream>>;
+
+pub async fn accept(tcp: TcpStream, peer: SocketAddr, tls: &tokio_rustls::TlsAcceptor, shared: &Shared) -> Option<AgentSocket> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_inner(tcp, tls, shared)).await {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(reason)) => {
+            tracing::warn!(%peer, %reason, "refused a connection");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "refused a connection: handshake took over {} s", HANDSHAKE_TIMEOUT.as_secs());
+            None
+        }
+    }
+}
+
+async fn accept_inner(tcp: TcpStream, tls: &tokio_rustls::TlsAcceptor, shared: &Shared) -> Result<AgentSocket, String> {
+    let _ = tcp.set_nodelay(true);
+    let stream = tls.accept(tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let mut exporter = [0u8; EXPORTER_LEN];
+    stream.get_ref().1.export_keying_material(&mut exporter, EXPORTER_LABEL, None).map_err(|e| format!("TLS exporter: {e}"))?;
+    let mut refusal = None;
+    let check = |request: &Request, response: Response| match admit(request, &exporter, shared) {
+        Ok(()) => Ok(response),
+        Err((status, reason)) => {
+            let mut error = ErrorResponse::new(Some(reason.clone()));
+            *error.status_mut() = status;
+            if status.as_u16() == STATUS_INCOMPATIBLE {
+                error.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from(shared.protocol));
+            }
+            refusal = Some(reason);
+            Err(error)
+        }
+    };
+    let upgraded = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(nullops_wire::websocket_config())).await;
+    match (upgraded, refusal) {
+        (Ok(ws), _) => Ok(ws),
+        (Err(_), Some(reason)) => Err(reason),
+        (Err(e), None) => Err(format!("WebSocket upgrade failed: {e}")),
+    }
+}
+
+fn admit(request: &Request, exporter: &[u8; EXPORTER_LEN], shared: &Shared) -> Result<(), (StatusCode, String)> {
+    if request.uri().path() != AGENT_PATH {
+        return Err((StatusCode::NOT_FOUND, format!("no endpoint at {}", request.uri().path())));
+    }
+    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let protocol = header(PROTOCOL_HEADER).and_then(|v| v.parse::<u32>().ok());
+    if protocol != Some(shared.protocol) {
+        let theirs = protocol.map_or("none".to_owned(), |p| p.to_string());
+        return Err((StatusCode::from_u16(STATUS_INCOMPATIBLE).expect("426 is a status"), format!("protocol {theirs} requested; this agent speaks {}", shared.protocol)));
+    }
+    let proof = header(PROOF_HEADER).and_then(AuthProof::parse);
+    match proof {
+        Some(proof) if shared.token_hash.verify(exporter, &proof) => Ok(()),
+        _ => Err((StatusCode::UNAUTHORIZED, "the node token proof is missing or wrong".to_owned())),
+    }
+}

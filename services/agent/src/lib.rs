@@ -1,0 +1,223 @@
+//! The NullOps node agent.
+//!
+//! A TLS WebSocket server (it never dials out, so it needs no control plane address). The control
+//! plane connects, proves it knows the node token, and sends the full desired state; the agent
+//! makes the local Docker engine match it, reports what runs, and reports CPU and memory use every
+//! few seconds. One control plane connection at a time: a new authenticated one replaces the old.
+//!
+//! `handshake.rs` checks each incoming connection, `session.rs` serves one, `docker.rs` and
+//! `usage.rs` touch the machine, `state.rs` and `identity.rs` keep what must survive restarts.
+
+mod docker;
+mod files;
+mod handshake;
+pub mod identity;
+mod session;
+pub mod state;
+mod usage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nullops_wire::message::{ActualDeployment, DesiredDeployment, Usage};
+use nullops_wire::{NodeToken, RequestId, Thumbprint, TokenHash};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use docker::LABEL_SCOPE;
+
+/// How often the agent reports resource use.
+const USAGE_EVERY: Duration = Duration::from_secs(3);
+/// Connections allowed in the TLS and WebSocket handshake at once; more wait in the kernel's
+/// backlog, so a flood of idle sockets cannot exhaust the agent.
+const MAX_HANDSHAKES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent identity: {0}")]
+    Identity(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("Docker engine: {0}")]
+    Docker(String),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token: NodeToken,
+    /// Names this agent's containers; agents sharing one Docker engine need distinct scopes.
+    pub scope: String,
+    /// The protocol version spoken: [`nullops_wire::PROTOCOL_VERSION`] but in compatibility tests.
+    pub protocol: u32,
+}
+
+/// The desired state the agent was last given, and by which request.
+#[derive(Debug, Clone, Default)]
+struct Desired {
+    request_id: Option<RequestId>,
+    deployments: Vec<DesiredDeployment>,
+}
+
+/// What runs after applying a request.
+#[derive(Debug, Clone)]
+struct Actual {
+    request_id: Option<RequestId>,
+    deployments: Vec<ActualDeployment>,
+}
+
+/// What sessions share.
+struct Shared {
+    protocol: u32,
+    token_hash: TokenHash,
+    state: Mutex<state::AgentState>,
+    state_file: state::StateFile,
+    desired: watch::Sender<Desired>,
+    actual: watch::Receiver<Option<Actual>>,
+    usage: watch::Receiver<Option<Usage>>,
+    /// Cancels the live session when a newer one is authenticated.
+    current: Mutex<Option<CancellationToken>>,
+    hostname: String,
+    docker_version: String,
+}
+
+/// An agent bound to its port, not yet serving.
+pub struct Agent {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    thumbprint: Thumbprint,
+    engine: docker::Engine,
+    shared: Arc<Shared>,
+    actual_tx: watch::Sender<Option<Actual>>,
+    usage_tx: watch::Sender<Option<Usage>>,
+}
+
+impl Agent {
+    pub async fn bind(config: AgentConfig) -> Result<Agent, AgentError> {
+        if !nullops_wire::message::is_dns_label(&config.scope) {
+            return Err(AgentError::Config(format!("scope {:?} is not a DNS label (lower-case letters, digits, '-')", config.scope)));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::Io(format!("{}: {e}", config.data_dir.display())))?;
+        let identity = identity::load_or_generate(&config.data_dir)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| AgentError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![identity.cert.clone()], identity.key)
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|error| AgentError::Listen { addr: config.listen, error })?;
+
+        let state_file = state::StateFile::new(&config.data_dir);
+        let saved = state_file.load();
+        let engine = docker::Engine::connect(&config.scope)?;
+        let docker_version = tokio::time::timeout(Duration::from_secs(3), engine.version()).await.unwrap_or_default();
+        let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone() });
+        let (actual_tx, actual) = watch::channel(None);
+        let (usage_tx, usage) = watch::channel(None);
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let shared = Arc::new(Shared {
+            protocol: config.protocol,
+            token_hash: config.token.hash(),
+            state: Mutex::new(saved),
+            state_file,
+            desired,
+            actual,
+            usage,
+            current: Mutex::new(None),
+            hostname,
+            docker_version,
+        });
+        Ok(Agent { listener, tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)), thumbprint: identity.thumbprint, engine, shared, actual_tx, usage_tx })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn thumbprint(&self) -> Thumbprint {
+        self.thumbprint
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, .. } = self;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(reconcile_loop(engine.clone(), shared.desired.subscribe(), actual_tx, shutdown.clone()));
+        tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = handshakes.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let (tls, shared, shutdown) = (tls.clone(), shared.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let ws = handshake::accept(tcp, peer, &tls, &shared).await;
+                drop(permit);
+                if let Some(ws) = ws {
+                    session::run(ws, peer, shared, shutdown).await;
+                }
+            });
+        }
+        if let Some(current) = shared.current.lock().expect("session lock").take() {
+            current.cancel();
+        }
+        tasks.shutdown().await;
+    }
+}
+
+/// Applies every new desired state to the engine, one at a time, and publishes the outcome.
+async fn reconcile_loop(engine: docker::Engine, mut desired: watch::Receiver<Desired>, actual: watch::Sender<Option<Actual>>, shutdown: CancellationToken) {
+    loop {
+        let target = desired.borrow_and_update().clone();
+        // Only what the control plane sent is applied: the saved state before any connection
+        // is just a memory, the next connection brings the truth.
+        if target.request_id.is_some() {
+            let deployments = engine.reconcile(&target.deployments).await;
+            actual.send_replace(Some(Actual { request_id: target.request_id, deployments }));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = desired.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+async fn usage_loop(engine: docker::Engine, usage: watch::Sender<Option<Usage>>, shutdown: CancellationToken) {
+    let mut sampler = usage::Sampler::default();
+    let mut every = tokio::time::interval(USAGE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        // Sampling costs engine calls: only while someone listens.
+        if usage.receiver_count() > 1 {
+            let containers = engine.container_usage().await;
+            usage.send_replace(Some(sampler.sample(containers).await));
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! One control plane connection: receives desired states, forwards what the reconciler and the
+//! usage sampler publish, and ends when the peer goes quiet, misbehaves or is replaced.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use nullops_wire::message::{decode_to_agent, encode, FromAgent, NodeFacts};
+use nullops_wire::ToAgent;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::handshake::AgentSocket;
+use crate::{Desired, Shared};
+
+/// The control plane pings every second; this long without any frame means it is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on writing one frame to a peer that stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(mut ws: AgentSocket, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mine = shutdown.child_token();
+    if let Some(previous) = shared.current.lock().expect("session lock").replace(mine.clone()) {
+        previous.cancel();
+        tracing::info!(%peer, "a new control plane connection replaces the previous one");
+    }
+    tracing::info!(%peer, "control plane connected");
+    let mut reason = serve(&mut ws, &shared, &mine).await;
+    if matches!(reason, End::Replaced) && shutdown.is_cancelled() {
+        reason = End::ShuttingDown;
+    }
+    tracing::info!(%peer, %reason, "control plane connection closed");
+    let (code, text) = match &reason {
+        End::Replaced => (CloseCode::Policy, "replaced by a newer connection"),
+        End::ShuttingDown => (CloseCode::Away, "the agent is shutting down"),
+        End::BadFrame(_) => (CloseCode::Invalid, "invalid frame"),
+        _ => (CloseCode::Normal, "closing"),
+    };
+    let close = ws.close(Some(CloseFrame { code, reason: text.into() }));
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, close).await;
+}
+
+#[derive(Debug)]
+enum End {
+    Replaced,
+    ShuttingDown,
+    Quiet,
+    Gone(String),
+    BadFrame(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Replaced => f.write_str("replaced by a newer connection"),
+            End::ShuttingDown => f.write_str("shutting down"),
+            End::Quiet => write!(f, "no frame for {} s", IDLE_TIMEOUT.as_secs()),
+            End::Gone(e) => write!(f, "connection lost: {e}"),
+            End::BadFrame(e) => write!(f, "refused a frame: {e}"),
+        }
+    }
+}
+
+async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationToken) -> End {
+    let hello = FromAgent::Hello {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        node: NodeFacts { hostname: shared.hostname.clone(), docker_version: shared.docker_version.clone() },
+    };
+    if let Err(e) = send(ws, &hello).await {
+        return End::Gone(e);
+    }
+    let mut actual = shared.actual.clone();
+    let mut usage = shared.usage.clone();
+    actual.mark_unchanged();
+    loop {
+        tokio::select! {
+            _ = cancelled.cancelled() => return End::Replaced,
+            frame = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => match frame {
+                Err(_) => return End::Quiet,
+                Ok(None) => return End::Gone("closed by peer".into()),
+                Ok(Some(Err(e))) => return End::Gone(e.to_string()),
+                Ok(Some(Ok(Message::Text(text)))) => match decode_to_agent(text.as_bytes()) {
+                    Ok(message) => {
+                        if let Err(e) = handle(ws, shared, message).await {
+                            return End::Gone(e);
+                        }
+                    }
+                    Err(e) => return End::BadFrame(e.to_string()),
+                },
+                // Pongs are queued by the WebSocket layer and flushed on the next read or write.
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(Some(Ok(Message::Close(_)))) => return End::Gone("closed by peer".into()),
+                Ok(Some(Ok(Message::Binary(_) | Message::Frame(_)))) => return End::BadFrame("binary frames are not part of the protocol".into()),
+            },
+            changed = actual.changed() => {
+                if changed.is_err() { return End::Replaced }
+                let Some(now) = actual.borrow_and_update().clone() else { continue };
+                let Some(request_id) = now.request_id else { continue };
+                if let Err(e) = send(ws, &FromAgent::ActualState { request_id, deployments: now.deployments }).await {
+                    return End::Gone(e);
+                }
+            }
+            changed = usage.changed() => {
+                if changed.is_err() { return End::Replaced }
+                let Some(now) = usage.borrow_and_update().clone() else { continue };
+                if let Err(e) = send(ws, &FromAgent::Usage(now)).await {
+                    return End::Gone(e);
+                }
+            }
+        }
+    }
+}
+
+async fn handle(ws: &mut AgentSocket, shared: &Shared, message: ToAgent) -> Result<(), String> {
+    match message {
+        ToAgent::DesiredState { request_id, deployments } => {
+            let duplicate = shared.state.lock().expect("state lock").has_applied(request_id);
+            if duplicate {
+                // Delivered twice: answer again with what runs, apply nothing.
+                let current = shared.actual.borrow().clone();
+                if let Some(current) = current {
+                    return send(ws, &FromAgent::ActualState { request_id, deployments: current.deployments }).await;
+                }
+                return Ok(());
+            }
+            let snapshot = {
+                let mut state = shared.state.lock().expect("state lock");
+                state.record(request_id, deployments.clone());
+                state.clone()
+            };
+            // fsync off the runtime's threads.
+            let file = shared.state_file.clone();
+            match tokio::task::spawn_blocking(move || file.save(&snapshot)).await {
+                Ok(Ok(())) => {}
+                // The control plane resends the full state on the next connection anyway.
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot save the agent state"),
+                Err(e) => tracing::error!(error = %e, "saving the agent state panicked"),
+            }
+            shared.desired.send_replace(Desired { request_id: Some(request_id), deployments });
+            Ok(())
+        }
+    }
+}
+
+async fn send(ws: &mut AgentSocket, message: &FromAgent) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::text(encode(message)))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("the peer read nothing for {} s", WRITE_TIMEOUT.as_secs())),
+    }
+}

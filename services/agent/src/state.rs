@@ -1,0 +1,112 @@
+//! What the agent remembers across restarts: the desired state it was last given and the ids of
+//! the requests it has applied. The control plane stays the source of truth: a missing or
+//! corrupt file only means starting empty until the next connection brings the full state.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use nullops_wire::message::DesiredDeployment;
+use nullops_wire::RequestId;
+use serde::{Deserialize, Serialize};
+
+use crate::files::write_atomically;
+use crate::AgentError;
+
+pub const STATE_FILE: &str = "state.json";
+
+/// How many applied request ids are remembered for deduplication.
+const REMEMBERED_REQUESTS: usize = 256;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub desired: Vec<DesiredDeployment>,
+    pub applied: VecDeque<RequestId>,
+}
+
+impl AgentState {
+    pub fn has_applied(&self, id: RequestId) -> bool {
+        self.applied.contains(&id)
+    }
+
+    pub fn record(&mut self, id: RequestId, desired: Vec<DesiredDeployment>) {
+        self.desired = desired;
+        if self.applied.len() == REMEMBERED_REQUESTS {
+            self.applied.pop_front();
+        }
+        self.applied.push_back(id);
+    }
+}
+
+#[derive(Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(data_dir: &Path) -> Self {
+        StateFile { path: data_dir.join(STATE_FILE) }
+    }
+
+    /// The saved state; empty when there is none or it cannot be read (the unreadable file is
+    /// kept beside it, renamed, for a person to look at).
+    pub fn load(&self) -> AgentState {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return AgentState::default(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the agent state; starting empty");
+                return AgentState::default();
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(state) => state,
+            Err(e) => {
+                let aside = self.path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&self.path, &aside);
+                tracing::warn!(path = %self.path.display(), moved_to = %aside.display(), error = %e, "the agent state is corrupt; starting empty until the control plane sends the full state");
+                AgentState::default()
+            }
+        }
+    }
+
+    pub fn save(&self, state: &AgentState) -> Result<(), AgentError> {
+        let bytes = serde_json::to_vec(state).expect("agent state serializes");
+        write_atomically(&self.path, &bytes, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nullops_wire::message::ContainerSpec;
+
+    #[test]
+    fn state_survives_a_restart_and_corruption_means_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        assert_eq!(file.load(), AgentState::default());
+        let mut state = AgentState::default();
+        let id = RequestId::new();
+        let spec = ContainerSpec { name: "web".into(), image: "web:1".into(), env: Default::default(), command: vec![] };
+        state.record(id, vec![DesiredDeployment { id: "pr-1".into(), containers: vec![spec] }]);
+        file.save(&state).unwrap();
+        assert_eq!(file.load(), state);
+        assert!(file.load().has_applied(id));
+
+        std::fs::write(dir.path().join(STATE_FILE), b"{\"desired\": [tru").unwrap();
+        assert_eq!(file.load(), AgentState::default());
+        assert!(dir.path().join("state.json.corrupt").exists());
+    }
+
+    #[test]
+    fn only_recent_requests_are_remembered() {
+        let mut state = AgentState::default();
+        let first = RequestId::new();
+        state.record(first, vec![]);
+        for _ in 0..REMEMBERED_REQUESTS {
+            state.record(RequestId::new(), vec![]);
+        }
+        assert!(!state.has_applied(first));
+        assert_eq!(state.applied.len(), REMEMBERED_REQUESTS);
+    }
+}

@@ -1,0 +1,42 @@
+//! The connector: keeps a connection to every enabled, trusted node's agent.
+//!
+//! `supervisor.rs` decides which nodes to dial (from the event log, woken by the bus) and runs
+//! one `link.rs` task per node; a link dials (`dial.rs`, with the certificate pin of `pin.rs`),
+//! records every transition of the node as an event, sends the node's full desired state on each
+//! connect, watches heartbeats, and writes what the agent reports. `backoff.rs` paces redials.
+//! Only one connector is active per installation (lease `connector`).
+
+mod backoff;
+pub mod dial;
+mod link;
+pub mod pin;
+mod supervisor;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use nullops_bus::Bus;
+use nullops_keyring::Keyring;
+use nullops_projections::ReadModelDb;
+use nullops_store::EventStore;
+use nullops_wire::message::DesiredDeployment;
+use uuid::Uuid;
+
+pub use backoff::Backoff;
+pub use supervisor::run;
+
+/// Where a node's desired state comes from: the deployments assigned to it.
+pub trait DesiredStates: Send + Sync + 'static {
+    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<Vec<DesiredDeployment>, String>> + Send + '_>>;
+}
+
+/// What the connector works with.
+#[derive(Clone)]
+pub struct Connector {
+    pub store: Arc<dyn EventStore>,
+    pub bus: Arc<dyn Bus>,
+    pub read_models: ReadModelDb,
+    pub keyring: Arc<Keyring>,
+    pub desired: Arc<dyn DesiredStates>,
+}

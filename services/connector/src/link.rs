@@ -1,0 +1,255 @@
+//! One node's connection, for as long as the supervisor wants it: dial, record, serve, redial.
+//!
+//! Every change of the node is recorded as a command on its aggregate, which emits an event only
+//! for a real transition (a node that stays unreachable is recorded OFFLINE once).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use nullops_domain::node::{Node, NodeAction, NodeCommand, CertThumbprint};
+use nullops_domain::Issuer;
+use nullops_events::node::Refusal;
+use nullops_events::EventMetadata;
+use nullops_projections::nodes::{record_usage, UsageRow};
+use nullops_store::commands::{execute, load, CommandError};
+use nullops_wire::message::{decode_from_agent, encode, Usage};
+use nullops_wire::{FromAgent, RequestId, ToAgent, TokenHash, PROTOCOL_VERSION};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::dial::{dial, AgentLink, DialError, Target};
+use crate::{Backoff, Connector};
+
+/// A ping every second; three seconds of silence means the peer or the path is gone, which
+/// keeps "OFFLINE within 5 s" with room for scheduling.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Redials start fast and are capped at 2 s, so a node that comes back is ONLINE within
+/// cap + connect time.
+const REDIAL_FIRST: Duration = Duration::from_millis(200);
+const REDIAL_CAP: Duration = Duration::from_secs(2);
+/// Bound on writing one frame.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The supervisor's handle on a running link.
+pub struct LinkHandle {
+    pub cancel: CancellationToken,
+    /// Why the supervisor stopped the link, for the disconnection event.
+    pub reason: Arc<Mutex<Option<String>>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkHandle {
+    pub fn stop(&self, reason: &str) {
+        *self.reason.lock().expect("reason lock") = Some(reason.to_owned());
+        self.cancel.cancel();
+    }
+}
+
+pub fn spawn(connector: Connector, node_id: Uuid, token_hash: TokenHash) -> LinkHandle {
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(None));
+    let task = tokio::spawn(run(connector, node_id, token_hash, cancel.clone(), reason.clone()));
+    LinkHandle { cancel, reason, task }
+}
+
+async fn run(connector: Connector, node_id: Uuid, token_hash: TokenHash, cancel: CancellationToken, reason: Arc<Mutex<Option<String>>>) {
+    let mut backoff = Backoff::new(REDIAL_FIRST, REDIAL_CAP);
+    let record = |action| record(&connector, node_id, action);
+    while !cancel.is_cancelled() {
+        // The address and pin as the log says now (a move or an approval changes them).
+        let target = match load::<Node>(&*connector.store, &node_id.to_string()).await {
+            Ok((state, _)) if state.dialable() => {
+                let r = state.registration.expect("a dialable node is registered");
+                let pinned = state.pinned.as_deref().and_then(|p| CertThumbprint::parse(p).ok());
+                Target { host: r.host, port: r.port, pinned, token_hash: token_hash.clone() }
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(node = %node_id, error = %e, "cannot load the node; will retry");
+                if pause(&cancel, backoff.delay()).await { return }
+                continue;
+            }
+        };
+        let dialled = tokio::select! {
+            _ = cancel.cancelled() => return,
+            d = dial(&target) => d,
+        };
+        match dialled {
+            Ok(connected) => {
+                if target.pinned.is_none() {
+                    // First contact: this certificate becomes the pin.
+                    record(NodeAction::Presented { thumbprint: connected.thumbprint }).await;
+                }
+                let up = NodeAction::Connected { agent_version: connected.agent_version.clone(), protocol: PROTOCOL_VERSION };
+                if let Err(e) = execute_action(&connector, node_id, up).await {
+                    tracing::warn!(node = %node_id, error = %e, "connected, but the node may not be used now; closing");
+                    close(connected.link, "not allowed").await;
+                    if pause(&cancel, backoff.delay()).await { return }
+                    continue;
+                }
+                tracing::info!(node = %node_id, host = %target.host, agent = %connected.agent_version, "node online");
+                backoff.reset();
+                let why = serve(&connector, node_id, connected.link, &cancel).await;
+                let why = reason.lock().expect("reason lock").clone().unwrap_or(why);
+                tracing::info!(node = %node_id, reason = %why, "node offline");
+                record(NodeAction::Disconnected { reason: why }).await;
+                if cancel.is_cancelled() {
+                    return;
+                }
+                // Redial at once: most drops are brief.
+                continue;
+            }
+            Err(DialError::Mismatch { presented }) => {
+                tracing::warn!(node = %node_id, %presented, "the agent presents another certificate: node untrusted until an admin approves it");
+                record(NodeAction::Presented { thumbprint: presented }).await;
+                // Untrusted nodes are not dialled: the supervisor stops this link.
+                cancel.cancelled().await;
+                return;
+            }
+            Err(DialError::TokenRefused) => record(NodeAction::Refused(Refusal::Token)).await,
+            Err(DialError::Incompatible { agent_protocol }) => record(NodeAction::Refused(Refusal::Incompatible { agent_protocol })).await,
+            Err(e @ (DialError::Unreachable(_) | DialError::Protocol(_))) => {
+                tracing::debug!(node = %node_id, error = %e, "dial failed");
+                record(NodeAction::Disconnected { reason: e.to_string() }).await;
+            }
+        }
+        if pause(&cancel, backoff.delay()).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `delay`; true if cancelled meanwhile.
+async fn pause(cancel: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+async fn execute_action(connector: &Connector, node_id: Uuid, action: NodeAction) -> Result<(), CommandError> {
+    let command = NodeCommand { by: Issuer::System, action };
+    execute::<Node>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system()).await.map(|_| ())
+}
+
+/// Records a report; a failure is logged (the next transition records the truth again).
+async fn record(connector: &Connector, node_id: Uuid, action: NodeAction) {
+    if let Err(e) = execute_action(connector, node_id, action).await {
+        tracing::warn!(node = %node_id, error = %e, "cannot record the node's state");
+    }
+}
+
+/// Serves a connected agent until it goes quiet, misbehaves or the link is cancelled; returns why
+/// it ended.
+async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, cancel: &CancellationToken) -> String {
+    let deployments = match connector.desired.for_node(node_id).await {
+        Ok(d) => d,
+        Err(e) => {
+            close(link, "desired state unavailable").await;
+            return format!("cannot read the node's desired state: {e}");
+        }
+    };
+    let assigned: HashSet<String> = deployments.iter().map(|d| d.id.clone()).collect();
+    let request_id = RequestId::new();
+    if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments }).await {
+        return e;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                close(link, "closed by the control plane").await;
+                return "closed by the control plane".into();
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > HEARTBEAT_TIMEOUT {
+                    return format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs());
+                }
+                if let Err(e) = send_message(&mut link, Message::Ping(Default::default())).await {
+                    return e;
+                }
+            }
+            frame = link.next() => {
+                last_heard = Instant::now();
+                let text = match frame {
+                    None => return "the agent closed the connection".into(),
+                    Some(Err(e)) => return format!("connection lost: {e}"),
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(frame))) => return format!("the agent closed the connection{}", frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()),
+                    Some(Ok(Message::Binary(_) | Message::Frame(_))) => {
+                        tracing::warn!(node = %node_id, "the agent sent a binary frame; closing");
+                        close(link, "binary frames are not part of the protocol").await;
+                        return "the agent broke the protocol (binary frame)".into();
+                    }
+                };
+                match decode_from_agent(text.as_bytes()) {
+                    Ok(FromAgent::ActualState { request_id: answered, deployments }) => {
+                        let (known, unknown): (Vec<_>, Vec<_>) = deployments.into_iter().partition(|d| assigned.contains(&d.id));
+                        for d in unknown {
+                            tracing::warn!(node = %node_id, deployment = %d.id, "rejected a report about a deployment not assigned to this node");
+                        }
+                        let running = known.iter().flat_map(|d| &d.containers).filter(|c| c.state == nullops_wire::message::ContainerState::Running).count();
+                        tracing::info!(node = %node_id, request = %answered.0, deployments = known.len(), running, "agent reports its state");
+                    }
+                    Ok(FromAgent::Usage(usage)) => write_usage(connector, node_id, usage, &assigned).await,
+                    Ok(FromAgent::Hello { .. }) => {
+                        close(link, "unexpected hello").await;
+                        return "the agent broke the protocol (a second hello)".into();
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %node_id, error = %e, "the agent sent an invalid frame; closing");
+                        close(link, "invalid frame").await;
+                        return format!("the agent broke the protocol: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, assigned: &HashSet<String>) {
+    usage.containers.retain(|c| {
+        let ours = assigned.contains(&c.deployment);
+        if !ours {
+            tracing::warn!(node = %node_id, deployment = %c.deployment, "rejected usage of a deployment not assigned to this node");
+        }
+        ours
+    });
+    let row = UsageRow {
+        cpu_cores: usage.cpu_cores,
+        cpu_used_millicores: usage.cpu_used_millicores,
+        memory_total_bytes: usage.memory_total_bytes,
+        memory_used_bytes: usage.memory_used_bytes,
+        containers: serde_json::to_string(&usage.containers).expect("usage serializes"),
+        sampled_at: nullops_events::Timestamp::now().0,
+    };
+    if let Err(e) = record_usage(&connector.read_models, node_id, &row).await {
+        tracing::warn!(node = %node_id, error = %e, "cannot store the node's usage");
+    }
+}
+
+async fn send(link: &mut AgentLink, message: &ToAgent) -> Result<(), String> {
+    send_message(link, Message::text(encode(message))).await
+}
+
+async fn send_message(link: &mut AgentLink, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, link.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("connection lost: {e}")),
+        Err(_) => Err(format!("the agent read nothing for {} s", WRITE_TIMEOUT.as_secs())),
+    }
+}
+
+async fn close(mut link: AgentLink, reason: &str) {
+    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.to_owned().into() };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, link.close(Some(frame))).await;
+}

@@ -1,0 +1,155 @@
+//! Which nodes have a link: every node the log says is dialable (enabled, trusted, holding a
+//! token), each with the token hash it holds now.
+//!
+//! The bus wakes the supervisor on every node event, so a revoked, rotated or disabled node is
+//! cut off at once; a periodic resync from the read model and the store covers missed messages.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use nullops_bus::Delivery;
+use nullops_domain::node::{token_purpose, Node, NodeState};
+use nullops_domain::Decider;
+use nullops_store::commands::load;
+use nullops_wire::TokenHash;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::link::{self, LinkHandle};
+use crate::Connector;
+
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// How long a stopping link may take to record its disconnection.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the connector until `shutdown`, while this process holds the `connector` lease.
+pub async fn run(connector: Connector, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        match connector.store.try_lease("connector").await {
+            Ok(Some(lease)) => supervise(&connector, lease, &shutdown).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the connector cannot take its lease; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESYNC_EVERY) => {}
+        }
+    }
+}
+
+/// One running link and what it was started with.
+struct Running {
+    handle: LinkHandle,
+    token_key: Uuid,
+}
+
+async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutdown: &CancellationToken) {
+    let mut bus = match connector.bus.subscribe().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "bus unavailable; the connector follows the read model only");
+            Box::pin(futures::stream::pending())
+        }
+    };
+    let mut links: HashMap<Uuid, Running> = HashMap::new();
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = resync.tick() => {
+                if !lease.is_held().await {
+                    tracing::warn!("the connector lost its lease; stopping its links");
+                    break;
+                }
+                resync_all(connector, &mut links).await;
+            }
+            delivery = bus.next() => match delivery {
+                Some(Delivery::Event(message)) => {
+                    let stream = &message.event.stream_id;
+                    if stream.kind() == Node::KIND {
+                        if let Ok(node_id) = stream.key().parse() {
+                            refresh(connector, &mut links, node_id).await;
+                        }
+                    }
+                }
+                Some(Delivery::Gap) => resync_all(connector, &mut links).await,
+                None => {
+                    tracing::warn!("the bus subscription ended; following the read model only");
+                    bus = Box::pin(futures::stream::pending());
+                }
+            },
+        }
+    }
+    for running in links.values() {
+        running.handle.stop("the control plane is shutting down");
+    }
+    for (_, running) in links {
+        let _ = tokio::time::timeout(STOP_GRACE, running.handle.task).await;
+    }
+}
+
+async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>) {
+    let known = match nullops_projections::nodes::nodes(&connector.read_models, None).await {
+        Ok(rows) => rows.into_iter().map(|r| r.node_id).collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list nodes");
+            return;
+        }
+    };
+    let running: Vec<Uuid> = links.keys().copied().collect();
+    for node_id in known.into_iter().chain(running) {
+        refresh(connector, links, node_id).await;
+    }
+}
+
+/// Starts, restarts or stops the link of `node_id` to match the log.
+async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node_id: Uuid) {
+    let state = match load::<Node>(&*connector.store, &node_id.to_string()).await {
+        Ok((state, _)) => state,
+        Err(e) => {
+            tracing::warn!(node = %node_id, error = %e, "cannot load the node");
+            return;
+        }
+    };
+    let wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
+    if let Some(running) = links.get(&node_id) {
+        if Some(running.token_key) == wanted && !running.handle.task.is_finished() {
+            return;
+        }
+        running.handle.stop(why_stopped(&state, Some(running.token_key) != wanted && wanted.is_some()));
+        links.remove(&node_id);
+    }
+    let Some(token_key) = wanted else { return };
+    let sealed = state.token.as_ref().expect("a dialable node has a token");
+    let token_hash = match connector.keyring.unseal(sealed, &token_purpose(node_id)).await {
+        Ok(plain) => match TokenHash::from_bytes(&plain) {
+            Some(h) => h,
+            None => {
+                tracing::error!(node = %node_id, "the node's sealed token hash has the wrong length");
+                return;
+            }
+        },
+        Err(e) => {
+            tracing::error!(node = %node_id, error = %e, "cannot unseal the node's token hash; the node is not dialled");
+            return;
+        }
+    };
+    links.insert(node_id, Running { handle: link::spawn(connector.clone(), node_id, token_hash), token_key });
+}
+
+fn why_stopped(state: &NodeState, rotated: bool) -> &'static str {
+    if !state.exists() {
+        "the node was removed"
+    } else if !state.enabled {
+        "the node was disabled"
+    } else if state.token.is_none() {
+        "the node's token was revoked"
+    } else if rotated {
+        "the node's token was rotated"
+    } else if !state.trusted() {
+        "the agent's certificate is not trusted"
+    } else {
+        "the link ended"
+    }
+}

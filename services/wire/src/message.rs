@@ -1,0 +1,268 @@
+//! The messages, one JSON object per WebSocket text frame, tagged by `type`.
+//!
+//! Decoding checks the frame size before parsing and validates every field the agent turns into a
+//! Docker object, so a frame either becomes a valid message or is refused as a whole.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{FrameError, MAX_FRAME_BYTES};
+
+/// Identifies a request so that a request delivered twice takes effect once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub Uuid);
+
+impl RequestId {
+    pub fn new() -> Self {
+        RequestId(Uuid::now_v7())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// From the control plane to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    /// Everything the node should run, sent on every connect and on every change. The agent makes
+    /// its containers match it and answers [`FromAgent::ActualState`] with the same request id.
+    DesiredState { request_id: RequestId, deployments: Vec<DesiredDeployment> },
+}
+
+/// From an agent to the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromAgent {
+    /// The first frame of every connection.
+    Hello { agent_version: String, node: NodeFacts },
+    /// What the agent runs after applying request `request_id`.
+    ActualState { request_id: RequestId, deployments: Vec<ActualDeployment> },
+    /// Resource use, every few seconds.
+    Usage(Usage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub hostname: String,
+    pub docker_version: String,
+}
+
+/// One deployment as a node should run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredDeployment {
+    /// A DNS label, unique on the node; also part of the container names.
+    pub id: String,
+    pub containers: Vec<ContainerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// A DNS label, unique within the deployment.
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualDeployment {
+    pub id: String,
+    pub containers: Vec<ActualContainer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualContainer {
+    pub name: String,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ContainerState {
+    Running,
+    /// Could not be created or started; `reason` says why (e.g. the image is missing).
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub cpu_cores: u32,
+    /// CPU in use across the node, in thousandths of a core.
+    pub cpu_used_millicores: u64,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub containers: Vec<ContainerUsage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerUsage {
+    pub deployment: String,
+    pub name: String,
+    pub cpu_millicores: u64,
+    pub memory_bytes: u64,
+}
+
+/// Most deployments one desired state may hold, and containers one deployment may hold.
+pub const MAX_DEPLOYMENTS: usize = 1000;
+pub const MAX_CONTAINERS: usize = 64;
+
+/// Decodes a frame from the control plane (what the agent calls).
+pub fn decode_to_agent(frame: &[u8]) -> Result<ToAgent, FrameError> {
+    let message: ToAgent = decode(frame)?;
+    match &message {
+        ToAgent::DesiredState { deployments, .. } => validate_desired(deployments)?,
+    }
+    Ok(message)
+}
+
+/// Decodes a frame from an agent (what the connector calls).
+pub fn decode_from_agent(frame: &[u8]) -> Result<FromAgent, FrameError> {
+    let message: FromAgent = decode(frame)?;
+    let bounded = match &message {
+        FromAgent::Hello { agent_version, node } => agent_version.len() <= 64 && node.hostname.len() <= 255 && node.docker_version.len() <= 64,
+        FromAgent::ActualState { deployments, .. } => deployments.len() <= MAX_DEPLOYMENTS && deployments.iter().all(|d| d.containers.len() <= MAX_CONTAINERS),
+        FromAgent::Usage(u) => u.containers.len() <= MAX_DEPLOYMENTS * 4,
+    };
+    if !bounded {
+        return Err(FrameError::Invalid("a field is over its size limit".into()));
+    }
+    Ok(message)
+}
+
+pub fn encode<T: Serialize>(message: &T) -> String {
+    serde_json::to_string(message).expect("protocol messages serialize")
+}
+
+fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(frame.len()));
+    }
+    serde_json::from_slice(frame).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+fn validate_desired(deployments: &[DesiredDeployment]) -> Result<(), FrameError> {
+    let invalid = |m: String| Err(FrameError::Invalid(m));
+    if deployments.len() > MAX_DEPLOYMENTS {
+        return invalid(format!("{} deployments, at most {MAX_DEPLOYMENTS}", deployments.len()));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for d in deployments {
+        if !is_dns_label(&d.id) || !ids.insert(&d.id) {
+            return invalid(format!("deployment id {:?} is not a unique DNS label", d.id));
+        }
+        if d.containers.len() > MAX_CONTAINERS {
+            return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, d.containers.len()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &d.containers {
+            if !is_dns_label(&c.name) || !names.insert(&c.name) {
+                return invalid(format!("container name {:?} in deployment {} is not a unique DNS label", c.name, d.id));
+            }
+            if c.image.is_empty() || c.image.len() > 512 || c.image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                return invalid(format!("image of container {} in deployment {} is not an image reference", c.name, d.id));
+            }
+            if let Some(k) = c.env.keys().find(|k| !is_env_name(k)) {
+                return invalid(format!("environment variable name {k:?} in container {} is invalid", c.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 1 to 63 lower-case letters, digits and inner hyphens.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') && s.len() <= 256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn desired(id: &str, name: &str, image: &str) -> ToAgent {
+        ToAgent::DesiredState {
+            request_id: RequestId::new(),
+            deployments: vec![DesiredDeployment {
+                id: id.into(),
+                containers: vec![ContainerSpec { name: name.into(), image: image.into(), env: BTreeMap::new(), command: vec![] }],
+            }],
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let m = desired("pr-42", "api", "127.0.0.1:5050/shop/api:1.2");
+        assert_eq!(decode_to_agent(encode(&m).as_bytes()), Ok(m));
+    }
+
+    #[test]
+    fn frames_are_refused_whole_when_a_field_is_unsafe() {
+        for (id, name, image) in [("PR 42", "api", "x"), ("pr", "../etc", "x"), ("pr", "api", "a b"), ("pr", "api", "")] {
+            let frame = encode(&desired(id, name, image));
+            assert!(matches!(decode_to_agent(frame.as_bytes()), Err(FrameError::Invalid(_))), "{frame}");
+        }
+        let twice = ToAgent::DesiredState {
+            request_id: RequestId::new(),
+            deployments: vec![DesiredDeployment { id: "a".into(), containers: vec![] }; 2],
+        };
+        assert!(decode_to_agent(encode(&twice).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_parsing() {
+        let frame = vec![b' '; MAX_FRAME_BYTES + 1];
+        assert_eq!(decode_to_agent(&frame), Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1)));
+        assert_eq!(decode_from_agent(&frame), Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1)));
+    }
+
+    #[test]
+    fn messages_of_another_shape_are_malformed() {
+        for frame in [&b"{\"type\":\"launch_missiles\"}"[..], b"null", b"\xff\xfe", b"{\"type\":\"desired_state\"}"] {
+            assert!(matches!(decode_to_agent(frame), Err(FrameError::Malformed(_))));
+            assert!(matches!(decode_from_agent(frame), Err(FrameError::Malformed(_))));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes at all: decoding returns, never panics, and what it accepts is valid.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(ToAgent::DesiredState { deployments, .. }) = decode_to_agent(&bytes) {
+                prop_assert!(validate_desired(&deployments).is_ok());
+            }
+            let _ = decode_from_agent(&bytes);
+        }
+
+        /// Valid messages with one byte changed: still no panic, and never a message that
+        /// breaks the rules.
+        #[test]
+        fn mutated_messages_never_panic(id in "[a-z][a-z0-9-]{0,20}", at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut frame = encode(&desired(&id, "web", "registry.local/web:1")).into_bytes();
+            let i = at.index(frame.len());
+            frame[i] = byte;
+            if let Ok(ToAgent::DesiredState { deployments, .. }) = decode_to_agent(&frame) {
+                prop_assert!(validate_desired(&deployments).is_ok());
+            }
+        }
+    }
+}
