@@ -15,6 +15,9 @@ psql "$NULLOPS_TEST_DATABASE_URL" -qAtc \
   psql "$NULLOPS_TEST_DATABASE_URL" -q >/dev/null
 
 cargo build --bins --tests --workspace
+# The agent image and the image agents run in the node tests, from this build.
+bash infra/agent-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
+bash tests/fixtures/busybox-image.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -1,0 +1,245 @@
+//! The connector's dialing against a real agent over real TLS on loopback: pinning, the impostor
+//! that replays the public certificate, token and version refusals, bad frames, replacement, and
+//! reconciliation on the real Docker engine.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use nullops_agent::{Agent, AgentConfig};
+use nullops_connector::dial::{dial, AgentLink, DialError, Target};
+use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment};
+use nullops_wire::{FromAgent, NodeToken, RequestId, Thumbprint, ToAgent, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    addr: std::net::SocketAddr,
+    thumbprint: Thumbprint,
+    token: NodeToken,
+    dir: tempfile::TempDir,
+    scope: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn agent_speaking(protocol: u32) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let token = NodeToken::generate();
+    let scope = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let config = AgentConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        token: NodeToken::from_configured(token.expose()).unwrap(),
+        scope: scope.clone(),
+        protocol,
+    };
+    let agent = Agent::bind(config).await.expect("agent binds");
+    let (addr, thumbprint) = (agent.local_addr(), agent.thumbprint());
+    let stop = CancellationToken::new();
+    tokio::spawn(agent.serve(stop.clone()));
+    Running { addr, thumbprint, token, dir, scope, stop }
+}
+
+fn target(agent: &Running, pinned: Option<Thumbprint>) -> Target {
+    Target { host: agent.addr.ip().to_string(), port: agent.addr.port(), pinned, token_hash: agent.token.hash() }
+}
+
+/// The next protocol message, skipping usage reports.
+async fn next_report(link: &mut AgentLink) -> FromAgent {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), link.next()).await.expect("a frame within 30 s");
+        match frame.expect("open").expect("frame") {
+            Message::Text(t) => match decode_from_agent(t.as_bytes()).expect("valid") {
+                FromAgent::Usage(_) => continue,
+                other => return other,
+            },
+            _ => continue,
+        }
+    }
+}
+
+/// Waits for the agent to close the connection; returns the close reason.
+async fn closed(link: &mut AgentLink) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), link.next()).await.expect("closed within 10 s") {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return e.to_string(),
+            None => return String::new(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn first_contact_pins_and_the_pin_is_then_enforced() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let first = dial(&target(&agent, None)).await.expect("first contact");
+    assert_eq!(first.thumbprint, agent.thumbprint);
+    dial(&target(&agent, Some(agent.thumbprint))).await.expect("pinned");
+    let other = Thumbprint::of_certificate(b"another certificate");
+    match dial(&target(&agent, Some(other))).await {
+        Err(DialError::Mismatch { presented }) => assert_eq!(presented, agent.thumbprint),
+        other => panic!("expected a mismatch, got {:?}", other.err()),
+    }
+}
+
+/// Presents the real agent's certificate, signing the handshake with a key of its own.
+#[derive(Debug)]
+struct Impostor(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Impostor {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn an_impostor_replaying_the_public_certificate_is_refused() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let public = CertificateDer::from_pem_file(agent.dir.path().join("agent.crt")).unwrap();
+    assert_eq!(Thumbprint::of_certificate(&public), agent.thumbprint);
+    let own_key = rcgen::KeyPair::generate().unwrap();
+    let der = rustls::pki_types::PrivateKeyDer::try_from(own_key.serialize_der()).unwrap();
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![public], signer));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Impostor(certified)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor.accept(tcp).await.map(|_| ())
+    });
+    let impostor = Target { host: "127.0.0.1".into(), port: addr.port(), pinned: Some(agent.thumbprint), token_hash: agent.token.hash() };
+    match dial(&impostor).await {
+        Err(DialError::Unreachable(reason)) => assert!(reason.contains("TLS handshake failed"), "{reason}"),
+        other => panic!("the impostor must fail the handshake, got {:?}", other.as_ref().err()),
+    }
+    assert!(accepted.await.unwrap().is_err(), "the handshake did not complete on the impostor's side either");
+}
+
+#[tokio::test]
+async fn wrong_tokens_and_other_protocol_versions_are_refused() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let mut wrong = target(&agent, None);
+    wrong.token_hash = NodeToken::generate().hash();
+    assert!(matches!(dial(&wrong).await, Err(DialError::TokenRefused)));
+    let newer = agent_speaking(PROTOCOL_VERSION + 1).await;
+    match dial(&target(&newer, None)).await {
+        Err(DialError::Incompatible { agent_protocol }) => assert_eq!(agent_protocol, PROTOCOL_VERSION + 1),
+        other => panic!("expected incompatible, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_close_the_connection_and_change_nothing() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let state_file = agent.dir.path().join("state.json");
+    let bad_frames = [
+        Message::text("{\"type\":\"desired_state\",\"request_id\":\"x\"}"),
+        Message::text("not json at all"),
+        Message::binary(vec![1u8, 2, 3]),
+        Message::text(encode(&ToAgent::DesiredState {
+            request_id: RequestId::new(),
+            deployments: vec![DesiredDeployment { id: "../../etc".into(), containers: vec![] }],
+        })),
+        Message::text(" ".repeat(MAX_FRAME_BYTES + 1)),
+    ];
+    for frame in bad_frames {
+        let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+        let _ = link.send(frame).await;
+        let reason = closed(&mut link).await;
+        assert!(!reason.contains("replaced"), "closed for the frame, not replaced: {reason}");
+        assert!(!state_file.exists(), "a bad frame changed the agent's state");
+    }
+    dial(&target(&agent, None)).await.expect("the agent still serves");
+}
+
+#[tokio::test]
+async fn a_new_connection_replaces_the_old_one() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let mut old = dial(&target(&agent, None)).await.expect("first").link;
+    let _new = dial(&target(&agent, None)).await.expect("second");
+    assert_eq!(closed(&mut old).await, "replaced by a newer connection");
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn containers_of(scope: &str) -> Vec<String> {
+    let out = docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=nullops.scope={scope}")]);
+    out.lines().map(str::to_owned).collect()
+}
+
+fn running_state(report: &FromAgent) -> Vec<ContainerState> {
+    match report {
+        FromAgent::ActualState { deployments, .. } => deployments.iter().flat_map(|d| d.containers.iter().map(|c| c.state.clone())).collect(),
+        other => panic!("expected an actual state, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconnect() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    let web = ContainerSpec { name: "web".into(), image: "nullops-test/busybox:1".into(), env: Default::default(), command: vec!["sleep".into(), "3600".into()] };
+    let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web] }];
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+    let request_id = RequestId::new();
+    let send = ToAgent::DesiredState { request_id, deployments: desired.clone() };
+    link.send(Message::text(encode(&send))).await.unwrap();
+    let report = next_report(&mut link).await;
+    assert_eq!(running_state(&report), vec![ContainerState::Running]);
+    let first = containers_of(&agent.scope);
+    assert_eq!(first.len(), 1);
+
+    // The same request again: answered, not applied again.
+    link.send(Message::text(encode(&send))).await.unwrap();
+    assert!(matches!(next_report(&mut link).await, FromAgent::ActualState { request_id: r, .. } if r == request_id));
+    assert_eq!(containers_of(&agent.scope), first);
+    assert!(Path::new(&agent.dir.path().join("state.json")).exists());
+
+    // Lost while disconnected; the reconnect's full state brings it back.
+    drop(link);
+    docker(&["rm", "-f", &first[0]]);
+    let mut link = dial(&target(&agent, None)).await.expect("reconnects").link;
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
+    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running]);
+    let second = containers_of(&agent.scope);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+
+    // Nothing desired: what ran is removed.
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
+    assert!(running_state(&next_report(&mut link).await).is_empty());
+    assert!(containers_of(&agent.scope).is_empty());
+}
+
+/// Removes a test's containers even when it fails.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in containers_of(&self.0) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+    }
+}
