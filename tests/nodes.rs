@@ -1,0 +1,303 @@
+//! Nodes end to end: the platform's connector against real agents running as containers (the
+//! `nullops/agent` image) on a Docker network of the test's own, driven through the GraphQL API
+//! and Docker: stop and start, a network partition, a regenerated certificate, token rotation and
+//! revocation, a wrong token, another protocol version, a disabled node.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{code, Backend, Mode, Server};
+
+/// What the issue promises: OFFLINE within 5 s of a failure, ONLINE within 5 s of recovery.
+const WITHIN: Duration = Duration::from_secs(5);
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker").args(args).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+fn must(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
+}
+
+/// A Docker network of the test's own and the agents on it; removed on drop, pass or fail.
+struct Lab {
+    id: String,
+    network: String,
+    subnet: u8,
+    containers: Vec<String>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let id = uuid::Uuid::now_v7().simple().to_string()[16..].to_owned();
+        let network = format!("nullops-t{id}");
+        // A private /24 of our own; another run may hold one, so try a few.
+        for attempt in 0..20u8 {
+            let subnet = (u32::from_str_radix(&id[..4], 16).unwrap() as u8).wrapping_add(attempt.wrapping_mul(37)).max(1);
+            if docker(&["network", "create", "--subnet", &format!("10.213.{subnet}.0/24"), &network]).is_ok() {
+                return Lab { id, network, subnet, containers: vec![] };
+            }
+        }
+        panic!("no free subnet for the test network");
+    }
+
+    fn ip(&self, host: u8) -> String {
+        format!("10.213.{}.{host}", self.subnet)
+    }
+
+    fn name(&self, agent: &str) -> String {
+        format!("nullops-t{}-{agent}", self.id)
+    }
+
+    /// Starts agent `agent` at `.host` with `token` (its data in a volume of the same name).
+    fn run_agent(&mut self, agent: &str, host: u8, token: &str, extra: &[&str]) {
+        let name = self.name(agent);
+        let env = format!("NULLOPS_AGENT_TOKEN={token}");
+        let scope = format!("NULLOPS_AGENT_SCOPE=t{}-{agent}", self.id);
+        let volume = format!("{name}:/data");
+        let ip = self.ip(host);
+        let mut args = vec!["run", "-d", "--name", &name, "--network", &self.network, "--ip", &ip, "-e", &env, "-e", &scope];
+        args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", &volume, "nullops/agent:latest"]);
+        args.extend(extra);
+        must(&args);
+        if !self.containers.contains(&name) {
+            self.containers.push(name);
+        }
+    }
+
+    fn remove_agent(&self, agent: &str) {
+        must(&["rm", "-f", &self.name(agent)]);
+    }
+
+    fn logs(&self, agent: &str) -> String {
+        let out = Command::new("docker").args(["logs", &self.name(agent)]).output().expect("docker logs");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn scope(&self, agent: &str) -> String {
+        format!("t{}-{agent}", self.id)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in &self.containers {
+            let _ = docker(&["rm", "-f", name]);
+            let _ = docker(&["volume", "rm", "-f", name]);
+            if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=nullops.scope=t{}-{}", self.id, name.rsplit('-').next().unwrap_or_default())]) {
+                for id in ids.lines() {
+                    let _ = docker(&["rm", "-f", id]);
+                }
+            }
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+const NODE: &str = "query($id: ID!) { node(id: $id) { status statusDetail thumbprint pendingThumbprint agentVersion usage { cpuCores memoryTotalBytes memoryUsedBytes } } }";
+const ADD: &str = "mutation($h: String!) { addNode(environment: \"staging\", host: $h) { node { id status } token runCommand } }";
+
+async fn node(server: &Server, admin: &str, id: &str) -> Value {
+    server.ok(Some(admin), NODE, json!({ "id": id })).await["node"].clone()
+}
+
+/// Waits until node `id` shows `status`; fails after `within`. Returns how long it took.
+async fn reaches(server: &Server, admin: &str, id: &str, status: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let n = node(server, admin, id).await;
+        if n["status"] == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "node did not become {status} within {within:?}; it is {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn add_node(server: &Server, admin: &str, host: &str) -> (String, String) {
+    let added = server.ok(Some(admin), ADD, json!({ "h": host })).await["addNode"].clone();
+    let token = added["token"].as_str().unwrap().to_owned();
+    let command = added["runCommand"].as_str().unwrap();
+    assert!(command.contains(&token) && command.contains("nullops/agent:") && command.contains("/var/run/docker.sock"), "{command}");
+    (added["node"]["id"].as_str().unwrap().to_owned(), token)
+}
+
+async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    server.ok(Some(&admin), "mutation { createEnvironment(input: {name: \"staging\", baseDomain: \"qa.example.com\"}) { name } }", json!({})).await;
+    let mut lab = Lab::new();
+
+    // Registered, then started: ONLINE, pinned, reporting usage, and a container of its scope
+    // that nothing asks for is removed (the empty desired state is applied).
+    let (id, token) = add_node(&server, &admin, &lab.ip(10)).await;
+    assert_eq!(node(&server, &admin, &id).await["status"], "PENDING");
+    let stray = must(&["run", "-d", "--label", &format!("nullops.scope={}", lab.scope("a")), "--label", "nullops.deployment=ghost",
+        "--label", "nullops.container=web", "nullops-test/busybox:1", "sleep", "3600"]);
+    lab.run_agent("a", 10, &token, &[]);
+    reaches(&server, &admin, &id, "ONLINE", Duration::from_secs(20)).await;
+    let n = node(&server, &admin, &id).await;
+    let logged = lab.logs("a");
+    let thumbprint = n["thumbprint"].as_str().expect("pinned").to_owned();
+    assert!(logged.contains(&thumbprint), "the agent logs the thumbprint the control plane pinned");
+    assert!(!logged.contains(&token), "the token never reaches the agent's log");
+    support::eventually(Duration::from_secs(10), "the stray container is removed", || async { docker(&["inspect", &stray]).is_err() }).await;
+    support::eventually(Duration::from_secs(15), "usage reported", || async {
+        node(&server, &admin, &id).await["usage"]["memoryTotalBytes"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+
+    // The agent stops: OFFLINE within 5 s; it starts again: ONLINE within 5 s.
+    let name = lab.name("a");
+    must(&["kill", &name]);
+    let offline = reaches(&server, &admin, &id, "OFFLINE", WITHIN).await;
+    must(&["start", &name]);
+    let online = reaches(&server, &admin, &id, "ONLINE", WITHIN).await;
+    println!("agent killed: OFFLINE after {offline:?}; restarted: ONLINE after {online:?}");
+
+    // A partition: the network is cut, then restored.
+    must(&["network", "disconnect", &lab.network, &name]);
+    let offline = reaches(&server, &admin, &id, "OFFLINE", WITHIN).await;
+    must(&["network", "connect", "--ip", &lab.ip(10), &lab.network, &name]);
+    let online = reaches(&server, &admin, &id, "ONLINE", WITHIN).await;
+    println!("partition: OFFLINE after {offline:?}; healed: ONLINE after {online:?}");
+
+    // A new certificate (the agent's data lost): UNTRUSTED, nothing sent, until an admin approves
+    // exactly the thumbprint presented.
+    lab.remove_agent("a");
+    must(&["run", "--rm", "-v", &format!("{name}:/data"), "--entrypoint", "/bin/busybox", "nullops-test/busybox:1", "rm", "/data/agent.crt", "/data/agent.key"]);
+    lab.run_agent("a", 10, &token, &[]);
+    reaches(&server, &admin, &id, "UNTRUSTED", Duration::from_secs(20)).await;
+    let pending = node(&server, &admin, &id).await["pendingThumbprint"].as_str().expect("pending").to_owned();
+    assert_ne!(pending, thumbprint);
+    assert!(!lab.logs("a").contains("control plane connected"), "an untrusted agent is sent nothing");
+    let approve = "mutation($id: ID!, $t: String!) { approveNodeThumbprint(id: $id, thumbprint: $t) { status } }";
+    let wrong = server.gql(Some(&admin), approve, json!({ "id": id, "t": thumbprint })).await;
+    assert_eq!(code(&wrong), "CONFLICT", "{wrong}");
+    server.ok(Some(&admin), approve, json!({ "id": id, "t": pending })).await;
+    reaches(&server, &admin, &id, "ONLINE", WITHIN).await;
+
+    // Rotation: the live connection is closed at once and the old token no longer works.
+    let rotated = server.ok(Some(&admin), "mutation($id: ID!) { rotateNodeToken(id: $id) { token } }", json!({ "id": id })).await;
+    let new_token = rotated["rotateNodeToken"]["token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, token);
+    reaches(&server, &admin, &id, "TOKEN_REFUSED", WITHIN).await;
+    lab.remove_agent("a");
+    lab.run_agent("a", 10, &new_token, &[]);
+    reaches(&server, &admin, &id, "ONLINE", Duration::from_secs(20)).await;
+
+    // Revocation disconnects at once.
+    let before = lab.logs("a").matches("control plane connection closed").count();
+    let revoked = server.ok(Some(&admin), "mutation($id: ID!) { revokeNodeToken(id: $id) { status } }", json!({ "id": id })).await;
+    assert_eq!(revoked["revokeNodeToken"]["status"], "REVOKED");
+    support::eventually(WITHIN, "the agent sees the connection closed", || async {
+        lab.logs("a").matches("control plane connection closed").count() > before
+    })
+    .await;
+
+    // Disabled nodes are not dialled.
+    let rotated = server.ok(Some(&admin), "mutation($id: ID!) { rotateNodeToken(id: $id) { token } }", json!({ "id": id })).await;
+    lab.remove_agent("a");
+    lab.run_agent("a", 10, rotated["rotateNodeToken"]["token"].as_str().unwrap(), &[]);
+    reaches(&server, &admin, &id, "ONLINE", Duration::from_secs(20)).await;
+    let before = lab.logs("a").matches("control plane connection closed").count();
+    let disabled = server.ok(Some(&admin), "mutation($id: ID!) { disableNode(id: $id) { status } }", json!({ "id": id })).await;
+    assert_eq!(disabled["disableNode"]["status"], "DISABLED");
+    support::eventually(WITHIN, "the disabled node is disconnected", || async {
+        lab.logs("a").matches("control plane connection closed").count() > before
+    })
+    .await;
+    let connections = lab.logs("a").matches("control plane connected").count();
+    // Longer than the redial cap: a dialling connector would have come back by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lab.logs("a").matches("control plane connected").count(), connections, "a disabled node is not dialled");
+    server.ok(Some(&admin), "mutation($id: ID!) { enableNode(id: $id) { status } }", json!({ "id": id })).await;
+    reaches(&server, &admin, &id, "ONLINE", WITHIN).await;
+
+    // A wrong token, and an agent of another protocol version.
+    let (wrong_id, _) = add_node(&server, &admin, &lab.ip(11)).await;
+    lab.run_agent("b", 11, "nat_not-the-token", &[]);
+    reaches(&server, &admin, &wrong_id, "TOKEN_REFUSED", Duration::from_secs(20)).await;
+    let (old_id, old_token) = add_node(&server, &admin, &lab.ip(12)).await;
+    lab.run_agent("c", 12, &old_token, &["--speak-protocol", "99"]);
+    reaches(&server, &admin, &old_id, "INCOMPATIBLE", Duration::from_secs(20)).await;
+    assert!(node(&server, &admin, &old_id).await["statusDetail"].as_str().unwrap().contains("99"));
+
+    // Every transition is in the audit history.
+    let audit = server
+        .ok(Some(&admin), "query($s: String!) { auditLog(filter: { stream: $s }, page: { first: 200 }) { entries { eventType } } }", json!({ "s": format!("node-{id}") }))
+        .await;
+    let types: Vec<&str> = audit["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    for t in ["node.added", "node.thumbprint_pinned", "node.connected", "node.disconnected", "node.thumbprint_rejected", "node.thumbprint_approved", "node.token_rotated", "node.refused", "node.token_revoked", "node.disabled", "node.enabled"] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    server.stop().await;
+}
+
+/// Node administration is for admins, and bad input is refused with a stable code.
+async fn node_commands_are_checked(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    let missing = server.gql(Some(&admin), ADD, json!({ "h": "10.0.0.1" })).await;
+    assert_eq!(code(&missing), "NOT_FOUND", "no environment staging yet: {missing}");
+    server.ok(Some(&admin), "mutation { createEnvironment(input: {name: \"staging\", baseDomain: \"qa.example.com\"}) { name } }", json!({})).await;
+    for bad in ["not a host", "http://x", ""] {
+        let r = server.gql(Some(&admin), ADD, json!({ "h": bad })).await;
+        assert_eq!(code(&r), "INVALID_INPUT", "{bad}: {r}");
+    }
+    let (id, _) = add_node(&server, &admin, "10.0.0.1").await;
+    assert_eq!(code(&server.gql(Some(&admin), ADD, json!({ "h": "10.0.0.1" })).await), "CONFLICT");
+    server
+        .ok(Some(&admin), "mutation { createUser(username: \"bob\", password: \"bob-password-1\") { username } }", json!({}))
+        .await;
+    let bob = server.login("bob", "bob-password-1").await;
+    assert_eq!(code(&server.gql(Some(&bob), "mutation($id: ID!) { disableNode(id: $id) { status } }", json!({ "id": id })).await), "FORBIDDEN");
+    assert_eq!(server.ok(Some(&bob), "{ nodes { id } }", json!({})).await["nodes"], json!([]), "bob has no access to staging");
+    let bad = server.gql(Some(&admin), "mutation($id: ID!) { approveNodeThumbprint(id: $id, thumbprint: \"abc\") { status } }", json!({ "id": id })).await;
+    assert_eq!(code(&bad), "INVALID_INPUT");
+    let approve = "mutation($id: ID!, $t: String!) { approveNodeThumbprint(id: $id, thumbprint: $t) { status } }";
+    let none = server.gql(Some(&admin), approve, json!({ "id": id, "t": "ab".repeat(32) })).await;
+    assert_eq!(code(&none), "CONFLICT", "nothing is pending: {none}");
+    assert!(server.ok(Some(&admin), "mutation($id: ID!) { removeNode(id: $id) }", json!({ "id": id })).await["removeNode"].as_bool().unwrap());
+    assert_eq!(code(&server.gql(Some(&admin), NODE, json!({ "id": id })).await), "NOT_FOUND");
+    server.stop().await;
+}
+
+/// `nullops up` registers and trusts its own agent, which comes ONLINE by itself.
+async fn the_embedded_platform_runs_a_local_agent(_mode: Mode) {
+    let backend = Backend::new(Mode::Embedded).await;
+    let server = Server::start_with(&backend, &[("NULLOPS_NO_LOCAL_AGENT", "false")]).await;
+    let admin = server.admin().await;
+    support::eventually(Duration::from_secs(20), "the local node is online", || async {
+        let n = server.ok(Some(&admin), "{ nodes(environment: \"local\") { status thumbprint } }", json!({})).await;
+        n["nodes"][0]["status"] == "ONLINE" && n["nodes"][0]["thumbprint"].is_string()
+    })
+    .await;
+    server.stop().await;
+    // After a restart (a new port) it is the same node, online again.
+    let server = Server::start_with(&backend, &[("NULLOPS_NO_LOCAL_AGENT", "false")]).await;
+    let admin = server.admin().await;
+    support::eventually(Duration::from_secs(20), "the local node is online again", || async {
+        let n = server.ok(Some(&admin), "{ nodes { status } }", json!({})).await;
+        n["nodes"].as_array().unwrap().len() == 1 && n["nodes"][0]["status"] == "ONLINE"
+    })
+    .await;
+    server.stop().await;
+}
+
+in_both_modes!(nodes_connect_fail_over_and_are_trusted_only_as_pinned, node_commands_are_checked);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_platform_runs_a_local_agent_test() {
+    the_embedded_platform_runs_a_local_agent(Mode::Embedded).await
+}
