@@ -2,6 +2,7 @@
 //! runs the same components on PostgreSQL and NATS JetStream.
 
 mod bench;
+mod bench_nodes;
 mod local_agent;
 mod platform;
 
@@ -170,6 +171,31 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         commands: usize,
     },
+    /// One connector holding many agent connections: memory per connection and heartbeat CPU,
+    /// against bare connections with a ping loop.
+    Nodes {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Seconds of heartbeats measured.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Light fake agents for `bench nodes` (prints their ports).
+    #[command(hide = true)]
+    FakeAgents {
+        #[arg(long)]
+        count: usize,
+    },
+    /// One side of `bench nodes`.
+    #[command(hide = true)]
+    NodeProbe {
+        #[arg(long)]
+        kind: String,
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
+        #[arg(long)]
+        seconds: u64,
+    },
     /// Catalog command latency as the catalog grows, against an identity command.
     Catalog {
         #[arg(long, env = "NULLOPS_DATABASE_URL")]
@@ -226,6 +252,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Events { database_url, seconds, commands } } => {
             bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
         }
+        Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
+        Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
+        Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
             bench::catalog(&database_url, &sizes, commands).await.context("benchmark failed")
         }

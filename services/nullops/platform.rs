@@ -38,6 +38,16 @@ pub struct Backends {
 }
 
 impl Backends {
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        self.store.clone()
+    }
+    pub fn bus(&self) -> Arc<dyn Bus> {
+        self.bus.clone()
+    }
+    pub fn read_models(&self) -> ReadModelDb {
+        self.read_models.clone()
+    }
+
     /// SQLite files and an in-process bus under `data_dir`.
     pub async fn embedded(data_dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -293,7 +303,7 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
 
 /// Deployments are not modelled yet, so no node is assigned any: every agent is told to run
 /// nothing of ours, and removes what it ran. Deployments replace this source.
-struct NoDeploymentsYet;
+pub struct NoDeploymentsYet;
 
 impl nullops_connector::DesiredStates for NoDeploymentsYet {
     fn for_node(&self, _node: uuid::Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<nullops_wire::message::DesiredDeployment>, String>> + Send + '_>> {
