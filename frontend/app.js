@@ -1,5 +1,6 @@
 import { gql, subscribe } from './graphql-client.js';
 import { loadProjects, loadServices, loadTeams } from './catalog.js';
+import { loadNodes } from './nodes.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, text) => { const e = document.createElement(tag); e.textContent = text ?? ''; return e; };
@@ -47,6 +48,9 @@ function showApp(me) {
     $('admin').hidden = false;
     loadUsers();
     loadTeams();
+    loadNodes().catch((e) => console.error(e));
+    // Usage changes without events: refresh it now and then; status changes arrive as events.
+    setInterval(() => loadNodes().catch(() => {}), 5000);
     loadAudit();
   }
 }
@@ -124,6 +128,7 @@ async function loadAudit() {
   body.replaceChildren(...auditLog.entries.map(auditRow));
   subscribe(`subscription { auditEvents { ${fields} } }`, {}, (d) => {
     body.prepend(auditRow(d.auditEvents));
+    if (d.auditEvents.eventType.startsWith('node.')) loadNodes().catch(() => {});
     while (body.children.length > 200) body.lastChild.remove();
   }, (e) => console.warn('audit feed', e.message));
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full benchmarks on a release build: append throughput with 1 and 16 writers as a ratio to
 # pgbench's single-row inserts on the same database, command-to-projection latency over NATS, and
-# catalog command latency as the catalog grows, as a ratio to an identity command's.
+# catalog command latency as the catalog grows, as a ratio to an identity command's; and one
+# connector holding 1,000 agent connections, as a ratio to bare connections with a ping loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
@@ -14,3 +15,4 @@ psql "$admin" -qc "CREATE DATABASE ${db}_catalog"
 trap 'psql "$admin" -qc "DROP DATABASE $db"; psql "$admin" -qc "DROP DATABASE ${db}_catalog"' EXIT
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
 NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 1000 --seconds 10

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of NullOps: installs and starts what they need (infra/setup.sh), then the Rust
 # suites (unit, conformance on both stores, the binary end to end in both modes), the third-party
-# GraphQL client tests, and a short run of the event benchmark so it cannot rot.
+# GraphQL client tests, and short runs of the benchmarks so they cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,3 +36,4 @@ NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/n
 NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/nullops bench catalog \
   --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10,300 --commands 30
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench nodes --agents 100 --seconds 2

@@ -268,8 +268,11 @@ async fn node_commands_are_checked(mode: Mode) {
     let approve = "mutation($id: ID!, $t: String!) { approveNodeThumbprint(id: $id, thumbprint: $t) { status } }";
     let none = server.gql(Some(&admin), approve, json!({ "id": id, "t": "ab".repeat(32) })).await;
     assert_eq!(code(&none), "CONFLICT", "nothing is pending: {none}");
+    let delete_environment = "mutation { deleteEnvironment(name: \"staging\") }";
+    assert_eq!(code(&server.gql(Some(&admin), delete_environment, json!({})).await), "CONFLICT", "staging has a node");
     assert!(server.ok(Some(&admin), "mutation($id: ID!) { removeNode(id: $id) }", json!({ "id": id })).await["removeNode"].as_bool().unwrap());
     assert_eq!(code(&server.gql(Some(&admin), NODE, json!({ "id": id })).await), "NOT_FOUND");
+    server.ok(Some(&admin), delete_environment, json!({})).await;
     server.stop().await;
 }
 

@@ -21,6 +21,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", asset!("index.html", "text/html; charset=utf-8"))
         .route("/app.js", asset!("app.js", "text/javascript; charset=utf-8"))
         .route("/catalog.js", asset!("catalog.js", "text/javascript; charset=utf-8"))
+        .route("/nodes.js", asset!("nodes.js", "text/javascript; charset=utf-8"))
         .route("/graphql-client.js", asset!("graphql-client.js", "text/javascript; charset=utf-8"))
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
 }

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-BIN = os.environ.get("NULLOPS_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "nullops"))
+BIN = os.environ.get("NULLOPS_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "x86_64-unknown-linux-gnu", "debug", "nullops"))
 ADMIN_PASSWORD = "python-admin-password"
 PG_ADMIN = os.environ.get("NULLOPS_TEST_DATABASE_URL", "postgres://nullops:nullops@127.0.0.1:5432/nullops")
 

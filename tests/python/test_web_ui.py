@@ -11,12 +11,13 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 import requests
 from websockets.sync.client import connect
 
-from conftest import ADMIN_PASSWORD
+from conftest import ADMIN_PASSWORD, BIN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -179,3 +180,43 @@ def test_a_team_member_sees_versions_and_sets_a_secret_that_never_shows(server, 
     browser.wait_for(f"{row} && {row}.querySelector('.secret-names').textContent === 'DB_PASSWORD'", "the secret listed")
     assert "ui-secret-value-42" not in browser.js("document.documentElement.outerHTML")
     assert browser.js(f"{row}.querySelector('.secret-form').elements.value.value") == ""
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_admin_adds_a_node_and_watches_it_come_online(server, browser):
+    token = graphql(server, 'mutation { login(username: "admin", password: "%s") { token } }' % ADMIN_PASSWORD)["login"]["token"]
+    graphql(server, 'mutation { createEnvironment(input: {name: "staging", baseDomain: "qa.example.com"}) { name } }', token=token)
+    browser.call("Page.navigate", url=f"http://{server}/")
+    browser.wait_for(visible("login-view"), "the sign-in form")
+    browser.fill_and_submit("login-form", username="admin", password=ADMIN_PASSWORD)
+    browser.wait_for(visible("admin"), "the admin view")
+
+    # The token and the agent's run command are shown once, in the page.
+    port = free_port()
+    browser.fill_and_submit("node-form", environment="staging", host="127.0.0.1", port=str(port))
+    browser.wait_for(visible("node-credentials"), "the new node's token")
+    shown = browser.js("document.getElementById('node-credentials').textContent")
+    node_token = browser.js("document.querySelector('#node-credentials code').textContent")
+    assert node_token.startswith("nat_") and "docker run" in shown and f"-p {port}:5000" in shown
+    row = "[...document.querySelectorAll('#node-list tr')].find(r => r.cells[1].textContent === %s)" % json.dumps(f"127.0.0.1:{port}")
+    browser.wait_for(f"{row}.cells[2].textContent === 'PENDING' || {row}.cells[2].textContent === 'OFFLINE'", "the node listed, not yet online")
+
+    # An agent started with that token: the row turns ONLINE by itself.
+    data_dir = tempfile.mkdtemp(prefix="nullops-py-agent-")
+    env = {**os.environ, "NULLOPS_AGENT_TOKEN": node_token, "NULLOPS_AGENT_SCOPE": "py" + uuid.uuid4().hex[:12], "NULLOPS_LOG": "warn"}
+    agent = subprocess.Popen([BIN, "agent", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
+                             env=env, stdout=subprocess.DEVNULL)
+    try:
+        browser.wait_for(f"{row}.cells[2].textContent === 'ONLINE'", "the node online, live", timeout=20)
+        browser.js(f"[...{row}.querySelectorAll('button')].find(b => b.textContent === 'Disable').click(); true")
+        browser.wait_for(f"{row}.cells[2].textContent === 'DISABLED'", "the node disabled")
+    finally:
+        agent.terminate()
+        agent.wait(timeout=20)
+        shutil.rmtree(data_dir, ignore_errors=True)

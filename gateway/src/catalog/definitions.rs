@@ -187,8 +187,15 @@ impl DefinitionMutation {
         define::<EnvironmentDefinition, _>(ctx, kind::ENVIRONMENT, definition.name.clone(), CatalogAction::UpdateEnvironment(definition)).await
     }
 
-    /// Removes an environment no project deploys to (admins).
+    /// Removes an environment no project deploys to and no node belongs to (admins).
     async fn delete_environment(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
+        // Nodes live in streams of their own, so the catalog cannot see them: checked here, from
+        // the read model (a node added in the same instant can slip through; removeNode remains).
+        let nodes = nullops_projections::nodes::nodes(&app(ctx).read_models, Some(&name)).await?;
+        if !nodes.is_empty() {
+            let endpoints: Vec<String> = nodes.iter().map(|n| format!("{}:{}", n.host, n.port)).collect();
+            return Err(ApiError::Conflict(format!("environment {name} has nodes ({}); remove them first", endpoints.join(", "))));
+        }
         change_catalog(ctx, CatalogAction::RemoveEnvironment { name }).await?;
         Ok(true)
     }

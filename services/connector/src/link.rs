@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use nullops_domain::node::{Node, NodeAction, NodeCommand, CertThumbprint};
@@ -25,8 +25,9 @@ use uuid::Uuid;
 use crate::dial::{dial, AgentLink, DialError, Target};
 use crate::{Backoff, Connector};
 
-/// A ping every second; three seconds of silence means the peer or the path is gone, which
-/// keeps "OFFLINE within 5 s" with room for scheduling.
+/// A ping every second; three seconds without any frame means the peer or the path is gone, so
+/// a dead link is declared 3 s after its last frame: "OFFLINE within 5 s" with room for a loaded
+/// machine.
 const PING_EVERY: Duration = Duration::from_secs(1);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Redials start fast and are capped at 2 s, so a node that comes back is ONLINE within
@@ -162,23 +163,23 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, cancel
     }
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    // One deadline, pushed back by every frame: no periodic wakeups to look for silence.
+    let silence = tokio::time::sleep(HEARTBEAT_TIMEOUT);
+    tokio::pin!(silence);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 close(link, "closed by the control plane").await;
                 return "closed by the control plane".into();
             }
+            () = &mut silence => return format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs()),
             _ = ping.tick() => {
-                if last_heard.elapsed() > HEARTBEAT_TIMEOUT {
-                    return format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs());
-                }
                 if let Err(e) = send_message(&mut link, Message::Ping(Default::default())).await {
                     return e;
                 }
             }
             frame = link.next() => {
-                last_heard = Instant::now();
+                silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
                 let text = match frame {
                     None => return "the agent closed the connection".into(),
                     Some(Err(e)) => return format!("connection lost: {e}"),

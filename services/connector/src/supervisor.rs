@@ -53,6 +53,8 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
         }
     };
     let mut links: HashMap<Uuid, Running> = HashMap::new();
+    // The read model's `changed_at` of each node when last refreshed.
+    let mut seen: HashMap<Uuid, i64> = HashMap::new();
     let mut resync = tokio::time::interval(RESYNC_EVERY);
     loop {
         tokio::select! {
@@ -62,7 +64,7 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                     tracing::warn!("the connector lost its lease; stopping its links");
                     break;
                 }
-                resync_all(connector, &mut links).await;
+                resync_all(connector, &mut links, &mut seen).await;
             }
             delivery = bus.next() => match delivery {
                 Some(Delivery::Event(message)) => {
@@ -70,10 +72,14 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                     if stream.kind() == Node::KIND {
                         if let Ok(node_id) = stream.key().parse() {
                             refresh(connector, &mut links, node_id).await;
+                            seen.remove(&node_id);
                         }
                     }
                 }
-                Some(Delivery::Gap) => resync_all(connector, &mut links).await,
+                Some(Delivery::Gap) => {
+                    seen.clear();
+                    resync_all(connector, &mut links, &mut seen).await;
+                }
                 None => {
                     tracing::warn!("the bus subscription ended; following the read model only");
                     bus = Box::pin(futures::stream::pending());
@@ -89,18 +95,29 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
     }
 }
 
-async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>) {
-    let known = match nullops_projections::nodes::nodes(&connector.read_models, None).await {
-        Ok(rows) => rows.into_iter().map(|r| r.node_id).collect::<Vec<_>>(),
+/// Refreshes every node whose read model row changed since it was last looked at, and every
+/// link whose node is gone: a bus message that was missed is caught here, while a steady fleet
+/// costs one query.
+async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, seen: &mut HashMap<Uuid, i64>) {
+    let rows = match nullops_projections::nodes::nodes(&connector.read_models, None).await {
+        Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list nodes");
             return;
         }
     };
-    let running: Vec<Uuid> = links.keys().copied().collect();
-    for node_id in known.into_iter().chain(running) {
+    let listed: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.node_id).collect();
+    for row in rows {
+        if seen.get(&row.node_id) != Some(&row.changed_at) {
+            refresh(connector, links, row.node_id).await;
+            seen.insert(row.node_id, row.changed_at);
+        }
+    }
+    let gone: Vec<Uuid> = links.keys().filter(|id| !listed.contains(id)).copied().collect();
+    for node_id in gone {
         refresh(connector, links, node_id).await;
     }
+    seen.retain(|id, _| listed.contains(id));
 }
 
 /// Starts, restarts or stops the link of `node_id` to match the log.
