@@ -147,7 +147,7 @@ async fn fake_agent_session(tcp: tokio::net::TcpStream, acceptor: &tokio_rustls:
         }
     };
     let mut ws = tokio_tungstenite::accept_hdr_async_with_config(tls, check, Some(nullops_wire::websocket_config())).await?;
-    let hello = FromAgent::Hello { agent_version: "fake".into(), node: NodeFacts { hostname: "fake".into(), docker_version: String::new() } };
+    let hello = FromAgent::Hello { agent_version: "fake".into(), protocol: nullops_wire::PROTOCOL_VERSION, node: NodeFacts { hostname: "fake".into(), docker_version: String::new() } };
     ws.send(Message::text(encode(&hello))).await?;
     while let Some(frame) = ws.next().await {
         if let Message::Text(text) = frame? {

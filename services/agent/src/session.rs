@@ -67,6 +67,7 @@ impl std::fmt::Display for End {
 async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationToken) -> End {
     let hello = FromAgent::Hello {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol: shared.protocol,
         node: NodeFacts { hostname: shared.hostname.clone(), docker_version: shared.docker_version.clone() },
     };
     if let Err(e) = send(ws, &hello).await {

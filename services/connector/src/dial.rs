@@ -113,7 +113,8 @@ async fn handshake(tcp: TcpStream, target: &Target) -> Result<Connected, DialErr
     };
     match link.next().await {
         Some(Ok(Message::Text(text))) => match decode_from_agent(text.as_bytes()) {
-            Ok(FromAgent::Hello { agent_version, node }) => Ok(Connected { link, thumbprint, agent_version, node }),
+            Ok(FromAgent::Hello { protocol, .. }) if protocol != PROTOCOL_VERSION => Err(DialError::Incompatible { agent_protocol: protocol }),
+            Ok(FromAgent::Hello { agent_version, node, .. }) => Ok(Connected { link, thumbprint, agent_version, node }),
             Ok(_) => Err(DialError::Protocol("the agent's first frame is not a hello".into())),
             Err(e) => Err(DialError::Protocol(e.to_string())),
         },

@@ -40,8 +40,9 @@ pub enum ToAgent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromAgent {
-    /// The first frame of every connection.
-    Hello { agent_version: String, node: NodeFacts },
+    /// The first frame of every connection; `protocol` lets the control plane refuse a mismatch
+    /// too (the agent already refused one at the upgrade).
+    Hello { agent_version: String, protocol: u32, node: NodeFacts },
     /// What the agent runs after applying request `request_id`.
     ActualState { request_id: RequestId, deployments: Vec<ActualDeployment> },
     /// Resource use, every few seconds.
@@ -128,7 +129,7 @@ pub fn decode_to_agent(frame: &[u8]) -> Result<ToAgent, FrameError> {
 pub fn decode_from_agent(frame: &[u8]) -> Result<FromAgent, FrameError> {
     let message: FromAgent = decode(frame)?;
     let bounded = match &message {
-        FromAgent::Hello { agent_version, node } => agent_version.len() <= 64 && node.hostname.len() <= 255 && node.docker_version.len() <= 64,
+        FromAgent::Hello { agent_version, node, .. } => agent_version.len() <= 64 && node.hostname.len() <= 255 && node.docker_version.len() <= 64,
         FromAgent::ActualState { deployments, .. } => deployments.len() <= MAX_DEPLOYMENTS && deployments.iter().all(|d| d.containers.len() <= MAX_CONTAINERS),
         FromAgent::Usage(u) => u.containers.len() <= MAX_DEPLOYMENTS * 4,
     };
