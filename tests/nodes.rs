@@ -132,7 +132,8 @@ async fn add_node(server: &Server, admin: &str, host: &str) -> (String, String) 
 
 async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     let backend = Backend::new(mode).await;
-    let server = Server::start(&backend).await;
+    // Verbose, so that the check that no token is logged means something.
+    let server = Server::start_with(&backend, &[("NULLOPS_LOG", "info,nullops_connector=debug,nullops_gateway=debug")]).await;
     let admin = server.admin().await;
     server.ok(Some(&admin), "mutation { createEnvironment(input: {name: \"staging\", baseDomain: \"qa.example.com\"}) { name } }", json!({})).await;
     let mut lab = Lab::new();
@@ -237,6 +238,8 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
         .ok(Some(&admin), "query($s: String!) { auditLog(filter: { stream: $s }, page: { first: 200 }) { entries { eventType } } }", json!({ "s": format!("node-{id}") }))
         .await;
     let types: Vec<&str> = audit["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    let logged = server.output.lock().unwrap().join("\n");
+    assert!(!logged.contains(&token) && !logged.contains(&new_token), "no node token in the control plane's log");
     for t in ["node.added", "node.thumbprint_pinned", "node.connected", "node.disconnected", "node.thumbprint_rejected", "node.thumbprint_approved", "node.token_rotated", "node.refused", "node.token_revoked", "node.disabled", "node.enabled"] {
         assert!(types.contains(&t), "{t} missing from {types:?}");
     }
