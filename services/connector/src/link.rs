@@ -79,7 +79,9 @@ async fn run(connector: Connector, node_id: Uuid, token_hash: TokenHash, cancel:
         };
         let dialled = tokio::select! {
             _ = cancel.cancelled() => return,
-            d = dial(&target) => d,
+            // Boxed: a dial's state is large and short-lived; inline, every idle link would
+            // carry its space for as long as it lives.
+            d = Box::pin(dial(&target)) => d,
         };
         match dialled {
             Ok(connected) => {
