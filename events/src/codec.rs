@@ -6,7 +6,9 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::capacity::*;
 use crate::catalog::*;
+use crate::deployment::*;
 use crate::identity::*;
 use crate::node::*;
 use crate::DomainEvent;
@@ -70,6 +72,18 @@ pub mod types {
     pub const NODE_CONNECTED: (&str, u16) = ("node.connected", 1);
     pub const NODE_DISCONNECTED: (&str, u16) = ("node.disconnected", 1);
     pub const NODE_REFUSED: (&str, u16) = ("node.refused", 1);
+    pub const CAPACITY_RESERVED: (&str, u16) = ("capacity.reserved", 1);
+    pub const CAPACITY_RELEASED: (&str, u16) = ("capacity.released", 1);
+    pub const DEPLOYMENT_REQUESTED: (&str, u16) = ("deployment.requested", 1);
+    pub const DEPLOYMENT_SCHEDULED: (&str, u16) = ("deployment.scheduled", 1);
+    pub const DEPLOYMENT_RUN_STARTED: (&str, u16) = ("deployment.run_started", 1);
+    pub const DEPLOYMENT_STEP_CHANGED: (&str, u16) = ("deployment.step_changed", 1);
+    pub const DEPLOYMENT_HEALTH_CHANGED: (&str, u16) = ("deployment.health_changed", 1);
+    pub const DEPLOYMENT_RUNNING: (&str, u16) = ("deployment.running", 1);
+    pub const DEPLOYMENT_FAILED: (&str, u16) = ("deployment.failed", 1);
+    pub const DEPLOYMENT_DELETION_REQUESTED: (&str, u16) = ("deployment.deletion_requested", 1);
+    pub const DEPLOYMENT_REMOVED: (&str, u16) = ("deployment.removed", 1);
+    pub const DEPLOYMENT_EXTENDED: (&str, u16) = ("deployment.extended", 1);
     pub const SECRET_DELETED: (&str, u16) = ("secret.deleted", 1);
 }
 
@@ -163,6 +177,18 @@ current_events! {
     Node(NodeEvent::Connected) => NODE_CONNECTED,
     Node(NodeEvent::Disconnected) => NODE_DISCONNECTED,
     Node(NodeEvent::Refused) => NODE_REFUSED,
+    Capacity(CapacityEvent::Reserved) => CAPACITY_RESERVED,
+    Capacity(CapacityEvent::Released) => CAPACITY_RELEASED,
+    Deployment(DeploymentEvent::Requested) => DEPLOYMENT_REQUESTED,
+    Deployment(DeploymentEvent::Scheduled) => DEPLOYMENT_SCHEDULED,
+    Deployment(DeploymentEvent::RunStarted) => DEPLOYMENT_RUN_STARTED,
+    Deployment(DeploymentEvent::StepChanged) => DEPLOYMENT_STEP_CHANGED,
+    Deployment(DeploymentEvent::HealthChanged) => DEPLOYMENT_HEALTH_CHANGED,
+    Deployment(DeploymentEvent::Running) => DEPLOYMENT_RUNNING,
+    Deployment(DeploymentEvent::Failed) => DEPLOYMENT_FAILED,
+    Deployment(DeploymentEvent::DeletionRequested) => DEPLOYMENT_DELETION_REQUESTED,
+    Deployment(DeploymentEvent::Removed) => DEPLOYMENT_REMOVED,
+    Deployment(DeploymentEvent::Extended) => DEPLOYMENT_EXTENDED,
 }
 
 /// Decodes a whole payload: trailing bytes mean the type or version is wrong, so they are an error.
@@ -258,6 +284,24 @@ mod tests {
             .into(),
             NodeEvent::Refused(NodeRefused { refusal: Refusal::Incompatible { agent_protocol: 2 } }).into(),
             NodeEvent::ThumbprintRejected(Thumbprint { thumbprint: "ab".repeat(32) }).into(),
+            CapacityEvent::Reserved(CapacityReserved { deployment_id: Uuid::nil(), cpu_millis: 500, memory_mib: 256 }).into(),
+            DeploymentEvent::Requested(DeploymentRequested {
+                deployment_id: Uuid::nil(),
+                project_id: Uuid::nil(),
+                project: "shop".into(),
+                environment: "staging".into(),
+                name: "pr-1".into(),
+                versions: vec![ChosenVersion { service: "api".into(), image: "shop/api".into(), tag: "v1".into() }],
+                pipeline_version: 2,
+                cpu_millis: 500,
+                memory_mib: 256,
+                lifetime_secs: 3600,
+                expires_at: 5,
+            })
+            .into(),
+            DeploymentEvent::StepChanged(StepChanged { step: "db".into(), state: StepState::RolledBack, detail: "removed".into() }).into(),
+            DeploymentEvent::Failed(DeploymentFailed { step: None, reason: "oom".into(), exit_code: Some(137), oom_killed: true }).into(),
+            DeploymentEvent::DeletionRequested(DeletionRequested { reason: DeletionReason::Expired }).into(),
         ];
         for event in events {
             let (name, version, bytes) = encode(&event);

@@ -6,8 +6,10 @@
 //! Each event struct is encoded on its own (never the enum that groups them), so the order of enum
 //! variants never affects stored bytes.
 
+pub mod capacity;
 pub mod catalog;
 pub mod codec;
+pub mod deployment;
 pub mod envelope;
 pub mod identity;
 pub mod node;
@@ -28,6 +30,8 @@ pub enum DomainEvent {
     Pipeline(catalog::PipelineEvent),
     Secret(catalog::SecretEvent),
     Node(node::NodeEvent),
+    Capacity(capacity::CapacityEvent),
+    Deployment(deployment::DeploymentEvent),
 }
 
 impl From<identity::UserEvent> for DomainEvent {
@@ -63,5 +67,15 @@ impl From<catalog::SecretEvent> for DomainEvent {
 impl From<node::NodeEvent> for DomainEvent {
     fn from(e: node::NodeEvent) -> Self {
         DomainEvent::Node(e)
+    }
+}
+impl From<capacity::CapacityEvent> for DomainEvent {
+    fn from(e: capacity::CapacityEvent) -> Self {
+        DomainEvent::Capacity(e)
+    }
+}
+impl From<deployment::DeploymentEvent> for DomainEvent {
+    fn from(e: deployment::DeploymentEvent) -> Self {
+        DomainEvent::Deployment(e)
     }
 }

@@ -16,6 +16,8 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     InvalidInput(String),
+    /// No node has room; the message gives the figures asked and the best free.
+    ResourcesExhausted(String),
     RateLimited { retry_after_secs: u64 },
     /// The change is stored but a read model had not caught up within the wait.
     NotYetVisible(String),
@@ -34,6 +36,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::InvalidInput(m)
+            | ApiError::ResourcesExhausted(m)
             | ApiError::Upstream { message: m, .. } => m.clone(),
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many failed attempts; try again in {retry_after_secs} s")
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::InvalidInput(_) => "INVALID_INPUT",
+            ApiError::ResourcesExhausted(_) => "RESOURCES_EXHAUSTED",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::NotYetVisible(_) => "NOT_YET_VISIBLE",
             ApiError::Unavailable => "UNAVAILABLE",
@@ -77,6 +81,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(m) => ApiError::NotFound(m),
             DomainError::AlreadyExists(m) | DomainError::Conflict(m) => ApiError::Conflict(m),
             DomainError::Forbidden(m) => ApiError::Forbidden(m),
+            DomainError::ResourcesExhausted(m) => ApiError::ResourcesExhausted(m),
             e @ DomainError::InvalidInput { .. } => ApiError::InvalidInput(e.to_string()),
         }
     }

@@ -13,6 +13,9 @@ pub enum DomainError {
     /// The command is valid but not in the aggregate's current state.
     #[error("{0}")]
     Conflict(String),
+    /// No node has room for what is asked.
+    #[error("{0}")]
+    ResourcesExhausted(String),
 }
 
 impl DomainError {

@@ -5,7 +5,9 @@
 //! appending and retrying live in `nullops-store`.
 
 pub mod access;
+pub mod capacity;
 pub mod catalog;
+pub mod deployment;
 pub mod error;
 pub mod identity;
 pub mod names;
