@@ -5,6 +5,7 @@ mod bench;
 mod bench_nodes;
 mod local_agent;
 mod platform;
+mod plugins;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,11 @@ enum Command {
         #[command(flatten)]
         backends: ProductionArgs,
     },
+    /// Run an example plugin (reads its input on stdin, writes its result on stdout).
+    Plugin {
+        #[command(subcommand)]
+        plugin: PluginCommand,
+    },
     /// Manage read models.
     Projections {
         #[command(subcommand)]
@@ -112,6 +118,14 @@ pub struct ServeArgs {
     /// Lifetime of a login session, in seconds.
     #[arg(long, env = "NULLOPS_SESSION_TTL_SECS", default_value_t = 12 * 3600)]
     session_ttl_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Wait until a URL answers the expected status (parameters: url, timeout_secs, interval_ms, expect_status).
+    HttpCheck,
+    /// Fill {{name}} placeholders of a template (parameters: template, values; {{secrets.NAME}} too).
+    RenderConfig,
 }
 
 #[derive(Subcommand)]
@@ -230,10 +244,21 @@ fn init_logging(format: &str) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    // A plugin's stdout is its result and nothing else.
+    if let Command::Plugin { plugin } = &cli.command {
+        return Ok(match plugin {
+            PluginCommand::HttpCheck => plugins::http_check(),
+            PluginCommand::RenderConfig => plugins::render_config(),
+        });
+    }
     init_logging(&cli.log_format);
-    match cli.command {
+    command(cli.command).await.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Up { data_dir, local_agent_listen, no_local_agent, serve } => {
             let backends = platform::Backends::embedded(&data_dir).await?;
             platform::serve(backends, serve, (!no_local_agent).then_some(local_agent_listen)).await
@@ -255,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
         Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
+        Command::Plugin { .. } => unreachable!("plugins run before logging starts"),
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
             bench::catalog(&database_url, &sizes, commands).await.context("benchmark failed")
         }
