@@ -54,6 +54,26 @@ impl Engine {
         Ok(Engine { client, scope: scope.to_owned() })
     }
 
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub(crate) fn client(&self) -> &bollard::Docker {
+        &self.client
+    }
+
+    /// Creates a container, pulling its image first when the engine does not have it.
+    pub(crate) async fn create_pulling(&self, image: &str, options: CreateContainerOptions, body: ContainerCreateBody) -> Result<String, String> {
+        let created = match self.client.create_container(Some(options.clone()), body.clone()).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                self.pull(image).await?;
+                self.client.create_container(Some(options), body).await
+            }
+            other => other,
+        };
+        created.map(|c| c.id).map_err(|e| format!("cannot create from {image}: {e}"))
+    }
+
     pub async fn version(&self) -> String {
         match self.client.version().await {
             Ok(v) => v.version.unwrap_or_default(),
@@ -129,20 +149,10 @@ impl Engine {
             }),
             ..Default::default()
         };
-        // A leftover of the same name (created outside our scope label, or half-created) is in the way.
-        let options = || Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() });
-        let created = match self.client.create_container(options(), body.clone()).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                if let Err(reason) = self.pull(&spec.image).await {
-                    return ContainerState::Failed { reason };
-                }
-                self.client.create_container(options(), body).await
-            }
-            other => other,
-        };
-        match created {
-            Ok(c) => self.start(&c.id).await,
-            Err(e) => ContainerState::Failed { reason: format!("cannot create from {}: {e}", spec.image) },
+        let options = CreateContainerOptions { name: Some(name), ..Default::default() };
+        match self.create_pulling(&spec.image, options, body).await {
+            Ok(id) => self.start(&id).await,
+            Err(reason) => ContainerState::Failed { reason },
         }
     }
 

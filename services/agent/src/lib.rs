@@ -11,6 +11,7 @@
 mod docker;
 mod files;
 mod handshake;
+pub mod plugin_run;
 pub mod identity;
 mod session;
 pub mod state;
@@ -27,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-pub use docker::LABEL_SCOPE;
+pub use docker::{Engine, LABEL_SCOPE};
 
 /// How often the agent reports resource use.
 const USAGE_EVERY: Duration = Duration::from_secs(3);

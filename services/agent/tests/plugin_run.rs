@@ -1,0 +1,90 @@
+//! Plugin steps on the real Docker engine: the result read from stdout, failures by exit code,
+//! bad output, timeout, an OOM kill, the output cap, stdin closed after the input; and never a
+//! container left behind.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use nullops_agent::plugin_run::{PluginRun, MAX_STDOUT_BYTES};
+use nullops_agent::Engine;
+
+const BUSYBOX: &str = "nullops-test/busybox:1";
+
+fn engine() -> (Engine, String) {
+    let scope = format!("p{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    (Engine::connect(&scope).unwrap(), scope)
+}
+
+fn shell(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+fn run<'a>(image: &'a str, command: Vec<String>, input: &'a [u8], timeout_secs: u64) -> PluginRun<'a> {
+    PluginRun { image, command, input, timeout: Duration::from_secs(timeout_secs), cpu_millis: 500, memory_mib: 64, network: None, labels: HashMap::new() }
+}
+
+fn leftovers(scope: &str) -> String {
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=nullops.scope={scope}")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_plugin_gets_its_input_and_answers() {
+    let (engine, scope) = engine();
+    let image = format!("127.0.0.1:5050/nullops/render-config:{}", env!("CARGO_PKG_VERSION"));
+    let input = br#"{"parameters":{"template":"host={{host}}","values":{"host":"db"}}}"#;
+    let outcome = engine.run_plugin(&run(&image, vec![], input, 60)).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert_eq!(outcome.result.unwrap().outputs["config"], "host=db");
+    assert_eq!(leftovers(&scope), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_is_closed_after_the_input_and_stderr_is_the_log() {
+    let (engine, scope) = engine();
+    // `cat` ends only at end of file: this finishing proves stdin was closed.
+    let input = br#"{"success": true, "output": "echoed", "outputs": {"n": 1}}"#;
+    let outcome = engine.run_plugin(&run(BUSYBOX, shell("echo working >&2; cat"), input, 30)).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert_eq!(outcome.log.trim(), "working");
+    assert_eq!(leftovers(&scope), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_bad_output_timeouts_and_oom_kills_are_told_apart() {
+    let (engine, scope) = engine();
+    let failed = engine.run_plugin(&run(BUSYBOX, shell(r#"echo '{"success": false, "output": "no database"}'; exit 1"#), b"{}", 30)).await.unwrap();
+    assert!(!failed.succeeded());
+    assert_eq!(failed.exit_code, Some(1));
+    assert_eq!(failed.result.unwrap().output, "no database");
+
+    let garbage = engine.run_plugin(&run(BUSYBOX, shell("echo this is not json"), b"{}", 30)).await.unwrap();
+    assert_eq!(garbage.exit_code, Some(0));
+    assert!(!garbage.succeeded());
+    assert!(garbage.result.unwrap_err().contains("not a result"));
+
+    let slow = engine.run_plugin(&run(BUSYBOX, shell("sleep 60"), b"{}", 2)).await.unwrap();
+    assert!(slow.timed_out && !slow.succeeded());
+
+    let chatty = engine.run_plugin(&run(BUSYBOX, shell(&format!("head -c {} /dev/zero", MAX_STDOUT_BYTES * 3)), b"{}", 30)).await.unwrap();
+    assert!(chatty.result.unwrap_err().contains("printed over"));
+
+    let mut hungry = run(BUSYBOX, shell("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"), b"{}", 60);
+    hungry.memory_mib = 16;
+    let hungry = engine.run_plugin(&hungry).await.unwrap();
+    assert!(hungry.oom_killed, "{hungry:?}");
+    assert!(!hungry.succeeded());
+
+    assert_eq!(leftovers(&scope), "", "no plugin container is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_run_without_network_or_privileges_by_default() {
+    let (engine, _) = engine();
+    // No network: only loopback exists. No capabilities: changing a file's owner is refused.
+    let script = r#"ls /sys/class/net | tr '\n' ' ' >&2; touch /f && chown 1:1 /f 2>/dev/null && echo '{"success":true}' || echo '{"success":false,"output":"no chown"}'"#;
+    let outcome = engine.run_plugin(&run(BUSYBOX, shell(script), b"{}", 30)).await.unwrap();
+    assert_eq!(outcome.log.trim(), "lo");
+    assert_eq!(outcome.result.unwrap().output, "no chown");
+}
