@@ -15,7 +15,8 @@ psql "$NULLOPS_TEST_DATABASE_URL" -qAtc \
   psql "$NULLOPS_TEST_DATABASE_URL" -q >/dev/null
 
 cargo build --bins --tests --workspace
-# The agent image and the image agents run in the node tests, from this build.
+# From this build: the agent image, the image agents run in the tests, and the demo service and
+# example plugin images (pushed to the local registry).
 bash infra/agent-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
 bash tests/fixtures/busybox-image.sh
 bash infra/demo-images.sh target/x86_64-unknown-linux-gnu/debug/nullops

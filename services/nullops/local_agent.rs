@@ -33,7 +33,7 @@ pub async fn start(store: &Arc<dyn EventStore>, keyring: &Keyring, listen: Socke
     let node_id: Uuid = read_or_create(&dir.join("node-id"), || Uuid::now_v7().to_string())?.trim().parse().context("agent/node-id")?;
     let token_hash = token.hash();
     let scope = format!("local-{}", &node_id.simple().to_string()[..12]);
-    let agent = Agent::bind(AgentConfig { listen, data_dir: dir, token, scope, protocol: PROTOCOL_VERSION }).await?;
+    let agent = Agent::bind(AgentConfig { listen, data_dir: dir, token, scope, protocol: PROTOCOL_VERSION, reconcile_every: nullops_agent::RECONCILE_EVERY }).await?;
     let addr = agent.local_addr();
 
     let system = |action| NodeCommand { by: Issuer::System, action };

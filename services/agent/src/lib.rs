@@ -60,7 +60,13 @@ pub struct AgentConfig {
     pub scope: String,
     /// The protocol version spoken: [`nullops_wire::PROTOCOL_VERSION`] but in compatibility tests.
     pub protocol: u32,
+    /// How often the engine is reconciled again with the last desired state, so containers that
+    /// stopped or appeared behind the agent's back are dealt with without waiting for a change.
+    pub reconcile_every: Duration,
 }
+
+/// The default of [`AgentConfig::reconcile_every`].
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 /// The desired state the agent was last given, and by which request.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +76,7 @@ struct Desired {
 }
 
 /// What runs after applying a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Actual {
     request_id: Option<RequestId>,
     deployments: Vec<ActualDeployment>,
@@ -100,6 +106,7 @@ pub struct Agent {
     shared: Arc<Shared>,
     actual_tx: watch::Sender<Option<Actual>>,
     usage_tx: watch::Sender<Option<Usage>>,
+    reconcile_every: Duration,
 }
 
 impl Agent {
@@ -138,7 +145,16 @@ impl Agent {
             hostname,
             docker_version,
         });
-        Ok(Agent { listener, tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)), thumbprint: identity.thumbprint, engine, shared, actual_tx, usage_tx })
+        Ok(Agent {
+            listener,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            thumbprint: identity.thumbprint,
+            engine,
+            shared,
+            actual_tx,
+            usage_tx,
+            reconcile_every: config.reconcile_every,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -151,9 +167,9 @@ impl Agent {
 
     /// Serves until `shutdown`.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, .. } = self;
+        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, reconcile_every, .. } = self;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(reconcile_loop(engine.clone(), shared.desired.subscribe(), actual_tx, shutdown.clone()));
+        tasks.spawn(reconcile_loop(engine.clone(), shared.desired.subscribe(), actual_tx, reconcile_every, shutdown.clone()));
         tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
@@ -189,18 +205,33 @@ impl Agent {
     }
 }
 
-/// Applies every new desired state to the engine, one at a time, and publishes the outcome.
-async fn reconcile_loop(engine: docker::Engine, mut desired: watch::Receiver<Desired>, actual: watch::Sender<Option<Actual>>, shutdown: CancellationToken) {
+/// Applies every new desired state to the engine, one at a time, and again every
+/// `every`; publishes the outcome when it differs from the last.
+async fn reconcile_loop(
+    engine: docker::Engine,
+    mut desired: watch::Receiver<Desired>,
+    actual: watch::Sender<Option<Actual>>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         let target = desired.borrow_and_update().clone();
         // Only what the control plane sent is applied: the saved state before any connection
         // is just a memory, the next connection brings the truth.
         if target.request_id.is_some() {
             let deployments = engine.reconcile(&target.deployments).await;
-            actual.send_replace(Some(Actual { request_id: target.request_id, deployments }));
+            let now = Some(Actual { request_id: target.request_id, deployments });
+            actual.send_if_modified(|last| {
+                let changed = *last != now;
+                if changed {
+                    *last = now;
+                }
+                changed
+            });
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
             changed = desired.changed() => if changed.is_err() { return },
         }
     }

@@ -42,6 +42,7 @@ async fn agent_speaking(protocol: u32) -> Running {
         token: NodeToken::from_configured(token.expose()).unwrap(),
         scope: scope.clone(),
         protocol,
+        reconcile_every: Duration::from_millis(500),
     };
     let agent = Agent::bind(config).await.expect("agent binds");
     let (addr, thumbprint) = (agent.local_addr(), agent.thumbprint());
@@ -226,6 +227,17 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     let second = containers_of(&agent.scope);
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
+
+    // A container of the agent's scope appears behind its back: the periodic reconcile removes
+    // it without any new request.
+    let stray = docker(&["run", "-d", "--label", &format!("nullops.scope={}", agent.scope), "--label", "nullops.deployment=ghost",
+        "--label", "nullops.container=web", "nullops-test/busybox:1", "sleep", "3600"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Command::new("docker").args(["inspect", &stray]).output().unwrap().status.success() {
+        assert!(std::time::Instant::now() < deadline, "the stray container was not swept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(containers_of(&agent.scope), second, "what should run is untouched");
 
     // Nothing desired: what ran is removed.
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
