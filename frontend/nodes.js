@@ -7,7 +7,7 @@ const el = (tag, text) => { const e = document.createElement(tag); e.textContent
 const gib = (bytes) => (bytes / 2 ** 30).toFixed(1);
 
 const FIELDS = 'id environment host port status statusDetail thumbprint pendingThumbprint agentVersion '
-  + 'usage { cpuCores cpuUsedMillicores memoryTotalBytes memoryUsedBytes }';
+  + 'usage { cpuCores cpuUsedMillicores memoryTotalBytes memoryUsedBytes } allocated { cpuMillicores memoryMib deployments }';
 
 function button(label, run) {
   const b = el('button', label);
@@ -36,9 +36,13 @@ export async function loadNodes() {
     const usage = n.usage
       ? `${(n.usage.cpuUsedMillicores / 1000).toFixed(2)}/${n.usage.cpuCores} CPU, ${gib(n.usage.memoryUsedBytes)}/${gib(n.usage.memoryTotalBytes)} GiB`
       : '—';
+    const reserved = `reserved ${(n.allocated.cpuMillicores / 1000).toFixed(2)} CPU, ${(n.allocated.memoryMib / 1024).toFixed(1)} GiB`
+      + ` for ${n.allocated.deployments} deployment${n.allocated.deployments === 1 ? '' : 's'}`;
     const trust = el('td', n.pendingThumbprint ? `presents ${n.pendingThumbprint.slice(0, 16)}…` : (n.thumbprint ? `${n.thumbprint.slice(0, 16)}…` : '—'));
     trust.title = n.pendingThumbprint ?? n.thumbprint ?? '';
-    tr.append(el('td', n.environment), el('td', `${n.host}:${n.port}`), status, el('td', n.statusDetail), trust, el('td', usage));
+    const capacity = el('td', `used ${usage}`);
+    capacity.append(el('br'), el('small', reserved));
+    tr.append(el('td', n.environment), el('td', `${n.host}:${n.port}`), status, el('td', n.statusDetail), trust, capacity);
     const actions = el('td');
     const id = { id: n.id };
     if (n.pendingThumbprint) {

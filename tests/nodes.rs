@@ -8,6 +8,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nullops_domain::capacity::{Capacity, CapacityCommand, Resources};
+use nullops_events::EventMetadata;
+use nullops_store::commands::execute;
 use serde_json::{json, Value};
 use support::{code, Backend, Mode, Server};
 
@@ -277,6 +280,21 @@ async fn node_commands_are_checked(mode: Mode) {
     let approve = "mutation($id: ID!, $t: String!) { approveNodeThumbprint(id: $id, thumbprint: $t) { status } }";
     let none = server.gql(Some(&admin), approve, json!({ "id": id, "t": "ab".repeat(32) })).await;
     assert_eq!(code(&none), "CONFLICT", "nothing is pending: {none}");
+    // What is reserved on a node shows as its allocation (reservations come from admission;
+    // here one is made straight on the node's capacity stream).
+    let store = backend.store().await;
+    let reserve = CapacityCommand::Reserve {
+        deployment_id: uuid::Uuid::now_v7(),
+        request: Resources { cpu_millis: 250, memory_mib: 128 },
+        total: Resources { cpu_millis: 1000, memory_mib: 1024 },
+        used: Resources::default(),
+    };
+    execute::<Capacity>(&*store, &id, &reserve, &EventMetadata::system()).await.expect("reserved");
+    support::eventually(Duration::from_secs(10), "the allocation shows", || async {
+        let n = server.ok(Some(&admin), "query($id: ID!) { node(id: $id) { allocated { cpuMillicores memoryMib deployments } } }", json!({ "id": id })).await;
+        n["node"]["allocated"] == json!({ "cpuMillicores": 250, "memoryMib": 128, "deployments": 1 })
+    })
+    .await;
     let delete_environment = "mutation { deleteEnvironment(name: \"staging\") }";
     assert_eq!(code(&server.gql(Some(&admin), delete_environment, json!({})).await), "CONFLICT", "staging has a node");
     assert!(server.ok(Some(&admin), "mutation($id: ID!) { removeNode(id: $id) }", json!({ "id": id })).await["removeNode"].as_bool().unwrap());

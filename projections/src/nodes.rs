@@ -1,12 +1,13 @@
-//! The nodes read model: each node's registration, trust and connection as the log records them
-//! (projection `nodes`), and beside it `node_usage`, the latest resource sample each agent
-//! reported.
+//! The nodes read model: each node's registration, trust and connection as the log records them,
+//! and what the control plane has reserved on it for deployments (projection `nodes`); and beside
+//! it `node_usage`, the latest resource sample each agent reported.
 //!
 //! `node_usage` is telemetry, not history: samples arrive every few seconds per node, so they
 //! are not events. The connector overwrites one row per node; nothing else writes it, and a
 //! projection rebuild leaves it alone.
 
 use async_trait::async_trait;
+use nullops_events::capacity::CapacityEvent;
 use nullops_events::node::{NodeEvent, Refusal};
 use nullops_events::{DomainEvent, StoredEvent};
 use sqlx::{AnyConnection, Row};
@@ -22,6 +23,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         link TEXT NOT NULL, link_detail TEXT NOT NULL, agent_version TEXT NOT NULL, added_at BIGINT NOT NULL,
         changed_at BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS nodes_by_environment ON nodes (environment)",
+    "CREATE TABLE IF NOT EXISTS node_allocations (node_id TEXT NOT NULL, deployment_id TEXT NOT NULL,
+        cpu_millis BIGINT NOT NULL, memory_mib BIGINT NOT NULL, PRIMARY KEY (node_id, deployment_id))",
     "CREATE TABLE IF NOT EXISTS node_usage (node_id TEXT PRIMARY KEY, cpu_cores BIGINT NOT NULL,
         cpu_used_millicores BIGINT NOT NULL, memory_total_bytes BIGINT NOT NULL, memory_used_bytes BIGINT NOT NULL,
         containers TEXT NOT NULL, sampled_at BIGINT NOT NULL)",
@@ -61,17 +64,38 @@ impl Projection for NodesProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        event_type.starts_with("node.")
+        event_type.starts_with("node.") || event_type.starts_with("capacity.")
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["nodes"]
+        &["nodes", "node_allocations"]
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let DomainEvent::Node(event) = stored.decode()?.event else { return Ok(()) };
         let at = stored.occurred_at.0;
         let node = stored.stream_id.key().to_owned();
+        let event = match stored.decode()?.event {
+            DomainEvent::Node(event) => event,
+            DomainEvent::Capacity(CapacityEvent::Reserved(r)) => {
+                sqlx::query("INSERT INTO node_allocations (node_id, deployment_id, cpu_millis, memory_mib) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                    .bind(node)
+                    .bind(r.deployment_id.to_string())
+                    .bind(i64::from(r.cpu_millis))
+                    .bind(i64::from(r.memory_mib))
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            DomainEvent::Capacity(CapacityEvent::Released(r)) => {
+                sqlx::query("DELETE FROM node_allocations WHERE node_id = $1 AND deployment_id = $2")
+                    .bind(node)
+                    .bind(r.deployment_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
         use Bind::*;
         match event {
             NodeEvent::Added(a) => {
@@ -188,6 +212,27 @@ pub async fn endpoint_taken(db: &ReadModelDb, host: &str, port: u16) -> Result<b
         .fetch_optional(db.pool())
         .await?;
     Ok(row.is_some())
+}
+
+/// What the control plane has reserved on a node for deployments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocation {
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+    pub deployments: u32,
+}
+
+pub async fn allocation(db: &ReadModelDb, node_id: Uuid) -> Result<Allocation, ProjectionError> {
+    let row = sqlx::query("SELECT CAST(COALESCE(SUM(cpu_millis), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT), COUNT(*) FROM node_allocations WHERE node_id = $1")
+        .bind(node_id.to_string())
+        .fetch_one(db.pool())
+        .await?;
+    let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Allocation {
+        cpu_millis: unsigned(row.try_get(0)?),
+        memory_mib: unsigned(row.try_get(1)?),
+        deployments: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+    })
 }
 
 /// The latest resource sample of a node; `containers` is the agent's JSON list.

@@ -71,6 +71,14 @@ impl Backend {
         nullops_keyring::Keyring::open(&url, nullops_keyring::MasterKey::from_hex(master_key).expect("hex key")).await.expect("keyring")
     }
 
+    /// The event store itself, opened beside the running platform (as another process would).
+    pub async fn store(&self) -> std::sync::Arc<dyn nullops_store::EventStore> {
+        match &self.database_url {
+            Some(url) => std::sync::Arc::new(nullops_store::postgres::PgEventStore::connect(url).await.expect("postgres store")),
+            None => std::sync::Arc::new(nullops_store::sqlite::SqliteEventStore::open(&self.data_dir.join("events.db")).await.expect("sqlite store")),
+        }
+    }
+
     /// Every event of the log, decoded, read straight from the store's database.
     pub async fn stored_events(&self) -> Vec<nullops_events::DomainEvent> {
         use sqlx::Connection;

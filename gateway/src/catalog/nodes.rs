@@ -106,6 +106,11 @@ impl NodeGql {
     async fn changed_at(&self) -> DateTime<Utc> {
         time(self.0.changed_at)
     }
+    /// What the control plane has reserved on this node for deployments.
+    async fn allocated(&self, ctx: &Context<'_>) -> ApiResult<NodeAllocationGql> {
+        let a = read::allocation(&app(ctx).read_models, self.0.node_id).await?;
+        Ok(NodeAllocationGql { cpu_millicores: a.cpu_millis, memory_mib: a.memory_mib, deployments: a.deployments })
+    }
     /// What the agent last reported using; none before its first report.
     async fn usage(&self, ctx: &Context<'_>) -> ApiResult<Option<NodeUsageGql>> {
         let Some(u) = read::usage(&app(ctx).read_models, self.0.node_id).await? else { return Ok(None) };
@@ -123,6 +128,15 @@ impl NodeGql {
                 .collect(),
         }))
     }
+}
+
+/// Resources the control plane has promised to deployments on a node.
+#[derive(SimpleObject)]
+#[graphql(name = "NodeAllocation")]
+pub struct NodeAllocationGql {
+    cpu_millicores: u64,
+    memory_mib: u64,
+    deployments: u32,
 }
 
 /// Resources in use on a node, as its agent last measured them.
