@@ -283,8 +283,9 @@ async fn node_commands_are_checked(mode: Mode) {
     // What is reserved on a node shows as its allocation (reservations come from admission;
     // here one is made straight on the node's capacity stream).
     let store = backend.store().await;
+    let deployment_id = uuid::Uuid::now_v7();
     let reserve = CapacityCommand::Reserve {
-        deployment_id: uuid::Uuid::now_v7(),
+        deployment_id,
         request: Resources { cpu_millis: 250, memory_mib: 128 },
         total: Resources { cpu_millis: 1000, memory_mib: 1024 },
         used: Resources::default(),
@@ -297,7 +298,11 @@ async fn node_commands_are_checked(mode: Mode) {
     .await;
     let delete_environment = "mutation { deleteEnvironment(name: \"staging\") }";
     assert_eq!(code(&server.gql(Some(&admin), delete_environment, json!({})).await), "CONFLICT", "staging has a node");
-    assert!(server.ok(Some(&admin), "mutation($id: ID!) { removeNode(id: $id) }", json!({ "id": id })).await["removeNode"].as_bool().unwrap());
+    let remove = "mutation($id: ID!) { removeNode(id: $id) }";
+    let busy = server.gql(Some(&admin), remove, json!({ "id": id })).await;
+    assert_eq!(code(&busy), "CONFLICT", "the node holds a deployment's reservation: {busy}");
+    execute::<Capacity>(&*store, &id, &CapacityCommand::Release { deployment_id }, &EventMetadata::system()).await.expect("released");
+    assert!(server.ok(Some(&admin), remove, json!({ "id": id })).await["removeNode"].as_bool().unwrap());
     assert_eq!(code(&server.gql(Some(&admin), NODE, json!({ "id": id })).await), "NOT_FOUND");
     server.ok(Some(&admin), delete_environment, json!({})).await;
     server.stop().await;

@@ -5,7 +5,9 @@
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use nullops_domain::node::{self, token_purpose, CertThumbprint, Link, Node, NodeAction, NodeCommand, NodeHost, NodeStatus};
+use nullops_domain::capacity::Capacity;
 use nullops_domain::{DnsLabel, Issuer};
+use nullops_store::commands::load;
 use nullops_events::catalog::AccessTarget;
 use nullops_events::node::Refusal;
 use nullops_projections::nodes::{self as read, link, NodeRow};
@@ -272,11 +274,14 @@ impl NodeMutation {
         Ok(NodeGql(change_node(ctx, parse_id(&id)?, |_| NodeAction::Enable, None).await?))
     }
 
-    /// Removes a node (admins); its token's key is destroyed.
+    /// Removes a node that runs no deployment (admins); its token's key is destroyed.
     async fn remove_node(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
         let (app, req) = (app(ctx), request(ctx));
         let node_id = parse_id(&id)?;
-        let command = NodeCommand { by: Issuer::User(req.admin()?.clone()), action: NodeAction::Remove };
+        // Read from the node's capacity stream, the authority on what holds room there.
+        let (capacity, _) = load::<Capacity>(&*app.store, &node_id.to_string()).await?;
+        let action = NodeAction::Remove { deployments: capacity.reservations.len() };
+        let command = NodeCommand { by: Issuer::User(req.admin()?.clone()), action };
         dispatch_keyed::<Node>(app, None, req.metadata()?, &node_id.to_string(), command, None).await?;
         Ok(true)
     }

@@ -56,7 +56,8 @@ pub enum NodeAction {
     RevokeToken,
     Disable,
     Enable,
-    Remove,
+    /// `deployments`: how many deployments hold capacity on the node, as the caller read it.
+    Remove { deployments: usize },
     ApproveThumbprint { thumbprint: CertThumbprint },
     /// The connector's reports.
     Presented { thumbprint: CertThumbprint },
@@ -199,7 +200,10 @@ impl Decider for Node {
             Disable if state.enabled => Ok(vec![NodeEvent::Disabled(NodeToggled {})]),
             Enable if !state.enabled => Ok(vec![NodeEvent::Enabled(NodeToggled {})]),
             Disable | Enable => none,
-            Remove => Ok(vec![NodeEvent::Removed(NodeRemoved { retired_key: state.token.as_ref().map(|t| t.key_id) })]),
+            Remove { deployments } if *deployments > 0 => Err(DomainError::Conflict(format!(
+                "the node runs {deployments} deployment(s); delete them (or let them expire) first, or disable the node to keep new ones off it"
+            ))),
+            Remove { .. } => Ok(vec![NodeEvent::Removed(NodeRemoved { retired_key: state.token.as_ref().map(|t| t.key_id) })]),
             ApproveThumbprint { thumbprint } => {
                 let thumbprint = thumbprint.to_string();
                 match &state.pending {
@@ -409,7 +413,8 @@ mod tests {
 
     #[test]
     fn removed_nodes_are_gone_and_their_token_key_retired() {
-        let removed = when(&[added()], admin(), NodeAction::Remove).unwrap();
+        assert!(matches!(when(&[added()], admin(), NodeAction::Remove { deployments: 2 }), Err(DomainError::Conflict(_))));
+        let removed = when(&[added()], admin(), NodeAction::Remove { deployments: 0 }).unwrap();
         assert_eq!(removed, vec![NodeEvent::Removed(NodeRemoved { retired_key: Some(Uuid::from_u128(1)) })]);
         let given: Vec<NodeEvent> = [added()].into_iter().chain(removed).collect();
         assert!(matches!(when(&given, admin(), NodeAction::Enable), Err(DomainError::NotFound(_))));
