@@ -3,13 +3,17 @@
 //!
 //! Every container the agent manages carries labels naming its scope, deployment, name and a hash
 //! of its spec; containers without this agent's scope label are never touched, so several agents
-//! (or other tools) can share one engine.
+//! (or other tools) can share one engine. Each deployment has a network of its own (labelled the
+//! same way) on which its containers answer by their names, and which no other deployment joins.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum};
-use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StatsOptions};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StatsOptions};
 use futures::{StreamExt, TryStreamExt};
 use nullops_wire::message::{ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, DesiredDeployment};
 use sha2::{Digest, Sha256};
@@ -107,14 +111,22 @@ impl Engine {
                 tracing::warn!(deployment = %m.deployment, container = %m.name, error = %e, "cannot remove container");
             }
         }
+        let mut networks = self.networks_except(desired).await;
         let mut actual = Vec::with_capacity(desired.len());
         for d in desired {
+            let network = match self.ensure_network(&d.id, &mut networks).await {
+                Ok(network) => network,
+                Err(reason) => {
+                    actual.extend(failed_everywhere(std::slice::from_ref(d), &reason));
+                    continue;
+                }
+            };
             let mut containers = Vec::with_capacity(d.containers.len());
             for spec in &d.containers {
                 let state = match kept.get(&(d.id.clone(), spec.name.clone())) {
                     Some(m) if m.running => ContainerState::Running,
                     Some(m) => self.start(&m.id).await,
-                    None => self.create_and_start(&d.id, spec).await,
+                    None => self.create_and_start(&d.id, &network, spec).await,
                 };
                 containers.push(ActualContainer { name: spec.name.clone(), state });
             }
@@ -130,7 +142,47 @@ impl Engine {
         }
     }
 
-    async fn create_and_start(&self, deployment: &str, spec: &ContainerSpec) -> ContainerState {
+    /// The deployment's network (by id, since the engine allows two networks of one name),
+    /// created when `existing` has none.
+    async fn ensure_network(&self, deployment: &str, existing: &mut HashMap<String, String>) -> Result<String, String> {
+        if let Some(id) = existing.get(deployment) {
+            return Ok(id.clone());
+        }
+        let name = format!("nullops-{}-{deployment}", self.scope);
+        let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
+        let request = NetworkCreateRequest { name, driver: Some("bridge".into()), labels: Some(labels), ..Default::default() };
+        let created = self.client.create_network(request).await.map_err(|e| format!("cannot create the deployment's network: {e}"))?;
+        existing.insert(deployment.to_owned(), created.id.clone());
+        Ok(created.id)
+    }
+
+    /// This agent's networks of desired deployments, deployment to network id; the others are
+    /// removed (their containers are gone by now), as are duplicates.
+    async fn networks_except(&self, desired: &[DesiredDeployment]) -> HashMap<String, String> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope)])]);
+        let networks = match self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list networks");
+                return HashMap::new();
+            }
+        };
+        let mut kept = HashMap::new();
+        for network in networks {
+            let Some(id) = network.id else { continue };
+            let deployment = network.labels.as_ref().and_then(|l| l.get(LABEL_DEPLOYMENT)).cloned().unwrap_or_default();
+            if desired.iter().any(|d| d.id == deployment) && !kept.contains_key(&deployment) {
+                kept.insert(deployment, id);
+                continue;
+            }
+            if let Err(e) = self.client.remove_network(&id).await {
+                tracing::warn!(network = %id, error = %e, "cannot remove a network that should not exist");
+            }
+        }
+        kept
+    }
+
+    async fn create_and_start(&self, deployment: &str, network: &str, spec: &ContainerSpec) -> ContainerState {
         let name = format!("nullops-{}-{deployment}-{}", self.scope, spec.name);
         let labels = HashMap::from([
             (LABEL_SCOPE.to_owned(), self.scope.clone()),
@@ -145,7 +197,12 @@ impl Engine {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                network_mode: Some(network.to_owned()),
                 ..Default::default()
+            }),
+            // Others in the deployment reach it by its name.
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(network.to_owned(), EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() })])),
             }),
             ..Default::default()
         };

@@ -253,5 +253,66 @@ impl Drop for Cleanup {
         for id in containers_of(&self.0) {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
+        for network in networks_of(&self.0) {
+            let _ = Command::new("docker").args(["network", "rm", &network]).output();
+        }
     }
+}
+
+fn networks_of(scope: &str) -> Vec<String> {
+    let out = docker(&["network", "ls", "-q", "--filter", &format!("label=nullops.scope={scope}"), "--format", "{{.Name}}"]);
+    let mut names: Vec<String> = out.lines().map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+/// Whether `url` answers 200 from inside `network`, within `seconds` (asked with the http-check
+/// example plugin, which resolves names as services will).
+fn answers_from(network: &str, url: &str, seconds: u64) -> bool {
+    use std::io::Write;
+    let image = format!("127.0.0.1:5050/nullops/http-check:{}", env!("CARGO_PKG_VERSION"));
+    let mut child = Command::new("docker")
+        .args(["run", "-i", "--rm", "--network", network, &image])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = format!(r#"{{"parameters": {{"url": "{url}", "timeout_secs": {seconds}, "interval_ms": 200}}}}"#);
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap().status.success()
+}
+
+#[tokio::test]
+async fn each_deployment_has_a_network_of_its_own() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    let web = |body: &str| ContainerSpec {
+        name: "web".into(),
+        image: "nullops-test/busybox:1".into(),
+        env: Default::default(),
+        command: vec!["sh".into(), "-c".into(), format!("mkdir /w && echo {body} > /w/index.html && exec httpd -f -p 8080 -h /w")],
+    };
+    let desired = vec![
+        DesiredDeployment { id: "pr-1".into(), containers: vec![web("one")] },
+        DesiredDeployment { id: "pr-2".into(), containers: vec![web("two")] },
+    ];
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
+    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running, ContainerState::Running]);
+    let (one, two) = (format!("nullops-{}-pr-1", agent.scope), format!("nullops-{}-pr-2", agent.scope));
+    assert_eq!(networks_of(&agent.scope), vec![one.clone(), two.clone()]);
+
+    // Inside its network a deployment's service answers by its name; another deployment's
+    // container cannot be reached from there at all, not even by address.
+    assert!(answers_from(&two, "http://web:8080/", 10), "pr-2's web answers inside pr-2's network");
+    assert!(answers_from(&one, "http://web:8080/", 10), "pr-1's web answers inside pr-1's network");
+    let pr1_ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &format!("nullops-{}-pr-1-web", agent.scope)]);
+    assert!(!answers_from(&two, &format!("http://{pr1_ip}:8080/"), 2), "pr-1 is isolated from pr-2");
+
+    // Gone from the desired state: containers and networks are removed.
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
+    assert!(running_state(&next_report(&mut link).await).is_empty());
+    assert!(containers_of(&agent.scope).is_empty());
+    assert!(networks_of(&agent.scope).is_empty(), "no network is left behind");
 }
