@@ -15,7 +15,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StatsOptions};
 use futures::{StreamExt, TryStreamExt};
-use nullops_wire::message::{ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, DesiredDeployment};
+use bollard::auth::DockerCredentials;
+use nullops_wire::message::{registry_of, ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, DesiredDeployment, RegistryAuth};
 use sha2::{Digest, Sha256};
 
 use crate::AgentError;
@@ -67,10 +68,10 @@ impl Engine {
     }
 
     /// Creates a container, pulling its image first when the engine does not have it.
-    pub(crate) async fn create_pulling(&self, image: &str, options: CreateContainerOptions, body: ContainerCreateBody) -> Result<String, String> {
+    pub(crate) async fn create_pulling(&self, image: &str, options: CreateContainerOptions, body: ContainerCreateBody, auth: &[RegistryAuth]) -> Result<String, String> {
         let created = match self.client.create_container(Some(options.clone()), body.clone()).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                self.pull(image).await?;
+                self.pull(image, auth).await?;
                 self.client.create_container(Some(options), body).await
             }
             other => other,
@@ -126,7 +127,7 @@ impl Engine {
                 let state = match kept.get(&(d.id.clone(), spec.name.clone())) {
                     Some(m) if m.running => ContainerState::Running,
                     Some(m) => self.start(&m.id).await,
-                    None => self.create_and_start(&d.id, &network, spec).await,
+                    None => self.create_and_start(&d.id, &network, spec, &d.registry_auth).await,
                 };
                 containers.push(ActualContainer { name: spec.name.clone(), state });
             }
@@ -182,7 +183,7 @@ impl Engine {
         kept
     }
 
-    async fn create_and_start(&self, deployment: &str, network: &str, spec: &ContainerSpec) -> ContainerState {
+    async fn create_and_start(&self, deployment: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> ContainerState {
         let name = format!("nullops-{}-{deployment}-{}", self.scope, spec.name);
         let labels = HashMap::from([
             (LABEL_SCOPE.to_owned(), self.scope.clone()),
@@ -207,15 +208,23 @@ impl Engine {
             ..Default::default()
         };
         let options = CreateContainerOptions { name: Some(name), ..Default::default() };
-        match self.create_pulling(&spec.image, options, body).await {
+        match self.create_pulling(&spec.image, options, body, auth).await {
             Ok(id) => self.start(&id).await,
             Err(reason) => ContainerState::Failed { reason },
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<(), String> {
+    /// Pulls `image`, with the credentials of its registry when `auth` has them.
+    async fn pull(&self, image: &str, auth: &[RegistryAuth]) -> Result<(), String> {
         let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
-        let pull = self.client.create_image(Some(options), None, None).try_collect::<Vec<_>>();
+        let registry = registry_of(image);
+        let credentials = auth.iter().find(|a| a.registry == registry).map(|a| DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(a.registry.clone()),
+            ..Default::default()
+        });
+        let pull = self.client.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
         match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("cannot pull {image}: {e}")),

@@ -36,6 +36,8 @@ pub struct PluginRun<'a> {
     /// The deployment's network; none at all when absent.
     pub network: Option<&'a str>,
     pub labels: HashMap<String, String>,
+    /// Credentials for pulling the image, in memory only.
+    pub registry_auth: Vec<nullops_wire::message::RegistryAuth>,
 }
 
 /// How it went.
@@ -80,7 +82,7 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let id = self.create_pulling(run.image, CreateContainerOptions::default(), body).await?;
+        let id = self.create_pulling(run.image, CreateContainerOptions::default(), body, &run.registry_auth).await?;
         let outcome = self.attach_and_run(&id, run).await;
         let remove = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         if let Err(e) = self.client().remove_container(&id, Some(remove)).await {

@@ -28,8 +28,9 @@ impl AgentState {
         self.applied.contains(&id)
     }
 
+    /// Remembers `desired` without its registry credentials: those never reach the disk.
     pub fn record(&mut self, id: RequestId, desired: Vec<DesiredDeployment>) {
-        self.desired = desired;
+        self.desired = desired.into_iter().map(|d| DesiredDeployment { registry_auth: vec![], ..d }).collect();
         if self.applied.len() == REMEMBERED_REQUESTS {
             self.applied.pop_front();
         }
@@ -88,7 +89,7 @@ mod tests {
         let mut state = AgentState::default();
         let id = RequestId::new();
         let spec = ContainerSpec { name: "web".into(), image: "web:1".into(), env: Default::default(), command: vec![] };
-        state.record(id, vec![DesiredDeployment { id: "pr-1".into(), containers: vec![spec] }]);
+        state.record(id, vec![DesiredDeployment { id: "pr-1".into(), containers: vec![spec], registry_auth: vec![] }]);
         file.save(&state).unwrap();
         assert_eq!(file.load(), state);
         assert!(file.load().has_applied(id));

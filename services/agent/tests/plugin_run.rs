@@ -21,7 +21,7 @@ fn shell(script: &str) -> Vec<String> {
 }
 
 fn run<'a>(image: &'a str, command: Vec<String>, input: &'a [u8], timeout_secs: u64) -> PluginRun<'a> {
-    PluginRun { image, command, input, timeout: Duration::from_secs(timeout_secs), cpu_millis: 500, memory_mib: 64, network: None, labels: HashMap::new() }
+    PluginRun { image, command, input, timeout: Duration::from_secs(timeout_secs), cpu_millis: 500, memory_mib: 64, network: None, labels: HashMap::new(), registry_auth: vec![] }
 }
 
 fn leftovers(scope: &str) -> String {

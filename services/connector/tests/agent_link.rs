@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use nullops_agent::{Agent, AgentConfig};
 use nullops_connector::dial::{dial, AgentLink, DialError, Target};
-use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment};
+use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment, RegistryAuth};
 use nullops_wire::{FromAgent, NodeToken, RequestId, Thumbprint, ToAgent, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -157,7 +157,7 @@ async fn bad_frames_close_the_connection_and_change_nothing() {
         Message::binary(vec![1u8, 2, 3]),
         Message::text(encode(&ToAgent::DesiredState {
             request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment { id: "../../etc".into(), containers: vec![] }],
+            deployments: vec![DesiredDeployment { id: "../../etc".into(), containers: vec![], registry_auth: vec![] }],
         })),
         Message::text(" ".repeat(MAX_FRAME_BYTES + 1)),
     ];
@@ -202,7 +202,7 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     let agent = agent_speaking(PROTOCOL_VERSION).await;
     let _cleanup = Cleanup(agent.scope.clone());
     let web = ContainerSpec { name: "web".into(), image: "nullops-test/busybox:1".into(), env: Default::default(), command: vec!["sleep".into(), "3600".into()] };
-    let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web] }];
+    let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web], registry_auth: vec![] }];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     let request_id = RequestId::new();
     let send = ToAgent::DesiredState { request_id, deployments: desired.clone() };
@@ -294,8 +294,8 @@ async fn each_deployment_has_a_network_of_its_own() {
         command: vec!["sh".into(), "-c".into(), format!("mkdir /w && echo {body} > /w/index.html && exec httpd -f -p 8080 -h /w")],
     };
     let desired = vec![
-        DesiredDeployment { id: "pr-1".into(), containers: vec![web("one")] },
-        DesiredDeployment { id: "pr-2".into(), containers: vec![web("two")] },
+        DesiredDeployment { id: "pr-1".into(), containers: vec![web("one")], registry_auth: vec![] },
+        DesiredDeployment { id: "pr-2".into(), containers: vec![web("two")], registry_auth: vec![] },
     ];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
@@ -315,4 +315,40 @@ async fn each_deployment_has_a_network_of_its_own() {
     assert!(running_state(&next_report(&mut link).await).is_empty());
     assert!(containers_of(&agent.scope).is_empty());
     assert!(networks_of(&agent.scope).is_empty(), "no network is left behind");
+}
+
+#[tokio::test]
+async fn images_are_pulled_with_the_credentials_sent_and_never_saved() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    // A tag of the demo image that only the (password-protected) registry has.
+    let image = format!("127.0.0.1:5050/nullops/demo:{}", agent.scope);
+    docker(&["tag", "127.0.0.1:5050/nullops/demo:v1", &image]);
+    docker(&["push", "-q", &image]);
+    docker(&["rmi", &image]);
+    let _untag = Untag(image.clone());
+    let web = ContainerSpec { name: "web".into(), image: image.clone(), env: Default::default(), command: vec![] };
+    let desired = |auth: Vec<RegistryAuth>| vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web.clone()], registry_auth: auth }];
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired(vec![]) }))).await.unwrap();
+    match &running_state(&next_report(&mut link).await)[..] {
+        [ContainerState::Failed { reason }] => assert!(reason.contains("cannot pull"), "{reason}"),
+        other => panic!("without credentials the pull must fail: {other:?}"),
+    }
+
+    let auth = RegistryAuth { registry: "127.0.0.1:5050".into(), username: "nullops".into(), password: "nullops".into() };
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired(vec![auth]) }))).await.unwrap();
+    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running]);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(agent.dir.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(saved["desired"][0]["registry_auth"], serde_json::json!([]), "credentials never reach the agent's disk: {saved}");
+}
+
+/// Removes a local image tag on drop.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
 }

@@ -31,7 +31,7 @@ struct OneDeployment;
 
 impl DesiredStates for OneDeployment {
     fn for_node(&self, _: Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<DesiredDeployment>, String>> + Send + '_>> {
-        Box::pin(async { Ok(vec![DesiredDeployment { id: "pr-1".into(), containers: vec![] }]) })
+        Box::pin(async { Ok(vec![DesiredDeployment { id: "pr-1".into(), containers: vec![], registry_auth: vec![] }]) })
     }
 }
 

@@ -61,6 +61,34 @@ pub struct DesiredDeployment {
     /// A DNS label, unique on the node; also part of the container names.
     pub id: String,
     pub containers: Vec<ContainerSpec>,
+    /// Credentials for the registries its images come from: used to pull, held in memory only,
+    /// never written to the agent's disk.
+    #[serde(default)]
+    pub registry_auth: Vec<RegistryAuth>,
+}
+
+/// Credentials for one registry, decrypted by the control plane for this run.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// `host[:port]` as image references name it, or `docker.io`.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryAuth({}, {}, ***)", self.registry, self.username)
+    }
+}
+
+/// The registry an image reference pulls from: its first component when that names a host
+/// (has a `.` or `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => first,
+        _ => "docker.io",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +188,9 @@ fn validate_desired(deployments: &[DesiredDeployment]) -> Result<(), FrameError>
         if !is_dns_label(&d.id) || !ids.insert(&d.id) {
             return invalid(format!("deployment id {:?} is not a unique DNS label", d.id));
         }
+        if d.registry_auth.len() > 16 || d.registry_auth.iter().any(|a| a.registry.len() > 255 || a.username.len() > 255 || a.password.len() > 4096) {
+            return invalid(format!("deployment {} carries too many or too long registry credentials", d.id));
+        }
         if d.containers.len() > MAX_CONTAINERS {
             return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, d.containers.len()));
         }
@@ -204,6 +235,7 @@ mod tests {
             deployments: vec![DesiredDeployment {
                 id: id.into(),
                 containers: vec![ContainerSpec { name: name.into(), image: image.into(), env: BTreeMap::new(), command: vec![] }],
+                registry_auth: vec![],
             }],
         }
     }
@@ -222,9 +254,20 @@ mod tests {
         }
         let twice = ToAgent::DesiredState {
             request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment { id: "a".into(), containers: vec![] }; 2],
+            deployments: vec![DesiredDeployment { id: "a".into(), containers: vec![], registry_auth: vec![] }; 2],
         };
         assert!(decode_to_agent(encode(&twice).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn images_name_their_registry() {
+        assert_eq!(registry_of("127.0.0.1:5050/nullops/demo:v1"), "127.0.0.1:5050");
+        assert_eq!(registry_of("ghcr.io/acme/api:1"), "ghcr.io");
+        assert_eq!(registry_of("localhost/x"), "localhost");
+        assert_eq!(registry_of("shop/api:v2"), "docker.io");
+        assert_eq!(registry_of("busybox"), "docker.io");
+        let auth = RegistryAuth { registry: "r".into(), username: "u".into(), password: "hunter22".into() };
+        assert!(!format!("{auth:?}").contains("hunter22"));
     }
 
     #[test]
