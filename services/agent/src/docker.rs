@@ -6,7 +6,8 @@
 //! (or other tools) can share one engine. Each deployment has a network of its own (labelled the
 //! same way) on which its containers answer by their names, and which no other deployment joins.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::models::{
@@ -25,6 +26,8 @@ pub const LABEL_SCOPE: &str = "nullops.scope";
 pub const LABEL_DEPLOYMENT: &str = "nullops.deployment";
 pub const LABEL_CONTAINER: &str = "nullops.container";
 pub const LABEL_SPEC: &str = "nullops.spec";
+/// On plugin containers: the run they belong to.
+pub const LABEL_PLUGIN_RUN: &str = "nullops.plugin-run";
 
 /// Bound on one image pull; other engine calls are bounded by the client's own timeout.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -39,6 +42,20 @@ const ENGINE_TIMEOUT_SECS: u64 = 60;
 pub struct Engine {
     client: bollard::Docker,
     scope: String,
+    /// Plugin runs in progress (their `nullops.plugin-run` label values): the sweep spares them.
+    plugin_runs: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Keeps a plugin run marked as in progress while alive.
+pub(crate) struct PluginRunGuard {
+    runs: Arc<Mutex<HashSet<String>>>,
+    run_id: String,
+}
+
+impl Drop for PluginRunGuard {
+    fn drop(&mut self) {
+        self.runs.lock().expect("plugin runs lock").remove(&self.run_id);
+    }
 }
 
 /// A managed container as the engine reports it.
@@ -56,7 +73,7 @@ impl Engine {
         let client = bollard::Docker::connect_with_unix_defaults()
             .map_err(|e| AgentError::Docker(e.to_string()))?
             .with_timeout(Duration::from_secs(ENGINE_TIMEOUT_SECS));
-        Ok(Engine { client, scope: scope.to_owned() })
+        Ok(Engine { client, scope: scope.to_owned(), plugin_runs: Arc::default() })
     }
 
     pub fn scope(&self) -> &str {
@@ -92,6 +109,7 @@ impl Engine {
     /// Removes managed containers that are not desired (or whose spec changed) and creates or
     /// starts every desired one that is not running. Failures are reported per container.
     pub async fn reconcile(&self, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
+        self.sweep_plugin_leftovers().await;
         let existing = match self.managed(false).await {
             Ok(existing) => existing,
             Err(e) => return failed_everywhere(desired, &format!("cannot list containers: {e}")),
@@ -140,6 +158,29 @@ impl Engine {
         match self.client.start_container(id, None).await {
             Ok(()) => ContainerState::Running,
             Err(e) => ContainerState::Failed { reason: format!("cannot start: {e}") },
+        }
+    }
+
+    /// Marks a plugin run as in progress until the guard drops, so the sweep spares its container.
+    pub(crate) fn plugin_run(&self, run_id: &str) -> PluginRunGuard {
+        self.plugin_runs.lock().expect("plugin runs lock").insert(run_id.to_owned());
+        PluginRunGuard { runs: self.plugin_runs.clone(), run_id: run_id.to_owned() }
+    }
+
+    /// Removes plugin containers of this scope that no run in progress owns: left by a crash of
+    /// the agent between starting a plugin and removing it.
+    async fn sweep_plugin_leftovers(&self) {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), LABEL_PLUGIN_RUN.to_owned()])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let Ok(containers) = self.client.list_containers(Some(options)).await else { return };
+        for c in containers {
+            let run = c.labels.as_ref().and_then(|l| l.get(LABEL_PLUGIN_RUN)).cloned().unwrap_or_default();
+            if self.plugin_runs.lock().expect("plugin runs lock").contains(&run) {
+                continue;
+            }
+            let Some(id) = c.id else { continue };
+            tracing::info!(container = %id, "removing a plugin container no run owns");
+            let _ = self.client.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await;
         }
     }
 

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use nullops_plugin::PluginResult;
 use tokio::io::AsyncWriteExt;
 
-use crate::docker::{Engine, LABEL_SCOPE};
+use crate::docker::{Engine, LABEL_PLUGIN_RUN, LABEL_SCOPE};
 
 /// Most bytes of stdout kept: the result document. More fails the step.
 pub const MAX_STDOUT_BYTES: usize = 1 << 20;
@@ -60,8 +60,12 @@ impl PluginOutcome {
 
 impl Engine {
     pub async fn run_plugin(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
+        // Marked before the container exists, so a sweep in between cannot take it.
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let _in_progress = self.plugin_run(&run_id);
         let mut labels = run.labels.clone();
         labels.insert(LABEL_SCOPE.to_owned(), self.scope().to_owned());
+        labels.insert(LABEL_PLUGIN_RUN.to_owned(), run_id);
         let body = ContainerCreateBody {
             image: Some(run.image.to_owned()),
             cmd: (!run.command.is_empty()).then(|| run.command.clone()),

@@ -88,3 +88,27 @@ async fn plugins_run_without_network_or_privileges_by_default() {
     assert_eq!(outcome.log.trim(), "lo");
     assert_eq!(outcome.result.unwrap().output, "no chown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftover_plugin_containers_are_swept_but_running_ones_spared() {
+    let (engine, scope) = engine();
+    // What a crash between starting a plugin and removing it leaves.
+    let leftover = Command::new("docker")
+        .args(["create", "--label", &format!("nullops.scope={scope}"), "--label", "nullops.plugin-run=crashed", BUSYBOX, "true"])
+        .output()
+        .unwrap();
+    assert!(leftover.status.success());
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run_plugin(&run(BUSYBOX, shell(r#"sleep 2; echo '{"success": true}'"#), b"{}", 30)).await.unwrap() })
+    };
+    // Sweep once the plugin's container exists: the leftover goes, the running plugin stays.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while leftovers(&scope).lines().count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the plugin's container did not appear");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine.reconcile(&[]).await;
+    assert!(running.await.unwrap().succeeded(), "the sweep spared the running plugin");
+    assert_eq!(leftovers(&scope), "", "the leftover was swept");
+}
