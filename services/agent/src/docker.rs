@@ -144,6 +144,9 @@ impl Engine {
             for spec in &d.containers {
                 let state = match kept.get(&(d.id.clone(), spec.name.clone())) {
                     Some(m) if m.running => ContainerState::Running,
+                    Some(m) if self.oom_killed(&m.id).await => {
+                        ContainerState::Failed { reason: format!("killed: out of memory (limit {} MiB)", spec.memory_mib) }
+                    }
                     Some(m) => self.start(&m.id).await,
                     None => self.create_and_start(&d.id, &network, spec, &d.registry_auth).await,
                 };
@@ -152,6 +155,11 @@ impl Engine {
             actual.push(ActualDeployment { id: d.id.clone(), containers });
         }
         actual
+    }
+
+    async fn oom_killed(&self, id: &str) -> bool {
+        let inspected = self.client.inspect_container(id, None).await;
+        inspected.ok().and_then(|i| i.state).and_then(|s| s.oom_killed).unwrap_or(false)
     }
 
     async fn start(&self, id: &str) -> ContainerState {
@@ -238,8 +246,12 @@ impl Engine {
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             labels: Some(labels),
             host_config: Some(HostConfig {
-                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                // Not restarted by the engine: the reconcile restarts what should run, and leaves
+                // (and reports) what was killed for going over its memory.
+                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
                 network_mode: Some(network.to_owned()),
+                memory: (spec.memory_mib > 0).then(|| i64::from(spec.memory_mib) << 20),
+                nano_cpus: (spec.cpu_millis > 0).then(|| i64::from(spec.cpu_millis) * 1_000_000),
                 ..Default::default()
             }),
             // Others in the deployment reach it by its name.

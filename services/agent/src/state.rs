@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(file.load(), AgentState::default());
         let mut state = AgentState::default();
         let id = RequestId::new();
-        let spec = ContainerSpec { name: "web".into(), image: "web:1".into(), env: Default::default(), command: vec![] };
+        let spec = ContainerSpec { name: "web".into(), image: "web:1".into(), ..Default::default() };
         state.record(id, vec![DesiredDeployment { id: "pr-1".into(), containers: vec![spec], registry_auth: vec![] }]);
         file.save(&state).unwrap();
         assert_eq!(file.load(), state);

@@ -201,7 +201,7 @@ fn running_state(report: &FromAgent) -> Vec<ContainerState> {
 async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconnect() {
     let agent = agent_speaking(PROTOCOL_VERSION).await;
     let _cleanup = Cleanup(agent.scope.clone());
-    let web = ContainerSpec { name: "web".into(), image: "nullops-test/busybox:1".into(), env: Default::default(), command: vec!["sleep".into(), "3600".into()] };
+    let web = ContainerSpec { name: "web".into(), image: "nullops-test/busybox:1".into(), command: vec!["sleep".into(), "3600".into()], ..Default::default() };
     let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web], registry_auth: vec![] }];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     let request_id = RequestId::new();
@@ -290,8 +290,8 @@ async fn each_deployment_has_a_network_of_its_own() {
     let web = |body: &str| ContainerSpec {
         name: "web".into(),
         image: "nullops-test/busybox:1".into(),
-        env: Default::default(),
         command: vec!["sh".into(), "-c".into(), format!("mkdir /w && echo {body} > /w/index.html && exec httpd -f -p 8080 -h /w")],
+        ..Default::default()
     };
     let desired = vec![
         DesiredDeployment { id: "pr-1".into(), containers: vec![web("one")], registry_auth: vec![] },
@@ -327,7 +327,7 @@ async fn images_are_pulled_with_the_credentials_sent_and_never_saved() {
     docker(&["push", "-q", &image]);
     docker(&["rmi", &image]);
     let _untag = Untag(image.clone());
-    let web = ContainerSpec { name: "web".into(), image: image.clone(), env: Default::default(), command: vec![] };
+    let web = ContainerSpec { name: "web".into(), image: image.clone(), ..Default::default() };
     let desired = |auth: Vec<RegistryAuth>| vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web.clone()], registry_auth: auth }];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
 
@@ -350,5 +350,30 @@ struct Untag(String);
 impl Drop for Untag {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+#[tokio::test]
+async fn a_service_over_its_memory_limit_is_killed_and_reported_not_restarted() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    let hungry = ContainerSpec {
+        name: "hungry".into(),
+        image: "nullops-test/busybox:1".into(),
+        command: vec!["sh".into(), "-c".into(), "sleep 1; x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 3600".into()],
+        memory_mib: 16,
+        cpu_millis: 500,
+        ..Default::default()
+    };
+    let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![hungry], registry_auth: vec![] }];
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
+    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running]);
+    let limits = docker(&["inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", &format!("nullops-{}-pr-1-hungry", agent.scope)]);
+    assert_eq!(limits, format!("{} 500000000", 16 << 20), "Docker enforces the limits");
+    // The periodic reconcile finds it killed and says so (instead of starting it again).
+    match &running_state(&next_report(&mut link).await)[..] {
+        [ContainerState::Failed { reason }] => assert!(reason.contains("out of memory") && reason.contains("16 MiB"), "{reason}"),
+        other => panic!("expected the OOM kill to be reported: {other:?}"),
     }
 }

@@ -91,7 +91,7 @@ pub fn registry_of(image: &str) -> &str {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     /// A DNS label, unique within the deployment.
     pub name: String,
@@ -100,6 +100,13 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub command: Vec<String>,
+    /// CPU limit Docker enforces, in thousandths of a core; 0 for none.
+    #[serde(default)]
+    pub cpu_millis: u32,
+    /// Memory limit Docker enforces, in MiB; 0 for none. Beyond it the container is killed, and
+    /// reported so rather than restarted.
+    #[serde(default)]
+    pub memory_mib: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,7 +241,7 @@ mod tests {
             request_id: RequestId::new(),
             deployments: vec![DesiredDeployment {
                 id: id.into(),
-                containers: vec![ContainerSpec { name: name.into(), image: image.into(), env: BTreeMap::new(), command: vec![] }],
+                containers: vec![ContainerSpec { name: name.into(), image: image.into(), ..Default::default() }],
                 registry_auth: vec![],
             }],
         }
