@@ -169,7 +169,9 @@ def test_a_team_member_sees_versions_and_sets_a_secret_that_never_shows(server, 
     assert browser.js(f"{row}.cells[2].textContent") == "FULL"
     assert browser.js(visible("admin")) is False, "no admin view for a team member"
 
-    # Versions come live from the registry, filtered by the service's pattern, newest first.
+    # Versions come live from the registry, filtered by the service's pattern, newest first. (The
+    # services list loads on its own: wait for the row.)
+    browser.wait_for("document.querySelector('#service-list tr[data-service=\"web\"] button')", "service web listed")
     browser.js("document.querySelector('#service-list tr[data-service=\"web\"] button').click(); true")
     browser.wait_for("document.querySelector('#service-list tr[data-service=\"web\"] .versions').textContent.startsWith('v')", "versions")
     assert browser.js("document.querySelector('#service-list tr[data-service=\"web\"] .versions').textContent") == "v1.1.0, v1.0.0"
