@@ -21,7 +21,19 @@ struct Cli {
     #[arg(long, env = "NULLOPS_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
     #[command(subcommand)]
-    command: Command,
+    command: TopCommand,
+}
+
+/// Plugins apart from the rest: their stdout is their result, so nothing else may print.
+#[derive(Subcommand)]
+enum TopCommand {
+    #[command(flatten)]
+    Platform(Command),
+    /// Run an example plugin (reads its input on stdin, writes its result on stdout).
+    Plugin {
+        #[command(subcommand)]
+        plugin: PluginCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,11 +81,6 @@ enum Command {
     Connector {
         #[command(flatten)]
         backends: ProductionArgs,
-    },
-    /// Run an example plugin (reads its input on stdin, writes its result on stdout).
-    Plugin {
-        #[command(subcommand)]
-        plugin: PluginCommand,
     },
     /// Manage read models.
     Projections {
@@ -249,15 +256,14 @@ fn init_logging(format: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    // A plugin's stdout is its result and nothing else.
-    if let Command::Plugin { plugin } = &cli.command {
-        return Ok(match plugin {
-            PluginCommand::HttpCheck => plugins::http_check(),
-            PluginCommand::RenderConfig => plugins::render_config(),
-        });
+    match cli.command {
+        TopCommand::Plugin { plugin: PluginCommand::HttpCheck } => Ok(plugins::http_check()),
+        TopCommand::Plugin { plugin: PluginCommand::RenderConfig } => Ok(plugins::render_config()),
+        TopCommand::Platform(platform) => {
+            init_logging(&cli.log_format);
+            command(platform).await.map(|()| std::process::ExitCode::SUCCESS)
+        }
     }
-    init_logging(&cli.log_format);
-    command(cli.command).await.map(|()| std::process::ExitCode::SUCCESS)
 }
 
 async fn command(command: Command) -> anyhow::Result<()> {
@@ -285,7 +291,6 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
         Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
-        Command::Plugin { .. } => unreachable!("plugins run before logging starts"),
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
             bench::catalog(&database_url, &sizes, commands).await.context("benchmark failed")
         }
