@@ -213,6 +213,11 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     })
     .await;
 
+    // A wrong token: refused, and redialled (with backoff) for as long as the node is enabled.
+    let (wrong_id, _) = add_node(&server, &admin, &lab.ip(11)).await;
+    lab.run_agent("b", 11, "nat_not-the-token", &[]);
+    reaches(&server, &admin, &wrong_id, "TOKEN_REFUSED", Duration::from_secs(20)).await;
+
     // Disabled nodes are not dialled.
     let rotated = server.ok(Some(&admin), "mutation($id: ID!) { rotateNodeToken(id: $id) { token } }", json!({ "id": id })).await;
     lab.remove_agent("a");
@@ -225,17 +230,19 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
         lab.logs("a").matches("control plane connection closed").count() > before
     })
     .await;
+    // Meanwhile the connector redials the refusing node "b" twice (each redial waits at most the
+    // 2 s cap): had it been dialling "a", "a" would have been connected again by then.
     let connections = lab.logs("a").matches("control plane connected").count();
-    // Longer than the redial cap: a dialling connector would have come back by now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refusals = lab.logs("b").matches("refused a connection").count();
+    support::eventually(Duration::from_secs(15), "two more redials of the refusing node", || async {
+        lab.logs("b").matches("refused a connection").count() >= refusals + 2
+    })
+    .await;
     assert_eq!(lab.logs("a").matches("control plane connected").count(), connections, "a disabled node is not dialled");
     server.ok(Some(&admin), "mutation($id: ID!) { enableNode(id: $id) { status } }", json!({ "id": id })).await;
     reaches(&server, &admin, &id, "ONLINE", WITHIN).await;
 
-    // A wrong token, and an agent of another protocol version.
-    let (wrong_id, _) = add_node(&server, &admin, &lab.ip(11)).await;
-    lab.run_agent("b", 11, "nat_not-the-token", &[]);
-    reaches(&server, &admin, &wrong_id, "TOKEN_REFUSED", Duration::from_secs(20)).await;
+    // An agent of another protocol version.
     let (old_id, old_token) = add_node(&server, &admin, &lab.ip(12)).await;
     lab.run_agent("c", 12, &old_token, &["--speak-protocol", "99"]);
     reaches(&server, &admin, &old_id, "INCOMPATIBLE", Duration::from_secs(20)).await;

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -78,15 +79,32 @@ fn http_check_waits_for_the_demo_service_inside_its_network() {
     let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
     let lab = DemoNetwork { network: format!("nullops-p{id}"), demo: format!("demo-{id}") };
     docker(&["network", "create", &lab.network]);
-    // The check starts before the service does: it must wait, not fail.
-    let demo = image("demo", "v1");
-    let late_start = "sleep 1; exec /bin/busybox httpd -f -p 8080 -h /www";
-    docker(&["run", "-d", "--name", &lab.demo, "--network", &lab.network, "--entrypoint", "/bin/busybox", &demo, "sh", "-c", late_start]);
+    // The check starts before the service exists: it must wait, not fail.
     let check = image("http-check", version());
     let url = format!("http://{}:8080/healthz", lab.demo);
-    let (result, code, _) = run_plugin(&["--network", &lab.network], &check, &json!({ "parameters": { "url": url, "timeout_secs": 30, "interval_ms": 200 } }));
+    let waiting = {
+        let (network, check, url) = (lab.network.clone(), check.clone(), url.clone());
+        std::thread::spawn(move || run_plugin(&["--network", &network], &check, &json!({ "parameters": { "url": url, "timeout_secs": 60, "interval_ms": 200 } })))
+    };
+    // The service starts once the check has failed an attempt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = docker(&["ps", "-q", "--filter", &format!("network={}", lab.network)]);
+        let tried = running.lines().filter(|id| !id.is_empty()).any(|id| {
+            let logs = Command::new("docker").args(["logs", id]).output().unwrap();
+            String::from_utf8_lossy(&logs.stderr).contains("attempt 1")
+        });
+        if tried {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the check made no attempt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    docker(&["run", "-d", "--name", &lab.demo, "--network", &lab.network, &image("demo", "v1")]);
+    let (result, code, stderr) = waiting.join().unwrap();
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["outputs"]["status"], 200);
+    assert!(stderr.contains("attempt 1"), "it waited for the service: {stderr}");
 
     // Nothing answers on another port: it gives up after its timeout and says why.
     let closed = format!("http://{}:9999/", lab.demo);

@@ -98,17 +98,28 @@ async fn leftover_plugin_containers_are_swept_but_running_ones_spared() {
         .output()
         .unwrap();
     assert!(leftover.status.success());
+    // A plugin that runs until the test lets it finish (by creating /done in its container).
+    let script = r#"while [ ! -e /done ]; do sleep 0.05; done; echo '{"success": true}'"#;
     let running = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.run_plugin(&run(BUSYBOX, shell(r#"sleep 2; echo '{"success": true}'"#), b"{}", 30)).await.unwrap() })
+        tokio::spawn(async move { engine.run_plugin(&run(BUSYBOX, shell(script), b"{}", 60)).await.unwrap() })
     };
-    // Sweep once the plugin's container exists: the leftover goes, the running plugin stays.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while leftovers(&scope).lines().count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the plugin's container did not appear");
+    let plugin = loop {
+        let ids = Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=nullops.scope={scope}"), "--filter", "status=running"])
+            .output()
+            .unwrap();
+        if let Some(id) = String::from_utf8_lossy(&ids.stdout).lines().next() {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "the plugin's container did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    // Sweep while it certainly runs: the leftover goes, the running plugin stays.
     engine.reconcile(&[]).await;
+    let released = Command::new("docker").args(["exec", &plugin, "/bin/busybox", "touch", "/done"]).output().unwrap();
+    assert!(released.status.success(), "the plugin was still there to be released");
     assert!(running.await.unwrap().succeeded(), "the sweep spared the running plugin");
     assert_eq!(leftovers(&scope), "", "the leftover was swept");
 }

@@ -360,7 +360,7 @@ async fn a_service_over_its_memory_limit_is_killed_and_reported_not_restarted() 
     let hungry = ContainerSpec {
         name: "hungry".into(),
         image: "nullops-test/busybox:1".into(),
-        command: vec!["sh".into(), "-c".into(), "sleep 1; x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 3600".into()],
+        command: vec!["sh".into(), "-c".into(), "x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 3600".into()],
         memory_mib: 16,
         cpu_millis: 500,
         ..Default::default()

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use nullops_bus::InProcessBus;
 use nullops_connector::{Connector, DesiredStates};
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CATALOG_KEY};
@@ -62,11 +62,12 @@ async fn misbehaving_agent(listener: tokio::net::TcpListener) {
             memory_used_bytes: 1 << 29,
             containers: vec![container("pr-1"), container("ghost")],
         });
+        // The connector reads frames in order: the usage is handled before the garbage.
         let _ = ws.send(Message::text(encode(&hello))).await;
         let _ = ws.send(Message::text(encode(&usage))).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = ws.send(Message::text("{\"type\": \"launch\"")).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Held open until the connector closes it for the garbage.
+        while let Some(Ok(_)) = ws.next().await {}
     }
 }
 
