@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use nullops_domain::node::{Node, NodeAction, NodeCommand, CertThumbprint};
+use nullops_domain::node::{CertThumbprint, Link, Node, NodeAction, NodeCommand};
 use nullops_domain::Issuer;
 use nullops_events::node::Refusal;
 use nullops_events::EventMetadata;
 use nullops_projections::nodes::{record_usage, UsageRow};
-use nullops_store::commands::{execute, load, CommandError};
+use nullops_store::commands::{execute, CommandError};
 use nullops_wire::message::{decode_from_agent, encode, Usage};
-use nullops_wire::{FromAgent, RequestId, ToAgent, TokenHash, PROTOCOL_VERSION};
+use nullops_wire::{FromAgent, RequestId, ToAgent, PROTOCOL_VERSION};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -52,31 +53,63 @@ impl LinkHandle {
     }
 }
 
-pub fn spawn(connector: Connector, node_id: Uuid, token_hash: TokenHash) -> LinkHandle {
+/// Starts the link of `node_id`. `target` is kept current by the supervisor (a move or an
+/// approval changes it); `link` is the connection state the log records now.
+pub fn spawn(connector: Connector, node_id: Uuid, target: watch::Receiver<Target>, link: Link) -> LinkHandle {
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
-    let task = tokio::spawn(run(connector, node_id, token_hash, cancel.clone(), reason.clone()));
+    let recorder = Recorder { connector: connector.clone(), node_id, last: link };
+    let task = tokio::spawn(run(connector, node_id, target, recorder, cancel.clone(), reason.clone()));
     LinkHandle { cancel, reason, task }
 }
 
-async fn run(connector: Connector, node_id: Uuid, token_hash: TokenHash, cancel: CancellationToken, reason: Arc<Mutex<Option<String>>>) {
+/// Records the node's connection transitions. Only the active connector records them, so the
+/// last one it recorded is the log's: a node that stays unreachable costs no store round trip
+/// per redial.
+struct Recorder {
+    connector: Connector,
+    node_id: Uuid,
+    last: Link,
+}
+
+impl Recorder {
+    async fn link(&mut self, now: Link, action: NodeAction) -> Result<(), CommandError> {
+        if self.last == now {
+            return Ok(());
+        }
+        execute_action(&self.connector, self.node_id, action).await?;
+        self.last = now;
+        Ok(())
+    }
+
+    /// Records a transition; a failure is logged (the next transition records the truth again).
+    async fn report(&mut self, now: Link, action: NodeAction) {
+        if let Err(e) = self.link(now, action).await {
+            tracing::warn!(node = %self.node_id, error = %e, "cannot record the node's state");
+        }
+    }
+
+    async fn presented(&self, thumbprint: CertThumbprint) {
+        if let Err(e) = execute_action(&self.connector, self.node_id, NodeAction::Presented { thumbprint }).await {
+            tracing::warn!(node = %self.node_id, error = %e, "cannot record the certificate presented");
+        }
+    }
+}
+
+async fn run(
+    connector: Connector,
+    node_id: Uuid,
+    target: watch::Receiver<Target>,
+    mut recorder: Recorder,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+) {
     let mut backoff = Backoff::new(REDIAL_FIRST, REDIAL_CAP);
-    let record = |action| record(&connector, node_id, action);
+    // The certificate this link pinned on first contact, until the supervisor passes it back.
+    let mut pinned_here = None;
     while !cancel.is_cancelled() {
-        // The address and pin as the log says now (a move or an approval changes them).
-        let target = match load::<Node>(&*connector.store, &node_id.to_string()).await {
-            Ok((state, _)) if state.dialable() => {
-                let r = state.registration.expect("a dialable node is registered");
-                let pinned = state.pinned.as_deref().and_then(|p| CertThumbprint::parse(p).ok());
-                Target { host: r.host, port: r.port, pinned, token_hash: token_hash.clone() }
-            }
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(node = %node_id, error = %e, "cannot load the node; will retry");
-                if pause(&cancel, backoff.delay()).await { return }
-                continue;
-            }
-        };
+        let mut target = target.borrow().clone();
+        target.pinned = target.pinned.or(pinned_here);
         let dialled = tokio::select! {
             _ = cancel.cancelled() => return,
             // Boxed: a dial's state is large and short-lived; inline, every idle link would
@@ -87,10 +120,11 @@ async fn run(connector: Connector, node_id: Uuid, token_hash: TokenHash, cancel:
             Ok(connected) => {
                 if target.pinned.is_none() {
                     // First contact: this certificate becomes the pin.
-                    record(NodeAction::Presented { thumbprint: connected.thumbprint }).await;
+                    recorder.presented(connected.thumbprint).await;
+                    pinned_here = Some(connected.thumbprint);
                 }
                 let up = NodeAction::Connected { agent_version: connected.agent_version.clone(), protocol: PROTOCOL_VERSION };
-                if let Err(e) = execute_action(&connector, node_id, up).await {
+                if let Err(e) = recorder.link(Link::Online, up).await {
                     tracing::warn!(node = %node_id, error = %e, "connected, but the node may not be used now; closing");
                     close(connected.link, "not allowed").await;
                     if pause(&cancel, backoff.delay()).await { return }
@@ -101,7 +135,7 @@ async fn run(connector: Connector, node_id: Uuid, token_hash: TokenHash, cancel:
                 let why = serve(&connector, node_id, connected.link, &cancel).await;
                 let why = reason.lock().expect("reason lock").clone().unwrap_or(why);
                 tracing::info!(node = %node_id, reason = %why, "node offline");
-                record(NodeAction::Disconnected { reason: why }).await;
+                recorder.report(Link::Offline, NodeAction::Disconnected { reason: why }).await;
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -110,16 +144,19 @@ async fn run(connector: Connector, node_id: Uuid, token_hash: TokenHash, cancel:
             }
             Err(DialError::Mismatch { presented }) => {
                 tracing::warn!(node = %node_id, %presented, "the agent presents another certificate: node untrusted until an admin approves it");
-                record(NodeAction::Presented { thumbprint: presented }).await;
+                recorder.presented(presented).await;
                 // Untrusted nodes are not dialled: the supervisor stops this link.
                 cancel.cancelled().await;
                 return;
             }
-            Err(DialError::TokenRefused) => record(NodeAction::Refused(Refusal::Token)).await,
-            Err(DialError::Incompatible { agent_protocol }) => record(NodeAction::Refused(Refusal::Incompatible { agent_protocol })).await,
+            Err(DialError::TokenRefused) => recorder.report(Link::Refused(Refusal::Token), NodeAction::Refused(Refusal::Token)).await,
+            Err(DialError::Incompatible { agent_protocol }) => {
+                let refusal = Refusal::Incompatible { agent_protocol };
+                recorder.report(Link::Refused(refusal), NodeAction::Refused(refusal)).await
+            }
             Err(e @ (DialError::Unreachable(_) | DialError::Protocol(_))) => {
                 tracing::debug!(node = %node_id, error = %e, "dial failed");
-                record(NodeAction::Disconnected { reason: e.to_string() }).await;
+                recorder.report(Link::Offline, NodeAction::Disconnected { reason: e.to_string() }).await;
             }
         }
         if pause(&cancel, backoff.delay()).await {
@@ -139,13 +176,6 @@ async fn pause(cancel: &CancellationToken, delay: Duration) -> bool {
 async fn execute_action(connector: &Connector, node_id: Uuid, action: NodeAction) -> Result<(), CommandError> {
     let command = NodeCommand { by: Issuer::System, action };
     execute::<Node>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system()).await.map(|_| ())
-}
-
-/// Records a report; a failure is logged (the next transition records the truth again).
-async fn record(connector: &Connector, node_id: Uuid, action: NodeAction) {
-    if let Err(e) = execute_action(connector, node_id, action).await {
-        tracing::warn!(node = %node_id, error = %e, "cannot record the node's state");
-    }
 }
 
 /// Serves a connected agent until it goes quiet, misbehaves or the link is cancelled; returns why

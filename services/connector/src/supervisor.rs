@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nullops_bus::Delivery;
-use nullops_domain::node::{token_purpose, Node, NodeState};
+use nullops_domain::node::{token_purpose, CertThumbprint, Node, NodeState};
 use nullops_domain::Decider;
 use nullops_store::commands::load;
 use nullops_wire::TokenHash;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::dial::Target;
 use crate::link::{self, LinkHandle};
+use tokio::sync::watch;
 use crate::Connector;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
@@ -38,10 +40,11 @@ pub async fn run(connector: Connector, shutdown: CancellationToken) {
     }
 }
 
-/// One running link and what it was started with.
+/// One running link, what it was started with, and where it dials (kept current).
 struct Running {
     handle: LinkHandle,
     token_key: Uuid,
+    target: watch::Sender<Target>,
 }
 
 async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutdown: &CancellationToken) {
@@ -132,6 +135,11 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
     let wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
     if let Some(running) = links.get(&node_id) {
         if Some(running.token_key) == wanted && !running.handle.task.is_finished() {
+            // Same token: only the address or the pin may have changed.
+            let (host, port, pinned) = where_to(&state);
+            running.target.send_modify(|t| {
+                (t.host, t.port, t.pinned) = (host, port, pinned);
+            });
             return;
         }
         running.handle.stop(why_stopped(&state, Some(running.token_key) != wanted && wanted.is_some()));
@@ -152,7 +160,16 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
             return;
         }
     };
-    links.insert(node_id, Running { handle: link::spawn(connector.clone(), node_id, token_hash), token_key });
+    let (host, port, pinned) = where_to(&state);
+    let (target, watched) = watch::channel(Target { host, port, pinned, token_hash });
+    let handle = link::spawn(connector.clone(), node_id, watched, state.link);
+    links.insert(node_id, Running { handle, token_key, target });
+}
+
+/// A dialable node's address and pinned thumbprint.
+fn where_to(state: &NodeState) -> (String, u16, Option<CertThumbprint>) {
+    let r = state.registration.as_ref().expect("a dialable node is registered");
+    (r.host.clone(), r.port, state.pinned.as_deref().and_then(|p| CertThumbprint::parse(p).ok()))
 }
 
 fn why_stopped(state: &NodeState, rotated: bool) -> &'static str {
