@@ -12,23 +12,10 @@ use nullops_domain::capacity::{Capacity, CapacityCommand, Resources};
 use nullops_events::EventMetadata;
 use nullops_store::commands::execute;
 use serde_json::{json, Value};
-use support::{code, Backend, Mode, Server};
+use support::{code, docker, must, Backend, Mode, Server};
 
 /// What the issue promises: OFFLINE within 5 s of a failure, ONLINE within 5 s of recovery.
 const WITHIN: Duration = Duration::from_secs(5);
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker").args(args).output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
-fn must(args: &[&str]) -> String {
-    docker(args).unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
-}
 
 /// A Docker network of the test's own and the agents on it; removed on drop, pass or fail.
 struct Lab {

@@ -7,6 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::must;
+
+mod support;
 
 const REGISTRY: &str = "127.0.0.1:5050";
 
@@ -31,12 +34,6 @@ fn run_plugin(extra: &[&str], image: &str, input: &Value) -> (Value, i32, String
     let stdout = String::from_utf8_lossy(&out.stdout);
     let result = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON result ({e}): {stdout}"));
     (result, out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn version() -> &'static str {
@@ -78,7 +75,7 @@ impl Drop for DemoNetwork {
 fn http_check_waits_for_the_demo_service_inside_its_network() {
     let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
     let lab = DemoNetwork { network: format!("nullops-p{id}"), demo: format!("demo-{id}") };
-    docker(&["network", "create", &lab.network]);
+    must(&["network", "create", &lab.network]);
     // The check starts before the service exists: it must wait, not fail.
     let check = image("http-check", version());
     let url = format!("http://{}:8080/healthz", lab.demo);
@@ -89,7 +86,7 @@ fn http_check_waits_for_the_demo_service_inside_its_network() {
     // The service starts once the check has failed an attempt.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let running = docker(&["ps", "-q", "--filter", &format!("network={}", lab.network)]);
+        let running = must(&["ps", "-q", "--filter", &format!("network={}", lab.network)]);
         let tried = running.lines().filter(|id| !id.is_empty()).any(|id| {
             let logs = Command::new("docker").args(["logs", id]).output().unwrap();
             String::from_utf8_lossy(&logs.stderr).contains("attempt 1")
@@ -100,7 +97,7 @@ fn http_check_waits_for_the_demo_service_inside_its_network() {
         assert!(std::time::Instant::now() < deadline, "the check made no attempt");
         std::thread::sleep(Duration::from_millis(50));
     }
-    docker(&["run", "-d", "--name", &lab.demo, "--network", &lab.network, &image("demo", "v1")]);
+    must(&["run", "-d", "--name", &lab.demo, "--network", &lab.network, &image("demo", "v1")]);
     let (result, code, stderr) = waiting.join().unwrap();
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["outputs"]["status"], 200);

@@ -271,3 +271,18 @@ macro_rules! in_both_modes {
         }
     };
 }
+
+/// Runs the Docker CLI; its trimmed stdout, or its stderr as the error.
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("docker").args(args).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// [`docker`] that must succeed.
+pub fn must(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
+}

@@ -4,7 +4,7 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use nullops_domain::node::{self, token_purpose, CertThumbprint, Link, Node, NodeAction, NodeCommand, NodeHost, NodeStatus};
+use nullops_domain::node::{self, token_purpose, CertThumbprint, Link, Node, NodeAction, NodeCommand, NodeHost};
 use nullops_domain::capacity::Capacity;
 use nullops_domain::{DnsLabel, Issuer};
 use nullops_store::commands::load;
@@ -23,7 +23,7 @@ use crate::App;
 const AGENT_IMAGE: &str = concat!("nullops/agent:", env!("CARGO_PKG_VERSION"));
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "NodeStatus")]
+#[graphql(name = "NodeStatus", remote = "nullops_domain::node::NodeStatus")]
 pub enum NodeStatusGql {
     /// Disabled by an admin: not dialled, takes no new deployments.
     Disabled,
@@ -39,21 +39,6 @@ pub enum NodeStatusGql {
     Pending,
     Online,
     Offline,
-}
-
-impl From<NodeStatus> for NodeStatusGql {
-    fn from(s: NodeStatus) -> Self {
-        match s {
-            NodeStatus::Disabled => Self::Disabled,
-            NodeStatus::Revoked => Self::Revoked,
-            NodeStatus::Untrusted => Self::Untrusted,
-            NodeStatus::TokenRefused => Self::TokenRefused,
-            NodeStatus::Incompatible => Self::Incompatible,
-            NodeStatus::Pending => Self::Pending,
-            NodeStatus::Online => Self::Online,
-            NodeStatus::Offline => Self::Offline,
-        }
-    }
 }
 
 /// A Docker node and its agent.
