@@ -75,6 +75,7 @@ pub mod types {
     pub const CAPACITY_RESERVED: (&str, u16) = ("capacity.reserved", 1);
     pub const CAPACITY_RELEASED: (&str, u16) = ("capacity.released", 1);
     pub const DEPLOYMENT_REQUESTED: (&str, u16) = ("deployment.requested", 1);
+    pub const DEPLOYMENT_RETRIED: (&str, u16) = ("deployment.retried", 1);
     pub const DEPLOYMENT_SCHEDULED: (&str, u16) = ("deployment.scheduled", 1);
     pub const DEPLOYMENT_RUN_STARTED: (&str, u16) = ("deployment.run_started", 1);
     pub const DEPLOYMENT_STEP_CHANGED: (&str, u16) = ("deployment.step_changed", 1);
@@ -180,6 +181,7 @@ current_events! {
     Capacity(CapacityEvent::Reserved) => CAPACITY_RESERVED,
     Capacity(CapacityEvent::Released) => CAPACITY_RELEASED,
     Deployment(DeploymentEvent::Requested) => DEPLOYMENT_REQUESTED,
+    Deployment(DeploymentEvent::Retried) => DEPLOYMENT_RETRIED,
     Deployment(DeploymentEvent::Scheduled) => DEPLOYMENT_SCHEDULED,
     Deployment(DeploymentEvent::RunStarted) => DEPLOYMENT_RUN_STARTED,
     Deployment(DeploymentEvent::StepChanged) => DEPLOYMENT_STEP_CHANGED,
@@ -293,6 +295,33 @@ mod tests {
                 name: "pr-1".into(),
                 versions: vec![ChosenVersion { service: "api".into(), image: "shop/api".into(), tag: "v1".into() }],
                 pipeline_version: 2,
+                plan: DeploymentPlan {
+                    steps: vec![
+                        PlannedStep {
+                            id: "api".into(),
+                            action: PlannedAction::Service(PlannedService {
+                                service: "api".into(),
+                                image: "127.0.0.1:5050/shop/api:v1".into(),
+                                port: 8080,
+                                env: vec![EnvVar { name: "DB".into(), value: "${{ nodes.db.outputs.url }}".into() }],
+                                health_check: None,
+                            }),
+                        },
+                        PlannedStep {
+                            id: "db".into(),
+                            action: PlannedAction::Plugin(PlannedPlugin {
+                                plugin: "create-db".into(),
+                                image: "127.0.0.1:5050/nullops/create-db@sha256:ab".into(),
+                                parameters: "{}".into(),
+                                cpu_millis: 100,
+                                memory_mib: 64,
+                                timeout_secs: 300,
+                                joins_deployment_network: true,
+                            }),
+                        },
+                    ],
+                    edges: vec![PipelineEdge { from: "db".into(), to: "api".into() }],
+                },
                 cpu_millis: 500,
                 memory_mib: 256,
                 lifetime_secs: 3600,

@@ -4,9 +4,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalog::{EnvVar, HealthCheck, PipelineEdge};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeploymentEvent {
     Requested(DeploymentRequested),
+    Retried(DeploymentRetried),
     Scheduled(DeploymentScheduled),
     RunStarted(RunStarted),
     StepChanged(StepChanged),
@@ -36,12 +39,66 @@ pub struct DeploymentRequested {
     pub name: String,
     pub versions: Vec<ChosenVersion>,
     pub pipeline_version: u32,
+    pub plan: DeploymentPlan,
     pub cpu_millis: u32,
     pub memory_mib: u32,
     /// Inactivity after which the reaper deletes it.
     pub lifetime_secs: u64,
     /// Microseconds since the epoch; the lifetime counts from here until extended.
     pub expires_at: i64,
+}
+
+/// What a deployment runs: its pipeline version resolved against the catalog when it was
+/// requested (images with their registry host and tag), so that later catalog changes do not
+/// change a deployment. Secrets stay `${{ secrets.NAME }}` references, filled on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentPlan {
+    pub steps: Vec<PlannedStep>,
+    pub edges: Vec<PipelineEdge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// The pipeline node's id.
+    pub id: String,
+    pub action: PlannedAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlannedAction {
+    Service(PlannedService),
+    Plugin(PlannedPlugin),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedService {
+    pub service: String,
+    /// `host[:port]/repository:tag`, or `repository:tag` on Docker Hub.
+    pub image: String,
+    /// The container port the ingress reaches, published on the node.
+    pub port: u16,
+    pub env: Vec<EnvVar>,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedPlugin {
+    pub plugin: String,
+    /// As pinned by the pipeline version: by digest when the registry reported one.
+    pub image: String,
+    /// JSON text, checked against the plugin's schema when the pipeline was saved.
+    pub parameters: String,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    pub timeout_secs: u32,
+    pub joins_deployment_network: bool,
+}
+
+/// A failed deployment runs again, under the same name, with the latest pipeline version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRetried {
+    pub pipeline_version: u32,
+    pub plan: DeploymentPlan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +132,18 @@ pub struct HealthChanged {
     pub detail: String,
 }
 
+/// Every step succeeded and every service is healthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentRunning {}
+pub struct DeploymentRunning {
+    /// Where each service with a port is published on its node.
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub service: String,
+    pub host_port: u16,
+}
 
 /// The run failed and was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

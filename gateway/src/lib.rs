@@ -9,6 +9,7 @@ pub mod auth;
 mod bootstrap;
 mod catalog;
 mod context;
+mod deployments;
 pub mod error;
 mod frontend;
 mod http;

@@ -14,7 +14,7 @@ use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::identity::{self, ApiTokenRow, UserRow};
 
 use crate::auth::{self, Caller};
-use crate::catalog;
+use crate::{catalog, deployments};
 use crate::context::RequestContext;
 use crate::error::{ApiError, ApiResult};
 use crate::{dispatch, App};
@@ -22,10 +22,17 @@ use crate::{dispatch, App};
 pub type NullOpsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 #[derive(MergedObject, Default)]
-pub struct Query(IdentityQuery, catalog::TeamQuery, catalog::DefinitionQuery, catalog::ProjectQuery, catalog::NodeQuery);
+pub struct Query(IdentityQuery, catalog::TeamQuery, catalog::DefinitionQuery, catalog::ProjectQuery, catalog::NodeQuery, deployments::DeploymentQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(IdentityMutation, catalog::TeamMutation, catalog::DefinitionMutation, catalog::ProjectMutation, catalog::NodeMutation);
+pub struct Mutation(
+    IdentityMutation,
+    catalog::TeamMutation,
+    catalog::DefinitionMutation,
+    catalog::ProjectMutation,
+    catalog::NodeMutation,
+    deployments::DeploymentMutation,
+);
 
 pub fn build(app: Arc<App>) -> NullOpsSchema {
     Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
@@ -486,6 +493,12 @@ pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
+    /// The deployment now, then again after every change to it (state, steps, health), for
+    /// callers who may see it.
+    async fn deployment_updated(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = ApiResult<deployments::DeploymentGql>>, ApiError> {
+        deployments::updates(ctx, id).await
+    }
+
     /// Every event appended from now on that matches `filter`, as it happens (admins). The
     /// credential is re-checked with each event: a disabled user's feed ends at once.
     async fn audit_events(&self, ctx: &Context<'_>, filter: Option<AuditFilterInput>) -> Result<impl Stream<Item = ApiResult<AuditEntryGql>>, ApiError> {
@@ -519,7 +532,7 @@ impl SubscriptionRoot {
 }
 
 /// A broadcast receiver as a stream; `None` items mark events lost to lagging.
-fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Arc<StoredEvent>>) -> impl Stream<Item = Option<Arc<StoredEvent>>> {
+pub(crate) fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Arc<StoredEvent>>) -> impl Stream<Item = Option<Arc<StoredEvent>>> {
     futures::stream::unfold(rx, |mut rx| async move {
         match rx.recv().await {
             Ok(e) => Some((Some(e), rx)),

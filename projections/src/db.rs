@@ -77,7 +77,7 @@ impl ReadModelDb {
         if sqlite {
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        for statement in SCHEMA.iter().chain(crate::catalog::SCHEMA).chain(crate::nodes::SCHEMA) {
+        for statement in SCHEMA.iter().chain(crate::catalog::SCHEMA).chain(crate::nodes::SCHEMA).chain(crate::deployments::SCHEMA) {
             sqlx::query(statement).execute(&pool).await?;
         }
         Ok(ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) })

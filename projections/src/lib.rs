@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod catalog;
 mod db;
+pub mod deployments;
 pub mod identity;
 pub mod nodes;
 pub mod runner;
@@ -57,5 +58,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(catalog::CatalogProjection),
         std::sync::Arc::new(audit::AuditProjection),
         std::sync::Arc::new(nodes::NodesProjection),
+        std::sync::Arc::new(deployments::DeploymentsProjection),
     ]
 }

@@ -241,7 +241,8 @@ async fn connector_probe(ports: &[u16], token_hash: &nullops_wire::TokenHash, sh
     tasks.spawn(runner.run(shutdown.clone()));
     wait_until(&read_models, ports.len(), None).await?;
     let rss_before = rss_kib()?;
-    let connector = nullops_connector::Connector { store, bus: b.bus(), read_models: read_models.clone(), keyring, desired: Arc::new(crate::platform::NoDeploymentsYet) };
+    let desired = Arc::new(nullops_connector::desired::FromDeployments::new(store.clone(), read_models.clone(), keyring.clone()));
+    let connector = nullops_connector::Connector { store, bus: b.bus(), read_models: read_models.clone(), keyring, desired };
     tasks.spawn(nullops_connector::run(connector, shutdown.clone()));
     wait_until(&read_models, ports.len(), Some("online")).await?;
     tasks.detach_all();

@@ -301,23 +301,13 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deployments are not modelled yet, so no node is assigned any: every agent is told to run
-/// nothing of ours, and removes what it ran. Deployments replace this source.
-pub struct NoDeploymentsYet;
-
-impl nullops_connector::DesiredStates for NoDeploymentsYet {
-    fn for_node(&self, _node: uuid::Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<nullops_wire::message::DesiredDeployment>, String>> + Send + '_>> {
-        Box::pin(async { Ok(vec![]) })
-    }
-}
-
 fn connector(b: &Backends, keyring: Arc<Keyring>) -> nullops_connector::Connector {
     nullops_connector::Connector {
         store: b.store.clone(),
         bus: b.bus.clone(),
         read_models: b.read_models.clone(),
-        keyring,
-        desired: Arc::new(NoDeploymentsYet),
+        keyring: keyring.clone(),
+        desired: Arc::new(nullops_connector::desired::FromDeployments::new(b.store.clone(), b.read_models.clone(), keyring)),
     }
 }
 
@@ -328,8 +318,13 @@ pub async fn run_connector(b: Backends) -> anyhow::Result<()> {
     let (keyring, _) = keyring(&b).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(nullops_bus::relay::run(b.store.clone(), b.bus.clone(), shutdown.clone()));
-    let runner = Runner { projection: Arc::new(nullops_projections::nodes::NodesProjection), db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
-    tasks.spawn(runner.run(shutdown.clone()));
+    // The read models the connector works from.
+    let projections: [Arc<dyn nullops_projections::Projection>; 2] =
+        [Arc::new(nullops_projections::nodes::NodesProjection), Arc::new(nullops_projections::deployments::DeploymentsProjection)];
+    for projection in projections {
+        let runner = Runner { projection, db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
+        tasks.spawn(runner.run(shutdown.clone()));
+    }
     tasks.spawn(nullops_connector::run(connector(&b, Arc::new(keyring)), shutdown.clone()));
     println!("NullOps connector is up");
     wait_for_signal().await;

@@ -9,7 +9,8 @@ use nullops_projections::catalog::{self as read, kind, Entry};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use super::tags::{credentials_purpose, TagLister};
+use super::tags::TagLister;
+use nullops_domain::catalog::credentials_purpose;
 use super::types::*;
 use super::{change_catalog, change_catalog_sealing, entry, Viewer};
 use crate::error::{ApiError, ApiResult};

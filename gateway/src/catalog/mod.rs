@@ -95,7 +95,7 @@ async fn destroy_key(app: &App, key_id: Uuid, what: &str) {
 }
 
 /// The catalog as decided from the event log (not the read model): what commands check against.
-async fn catalog_state(app: &App) -> ApiResult<CatalogState> {
+pub(crate) async fn catalog_state(app: &App) -> ApiResult<CatalogState> {
     Ok(app.catalog.load(&*app.store, CATALOG_KEY).await?.0)
 }
 
@@ -105,13 +105,13 @@ async fn entry<T: DeserializeOwned>(app: &App, kind: &'static str, name: &str) -
 }
 
 /// The caller of a query and the grants their teams hold, read once per request.
-struct Viewer {
+pub(crate) struct Viewer {
     principal: Principal,
     grants: Vec<GrantRow>,
 }
 
 impl Viewer {
-    async fn of(ctx: &Context<'_>) -> ApiResult<Viewer> {
+    pub(crate) async fn of(ctx: &Context<'_>) -> ApiResult<Viewer> {
         let principal = request(ctx).principal()?.clone();
         let grants = if principal.is_admin() {
             vec![]
@@ -126,7 +126,7 @@ impl Viewer {
     }
 
     /// Effective access to any of `targets`.
-    fn access(&self, targets: &[AccessTarget]) -> Option<Access> {
+    pub(crate) fn access(&self, targets: &[AccessTarget]) -> Option<Access> {
         let held = self
             .grants
             .iter()

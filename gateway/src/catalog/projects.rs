@@ -161,10 +161,6 @@ fn full_access(ctx: &Context<'_>, state: &CatalogState, name: &str) -> ApiResult
     Ok((project, held))
 }
 
-fn secret_purpose(project_id: Uuid, name: &SecretName) -> String {
-    format!("secret:{project_id}:{}", name.as_str())
-}
-
 fn draft(input: PipelineInput) -> ApiResult<PipelineDraft> {
     let nodes = input
         .nodes
@@ -277,7 +273,7 @@ impl ProjectMutation {
         if value.is_empty() || value.len() > MAX_SECRET_BYTES {
             return Err(ApiError::InvalidInput(format!("value: use 1 to {MAX_SECRET_BYTES} bytes")));
         }
-        let sealed = app.keyring.seal(value.as_bytes(), &secret_purpose(definition.project_id, &secret)).await?;
+        let sealed = app.keyring.seal(value.as_bytes(), &nullops_domain::secrets::secret_purpose(definition.project_id, secret.as_str())).await?;
         let fresh_key = Some(sealed.key_id);
         let command = SecretCommand::Set { access, project: project.clone(), name: secret, value: sealed };
         dispatch_keyed::<Secrets>(app, None, request(ctx).metadata()?, &definition.project_id.to_string(), command, fresh_key).await?;

@@ -1,5 +1,6 @@
 //! Live tag listing: asks the service's registry, briefly caches the answer.
 
+use nullops_domain::catalog::credentials_purpose;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,11 +25,6 @@ type Cached = (Instant, Arc<Vec<String>>);
 pub struct TagLister {
     client: RegistryClient,
     cache: Mutex<HashMap<String, Cached>>,
-}
-
-/// The associated data that binds sealed registry credentials to their registry.
-pub fn credentials_purpose(registry: &str) -> String {
-    format!("registry:{registry}")
 }
 
 impl TagLister {

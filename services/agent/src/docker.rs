@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StatsOptions};
 use futures::{StreamExt, TryStreamExt};
 use bollard::auth::DockerCredentials;
-use nullops_wire::message::{registry_of, ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, DesiredDeployment, RegistryAuth};
+use nullops_wire::message::{registry_of, ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, RegistryAuth};
 use sha2::{Digest, Sha256};
 
 use crate::AgentError;
@@ -42,6 +42,9 @@ const ENGINE_TIMEOUT_SECS: u64 = 60;
 pub struct Engine {
     client: bollard::Docker,
     scope: String,
+    /// The agent's own container when it runs in one: it joins each deployment's network to
+    /// probe the services' health there.
+    own_container: Option<String>,
     /// Plugin runs in progress (their `nullops.plugin-run` label values): the sweep spares them.
     plugin_runs: Arc<Mutex<HashSet<String>>>,
 }
@@ -65,6 +68,29 @@ struct Managed {
     name: String,
     spec_hash: String,
     running: bool,
+    /// Published ports: container port to node port.
+    ports: HashMap<u16, u16>,
+}
+
+/// A deployment whose run succeeded: its services are kept running as specified.
+pub struct Maintained<'a> {
+    pub id: &'a str,
+    pub containers: Vec<ContainerSpec>,
+    pub registry_auth: &'a [RegistryAuth],
+}
+
+/// A container of a deployment as it stands after the run started it.
+pub struct Started {
+    pub id: String,
+    /// Its address on the deployment's network.
+    pub ip: Option<std::net::IpAddr>,
+    pub host_port: Option<u16>,
+}
+
+/// Why a started container is not running.
+pub struct Exited {
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
 }
 
 impl Engine {
@@ -73,7 +99,7 @@ impl Engine {
         let client = bollard::Docker::connect_with_unix_defaults()
             .map_err(|e| AgentError::Docker(e.to_string()))?
             .with_timeout(Duration::from_secs(ENGINE_TIMEOUT_SECS));
-        Ok(Engine { client, scope: scope.to_owned(), plugin_runs: Arc::default() })
+        Ok(Engine { client, scope: scope.to_owned(), own_container: own_container_id(), plugin_runs: Arc::default() })
     }
 
     pub fn scope(&self) -> &str {
@@ -106,34 +132,37 @@ impl Engine {
         }
     }
 
-    /// Removes managed containers that are not desired (or whose spec changed) and creates or
-    /// starts every desired one that is not running. Failures are reported per container.
-    pub async fn reconcile(&self, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
-        self.sweep_plugin_leftovers().await;
+    /// Keeps the containers of `maintained` deployments running as specified (recreating those
+    /// missing or changed, starting those stopped, leaving and reporting those killed for their
+    /// memory), leaves deployments in `in_run` to their runs, and removes every other container
+    /// and network of this scope. Failures are reported per container.
+    pub async fn reconcile(&self, maintained: &[Maintained<'_>], in_run: &HashSet<String>) -> Vec<ActualDeployment> {
+        self.sweep_plugin_leftovers(in_run).await;
         let existing = match self.managed(false).await {
             Ok(existing) => existing,
-            Err(e) => return failed_everywhere(desired, &format!("cannot list containers: {e}")),
+            Err(e) => return failed_everywhere(maintained, &format!("cannot list containers: {e}")),
         };
-        let wanted: HashMap<(&str, &str), String> = desired
+        let wanted: HashMap<(&str, &str), String> = maintained
             .iter()
-            .flat_map(|d| d.containers.iter().map(move |c| ((d.id.as_str(), c.name.as_str()), spec_hash(c))))
+            .flat_map(|d| d.containers.iter().map(move |c| ((d.id, c.name.as_str()), spec_hash(c))))
             .collect();
         let mut kept: HashMap<(String, String), Managed> = HashMap::new();
         for m in existing {
+            if in_run.contains(&m.deployment) {
+                continue;
+            }
             if wanted.get(&(m.deployment.as_str(), m.name.as_str())) == Some(&m.spec_hash) {
                 kept.insert((m.deployment.clone(), m.name.clone()), m);
                 continue;
             }
             tracing::info!(deployment = %m.deployment, container = %m.name, "removing a container that should not run");
-            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            if let Err(e) = self.client.remove_container(&m.id, Some(options)).await {
-                tracing::warn!(deployment = %m.deployment, container = %m.name, error = %e, "cannot remove container");
-            }
+            self.remove_container(&m.id).await;
         }
-        let mut networks = self.networks_except(desired).await;
-        let mut actual = Vec::with_capacity(desired.len());
-        for d in desired {
-            let network = match self.ensure_network(&d.id, &mut networks).await {
+        let keep_networks: HashSet<&str> = maintained.iter().map(|d| d.id).chain(in_run.iter().map(String::as_str)).collect();
+        let mut networks = self.networks_except(&keep_networks).await;
+        let mut actual = Vec::with_capacity(maintained.len());
+        for d in maintained {
+            let network = match self.ensure_network(d.id, &mut networks).await {
                 Ok(network) => network,
                 Err(reason) => {
                     actual.extend(failed_everywhere(std::slice::from_ref(d), &reason));
@@ -142,24 +171,108 @@ impl Engine {
             };
             let mut containers = Vec::with_capacity(d.containers.len());
             for spec in &d.containers {
-                let state = match kept.get(&(d.id.clone(), spec.name.clone())) {
-                    Some(m) if m.running => ContainerState::Running,
-                    Some(m) if self.oom_killed(&m.id).await => {
-                        ContainerState::Failed { reason: format!("killed: out of memory (limit {} MiB)", spec.memory_mib) }
+                let (state, host_port) = match kept.get(&(d.id.to_owned(), spec.name.clone())) {
+                    Some(m) if m.running => (ContainerState::Running, spec.port.and_then(|p| m.ports.get(&p).copied())),
+                    Some(m) if self.exited(&m.id).await.is_some_and(|e| e.oom_killed) => {
+                        (ContainerState::Failed { reason: format!("killed: out of memory (limit {} MiB)", spec.memory_mib) }, None)
                     }
-                    Some(m) => self.start(&m.id).await,
-                    None => self.create_and_start(&d.id, &network, spec, &d.registry_auth).await,
+                    Some(m) => (self.start(&m.id).await, self.host_port(&m.id, spec.port).await),
+                    None => match self.create_and_start(d.id, &network, spec, d.registry_auth).await {
+                        Ok(started) => (ContainerState::Running, started.host_port),
+                        Err(reason) => (ContainerState::Failed { reason }, None),
+                    },
                 };
-                containers.push(ActualContainer { name: spec.name.clone(), state });
+                containers.push(ActualContainer { name: spec.name.clone(), state, host_port });
             }
-            actual.push(ActualDeployment { id: d.id.clone(), containers });
+            actual.push(ActualDeployment { id: d.id.to_owned(), attempt: 0, run: Default::default(), containers });
         }
         actual
     }
 
-    async fn oom_killed(&self, id: &str) -> bool {
-        let inspected = self.client.inspect_container(id, None).await;
-        inspected.ok().and_then(|i| i.state).and_then(|s| s.oom_killed).unwrap_or(false)
+    /// Removes every container (plugins' too, with their anonymous volumes) and the network of
+    /// `deployment`: the rollback of a run, and the end of a deleted deployment.
+    pub async fn remove_deployment(&self, deployment: &str) -> Result<(), String> {
+        let label = |k: &str, v: &str| format!("{k}={v}");
+        let filters = HashMap::from([("label".to_owned(), vec![label(LABEL_SCOPE, &self.scope), label(LABEL_DEPLOYMENT, deployment)])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
+        let containers = self.client.list_containers(Some(options)).await.map_err(|e| format!("cannot list containers: {e}"))?;
+        for c in containers.into_iter().filter_map(|c| c.id) {
+            self.remove_container(&c).await;
+        }
+        let networks = self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
+        for id in networks.into_iter().filter_map(|n| n.id) {
+            self.remove_network(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.client.remove_container(id, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => tracing::warn!(container = %id, error = %e, "cannot remove container"),
+        }
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), String> {
+        if let Some(own) = &self.own_container {
+            let request = bollard::models::NetworkDisconnectRequest { container: own.clone(), force: Some(true) };
+            let _ = self.client.disconnect_network(id, request).await;
+        }
+        match self.client.remove_network(id).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(format!("cannot remove network {id}: {e}")),
+        }
+    }
+
+    /// The deployment's network, created (and joined by the agent's own container) when missing.
+    pub async fn deployment_network(&self, deployment: &str) -> Result<String, String> {
+        let keep = HashSet::from([deployment]);
+        let mut networks = self.networks_except(&keep).await;
+        self.ensure_network(deployment, &mut networks).await
+    }
+
+    /// The container `name` of `deployment` started on `network`: its id, address and node port.
+    pub async fn started(&self, id: &str, network: &str, port: Option<u16>) -> Result<Started, String> {
+        let inspected = self.client.inspect_container(id, None).await.map_err(|e| format!("cannot inspect the container: {e}"))?;
+        let settings = inspected.network_settings.unwrap_or_default();
+        let ip = settings
+            .networks
+            .as_ref()
+            .and_then(|n| n.values().find(|e| e.network_id.as_deref() == Some(network)))
+            .and_then(|e| e.ip_address.as_ref())
+            .and_then(|ip| ip.parse().ok());
+        let host_port = port.and_then(|p| published(settings.ports.as_ref(), p));
+        Ok(Started { id: id.to_owned(), ip, host_port })
+    }
+
+    /// Why the container stopped, or `None` while it runs.
+    pub async fn exited(&self, id: &str) -> Option<Exited> {
+        let state = self.client.inspect_container(id, None).await.ok()?.state?;
+        if state.running == Some(true) {
+            return None;
+        }
+        Some(Exited { exit_code: state.exit_code, oom_killed: state.oom_killed.unwrap_or(false) })
+    }
+
+    async fn host_port(&self, id: &str, port: Option<u16>) -> Option<u16> {
+        let port = port?;
+        let inspected = self.client.inspect_container(id, None).await.ok()?;
+        published(inspected.network_settings?.ports.as_ref(), port)
+    }
+
+    /// Runs `argv` in the container; whether it exited 0 within `timeout`.
+    pub async fn exec_succeeds(&self, id: &str, argv: &[String], timeout: Duration) -> bool {
+        let exec = async {
+            let options = bollard::models::ExecConfig { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+            let created = self.client.create_exec(id, options).await.ok()?;
+            if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) = self.client.start_exec(&created.id, None).await {
+                // Drain until the command ends.
+                while output.next().await.is_some() {}
+            }
+            self.client.inspect_exec(&created.id).await.ok()?.exit_code
+        };
+        matches!(tokio::time::timeout(timeout, exec).await, Ok(Some(0)))
     }
 
     async fn start(&self, id: &str) -> ContainerState {
@@ -177,7 +290,7 @@ impl Engine {
 
     /// Removes plugin containers of this scope that no run in progress owns: left by a crash of
     /// the agent between starting a plugin and removing it.
-    async fn sweep_plugin_leftovers(&self) {
+    async fn sweep_plugin_leftovers(&self, _in_run: &HashSet<String>) {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), LABEL_PLUGIN_RUN.to_owned()])]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let Ok(containers) = self.client.list_containers(Some(options)).await else { return };
@@ -202,13 +315,19 @@ impl Engine {
         let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
         let request = NetworkCreateRequest { name, driver: Some("bridge".into()), labels: Some(labels), ..Default::default() };
         let created = self.client.create_network(request).await.map_err(|e| format!("cannot create the deployment's network: {e}"))?;
+        if let Some(own) = &self.own_container {
+            let request = bollard::models::NetworkConnectRequest { container: own.clone(), endpoint_config: None };
+            if let Err(e) = self.client.connect_network(&created.id, request).await {
+                tracing::warn!(error = %e, "cannot join the deployment's network; its health probes will fail");
+            }
+        }
         existing.insert(deployment.to_owned(), created.id.clone());
         Ok(created.id)
     }
 
-    /// This agent's networks of desired deployments, deployment to network id; the others are
-    /// removed (their containers are gone by now), as are duplicates.
-    async fn networks_except(&self, desired: &[DesiredDeployment]) -> HashMap<String, String> {
+    /// This agent's networks of the deployments in `keep`, deployment to network id; the others
+    /// are removed (their containers are gone by now), as are duplicates.
+    async fn networks_except(&self, keep: &HashSet<&str>) -> HashMap<String, String> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope)])]);
         let networks = match self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await {
             Ok(n) => n,
@@ -221,18 +340,19 @@ impl Engine {
         for network in networks {
             let Some(id) = network.id else { continue };
             let deployment = network.labels.as_ref().and_then(|l| l.get(LABEL_DEPLOYMENT)).cloned().unwrap_or_default();
-            if desired.iter().any(|d| d.id == deployment) && !kept.contains_key(&deployment) {
+            if keep.contains(deployment.as_str()) && !kept.contains_key(&deployment) {
                 kept.insert(deployment, id);
                 continue;
             }
-            if let Err(e) = self.client.remove_network(&id).await {
+            if let Err(e) = self.remove_network(&id).await {
                 tracing::warn!(network = %id, error = %e, "cannot remove a network that should not exist");
             }
         }
         kept
     }
 
-    async fn create_and_start(&self, deployment: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> ContainerState {
+    /// Creates and starts a service container on the deployment's network.
+    pub async fn create_and_start(&self, deployment: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> Result<Started, String> {
         let name = format!("nullops-{}-{deployment}-{}", self.scope, spec.name);
         let labels = HashMap::from([
             (LABEL_SCOPE.to_owned(), self.scope.clone()),
@@ -252,8 +372,13 @@ impl Engine {
                 network_mode: Some(network.to_owned()),
                 memory: (spec.memory_mib > 0).then(|| i64::from(spec.memory_mib) << 20),
                 nano_cpus: (spec.cpu_millis > 0).then(|| i64::from(spec.cpu_millis) * 1_000_000),
+                // An ephemeral node port, on every interface: the ingress may run elsewhere.
+                port_bindings: spec.port.map(|p| {
+                    HashMap::from([(format!("{p}/tcp"), Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) }]))])
+                }),
                 ..Default::default()
             }),
+            exposed_ports: spec.port.map(|p| vec![format!("{p}/tcp")]),
             // Others in the deployment reach it by its name.
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(network.to_owned(), EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() })])),
@@ -261,10 +386,11 @@ impl Engine {
             ..Default::default()
         };
         let options = CreateContainerOptions { name: Some(name), ..Default::default() };
-        match self.create_pulling(&spec.image, options, body, auth).await {
-            Ok(id) => self.start(&id).await,
-            Err(reason) => ContainerState::Failed { reason },
+        let id = self.create_pulling(&spec.image, options, body, auth).await?;
+        if let ContainerState::Failed { reason } = self.start(&id).await {
+            return Err(reason);
         }
+        self.started(&id, network, spec.port).await
     }
 
     /// Pulls `image`, with the credentials of its registry when `auth` has them.
@@ -299,6 +425,7 @@ impl Engine {
                     name: labels.get(LABEL_CONTAINER)?.clone(),
                     spec_hash: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
                     running: matches!(s.state, Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)),
+                    ports: s.ports.unwrap_or_default().iter().filter_map(|p| Some((p.private_port, p.public_port?))).collect(),
                 })
             })
             .collect())
@@ -332,14 +459,38 @@ fn spec_hash(spec: &ContainerSpec) -> String {
     Sha256::digest(json).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn failed_everywhere(desired: &[DesiredDeployment], reason: &str) -> Vec<ActualDeployment> {
-    desired
+fn failed_everywhere(maintained: &[Maintained<'_>], reason: &str) -> Vec<ActualDeployment> {
+    maintained
         .iter()
         .map(|d| ActualDeployment {
-            id: d.id.clone(),
-            containers: d.containers.iter().map(|c| ActualContainer { name: c.name.clone(), state: ContainerState::Failed { reason: reason.to_owned() } }).collect(),
+            id: d.id.to_owned(),
+            attempt: 0,
+            run: Default::default(),
+            containers: d
+                .containers
+                .iter()
+                .map(|c| ActualContainer { name: c.name.clone(), state: ContainerState::Failed { reason: reason.to_owned() }, host_port: None })
+                .collect(),
         })
         .collect()
+}
+
+/// The node port `port/tcp` is published on.
+fn published(ports: Option<&bollard::models::PortMap>, port: u16) -> Option<u16> {
+    let bindings = ports?.get(&format!("{port}/tcp"))?.as_ref()?;
+    bindings.iter().find_map(|b| b.host_port.as_ref()?.parse().ok())
+}
+
+/// The id of the container this process runs in, if any: Docker bind-mounts the container's
+/// own `hostname` file from `/var/lib/docker/containers/<id>/`, which `/proc/self/mountinfo`
+/// shows whatever the cgroup layout.
+fn own_container_id() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (_, rest) = line.split_once("/containers/")?;
+        let id = rest.split('/').next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) && rest.contains("/hostname")).then(|| id.to_owned())
+    })
 }
 
 /// The container's share of the host's CPU time between the engine's two samples, in millicores.

@@ -11,18 +11,21 @@
 mod docker;
 mod files;
 mod handshake;
-pub mod plugin_run;
 pub mod identity;
+pub mod plugin_run;
+mod probe;
+mod runner;
 mod session;
 pub mod state;
 mod usage;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nullops_wire::message::{ActualDeployment, DesiredDeployment, Usage};
+use nullops_wire::message::{ActualDeployment, ContainerState, DesiredDeployment, RunPhase, ServiceHealth, Usage};
 use nullops_wire::{NodeToken, RequestId, Thumbprint, TokenHash};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -93,6 +96,7 @@ struct Shared {
     usage: watch::Receiver<Option<Usage>>,
     /// Cancels the live session when a newer one is authenticated.
     current: Mutex<Option<CancellationToken>>,
+    runs: Arc<runner::Runs>,
     hostname: String,
     docker_version: String,
 }
@@ -130,6 +134,7 @@ impl Agent {
         let engine = docker::Engine::connect(&config.scope)?;
         let docker_version = tokio::time::timeout(Duration::from_secs(3), engine.version()).await.unwrap_or_default();
         let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone() });
+        let runs = runner::Runs::restore(saved.runs.clone());
         let (actual_tx, actual) = watch::channel(None);
         let (usage_tx, usage) = watch::channel(None);
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
@@ -142,6 +147,7 @@ impl Agent {
             actual,
             usage,
             current: Mutex::new(None),
+            runs,
             hostname,
             docker_version,
         });
@@ -169,7 +175,7 @@ impl Agent {
     pub async fn serve(self, shutdown: CancellationToken) {
         let Agent { listener, tls, engine, shared, actual_tx, usage_tx, reconcile_every, .. } = self;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(reconcile_loop(engine.clone(), shared.desired.subscribe(), actual_tx, reconcile_every, shutdown.clone()));
+        tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, reconcile_every, shutdown.clone()));
         tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
@@ -205,21 +211,20 @@ impl Agent {
     }
 }
 
-/// Applies every new desired state to the engine, one at a time, and again every
-/// `every`; publishes the outcome when it differs from the last.
-async fn reconcile_loop(
-    engine: docker::Engine,
-    mut desired: watch::Receiver<Desired>,
-    actual: watch::Sender<Option<Actual>>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+/// Applies every new desired state: starts and cancels runs, keeps the services of finished runs
+/// running and removes everything else, again every `every` and whenever a run progresses;
+/// publishes the outcome when it differs from the last and saves how the runs went.
+async fn reconcile_loop(engine: docker::Engine, shared: Arc<Shared>, actual: watch::Sender<Option<Actual>>, every: Duration, shutdown: CancellationToken) {
+    let mut desired = shared.desired.subscribe();
+    let mut progressed = shared.runs.subscribe();
+    let mut saved = shared.runs.records();
     loop {
         let target = desired.borrow_and_update().clone();
+        progressed.mark_unchanged();
         // Only what the control plane sent is applied: the saved state before any connection
         // is just a memory, the next connection brings the truth.
         if target.request_id.is_some() {
-            let deployments = engine.reconcile(&target.deployments).await;
+            let deployments = apply(&engine, &shared.runs, &target.deployments).await;
             let now = Some(Actual { request_id: target.request_id, deployments });
             actual.send_if_modified(|last| {
                 let changed = *last != now;
@@ -228,11 +233,75 @@ async fn reconcile_loop(
                 }
                 changed
             });
+            let records = shared.runs.records();
+            if records != saved {
+                let kept = records.clone();
+                shared.persist(|state| state.runs = kept).await;
+                saved = records;
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
             changed = desired.changed() => if changed.is_err() { return },
+            _ = progressed.changed() => {}
+        }
+    }
+}
+
+/// One pass: runs in step with `desired`, the engine in step with the runs; what each
+/// deployment's run and containers are now.
+async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
+    runs.sync(engine, desired);
+    let view = runs.view();
+    let in_run: HashSet<String> = view.iter().filter(|(_, v)| v.active).map(|(id, _)| id.clone()).collect();
+    let mut maintained = Vec::new();
+    for d in desired {
+        let Some(v) = view.get(&d.id).filter(|v| !v.active && v.record.attempt == d.attempt && v.record.status.phase == RunPhase::Running) else { continue };
+        match runner::service_specs(d, &v.record.outputs) {
+            Ok(containers) => maintained.push(docker::Maintained { id: &d.id, containers, registry_auth: &d.registry_auth }),
+            Err((step, e)) => tracing::warn!(deployment = %d.id, %step, error = %e, "cannot rebuild a service's container"),
+        }
+    }
+    let mut containers: std::collections::HashMap<String, ActualDeployment> =
+        engine.reconcile(&maintained, &in_run).await.into_iter().map(|a| (a.id.clone(), a)).collect();
+    // Desired deployments, and those still being cancelled.
+    let reported = view.into_iter().filter(|(id, v)| v.active || desired.iter().any(|d| &d.id == id));
+    let mut actual: Vec<ActualDeployment> = reported
+        .map(|(id, v)| {
+            let mut run = v.record.status;
+            let containers = containers.remove(&id).map(|a| a.containers).unwrap_or_default();
+            if run.phase == RunPhase::Running {
+                // Once running, a service's health is whether its container runs.
+                run.health = containers
+                    .iter()
+                    .map(|c| match &c.state {
+                        ContainerState::Running => ServiceHealth { service: c.name.clone(), healthy: true, detail: "running".into() },
+                        ContainerState::Failed { reason } => ServiceHealth { service: c.name.clone(), healthy: false, detail: reason.clone() },
+                    })
+                    .collect();
+            }
+            ActualDeployment { id, attempt: v.record.attempt, run, containers }
+        })
+        .collect();
+    actual.sort_by(|a, b| a.id.cmp(&b.id));
+    actual
+}
+
+impl Shared {
+    /// Changes the saved state and writes it (fsync off the runtime's threads); a failure is
+    /// logged.
+    async fn persist(&self, change: impl FnOnce(&mut state::AgentState)) {
+        let snapshot = {
+            let mut state = self.state.lock().expect("state lock");
+            change(&mut state);
+            state.clone()
+        };
+        let file = self.state_file.clone();
+        match tokio::task::spawn_blocking(move || file.save(&snapshot)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the agent state"),
+            Err(e) => tracing::error!(error = %e, "saving the agent state panicked"),
         }
     }
 }

@@ -127,19 +127,8 @@ async fn handle(ws: &mut AgentSocket, shared: &Shared, message: ToAgent) -> Resu
                 }
                 return Ok(());
             }
-            let snapshot = {
-                let mut state = shared.state.lock().expect("state lock");
-                state.record(request_id, deployments.clone());
-                state.clone()
-            };
-            // fsync off the runtime's threads.
-            let file = shared.state_file.clone();
-            match tokio::task::spawn_blocking(move || file.save(&snapshot)).await {
-                Ok(Ok(())) => {}
-                // The control plane resends the full state on the next connection anyway.
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot save the agent state"),
-                Err(e) => tracing::error!(error = %e, "saving the agent state panicked"),
-            }
+            // Not saved is not lost: the control plane resends the full state on the next connection.
+            shared.persist(|state| state.record(request_id, deployments.clone())).await;
             shared.desired.send_replace(Desired { request_id: Some(request_id), deployments });
             Ok(())
         }

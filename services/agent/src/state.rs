@@ -2,7 +2,7 @@
 //! the requests it has applied. The control plane stays the source of truth: a missing or
 //! corrupt file only means starting empty until the next connection brings the full state.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use nullops_wire::message::DesiredDeployment;
@@ -10,6 +10,7 @@ use nullops_wire::RequestId;
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_atomically;
+use crate::runner::RunRecord;
 use crate::AgentError;
 
 pub const STATE_FILE: &str = "state.json";
@@ -21,6 +22,9 @@ const REMEMBERED_REQUESTS: usize = 256;
 pub struct AgentState {
     pub desired: Vec<DesiredDeployment>,
     pub applied: VecDeque<RequestId>,
+    /// How each deployment's run went.
+    #[serde(default)]
+    pub runs: BTreeMap<String, RunRecord>,
 }
 
 impl AgentState {
@@ -28,9 +32,10 @@ impl AgentState {
         self.applied.contains(&id)
     }
 
-    /// Remembers `desired` without its registry credentials: those never reach the disk.
+    /// Remembers `desired` without its registry credentials and secrets: those never reach the
+    /// disk.
     pub fn record(&mut self, id: RequestId, desired: Vec<DesiredDeployment>) {
-        self.desired = desired.into_iter().map(|d| DesiredDeployment { registry_auth: vec![], ..d }).collect();
+        self.desired = desired.into_iter().map(|d| DesiredDeployment { registry_auth: vec![], secrets: Default::default(), ..d }).collect();
         if self.applied.len() == REMEMBERED_REQUESTS {
             self.applied.pop_front();
         }
@@ -79,7 +84,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nullops_wire::message::ContainerSpec;
+    use nullops_wire::message::{ContainerSpec, Secrets, Step};
 
     #[test]
     fn state_survives_a_restart_and_corruption_means_empty() {
@@ -89,8 +94,12 @@ mod tests {
         let mut state = AgentState::default();
         let id = RequestId::new();
         let spec = ContainerSpec { name: "web".into(), image: "web:1".into(), ..Default::default() };
-        state.record(id, vec![DesiredDeployment { id: "pr-1".into(), containers: vec![spec], registry_auth: vec![] }]);
+        let secrets = Secrets([("DB_PASSWORD".to_owned(), "hunter22".to_owned())].into());
+        let desired = DesiredDeployment { id: "pr-1".into(), attempt: 1, steps: vec![Step::service(spec)], secrets, registry_auth: vec![], context: Default::default() };
+        state.record(id, vec![desired]);
         file.save(&state).unwrap();
+        let saved = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(saved.contains("web:1") && !saved.contains("hunter22"), "{saved}");
         assert_eq!(file.load(), state);
         assert!(file.load().has_applied(id));
 

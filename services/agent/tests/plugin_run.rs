@@ -117,7 +117,7 @@ async fn leftover_plugin_containers_are_swept_but_running_ones_spared() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Sweep while it certainly runs: the leftover goes, the running plugin stays.
-    engine.reconcile(&[]).await;
+    engine.reconcile(&[], &Default::default()).await;
     let released = Command::new("docker").args(["exec", &plugin, "/bin/busybox", "touch", "/done"]).output().unwrap();
     assert!(released.status.success(), "the plugin was still there to be released");
     assert!(running.await.unwrap().succeeded(), "the sweep spared the running plugin");

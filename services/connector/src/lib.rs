@@ -7,11 +7,14 @@
 //! Only one connector is active per installation (lease `connector`).
 
 mod backoff;
+pub mod desired;
 pub mod dial;
 mod link;
+mod reports;
 pub mod pin;
 mod supervisor;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,9 +29,17 @@ use uuid::Uuid;
 pub use backoff::Backoff;
 pub use supervisor::run;
 
+/// What a node should do: run these deployments, and remove everything of those being deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeDesired {
+    pub run: Vec<DesiredDeployment>,
+    /// Node ids (see [`desired::wire_id`]) of deployments being deleted from the node.
+    pub removing: HashSet<String>,
+}
+
 /// Where a node's desired state comes from: the deployments assigned to it.
 pub trait DesiredStates: Send + Sync + 'static {
-    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<Vec<DesiredDeployment>, String>> + Send + '_>>;
+    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<NodeDesired, String>> + Send + '_>>;
 }
 
 /// What the connector works with.

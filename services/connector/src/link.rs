@@ -3,7 +3,7 @@
 //! Every change of the node is recorded as a command on its aggregate, which emits an event only
 //! for a real transition (a node that stays unreachable is recorded OFFLINE once).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::dial::{dial, AgentLink, DialError, Target};
-use crate::{Backoff, Connector};
+use crate::{reports, Backoff, Connector};
 
 /// A ping every second; three seconds without any frame means the peer or the path is gone, so
 /// a dead link is declared 3 s after its last frame: "OFFLINE within 5 s" with room for a loaded
@@ -55,11 +55,12 @@ impl LinkHandle {
 
 /// Starts the link of `node_id`. `target` is kept current by the supervisor (a move or an
 /// approval changes it); `link` is the connection state the log records now.
-pub fn spawn(connector: Connector, node_id: Uuid, target: watch::Receiver<Target>, link: Link) -> LinkHandle {
+/// `desired_changed` is bumped when the node's deployments change.
+pub fn spawn(connector: Connector, node_id: Uuid, target: watch::Receiver<Target>, link: Link, desired_changed: watch::Receiver<u64>) -> LinkHandle {
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
     let recorder = Recorder { connector: connector.clone(), node_id, last: link };
-    let task = tokio::spawn(run(connector, node_id, target, recorder, cancel.clone(), reason.clone()));
+    let task = tokio::spawn(run(connector, node_id, target, recorder, desired_changed, cancel.clone(), reason.clone()));
     LinkHandle { cancel, reason, task }
 }
 
@@ -101,6 +102,7 @@ async fn run(
     node_id: Uuid,
     target: watch::Receiver<Target>,
     mut recorder: Recorder,
+    mut desired_changed: watch::Receiver<u64>,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
 ) {
@@ -132,7 +134,7 @@ async fn run(
                 }
                 tracing::info!(node = %node_id, host = %target.host, agent = %connected.agent_version, "node online");
                 backoff.reset();
-                let why = serve(&connector, node_id, connected.link, &cancel).await;
+                let why = serve(&connector, node_id, connected.link, &mut desired_changed, &cancel).await;
                 let why = reason.lock().expect("reason lock").clone().unwrap_or(why);
                 tracing::info!(node = %node_id, reason = %why, "node offline");
                 recorder.report(Link::Offline, NodeAction::Disconnected { reason: why }).await;
@@ -180,19 +182,21 @@ async fn execute_action(connector: &Connector, node_id: Uuid, action: NodeAction
 
 /// Serves a connected agent until it goes quiet, misbehaves or the link is cancelled; returns why
 /// it ended.
-async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, cancel: &CancellationToken) -> String {
-    let deployments = match connector.desired.for_node(node_id).await {
+async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desired_changed: &mut watch::Receiver<u64>, cancel: &CancellationToken) -> String {
+    desired_changed.mark_unchanged();
+    let mut desired = match connector.desired.for_node(node_id).await {
         Ok(d) => d,
         Err(e) => {
             close(link, "desired state unavailable").await;
             return format!("cannot read the node's desired state: {e}");
         }
     };
-    let assigned: HashSet<String> = deployments.iter().map(|d| d.id.clone()).collect();
-    let request_id = RequestId::new();
-    if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments }).await {
+    let mut request_id = RequestId::new();
+    if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments: desired.run.clone() }).await {
         return e;
     }
+    // The views of deployments last recorded, so that only changes are.
+    let mut recorded = HashMap::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One deadline, pushed back by every frame: no periodic wakeups to look for silence.
@@ -210,6 +214,17 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, cancel
                     return e;
                 }
             }
+            Ok(()) = desired_changed.changed() => match connector.desired.for_node(node_id).await {
+                Ok(now) if now.run != desired.run => {
+                    request_id = RequestId::new();
+                    if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments: now.run.clone() }).await {
+                        return e;
+                    }
+                    desired = now;
+                }
+                Ok(now) => desired = now,
+                Err(e) => tracing::warn!(node = %node_id, error = %e, "cannot read the node's desired state; keeping the last one"),
+            },
             frame = link.next() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
                 let text = match frame {
@@ -224,14 +239,28 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, cancel
                         return "the agent broke the protocol (binary frame)".into();
                     }
                 };
+                let assigned = |id: &str| desired.removing.contains(id) || desired.run.iter().any(|d| d.id == id);
                 match decode_from_agent(text.as_bytes()) {
                     Ok(FromAgent::ActualState { request_id: answered, deployments }) => {
-                        let (known, unknown): (Vec<_>, Vec<_>) = deployments.into_iter().partition(|d| assigned.contains(&d.id));
+                        let (known, unknown): (Vec<_>, Vec<_>) = deployments.into_iter().partition(|d| assigned(&d.id));
                         for d in unknown {
                             tracing::warn!(node = %node_id, deployment = %d.id, "rejected a report about a deployment not assigned to this node");
                         }
-                        let running = known.iter().flat_map(|d| &d.containers).filter(|c| c.state == nullops_wire::message::ContainerState::Running).count();
-                        tracing::info!(node = %node_id, request = %answered.0, deployments = known.len(), running, "agent reports its state");
+                        tracing::debug!(node = %node_id, request = %answered.0, deployments = known.len(), "agent reports its state");
+                        let present: HashSet<String> = known.iter().map(|d| d.id.clone()).collect();
+                        reports::record_views(connector, node_id, known, &mut recorded).await;
+                        // Having applied our latest request, the agent no longer has what it
+                        // does not report.
+                        if answered == request_id {
+                            let gone: Vec<String> = desired.removing.iter().filter(|id| !present.contains(*id)).cloned().collect();
+                            for id in gone {
+                                if let Ok(deployment_id) = Uuid::try_parse(&id) {
+                                    reports::record_removed(connector, node_id, deployment_id).await;
+                                }
+                                desired.removing.remove(&id);
+                                recorded.remove(&id);
+                            }
+                        }
                     }
                     Ok(FromAgent::Usage(usage)) => write_usage(connector, node_id, usage, &assigned).await,
                     Ok(FromAgent::Hello { .. }) => {
@@ -249,9 +278,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, cancel
     }
 }
 
-async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, assigned: &HashSet<String>) {
+async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, assigned: &impl Fn(&str) -> bool) {
     usage.containers.retain(|c| {
-        let ours = assigned.contains(&c.deployment);
+        let ours = assigned(&c.deployment);
         if !ours {
             tracing::warn!(node = %node_id, deployment = %c.deployment, "rejected usage of a deployment not assigned to this node");
         }

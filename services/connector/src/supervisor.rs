@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use nullops_bus::Delivery;
 use nullops_domain::node::{token_purpose, CertThumbprint, Node, NodeState};
+use nullops_domain::deployment::Deployment;
 use nullops_domain::Decider;
+use nullops_events::LogPosition;
 use nullops_store::commands::load;
 use nullops_wire::TokenHash;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ use tokio::sync::watch;
 use crate::Connector;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// How long a deployment change may take to reach the read model before its node is told.
+const READ_MODEL_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopping link may take to record its disconnection.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -45,6 +49,8 @@ struct Running {
     handle: LinkHandle,
     token_key: Uuid,
     target: watch::Sender<Target>,
+    /// Bumped when the node's deployments change: the link sends the new desired state.
+    desired_changed: watch::Sender<u64>,
 }
 
 async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutdown: &CancellationToken) {
@@ -77,11 +83,18 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                             refresh(connector, &mut links, node_id).await;
                             seen.remove(&node_id);
                         }
+                    } else if stream.kind() == Deployment::KIND {
+                        if let Ok(deployment_id) = stream.key().parse() {
+                            deployment_changed(connector, &links, deployment_id, message.event.position).await;
+                        }
                     }
                 }
                 Some(Delivery::Gap) => {
                     seen.clear();
                     resync_all(connector, &mut links, &mut seen).await;
+                    for running in links.values() {
+                        running.desired_changed.send_modify(|v| *v += 1);
+                    }
                 }
                 None => {
                     tracing::warn!("the bus subscription ended; following the read model only");
@@ -95,6 +108,23 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
     }
     for (_, running) in links {
         let _ = tokio::time::timeout(STOP_GRACE, running.handle.task).await;
+    }
+}
+
+/// Tells the link of the deployment's node to send its new desired state, once the deployments
+/// read model has the change.
+async fn deployment_changed(connector: &Connector, links: &HashMap<Uuid, Running>, deployment_id: Uuid, position: LogPosition) {
+    if let Err(e) = connector.read_models.wait_for(&["deployments"], position, READ_MODEL_WAIT).await {
+        tracing::warn!(deployment = %deployment_id, error = %e, "the deployments read model lags; sending what it has");
+    }
+    match nullops_projections::deployments::deployment(&connector.read_models, deployment_id).await {
+        Ok(Some(row)) => {
+            if let Some(running) = row.node_id.and_then(|n| links.get(&n)) {
+                running.desired_changed.send_modify(|v| *v += 1);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(deployment = %deployment_id, error = %e, "cannot read the deployment"),
     }
 }
 
@@ -162,8 +192,9 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
     };
     let (host, port, pinned) = where_to(&state);
     let (target, watched) = watch::channel(Target { host, port, pinned, token_hash });
-    let handle = link::spawn(connector.clone(), node_id, watched, state.link);
-    links.insert(node_id, Running { handle, token_key, target });
+    let (desired_changed, desired_watched) = watch::channel(0);
+    let handle = link::spawn(connector.clone(), node_id, watched, state.link, desired_watched);
+    links.insert(node_id, Running { handle, token_key, target, desired_changed });
 }
 
 /// A dialable node's address and pinned thumbprint.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use nullops_agent::{Agent, AgentConfig};
 use nullops_connector::dial::{dial, AgentLink, DialError, Target};
-use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment, RegistryAuth};
+use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment, RegistryAuth, RunPhase, Step};
 use nullops_wire::{FromAgent, NodeToken, RequestId, Thumbprint, ToAgent, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -65,6 +65,19 @@ async fn next_report(link: &mut AgentLink) -> FromAgent {
                 other => return other,
             },
             _ => continue,
+        }
+    }
+}
+
+/// The first state report in which no run is still going: every deployment's run is running
+/// or has failed (and was rolled back).
+async fn settled(link: &mut AgentLink) -> FromAgent {
+    loop {
+        let report = next_report(link).await;
+        if let FromAgent::ActualState { deployments, .. } = &report {
+            if deployments.iter().all(|d| d.run.phase != RunPhase::Deploying) {
+                return report;
+            }
         }
     }
 }
@@ -157,7 +170,7 @@ async fn bad_frames_close_the_connection_and_change_nothing() {
         Message::binary(vec![1u8, 2, 3]),
         Message::text(encode(&ToAgent::DesiredState {
             request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment { id: "../../etc".into(), containers: vec![], registry_auth: vec![] }],
+            deployments: vec![DesiredDeployment::new("../../etc", vec![])],
         })),
         Message::text(" ".repeat(MAX_FRAME_BYTES + 1)),
     ];
@@ -202,12 +215,12 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     let agent = agent_speaking(PROTOCOL_VERSION).await;
     let _cleanup = Cleanup(agent.scope.clone());
     let web = ContainerSpec { name: "web".into(), image: "nullops-test/busybox:1".into(), command: vec!["sleep".into(), "3600".into()], ..Default::default() };
-    let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web], registry_auth: vec![] }];
+    let desired = vec![DesiredDeployment::new("pr-1", vec![Step::service(web)])];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     let request_id = RequestId::new();
     let send = ToAgent::DesiredState { request_id, deployments: desired.clone() };
     link.send(Message::text(encode(&send))).await.unwrap();
-    let report = next_report(&mut link).await;
+    let report = settled(&mut link).await;
     assert_eq!(running_state(&report), vec![ContainerState::Running]);
     let first = containers_of(&agent.scope);
     assert_eq!(first.len(), 1);
@@ -223,7 +236,7 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     docker(&["rm", "-f", &first[0]]);
     let mut link = dial(&target(&agent, None)).await.expect("reconnects").link;
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
-    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running]);
+    assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let second = containers_of(&agent.scope);
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
@@ -241,7 +254,7 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
 
     // Nothing desired: what ran is removed.
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
-    assert!(running_state(&next_report(&mut link).await).is_empty());
+    assert!(running_state(&settled(&mut link).await).is_empty());
     assert!(containers_of(&agent.scope).is_empty());
 }
 
@@ -294,12 +307,12 @@ async fn each_deployment_has_a_network_of_its_own() {
         ..Default::default()
     };
     let desired = vec![
-        DesiredDeployment { id: "pr-1".into(), containers: vec![web("one")], registry_auth: vec![] },
-        DesiredDeployment { id: "pr-2".into(), containers: vec![web("two")], registry_auth: vec![] },
+        DesiredDeployment::new("pr-1", vec![Step::service(web("one"))]),
+        DesiredDeployment::new("pr-2", vec![Step::service(web("two"))]),
     ];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
-    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running, ContainerState::Running]);
+    assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running, ContainerState::Running]);
     let (one, two) = (format!("nullops-{}-pr-1", agent.scope), format!("nullops-{}-pr-2", agent.scope));
     assert_eq!(networks_of(&agent.scope), vec![one.clone(), two.clone()]);
 
@@ -312,7 +325,7 @@ async fn each_deployment_has_a_network_of_its_own() {
 
     // Gone from the desired state: containers and networks are removed.
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
-    assert!(running_state(&next_report(&mut link).await).is_empty());
+    assert!(running_state(&settled(&mut link).await).is_empty());
     assert!(containers_of(&agent.scope).is_empty());
     assert!(networks_of(&agent.scope).is_empty(), "no network is left behind");
 }
@@ -328,18 +341,25 @@ async fn images_are_pulled_with_the_credentials_sent_and_never_saved() {
     docker(&["rmi", &image]);
     let _untag = Untag(image.clone());
     let web = ContainerSpec { name: "web".into(), image: image.clone(), ..Default::default() };
-    let desired = |auth: Vec<RegistryAuth>| vec![DesiredDeployment { id: "pr-1".into(), containers: vec![web.clone()], registry_auth: auth }];
+    let desired = |auth: Vec<RegistryAuth>| vec![DesiredDeployment { registry_auth: auth, ..DesiredDeployment::new("pr-1", vec![Step::service(web.clone())]) }];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
 
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired(vec![]) }))).await.unwrap();
-    match &running_state(&next_report(&mut link).await)[..] {
-        [ContainerState::Failed { reason }] => assert!(reason.contains("cannot pull"), "{reason}"),
-        other => panic!("without credentials the pull must fail: {other:?}"),
+    match &settled(&mut link).await {
+        FromAgent::ActualState { deployments, .. } => match &deployments[0].run.phase {
+            RunPhase::Failed { step, reason, .. } => assert!(step.as_deref() == Some("web") && reason.contains("cannot pull"), "{reason}"),
+            other => panic!("without credentials the pull must fail: {other:?}"),
+        },
+        other => panic!("{other:?}"),
     }
+    assert!(containers_of(&agent.scope).is_empty() && networks_of(&agent.scope).is_empty(), "the failed run is rolled back");
 
+    // A retry is a new attempt, with credentials this time.
     let auth = RegistryAuth { registry: "127.0.0.1:5050".into(), username: "nullops".into(), password: "nullops".into() };
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired(vec![auth]) }))).await.unwrap();
-    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running]);
+    let mut retry = desired(vec![auth]);
+    retry[0].attempt = 2;
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: retry }))).await.unwrap();
+    assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(agent.dir.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(saved["desired"][0]["registry_auth"], serde_json::json!([]), "credentials never reach the agent's disk: {saved}");
 }
@@ -365,15 +385,19 @@ async fn a_service_over_its_memory_limit_is_killed_and_reported_not_restarted() 
         cpu_millis: 500,
         ..Default::default()
     };
-    let desired = vec![DesiredDeployment { id: "pr-1".into(), containers: vec![hungry], registry_auth: vec![] }];
+    let desired = vec![DesiredDeployment::new("pr-1", vec![Step::service(hungry)])];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
-    assert_eq!(running_state(&next_report(&mut link).await), vec![ContainerState::Running]);
+    assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let limits = docker(&["inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", &format!("nullops-{}-pr-1-hungry", agent.scope)]);
     assert_eq!(limits, format!("{} 500000000", 16 << 20), "Docker enforces the limits");
-    // The periodic reconcile finds it killed and says so (instead of starting it again).
-    match &running_state(&next_report(&mut link).await)[..] {
+    // The periodic reconcile finds it killed and says so (instead of starting it again), and
+    // the service is reported unhealthy.
+    let report = next_report(&mut link).await;
+    match &running_state(&report)[..] {
         [ContainerState::Failed { reason }] => assert!(reason.contains("out of memory") && reason.contains("16 MiB"), "{reason}"),
         other => panic!("expected the OOM kill to be reported: {other:?}"),
     }
+    let FromAgent::ActualState { deployments, .. } = report else { unreachable!() };
+    assert!(matches!(&deployments[0].run.health[..], [h] if !h.healthy && h.detail.contains("out of memory")), "{:?}", deployments[0].run);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use nullops_bus::InProcessBus;
+use nullops_connector::NodeDesired;
 use nullops_connector::{Connector, DesiredStates};
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CATALOG_KEY};
 use nullops_domain::node::{token_purpose, Node, NodeAction, NodeCommand, NodeHost};
@@ -30,8 +31,8 @@ use uuid::Uuid;
 struct OneDeployment;
 
 impl DesiredStates for OneDeployment {
-    fn for_node(&self, _: Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<DesiredDeployment>, String>> + Send + '_>> {
-        Box::pin(async { Ok(vec![DesiredDeployment { id: "pr-1".into(), containers: vec![], registry_auth: vec![] }]) })
+    fn for_node(&self, _: Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeDesired, String>> + Send + '_>> {
+        Box::pin(async { Ok(NodeDesired { run: vec![DesiredDeployment::new("pr-1", vec![])], removing: Default::default() }) })
     }
 }
 

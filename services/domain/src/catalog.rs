@@ -106,6 +106,11 @@ impl CatalogState {
 
 pub struct Catalog;
 
+/// The associated data that binds sealed registry credentials to their registry.
+pub fn credentials_purpose(registry: &str) -> String {
+    format!("registry:{registry}")
+}
+
 fn exists<T>(map: &BTreeMap<String, T>, kind: &str, name: &str) -> Result<(), DomainError> {
     if map.contains_key(name) {
         Ok(())

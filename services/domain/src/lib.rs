@@ -13,6 +13,7 @@ pub mod identity;
 pub mod names;
 pub mod node;
 pub mod pipeline;
+pub mod plan;
 pub mod run;
 pub mod secrets;
 pub mod tags;

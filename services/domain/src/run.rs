@@ -42,7 +42,12 @@ impl RunPlan {
                 set.insert(e.from.clone());
             }
         }
-        let states = graph.nodes.iter().map(|n| (n.id.clone(), NodeRun::Pending)).collect();
+        Self::from_needs(needs)
+    }
+
+    /// The plan of nodes given with their predecessors (acyclic, naming only given nodes).
+    pub fn from_needs(needs: BTreeMap<String, BTreeSet<String>>) -> Self {
+        let states = needs.keys().map(|id| (id.clone(), NodeRun::Pending)).collect();
         RunPlan { needs, states, started: Vec::new(), stopped: false }
     }
 

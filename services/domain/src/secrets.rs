@@ -19,6 +19,13 @@ pub enum SecretCommand {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretsState {
     pub keys: BTreeMap<String, Uuid>,
+    /// Each secret's sealed value, for the platform to unseal when a deployment runs.
+    pub values: BTreeMap<String, Sealed>,
+}
+
+/// The associated data that binds a sealed secret to its project and name.
+pub fn secret_purpose(project_id: Uuid, name: &str) -> String {
+    format!("secret:{project_id}:{name}")
 }
 
 pub struct Secrets;
@@ -52,9 +59,11 @@ impl Decider for Secrets {
         match event {
             SecretEvent::Created(s) | SecretEvent::Updated(s) => {
                 state.keys.insert(s.name.clone(), s.value.key_id);
+                state.values.insert(s.name.clone(), s.value.clone());
             }
             SecretEvent::Deleted(d) => {
                 state.keys.remove(&d.name);
+                state.values.remove(&d.name);
             }
         }
         state

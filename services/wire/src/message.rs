@@ -55,16 +55,124 @@ pub struct NodeFacts {
     pub docker_version: String,
 }
 
-/// One deployment as a node should run it.
+/// One deployment as a node should run it: a run of its pipeline, then its services kept running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredDeployment {
     /// A DNS label, unique on the node; also part of the container names.
     pub id: String,
-    pub containers: Vec<ContainerSpec>,
+    /// Which run of the deployment this is: a retry is a new attempt, run from the start.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// The pipeline's nodes; a step starts when every step it `needs` has succeeded.
+    pub steps: Vec<Step>,
+    /// The project's secrets, for `${{ secrets.NAME }}` in parameters and environments: held in
+    /// memory only, never written to the agent's disk or logs.
+    #[serde(default)]
+    pub secrets: Secrets,
     /// Credentials for the registries its images come from: used to pull, held in memory only,
     /// never written to the agent's disk.
     #[serde(default)]
     pub registry_auth: Vec<RegistryAuth>,
+    /// What plugins are told about the deployment (`context` of their input): project,
+    /// environment, name.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl DesiredDeployment {
+    /// Attempt 1 of `steps`, with no secrets, credentials or context.
+    pub fn new(id: impl Into<String>, steps: Vec<Step>) -> Self {
+        DesiredDeployment { id: id.into(), attempt: 1, steps, secrets: Secrets::default(), registry_auth: vec![], context: BTreeMap::new() }
+    }
+
+    /// The service steps' containers.
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerSpec> {
+        self.steps.iter().filter_map(|s| match &s.action {
+            StepAction::Service(service) => Some(&service.container),
+            StepAction::Plugin(_) => None,
+        })
+    }
+}
+
+/// Secret values by name; `Debug` shows only the names.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The pipeline node's id.
+    pub id: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub action: StepAction,
+}
+
+impl Step {
+    /// A service step that needs nothing before it.
+    pub fn service(container: ContainerSpec) -> Step {
+        Step { id: container.name.clone(), needs: vec![], action: StepAction::Service(ServiceStep { container, health: None }) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepAction {
+    /// Start a service and wait until it is healthy.
+    Service(ServiceStep),
+    /// Run a plugin container to its end.
+    Plugin(PluginStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStep {
+    /// Environment values may hold `${{ … }}` expressions, filled on the node.
+    pub container: ContainerSpec,
+    #[serde(default)]
+    pub health: Option<HealthProbe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthProbe {
+    pub check: ProbeCheck,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    /// Failed probes in a row after which the service is unhealthy.
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProbeCheck {
+    /// An HTTP GET of this path on the container's port answers 2xx or 3xx.
+    Http { path: String },
+    /// This command, run in the container, exits 0.
+    Command { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStep {
+    pub plugin: String,
+    pub image: String,
+    /// The plugin's `action` input.
+    #[serde(default)]
+    pub action: String,
+    /// The parameters, whose strings may hold `${{ … }}` expressions, filled on the node.
+    pub parameters: serde_json::Value,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    pub timeout_secs: u32,
+    /// Whether it joins the deployment's network (else it has none).
+    pub joins_network: bool,
 }
 
 /// Credentials for one registry, decrypted by the control plane for this run.
@@ -107,11 +215,16 @@ pub struct ContainerSpec {
     /// reported so rather than restarted.
     #[serde(default)]
     pub memory_mib: u32,
+    /// A container port to publish on an ephemeral port of the node, for the ingress.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActualDeployment {
     pub id: String,
+    pub attempt: u32,
+    pub run: RunStatus,
     pub containers: Vec<ActualContainer>,
 }
 
@@ -119,6 +232,55 @@ pub struct ActualDeployment {
 pub struct ActualContainer {
     pub name: String,
     pub state: ContainerState,
+    /// The node port its container port is published on.
+    #[serde(default)]
+    pub host_port: Option<u16>,
+}
+
+/// Where a deployment's run stands, as a whole: the connector records what is new in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub phase: RunPhase,
+    pub steps: Vec<StepStatus>,
+    pub health: Vec<ServiceHealth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum RunPhase {
+    #[default]
+    Deploying,
+    /// Every step succeeded; the services are kept running.
+    Running,
+    /// A step failed (or the agent lost the run); everything it created was removed.
+    Failed { step: Option<String>, reason: String, exit_code: Option<i64>, oom_killed: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepStatus {
+    pub id: String,
+    pub state: StepRunState,
+    /// The last output, exit code or error, secrets redacted.
+    #[serde(default)]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRunState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub healthy: bool,
+    #[serde(default)]
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +312,18 @@ pub struct ContainerUsage {
 /// Most deployments one desired state may hold, and containers one deployment may hold.
 pub const MAX_DEPLOYMENTS: usize = 1000;
 pub const MAX_CONTAINERS: usize = 64;
+/// Most steps one deployment's pipeline may have (the pipeline's own limit).
+pub const MAX_STEPS: usize = 200;
+/// Most bytes of details one deployment's run report may carry.
+pub const MAX_REPORT_TEXT: usize = 64 << 10;
+
+fn run_text_len(run: &RunStatus) -> usize {
+    let failure = match &run.phase {
+        RunPhase::Failed { step, reason, .. } => reason.len() + step.as_ref().map_or(0, String::len),
+        _ => 0,
+    };
+    failure + run.steps.iter().map(|s| s.id.len() + s.detail.len()).sum::<usize>() + run.health.iter().map(|h| h.service.len() + h.detail.len()).sum::<usize>()
+}
 
 /// Decodes a frame from the control plane (what the agent calls).
 pub fn decode_to_agent(frame: &[u8]) -> Result<ToAgent, FrameError> {
@@ -165,7 +339,12 @@ pub fn decode_from_agent(frame: &[u8]) -> Result<FromAgent, FrameError> {
     let message: FromAgent = decode(frame)?;
     let bounded = match &message {
         FromAgent::Hello { agent_version, node, .. } => agent_version.len() <= 64 && node.hostname.len() <= 255 && node.docker_version.len() <= 64,
-        FromAgent::ActualState { deployments, .. } => deployments.len() <= MAX_DEPLOYMENTS && deployments.iter().all(|d| d.containers.len() <= MAX_CONTAINERS),
+        FromAgent::ActualState { deployments, .. } => {
+            deployments.len() <= MAX_DEPLOYMENTS
+                && deployments.iter().all(|d| {
+                    d.containers.len() <= MAX_CONTAINERS && d.run.steps.len() <= MAX_STEPS && d.run.health.len() <= MAX_CONTAINERS && run_text_len(&d.run) <= MAX_REPORT_TEXT
+                })
+        }
         FromAgent::Usage(u) => u.containers.len() <= MAX_DEPLOYMENTS * 4,
     };
     if !bounded {
@@ -198,23 +377,80 @@ fn validate_desired(deployments: &[DesiredDeployment]) -> Result<(), FrameError>
         if d.registry_auth.len() > 16 || d.registry_auth.iter().any(|a| a.registry.len() > 255 || a.username.len() > 255 || a.password.len() > 4096) {
             return invalid(format!("deployment {} carries too many or too long registry credentials", d.id));
         }
-        if d.containers.len() > MAX_CONTAINERS {
-            return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, d.containers.len()));
+        if d.secrets.0.len() > 256 || d.secrets.0.iter().any(|(k, v)| !is_env_name(k) || v.len() > 64 << 10) {
+            return invalid(format!("deployment {} carries too many, badly named or too long secrets", d.id));
+        }
+        if d.context.len() > 16 || d.context.iter().any(|(k, v)| k.len() > 64 || v.len() > 255) {
+            return invalid(format!("deployment {} carries too much context", d.id));
+        }
+        if d.steps.len() > MAX_STEPS {
+            return invalid(format!("deployment {} has {} steps, at most {MAX_STEPS}", d.id, d.steps.len()));
+        }
+        let ids: std::collections::HashSet<&str> = d.steps.iter().map(|s| s.id.as_str()).collect();
+        if ids.len() != d.steps.len() {
+            return invalid(format!("two steps of deployment {} have one id", d.id));
         }
         let mut names = std::collections::HashSet::new();
-        for c in &d.containers {
-            if !is_dns_label(&c.name) || !names.insert(&c.name) {
-                return invalid(format!("container name {:?} in deployment {} is not a unique DNS label", c.name, d.id));
+        for step in &d.steps {
+            if step.id.is_empty() || step.id.len() > 63 || !step.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+                return invalid(format!("step id {:?} in deployment {} is invalid", step.id, d.id));
             }
-            if c.image.is_empty() || c.image.len() > 512 || c.image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-                return invalid(format!("image of container {} in deployment {} is not an image reference", c.name, d.id));
+            if let Some(unknown) = step.needs.iter().find(|n| !ids.contains(n.as_str()) || **n == step.id) {
+                return invalid(format!("step {} of deployment {} needs {unknown:?}, which is not another of its steps", step.id, d.id));
             }
-            if let Some(k) = c.env.keys().find(|k| !is_env_name(k)) {
-                return invalid(format!("environment variable name {k:?} in container {} is invalid", c.name));
+            let image = match &step.action {
+                StepAction::Service(service) => {
+                    let c = &service.container;
+                    if !is_dns_label(&c.name) || !names.insert(&c.name) {
+                        return invalid(format!("container name {:?} in deployment {} is not a unique DNS label", c.name, d.id));
+                    }
+                    if let Some(k) = c.env.keys().find(|k| !is_env_name(k)) {
+                        return invalid(format!("environment variable name {k:?} in container {} is invalid", c.name));
+                    }
+                    if c.port == Some(0) {
+                        return invalid(format!("container {} of deployment {} publishes port 0", c.name, d.id));
+                    }
+                    &c.image
+                }
+                StepAction::Plugin(plugin) => {
+                    if plugin.timeout_secs == 0 || plugin.memory_mib == 0 || plugin.cpu_millis == 0 {
+                        return invalid(format!("plugin step {} of deployment {} needs a timeout and CPU and memory limits", step.id, d.id));
+                    }
+                    &plugin.image
+                }
+            };
+            if image.is_empty() || image.len() > 512 || image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                return invalid(format!("image of step {} in deployment {} is not an image reference", step.id, d.id));
             }
+        }
+        if names.len() > MAX_CONTAINERS {
+            return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, names.len()));
+        }
+        if has_cycle(&d.steps) {
+            return invalid(format!("the steps of deployment {} depend on each other in a cycle", d.id));
         }
     }
     Ok(())
+}
+
+/// Whether following `needs` from some step leads back to it.
+fn has_cycle(steps: &[Step]) -> bool {
+    let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    // Kahn's algorithm: repeatedly take steps whose needs are all taken.
+    loop {
+        let before = done.len();
+        for s in steps {
+            if !done.contains(s.id.as_str()) && s.needs.iter().all(|n| done.contains(n.as_str())) {
+                done.insert(&s.id);
+            }
+        }
+        if done.len() == steps.len() {
+            return false;
+        }
+        if done.len() == before {
+            return true;
+        }
+    }
 }
 
 /// 1 to 63 lower-case letters, digits and inner hyphens.
@@ -241,8 +477,11 @@ mod tests {
             request_id: RequestId::new(),
             deployments: vec![DesiredDeployment {
                 id: id.into(),
-                containers: vec![ContainerSpec { name: name.into(), image: image.into(), ..Default::default() }],
+                attempt: 1,
+                steps: vec![Step::service(ContainerSpec { name: name.into(), image: image.into(), ..Default::default() })],
+                secrets: Secrets::default(),
                 registry_auth: vec![],
+                context: BTreeMap::new(),
             }],
         }
     }
@@ -261,9 +500,19 @@ mod tests {
         }
         let twice = ToAgent::DesiredState {
             request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment { id: "a".into(), containers: vec![], registry_auth: vec![] }; 2],
+            deployments: vec![DesiredDeployment { id: "a".into(), attempt: 1, steps: vec![], secrets: Secrets::default(), registry_auth: vec![], context: BTreeMap::new() }; 2],
         };
         assert!(decode_to_agent(encode(&twice).as_bytes()).is_err());
+        // Steps that need each other, or a step that is not there, are refused.
+        let ToAgent::DesiredState { deployments, .. } = desired("pr", "api", "x");
+        let mut looped = deployments[0].clone();
+        let mut db = Step::service(ContainerSpec { name: "db".into(), image: "x".into(), ..Default::default() });
+        db.needs = vec!["api".into()];
+        looped.steps[0].needs = vec!["db".into()];
+        looped.steps.push(db);
+        assert!(matches!(validate_desired(&[looped.clone()]), Err(FrameError::Invalid(m)) if m.contains("cycle")));
+        looped.steps[0].needs = vec!["nope".into()];
+        assert!(matches!(validate_desired(&[looped]), Err(FrameError::Invalid(m)) if m.contains("nope")));
     }
 
     #[test]
@@ -275,6 +524,8 @@ mod tests {
         assert_eq!(registry_of("busybox"), "docker.io");
         let auth = RegistryAuth { registry: "r".into(), username: "u".into(), password: "hunter22".into() };
         assert!(!format!("{auth:?}").contains("hunter22"));
+        let secrets = Secrets([("DB".to_owned(), "hunter22".to_owned())].into());
+        assert!(!format!("{secrets:?}").contains("hunter22"));
     }
 
     #[test]

@@ -1,0 +1,298 @@
+//! Deployments in GraphQL: create (with admission), delete (a cancel while creating), extend,
+//! retry, clone; the deployments a caller may see, each with its run, services, history and
+//! countdown; and `deploymentUpdated`, the live feed of one deployment.
+//!
+//! Access to a deployment is the caller's access to its project or environment, whichever is
+//! higher (`nullops_domain::access`); changing one needs FULL.
+
+mod admission;
+mod types;
+
+use std::collections::BTreeMap;
+
+use async_graphql::{Context, InputObject, Object, ID};
+use futures::{Stream, StreamExt};
+use nullops_domain::capacity::Resources;
+use nullops_domain::catalog::CatalogState;
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
+use nullops_domain::plan::{resolve, selectable_services};
+use nullops_domain::{DnsLabel, Issuer};
+use nullops_events::catalog::{Access, AccessTarget, TagMode};
+use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentRequested};
+use nullops_events::Timestamp;
+use nullops_projections::catalog as catalog_read;
+use nullops_projections::deployments::{self as read, DeploymentRow};
+use uuid::Uuid;
+
+use crate::catalog::{catalog_state, Viewer};
+use crate::error::{ApiError, ApiResult};
+use crate::schema::{app, request, tokio_stream_from};
+use crate::{dispatch, App};
+pub use types::DeploymentGql;
+
+#[derive(InputObject, Clone)]
+pub struct TagChoice {
+    pub service: String,
+    pub tag: String,
+}
+
+#[derive(Default)]
+pub struct DeploymentQuery;
+
+#[Object]
+impl DeploymentQuery {
+    /// The deployments the caller may see, newest first; of a project and/or environment when
+    /// given; ended (deleted, cancelled) ones only with `includeEnded`.
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        project: Option<String>,
+        environment: Option<String>,
+        #[graphql(default = false)] include_ended: bool,
+    ) -> ApiResult<Vec<DeploymentGql>> {
+        let viewer = Viewer::of(ctx).await?;
+        let rows = read::deployments(&app(ctx).read_models, project.as_deref(), environment.as_deref(), include_ended).await?;
+        Ok(rows.into_iter().filter(|r| viewer.access(&targets(r)).is_some()).map(DeploymentGql).collect())
+    }
+
+    async fn deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeploymentGql> {
+        let viewer = Viewer::of(ctx).await?;
+        let row = find(app(ctx), &id).await?;
+        viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+        Ok(DeploymentGql(row))
+    }
+}
+
+#[derive(Default)]
+pub struct DeploymentMutation;
+
+#[Object]
+impl DeploymentMutation {
+    /// Deploys the project's latest pipeline version into `environment` (FULL access): pinned
+    /// services run their tag, selectable ones the tag chosen in `tags`, which must exist in the
+    /// registry and match the service's pattern. A node with room is reserved at once, or the
+    /// call fails with RESOURCES_EXHAUSTED. `name` (a DNS label, unique in the environment) is
+    /// generated when absent.
+    async fn create_deployment(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        environment: String,
+        name: Option<String>,
+        #[graphql(default)] tags: Vec<TagChoice>,
+    ) -> ApiResult<DeploymentGql> {
+        let chosen = choices(tags)?;
+        create(ctx, &project, &environment, name, chosen).await
+    }
+
+    /// Deletes a deployment (FULL access); while it is still being created this cancels it.
+    /// Everything it ran on its node is removed.
+    async fn delete_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeploymentGql> {
+        let app = app(ctx);
+        let row = find(app, &id).await?;
+        let access = caller_access(ctx, &row).await?;
+        let action = DeploymentAction::Delete { access, reason: DeletionReason::User };
+        change(ctx, row.deployment_id, action).await?;
+        Ok(DeploymentGql(find(app, &id).await?))
+    }
+
+    /// Resets the deployment's lifetime in full, from now (FULL access).
+    async fn extend_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeploymentGql> {
+        let app = app(ctx);
+        let row = find(app, &id).await?;
+        let access = caller_access(ctx, &row).await?;
+        change(ctx, row.deployment_id, DeploymentAction::Extend { access, now: Timestamp::now().0 }).await?;
+        Ok(DeploymentGql(find(app, &id).await?))
+    }
+
+    /// Runs a FAILED deployment again, under its name, with the project's latest pipeline
+    /// version and the same versions of its services (FULL access).
+    async fn retry_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeploymentGql> {
+        let app = app(ctx);
+        let row = find(app, &id).await?;
+        let access = caller_access(ctx, &row).await?;
+        nullops_domain::access::require(access, Access::Full, &format!("deployment {}", row.name))?;
+        if row.phase != read::phase::FAILED {
+            return Err(ApiError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase)));
+        }
+        let state = catalog_state(app).await?;
+        let (version, graph) = latest_pipeline(app, &state, &row.project).await?;
+        let (plan, _) = resolve(&graph, &versions_of(&row), &state)?;
+        let request = Resources { cpu_millis: row.cpu_millis.into(), memory_mib: row.memory_mib.into() };
+        let node_id = admission::reserve(app, &row.environment, row.deployment_id, request).await?;
+        let action = DeploymentAction::Retry { access, pipeline_version: version, plan, node_id };
+        if let Err(e) = change(ctx, row.deployment_id, action).await {
+            admission::release(app, node_id, row.deployment_id).await;
+            return Err(e);
+        }
+        Ok(DeploymentGql(find(app, &id).await?))
+    }
+
+    /// A new deployment of the same project and environment, with the latest pipeline version,
+    /// a new name (so new URLs) and the source's service versions, changed by `tags`.
+    async fn clone_deployment(&self, ctx: &Context<'_>, id: ID, name: Option<String>, #[graphql(default)] tags: Vec<TagChoice>) -> ApiResult<DeploymentGql> {
+        let app = app(ctx);
+        let source = find(app, &id).await?;
+        caller_access(ctx, &source).await?.ok_or_else(|| not_found(&id))?;
+        let mut chosen = versions_of(&source);
+        chosen.extend(choices(tags)?);
+        // Pinned services keep their pin: only selectable services carry a choice over.
+        let state = catalog_state(app).await?;
+        chosen.retain(|service, _| state.services.get(service).is_some_and(|s| matches!(s.tag, TagMode::Selectable(_))));
+        create(ctx, &source.project, &source.environment, name, chosen).await
+    }
+}
+
+/// What a deployment is seen and changed through.
+fn targets(row: &DeploymentRow) -> [AccessTarget; 2] {
+    [AccessTarget::Project(row.project.clone()), AccessTarget::Environment(row.environment.clone())]
+}
+
+fn not_found(id: &ID) -> ApiError {
+    ApiError::NotFound(format!("no deployment with id {}", id.as_str()))
+}
+
+fn parse_id(id: &ID) -> ApiResult<Uuid> {
+    Uuid::try_parse(id.as_str()).map_err(|_| ApiError::InvalidInput(format!("id: {:?} is not a deployment id", id.as_str())))
+}
+
+async fn find(app: &App, id: &ID) -> ApiResult<DeploymentRow> {
+    read::deployment(&app.read_models, parse_id(id)?).await?.ok_or_else(|| not_found(id))
+}
+
+/// The caller's access to a deployment, from the catalog as decided.
+async fn caller_access(ctx: &Context<'_>, row: &DeploymentRow) -> ApiResult<Option<Access>> {
+    let state = catalog_state(app(ctx)).await?;
+    Ok(state.access(request(ctx).principal()?, &targets(row)))
+}
+
+async fn change(ctx: &Context<'_>, deployment_id: Uuid, action: DeploymentAction) -> ApiResult<()> {
+    let req = request(ctx);
+    let command = DeploymentCommand { by: Issuer::User(req.principal()?.clone()), action };
+    dispatch::<Deployment>(app(ctx), req.metadata()?, &deployment_id.to_string(), command).await?;
+    Ok(())
+}
+
+fn choices(tags: Vec<TagChoice>) -> ApiResult<BTreeMap<String, String>> {
+    let mut chosen = BTreeMap::new();
+    for t in tags {
+        if chosen.insert(t.service.clone(), t.tag).is_some() {
+            return Err(ApiError::InvalidInput(format!("tags: service {} is given twice", t.service)));
+        }
+    }
+    Ok(chosen)
+}
+
+fn versions_of(row: &DeploymentRow) -> BTreeMap<String, String> {
+    let versions: Vec<ChosenVersion> = serde_json::from_str(&row.versions).unwrap_or_default();
+    versions.into_iter().map(|v| (v.service, v.tag)).collect()
+}
+
+async fn latest_pipeline(app: &App, state: &CatalogState, project: &str) -> ApiResult<(u32, nullops_events::catalog::PipelineGraph)> {
+    let definition = state.project(project)?;
+    let latest = catalog_read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next();
+    let latest = latest.ok_or_else(|| ApiError::InvalidInput(format!("project {project} has no pipeline yet: save one first")))?;
+    Ok((latest.version, latest.graph))
+}
+
+/// The name of a new deployment: the one asked for, or the project's name and a random suffix.
+fn deployment_name(project: &str, asked: Option<String>) -> ApiResult<DnsLabel> {
+    if let Some(name) = asked {
+        return Ok(DnsLabel::parse("name", &name)?);
+    }
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..6).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect();
+    let stem: String = project.chars().take(63 - 7).collect();
+    Ok(DnsLabel::parse("name", format!("{}-{suffix}", stem.trim_end_matches('-')).as_str())?)
+}
+
+async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Option<String>, chosen: BTreeMap<String, String>) -> ApiResult<DeploymentGql> {
+    let app = app(ctx);
+    let principal = request(ctx).principal()?.clone();
+    let state = catalog_state(app).await?;
+    let definition = state.project(project)?.clone();
+    let env = state.environments.get(environment).ok_or_else(|| ApiError::NotFound(format!("no environment named {environment}")))?.clone();
+    if !definition.environments.iter().any(|e| e == environment) {
+        return Err(ApiError::InvalidInput(format!("environment: project {project} does not deploy to {environment}")));
+    }
+    let access = state.access(&principal, &[AccessTarget::Project(project.to_owned()), AccessTarget::Environment(environment.to_owned())]);
+    nullops_domain::access::require(access, Access::Full, &format!("project {project} in environment {environment}"))?;
+    let name = deployment_name(project, name)?;
+    if read::by_name(&app.read_models, environment, name.as_str()).await?.is_some() {
+        return Err(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
+    }
+    let (pipeline_version, graph) = latest_pipeline(app, &state, project).await?;
+    let (plan, versions) = resolve(&graph, &chosen, &state)?;
+    check_tags_exist(app, &state, &graph, &chosen).await?;
+
+    let deployment_id = Uuid::now_v7();
+    let lifetime_secs = definition.cleanup_after_secs.unwrap_or(env.cleanup_after_secs);
+    let now = Timestamp::now().0;
+    let expires_at = now.saturating_add(i64::try_from(lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
+    let request = DeploymentRequested {
+        deployment_id,
+        project_id: definition.project_id,
+        project: project.to_owned(),
+        environment: environment.to_owned(),
+        name: String::new(),
+        versions,
+        pipeline_version,
+        plan,
+        cpu_millis: definition.cpu_millis,
+        memory_mib: definition.memory_mib,
+        lifetime_secs,
+        expires_at,
+    };
+    let resources = Resources { cpu_millis: definition.cpu_millis.into(), memory_mib: definition.memory_mib.into() };
+    let node_id = admission::reserve(app, environment, deployment_id, resources).await?;
+    let action = DeploymentAction::Create { access, request, name, node_id };
+    if let Err(e) = change(ctx, deployment_id, action).await {
+        admission::release(app, node_id, deployment_id).await;
+        return Err(e);
+    }
+    let row = read::deployment(&app.read_models, deployment_id).await?;
+    Ok(DeploymentGql(row.ok_or_else(|| ApiError::internal("created deployment missing from read model"))?))
+}
+
+/// Every chosen tag of a selectable service must exist in its registry now.
+async fn check_tags_exist(app: &App, state: &CatalogState, graph: &nullops_events::catalog::PipelineGraph, chosen: &BTreeMap<String, String>) -> ApiResult<()> {
+    for service in selectable_services(graph, state) {
+        let Some(tag) = chosen.get(&service.name) else { continue };
+        let registry = state.registries.get(&service.registry).ok_or_else(|| ApiError::NotFound(format!("registry {} no longer exists", service.registry)))?;
+        let mut tags = app.registries.tags(&app.keyring, registry, &service.image, false).await?;
+        if !tags.contains(tag) {
+            // Maybe pushed in the last seconds.
+            tags = app.registries.tags(&app.keyring, registry, &service.image, true).await?;
+        }
+        if !tags.contains(tag) {
+            return Err(ApiError::InvalidInput(format!("tags: {}:{tag} does not exist in registry {}", service.image, service.registry)));
+        }
+    }
+    Ok(())
+}
+
+/// `deploymentUpdated(id)`: the deployment now, then again after every change to it, for as
+/// long as the caller may see it.
+pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = ApiResult<DeploymentGql>>> {
+    let app = app(ctx).clone();
+    let viewer = Viewer::of(ctx).await?;
+    let row = find(&app, &id).await?;
+    viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+    let stream_id = format!("deployment-{}", row.deployment_id);
+    let events = tokio_stream_from(app.live.subscribe());
+    let first = futures::stream::once(async move { Ok(DeploymentGql(row)) });
+    let rest = events
+        .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id)))
+        .then(move |e| {
+            let (app, id) = (app.clone(), id.clone());
+            async move {
+                let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
+                // The read model shows the event before it is served.
+                app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
+                Ok(DeploymentGql(find(&app, &id).await?))
+            }
+        });
+    Ok(first.chain(rest))
+}

@@ -1,0 +1,231 @@
+//! The `Deployment` GraphQL type and its parts, served from the deployments read model.
+
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use nullops_events::catalog::EnvironmentDefinition;
+use nullops_events::deployment::{ChosenVersion, DeploymentFailed, Endpoint, PlannedAction};
+use nullops_events::Timestamp;
+use nullops_projections::audit::{self, AuditFilter};
+use nullops_projections::catalog::{self as catalog_read, kind};
+use nullops_projections::deployments::{self as read, phase, DeploymentRow};
+use nullops_projections::nodes::{self as nodes_read, link};
+
+use crate::error::ApiResult;
+use crate::schema::{app, time, AuditEntryGql};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "DeploymentState")]
+pub enum DeploymentStateGql {
+    /// Requested, not yet placed on a node.
+    Pending,
+    /// Placed on a node whose agent has not started it yet.
+    Scheduled,
+    /// Its pipeline runs.
+    Deploying,
+    /// Every step succeeded and every service is healthy.
+    Running,
+    /// A step failed; everything the run created was removed.
+    Failed,
+    /// Its node is offline: it carries on there and is taken up again when the node is back.
+    Offline,
+    /// Being removed from its node (a cancel when it was still being created).
+    Deleting,
+    Cancelled,
+    Deleted,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "StepState")]
+pub enum StepStateGql {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "DeploymentStep")]
+pub struct StepGql {
+    /// The pipeline node's id.
+    id: String,
+    /// `service NAME` or `plugin NAME`.
+    action: String,
+    state: StepStateGql,
+    /// Its last output or error, secrets redacted.
+    detail: String,
+    changed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "DeploymentService")]
+pub struct ServiceGql {
+    name: String,
+    image: String,
+    tag: String,
+    /// Unknown (null) until its health is first reported.
+    healthy: Option<bool>,
+    health_detail: String,
+    /// `http://SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN`.
+    url: String,
+    /// Where its port is published on its node, once running.
+    node_port: Option<u16>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "DeploymentFailure")]
+pub struct FailureGql {
+    /// The pipeline node that failed, when one did.
+    step: Option<String>,
+    reason: String,
+    exit_code: Option<i64>,
+    /// Docker killed it for going over its memory limit.
+    oom_killed: bool,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "DeploymentNode")]
+pub struct NodeRefGql {
+    id: ID,
+    host: String,
+    online: bool,
+}
+
+pub struct DeploymentGql(pub DeploymentRow);
+
+impl DeploymentGql {
+    async fn node_online(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let Some(node_id) = self.0.node_id else { return Ok(false) };
+        Ok(nodes_read::node(&app(ctx).read_models, node_id).await?.is_some_and(|n| n.link == link::ONLINE))
+    }
+}
+
+#[Object(name = "Deployment")]
+impl DeploymentGql {
+    async fn id(&self) -> ID {
+        ID(self.0.deployment_id.to_string())
+    }
+    /// A DNS label, unique in its environment: the deployment part of its URLs.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn project(&self) -> &str {
+        &self.0.project
+    }
+    async fn environment(&self) -> &str {
+        &self.0.environment
+    }
+    async fn state(&self, ctx: &Context<'_>) -> ApiResult<DeploymentStateGql> {
+        use DeploymentStateGql::*;
+        Ok(match self.0.phase.as_str() {
+            phase::PENDING => Pending,
+            phase::SCHEDULED | phase::DEPLOYING | phase::RUNNING if !self.node_online(ctx).await? => Offline,
+            phase::SCHEDULED => Scheduled,
+            phase::DEPLOYING => Deploying,
+            phase::RUNNING => Running,
+            phase::FAILED => Failed,
+            phase::DELETING => Deleting,
+            phase::CANCELLED => Cancelled,
+            _ => Deleted,
+        })
+    }
+    /// Runs of it so far: 1, and one more per retry.
+    async fn attempt(&self) -> u32 {
+        self.0.attempt
+    }
+    async fn pipeline_version(&self) -> u32 {
+        self.0.pipeline_version
+    }
+    async fn node(&self, ctx: &Context<'_>) -> ApiResult<Option<NodeRefGql>> {
+        let Some(node_id) = self.0.node_id else { return Ok(None) };
+        let row = nodes_read::node(&app(ctx).read_models, node_id).await?;
+        Ok(row.map(|n| NodeRefGql { id: ID(n.node_id.to_string()), host: n.host, online: n.link == link::ONLINE }))
+    }
+    async fn cpu_millicores(&self) -> u32 {
+        self.0.cpu_millis
+    }
+    async fn memory_mib(&self) -> u32 {
+        self.0.memory_mib
+    }
+    /// The pipeline's nodes in the current run.
+    async fn steps(&self, ctx: &Context<'_>) -> ApiResult<Vec<StepGql>> {
+        let reported = read::steps(&app(ctx).read_models, self.0.deployment_id).await?;
+        Ok(self
+            .0
+            .plan
+            .steps
+            .iter()
+            .map(|s| {
+                let action = match &s.action {
+                    PlannedAction::Service(p) => format!("service {}", p.service),
+                    PlannedAction::Plugin(p) => format!("plugin {}", p.plugin),
+                };
+                let row = reported.iter().find(|r| r.step == s.id);
+                let state = match row.map(|r| r.state.as_str()) {
+                    Some("running") => StepStateGql::Running,
+                    Some("succeeded") => StepStateGql::Succeeded,
+                    Some("failed") => StepStateGql::Failed,
+                    Some("rolled_back") => StepStateGql::RolledBack,
+                    _ => StepStateGql::Pending,
+                };
+                StepGql {
+                    id: s.id.clone(),
+                    action,
+                    state,
+                    detail: row.map(|r| r.detail.clone()).unwrap_or_default(),
+                    changed_at: row.map(|r| time(r.changed_at)),
+                }
+            })
+            .collect())
+    }
+    /// Its services: version, health, URL.
+    async fn services(&self, ctx: &Context<'_>) -> ApiResult<Vec<ServiceGql>> {
+        let app = app(ctx);
+        let health = read::health(&app.read_models, self.0.deployment_id).await?;
+        let versions: Vec<ChosenVersion> = serde_json::from_str(&self.0.versions).unwrap_or_default();
+        let endpoints: Vec<Endpoint> = serde_json::from_str(&self.0.endpoints).unwrap_or_default();
+        let env = catalog_read::entry_named::<EnvironmentDefinition>(&app.read_models, kind::ENVIRONMENT, &self.0.environment).await?;
+        let domain = env.map(|e| e.definition.base_domain).unwrap_or_default();
+        Ok(versions
+            .into_iter()
+            .map(|v| {
+                let h = health.iter().find(|h| h.service == v.service);
+                ServiceGql {
+                    url: format!("http://{}.{}.{}.{domain}", v.service, self.0.name, self.0.environment),
+                    node_port: endpoints.iter().find(|e| e.service == v.service).map(|e| e.host_port),
+                    healthy: h.map(|h| h.healthy),
+                    health_detail: h.map(|h| h.detail.clone()).unwrap_or_default(),
+                    name: v.service,
+                    image: v.image,
+                    tag: v.tag,
+                }
+            })
+            .collect())
+    }
+    /// Why its last run failed.
+    async fn failure(&self) -> Option<FailureGql> {
+        let f: DeploymentFailed = serde_json::from_str(self.0.failure.as_deref()?).ok()?;
+        Some(FailureGql { step: f.step, reason: f.reason, exit_code: f.exit_code, oom_killed: f.oom_killed })
+    }
+    async fn created_by(&self) -> &str {
+        &self.0.created_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        time(self.0.created_at)
+    }
+    /// When the reaper deletes it unless extended.
+    async fn expires_at(&self) -> DateTime<Utc> {
+        time(self.0.expires_at)
+    }
+    /// Seconds left before it expires (0 once due).
+    async fn expires_in_seconds(&self) -> i64 {
+        ((self.0.expires_at - Timestamp::now().0) / 1_000_000).max(0)
+    }
+    /// Who did what to it, oldest first.
+    async fn history(&self, ctx: &Context<'_>) -> ApiResult<Vec<AuditEntryGql>> {
+        let filter = AuditFilter { stream_id: Some(format!("deployment-{}", self.0.deployment_id)), ..Default::default() };
+        let mut entries = audit::query(&app(ctx).read_models, &filter, None, 500).await?;
+        entries.reverse();
+        Ok(entries.into_iter().map(AuditEntryGql::from).collect())
+    }
+}

@@ -1,0 +1,291 @@
+//! The deployments read model (projection `deployments`): each deployment's request, node,
+//! phase, the steps and service health of its current run, how it failed, its endpoints and its
+//! expiry. The connector reads what each node should run from here; the gateway serves it.
+
+use async_trait::async_trait;
+use nullops_events::deployment::{DeploymentEvent, DeploymentPlan, StepState};
+use nullops_events::{DomainEvent, StoredEvent};
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError, ReadModelDb};
+
+pub struct DeploymentsProjection;
+
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS deployments (deployment_id TEXT PRIMARY KEY, name TEXT NOT NULL, project TEXT NOT NULL,
+        project_id TEXT NOT NULL, environment TEXT NOT NULL, node_id TEXT, phase TEXT NOT NULL, cancelling BIGINT NOT NULL,
+        attempt BIGINT NOT NULL, pipeline_version BIGINT NOT NULL, versions TEXT NOT NULL, plan TEXT NOT NULL,
+        cpu_millis BIGINT NOT NULL, memory_mib BIGINT NOT NULL, lifetime_secs BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+        failure TEXT, endpoints TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS deployments_by_node ON deployments (node_id, phase)",
+    "CREATE INDEX IF NOT EXISTS deployments_by_environment ON deployments (environment, name)",
+    "CREATE TABLE IF NOT EXISTS deployment_steps (deployment_id TEXT NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL,
+        detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, step))",
+    "CREATE TABLE IF NOT EXISTS deployment_health (deployment_id TEXT NOT NULL, service TEXT NOT NULL, healthy BIGINT NOT NULL,
+        detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, service))",
+];
+
+/// The `phase` column.
+pub mod phase {
+    pub const PENDING: &str = "pending";
+    pub const SCHEDULED: &str = "scheduled";
+    pub const DEPLOYING: &str = "deploying";
+    pub const RUNNING: &str = "running";
+    pub const FAILED: &str = "failed";
+    pub const DELETING: &str = "deleting";
+    pub const CANCELLED: &str = "cancelled";
+    pub const DELETED: &str = "deleted";
+}
+
+fn step_state(s: StepState) -> &'static str {
+    match s {
+        StepState::Running => "running",
+        StepState::Succeeded => "succeeded",
+        StepState::Failed => "failed",
+        StepState::RolledBack => "rolled_back",
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("events serialize as JSON")
+}
+
+#[async_trait]
+impl Projection for DeploymentsProjection {
+    fn name(&self) -> &'static str {
+        "deployments"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("deployment.")
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["deployments", "deployment_steps", "deployment_health"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
+        let at = stored.occurred_at.0;
+        let id = stored.stream_id.key().to_owned();
+        let DomainEvent::Deployment(event) = stored.decode()?.event else { return Ok(()) };
+        let set = |assignments: &str| format!("UPDATE deployments SET {assignments}, changed_at = $1 WHERE deployment_id = $2");
+        match event {
+            DeploymentEvent::Requested(r) => {
+                sqlx::query(
+                    "INSERT INTO deployments (deployment_id, name, project, project_id, environment, node_id, phase, cancelling, attempt, \
+                     pipeline_version, versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, \
+                     created_at, changed_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, 0, 1, $7, $8, $9, $10, $11, $12, $13, NULL, '[]', $14, $15, $15)",
+                )
+                .bind(id)
+                .bind(r.name)
+                .bind(r.project)
+                .bind(r.project_id.to_string())
+                .bind(r.environment)
+                .bind(phase::PENDING)
+                .bind(i64::from(r.pipeline_version))
+                .bind(json(&r.versions))
+                .bind(json(&r.plan))
+                .bind(i64::from(r.cpu_millis))
+                .bind(i64::from(r.memory_mib))
+                .bind(i64::try_from(r.lifetime_secs).unwrap_or(i64::MAX))
+                .bind(r.expires_at)
+                .bind(stored.metadata.actor.to_stored())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DeploymentEvent::Retried(r) => {
+                sqlx::query(&set("phase = $3, attempt = attempt + 1, pipeline_version = $4, plan = $5, failure = NULL, endpoints = '[]'"))
+                    .bind(at)
+                    .bind(id.clone())
+                    .bind(phase::PENDING)
+                    .bind(i64::from(r.pipeline_version))
+                    .bind(json(&r.plan))
+                    .execute(&mut *conn)
+                    .await?;
+                for table in ["deployment_steps", "deployment_health"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE deployment_id = $1")).bind(id.clone()).execute(&mut *conn).await?;
+                }
+            }
+            DeploymentEvent::Scheduled(s) => {
+                sqlx::query(&set("phase = $3, node_id = $4")).bind(at).bind(id).bind(phase::SCHEDULED).bind(s.node_id.to_string()).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::RunStarted(_) => {
+                sqlx::query(&set("phase = $3")).bind(at).bind(id).bind(phase::DEPLOYING).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::StepChanged(s) => {
+                sqlx::query(
+                    "INSERT INTO deployment_steps (deployment_id, step, state, detail, changed_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (deployment_id, step) DO UPDATE SET state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at",
+                )
+                .bind(id)
+                .bind(s.step)
+                .bind(step_state(s.state))
+                .bind(s.detail)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DeploymentEvent::HealthChanged(h) => {
+                sqlx::query(
+                    "INSERT INTO deployment_health (deployment_id, service, healthy, detail, changed_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (deployment_id, service) DO UPDATE SET healthy = excluded.healthy, detail = excluded.detail, changed_at = excluded.changed_at",
+                )
+                .bind(id)
+                .bind(h.service)
+                .bind(i64::from(h.healthy))
+                .bind(h.detail)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DeploymentEvent::Running(r) => {
+                sqlx::query(&set("phase = $3, endpoints = $4")).bind(at).bind(id).bind(phase::RUNNING).bind(json(&r.endpoints)).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::Failed(f) => {
+                sqlx::query(&set("phase = $3, failure = $4")).bind(at).bind(id).bind(phase::FAILED).bind(json(&f)).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::DeletionRequested(_) => {
+                let cancelling = format!("CASE WHEN phase IN ('{}', '{}', '{}') THEN 1 ELSE 0 END", phase::PENDING, phase::SCHEDULED, phase::DEPLOYING);
+                sqlx::query(&set(&format!("cancelling = {cancelling}, phase = $3"))).bind(at).bind(id).bind(phase::DELETING).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::Removed(_) => {
+                let ended = format!("CASE WHEN cancelling = 1 THEN '{}' ELSE '{}' END", phase::CANCELLED, phase::DELETED);
+                sqlx::query(&set(&format!("phase = {ended}, endpoints = '[]'"))).bind(at).bind(id).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::Extended(e) => {
+                sqlx::query(&set("expires_at = $3")).bind(at).bind(id).bind(e.expires_at).execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRow {
+    pub deployment_id: Uuid,
+    pub name: String,
+    pub project: String,
+    pub project_id: Uuid,
+    pub environment: String,
+    pub node_id: Option<Uuid>,
+    pub phase: String,
+    pub cancelling: bool,
+    pub attempt: u32,
+    pub pipeline_version: u32,
+    /// JSON list of `ChosenVersion`.
+    pub versions: String,
+    pub plan: DeploymentPlan,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    pub lifetime_secs: u64,
+    pub expires_at: i64,
+    /// JSON `DeploymentFailed`.
+    pub failure: Option<String>,
+    /// JSON list of `Endpoint`.
+    pub endpoints: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub changed_at: i64,
+}
+
+const SELECT: &str = "SELECT deployment_id, name, project, project_id, environment, node_id, phase, cancelling, attempt, pipeline_version, \
+    versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, created_at, changed_at FROM deployments";
+
+fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
+    let corrupt = |what: &str| ProjectionError::Corrupt(format!("deployments.{what}"));
+    let small = |v: i64, what: &str| u32::try_from(v).map_err(|_| corrupt(what));
+    Ok(DeploymentRow {
+        deployment_id: r.try_get::<String, _>(0)?.parse().map_err(|_| corrupt("deployment_id"))?,
+        name: r.try_get(1)?,
+        project: r.try_get(2)?,
+        project_id: r.try_get::<String, _>(3)?.parse().map_err(|_| corrupt("project_id"))?,
+        environment: r.try_get(4)?,
+        node_id: r.try_get::<Option<String>, _>(5)?.map(|n| n.parse()).transpose().map_err(|_| corrupt("node_id"))?,
+        phase: r.try_get(6)?,
+        cancelling: r.try_get::<i64, _>(7)? != 0,
+        attempt: small(r.try_get(8)?, "attempt")?,
+        pipeline_version: small(r.try_get(9)?, "pipeline_version")?,
+        versions: r.try_get(10)?,
+        plan: serde_json::from_str(&r.try_get::<String, _>(11)?).map_err(|_| corrupt("plan"))?,
+        cpu_millis: small(r.try_get(12)?, "cpu_millis")?,
+        memory_mib: small(r.try_get(13)?, "memory_mib")?,
+        lifetime_secs: u64::try_from(r.try_get::<i64, _>(14)?).map_err(|_| corrupt("lifetime_secs"))?,
+        expires_at: r.try_get(15)?,
+        failure: r.try_get(16)?,
+        endpoints: r.try_get(17)?,
+        created_by: r.try_get(18)?,
+        created_at: r.try_get(19)?,
+        changed_at: r.try_get(20)?,
+    })
+}
+
+pub async fn deployment(db: &ReadModelDb, id: Uuid) -> Result<Option<DeploymentRow>, ProjectionError> {
+    let found = sqlx::query(&format!("{SELECT} WHERE deployment_id = $1")).bind(id.to_string()).fetch_optional(db.pool()).await?;
+    found.as_ref().map(row).transpose()
+}
+
+/// Deployments of `project` and/or `environment` (both when `None`), newest first; ended ones
+/// only when `include_ended`.
+pub async fn deployments(db: &ReadModelDb, project: Option<&str>, environment: Option<&str>, include_ended: bool) -> Result<Vec<DeploymentRow>, ProjectionError> {
+    let ended = if include_ended { "" } else { " AND phase NOT IN ('cancelled', 'deleted')" };
+    let sql = format!("{SELECT} WHERE ($1 = '' OR project = $1) AND ($2 = '' OR environment = $2){ended} ORDER BY created_at DESC");
+    let rows = sqlx::query(&sql).bind(project.unwrap_or("").to_owned()).bind(environment.unwrap_or("").to_owned()).fetch_all(db.pool()).await?;
+    rows.iter().map(row).collect()
+}
+
+/// The live deployment of `environment` named `name`, if any.
+pub async fn by_name(db: &ReadModelDb, environment: &str, name: &str) -> Result<Option<DeploymentRow>, ProjectionError> {
+    let sql = format!("{SELECT} WHERE environment = $1 AND name = $2 AND phase NOT IN ('cancelled', 'deleted')");
+    let found = sqlx::query(&sql).bind(environment.to_owned()).bind(name.to_owned()).fetch_optional(db.pool()).await?;
+    found.as_ref().map(row).transpose()
+}
+
+/// What a node should run (scheduled, deploying, running) and what it should remove (deleting).
+pub async fn on_node(db: &ReadModelDb, node_id: Uuid) -> Result<Vec<DeploymentRow>, ProjectionError> {
+    let sql = format!("{SELECT} WHERE node_id = $1 AND phase IN ('scheduled', 'deploying', 'running', 'deleting', 'failed') ORDER BY created_at");
+    let rows = sqlx::query(&sql).bind(node_id.to_string()).fetch_all(db.pool()).await?;
+    rows.iter().map(row).collect()
+}
+
+/// Live deployments whose lifetime ended before `now` (microseconds).
+pub async fn expired(db: &ReadModelDb, now: i64) -> Result<Vec<DeploymentRow>, ProjectionError> {
+    let sql = format!("{SELECT} WHERE expires_at < $1 AND phase IN ('pending', 'scheduled', 'deploying', 'running', 'failed') ORDER BY expires_at");
+    let rows = sqlx::query(&sql).bind(now).fetch_all(db.pool()).await?;
+    rows.iter().map(row).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    pub step: String,
+    pub state: String,
+    pub detail: String,
+    pub changed_at: i64,
+}
+
+pub async fn steps(db: &ReadModelDb, id: Uuid) -> Result<Vec<StepRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT step, state, detail, changed_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY changed_at, step")
+        .bind(id.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(|r| Ok(StepRow { step: r.try_get(0)?, state: r.try_get(1)?, detail: r.try_get(2)?, changed_at: r.try_get(3)? })).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    pub service: String,
+    pub healthy: bool,
+    pub detail: String,
+    pub changed_at: i64,
+}
+
+pub async fn health(db: &ReadModelDb, id: Uuid) -> Result<Vec<HealthRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT service, healthy, detail, changed_at FROM deployment_health WHERE deployment_id = $1 ORDER BY service")
+        .bind(id.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok(HealthRow { service: r.try_get(0)?, healthy: r.try_get::<i64, _>(1)? != 0, detail: r.try_get(2)?, changed_at: r.try_get(3)? }))
+        .collect()
+}

@@ -1,0 +1,425 @@
+//! Runs a deployment's pipeline on this node: every step whose needs have succeeded starts at
+//! once (independent branches run in parallel), services are started on the deployment's network
+//! and probed until healthy, plugins run to their end; the outputs of finished steps and the
+//! project's secrets are filled into later steps. A failure or a cancel stops new starts, stops
+//! what runs, and rolls back: everything the run created is removed.
+//!
+//! The run's progress lives in [`Runs`], which the reconcile loop reports to the control plane
+//! and saves (without secrets) so that a restarted agent knows what it had finished.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use nullops_domain::run::{redact, substitute, substitute_json, Outputs, RunPlan};
+use nullops_wire::message::{ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RunPhase, RunStatus, ServiceHealth, ServiceStep, StepAction, StepRunState, StepStatus};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::{Engine, LABEL_DEPLOYMENT};
+use crate::plugin_run::PluginRun;
+use crate::probe;
+
+/// How long a service may take to become healthy, on top of its probe's interval × retries.
+const STARTUP_GRACE: Duration = Duration::from_secs(60);
+/// Probes while a service starts come at most this far apart (Docker's `start_interval`), so
+/// a fast service is seen healthy fast whatever its steady interval.
+const STARTUP_PROBE_EVERY: Duration = Duration::from_millis(200);
+/// Most bytes of a step's detail (its last output or error) kept and reported.
+const MAX_DETAIL: usize = 2048;
+
+/// One deployment's run on this node, as reported and saved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub attempt: u32,
+    pub status: RunStatus,
+    /// What finished steps returned, for later steps and for recreating services.
+    pub outputs: Outputs,
+}
+
+struct Entry {
+    record: RunRecord,
+    /// Set while the run's task works; cancelling it stops the run and rolls it back.
+    active: Option<CancellationToken>,
+    /// A run interrupted by a restart of the agent: what it created is still there.
+    leftovers: bool,
+}
+
+/// The runs of this node's deployments.
+pub struct Runs {
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Poked on every change of a run, so the reconcile loop reports it.
+    changed: watch::Sender<()>,
+}
+
+/// What the reconcile loop sees of a run.
+pub struct RunView {
+    pub record: RunRecord,
+    pub active: bool,
+}
+
+impl Runs {
+    /// The runs a previous life of the agent saved. A run that was still going has lost its
+    /// task: it is marked failed, to be rolled back when the control plane next speaks.
+    pub fn restore(saved: BTreeMap<String, RunRecord>) -> Arc<Runs> {
+        let entries = saved
+            .into_iter()
+            .map(|(id, mut record)| {
+                let interrupted = record.status.phase == RunPhase::Deploying;
+                if interrupted {
+                    record.status.phase = RunPhase::Failed {
+                        step: None,
+                        reason: "the agent restarted during the run".into(),
+                        exit_code: None,
+                        oom_killed: false,
+                    };
+                }
+                (id, Entry { record, active: None, leftovers: interrupted })
+            })
+            .collect();
+        Arc::new(Runs { entries: Mutex::new(entries), changed: watch::channel(()).0 })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    pub fn view(&self) -> HashMap<String, RunView> {
+        let entries = self.entries.lock().expect("runs lock");
+        entries.iter().map(|(id, e)| (id.clone(), RunView { record: e.record.clone(), active: e.active.is_some() })).collect()
+    }
+
+    /// The saved form: every run's record.
+    pub fn records(&self) -> BTreeMap<String, RunRecord> {
+        let entries = self.entries.lock().expect("runs lock");
+        entries.iter().map(|(id, e)| (id.clone(), e.record.clone())).collect()
+    }
+
+    /// Starts, stops and forgets runs so that they match `desired`: a deployment without a run
+    /// of its attempt gets one (once an older attempt's rollback is over), a run of a
+    /// deployment no longer desired is cancelled, and a finished one forgotten.
+    pub fn sync(self: &Arc<Self>, engine: &Engine, desired: &[DesiredDeployment]) {
+        let mut entries = self.entries.lock().expect("runs lock");
+        let wanted: HashMap<&str, &DesiredDeployment> = desired.iter().map(|d| (d.id.as_str(), d)).collect();
+        entries.retain(|id, entry| match (wanted.get(id.as_str()), &entry.active) {
+            (Some(_), _) => true,
+            (None, Some(cancel)) => {
+                cancel.cancel();
+                true
+            }
+            (None, None) => false,
+        });
+        for d in desired {
+            match entries.get(&d.id) {
+                Some(e) if e.record.attempt == d.attempt => {
+                    if e.leftovers && e.active.is_none() {
+                        self.start_rollback(engine, &d.id, &mut entries);
+                    }
+                }
+                Some(Entry { active: Some(cancel), .. }) => cancel.cancel(),
+                _ => {
+                    let cancel = CancellationToken::new();
+                    let status = RunStatus {
+                        phase: RunPhase::Deploying,
+                        steps: d.steps.iter().map(|s| StepStatus { id: s.id.clone(), state: StepRunState::Pending, detail: String::new() }).collect(),
+                        health: vec![],
+                    };
+                    let record = RunRecord { attempt: d.attempt, status, outputs: Outputs::new() };
+                    entries.insert(d.id.clone(), Entry { record, active: Some(cancel.clone()), leftovers: false });
+                    tokio::spawn(run(engine.clone(), d.clone(), self.clone(), cancel));
+                }
+            }
+        }
+        drop(entries);
+        self.changed.send_replace(());
+    }
+
+    /// Removes what an interrupted run left, marking its started steps rolled back.
+    fn start_rollback(self: &Arc<Self>, engine: &Engine, id: &str, entries: &mut HashMap<String, Entry>) {
+        let Some(entry) = entries.get_mut(id) else { return };
+        entry.active = Some(CancellationToken::new());
+        entry.leftovers = false;
+        let (engine, runs, id) = (engine.clone(), self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let removed = engine.remove_deployment(&id).await;
+            runs.update(&id, |r| {
+                for step in r.status.steps.iter_mut().filter(|s| matches!(s.state, StepRunState::Running | StepRunState::Succeeded)) {
+                    step.state = StepRunState::RolledBack;
+                }
+                if let Err(e) = &removed {
+                    tracing::warn!(deployment = %id, error = %e, "rollback incomplete; the reconcile sweeps the rest");
+                }
+            });
+            runs.finish(&id);
+        });
+    }
+
+    fn update(&self, id: &str, change: impl FnOnce(&mut RunRecord)) {
+        if let Some(entry) = self.entries.lock().expect("runs lock").get_mut(id) {
+            change(&mut entry.record);
+        }
+        self.changed.send_replace(());
+    }
+
+    fn step(&self, id: &str, step: &str, state: StepRunState, detail: String) {
+        self.update(id, |r| {
+            if let Some(s) = r.status.steps.iter_mut().find(|s| s.id == step) {
+                s.state = state;
+                s.detail = detail;
+            }
+        });
+    }
+
+    fn health(&self, id: &str, health: ServiceHealth) {
+        self.update(id, |r| {
+            r.status.health.retain(|h| h.service != health.service);
+            r.status.health.push(health);
+        });
+    }
+
+    /// The run's task ended.
+    fn finish(&self, id: &str) {
+        if let Some(entry) = self.entries.lock().expect("runs lock").get_mut(id) {
+            entry.active = None;
+        }
+        self.changed.send_replace(());
+    }
+}
+
+/// The containers of a deployment's services, with their environments filled in.
+pub fn service_specs(d: &DesiredDeployment, outputs: &Outputs) -> Result<Vec<ContainerSpec>, (String, String)> {
+    d.steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            StepAction::Service(service) => Some(fill_container(&service.container, outputs, &d.secrets.0).map_err(|e| (s.id.clone(), e))),
+            StepAction::Plugin(_) => None,
+        })
+        .collect()
+}
+
+fn fill_container(spec: &ContainerSpec, outputs: &Outputs, secrets: &BTreeMap<String, String>) -> Result<ContainerSpec, String> {
+    let mut filled = spec.clone();
+    for (name, value) in filled.env.iter_mut() {
+        *value = substitute(value, outputs, secrets).map_err(|e| format!("environment variable {name}: {e}"))?.text;
+    }
+    Ok(filled)
+}
+
+/// A step's end: its outputs, or why it failed.
+struct Failure {
+    reason: String,
+    exit_code: Option<i64>,
+    oom_killed: bool,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>) -> Self {
+        Failure { reason: reason.into(), exit_code: None, oom_killed: false }
+    }
+}
+
+type StepResult = Result<(BTreeMap<String, String>, String), Failure>;
+
+async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: CancellationToken) {
+    let started = Instant::now();
+    let secrets = &d.secrets.0;
+    let needs: BTreeMap<String, BTreeSet<String>> = d.steps.iter().map(|s| (s.id.clone(), s.needs.iter().cloned().collect())).collect();
+    let mut plan = RunPlan::from_needs(needs);
+    let mut outputs = Outputs::new();
+    let mut failure: Option<(Option<String>, Failure)> = None;
+    let network = tokio::select! {
+        _ = cancel.cancelled() => Err("cancelled".to_owned()),
+        n = engine.deployment_network(&d.id) => n,
+    };
+    match network {
+        Err(e) => failure = Some((None, Failure::new(e))),
+        Ok(network) => {
+            let mut running = FuturesUnordered::new();
+            loop {
+                for id in plan.ready() {
+                    plan.start(&id);
+                    runs.step(&d.id, &id, StepRunState::Running, String::new());
+                    let step = d.steps.iter().find(|s| s.id == id).expect("the plan's steps are the deployment's");
+                    let (engine, runs, network, outputs) = (&engine, &runs, network.as_str(), outputs.clone());
+                    let d = &d;
+                    running.push(Box::pin(async move {
+                        let result = match &step.action {
+                            StepAction::Service(service) => run_service(engine, runs, d, network, service, &outputs).await,
+                            StepAction::Plugin(plugin) => run_plugin(engine, d, &step.id, network, plugin, &outputs).await,
+                        };
+                        (step.id.clone(), result)
+                    }));
+                }
+                if running.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        plan.cancel();
+                        break;
+                    }
+                    Some((id, result)) = running.next() => match result {
+                        Ok((produced, detail)) => {
+                            plan.succeeded(&id);
+                            outputs.insert(id.clone(), produced);
+                            runs.step(&d.id, &id, StepRunState::Succeeded, cut(&redact(&detail, secrets)));
+                        }
+                        Err(f) => {
+                            plan.failed(&id);
+                            let detail = cut(&redact(&f.reason, secrets));
+                            runs.step(&d.id, &id, StepRunState::Failed, detail.clone());
+                            failure = Some((Some(id), Failure { reason: detail, ..f }));
+                            // Nothing else is waited for: the rollback removes what runs.
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+    if failure.is_none() && !cancel.is_cancelled() && plan.succeeded_all() {
+        tracing::info!(deployment = %d.id, attempt = d.attempt, elapsed_ms = started.elapsed().as_millis() as u64, "deployment running");
+        runs.update(&d.id, |r| {
+            r.outputs = outputs;
+            r.status.phase = RunPhase::Running;
+        });
+        runs.finish(&d.id);
+        return;
+    }
+    // Roll back: everything of the deployment goes, and the steps that ran say so.
+    let (step, f) = failure.unwrap_or_else(|| (None, Failure::new("cancelled")));
+    tracing::info!(deployment = %d.id, step = ?step, reason = %f.reason, "rolling back the run");
+    if let Err(e) = engine.remove_deployment(&d.id).await {
+        tracing::warn!(deployment = %d.id, error = %e, "rollback incomplete; the reconcile sweeps the rest");
+    }
+    for id in plan.rollback_order() {
+        runs.update(&d.id, |r| {
+            if let Some(s) = r.status.steps.iter_mut().find(|s| s.id == id && s.state != StepRunState::Failed) {
+                s.state = StepRunState::RolledBack;
+            }
+        });
+    }
+    runs.update(&d.id, |r| {
+        r.status.phase = RunPhase::Failed { step, reason: f.reason, exit_code: f.exit_code, oom_killed: f.oom_killed };
+        r.status.health.clear();
+    });
+    runs.finish(&d.id);
+}
+
+/// Starts a service and waits until its probe passes: the service's step succeeds with its
+/// address (`host`, `port`) as outputs.
+async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, network: &str, service: &ServiceStep, outputs: &Outputs) -> StepResult {
+    let spec = fill_container(&service.container, outputs, &d.secrets.0).map_err(Failure::new)?;
+    let started = engine.create_and_start(&d.id, network, &spec, &d.registry_auth).await.map_err(Failure::new)?;
+    let name = spec.name.clone();
+    let healthy = |detail: String| ServiceHealth { service: name.clone(), healthy: true, detail };
+    let produced = BTreeMap::from([("host".to_owned(), name.clone()), ("port".to_owned(), spec.port.map(|p| p.to_string()).unwrap_or_default())]);
+    let Some(probe) = &service.health else {
+        runs.health(&d.id, healthy("running (no health check)".into()));
+        return Ok((produced, "running".into()));
+    };
+    let deadline = Instant::now() + STARTUP_GRACE + Duration::from_secs(u64::from(probe.interval_secs) * u64::from(probe.retries));
+    loop {
+        if let Some(exited) = engine.exited(&started.id).await {
+            let reason = if exited.oom_killed {
+                format!("service {name} was killed: out of memory (limit {} MiB)", spec.memory_mib)
+            } else {
+                format!("service {name} exited with code {}", exited.exit_code.unwrap_or(-1))
+            };
+            return Err(Failure { reason, exit_code: exited.exit_code, oom_killed: exited.oom_killed });
+        }
+        let last = match check(engine, &started, &spec, probe).await {
+            Ok(()) => {
+                runs.health(&d.id, healthy("healthy".into()));
+                return Ok((produced, "healthy".into()));
+            }
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(Failure::new(format!("service {name} did not become healthy in {} s: {last}", deadline_secs(probe))));
+        }
+        tokio::time::sleep(STARTUP_PROBE_EVERY.min(Duration::from_secs(u64::from(probe.interval_secs.max(1))))).await;
+    }
+}
+
+fn deadline_secs(probe: &HealthProbe) -> u64 {
+    STARTUP_GRACE.as_secs() + u64::from(probe.interval_secs) * u64::from(probe.retries)
+}
+
+async fn check(engine: &Engine, started: &crate::docker::Started, spec: &ContainerSpec, probe: &HealthProbe) -> Result<(), String> {
+    let timeout = Duration::from_secs(u64::from(probe.timeout_secs.max(1)));
+    match &probe.check {
+        ProbeCheck::Http { path } => {
+            let ip = started.ip.ok_or("the container has no address on the deployment's network")?;
+            let port = spec.port.ok_or("an HTTP probe needs the service's port")?;
+            probe::http(ip, port, path, timeout).await
+        }
+        ProbeCheck::Command { argv } => {
+            if engine.exec_succeeds(&started.id, argv, timeout).await {
+                Ok(())
+            } else {
+                Err(format!("{} did not exit 0", argv.join(" ")))
+            }
+        }
+    }
+}
+
+/// Runs a plugin step: its outputs are what it returned.
+async fn run_plugin(engine: &Engine, d: &DesiredDeployment, step: &str, network: &str, plugin: &PluginStep, outputs: &Outputs) -> StepResult {
+    let mut used = BTreeSet::new();
+    let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(Failure::new)?;
+    let mut context: serde_json::Map<String, serde_json::Value> = d.context.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    context.insert("deployment".into(), d.id.clone().into());
+    context.insert("step".into(), step.into());
+    context.insert("attempt".into(), d.attempt.into());
+    let input = serde_json::json!({ "action": plugin.action, "parameters": parameters, "secrets": d.secrets.0, "context": context });
+    let input = serde_json::to_vec(&input).expect("JSON values serialize");
+    let run = PluginRun {
+        image: &plugin.image,
+        command: vec![],
+        input: &input,
+        timeout: Duration::from_secs(u64::from(plugin.timeout_secs)),
+        cpu_millis: plugin.cpu_millis,
+        memory_mib: plugin.memory_mib,
+        network: plugin.joins_network.then_some(network),
+        labels: HashMap::from([(LABEL_DEPLOYMENT.to_owned(), d.id.clone())]),
+        registry_auth: d.registry_auth.clone(),
+    };
+    let outcome = engine.run_plugin(&run).await.map_err(Failure::new)?;
+    let log_tail = tail(&outcome.log, 512);
+    let with_log = |text: String| if log_tail.is_empty() { text } else { format!("{text}; log: {log_tail}") };
+    if outcome.succeeded() {
+        let result = outcome.result.expect("a success has a result");
+        let produced = result.outputs.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect();
+        return Ok((produced, result.output));
+    }
+    let reason = match (&outcome.result, outcome.timed_out, outcome.oom_killed) {
+        (_, true, _) => format!("plugin {} did not finish within {} s", plugin.plugin, plugin.timeout_secs),
+        (_, _, true) => format!("plugin {} was killed: out of memory (limit {} MiB)", plugin.plugin, plugin.memory_mib),
+        (Ok(result), _, _) => format!("plugin {} failed (exit code {}): {}", plugin.plugin, outcome.exit_code.unwrap_or(-1), result.output),
+        (Err(e), _, _) => format!("plugin {} (exit code {}): {e}", plugin.plugin, outcome.exit_code.unwrap_or(-1)),
+    };
+    Err(Failure { reason: with_log(reason), exit_code: outcome.exit_code, oom_killed: outcome.oom_killed })
+}
+
+/// The last `max` bytes of `text` (at a character boundary), trimmed.
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
+}
+
+/// `text` cut to [`MAX_DETAIL`] bytes, keeping the start.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_DETAIL);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -1,0 +1,164 @@
+//! A node's desired state, from the deployments read model: what each deployment's plan says to
+//! run, with the project's secrets and the registries' credentials unsealed for this one send
+//! (they live in memory only, here and on the agent).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use nullops_domain::catalog::{credentials_purpose, Catalog};
+use nullops_domain::plan::image_host;
+use nullops_domain::secrets::{secret_purpose, Secrets as ProjectSecrets};
+use nullops_events::catalog::Probe;
+use nullops_events::deployment::{PlannedAction, PlannedStep};
+use nullops_keyring::Keyring;
+use nullops_projections::deployments::{on_node, phase, DeploymentRow};
+use nullops_projections::ReadModelDb;
+use nullops_store::commands::{load, StateCache};
+use nullops_store::EventStore;
+use nullops_wire::message::{
+    registry_of, ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RegistryAuth, Secrets, ServiceStep, Step, StepAction,
+};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::{DesiredStates, NodeDesired};
+
+/// The platform's source of desired states.
+pub struct FromDeployments {
+    pub store: Arc<dyn EventStore>,
+    pub read_models: ReadModelDb,
+    pub keyring: Arc<Keyring>,
+    catalog: StateCache<Catalog>,
+}
+
+impl FromDeployments {
+    pub fn new(store: Arc<dyn EventStore>, read_models: ReadModelDb, keyring: Arc<Keyring>) -> Self {
+        FromDeployments { store, read_models, keyring, catalog: StateCache::new(1) }
+    }
+
+    async fn build(&self, node_id: Uuid) -> Result<NodeDesired, String> {
+        let rows = on_node(&self.read_models, node_id).await.map_err(|e| e.to_string())?;
+        let mut desired = NodeDesired::default();
+        let mut secrets_of: BTreeMap<Uuid, Secrets> = BTreeMap::new();
+        let mut auth: Option<Vec<RegistryAuth>> = None;
+        for row in rows {
+            match row.phase.as_str() {
+                phase::SCHEDULED | phase::DEPLOYING | phase::RUNNING => {}
+                phase::DELETING => {
+                    desired.removing.insert(wire_id(row.deployment_id));
+                    continue;
+                }
+                _ => continue,
+            }
+            if !secrets_of.contains_key(&row.project_id) {
+                secrets_of.insert(row.project_id, self.secrets(row.project_id).await?);
+            }
+            if auth.is_none() {
+                auth = Some(self.registry_auth().await?);
+            }
+            let mut d = desired_deployment(&row);
+            d.secrets = secrets_of[&row.project_id].clone();
+            let registries: HashSet<&str> = d.steps.iter().map(|s| registry_of(image_of(s))).collect();
+            d.registry_auth = auth.iter().flatten().filter(|a| registries.contains(a.registry.as_str())).cloned().collect();
+            desired.run.push(d);
+        }
+        Ok(desired)
+    }
+
+    async fn secrets(&self, project_id: Uuid) -> Result<Secrets, String> {
+        let (state, _) = load::<ProjectSecrets>(&*self.store, &project_id.to_string()).await.map_err(|e| e.to_string())?;
+        let mut values = BTreeMap::new();
+        for (name, sealed) in &state.values {
+            let plain = self.keyring.unseal(sealed, &secret_purpose(project_id, name)).await.map_err(|e| format!("secret {name}: {e}"))?;
+            let text = String::from_utf8(plain.to_vec()).map_err(|_| format!("secret {name} is not UTF-8"))?;
+            values.insert(name.clone(), text);
+        }
+        Ok(Secrets(values))
+    }
+
+    /// The credentials of every registry that has some, by the host its images name.
+    async fn registry_auth(&self) -> Result<Vec<RegistryAuth>, String> {
+        let (catalog, _) = self.catalog.load(&*self.store, "main").await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for registry in catalog.registries.values() {
+            let Some(sealed) = &registry.credentials else { continue };
+            let plain = self.keyring.unseal(sealed, &credentials_purpose(&registry.name)).await.map_err(|e| format!("registry {}: {e}", registry.name))?;
+            let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| format!("registry {}'s credentials are not UTF-8", registry.name))?);
+            let Some((username, password)) = text.split_once(':') else { continue };
+            let host = image_host(registry).unwrap_or("docker.io").to_owned();
+            out.push(RegistryAuth { registry: host, username: username.to_owned(), password: password.to_owned() });
+        }
+        Ok(out)
+    }
+}
+
+impl DesiredStates for FromDeployments {
+    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<NodeDesired, String>> + Send + '_>> {
+        Box::pin(self.build(node_id))
+    }
+}
+
+/// The name a deployment has on its node: its id, which no other deployment ever has.
+pub fn wire_id(deployment_id: Uuid) -> String {
+    deployment_id.simple().to_string()
+}
+
+fn image_of(step: &Step) -> &str {
+    match &step.action {
+        StepAction::Service(s) => &s.container.image,
+        StepAction::Plugin(p) => &p.image,
+    }
+}
+
+/// The deployment's plan as the agent's steps. The project's CPU and memory are shared evenly
+/// among its services, so that together they never use more than was reserved for it.
+pub fn desired_deployment(row: &DeploymentRow) -> DesiredDeployment {
+    let services = row.plan.steps.iter().filter(|s| matches!(s.action, PlannedAction::Service(_))).count().max(1) as u32;
+    let steps = row.plan.steps.iter().map(|s| step(s, row, services)).collect();
+    let context = BTreeMap::from([
+        ("project".to_owned(), row.project.clone()),
+        ("environment".to_owned(), row.environment.clone()),
+        ("name".to_owned(), row.name.clone()),
+    ]);
+    DesiredDeployment { attempt: row.attempt, context, ..DesiredDeployment::new(wire_id(row.deployment_id), steps) }
+}
+
+fn step(planned: &PlannedStep, row: &DeploymentRow, services: u32) -> Step {
+    let needs = row.plan.edges.iter().filter(|e| e.to == planned.id).map(|e| e.from.clone()).collect();
+    let action = match &planned.action {
+        PlannedAction::Service(s) => StepAction::Service(ServiceStep {
+            container: ContainerSpec {
+                name: s.service.clone(),
+                image: s.image.clone(),
+                env: s.env.iter().map(|v| (v.name.clone(), v.value.clone())).collect(),
+                command: vec![],
+                cpu_millis: row.cpu_millis / services,
+                memory_mib: row.memory_mib / services,
+                port: Some(s.port),
+            },
+            health: s.health_check.as_ref().map(|h| HealthProbe {
+                check: match &h.probe {
+                    Probe::Http(path) => ProbeCheck::Http { path: path.clone() },
+                    Probe::Command(argv) => ProbeCheck::Command { argv: argv.clone() },
+                },
+                interval_secs: h.interval_secs,
+                timeout_secs: h.timeout_secs,
+                retries: h.retries,
+            }),
+        }),
+        PlannedAction::Plugin(p) => StepAction::Plugin(PluginStep {
+            plugin: p.plugin.clone(),
+            image: p.image.clone(),
+            action: "deploy".into(),
+            // Checked against the plugin's schema when the pipeline was saved.
+            parameters: serde_json::from_str(&p.parameters).unwrap_or(serde_json::Value::Null),
+            cpu_millis: p.cpu_millis,
+            memory_mib: p.memory_mib,
+            timeout_secs: p.timeout_secs,
+            joins_network: p.joins_deployment_network,
+        }),
+    };
+    Step { id: planned.id.clone(), needs, action }
+}

@@ -1,0 +1,98 @@
+//! What agents report about deployments, recorded on the deployments' aggregates.
+//!
+//! An agent sends its whole view after every change; the link remembers the last view it
+//! recorded per deployment and records only deployments whose view changed, and the aggregate
+//! itself drops what the log already says. A deployment that failed, or that its node removed,
+//! gives its capacity back.
+
+use std::collections::HashMap;
+
+use nullops_domain::capacity::{Capacity, CapacityCommand};
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, RunReport};
+use nullops_domain::Issuer;
+use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
+use nullops_events::{DomainEvent, EventMetadata};
+use nullops_store::commands::{execute, CommandError};
+use nullops_wire::message::{ActualDeployment, RunPhase, StepRunState};
+use uuid::Uuid;
+
+use crate::Connector;
+
+/// The reports in an agent's view of one deployment, in the order they happened.
+fn reports(actual: &ActualDeployment) -> Vec<RunReport> {
+    let mut out = vec![RunReport::Started];
+    for step in &actual.run.steps {
+        let state = match step.state {
+            StepRunState::Pending => continue,
+            StepRunState::Running => StepState::Running,
+            StepRunState::Succeeded => StepState::Succeeded,
+            StepRunState::Failed => StepState::Failed,
+            StepRunState::RolledBack => StepState::RolledBack,
+        };
+        out.push(RunReport::Step(StepChanged { step: step.id.clone(), state, detail: step.detail.clone() }));
+    }
+    for h in &actual.run.health {
+        out.push(RunReport::Health(HealthChanged { service: h.service.clone(), healthy: h.healthy, detail: h.detail.clone() }));
+    }
+    match &actual.run.phase {
+        RunPhase::Deploying => {}
+        RunPhase::Running => {
+            let endpoints = actual.containers.iter().filter_map(|c| Some(Endpoint { service: c.name.clone(), host_port: c.host_port? })).collect();
+            out.push(RunReport::Running { endpoints });
+        }
+        RunPhase::Failed { step, reason, exit_code, oom_killed } => out.push(RunReport::Failed(DeploymentFailed {
+            step: step.clone(),
+            reason: reason.clone(),
+            exit_code: *exit_code,
+            oom_killed: *oom_killed,
+        })),
+    }
+    out
+}
+
+/// Records an agent's views that changed since `last`.
+pub async fn record_views(connector: &Connector, node_id: Uuid, views: Vec<ActualDeployment>, last: &mut HashMap<String, ActualDeployment>) {
+    for view in views {
+        if last.get(&view.id) == Some(&view) {
+            continue;
+        }
+        let Ok(deployment_id) = Uuid::try_parse(&view.id) else {
+            tracing::warn!(node = %node_id, deployment = %view.id, "the agent names a deployment by something that is not its id");
+            continue;
+        };
+        let action = DeploymentAction::Report { attempt: view.attempt, reports: reports(&view) };
+        match record(connector, deployment_id, action).await {
+            Ok(failed) => {
+                if failed {
+                    release(connector, node_id, deployment_id).await;
+                }
+                last.insert(view.id.clone(), view);
+            }
+            // Not remembered: the next view records it again.
+            Err(e) => tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record the deployment's progress"),
+        }
+    }
+}
+
+/// Records that the node removed everything of a deleted deployment, and frees its capacity.
+pub async fn record_removed(connector: &Connector, node_id: Uuid, deployment_id: Uuid) {
+    match record(connector, deployment_id, DeploymentAction::Removed).await {
+        Ok(_) => release(connector, node_id, deployment_id).await,
+        Err(e) => tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record the deployment's removal"),
+    }
+}
+
+/// Executes a report; whether it recorded a failure.
+async fn record(connector: &Connector, deployment_id: Uuid, action: DeploymentAction) -> Result<bool, CommandError> {
+    let command = DeploymentCommand { by: Issuer::System, action };
+    let executed = execute::<Deployment>(&*connector.store, &deployment_id.to_string(), &command, &EventMetadata::system()).await?;
+    let failed = executed.events.iter().any(|e| matches!(e, DomainEvent::Deployment(DeploymentEvent::Failed(_))));
+    Ok(failed)
+}
+
+async fn release(connector: &Connector, node_id: Uuid, deployment_id: Uuid) {
+    let command = CapacityCommand::Release { deployment_id };
+    if let Err(e) = execute::<Capacity>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system()).await {
+        tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot release the deployment's capacity; the reaper will");
+    }
+}
