@@ -20,6 +20,7 @@ cargo build --bins --tests --workspace
 bash infra/agent-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
 bash tests/fixtures/busybox-image.sh
 bash infra/demo-images.sh target/x86_64-unknown-linux-gnu/debug/nullops
+bash tests/fixtures/deploy-images.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -20,6 +20,7 @@ pub(crate) const SCHEMA: &[&str] = &[
         failure TEXT, endpoints TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS deployments_by_node ON deployments (node_id, phase)",
     "CREATE INDEX IF NOT EXISTS deployments_by_environment ON deployments (environment, name)",
+    "CREATE INDEX IF NOT EXISTS deployments_by_expiry ON deployments (expires_at)",
     "CREATE TABLE IF NOT EXISTS deployment_steps (deployment_id TEXT NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL,
         detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, step))",
     "CREATE TABLE IF NOT EXISTS deployment_health (deployment_id TEXT NOT NULL, service TEXT NOT NULL, healthy BIGINT NOT NULL,

@@ -6,6 +6,7 @@ mod bench_nodes;
 mod local_agent;
 mod platform;
 mod plugins;
+mod reaper;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -230,6 +230,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     let keyring = Arc::new(keyring);
     tasks.spawn(sweep_keys_periodically(b.store.clone(), b.read_models.clone(), keyring.clone(), shutdown.clone()));
     tasks.spawn(nullops_connector::run(connector(&b, keyring.clone()), shutdown.clone()));
+    tasks.spawn(crate::reaper::run(b.store.clone(), b.read_models.clone(), shutdown.clone()));
     let app = Arc::new(App {
         store: b.store.clone(),
         read_models: b.read_models.clone(),

@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod lab;
+
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

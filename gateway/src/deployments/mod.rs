@@ -79,9 +79,9 @@ impl DeploymentMutation {
         project: String,
         environment: String,
         name: Option<String>,
-        #[graphql(default)] tags: Vec<TagChoice>,
+        tags: Option<Vec<TagChoice>>,
     ) -> ApiResult<DeploymentGql> {
-        let chosen = choices(tags)?;
+        let chosen = choices(tags.unwrap_or_default())?;
         create(ctx, &project, &environment, name, chosen).await
     }
 
@@ -130,12 +130,12 @@ impl DeploymentMutation {
 
     /// A new deployment of the same project and environment, with the latest pipeline version,
     /// a new name (so new URLs) and the source's service versions, changed by `tags`.
-    async fn clone_deployment(&self, ctx: &Context<'_>, id: ID, name: Option<String>, #[graphql(default)] tags: Vec<TagChoice>) -> ApiResult<DeploymentGql> {
+    async fn clone_deployment(&self, ctx: &Context<'_>, id: ID, name: Option<String>, tags: Option<Vec<TagChoice>>) -> ApiResult<DeploymentGql> {
         let app = app(ctx);
         let source = find(app, &id).await?;
         caller_access(ctx, &source).await?.ok_or_else(|| not_found(&id))?;
         let mut chosen = versions_of(&source);
-        chosen.extend(choices(tags)?);
+        chosen.extend(choices(tags.unwrap_or_default())?);
         // Pinned services keep their pin: only selectable services carry a choice over.
         let state = catalog_state(app).await?;
         chosen.retain(|service, _| state.services.get(service).is_some_and(|s| matches!(s.tag, TagMode::Selectable(_))));

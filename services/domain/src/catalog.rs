@@ -224,7 +224,8 @@ fn check_plugin(p: &PluginDefinition, state: &CatalogState) -> Result<(), Domain
     check_range("timeoutSeconds", p.timeout_secs.into(), 1..=86_400, "seconds")
 }
 
-const CLEANUP_RANGE: std::ops::RangeInclusive<u64> = 60..=365 * 86_400;
+/// From seconds (a CI job's throwaway deployment) to a year.
+const CLEANUP_RANGE: std::ops::RangeInclusive<u64> = 5..=365 * 86_400;
 
 fn check_environment(e: &EnvironmentDefinition) -> Result<(), DomainError> {
     DnsLabel::parse("name", &e.name)?;

@@ -1,0 +1,397 @@
+//! Deployments end to end, through GraphQL, on real Docker and the real registry: `nullops up`'s
+//! own agent in embedded mode, an agent container (the `nullops/agent` image) in production mode.
+//! A pipeline of two services and plugins deploys and answers on its published ports, isolated
+//! from other deployments; failures, timeouts and cancels roll back and leave nothing labelled
+//! behind; delete, clone, retry, expiry and extend; admission refuses what does not fit and never
+//! overcommits a node; a service over its memory is killed and shown so; secrets reach plugins
+//! and no log.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::lab::Lab;
+use support::{code, docker, Backend, Mode, Server};
+
+const REGISTRY: &str = "127.0.0.1:5050";
+const SECRET: &str = "pw-Zx81-never-shown";
+
+const CREATE: &str = "mutation($p: String!, $e: String!, $n: String, $t: [TagChoice!]) { createDeployment(project: $p, environment: $e, name: $n, tags: $t) { id name state } }";
+const DEPLOYMENT: &str = "query($id: ID!) { deployment(id: $id) { id name state attempt pipelineVersion steps { id state detail } \
+    services { name tag healthy healthDetail nodePort url } failure { step reason exitCode oomKilled } expiresAt expiresInSeconds \
+    history { eventType actor } } }";
+const SAVE: &str = "mutation($p: String!, $i: PipelineInput!) { savePipeline(project: $p, pipeline: $i) { version } }";
+
+/// A platform with one online node, and a catalog to deploy from.
+struct World {
+    server: Server,
+    admin: String,
+    environment: &'static str,
+    /// The node agent's scope: every container and network it makes carries it.
+    scope: String,
+    /// Production mode's agent container and its network.
+    lab: Option<Lab>,
+    _backend: Backend,
+}
+
+impl World {
+    async fn new(mode: Mode) -> World {
+        let backend = Backend::new(mode).await;
+        let (server, environment, lab) = match mode {
+            Mode::Embedded => (Server::start_with(&backend, &[("NULLOPS_NO_LOCAL_AGENT", "false")]).await, "local", None),
+            Mode::Production => (Server::start(&backend).await, "staging", Some(Lab::new())),
+        };
+        let admin = server.admin().await;
+        let mut world = World { server, admin, environment, scope: String::new(), lab, _backend: backend };
+        world.setup_node().await;
+        world.setup_catalog().await;
+        world
+    }
+
+    async fn ok(&self, query: &str, variables: Value) -> Value {
+        self.server.ok(Some(&self.admin), query, variables).await
+    }
+
+    async fn setup_node(&mut self) {
+        if let Some(lab) = self.lab.as_mut() {
+            self.server.ok(Some(&self.admin), "mutation { createEnvironment(input: {name: \"staging\", baseDomain: \"qa.test\"}) { name } }", json!({})).await;
+            let added = self.server.ok(Some(&self.admin), "mutation($h: String!) { addNode(environment: \"staging\", host: $h) { token } }", json!({"h": lab.ip(10)})).await;
+            lab.run_agent("a", 10, added["addNode"]["token"].as_str().unwrap(), &[]);
+            self.scope = lab.scope("a");
+        }
+        let (server, admin, env) = (&self.server, &self.admin, self.environment);
+        let query = "query($e: String!) { nodes(environment: $e) { id status usage { memoryTotalBytes } } }";
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let node = loop {
+            let node = server.ok(Some(admin), query, json!({"e": env})).await["nodes"][0].clone();
+            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() {
+                break node;
+            }
+            assert!(Instant::now() < deadline, "the node is not online with its size reported: {node}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if self.lab.is_none() {
+            // `nullops up`'s agent: scope `local-` and the node id's first 12 hex digits.
+            self.scope = format!("local-{}", &node["id"].as_str().unwrap().replace('-', "")[..12]);
+        }
+    }
+
+    async fn setup_catalog(&self) {
+        let version = env!("CARGO_PKG_VERSION");
+        self.ok("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await;
+        let health = json!({"httpPath": "/healthz", "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
+        for (name, image, mode, tag) in [("web", "nullops/demo", "SELECTABLE", None), ("api", "nullops/demo", "PINNED", Some("v2")), ("hungry", "nullops-test/hungry", "PINNED", Some("1"))] {
+            let input = json!({"name": name, "registry": "local", "image": image, "tagMode": mode, "tag": tag, "tagPattern": if tag.is_none() { Some("v*") } else { None },
+                "port": 8080, "healthCheck": health, "env": if name == "web" { json!([{"name": "GREETING", "value": "${{ secrets.DB_PASSWORD }}"}]) } else { json!([]) }});
+            self.ok("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": input})).await;
+        }
+        let plugins = [
+            ("http-check", "nullops/http-check", version, json!({"type": "object"}), 60, true),
+            ("script", "nullops-test/script-plugin", "1", json!({"type": "object", "properties": {"mode": {"type": "string"}, "expect": {"type": "string"}}}), 300, false),
+            ("script-short", "nullops-test/script-plugin", "1", json!({"type": "object"}), 3, false),
+        ];
+        for (name, repository, tag, schema, timeout, joins) in plugins {
+            let input = json!({"name": name, "registry": "local", "repository": repository, "tag": tag, "parametersSchema": schema,
+                "cpuMillis": 200, "memoryMib": 64, "timeoutSeconds": timeout, "joinsDeploymentNetwork": joins});
+            self.ok("mutation($i: PluginInput!) { createPlugin(input: $i) { name } }", json!({"i": input})).await;
+        }
+        let project = |name: &str, cpu: u64, memory: u64| json!({"i": {"name": name, "environments": [self.environment], "cpuMillis": cpu, "memoryMib": memory}});
+        self.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", project("shop", 20, 256)).await;
+        self.ok("mutation { setSecret(project: \"shop\", name: \"DB_PASSWORD\", value: \"pw-Zx81-never-shown\") { name } }", json!({})).await;
+    }
+
+    async fn save(&self, project: &str, pipeline: Value) -> u64 {
+        self.ok(SAVE, json!({"p": project, "i": pipeline})).await["savePipeline"]["version"].as_u64().unwrap()
+    }
+
+    async fn create(&self, project: &str, tags: Value) -> Value {
+        let r = self.ok(CREATE, json!({"p": project, "e": self.environment, "t": tags})).await;
+        r["createDeployment"].clone()
+    }
+
+    async fn deployment(&self, id: &str) -> Value {
+        self.ok(DEPLOYMENT, json!({"id": id})).await["deployment"].clone()
+    }
+
+    /// Waits until the deployment is in `state`; returns it then. Fails at once if it ends in
+    /// another final state.
+    async fn reaches(&self, id: &str, state: &str, within: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let d = self.deployment(id).await;
+            if d["state"] == state {
+                return d;
+            }
+            let ended = ["FAILED", "CANCELLED", "DELETED"];
+            assert!(!ended.contains(&d["state"].as_str().unwrap()), "expected {state}, but it ended {}: {d}", d["state"]);
+            assert!(start.elapsed() < within, "not {state} within {within:?}: {d}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Containers and networks on the engine that carry the deployment's label.
+    fn leftovers(&self, id: &str) -> String {
+        let label = format!("label=nullops.deployment={}", id.replace('-', ""));
+        let containers = docker(&["ps", "-aq", "--filter", &label]).unwrap();
+        let networks = docker(&["network", "ls", "-q", "--filter", &label]).unwrap();
+        format!("{containers}{networks}")
+    }
+
+    fn container(&self, id: &str, service: &str) -> String {
+        format!("nullops-{}-{}-{service}", self.scope, id.replace('-', ""))
+    }
+
+    fn network(&self, id: &str) -> String {
+        format!("nullops-{}-{}", self.scope, id.replace('-', ""))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=nullops.scope={}", self.scope)]) {
+            for id in ids.lines() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+        if let Ok(ids) = docker(&["network", "ls", "-q", "--filter", &format!("label=nullops.scope={}", self.scope)]) {
+            for id in ids.lines() {
+                let _ = docker(&["network", "rm", id]);
+            }
+        }
+    }
+}
+
+/// Whether `url` answers from inside Docker network `network` within `seconds` (asked with the
+/// http-check example plugin).
+fn answers_from(network: &str, url: &str, seconds: u64) -> bool {
+    use std::io::Write;
+    let image = format!("{REGISTRY}/nullops/http-check:{}", env!("CARGO_PKG_VERSION"));
+    let mut child = std::process::Command::new("docker")
+        .args(["run", "-i", "--rm", "--network", network, &image])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = format!(r#"{{"parameters": {{"url": "{url}", "timeout_secs": {seconds}, "interval_ms": 200}}}}"#);
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap().status.success()
+}
+
+/// GET `http://127.0.0.1:port/` from the test: the service through its published port.
+async fn body_at(port: u64) -> String {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/")).await.expect("the published port answers");
+    response.text().await.unwrap()
+}
+
+fn step<'a>(d: &'a Value, id: &str) -> &'a Value {
+    d["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id} in {d}"))
+}
+
+fn service<'a>(d: &'a Value, name: &str) -> &'a Value {
+    d["services"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no service {name} in {d}"))
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode) {
+    let w = World::new(mode).await;
+    // web, then a check from inside the deployment's network, then api; a plugin alongside.
+    let pipeline = json!({
+        "nodes": [
+            {"id": "web", "service": "web"},
+            {"id": "wait-web", "plugin": "http-check", "parameters": {"url": "http://web:8080/healthz", "timeout_secs": 30}},
+            {"id": "api", "service": "api"},
+            {"id": "greet", "plugin": "script", "parameters": {"mode": "ok"}}
+        ],
+        "edges": [{"from": "web", "to": "wait-web"}, {"from": "wait-web", "to": "api"}]
+    });
+    w.save("shop", pipeline).await;
+
+    // A tag that is not in the registry, or not of the pattern, is refused before anything runs.
+    let r = w.server.gql(Some(&w.admin), CREATE, json!({"p": "shop", "e": w.environment, "t": [{"service": "web", "tag": "v9"}]})).await;
+    assert_eq!(code(&r), "INVALID_INPUT", "{r}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("does not exist"), "{r}");
+
+    let one = w.create("shop", json!([{"service": "web", "tag": "v1"}])).await;
+    let one_id = one["id"].as_str().unwrap().to_owned();
+    let d = w.reaches(&one_id, "RUNNING", MINUTE).await;
+    for s in ["web", "wait-web", "api", "greet"] {
+        assert_eq!(step(&d, s)["state"], "SUCCEEDED", "{d}");
+    }
+    for s in ["web", "api"] {
+        assert_eq!(service(&d, s)["healthy"], true, "{d}");
+    }
+    assert_eq!(service(&d, "api")["tag"], "v2", "a pinned service runs its pin");
+    assert_eq!(service(&d, "web")["url"], format!("http://web.{}.{}.{}", one["name"].as_str().unwrap(), w.environment, if mode == Mode::Embedded { "localhost" } else { "qa.test" }));
+    // Both answer through their published ports.
+    assert_eq!(body_at(service(&d, "web")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v1");
+    assert_eq!(body_at(service(&d, "api")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v2");
+    // The secret reached the service's environment, and the API shows it nowhere.
+    let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &w.container(&one_id, "web")]).unwrap();
+    assert!(env.contains(&format!("GREETING={SECRET}")), "{env}");
+    assert!(!d.to_string().contains(SECRET));
+
+    // Another deployment: its network cannot reach the first one's services.
+    let two = w.create("shop", json!([{"service": "web", "tag": "v2"}])).await;
+    let two_id = two["id"].as_str().unwrap().to_owned();
+    w.reaches(&two_id, "RUNNING", MINUTE).await;
+    let web_one_ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", &w.container(&one_id, "web")]).unwrap();
+    let web_one_ip = web_one_ip.split_whitespace().next().unwrap().to_owned();
+    assert!(answers_from(&w.network(&two_id), "http://web:8080/", 10), "inside its network, a deployment's service answers by name");
+    assert!(!answers_from(&w.network(&two_id), &format!("http://{web_one_ip}:8080/"), 2), "another deployment's service is unreachable");
+
+    // Clone: same project and environment, new name, the source's versions.
+    let clone = w.ok("mutation($id: ID!) { cloneDeployment(id: $id) { id name } }", json!({"id": two_id})).await["cloneDeployment"].clone();
+    assert_ne!(clone["name"], two["name"]);
+    let c = w.reaches(clone["id"].as_str().unwrap(), "RUNNING", MINUTE).await;
+    assert_eq!(service(&c, "web")["tag"], "v2");
+
+    // Delete: DELETED, and nothing labelled with it is left on the engine.
+    for id in [&one_id, &two_id, clone["id"].as_str().unwrap()] {
+        w.ok("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await;
+        let gone = w.reaches(id, "DELETED", Duration::from_secs(30)).await;
+        assert_eq!(w.leftovers(id), "", "nothing of {id} is left");
+        let history: Vec<&str> = gone["history"].as_array().unwrap().iter().map(|h| h["eventType"].as_str().unwrap()).collect();
+        assert!(history.starts_with(&["deployment.requested", "deployment.scheduled", "deployment.run_started"]), "{history:?}");
+        assert!(history.ends_with(&["deployment.deletion_requested", "deployment.removed"]), "{history:?}");
+    }
+    let ended = w.ok("query($e: String!) { deployments(environment: $e) { id } }", json!({"e": w.environment})).await;
+    assert_eq!(ended["deployments"], json!([]), "deleted deployments are not listed");
+}
+
+async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {
+    let w = World::new(mode).await;
+    let with_step = |plugin: &str, parameters: Value| json!({
+        "nodes": [{"id": "web", "service": "web"}, {"id": "migrate", "plugin": plugin, "parameters": parameters}],
+        "edges": [{"from": "web", "to": "migrate"}]
+    });
+    let tags = json!([{"service": "web", "tag": "v1"}]);
+    let cases = [
+        (with_step("script", json!({"mode": "fail"})), Some(1), "migration 42 failed"),
+        (with_step("script", json!({"mode": "garbage"})), Some(0), "not a result"),
+        (with_step("script-short", json!({"mode": "sleep"})), None, "did not finish within 3 s"),
+    ];
+    let mut failed_id = String::new();
+    for (pipeline, exit_code, reason) in cases {
+        w.save("shop", pipeline).await;
+        let id = w.create("shop", tags.clone()).await["id"].as_str().unwrap().to_owned();
+        let d = w.reaches(&id, "FAILED", MINUTE).await;
+        let failure = &d["failure"];
+        assert_eq!(failure["step"], "migrate", "{d}");
+        assert!(failure["reason"].as_str().unwrap().contains(reason), "{reason}: {d}");
+        if let Some(exit_code) = exit_code {
+            assert_eq!(failure["exitCode"], exit_code, "{d}");
+        }
+        assert_eq!(step(&d, "migrate")["state"], "FAILED");
+        assert_eq!(step(&d, "web")["state"], "ROLLED_BACK", "{d}");
+        assert_eq!(w.leftovers(&id), "", "the rollback leaves nothing labelled");
+        failed_id = id;
+    }
+
+    // Retry after fixing the pipeline: the same deployment runs again, with the latest version.
+    let fixed = w.save("shop", with_step("script", json!({"mode": "ok"}))).await;
+    let retried = w.ok("mutation($id: ID!) { retryDeployment(id: $id) { attempt } }", json!({"id": failed_id})).await;
+    assert_eq!(retried["retryDeployment"]["attempt"], 2);
+    let d = w.reaches(&failed_id, "RUNNING", MINUTE).await;
+    assert_eq!((d["attempt"].as_u64(), d["pipelineVersion"].as_u64()), (Some(2), Some(fixed)));
+    assert_eq!(step(&d, "migrate")["state"], "SUCCEEDED", "{d}");
+    let r = w.server.gql(Some(&w.admin), "mutation($id: ID!) { retryDeployment(id: $id) { attempt } }", json!({"id": failed_id})).await;
+    assert_eq!(code(&r), "CONFLICT", "only a failed deployment is retried: {r}");
+
+    // Cancel mid-run: deleting it while a step runs rolls back and ends CANCELLED.
+    w.save("shop", with_step("script", json!({"mode": "sleep"}))).await;
+    let id = w.create("shop", tags.clone()).await["id"].as_str().unwrap().to_owned();
+    support::eventually(MINUTE, "the sleeping step runs", || async { step(&w.deployment(&id).await, "migrate")["state"] == "RUNNING" }).await;
+    w.ok("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await;
+    w.reaches(&id, "CANCELLED", Duration::from_secs(30)).await;
+    assert_eq!(w.leftovers(&id), "", "a cancel leaves nothing labelled");
+
+    // A secret reaches the plugin's stdin, and no log, event or answer shows it.
+    w.save("shop", with_step("script", json!({"mode": "secret", "expect": "${{ secrets.DB_PASSWORD }}"}))).await;
+    let id = w.create("shop", tags).await["id"].as_str().unwrap().to_owned();
+    let d = w.reaches(&id, "FAILED", MINUTE).await;
+    let reason = d["failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("received ***") && reason.contains("connecting with password ***"), "the plugin got the secret and it is redacted: {d}");
+    assert!(!d.to_string().contains(SECRET));
+    let output = w.server.output.lock().unwrap().join("\n");
+    assert!(!output.contains(SECRET), "the platform's output never shows the secret");
+    if let Some(lab) = &w.lab {
+        assert!(!lab.logs("a").contains(SECRET), "the agent's log never shows the secret");
+    }
+}
+
+async fn deployments_expire_unless_extended(mode: Mode) {
+    let w = World::new(mode).await;
+    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "brief", "environments": [w.environment], "cpuMillis": 10, "memoryMib": 64, "cleanupAfterSeconds": 5}})).await;
+    w.save("brief", json!({"nodes": [{"id": "greet", "plugin": "script", "parameters": {"mode": "ok"}}]})).await;
+    let expiring = w.create("brief", json!([])).await["id"].as_str().unwrap().to_owned();
+    let extended = w.create("brief", json!([])).await["id"].as_str().unwrap().to_owned();
+    let before = w.deployment(&extended).await;
+    assert!(before["expiresInSeconds"].as_i64().unwrap() <= 5);
+    w.reaches(&extended, "RUNNING", MINUTE).await;
+    let after = w.ok("mutation($id: ID!) { extendDeployment(id: $id) { expiresAt } }", json!({"id": extended})).await;
+    assert!(after["extendDeployment"]["expiresAt"].as_str().unwrap() > before["expiresAt"].as_str().unwrap(), "{after} {before}");
+
+    let d = w.reaches(&expiring, "DELETED", Duration::from_secs(30)).await;
+    let deletion = d["history"].as_array().unwrap().iter().find(|h| h["eventType"] == "deployment.deletion_requested").cloned();
+    assert_eq!(deletion.unwrap()["actor"], "system", "the reaper deletes as the platform");
+    // The extended one outlives the other's expiry, then goes too.
+    assert_eq!(w.deployment(&extended).await["state"], "RUNNING");
+    w.reaches(&extended, "DELETED", Duration::from_secs(30)).await;
+}
+
+in_both_modes!(
+    a_pipeline_deploys_isolated_and_goes_away_without_leftovers,
+    failures_and_cancels_roll_back_and_retry_runs_again,
+    deployments_expire_unless_extended
+);
+
+/// Admission on the embedded node: an oversized project is refused with the figures; eight
+/// concurrent requests for a node that fits five give five deployments and three refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admission_refuses_what_does_not_fit_and_never_overcommits() {
+    let w = World::new(Mode::Embedded).await;
+    let total_mib = w.ok("{ nodes(environment: \"local\") { usage { memoryTotalBytes } } }", json!({})).await["nodes"][0]["usage"]["memoryTotalBytes"].as_u64().unwrap() >> 20;
+    let project = |name: &str, memory: u64| json!({"i": {"name": name, "environments": ["local"], "cpuMillis": 10, "memoryMib": memory}});
+    let step = json!({"nodes": [{"id": "greet", "plugin": "script", "parameters": {"mode": "ok"}}]});
+    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", project("huge", total_mib * 2)).await;
+    w.save("huge", step.clone()).await;
+    let r = w.server.gql(Some(&w.admin), CREATE, json!({"p": "huge", "e": "local"})).await;
+    assert_eq!(code(&r), "RESOURCES_EXHAUSTED", "{r}");
+    let message = r["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("{} MiB", total_mib * 2)) && message.contains("free"), "names the figures: {message}");
+
+    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", project("fifth", total_mib / 5)).await;
+    w.save("fifth", step).await;
+    let racers = (0..8).map(|_| {
+        let (http, addr, admin) = (w.server.http.clone(), w.server.addr, w.admin.clone());
+        tokio::spawn(async move {
+            let server = Server::view(http, addr, Default::default());
+            server.gql(Some(&admin), CREATE, json!({"p": "fifth", "e": "local"})).await
+        })
+    });
+    let answers: Vec<Value> = futures::future::join_all(racers).await.into_iter().map(|r| r.unwrap()).collect();
+    let created = answers.iter().filter(|a| a.get("errors").is_none()).count();
+    let refused = answers.iter().filter(|a| a.get("errors").is_some() && code(a) == "RESOURCES_EXHAUSTED").count();
+    assert_eq!((created, refused), (5, 3), "{answers:?}");
+    let allocated = w.ok("{ nodes(environment: \"local\") { allocated { memoryMib deployments } } }", json!({})).await;
+    assert_eq!(allocated["nodes"][0]["allocated"]["deployments"], 5);
+}
+
+/// A service that allocates beyond its memory limit is killed by Docker, and the deployment
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_over_its_memory_is_killed_and_the_deployment_shows_it() {
+    let w = World::new(Mode::Embedded).await;
+    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "greedy", "environments": ["local"], "cpuMillis": 100, "memoryMib": 32}})).await;
+    w.save("greedy", json!({"nodes": [{"id": "hungry", "service": "hungry"}]})).await;
+    let id = w.create("greedy", json!([])).await["id"].as_str().unwrap().to_owned();
+    let d = w.reaches(&id, "FAILED", MINUTE).await;
+    assert_eq!(d["failure"]["oomKilled"], true, "{d}");
+    assert!(d["failure"]["reason"].as_str().unwrap().contains("out of memory (limit 32 MiB)"), "{d}");
+    assert_eq!(w.leftovers(&id), "");
+}
