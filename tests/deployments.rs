@@ -19,7 +19,7 @@ const SECRET: &str = "pw-Zx81-never-shown";
 
 const CREATE: &str = "mutation($p: String!, $e: String!, $n: String, $t: [TagChoice!]) { createDeployment(project: $p, environment: $e, name: $n, tags: $t) { id name state } }";
 const DEPLOYMENT: &str = "query($id: ID!) { deployment(id: $id) { id name state attempt pipelineVersion steps { id state detail } \
-    services { name tag healthy healthDetail nodePort url } failure { step reason exitCode oomKilled } expiresAt expiresInSeconds \
+    services { name tag healthy healthDetail nodePort url cpuMillicores memoryBytes } failure { step reason exitCode oomKilled } expiresAt expiresInSeconds \
     history { eventType actor } } }";
 const SAVE: &str = "mutation($p: String!, $i: PipelineInput!) { savePipeline(project: $p, pipeline: $i) { version } }";
 
@@ -228,6 +228,17 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     // Both answer through their published ports.
     assert_eq!(body_at(service(&d, "web")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v1");
     assert_eq!(body_at(service(&d, "api")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v2");
+    // The pipeline's log: each step's progress, and the plugins' own output.
+    let logs = w.ok("query($id: ID!) { deployment(id: $id) { logs(source: \"pipeline\", tail: 500) { source text } } }", json!({"id": one_id})).await;
+    let text: Vec<&str> = logs["deployment"]["logs"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    for expected in ["step web started", "step wait-web succeeded", "every step succeeded"] {
+        assert!(text.iter().any(|t| t.contains(expected)), "{expected:?} in {text:#?}");
+    }
+    // The agent measures what each service uses.
+    support::eventually(Duration::from_secs(15), "the services' use is measured", || async {
+        service(&w.deployment(&one_id).await, "web")["memoryBytes"].as_u64().is_some_and(|m| m > 0)
+    })
+    .await;
     // The secret reached the service's environment, and the API shows it nowhere.
     let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &w.container(&one_id, "web")]).unwrap();
     assert!(env.contains(&format!("GREETING={SECRET}")), "{env}");
@@ -315,6 +326,9 @@ async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {
     let reason = d["failure"]["reason"].as_str().unwrap();
     assert!(reason.contains("received ***") && reason.contains("connecting with password ***"), "the plugin got the secret and it is redacted: {d}");
     assert!(!d.to_string().contains(SECRET));
+    let logs = w.ok("query($id: ID!) { deployment(id: $id) { logs(tail: 500) { text } } }", json!({"id": id})).await;
+    let logs = logs.to_string();
+    assert!(logs.contains("connecting with password ***") && !logs.contains(SECRET), "the plugin's output is logged redacted: {logs}");
     let output = w.server.output.lock().unwrap().join("\n");
     assert!(!output.contains(SECRET), "the platform's output never shows the secret");
     if let Some(lab) = &w.lab {
@@ -377,8 +391,11 @@ async fn admission_refuses_what_does_not_fit_and_never_overcommits() {
     let created = answers.iter().filter(|a| a.get("errors").is_none()).count();
     let refused = answers.iter().filter(|a| a.get("errors").is_some() && code(a) == "RESOURCES_EXHAUSTED").count();
     assert_eq!((created, refused), (5, 3), "{answers:?}");
+    for created in answers.iter().filter(|a| a.get("errors").is_none()) {
+        w.reaches(created["data"]["createDeployment"]["id"].as_str().unwrap(), "RUNNING", MINUTE).await;
+    }
     let allocated = w.ok("{ nodes(environment: \"local\") { allocated { memoryMib deployments } } }", json!({})).await;
-    assert_eq!(allocated["nodes"][0]["allocated"]["deployments"], 5);
+    assert_eq!(allocated["nodes"][0]["allocated"]["deployments"], 5, "{allocated}");
 }
 
 /// A service that allocates beyond its memory limit is killed by Docker, and the deployment

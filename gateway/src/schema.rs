@@ -499,6 +499,12 @@ impl SubscriptionRoot {
         deployments::updates(ctx, id).await
     }
 
+    /// A deployment's log: the last lines, then each new one as it arrives; of one `source`
+    /// (`pipeline` or a service) when given.
+    async fn deployment_logs(&self, ctx: &Context<'_>, id: ID, source: Option<String>) -> Result<impl Stream<Item = ApiResult<deployments::LogLineGql>>, ApiError> {
+        deployments::log_lines(ctx, id, source).await
+    }
+
     /// Every event appended from now on that matches `filter`, as it happens (admins). The
     /// credential is re-checked with each event: a disabled user's feed ends at once.
     async fn audit_events(&self, ctx: &Context<'_>, filter: Option<AuditFilterInput>) -> Result<impl Stream<Item = ApiResult<AuditEntryGql>>, ApiError> {

@@ -1,6 +1,10 @@
 //! The deployments read model (projection `deployments`): each deployment's request, node,
 //! phase, the steps and service health of its current run, how it failed, its endpoints and its
 //! expiry. The connector reads what each node should run from here; the gateway serves it.
+//!
+//! Beside it, `deployment_logs`: the lines agents send (pipeline progress, plugin and service
+//! output). Like `node_usage` it is telemetry, not history: only the connector writes it, each
+//! source keeps its latest lines, and a projection rebuild leaves it alone.
 
 use async_trait::async_trait;
 use nullops_events::deployment::{DeploymentEvent, DeploymentPlan, StepState};
@@ -23,6 +27,9 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS deployments_by_expiry ON deployments (expires_at)",
     "CREATE TABLE IF NOT EXISTS deployment_steps (deployment_id TEXT NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL,
         detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, step))",
+    "CREATE TABLE IF NOT EXISTS deployment_logs (seq BIGINT PRIMARY KEY, deployment_id TEXT NOT NULL, source TEXT NOT NULL,
+        at BIGINT NOT NULL, line TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS deployment_logs_by_source ON deployment_logs (deployment_id, source, seq)",
     "CREATE TABLE IF NOT EXISTS deployment_health (deployment_id TEXT NOT NULL, service TEXT NOT NULL, healthy BIGINT NOT NULL,
         detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, service))",
 ];
@@ -289,4 +296,84 @@ pub async fn health(db: &ReadModelDb, id: Uuid) -> Result<Vec<HealthRow>, Projec
     rows.iter()
         .map(|r| Ok(HealthRow { service: r.try_get(0)?, healthy: r.try_get::<i64, _>(1)? != 0, detail: r.try_get(2)?, changed_at: r.try_get(3)? }))
         .collect()
+}
+
+/// Lines kept per deployment and source.
+pub const LOG_LINES_KEPT: i64 = 5000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    /// Increases with every line written.
+    pub seq: i64,
+    pub deployment_id: Uuid,
+    pub source: String,
+    /// Microseconds since the epoch, as the agent stamped it.
+    pub at: i64,
+    pub line: String,
+}
+
+/// Appends lines (the connector's only write here); `seq` must increase.
+pub async fn record_logs(db: &ReadModelDb, rows: &[LogRow]) -> Result<(), ProjectionError> {
+    let mut tx = db.pool().begin().await?;
+    for r in rows {
+        sqlx::query("INSERT INTO deployment_logs (seq, deployment_id, source, at, line) VALUES ($1, $2, $3, $4, $5)")
+            .bind(r.seq)
+            .bind(r.deployment_id.to_string())
+            .bind(r.source.clone())
+            .bind(r.at)
+            .bind(r.line.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops all but the latest [`LOG_LINES_KEPT`] lines of a deployment's source.
+pub async fn trim_logs(db: &ReadModelDb, deployment_id: Uuid, source: &str) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "DELETE FROM deployment_logs WHERE deployment_id = $1 AND source = $2 AND seq <= \
+         (SELECT seq FROM deployment_logs WHERE deployment_id = $1 AND source = $2 ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+    )
+    .bind(deployment_id.to_string())
+    .bind(source.to_owned())
+    .bind(LOG_LINES_KEPT)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// The highest `seq` written, 0 when none.
+pub async fn last_log_seq(db: &ReadModelDb) -> Result<i64, ProjectionError> {
+    Ok(sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM deployment_logs").fetch_one(db.pool()).await?.try_get(0)?)
+}
+
+/// Lines of a deployment (of `source` when given) with `seq` above `after` and `at` from
+/// `since`, the latest `limit` of them, oldest first.
+pub async fn logs(db: &ReadModelDb, deployment_id: Uuid, source: Option<&str>, after: i64, since: i64, limit: i64) -> Result<Vec<LogRow>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT seq, deployment_id, source, at, line FROM deployment_logs WHERE deployment_id = $1 AND ($2 = '' OR source = $2) \
+         AND seq > $3 AND at >= $4 ORDER BY seq DESC LIMIT $5",
+    )
+    .bind(deployment_id.to_string())
+    .bind(source.unwrap_or("").to_owned())
+    .bind(after)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(LogRow {
+                seq: r.try_get(0)?,
+                deployment_id: r.try_get::<String, _>(1)?.parse().map_err(|_| ProjectionError::Corrupt("deployment_logs.deployment_id".into()))?,
+                source: r.try_get(2)?,
+                at: r.try_get(3)?,
+                line: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ProjectionError>>()?;
+    out.reverse();
+    Ok(out)
 }

@@ -9,6 +9,7 @@ use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::catalog::{self as catalog_read, kind};
 use nullops_projections::deployments::{self as read, phase, DeploymentRow};
 use nullops_projections::nodes::{self as nodes_read, link};
+use nullops_wire::message::ContainerUsage;
 
 use crate::error::ApiResult;
 use crate::schema::{app, time, AuditEntryGql};
@@ -70,6 +71,9 @@ pub struct ServiceGql {
     url: String,
     /// Where its port is published on its node, once running.
     node_port: Option<u16>,
+    /// CPU its container uses, as its agent last measured (every few seconds).
+    cpu_millicores: Option<u64>,
+    memory_bytes: Option<u64>,
 }
 
 #[derive(SimpleObject)]
@@ -82,6 +86,27 @@ pub struct FailureGql {
     /// Docker killed it for going over its memory limit.
     oom_killed: bool,
 }
+
+/// A line of a deployment's log.
+#[derive(SimpleObject)]
+#[graphql(name = "LogLine")]
+pub struct LogLineGql {
+    /// Increases line by line: pass the last one seen to read on.
+    pub seq: String,
+    /// `pipeline`, or the service whose output it is.
+    pub source: String,
+    pub at: DateTime<Utc>,
+    pub text: String,
+}
+
+impl From<read::LogRow> for LogLineGql {
+    fn from(r: read::LogRow) -> Self {
+        LogLineGql { seq: r.seq.to_string(), source: r.source, at: time(r.at), text: r.line }
+    }
+}
+
+/// Most lines one query returns.
+pub const MAX_TAIL: i32 = 5000;
 
 #[derive(SimpleObject)]
 #[graphql(name = "DeploymentNode")]
@@ -185,12 +210,21 @@ impl DeploymentGql {
         let versions: Vec<ChosenVersion> = serde_json::from_str(&self.0.versions).unwrap_or_default();
         let endpoints: Vec<Endpoint> = serde_json::from_str(&self.0.endpoints).unwrap_or_default();
         let env = catalog_read::entry_named::<EnvironmentDefinition>(&app.read_models, kind::ENVIRONMENT, &self.0.environment).await?;
+        let usage = match self.0.node_id {
+            Some(node_id) => nodes_read::usage(&app.read_models, node_id).await?,
+            None => None,
+        };
+        let measured: Vec<ContainerUsage> = usage.and_then(|u| serde_json::from_str(&u.containers).ok()).unwrap_or_default();
+        let on_node = self.0.deployment_id.simple().to_string();
         let domain = env.map(|e| e.definition.base_domain).unwrap_or_default();
         Ok(versions
             .into_iter()
             .map(|v| {
                 let h = health.iter().find(|h| h.service == v.service);
+                let used = measured.iter().find(|c| c.deployment == on_node && c.name == v.service);
                 ServiceGql {
+                    cpu_millicores: used.map(|u| u.cpu_millicores),
+                    memory_bytes: used.map(|u| u.memory_bytes),
                     url: format!("http://{}.{}.{}.{domain}", v.service, self.0.name, self.0.environment),
                     node_port: endpoints.iter().find(|e| e.service == v.service).map(|e| e.host_port),
                     healthy: h.map(|h| h.healthy),
@@ -220,6 +254,17 @@ impl DeploymentGql {
     /// Seconds left before it expires (0 once due).
     async fn expires_in_seconds(&self) -> i64 {
         ((self.0.expires_at - Timestamp::now().0) / 1_000_000).max(0)
+    }
+    /// Its log: the pipeline's progress and plugins' output (`source: "pipeline"`), and its
+    /// services' output (`source`: the service), secrets redacted; the last `tail` lines
+    /// (at most 5000), from `since` when given.
+    async fn logs(&self, ctx: &Context<'_>, source: Option<String>, #[graphql(default = 200)] tail: i32, since: Option<DateTime<Utc>>) -> ApiResult<Vec<LogLineGql>> {
+        if !(1..=MAX_TAIL).contains(&tail) {
+            return Err(crate::error::ApiError::InvalidInput(format!("tail: use 1 to {MAX_TAIL} lines")));
+        }
+        let since = since.map_or(0, |t| t.timestamp_micros());
+        let rows = read::logs(&app(ctx).read_models, self.0.deployment_id, source.as_deref(), 0, since, i64::from(tail)).await?;
+        Ok(rows.into_iter().map(LogLineGql::from).collect())
     }
     /// Who did what to it, oldest first.
     async fn history(&self, ctx: &Context<'_>) -> ApiResult<Vec<AuditEntryGql>> {

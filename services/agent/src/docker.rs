@@ -431,6 +431,11 @@ impl Engine {
             .collect())
     }
 
+    /// Every running service container of this scope: deployment, name and container id.
+    pub async fn running_containers(&self) -> Vec<(String, String, String)> {
+        self.managed(true).await.unwrap_or_default().into_iter().map(|m| (m.deployment, m.name, m.id)).collect()
+    }
+
     /// CPU and memory of every running managed container.
     pub async fn container_usage(&self) -> Vec<ContainerUsage> {
         let running = match self.managed(true).await {

@@ -12,6 +12,7 @@ mod docker;
 mod files;
 mod handshake;
 pub mod identity;
+mod logs;
 pub mod plugin_run;
 mod probe;
 mod runner;
@@ -97,6 +98,7 @@ struct Shared {
     /// Cancels the live session when a newer one is authenticated.
     current: Mutex<Option<CancellationToken>>,
     runs: Arc<runner::Runs>,
+    logs: Arc<logs::LogBook>,
     hostname: String,
     docker_version: String,
 }
@@ -134,7 +136,8 @@ impl Agent {
         let engine = docker::Engine::connect(&config.scope)?;
         let docker_version = tokio::time::timeout(Duration::from_secs(3), engine.version()).await.unwrap_or_default();
         let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone() });
-        let runs = runner::Runs::restore(saved.runs.clone());
+        let logs = Arc::new(logs::LogBook::default());
+        let runs = runner::Runs::restore(saved.runs.clone(), logs.clone());
         let (actual_tx, actual) = watch::channel(None);
         let (usage_tx, usage) = watch::channel(None);
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
@@ -148,6 +151,7 @@ impl Agent {
             usage,
             current: Mutex::new(None),
             runs,
+            logs,
             hostname,
             docker_version,
         });
@@ -224,7 +228,7 @@ async fn reconcile_loop(engine: docker::Engine, shared: Arc<Shared>, actual: wat
         // Only what the control plane sent is applied: the saved state before any connection
         // is just a memory, the next connection brings the truth.
         if target.request_id.is_some() {
-            let deployments = apply(&engine, &shared.runs, &target.deployments).await;
+            let deployments = apply(&engine, &shared.runs, &shared.logs, &target.deployments).await;
             let now = Some(Actual { request_id: target.request_id, deployments });
             actual.send_if_modified(|last| {
                 let changed = *last != now;
@@ -251,7 +255,7 @@ async fn reconcile_loop(engine: docker::Engine, shared: Arc<Shared>, actual: wat
 
 /// One pass: runs in step with `desired`, the engine in step with the runs; what each
 /// deployment's run and containers are now.
-async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
+async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<logs::LogBook>, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
     runs.sync(engine, desired);
     let view = runs.view();
     let in_run: HashSet<String> = view.iter().filter(|(_, v)| v.active).map(|(id, _)| id.clone()).collect();
@@ -265,6 +269,14 @@ async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, desired: &[Des
     }
     let mut containers: std::collections::HashMap<String, ActualDeployment> =
         engine.reconcile(&maintained, &in_run).await.into_iter().map(|a| (a.id.clone(), a)).collect();
+    // Services of finished runs have their output followed (again, after a restart of the
+    // agent: from now on).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i32);
+    for (deployment, name, id) in engine.running_containers().await {
+        if let Some(d) = maintained.iter().find(|m| m.id == deployment).and_then(|m| desired.iter().find(|d| d.id == m.id)) {
+            logs.follow(engine, &id, &deployment, &name, now, d.secrets.0.clone());
+        }
+    }
     // Desired deployments, and those still being cancelled.
     let reported = view.into_iter().filter(|(id, v)| v.active || desired.iter().any(|d| &d.id == id));
     let mut actual: Vec<ActualDeployment> = reported

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use nullops_domain::run::{redact, substitute, substitute_json, Outputs, RunPlan};
-use nullops_wire::message::{ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RunPhase, RunStatus, ServiceHealth, ServiceStep, StepAction, StepRunState, StepStatus};
+use nullops_wire::message::{ContainerSpec, PIPELINE_LOG, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RunPhase, RunStatus, ServiceHealth, ServiceStep, StepAction, StepRunState, StepStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::{Engine, LABEL_DEPLOYMENT};
+use crate::logs::LogBook;
 use crate::plugin_run::PluginRun;
 use crate::probe;
 
@@ -51,6 +52,7 @@ struct Entry {
 /// The runs of this node's deployments.
 pub struct Runs {
     entries: Mutex<HashMap<String, Entry>>,
+    logs: Arc<LogBook>,
     /// Poked on every change of a run, so the reconcile loop reports it.
     changed: watch::Sender<()>,
 }
@@ -64,7 +66,7 @@ pub struct RunView {
 impl Runs {
     /// The runs a previous life of the agent saved. A run that was still going has lost its
     /// task: it is marked failed, to be rolled back when the control plane next speaks.
-    pub fn restore(saved: BTreeMap<String, RunRecord>) -> Arc<Runs> {
+    pub fn restore(saved: BTreeMap<String, RunRecord>, logs: Arc<LogBook>) -> Arc<Runs> {
         let entries = saved
             .into_iter()
             .map(|(id, mut record)| {
@@ -80,7 +82,7 @@ impl Runs {
                 (id, Entry { record, active: None, leftovers: interrupted })
             })
             .collect();
-        Arc::new(Runs { entries: Mutex::new(entries), changed: watch::channel(()).0 })
+        Arc::new(Runs { entries: Mutex::new(entries), logs, changed: watch::channel(()).0 })
     }
 
     pub fn subscribe(&self) -> watch::Receiver<()> {
@@ -226,6 +228,8 @@ type StepResult = Result<(BTreeMap<String, String>, String), Failure>;
 async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: CancellationToken) {
     let started = Instant::now();
     let secrets = &d.secrets.0;
+    let log = |text: &str| runs.logs.write(&d.id, PIPELINE_LOG, text, secrets);
+    log(&format!("run {} of {} steps started", d.attempt, d.steps.len()));
     let needs: BTreeMap<String, BTreeSet<String>> = d.steps.iter().map(|s| (s.id.clone(), s.needs.iter().cloned().collect())).collect();
     let mut plan = RunPlan::from_needs(needs);
     let mut outputs = Outputs::new();
@@ -242,13 +246,14 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
                 for id in plan.ready() {
                     plan.start(&id);
                     runs.step(&d.id, &id, StepRunState::Running, String::new());
+                    log(&format!("step {id} started"));
                     let step = d.steps.iter().find(|s| s.id == id).expect("the plan's steps are the deployment's");
                     let (engine, runs, network, outputs) = (&engine, &runs, network.as_str(), outputs.clone());
                     let d = &d;
                     running.push(Box::pin(async move {
                         let result = match &step.action {
                             StepAction::Service(service) => run_service(engine, runs, d, network, service, &outputs).await,
-                            StepAction::Plugin(plugin) => run_plugin(engine, d, &step.id, network, plugin, &outputs).await,
+                            StepAction::Plugin(plugin) => run_plugin(engine, &runs.logs, d, &step.id, network, plugin, &outputs).await,
                         };
                         (step.id.clone(), result)
                     }));
@@ -264,11 +269,13 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
                     Some((id, result)) = running.next() => match result {
                         Ok((produced, detail)) => {
                             plan.succeeded(&id);
+                            log(&format!("step {id} succeeded: {detail}"));
                             outputs.insert(id.clone(), produced);
                             runs.step(&d.id, &id, StepRunState::Succeeded, cut(&redact(&detail, secrets)));
                         }
                         Err(f) => {
                             plan.failed(&id);
+                            log(&format!("step {id} failed: {}", f.reason));
                             let detail = cut(&redact(&f.reason, secrets));
                             runs.step(&d.id, &id, StepRunState::Failed, detail.clone());
                             failure = Some((Some(id), Failure { reason: detail, ..f }));
@@ -282,6 +289,7 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
     }
     if failure.is_none() && !cancel.is_cancelled() && plan.succeeded_all() {
         tracing::info!(deployment = %d.id, attempt = d.attempt, elapsed_ms = started.elapsed().as_millis() as u64, "deployment running");
+        log(&format!("every step succeeded in {} ms: running", started.elapsed().as_millis()));
         runs.update(&d.id, |r| {
             r.outputs = outputs;
             r.status.phase = RunPhase::Running;
@@ -291,7 +299,8 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
     }
     // Roll back: everything of the deployment goes, and the steps that ran say so.
     let (step, f) = failure.unwrap_or_else(|| (None, Failure::new("cancelled")));
-    tracing::info!(deployment = %d.id, step = ?step, reason = %f.reason, "rolling back the run");
+    tracing::info!(deployment = %d.id, step = ?step, "rolling back the run");
+    log(&format!("rolling back: {}", f.reason));
     if let Err(e) = engine.remove_deployment(&d.id).await {
         tracing::warn!(deployment = %d.id, error = %e, "rollback incomplete; the reconcile sweeps the rest");
     }
@@ -306,6 +315,7 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
         r.status.phase = RunPhase::Failed { step, reason: f.reason, exit_code: f.exit_code, oom_killed: f.oom_killed };
         r.status.health.clear();
     });
+    log("rolled back: everything the run created is removed");
     runs.finish(&d.id);
 }
 
@@ -315,6 +325,7 @@ async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, networ
     let spec = fill_container(&service.container, outputs, &d.secrets.0).map_err(Failure::new)?;
     let started = engine.create_and_start(&d.id, network, &spec, &d.registry_auth).await.map_err(Failure::new)?;
     let name = spec.name.clone();
+    runs.logs.follow(engine, &started.id, &d.id, &name, 0, d.secrets.0.clone());
     let healthy = |detail: String| ServiceHealth { service: name.clone(), healthy: true, detail };
     let produced = BTreeMap::from([("host".to_owned(), name.clone()), ("port".to_owned(), spec.port.map(|p| p.to_string()).unwrap_or_default())]);
     let Some(probe) = &service.health else {
@@ -368,7 +379,7 @@ async fn check(engine: &Engine, started: &crate::docker::Started, spec: &Contain
 }
 
 /// Runs a plugin step: its outputs are what it returned.
-async fn run_plugin(engine: &Engine, d: &DesiredDeployment, step: &str, network: &str, plugin: &PluginStep, outputs: &Outputs) -> StepResult {
+async fn run_plugin(engine: &Engine, logs: &LogBook, d: &DesiredDeployment, step: &str, network: &str, plugin: &PluginStep, outputs: &Outputs) -> StepResult {
     let mut used = BTreeSet::new();
     let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(Failure::new)?;
     let mut context: serde_json::Map<String, serde_json::Value> = d.context.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
@@ -389,6 +400,7 @@ async fn run_plugin(engine: &Engine, d: &DesiredDeployment, step: &str, network:
         registry_auth: d.registry_auth.clone(),
     };
     let outcome = engine.run_plugin(&run).await.map_err(Failure::new)?;
+    logs.write(&d.id, PIPELINE_LOG, &outcome.log, &d.secrets.0);
     let log_tail = tail(&outcome.log, 512);
     let with_log = |text: String| if log_tail.is_empty() { text } else { format!("{text}; log: {log_tail}") };
     if outcome.succeeded() {

@@ -104,6 +104,18 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
                     return End::Gone(e);
                 }
             }
+            _ = shared.logs.arrived.notified() => {
+                // All that is queued, a message at a time.
+                loop {
+                    let lines = shared.logs.take();
+                    if lines.is_empty() {
+                        break;
+                    }
+                    if let Err(e) = send(ws, &FromAgent::Logs { lines }).await {
+                        return End::Gone(e);
+                    }
+                }
+            }
             changed = usage.changed() => {
                 if changed.is_err() { return End::Replaced }
                 let Some(now) = usage.borrow_and_update().clone() else { continue };

@@ -263,6 +263,7 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                         }
                     }
                     Ok(FromAgent::Usage(usage)) => write_usage(connector, node_id, usage, &assigned).await,
+                    Ok(FromAgent::Logs { lines }) => reports::record_logs(connector, node_id, lines, &assigned).await,
                     Ok(FromAgent::Hello { .. }) => {
                         close(link, "unexpected hello").await;
                         return "the agent broke the protocol (a second hello)".into();

@@ -5,7 +5,8 @@
 //! itself drops what the log already says. A deployment that failed, or that its node removed,
 //! gives its capacity back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use nullops_domain::capacity::{Capacity, CapacityCommand};
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, RunReport};
@@ -13,7 +14,8 @@ use nullops_domain::Issuer;
 use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
 use nullops_events::{DomainEvent, EventMetadata};
 use nullops_store::commands::{execute, CommandError};
-use nullops_wire::message::{ActualDeployment, RunPhase, StepRunState};
+use nullops_projections::deployments::{self as logs, LogRow};
+use nullops_wire::message::{ActualDeployment, LogLine, RunPhase, StepRunState};
 use uuid::Uuid;
 
 use crate::Connector;
@@ -88,6 +90,49 @@ async fn record(connector: &Connector, deployment_id: Uuid, action: DeploymentAc
     let executed = execute::<Deployment>(&*connector.store, &deployment_id.to_string(), &command, &EventMetadata::system()).await?;
     let failed = executed.events.iter().any(|e| matches!(e, DomainEvent::Deployment(DeploymentEvent::Failed(_))));
     Ok(failed)
+}
+
+/// Stores log lines of the deployments assigned to the node (`assigned`); others are refused.
+pub async fn record_logs(connector: &Connector, node_id: Uuid, lines: Vec<LogLine>, assigned: &impl Fn(&str) -> bool) {
+    let mut rows = Vec::with_capacity(lines.len());
+    let mut sources = HashSet::new();
+    for line in lines {
+        let (true, Ok(deployment_id)) = (assigned(&line.deployment), Uuid::try_parse(&line.deployment)) else {
+            tracing::warn!(node = %node_id, deployment = %line.deployment, "rejected log lines of a deployment not assigned to this node");
+            continue;
+        };
+        sources.insert((deployment_id, line.source.clone()));
+        rows.push(LogRow { seq: next_log_seq(), deployment_id, source: line.source, at: line.at, line: line.text });
+    }
+    if let Err(e) = logs::record_logs(&connector.read_models, &rows).await {
+        tracing::warn!(node = %node_id, error = %e, "cannot store log lines");
+        return;
+    }
+    // Trimming costs a query per source: now and then is enough.
+    if LOG_TRIMS.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
+        for (deployment_id, source) in sources {
+            if let Err(e) = logs::trim_logs(&connector.read_models, deployment_id, &source).await {
+                tracing::warn!(deployment = %deployment_id, error = %e, "cannot trim the deployment's logs");
+            }
+        }
+    }
+}
+
+static LAST_LOG_SEQ: AtomicI64 = AtomicI64::new(0);
+static LOG_TRIMS: AtomicU64 = AtomicU64::new(0);
+
+/// Increasing log sequence numbers: the clock in microseconds, or one more than the last, so a
+/// connector taking over from another carries on above it.
+fn next_log_seq() -> i64 {
+    let now = nullops_events::Timestamp::now().0;
+    let mut last = LAST_LOG_SEQ.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST_LOG_SEQ.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 async fn release(connector: &Connector, node_id: Uuid, deployment_id: Uuid) {

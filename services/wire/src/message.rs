@@ -47,7 +47,26 @@ pub enum FromAgent {
     ActualState { request_id: RequestId, deployments: Vec<ActualDeployment> },
     /// Resource use, every few seconds.
     Usage(Usage),
+    /// Lines of deployments' logs: their pipelines' progress and plugins' output while they
+    /// run, their services' output after; secrets redacted.
+    Logs { lines: Vec<LogLine> },
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub deployment: String,
+    /// [`PIPELINE_LOG`], or the service whose output it is.
+    pub source: String,
+    /// Microseconds since the epoch.
+    pub at: i64,
+    pub text: String,
+}
+
+/// The source of a deployment's pipeline log lines.
+pub const PIPELINE_LOG: &str = "pipeline";
+/// Most lines in one [`FromAgent::Logs`], and bytes in one line.
+pub const MAX_LOG_LINES: usize = 500;
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
@@ -346,6 +365,9 @@ pub fn decode_from_agent(frame: &[u8]) -> Result<FromAgent, FrameError> {
                 })
         }
         FromAgent::Usage(u) => u.containers.len() <= MAX_DEPLOYMENTS * 4,
+        FromAgent::Logs { lines } => {
+            lines.len() <= MAX_LOG_LINES && lines.iter().all(|l| l.text.len() <= MAX_LOG_LINE_BYTES && l.source.len() <= 63 && l.deployment.len() <= 63)
+        }
     };
     if !bounded {
         return Err(FrameError::Invalid("a field is over its size limit".into()));
