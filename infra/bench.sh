@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The full benchmarks on a release build: append throughput with 1 and 16 writers as a ratio to
 # pgbench's single-row inserts on the same database, command-to-projection latency over NATS, and
-# catalog command latency as the catalog grows, as a ratio to an identity command's; and one
-# connector holding 1,000 agent connections, as a ratio to bare connections with a ping loop.
+# catalog command latency as the catalog grows, as a ratio to an identity command's; one
+# connector holding 1,000 agent connections, as a ratio to bare connections with a ping loop; and
+# createDeployment to RUNNING of three services, as a ratio to docker-compose up until healthy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
 admin=${NULLOPS_TEST_DATABASE_URL:-postgres://nullops:nullops@127.0.0.1:5432/nullops}
 db="bench_$(date +%s)"
 cargo build --release --bin nullops
+bash infra/demo-images.sh target/x86_64-unknown-linux-gnu/release/nullops
 # One database per benchmark: the catalog figures should not inherit the event benchmark's log.
 psql "$admin" -qc "CREATE DATABASE $db"
 psql "$admin" -qc "CREATE DATABASE ${db}_catalog"
@@ -16,3 +18,4 @@ trap 'psql "$admin" -qc "DROP DATABASE $db"; psql "$admin" -qc "DROP DATABASE ${
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
 NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 1000 --seconds 10
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench deploy --rounds 7

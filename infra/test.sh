@@ -39,4 +39,5 @@ NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/n
 NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/nullops bench catalog \
   --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10,300 --commands 30
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench deploy --rounds 1
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench nodes --agents 100 --seconds 2

@@ -149,6 +149,11 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // The platform and agent first, so nothing new starts behind the clean-up.
+        self.server.kill_now();
+        if let Some(lab) = &self.lab {
+            let _ = docker(&["rm", "-f", &lab.name("a")]);
+        }
         if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=nullops.scope={}", self.scope)]) {
             for id in ids.lines() {
                 let _ = docker(&["rm", "-f", id]);

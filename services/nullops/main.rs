@@ -2,6 +2,7 @@
 //! runs the same components on PostgreSQL and NATS JetStream.
 
 mod bench;
+mod bench_deploy;
 mod bench_nodes;
 mod local_agent;
 mod platform;
@@ -205,6 +206,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Time from createDeployment to RUNNING of three services, against docker-compose up of
+    /// the same containers until healthy.
+    Deploy {
+        /// Timed rounds per side.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
     /// Light fake agents for `bench nodes` (prints their ports).
     #[command(hide = true)]
     FakeAgents {
@@ -290,6 +298,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
             bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
         }
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
+        Command::Bench { command: BenchCommand::Deploy { rounds } } => bench_deploy::deploy(rounds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
         Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {

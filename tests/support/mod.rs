@@ -225,6 +225,16 @@ impl Server {
         self.login("admin", ADMIN_PASSWORD).await
     }
 
+    /// SIGKILL, and waits (up to 5 s) until the process is gone: for clean-ups in `Drop`.
+    pub fn kill_now(&mut self) {
+        let Some(child) = self.child.as_mut() else { return };
+        let _ = child.start_kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub async fn kill(&mut self) {
         self.child.as_mut().expect("owns its process").kill().await.expect("kill");

@@ -34,10 +34,16 @@ pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
     Some((total, total.saturating_sub(available)))
 }
 
+/// Weight of each new sample in the CPU average: samples come every 3 s and the average spans
+/// about a minute (1 - e^(-3/60)), so the node's sustained load counts, not a burst.
+const CPU_SMOOTHING: f64 = 0.0488;
+
 /// Samples the node, each call against the previous one.
 #[derive(Default)]
 pub struct Sampler {
     last: Option<CpuTimes>,
+    /// Millicores in use, averaged over about a minute.
+    sustained: f64,
 }
 
 impl Sampler {
@@ -52,8 +58,9 @@ impl Sampler {
             }
             _ => 0,
         };
+        self.sustained += CPU_SMOOTHING * (used as f64 - self.sustained);
         let (memory_total_bytes, memory_used_bytes) = meminfo.as_deref().and_then(parse_meminfo).unwrap_or_default();
-        Usage { cpu_cores: cores, cpu_used_millicores: used, memory_total_bytes, memory_used_bytes, containers }
+        Usage { cpu_cores: cores, cpu_used_millicores: self.sustained.round() as u64, memory_total_bytes, memory_used_bytes, containers }
     }
 }
 

@@ -313,7 +313,8 @@ pub enum ContainerState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub cpu_cores: u32,
-    /// CPU in use across the node, in thousandths of a core.
+    /// CPU in use across the node, in thousandths of a core, averaged over about a minute (what
+    /// admission counts: sustained load, not a burst).
     pub cpu_used_millicores: u64,
     pub memory_total_bytes: u64,
     pub memory_used_bytes: u64,

@@ -1,0 +1,212 @@
+//! `nullops bench deploy`: time from `createDeployment` to RUNNING for a project of three
+//! services whose images are already on the node, against `docker-compose up -d` of the same
+//! three containers until Docker reports all of them healthy (what compose v2's `--wait` does;
+//! this machine has compose v1, so the wait is the same polling done here).
+//!
+//! Both sides run the same image with the same limits and the same health check (an HTTP GET
+//! of /healthz from inside the container), probed every 200 ms while starting. Rounds alternate
+//! which side goes first; medians are compared. The platform is a `nullops up` child process
+//! with its local agent, driven over GraphQL like any client.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const IMAGE: &str = "127.0.0.1:5050/nullops/demo:v1";
+const PASSWORD: &str = "bench-admin-password";
+/// The health check both sides run in the containers.
+const PROBE: &str = "printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc 127.0.0.1 8080 | /bin/busybox grep -q 200";
+/// How often both sides are polled for "all healthy".
+const POLL: Duration = Duration::from_millis(20);
+const ROUND_LIMIT: Duration = Duration::from_secs(120);
+
+struct Platform {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    _child: tokio::process::Child,
+}
+
+impl Platform {
+    async fn start(data_dir: &Path) -> anyhow::Result<Platform> {
+        let exe = std::env::current_exe()?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("NULLOPS_ADMIN_PASSWORD", PASSWORD)
+            .env("NULLOPS_NO_LOCAL_AGENT", "false")
+            .env("NULLOPS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("NullOps is up: http://") {
+                    return Ok(rest.split('/').next().unwrap_or_default().to_owned());
+                }
+            }
+            bail!("nullops up exited before listening")
+        })
+        .await
+        .context("nullops up did not start within 60 s")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut platform = Platform { http: reqwest::Client::new(), url: format!("http://{addr}/graphql"), token: String::new(), _child: child };
+        let login = platform.gql("mutation($p: String!) { login(username: \"admin\", password: $p) { token } }", json!({"p": PASSWORD})).await?;
+        platform.token = login["login"]["token"].as_str().context("no token")?.to_owned();
+        Ok(platform)
+    }
+
+    async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let response: Value = self.http.post(&self.url).bearer_auth(&self.token).json(&json!({"query": query, "variables": variables})).send().await?.json().await?;
+        if let Some(errors) = response.get("errors") {
+            bail!("{query}: {errors}");
+        }
+        Ok(response["data"].clone())
+    }
+
+    async fn state(&self, id: &str) -> anyhow::Result<String> {
+        let d = self.gql("query($id: ID!) { deployment(id: $id) { state failure { reason } } }", json!({"id": id})).await?;
+        if d["deployment"]["state"] == "FAILED" {
+            bail!("the deployment failed: {}", d["deployment"]["failure"]["reason"]);
+        }
+        Ok(d["deployment"]["state"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn setup(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let nodes = self.gql("{ nodes(environment: \"local\") { status usage { cpuCores } } }", json!({})).await?;
+            if nodes["nodes"][0]["status"] == "ONLINE" && nodes["nodes"][0]["usage"]["cpuCores"].is_u64() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the local node is not online: {nodes}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.gql("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await?;
+        let health = json!({"command": ["/bin/busybox", "sh", "-c", PROBE], "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
+        for name in ["one", "two", "three"] {
+            let input = json!({"name": name, "registry": "local", "image": "nullops/demo", "tagMode": "PINNED", "tag": "v1", "port": 8080, "healthCheck": health});
+            self.gql("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": input})).await?;
+        }
+        self.gql("mutation { createProject(input: {name: \"bench\", environments: [\"local\"], cpuMillis: 600, memoryMib: 384}) { name } }", json!({})).await?;
+        let pipeline = json!({"nodes": [{"id": "one", "service": "one"}, {"id": "two", "service": "two"}, {"id": "three", "service": "three"}]});
+        self.gql("mutation($p: PipelineInput!) { savePipeline(project: \"bench\", pipeline: $p) { version } }", json!({"p": pipeline})).await?;
+        Ok(())
+    }
+
+    /// One deployment: the time to RUNNING; then deleted and waited for (untimed).
+    async fn round(&self) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let created = self.gql("mutation { createDeployment(project: \"bench\", environment: \"local\") { id } }", json!({})).await?;
+        let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
+        while self.state(&id).await? != "RUNNING" {
+            if start.elapsed() > ROUND_LIMIT {
+                bail!("not running within {ROUND_LIMIT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let took = start.elapsed();
+        self.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
+        while self.state(&id).await? != "DELETED" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(took)
+    }
+}
+
+/// The compose file of the baseline: the same three containers, limits and health check.
+fn compose_file() -> String {
+    let mut services = String::new();
+    for name in ["one", "two", "three"] {
+        services.push_str(&format!(
+            "  {name}:\n    image: {IMAGE}\n    ports: [\"8080\"]\n    mem_limit: 128m\n    cpus: 0.2\n    healthcheck:\n      test: [\"CMD\", \"/bin/busybox\", \"sh\", \"-c\", \"{}\"]\n      interval: 200ms\n      timeout: 1s\n      retries: 3\n",
+            PROBE.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+    }
+    format!("version: \"2.4\"\nservices:\n{services}")
+}
+
+async fn docker_compose(dir: &Path, project: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("docker-compose")
+        .arg("-p")
+        .arg(project)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("docker-compose {args:?} failed");
+    }
+    Ok(())
+}
+
+/// `docker-compose up -d`, then until Docker reports every container healthy.
+async fn compose_round(dir: &Path, project: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    docker_compose(dir, project, &["up", "-d"]).await?;
+    loop {
+        let out = tokio::process::Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}"), "--filter", "health=healthy"])
+            .output()
+            .await?;
+        if String::from_utf8_lossy(&out.stdout).lines().count() == 3 {
+            break;
+        }
+        if start.elapsed() > ROUND_LIMIT {
+            bail!("compose services not healthy within {ROUND_LIMIT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let took = start.elapsed();
+    docker_compose(dir, project, &["down", "-t", "0"]).await?;
+    Ok(took)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub async fn deploy(rounds: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("nullops-bench-deploy-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("docker-compose.yml"), compose_file())?;
+    let project = format!("nullopsbench{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let platform = Platform::start(&dir.join("data")).await?;
+    platform.setup().await?;
+    // The image is on the node before timing starts, on both sides.
+    let pulled = tokio::process::Command::new("docker").args(["pull", "-q", IMAGE]).stdout(Stdio::null()).status().await?;
+    if !pulled.success() {
+        bail!("cannot pull {IMAGE}");
+    }
+    // One untimed round each: first-use costs (the network driver, page cache) are not the subject.
+    platform.round().await?;
+    compose_round(&dir, &project).await?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            ours.push(platform.round().await?);
+            theirs.push(compose_round(&dir, &project).await?);
+        } else {
+            theirs.push(compose_round(&dir, &project).await?);
+            ours.push(platform.round().await?);
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("createDeployment to RUNNING, 3 services, images on the node ({rounds} rounds, medians):");
+    println!("  docker-compose up -d until healthy: {:8.0} ms  (all: {:?})", ms(median(theirs.clone())), theirs.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
+    println!("  nullops:                            {:8.0} ms  (all: {:?})", ms(median(ours.clone())), ours.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
+    println!("  ratio nullops / compose:            {:8.2}x  (target: at most 1.2x)", ms(median(ours)) / ms(median(theirs)));
+    drop(platform);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
