@@ -249,6 +249,10 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     assert!(env.contains(&format!("GREETING={SECRET}")), "{env}");
     assert!(!d.to_string().contains(SECRET));
 
+    // A name is held once in its environment.
+    let taken = json!({"p": "shop", "e": w.environment, "n": one["name"], "t": [{"service": "web", "tag": "v1"}]});
+    assert_eq!(code(&w.server.gql(Some(&w.admin), CREATE, taken.clone()).await), "CONFLICT");
+
     // Another deployment: its network cannot reach the first one's services.
     let two = w.create("shop", json!([{"service": "web", "tag": "v2"}])).await;
     let two_id = two["id"].as_str().unwrap().to_owned();
@@ -275,6 +279,9 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     }
     let ended = w.ok("query($e: String!) { deployments(environment: $e) { id } }", json!({"e": w.environment})).await;
     assert_eq!(ended["deployments"], json!([]), "deleted deployments are not listed");
+    // Once deleted, its name (and so its URLs) can be used again.
+    let again = w.ok(CREATE, taken).await["createDeployment"].clone();
+    assert_eq!(again["name"], one["name"]);
 }
 
 async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {

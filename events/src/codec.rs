@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::capacity::*;
 use crate::catalog::*;
 use crate::deployment::*;
+use crate::deployment_names::*;
 use crate::identity::*;
 use crate::node::*;
 use crate::DomainEvent;
@@ -75,6 +76,8 @@ pub mod types {
     pub const CAPACITY_RESERVED: (&str, u16) = ("capacity.reserved", 1);
     pub const CAPACITY_RELEASED: (&str, u16) = ("capacity.released", 1);
     pub const DEPLOYMENT_REQUESTED: (&str, u16) = ("deployment.requested", 1);
+    pub const DEPLOYMENT_NAME_CLAIMED: (&str, u16) = ("deployment.name_claimed", 1);
+    pub const DEPLOYMENT_NAME_RELEASED: (&str, u16) = ("deployment.name_released", 1);
     pub const DEPLOYMENT_RETRIED: (&str, u16) = ("deployment.retried", 1);
     pub const DEPLOYMENT_SCHEDULED: (&str, u16) = ("deployment.scheduled", 1);
     pub const DEPLOYMENT_RUN_STARTED: (&str, u16) = ("deployment.run_started", 1);
@@ -178,6 +181,8 @@ current_events! {
     Node(NodeEvent::Connected) => NODE_CONNECTED,
     Node(NodeEvent::Disconnected) => NODE_DISCONNECTED,
     Node(NodeEvent::Refused) => NODE_REFUSED,
+    DeploymentName(DeploymentNameEvent::Claimed) => DEPLOYMENT_NAME_CLAIMED,
+    DeploymentName(DeploymentNameEvent::Released) => DEPLOYMENT_NAME_RELEASED,
     Capacity(CapacityEvent::Reserved) => CAPACITY_RESERVED,
     Capacity(CapacityEvent::Released) => CAPACITY_RELEASED,
     Deployment(DeploymentEvent::Requested) => DEPLOYMENT_REQUESTED,
@@ -287,6 +292,7 @@ mod tests {
             NodeEvent::Refused(NodeRefused { refusal: Refusal::Incompatible { agent_protocol: 2 } }).into(),
             NodeEvent::ThumbprintRejected(Thumbprint { thumbprint: "ab".repeat(32) }).into(),
             CapacityEvent::Reserved(CapacityReserved { deployment_id: Uuid::nil(), cpu_millis: 500, memory_mib: 256 }).into(),
+            DeploymentNameEvent::Claimed(NameClaim { name: "pr-1".into(), deployment_id: Uuid::nil() }).into(),
             DeploymentEvent::Requested(DeploymentRequested {
                 deployment_id: Uuid::nil(),
                 project_id: Uuid::nil(),

@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod codec;
 pub mod deployment;
+pub mod deployment_names;
 pub mod envelope;
 pub mod identity;
 pub mod node;
@@ -31,6 +32,7 @@ pub enum DomainEvent {
     Secret(catalog::SecretEvent),
     Node(node::NodeEvent),
     Capacity(capacity::CapacityEvent),
+    DeploymentName(deployment_names::DeploymentNameEvent),
     Deployment(deployment::DeploymentEvent),
 }
 
@@ -69,6 +71,12 @@ impl From<node::NodeEvent> for DomainEvent {
         DomainEvent::Node(e)
     }
 }
+impl From<deployment_names::DeploymentNameEvent> for DomainEvent {
+    fn from(e: deployment_names::DeploymentNameEvent) -> Self {
+        DomainEvent::DeploymentName(e)
+    }
+}
+
 impl From<capacity::CapacityEvent> for DomainEvent {
     fn from(e: capacity::CapacityEvent) -> Self {
         DomainEvent::Capacity(e)

@@ -185,7 +185,7 @@ impl Projection for CatalogProjection {
             DomainEvent::Secret(SecretEvent::Deleted(d)) => {
                 run(conn, "DELETE FROM project_secrets WHERE project_id = $1 AND name = $2", &[stored.stream_id.key(), &d.name]).await?
             }
-            DomainEvent::User(_) | DomainEvent::Session(_) | DomainEvent::ApiToken(_) | DomainEvent::Node(_) | DomainEvent::Capacity(_) | DomainEvent::Deployment(_) => {}
+            DomainEvent::User(_) | DomainEvent::Session(_) | DomainEvent::ApiToken(_) | DomainEvent::Node(_) | DomainEvent::Capacity(_) | DomainEvent::Deployment(_) | DomainEvent::DeploymentName(_) => {}
         }
         Ok(())
     }

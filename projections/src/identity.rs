@@ -79,7 +79,7 @@ impl Projection for IdentityProjection {
             DomainEvent::ApiToken(ApiTokenEvent::Revoked(_)) => {
                 sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2").bind(at).bind(key.to_owned())
             }
-            DomainEvent::Catalog(_) | DomainEvent::Pipeline(_) | DomainEvent::Secret(_) | DomainEvent::Node(_) | DomainEvent::Capacity(_) | DomainEvent::Deployment(_) => return Ok(()),
+            DomainEvent::Catalog(_) | DomainEvent::Pipeline(_) | DomainEvent::Secret(_) | DomainEvent::Node(_) | DomainEvent::Capacity(_) | DomainEvent::Deployment(_) | DomainEvent::DeploymentName(_) => return Ok(()),
         };
         query.execute(&mut *conn).await?;
         Ok(())

@@ -16,7 +16,10 @@ use nullops_domain::capacity::Resources;
 use nullops_domain::catalog::CatalogState;
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
 use nullops_domain::plan::{resolve, selectable_services};
-use nullops_domain::{DnsLabel, Issuer};
+use nullops_domain::deployment_names::{DeploymentNames, NameCommand};
+use nullops_domain::{DnsLabel, DomainError, Issuer};
+use nullops_events::EventMetadata;
+use nullops_store::commands::{execute, CommandError};
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
 use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentRequested};
 use nullops_events::Timestamp;
@@ -219,15 +222,12 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
     }
     let access = state.access(&principal, &[AccessTarget::Project(project.to_owned()), AccessTarget::Environment(environment.to_owned())]);
     nullops_domain::access::require(access, Access::Full, &format!("project {project} in environment {environment}"))?;
-    let name = deployment_name(project, name)?;
-    if read::by_name(&app.read_models, environment, name.as_str()).await?.is_some() {
-        return Err(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
-    }
     let (pipeline_version, graph) = latest_pipeline(app, &state, project).await?;
     let (plan, versions) = resolve(&graph, &chosen, &state)?;
     check_tags_exist(app, &state, &graph, &chosen).await?;
 
     let deployment_id = Uuid::now_v7();
+    let name = claim_name(app, environment, project, name, deployment_id).await?;
     let lifetime_secs = definition.cleanup_after_secs.unwrap_or(env.cleanup_after_secs);
     let now = Timestamp::now().0;
     let expires_at = now.saturating_add(i64::try_from(lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
@@ -246,14 +246,48 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
         expires_at,
     };
     let resources = Resources { cpu_millis: definition.cpu_millis.into(), memory_mib: definition.memory_mib.into() };
-    let node_id = admission::reserve(app, environment, deployment_id, resources).await?;
+    let node_id = match admission::reserve(app, environment, deployment_id, resources).await {
+        Ok(node_id) => node_id,
+        Err(e) => {
+            release_name(app, environment, name.as_str(), deployment_id).await;
+            return Err(e);
+        }
+    };
+    let claimed = name.as_str().to_owned();
     let action = DeploymentAction::Create { access, request, name, node_id };
     if let Err(e) = change(ctx, deployment_id, action).await {
         admission::release(app, node_id, deployment_id).await;
+        release_name(app, environment, &claimed, deployment_id).await;
         return Err(e);
     }
     let row = read::deployment(&app.read_models, deployment_id).await?;
     Ok(DeploymentGql(row.ok_or_else(|| ApiError::internal("created deployment missing from read model"))?))
+}
+
+/// Claims the deployment's name in its environment: the one asked for, or a generated one (a
+/// few tries, should a generated name be taken).
+async fn claim_name(app: &App, environment: &str, project: &str, asked: Option<String>, deployment_id: Uuid) -> ApiResult<DnsLabel> {
+    let tries = if asked.is_some() { 1 } else { 3 };
+    let mut last = None;
+    for _ in 0..tries {
+        let name = deployment_name(project, asked.clone())?;
+        let command = NameCommand::Claim { name: name.clone(), deployment_id };
+        match execute::<DeploymentNames>(&*app.store, environment, &command, &EventMetadata::system()).await {
+            Ok(_) => return Ok(name),
+            Err(CommandError::Domain(DomainError::Conflict(_))) => {
+                last = Some(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
+async fn release_name(app: &App, environment: &str, name: &str, deployment_id: Uuid) {
+    let command = NameCommand::Release { name: name.to_owned(), deployment_id };
+    if let Err(e) = execute::<DeploymentNames>(&*app.store, environment, &command, &EventMetadata::system()).await {
+        tracing::warn!(%environment, %name, error = %e, "cannot release a deployment name");
+    }
 }
 
 /// Every chosen tag of a selectable service must exist in its registry now.

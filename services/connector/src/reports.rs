@@ -13,7 +13,8 @@ use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand
 use nullops_domain::Issuer;
 use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
 use nullops_events::{DomainEvent, EventMetadata};
-use nullops_store::commands::{execute, CommandError};
+use nullops_domain::deployment_names::{DeploymentNames, NameCommand};
+use nullops_store::commands::{execute, load, CommandError};
 use nullops_projections::deployments::{self as logs, LogRow};
 use nullops_wire::message::{ActualDeployment, LogLine, RunPhase, StepRunState};
 use uuid::Uuid;
@@ -76,11 +77,26 @@ pub async fn record_views(connector: &Connector, node_id: Uuid, views: Vec<Actua
     }
 }
 
-/// Records that the node removed everything of a deleted deployment, and frees its capacity.
+/// Records that the node removed everything of a deleted deployment, and frees its capacity and
+/// its name.
 pub async fn record_removed(connector: &Connector, node_id: Uuid, deployment_id: Uuid) {
-    match record(connector, deployment_id, DeploymentAction::Removed).await {
-        Ok(_) => release(connector, node_id, deployment_id).await,
-        Err(e) => tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record the deployment's removal"),
+    if let Err(e) = record(connector, deployment_id, DeploymentAction::Removed).await {
+        tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record the deployment's removal");
+        return;
+    }
+    release(connector, node_id, deployment_id).await;
+    let request = match load::<Deployment>(&*connector.store, &deployment_id.to_string()).await {
+        Ok((state, _)) => state.request,
+        Err(e) => {
+            tracing::warn!(deployment = %deployment_id, error = %e, "cannot load the removed deployment to free its name");
+            return;
+        }
+    };
+    if let Some(r) = request {
+        let command = NameCommand::Release { name: r.name.clone(), deployment_id };
+        if let Err(e) = execute::<DeploymentNames>(&*connector.store, &r.environment, &command, &EventMetadata::system()).await {
+            tracing::warn!(deployment = %deployment_id, error = %e, "cannot free the deployment's name");
+        }
     }
 }
 

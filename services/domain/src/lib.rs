@@ -8,6 +8,7 @@ pub mod access;
 pub mod capacity;
 pub mod catalog;
 pub mod deployment;
+pub mod deployment_names;
 pub mod error;
 pub mod identity;
 pub mod names;
