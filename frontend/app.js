@@ -1,6 +1,7 @@
 import { gql, subscribe } from './graphql-client.js';
 import { loadProjects, loadServices, loadTeams } from './catalog.js';
 import { loadNodes } from './nodes.js';
+import { loadDeployments, prepareCreateForm } from './deployments.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, text) => { const e = document.createElement(tag); e.textContent = text ?? ''; return e; };
@@ -44,6 +45,10 @@ function showApp(me) {
   loadTokens();
   loadProjects().catch((e) => console.error(e));
   loadServices().catch((e) => console.error(e));
+  loadDeployments().catch((e) => console.error(e));
+  prepareCreateForm().catch((e) => console.error(e));
+  // States arrive live in the open deployment; the list and countdowns refresh now and then.
+  setInterval(() => loadDeployments().catch(() => {}), 5000);
   if (me.role === 'ADMIN') {
     $('admin').hidden = false;
     loadUsers();

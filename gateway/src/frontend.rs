@@ -22,6 +22,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/app.js", asset!("app.js", "text/javascript; charset=utf-8"))
         .route("/catalog.js", asset!("catalog.js", "text/javascript; charset=utf-8"))
         .route("/nodes.js", asset!("nodes.js", "text/javascript; charset=utf-8"))
+        .route("/deployments.js", asset!("deployments.js", "text/javascript; charset=utf-8"))
         .route("/graphql-client.js", asset!("graphql-client.js", "text/javascript; charset=utf-8"))
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
 }

@@ -222,3 +222,48 @@ def test_an_admin_adds_a_node_and_watches_it_come_online(server, browser):
         agent.terminate()
         agent.wait(timeout=20)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def embedded_server():
+    """`nullops up` with its local node: something to deploy on."""
+    from conftest import start
+    proc, addr = start("embedded")
+    yield addr
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_user_deploys_watches_it_come_up_live_and_deletes_it(embedded_server, browser):
+    server = embedded_server
+    token = graphql(server, 'mutation { login(username: "admin", password: "%s") { token } }' % ADMIN_PASSWORD)["login"]["token"]
+    deadline = time.monotonic() + 30
+    while graphql(server, '{ nodes(environment: "local") { status } }', token=token)["nodes"][0]["status"] != "ONLINE":
+        assert time.monotonic() < deadline, "the local node is not online"
+        time.sleep(0.1)
+    for q in [
+        'mutation { createRegistry(input: {name: "local", url: "http://127.0.0.1:5050", username: "nullops", password: "nullops"}) { name } }',
+        'mutation { createService(input: {name: "web", registry: "local", image: "nullops/demo", tagMode: SELECTABLE, tagPattern: "v*", port: 8080,'
+        ' healthCheck: {httpPath: "/healthz", intervalSeconds: 1}}) { name } }',
+        'mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 20, memoryMib: 64}) { name } }',
+        'mutation { savePipeline(project: "shop", pipeline: {nodes: [{id: "web", service: "web"}]}) { version } }',
+    ]:
+        graphql(server, q, token=token)
+
+    browser.call("Page.navigate", url=f"http://{server}/")
+    browser.wait_for(visible("login-view"), "the sign-in form")
+    browser.fill_and_submit("login-form", username="admin", password=ADMIN_PASSWORD)
+    # The version picker lists the registry's tags of the selectable service.
+    browser.wait_for("[...document.querySelectorAll('#deploy-tags select option')].some(o => o.value === 'v2')", "web's versions")
+    browser.js("document.querySelector('#deploy-tags select').value = 'v2'; true")
+    browser.fill_and_submit("deploy-form", name="from-the-ui")
+    # The deployment opens and comes up live: its steps, its log, RUNNING.
+    browser.wait_for("document.getElementById('deployment-title').textContent === 'from-the-ui: RUNNING'", "the deployment running, live", timeout=60)
+    assert "web (service web): succeeded" in browser.js("document.getElementById('deployment-steps').textContent")
+    browser.wait_for("document.getElementById('deployment-log').textContent.includes('every step succeeded')", "the pipeline's log, live")
+    row = "[...document.querySelectorAll('#deployment-list tr')].find(r => r.cells[0].textContent === 'from-the-ui')"
+    browser.wait_for(f"{row}.cells[3].textContent.includes('web:v2')", "the deployment listed with its version")
+    assert browser.js(f"{row}.querySelector('a').href") == "http://web.from-the-ui.local.localhost/"
+
+    browser.js(f"[...{row}.querySelectorAll('button')].find(b => b.textContent === 'Delete').click(); true")
+    browser.wait_for("document.getElementById('deployment-title').textContent === 'from-the-ui: DELETED'", "the deployment deleted, live", timeout=30)

@@ -25,16 +25,25 @@ struct Candidate {
 /// Reserves `request` for `deployment_id` on a node of `environment`; returns the node.
 pub async fn reserve(app: &App, environment: &str, deployment_id: Uuid, request: Resources) -> ApiResult<Uuid> {
     let mut candidates = Vec::new();
+    let mut unmeasured = 0;
     for row in read::nodes(&app.read_models, Some(environment)).await? {
         let link = if row.link == link::ONLINE { Link::Online } else { Link::Offline };
         if node::status(row.enabled, row.has_token, row.pending.is_some(), link) != NodeStatus::Online {
             continue;
         }
-        let Some(usage) = read::usage(&app.read_models, row.node_id).await? else { continue };
+        let Some(usage) = read::usage(&app.read_models, row.node_id).await? else {
+            unmeasured += 1;
+            continue;
+        };
         let total = Resources { cpu_millis: u64::from(usage.cpu_cores) * 1000, memory_mib: usage.memory_total_bytes >> 20 };
         let used = Resources { cpu_millis: usage.cpu_used_millicores, memory_mib: usage.memory_used_bytes >> 20 };
         let (capacity, _) = load::<Capacity>(&*app.store, &row.node_id.to_string()).await?;
         candidates.push(Candidate { node_id: row.node_id, total, used, free: capacity.free(total, used) });
+    }
+    if candidates.is_empty() && unmeasured > 0 {
+        return Err(ApiError::ResourcesExhausted(format!(
+            "the online nodes of environment {environment} have not reported their size yet; try again in a few seconds"
+        )));
     }
     if candidates.is_empty() {
         return Err(ApiError::ResourcesExhausted(format!(

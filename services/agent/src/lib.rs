@@ -327,10 +327,9 @@ async fn usage_loop(engine: docker::Engine, usage: watch::Sender<Option<Usage>>,
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        // Sampling costs engine calls: only while someone listens.
-        if usage.receiver_count() > 1 {
-            let containers = engine.container_usage().await;
-            usage.send_replace(Some(sampler.sample(containers).await));
-        }
+        // The node's own figures always (a new connection gets them at once, and admission
+        // needs them); the containers' cost engine calls, so only while someone listens.
+        let containers = if usage.receiver_count() > 1 { engine.container_usage().await } else { vec![] };
+        usage.send_replace(Some(sampler.sample(containers).await));
     }
 }

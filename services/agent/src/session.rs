@@ -76,6 +76,13 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
     let mut actual = shared.actual.clone();
     let mut usage = shared.usage.clone();
     actual.mark_unchanged();
+    // The latest sample at once: the control plane needs the node's size to place deployments.
+    let latest = usage.borrow_and_update().clone();
+    if let Some(now) = latest {
+        if let Err(e) = send(ws, &FromAgent::Usage(now)).await {
+            return End::Gone(e);
+        }
+    }
     loop {
         tokio::select! {
             _ = cancelled.cancelled() => return End::Replaced,
