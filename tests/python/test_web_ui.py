@@ -94,6 +94,10 @@ def visible(element_id):
     return f"!document.getElementById({json.dumps(element_id)}).hidden"
 
 
+def sign_in(browser, server, username, password):
+    sign_in(browser, server, username, password)
+
+
 def test_sign_in_create_user_watch_it_live_and_sign_out(server, browser):
     browser.call("Page.navigate", url=f"http://{server}/")
     browser.wait_for(visible("login-view"), "the sign-in form")
@@ -161,9 +165,7 @@ def test_a_team_member_sees_versions_and_sets_a_secret_that_never_shows(server, 
     ]:
         graphql(server, query, token=admin)
 
-    browser.call("Page.navigate", url=f"http://{server}/")
-    browser.wait_for(visible("login-view"), "the sign-in form")
-    browser.fill_and_submit("login-form", username="dana", password="dana-password-1")
+    sign_in(browser, server, "dana", "dana-password-1")
     row = "document.querySelector('#project-list tr[data-project=\"shop\"]')"
     browser.wait_for(row, "project shop listed")
     assert browser.js(f"{row}.cells[2].textContent") == "FULL"
@@ -194,9 +196,7 @@ def free_port():
 def test_an_admin_adds_a_node_and_watches_it_come_online(server, browser):
     token = graphql(server, 'mutation { login(username: "admin", password: "%s") { token } }' % ADMIN_PASSWORD)["login"]["token"]
     graphql(server, 'mutation { createEnvironment(input: {name: "staging", baseDomain: "qa.example.com"}) { name } }', token=token)
-    browser.call("Page.navigate", url=f"http://{server}/")
-    browser.wait_for(visible("login-view"), "the sign-in form")
-    browser.fill_and_submit("login-form", username="admin", password=ADMIN_PASSWORD)
+    sign_in(browser, server, "admin", ADMIN_PASSWORD)
     browser.wait_for(visible("admin"), "the admin view")
 
     # The token and the agent's run command are shown once, in the page.
@@ -250,9 +250,7 @@ def test_a_user_deploys_watches_it_come_up_live_and_deletes_it(embedded_server, 
     ]:
         graphql(server, q, token=token)
 
-    browser.call("Page.navigate", url=f"http://{server}/")
-    browser.wait_for(visible("login-view"), "the sign-in form")
-    browser.fill_and_submit("login-form", username="admin", password=ADMIN_PASSWORD)
+    sign_in(browser, server, "admin", ADMIN_PASSWORD)
     # The version picker lists the registry's tags of the selectable service.
     browser.wait_for("[...document.querySelectorAll('#deploy-tags select option')].some(o => o.value === 'v2')", "web's versions")
     browser.js("document.querySelector('#deploy-tags select').value = 'v2'; true")
