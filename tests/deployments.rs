@@ -369,6 +369,26 @@ async fn deployments_expire_unless_extended(mode: Mode) {
     w.reaches(&extended, "DELETED", Duration::from_secs(30)).await;
 }
 
+/// A node cut off mid-run: the deployment shows OFFLINE, its run carries on there, and the
+/// outcome is taken up when the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_continues_on_a_node_that_goes_offline_and_is_taken_up_on_its_return() {
+    let w = World::new(Mode::Production).await;
+    let lab = w.lab.as_ref().unwrap();
+    w.save("shop", json!({"nodes": [{"id": "web", "service": "web"}, {"id": "slow", "plugin": "script", "parameters": {"mode": "slow"}}],
+        "edges": [{"from": "web", "to": "slow"}]})).await;
+    let id = w.create("shop", json!([{"service": "web", "tag": "v1"}])).await["id"].as_str().unwrap().to_owned();
+    support::eventually(MINUTE, "the slow step runs", || async { step(&w.deployment(&id).await, "slow")["state"] == "RUNNING" }).await;
+    support::must(&["network", "disconnect", &lab.network, &lab.name("a")]);
+    let offline = w.reaches(&id, "OFFLINE", Duration::from_secs(10)).await;
+    assert_eq!(step(&offline, "slow")["state"], "RUNNING", "{offline}");
+    // The step ends while the node is cut off; reconnected, the outcome is recorded.
+    support::must(&["network", "connect", "--ip", &lab.ip(10), &lab.network, &lab.name("a")]);
+    let d = w.reaches(&id, "RUNNING", MINUTE).await;
+    assert_eq!(step(&d, "slow")["state"], "SUCCEEDED", "{d}");
+    assert_eq!(d["attempt"], 1, "the same run, not a new one");
+}
+
 in_both_modes!(
     a_pipeline_deploys_isolated_and_goes_away_without_leftovers,
     failures_and_cancels_roll_back_and_retry_runs_again,

@@ -1,6 +1,6 @@
-//! Deployment name events (stream `deploymentnames-<environment>`): which live deployment holds
-//! each name of an environment. One stream per environment, so two requests racing for one name
-//! are serialised by its version: a name is never held twice.
+//! Deployment name events (stream `deploymentname-<environment>.<name>`): which live deployment
+//! holds a name of an environment. Two requests racing for one name are serialised by its
+//! stream's version: a name is never held twice.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

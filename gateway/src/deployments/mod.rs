@@ -16,7 +16,7 @@ use nullops_domain::capacity::Resources;
 use nullops_domain::catalog::CatalogState;
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
 use nullops_domain::plan::{resolve, selectable_services};
-use nullops_domain::deployment_names::{DeploymentNames, NameCommand};
+use nullops_domain::deployment_names::{name_key, DeploymentName, NameCommand};
 use nullops_domain::{DnsLabel, DomainError, Issuer};
 use nullops_events::EventMetadata;
 use nullops_store::commands::{execute, CommandError};
@@ -272,7 +272,7 @@ async fn claim_name(app: &App, environment: &str, project: &str, asked: Option<S
     for _ in 0..tries {
         let name = deployment_name(project, asked.clone())?;
         let command = NameCommand::Claim { name: name.clone(), deployment_id };
-        match execute::<DeploymentNames>(&*app.store, environment, &command, &EventMetadata::system()).await {
+        match execute::<DeploymentName>(&*app.store, &name_key(environment, name.as_str()), &command, &EventMetadata::system()).await {
             Ok(_) => return Ok(name),
             Err(CommandError::Domain(DomainError::Conflict(_))) => {
                 last = Some(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
@@ -285,7 +285,7 @@ async fn claim_name(app: &App, environment: &str, project: &str, asked: Option<S
 
 async fn release_name(app: &App, environment: &str, name: &str, deployment_id: Uuid) {
     let command = NameCommand::Release { name: name.to_owned(), deployment_id };
-    if let Err(e) = execute::<DeploymentNames>(&*app.store, environment, &command, &EventMetadata::system()).await {
+    if let Err(e) = execute::<DeploymentName>(&*app.store, &name_key(environment, name), &command, &EventMetadata::system()).await {
         tracing::warn!(%environment, %name, error = %e, "cannot release a deployment name");
     }
 }

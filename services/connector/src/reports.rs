@@ -13,7 +13,7 @@ use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand
 use nullops_domain::Issuer;
 use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
 use nullops_events::{DomainEvent, EventMetadata};
-use nullops_domain::deployment_names::{DeploymentNames, NameCommand};
+use nullops_domain::deployment_names::{name_key, DeploymentName, NameCommand};
 use nullops_store::commands::{execute, load, CommandError};
 use nullops_projections::deployments::{self as logs, LogRow};
 use nullops_wire::message::{ActualDeployment, LogLine, RunPhase, StepRunState};
@@ -94,7 +94,7 @@ pub async fn record_removed(connector: &Connector, node_id: Uuid, deployment_id:
     };
     if let Some(r) = request {
         let command = NameCommand::Release { name: r.name.clone(), deployment_id };
-        if let Err(e) = execute::<DeploymentNames>(&*connector.store, &r.environment, &command, &EventMetadata::system()).await {
+        if let Err(e) = execute::<DeploymentName>(&*connector.store, &name_key(&r.environment, &r.name), &command, &EventMetadata::system()).await {
             tracing::warn!(deployment = %deployment_id, error = %e, "cannot free the deployment's name");
         }
     }
