@@ -12,6 +12,7 @@ use nullops_bus::Delivery;
 use nullops_domain::node::{token_purpose, CertThumbprint, Node, NodeState};
 use nullops_domain::deployment::Deployment;
 use nullops_domain::Decider;
+use nullops_events::codec::types;
 use nullops_events::LogPosition;
 use nullops_store::commands::load;
 use nullops_wire::TokenHash;
@@ -24,6 +25,8 @@ use tokio::sync::watch;
 use crate::Connector;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// The deployment events after which its node runs something else (progress reports do not).
+const CHANGES_DESIRED_STATE: [&str; 4] = [types::DEPLOYMENT_SCHEDULED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_DELETION_REQUESTED.0];
 /// How long a deployment change may take to reach the read model before its node is told.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopping link may take to record its disconnection.
@@ -83,7 +86,7 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                             refresh(connector, &mut links, node_id).await;
                             seen.remove(&node_id);
                         }
-                    } else if stream.kind() == Deployment::KIND {
+                    } else if stream.kind() == Deployment::KIND && CHANGES_DESIRED_STATE.contains(&message.event.event_type.as_str()) {
                         if let Ok(deployment_id) = stream.key().parse() {
                             deployment_changed(connector, &links, deployment_id, message.event.position).await;
                         }
