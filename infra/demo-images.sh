@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the images there is to deploy, all FROM scratch, and pushes them to the local registry
-# (infra/setup.sh): a demo service (static busybox httpd on :8080, `/` names its version,
+# (infra/setup.sh): a demo service (static busybox httpd on :8080, logging each response; `/` names its version,
 # `/healthz` answers ok) as nullops/demo:v1 and :v2, and the example plugins as
 # nullops/http-check and nullops/render-config, tagged with the nullops version.
 # Idempotent. Usage: demo-images.sh [BINARY]   (default: the release build)
@@ -24,7 +24,7 @@ for v in v1 v2; do
   cp /bin/busybox "$context/demo-$v/busybox"
   echo "nullops demo $v" >"$context/demo-$v/www/index.html"
   echo ok >"$context/demo-$v/www/healthz"
-  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 8080\nENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$context/demo-$v/Dockerfile"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 8080\nENTRYPOINT ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]\n' >"$context/demo-$v/Dockerfile"
   build_and_push demo "$v" "$context/demo-$v"
 done
 

@@ -234,11 +234,17 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     assert_eq!(body_at(service(&d, "web")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v1");
     assert_eq!(body_at(service(&d, "api")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v2");
     // The pipeline's log: each step's progress, and the plugins' own output.
-    let logs = w.ok("query($id: ID!) { deployment(id: $id) { logs(source: \"pipeline\", tail: 500) { source text } } }", json!({"id": one_id})).await;
+    let logs = w.ok("query($id: ID!) { deployment(id: $id) { logs(service: \"pipeline\", tail: 500) { source text } } }", json!({"id": one_id})).await;
     let text: Vec<&str> = logs["deployment"]["logs"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
     for expected in ["step web started", "step wait-web succeeded", "every step succeeded"] {
         assert!(text.iter().any(|t| t.contains(expected)), "{expected:?} in {text:#?}");
     }
+    // A service's own output is its log.
+    support::eventually(Duration::from_secs(10), "web's output in its log", || async {
+        let logs = w.ok("query($id: ID!) { deployment(id: $id) { logs(service: \"web\") { source text } } }", json!({"id": one_id})).await;
+        logs["deployment"]["logs"].as_array().unwrap().iter().any(|l| l["source"] == "web" && l["text"].as_str().unwrap().contains("response:200"))
+    })
+    .await;
     // The agent measures what each service uses.
     support::eventually(Duration::from_secs(15), "the services' use is measured", || async {
         service(&w.deployment(&one_id).await, "web")["memoryBytes"].as_u64().is_some_and(|m| m > 0)

@@ -499,10 +499,10 @@ impl SubscriptionRoot {
         deployments::updates(ctx, id).await
     }
 
-    /// A deployment's log: the last lines, then each new one as it arrives; of one `source`
-    /// (`pipeline` or a service) when given.
-    async fn deployment_logs(&self, ctx: &Context<'_>, id: ID, source: Option<String>) -> Result<impl Stream<Item = ApiResult<deployments::LogLineGql>>, ApiError> {
-        deployments::log_lines(ctx, id, source).await
+    /// A deployment's log: the last lines, then each new one as it arrives; of one `service`
+    /// (or `pipeline`: the steps' progress and the plugins' output) when given.
+    async fn deployment_logs(&self, ctx: &Context<'_>, id: ID, service: Option<String>) -> Result<impl Stream<Item = ApiResult<deployments::LogLineGql>>, ApiError> {
+        deployments::log_lines(ctx, id, service).await
     }
 
     /// Every event appended from now on that matches `filter`, as it happens (admins). The

@@ -334,23 +334,23 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
 /// How often a log subscription looks for new lines.
 const LOG_POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// `deploymentLogs(id, source)`: the last lines, then every new line as it is stored, for as
+/// `deploymentLogs(id, service)`: the last lines, then every new line as it is stored, for as
 /// long as the caller may see the deployment. Lines are telemetry, not events: they are read
 /// from the table the connector writes, which every gateway process can reach.
-pub async fn log_lines(ctx: &Context<'_>, id: ID, source: Option<String>) -> ApiResult<impl Stream<Item = ApiResult<LogLineGql>>> {
+pub async fn log_lines(ctx: &Context<'_>, id: ID, service: Option<String>) -> ApiResult<impl Stream<Item = ApiResult<LogLineGql>>> {
     let app = app(ctx).clone();
     let viewer = Viewer::of(ctx).await?;
     let row = find(&app, &id).await?;
     viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
     let deployment_id = row.deployment_id;
     let batches = futures::stream::unfold((app, 0i64, true), move |(app, after, first)| {
-        let source = source.clone();
+        let service = service.clone();
         async move {
             if !first {
                 tokio::time::sleep(LOG_POLL_EVERY).await;
             }
             let limit = if first { 200 } else { i64::from(types::MAX_TAIL) };
-            let batch = read::logs(&app.read_models, deployment_id, source.as_deref(), after, 0, limit).await.map_err(ApiError::from);
+            let batch = read::logs(&app.read_models, deployment_id, service.as_deref(), after, 0, limit).await.map_err(ApiError::from);
             let next = batch.as_ref().ok().and_then(|b| b.last()).map_or(after, |l| l.seq);
             Some((batch, (app, next, false)))
         }

@@ -255,15 +255,15 @@ impl DeploymentGql {
     async fn expires_in_seconds(&self) -> i64 {
         ((self.0.expires_at - Timestamp::now().0) / 1_000_000).max(0)
     }
-    /// Its log: the pipeline's progress and plugins' output (`source: "pipeline"`), and its
-    /// services' output (`source`: the service), secrets redacted; the last `tail` lines
-    /// (at most 5000), from `since` when given.
-    async fn logs(&self, ctx: &Context<'_>, source: Option<String>, #[graphql(default = 200)] tail: i32, since: Option<DateTime<Utc>>) -> ApiResult<Vec<LogLineGql>> {
+    /// Its log, secrets redacted: of one `service`, or of `pipeline` (each step's progress and
+    /// the plugins' output), or all of it; the last `tail` lines (at most 5000), from `since`
+    /// when given.
+    async fn logs(&self, ctx: &Context<'_>, service: Option<String>, #[graphql(default = 200)] tail: i32, since: Option<DateTime<Utc>>) -> ApiResult<Vec<LogLineGql>> {
         if !(1..=MAX_TAIL).contains(&tail) {
             return Err(crate::error::ApiError::InvalidInput(format!("tail: use 1 to {MAX_TAIL} lines")));
         }
         let since = since.map_or(0, |t| t.timestamp_micros());
-        let rows = read::logs(&app(ctx).read_models, self.0.deployment_id, source.as_deref(), 0, since, i64::from(tail)).await?;
+        let rows = read::logs(&app(ctx).read_models, self.0.deployment_id, service.as_deref(), 0, since, i64::from(tail)).await?;
         Ok(rows.into_iter().map(LogLineGql::from).collect())
     }
     /// Who did what to it, oldest first.
