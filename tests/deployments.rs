@@ -32,6 +32,7 @@ struct World {
     scope: String,
     /// Production mode's agent container and its network.
     lab: Option<Lab>,
+    node_id: String,
     _backend: Backend,
 }
 
@@ -43,7 +44,7 @@ impl World {
             Mode::Production => (Server::start(&backend).await, "staging", Some(Lab::new())),
         };
         let admin = server.admin().await;
-        let mut world = World { server, admin, environment, scope: String::new(), lab, _backend: backend };
+        let mut world = World { server, admin, environment, scope: String::new(), lab, node_id: String::new(), _backend: backend };
         world.setup_node().await;
         world.setup_catalog().await;
         world
@@ -71,6 +72,7 @@ impl World {
             assert!(Instant::now() < deadline, "the node is not online with its size reported: {node}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        self.node_id = node["id"].as_str().unwrap().to_owned();
         if self.lab.is_none() {
             // `nullops up`'s agent: scope `local-` and the node id's first 12 hex digits.
             self.scope = format!("local-{}", &node["id"].as_str().unwrap().replace('-', "")[..12]);
@@ -251,6 +253,8 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     })
     .await;
     // The secret reached the service's environment, and the API shows it nowhere.
+    let labels = docker(&["inspect", "-f", "{{index .Config.Labels \"nullops.deployment\"}} {{index .Config.Labels \"nullops.node\"}}", &w.container(&one_id, "web")]).unwrap();
+    assert_eq!(labels, format!("{} {}", one_id.replace('-', ""), w.node_id), "labels name the deployment and the node");
     let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &w.container(&one_id, "web")]).unwrap();
     assert!(env.contains(&format!("GREETING={SECRET}")), "{env}");
     assert!(!d.to_string().contains(SECRET));

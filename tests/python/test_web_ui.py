@@ -95,7 +95,9 @@ def visible(element_id):
 
 
 def sign_in(browser, server, username, password):
-    sign_in(browser, server, username, password)
+    browser.call("Page.navigate", url=f"http://{server}/")
+    browser.wait_for(visible("login-view"), "the sign-in form")
+    browser.fill_and_submit("login-form", username=username, password=password)
 
 
 def test_sign_in_create_user_watch_it_live_and_sign_out(server, browser):

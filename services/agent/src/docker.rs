@@ -26,6 +26,8 @@ pub const LABEL_SCOPE: &str = "nullops.scope";
 pub const LABEL_DEPLOYMENT: &str = "nullops.deployment";
 pub const LABEL_CONTAINER: &str = "nullops.container";
 pub const LABEL_SPEC: &str = "nullops.spec";
+/// The control plane's id of the node, when it said (the deployment's `context.node`).
+pub const LABEL_NODE: &str = "nullops.node";
 /// On plugin containers: the run they belong to.
 pub const LABEL_PLUGIN_RUN: &str = "nullops.plugin-run";
 
@@ -75,6 +77,8 @@ struct Managed {
 /// A deployment whose run succeeded: its services are kept running as specified.
 pub struct Maintained<'a> {
     pub id: &'a str,
+    /// The node's id, for the containers' labels ("" when not given).
+    pub node: &'a str,
     pub containers: Vec<ContainerSpec>,
     pub registry_auth: &'a [RegistryAuth],
 }
@@ -177,7 +181,7 @@ impl Engine {
                         (ContainerState::Failed { reason: format!("killed: out of memory (limit {} MiB)", spec.memory_mib) }, None)
                     }
                     Some(m) => (self.start(&m.id).await, self.host_port(&m.id, spec.port).await),
-                    None => match self.create_and_start(d.id, &network, spec, d.registry_auth).await {
+                    None => match self.create_and_start(d.id, d.node, &network, spec, d.registry_auth).await {
                         Ok(started) => (ContainerState::Running, started.host_port),
                         Err(reason) => (ContainerState::Failed { reason }, None),
                     },
@@ -352,14 +356,17 @@ impl Engine {
     }
 
     /// Creates and starts a service container on the deployment's network.
-    pub async fn create_and_start(&self, deployment: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> Result<Started, String> {
+    pub async fn create_and_start(&self, deployment: &str, node: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> Result<Started, String> {
         let name = format!("nullops-{}-{deployment}-{}", self.scope, spec.name);
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_SCOPE.to_owned(), self.scope.clone()),
             (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned()),
             (LABEL_CONTAINER.to_owned(), spec.name.clone()),
             (LABEL_SPEC.to_owned(), spec_hash(spec)),
         ]);
+        if !node.is_empty() {
+            labels.insert(LABEL_NODE.to_owned(), node.to_owned());
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),

@@ -263,7 +263,7 @@ async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<log
     for d in desired {
         let Some(v) = view.get(&d.id).filter(|v| !v.active && v.record.attempt == d.attempt && v.record.status.phase == RunPhase::Running) else { continue };
         match runner::service_specs(d, &v.record.outputs) {
-            Ok(containers) => maintained.push(docker::Maintained { id: &d.id, containers, registry_auth: &d.registry_auth }),
+            Ok(containers) => maintained.push(docker::Maintained { id: &d.id, node: d.node(), containers, registry_auth: &d.registry_auth }),
             Err((step, e)) => tracing::warn!(deployment = %d.id, %step, error = %e, "cannot rebuild a service's container"),
         }
     }

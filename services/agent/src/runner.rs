@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{Engine, LABEL_DEPLOYMENT};
+use crate::docker::{Engine, LABEL_DEPLOYMENT, LABEL_NODE};
 use crate::logs::LogBook;
 use crate::plugin_run::PluginRun;
 use crate::probe;
@@ -323,7 +323,7 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
 /// address (`host`, `port`) as outputs.
 async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, network: &str, service: &ServiceStep, outputs: &Outputs) -> StepResult {
     let spec = fill_container(&service.container, outputs, &d.secrets.0).map_err(Failure::new)?;
-    let started = engine.create_and_start(&d.id, network, &spec, &d.registry_auth).await.map_err(Failure::new)?;
+    let started = engine.create_and_start(&d.id, d.node(), network, &spec, &d.registry_auth).await.map_err(Failure::new)?;
     let name = spec.name.clone();
     runs.logs.follow(engine, &started.id, &d.id, &name, 0, d.secrets.0.clone());
     let healthy = |detail: String| ServiceHealth { service: name.clone(), healthy: true, detail };
@@ -396,7 +396,7 @@ async fn run_plugin(engine: &Engine, logs: &LogBook, d: &DesiredDeployment, step
         cpu_millis: plugin.cpu_millis,
         memory_mib: plugin.memory_mib,
         network: plugin.joins_network.then_some(network),
-        labels: HashMap::from([(LABEL_DEPLOYMENT.to_owned(), d.id.clone())]),
+        labels: HashMap::from([(LABEL_DEPLOYMENT.to_owned(), d.id.clone()), (LABEL_NODE.to_owned(), d.node().to_owned())]),
         registry_auth: d.registry_auth.clone(),
     };
     let outcome = engine.run_plugin(&run).await.map_err(Failure::new)?;

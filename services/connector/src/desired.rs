@@ -121,6 +121,7 @@ pub fn desired_deployment(row: &DeploymentRow) -> DesiredDeployment {
         ("project".to_owned(), row.project.clone()),
         ("environment".to_owned(), row.environment.clone()),
         ("name".to_owned(), row.name.clone()),
+        ("node".to_owned(), row.node_id.map(|n| n.to_string()).unwrap_or_default()),
     ]);
     DesiredDeployment { attempt: row.attempt, context, ..DesiredDeployment::new(wire_id(row.deployment_id), steps) }
 }

@@ -93,7 +93,7 @@ pub struct DesiredDeployment {
     #[serde(default)]
     pub registry_auth: Vec<RegistryAuth>,
     /// What plugins are told about the deployment (`context` of their input): project,
-    /// environment, name.
+    /// environment, name, node (which also labels its containers).
     #[serde(default)]
     pub context: BTreeMap<String, String>,
 }
@@ -106,6 +106,11 @@ impl DesiredDeployment {
     /// Attempt 1 of `steps`, with no secrets, credentials or context.
     pub fn new(id: impl Into<String>, steps: Vec<Step>) -> Self {
         DesiredDeployment { id: id.into(), attempt: 1, steps, secrets: Secrets::default(), registry_auth: vec![], context: BTreeMap::new() }
+    }
+
+    /// The control plane's id of the node it runs on (`context.node`), "" when not given.
+    pub fn node(&self) -> &str {
+        self.context.get("node").map_or("", String::as_str)
     }
 
     /// The service steps' containers.
