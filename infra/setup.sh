@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what NullOps and its tests need on a fresh Debian 12 machine:
-# PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium, static busybox (for test
-# images) and the Python test clients;
+# PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium, docker-compose (the deploy
+# benchmark's baseline), static busybox (for test images) and the Python test clients;
 # checks that the machine's Docker Engine answers.
 # Idempotent: every step checks before it acts, so running it twice is harmless.
 set -euo pipefail
@@ -16,7 +16,7 @@ mkdir -p "$STATE_DIR"
 log() { printf '[infra] %s\n' "$*"; }
 
 need_pkgs=()
-for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils; do
+for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
