@@ -252,6 +252,17 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
         service(&w.deployment(&one_id).await, "web")["memoryBytes"].as_u64().is_some_and(|m| m > 0)
     })
     .await;
+    // Health is watched while it runs: a failing probe makes the service unhealthy (the
+    // deployment stays RUNNING), a passing one healthy again.
+    let web = w.container(&one_id, "web");
+    support::must(&["exec", &web, "/bin/busybox", "rm", "/www/healthz"]);
+    support::eventually(Duration::from_secs(15), "web reported unhealthy", || async {
+        let d = w.deployment(&one_id).await;
+        service(&d, "web")["healthy"] == false && service(&d, "web")["healthDetail"].as_str().unwrap().contains("404") && d["state"] == "RUNNING"
+    })
+    .await;
+    support::must(&["exec", &web, "/bin/busybox", "sh", "-c", "echo ok > /www/healthz"]);
+    support::eventually(Duration::from_secs(15), "web healthy again", || async { service(&w.deployment(&one_id).await, "web")["healthy"] == true }).await;
     // The secret reached the service's environment, and the API shows it nowhere.
     let labels = docker(&["inspect", "-f", "{{index .Config.Labels \"nullops.deployment\"}} {{index .Config.Labels \"nullops.node\"}}", &w.container(&one_id, "web")]).unwrap();
     assert_eq!(labels, format!("{} {}", one_id.replace('-', ""), w.node_id), "labels name the deployment and the node");

@@ -250,6 +250,17 @@ impl Engine {
         Ok(Started { id: id.to_owned(), ip, host_port })
     }
 
+    /// Service `name` of `deployment` as it runs now (its address on the deployment's network),
+    /// or `None` when it is not there.
+    pub async fn service_container(&self, deployment: &str, name: &str, port: Option<u16>) -> Option<Started> {
+        let container = format!("nullops-{}-{deployment}-{name}", self.scope);
+        let inspected = self.client.inspect_container(&container, None).await.ok()?;
+        let settings = inspected.network_settings.unwrap_or_default();
+        let network = format!("nullops-{}-{deployment}", self.scope);
+        let ip = settings.networks.as_ref().and_then(|n| n.get(&network)).and_then(|e| e.ip_address.as_ref()).and_then(|ip| ip.parse().ok());
+        Some(Started { id: inspected.id?, ip, host_port: port.and_then(|p| published(settings.ports.as_ref(), p)) })
+    }
+
     /// Why the container stopped, or `None` while it runs.
     pub async fn exited(&self, id: &str) -> Option<Exited> {
         let state = self.client.inspect_container(id, None).await.ok()?.state?;

@@ -272,6 +272,9 @@ async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<log
     // Services of finished runs have their output followed (again, after a restart of the
     // agent: from now on).
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i32);
+    for d in desired.iter().filter(|d| maintained.iter().any(|m| m.id == d.id)) {
+        runs.watch_health(engine, d);
+    }
     for (deployment, name, id) in engine.running_containers().await {
         if let Some(d) = maintained.iter().find(|m| m.id == deployment).and_then(|m| desired.iter().find(|d| d.id == m.id)) {
             logs.follow(engine, &id, &deployment, &name, now, d.secrets.0.clone());
@@ -284,12 +287,18 @@ async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<log
             let mut run = v.record.status;
             let containers = containers.remove(&id).map(|a| a.containers).unwrap_or_default();
             if run.phase == RunPhase::Running {
-                // Once running, a service's health is whether its container runs.
+                // Once running, a service is healthy while its container runs and its probes
+                // (see `runner::watch`) pass.
+                let probed = std::mem::take(&mut run.health);
                 run.health = containers
                     .iter()
                     .map(|c| match &c.state {
-                        ContainerState::Running => ServiceHealth { service: c.name.clone(), healthy: true, detail: "running".into() },
                         ContainerState::Failed { reason } => ServiceHealth { service: c.name.clone(), healthy: false, detail: reason.clone() },
+                        ContainerState::Running => probed.iter().find(|h| h.service == c.name).cloned().unwrap_or_else(|| ServiceHealth {
+                            service: c.name.clone(),
+                            healthy: true,
+                            detail: "running".into(),
+                        }),
                     })
                     .collect();
             }

@@ -47,6 +47,8 @@ struct Entry {
     active: Option<CancellationToken>,
     /// A run interrupted by a restart of the agent: what it created is still there.
     leftovers: bool,
+    /// A watcher probes the services of this (running) attempt.
+    watched: bool,
 }
 
 /// The runs of this node's deployments.
@@ -79,7 +81,7 @@ impl Runs {
                         oom_killed: false,
                     };
                 }
-                (id, Entry { record, active: None, leftovers: interrupted })
+                (id, Entry { record, active: None, leftovers: interrupted, watched: false })
             })
             .collect();
         Arc::new(Runs { entries: Mutex::new(entries), logs, changed: watch::channel(()).0 })
@@ -130,7 +132,7 @@ impl Runs {
                         health: vec![],
                     };
                     let record = RunRecord { attempt: d.attempt, status, outputs: Outputs::new() };
-                    entries.insert(d.id.clone(), Entry { record, active: Some(cancel.clone()), leftovers: false });
+                    entries.insert(d.id.clone(), Entry { record, active: Some(cancel.clone()), leftovers: false, watched: false });
                     tokio::spawn(run(engine.clone(), d.clone(), self.clone(), cancel));
                 }
             }
@@ -180,6 +182,39 @@ impl Runs {
             r.status.health.retain(|h| h.service != health.service);
             r.status.health.push(health);
         });
+    }
+
+    /// Starts probing the services of a running deployment at their interval, unless that runs
+    /// already; it ends when the deployment no longer runs this attempt.
+    pub fn watch_health(self: &Arc<Self>, engine: &Engine, d: &DesiredDeployment) {
+        let outputs = {
+            let mut entries = self.entries.lock().expect("runs lock");
+            let Some(e) = entries.get_mut(&d.id) else { return };
+            if e.watched || e.active.is_some() || e.record.attempt != d.attempt || e.record.status.phase != RunPhase::Running {
+                return;
+            }
+            e.watched = true;
+            e.record.outputs.clone()
+        };
+        tokio::spawn(watch(engine.clone(), d.clone(), outputs, self.clone()));
+    }
+
+    /// Whether attempt `attempt` of deployment `id` is running and no other task works on it.
+    fn runs_still(&self, id: &str, attempt: u32) -> bool {
+        let entries = self.entries.lock().expect("runs lock");
+        entries.get(id).is_some_and(|e| e.active.is_none() && e.record.attempt == attempt && e.record.status.phase == RunPhase::Running)
+    }
+
+    /// The health last recorded of a deployment's service.
+    fn healthy(&self, id: &str, service: &str) -> Option<bool> {
+        let entries = self.entries.lock().expect("runs lock");
+        entries.get(id)?.record.status.health.iter().find(|h| h.service == service).map(|h| h.healthy)
+    }
+
+    fn unwatch(&self, id: &str) {
+        if let Some(e) = self.entries.lock().expect("runs lock").get_mut(id) {
+            e.watched = false;
+        }
     }
 
     /// The run's task ended.
@@ -376,6 +411,57 @@ async fn check(engine: &Engine, started: &crate::docker::Started, spec: &Contain
             }
         }
     }
+}
+
+/// Probes a running deployment's services: `retries` failures in a row make a service
+/// unhealthy, one success healthy again. (A container that stopped is the reconcile's to
+/// report.)
+async fn watch(engine: Engine, d: DesiredDeployment, outputs: Outputs, runs: Arc<Runs>) {
+    let probes: Vec<(ContainerSpec, HealthProbe)> = d
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            StepAction::Service(ServiceStep { container, health: Some(probe) }) => Some((fill_container(container, &outputs, &d.secrets.0).ok()?, probe.clone())),
+            _ => None,
+        })
+        .collect();
+    let Some(every) = probes.iter().map(|(_, p)| p.interval_secs.max(1)).min() else {
+        runs.unwatch(&d.id);
+        return;
+    };
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(u64::from(every))).await;
+        if !runs.runs_still(&d.id, d.attempt) {
+            break;
+        }
+        for (spec, probe) in &probes {
+            let Some(started) = engine.service_container(&d.id, &spec.name, spec.port).await else { continue };
+            if engine.exited(&started.id).await.is_some() {
+                continue;
+            }
+            let was = runs.healthy(&d.id, &spec.name);
+            match check(&engine, &started, spec, probe).await {
+                Ok(()) => {
+                    failures.remove(&spec.name);
+                    if was != Some(true) {
+                        runs.logs.write(&d.id, PIPELINE_LOG, &format!("service {} is healthy again", spec.name), &d.secrets.0);
+                        runs.health(&d.id, ServiceHealth { service: spec.name.clone(), healthy: true, detail: "healthy".into() });
+                    }
+                }
+                Err(e) => {
+                    let n = failures.entry(spec.name.clone()).or_default();
+                    *n += 1;
+                    if *n >= probe.retries.max(1) && was != Some(false) {
+                        let detail = cut(&redact(&format!("{n} probes failed in a row: {e}"), &d.secrets.0));
+                        runs.logs.write(&d.id, PIPELINE_LOG, &format!("service {} is unhealthy: {detail}", spec.name), &d.secrets.0);
+                        runs.health(&d.id, ServiceHealth { service: spec.name.clone(), healthy: false, detail });
+                    }
+                }
+            }
+        }
+    }
+    runs.unwatch(&d.id);
 }
 
 /// Runs a plugin step: its outputs are what it returned.
