@@ -58,7 +58,8 @@ impl World {
         if let Some(lab) = self.lab.as_mut() {
             self.server.ok(Some(&self.admin), "mutation { createEnvironment(input: {name: \"staging\", baseDomain: \"qa.test\"}) { name } }", json!({})).await;
             let added = self.server.ok(Some(&self.admin), "mutation($h: String!) { addNode(environment: \"staging\", host: $h) { token } }", json!({"h": lab.ip(10)})).await;
-            lab.run_agent("a", 10, added["addNode"]["token"].as_str().unwrap(), &[]);
+            // Reconciling every 2 s, so a container removed behind its back is back quickly.
+            lab.run_agent("a", 10, added["addNode"]["token"].as_str().unwrap(), &["--reconcile-secs", "2"]);
             self.scope = lab.scope("a");
         }
         let (server, admin, env) = (&self.server, &self.admin, self.environment);
@@ -252,6 +253,29 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
         service(&w.deployment(&one_id).await, "web")["memoryBytes"].as_u64().is_some_and(|m| m > 0)
     })
     .await;
+    // A service container removed behind the agent's back is recreated; its new node port is
+    // recorded and answers.
+    if mode == Mode::Production {
+        let before = service(&d, "web")["nodePort"].as_u64().unwrap();
+        support::must(&["rm", "-f", &w.container(&one_id, "web")]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let now = loop {
+            let now = service(&w.deployment(&one_id).await, "web")["nodePort"].as_u64().unwrap_or(before);
+            if now != before {
+                break now;
+            }
+            assert!(Instant::now() < deadline, "web was not recreated on a new port");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Recreated, it answers there once it has started.
+        support::eventually(Duration::from_secs(10), "the new port answers", || async {
+            match reqwest::get(format!("http://127.0.0.1:{now}/")).await {
+                Ok(r) => r.text().await.is_ok_and(|t| t.trim() == "nullops demo v1"),
+                Err(_) => false,
+            }
+        })
+        .await;
+    }
     // Health is watched while it runs: a failing probe makes the service unhealthy (the
     // deployment stays RUNNING), a passing one healthy again.
     let web = w.container(&one_id, "web");

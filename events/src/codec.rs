@@ -78,6 +78,7 @@ pub mod types {
     pub const DEPLOYMENT_REQUESTED: (&str, u16) = ("deployment.requested", 1);
     pub const DEPLOYMENT_NAME_CLAIMED: (&str, u16) = ("deployment.name_claimed", 1);
     pub const DEPLOYMENT_NAME_RELEASED: (&str, u16) = ("deployment.name_released", 1);
+    pub const DEPLOYMENT_ENDPOINTS_CHANGED: (&str, u16) = ("deployment.endpoints_changed", 1);
     pub const DEPLOYMENT_RETRIED: (&str, u16) = ("deployment.retried", 1);
     pub const DEPLOYMENT_SCHEDULED: (&str, u16) = ("deployment.scheduled", 1);
     pub const DEPLOYMENT_RUN_STARTED: (&str, u16) = ("deployment.run_started", 1);
@@ -192,6 +193,7 @@ current_events! {
     Deployment(DeploymentEvent::StepChanged) => DEPLOYMENT_STEP_CHANGED,
     Deployment(DeploymentEvent::HealthChanged) => DEPLOYMENT_HEALTH_CHANGED,
     Deployment(DeploymentEvent::Running) => DEPLOYMENT_RUNNING,
+    Deployment(DeploymentEvent::EndpointsChanged) => DEPLOYMENT_ENDPOINTS_CHANGED,
     Deployment(DeploymentEvent::Failed) => DEPLOYMENT_FAILED,
     Deployment(DeploymentEvent::DeletionRequested) => DEPLOYMENT_DELETION_REQUESTED,
     Deployment(DeploymentEvent::Removed) => DEPLOYMENT_REMOVED,
@@ -337,6 +339,7 @@ mod tests {
             DeploymentEvent::StepChanged(StepChanged { step: "db".into(), state: StepState::RolledBack, detail: "removed".into() }).into(),
             DeploymentEvent::Failed(DeploymentFailed { step: None, reason: "oom".into(), exit_code: Some(137), oom_killed: true }).into(),
             DeploymentEvent::DeletionRequested(DeletionRequested { reason: DeletionReason::Expired }).into(),
+            DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints: vec![Endpoint { service: "api".into(), host_port: 32768 }] }).into(),
         ];
         for event in events {
             let (name, version, bytes) = encode(&event);

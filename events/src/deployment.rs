@@ -15,6 +15,7 @@ pub enum DeploymentEvent {
     StepChanged(StepChanged),
     HealthChanged(HealthChanged),
     Running(DeploymentRunning),
+    EndpointsChanged(EndpointsChanged),
     Failed(DeploymentFailed),
     DeletionRequested(DeletionRequested),
     Removed(DeploymentRemoved),
@@ -136,6 +137,12 @@ pub struct HealthChanged {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRunning {
     /// Where each service with a port is published on its node.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A running deployment's services are published elsewhere now (a container was recreated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointsChanged {
     pub endpoints: Vec<Endpoint>,
 }
 

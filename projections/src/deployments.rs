@@ -151,6 +151,9 @@ impl Projection for DeploymentsProjection {
             DeploymentEvent::Running(r) => {
                 sqlx::query(&set("phase = $3, endpoints = $4")).bind(at).bind(id).bind(phase::RUNNING).bind(json(&r.endpoints)).execute(&mut *conn).await?;
             }
+            DeploymentEvent::EndpointsChanged(e) => {
+                sqlx::query(&set("endpoints = $3")).bind(at).bind(id).bind(json(&e.endpoints)).execute(&mut *conn).await?;
+            }
             DeploymentEvent::Failed(f) => {
                 sqlx::query(&set("phase = $3, failure = $4")).bind(at).bind(id).bind(phase::FAILED).bind(json(&f)).execute(&mut *conn).await?;
             }

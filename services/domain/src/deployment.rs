@@ -93,6 +93,8 @@ pub struct DeploymentState {
     /// The current run's pipeline nodes and services, as last reported.
     pub steps: BTreeMap<String, StepState>,
     pub health: BTreeMap<String, bool>,
+    /// Where its services are published, once running.
+    pub endpoints: Vec<Endpoint>,
 }
 
 pub struct Deployment;
@@ -178,6 +180,7 @@ impl Decider for Deployment {
                 state.attempt = 1;
             }
             DeploymentEvent::Retried(r) => {
+                state.endpoints.clear();
                 if let Some(request) = state.request.as_mut() {
                     request.pipeline_version = r.pipeline_version;
                     request.plan = r.plan.clone();
@@ -198,7 +201,11 @@ impl Decider for Deployment {
             DeploymentEvent::HealthChanged(h) => {
                 state.health.insert(h.service.clone(), h.healthy);
             }
-            DeploymentEvent::Running(_) => state.phase = Phase::Running,
+            DeploymentEvent::Running(r) => {
+                state.phase = Phase::Running;
+                state.endpoints = r.endpoints.clone();
+            }
+            DeploymentEvent::EndpointsChanged(e) => state.endpoints = e.endpoints.clone(),
             DeploymentEvent::Failed(_) => state.phase = Phase::Failed,
             DeploymentEvent::DeletionRequested(_) => state.phase = Phase::Deleting { cancelling: state.phase.creating() },
             DeploymentEvent::Removed(_) => {
@@ -235,6 +242,10 @@ fn decide_report(report: &RunReport, state: &DeploymentState) -> Vec<DeploymentE
             vec![DeploymentEvent::HealthChanged(h.clone())]
         }
         RunReport::Running { endpoints } if phase == Phase::Deploying => vec![DeploymentEvent::Running(DeploymentRunning { endpoints: endpoints.clone() })],
+        // Only a complete set: a service being recreated has no port for a moment.
+        RunReport::Running { endpoints } if phase == Phase::Running && *endpoints != state.endpoints && endpoints.len() >= state.endpoints.len() => {
+            vec![DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints: endpoints.clone() })]
+        }
         RunReport::Failed(f) if matches!(phase, Phase::Scheduled | Phase::Deploying) => vec![DeploymentEvent::Failed(f.clone())],
         _ => vec![],
     }
@@ -380,5 +391,16 @@ mod tests {
         let up = then(deploying, healthy(true));
         assert_eq!(when(&up, Issuer::System, healthy(true)), Ok(vec![]));
         assert_eq!(when(&up, Issuer::System, healthy(false)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_running_deployment_published_elsewhere_records_its_new_endpoints_once() {
+        let at = |port| vec![Endpoint { service: "api".into(), host_port: port }];
+        let running = then(then(created(), report(RunReport::Started)), report(RunReport::Running { endpoints: at(32768) }));
+        assert_eq!(when(&running, Issuer::System, report(RunReport::Running { endpoints: at(32768) })), Ok(vec![]));
+        let moved = when(&running, Issuer::System, report(RunReport::Running { endpoints: at(32999) })).unwrap();
+        assert_eq!(moved, vec![DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints: at(32999) })]);
+        // A service between containers (no port for a moment) is not a change.
+        assert_eq!(when(&running, Issuer::System, report(RunReport::Running { endpoints: vec![] })), Ok(vec![]));
     }
 }
