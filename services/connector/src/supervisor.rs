@@ -158,14 +158,8 @@ async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, s
 
 /// Starts, restarts or stops the link of `node_id` to match the log.
 async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node_id: Uuid) {
-    let state = match load::<Node>(&*connector.store, &node_id.to_string()).await {
-        Ok((state, _)) => state,
-        Err(e) => {
-            tracing::warn!(node = %node_id, error = %e, "cannot load the node");
-            return;
-        }
-    };
-    let wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
+    let Some(mut state) = load_node(connector, node_id).await else { return };
+    let mut wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
     if let Some(running) = links.get(&node_id) {
         if Some(running.token_key) == wanted && !running.handle.task.is_finished() {
             // Same token: only the address or the pin may have changed.
@@ -176,7 +170,15 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
             return;
         }
         running.handle.stop(why_stopped(&state, Some(running.token_key) != wanted && wanted.is_some()));
-        links.remove(&node_id);
+        // The old link records its disconnection before a new one records anything, and the
+        // new one starts from what the log says then: two links of one node interleaving their
+        // records could leave the log on the older one's word.
+        if let Some(old) = links.remove(&node_id) {
+            let _ = tokio::time::timeout(STOP_GRACE, old.handle.task).await;
+        }
+        let Some(now) = load_node(connector, node_id).await else { return };
+        state = now;
+        wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
     }
     let Some(token_key) = wanted else { return };
     let sealed = state.token.as_ref().expect("a dialable node has a token");
@@ -198,6 +200,16 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
     let (desired_changed, desired_watched) = watch::channel(0);
     let handle = link::spawn(connector.clone(), node_id, watched, state.link, desired_watched);
     links.insert(node_id, Running { handle, token_key, target, desired_changed });
+}
+
+async fn load_node(connector: &Connector, node_id: Uuid) -> Option<NodeState> {
+    match load::<Node>(&*connector.store, &node_id.to_string()).await {
+        Ok((state, _)) => Some(state),
+        Err(e) => {
+            tracing::warn!(node = %node_id, error = %e, "cannot load the node");
+            None
+        }
+    }
 }
 
 /// A dialable node's address and pinned thumbprint.
