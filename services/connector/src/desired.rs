@@ -52,8 +52,8 @@ impl FromDeployments {
                 }
                 _ => continue,
             }
-            if !secrets_of.contains_key(&row.project_id) {
-                secrets_of.insert(row.project_id, self.secrets(row.project_id).await?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = secrets_of.entry(row.project_id) {
+                slot.insert(self.secrets(row.project_id).await?);
             }
             if auth.is_none() {
                 auth = Some(self.registry_auth().await?);

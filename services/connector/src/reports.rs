@@ -125,7 +125,7 @@ pub async fn record_logs(connector: &Connector, node_id: Uuid, lines: Vec<LogLin
         return;
     }
     // Trimming costs a query per source: now and then is enough.
-    if LOG_TRIMS.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
+    if LOG_TRIMS.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
         for (deployment_id, source) in sources {
             if let Err(e) = logs::trim_logs(&connector.read_models, deployment_id, &source).await {
                 tracing::warn!(deployment = %deployment_id, error = %e, "cannot trim the deployment's logs");
