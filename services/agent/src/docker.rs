@@ -449,6 +449,27 @@ impl Engine {
             .collect())
     }
 
+    /// Waits until a container of this scope dies, is removed or runs out of memory (true), or
+    /// the engine's event stream ends (false).
+    pub async fn container_changed(events: &mut (impl futures::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> + Unpin)) -> bool {
+        while let Some(Ok(event)) = events.next().await {
+            if matches!(event.action.as_deref(), Some("die" | "destroy" | "oom")) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The engine's events about this scope's containers.
+    pub fn container_events(&self) -> impl futures::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> + Unpin + '_ {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope)]),
+            ("event".to_owned(), vec!["die".to_owned(), "destroy".to_owned(), "oom".to_owned()]),
+        ]);
+        Box::pin(self.client.events(Some(bollard::query_parameters::EventsOptions { filters: Some(filters), ..Default::default() })))
+    }
+
     /// Every running service container of this scope: deployment, name and container id.
     pub async fn running_containers(&self) -> Vec<(String, String, String)> {
         self.managed(true).await.unwrap_or_default().into_iter().map(|m| (m.deployment, m.name, m.id)).collect()

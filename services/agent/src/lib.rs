@@ -179,7 +179,9 @@ impl Agent {
     pub async fn serve(self, shutdown: CancellationToken) {
         let Agent { listener, tls, engine, shared, actual_tx, usage_tx, reconcile_every, .. } = self;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, reconcile_every, shutdown.clone()));
+        let engine_changed = Arc::new(tokio::sync::Notify::new());
+        tasks.spawn(watch_engine(engine.clone(), engine_changed.clone(), shutdown.clone()));
+        tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, engine_changed, reconcile_every, shutdown.clone()));
         tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
@@ -216,9 +218,17 @@ impl Agent {
 }
 
 /// Applies every new desired state: starts and cancels runs, keeps the services of finished runs
-/// running and removes everything else, again every `every` and whenever a run progresses;
+/// running and removes everything else, again every `every`, whenever a run progresses and
+/// whenever one of its containers dies or vanishes;
 /// publishes the outcome when it differs from the last and saves how the runs went.
-async fn reconcile_loop(engine: docker::Engine, shared: Arc<Shared>, actual: watch::Sender<Option<Actual>>, every: Duration, shutdown: CancellationToken) {
+async fn reconcile_loop(
+    engine: docker::Engine,
+    shared: Arc<Shared>,
+    actual: watch::Sender<Option<Actual>>,
+    engine_changed: Arc<tokio::sync::Notify>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut desired = shared.desired.subscribe();
     let mut progressed = shared.runs.subscribe();
     let mut saved = shared.runs.records();
@@ -249,7 +259,30 @@ async fn reconcile_loop(engine: docker::Engine, shared: Arc<Shared>, actual: wat
             _ = tokio::time::sleep(every) => {}
             changed = desired.changed() => if changed.is_err() { return },
             _ = progressed.changed() => {}
+            // A container of ours died or vanished: deal with it now, not at the next tick.
+            _ = engine_changed.notified() => {}
         }
+    }
+}
+
+/// Follows the engine's events about this agent's containers and wakes the reconcile loop on
+/// each death, removal or OOM kill; resubscribes (at most every 200 ms) when the stream ends.
+async fn watch_engine(engine: docker::Engine, changed: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+    const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let mut events = engine.container_events();
+        loop {
+            let changed_now = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed_now = docker::Engine::container_changed(&mut events) => changed_now,
+            };
+            // An ended stream may have missed something: look once, then resubscribe.
+            changed.notify_one();
+            if !changed_now {
+                break;
+            }
+        }
+        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
     }
 }
 
