@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::lab::Lab;
@@ -63,15 +63,11 @@ impl World {
         }
         let (server, admin, env) = (&self.server, &self.admin, self.environment);
         let query = "query($e: String!) { nodes(environment: $e) { id status usage { memoryTotalBytes } } }";
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let node = loop {
+        let node = support::until(Duration::from_secs(30), "the node online with its size reported", || async {
             let node = server.ok(Some(admin), query, json!({"e": env})).await["nodes"][0].clone();
-            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() {
-                break node;
-            }
-            assert!(Instant::now() < deadline, "the node is not online with its size reported: {node}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() { Ok(node) } else { Err(node.to_string()) }
+        })
+        .await;
         self.node_id = node["id"].as_str().unwrap().to_owned();
         if self.lab.is_none() {
             // `nullops up`'s agent: scope `local-` and the node id's first 12 hex digits.
@@ -119,17 +115,16 @@ impl World {
     /// Waits until the deployment is in `state`; returns it then. Fails at once if it ends in
     /// another final state.
     async fn reaches(&self, id: &str, state: &str, within: Duration) -> Value {
-        let start = Instant::now();
-        loop {
+        support::until(within, &format!("deployment {id} {state}"), || async {
             let d = self.deployment(id).await;
             if d["state"] == state {
-                return d;
+                return Ok(d);
             }
             let ended = ["FAILED", "CANCELLED", "DELETED"];
             assert!(!ended.contains(&d["state"].as_str().unwrap()), "expected {state}, but it ended {}: {d}", d["state"]);
-            assert!(start.elapsed() < within, "not {state} within {within:?}: {d}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Err(d.to_string())
+        })
+        .await
     }
 
     /// Containers and networks on the engine that carry the deployment's label.
@@ -258,15 +253,13 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     if mode == Mode::Production {
         let before = service(&d, "web")["nodePort"].as_u64().unwrap();
         support::must(&["rm", "-f", &w.container(&one_id, "web")]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let now = loop {
-            let now = service(&w.deployment(&one_id).await, "web")["nodePort"].as_u64().unwrap_or(before);
-            if now != before {
-                break now;
+        let now = support::until(Duration::from_secs(10), "web recreated on a new port", || async {
+            match service(&w.deployment(&one_id).await, "web")["nodePort"].as_u64() {
+                Some(now) if now != before => Ok(now),
+                other => Err(format!("node port {other:?}")),
             }
-            assert!(Instant::now() < deadline, "web was not recreated on a new port");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        })
+        .await;
         // Recreated, it answers there once it has started.
         support::eventually(Duration::from_secs(10), "the new port answers", || async {
             match reqwest::get(format!("http://127.0.0.1:{now}/")).await {

@@ -27,14 +27,12 @@ async fn node(server: &Server, admin: &str, id: &str) -> Value {
 /// Waits until node `id` shows `status`; fails after `within`. Returns how long it took.
 async fn reaches(server: &Server, admin: &str, id: &str, status: &str, within: Duration) -> Duration {
     let start = Instant::now();
-    loop {
+    support::until(within, &format!("node {status}"), || async {
         let n = node(server, admin, id).await;
-        if n["status"] == status {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "node did not become {status} within {within:?}; it is {n}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if n["status"] == status { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+    start.elapsed()
 }
 
 async fn add_node(server: &Server, admin: &str, host: &str) -> (String, String) {

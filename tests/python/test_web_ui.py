@@ -22,6 +22,14 @@ from conftest import ADMIN_PASSWORD, BIN
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def until(check, what, timeout):
+    """Polls `check` until it is true, failing after `timeout` seconds: the one way these tests wait."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.05)
+
+
 class Browser:
     """One headless Chromium page, driven over the DevTools protocol."""
 
@@ -34,10 +42,7 @@ class Browser:
              f"--user-data-dir={self.profile}", "--window-size=1100,900", "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = os.path.join(self.profile, "DevToolsActivePort")
-        deadline = time.monotonic() + 30
-        while not (os.path.exists(port_file) and open(port_file).read().strip()):
-            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
-            time.sleep(0.05)
+        until(lambda: os.path.exists(port_file) and open(port_file).read().strip(), "Chromium's DevTools port", 30)
         port = open(port_file).read().split()[0]
         import urllib.request
         pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
@@ -60,11 +65,8 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression, what, timeout=10):
-        deadline = time.monotonic() + timeout
         # Until the page has loaded, the elements are missing: that is "not yet", not a failure.
-        while not self.js(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"):
-            assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-            time.sleep(0.05)
+        until(lambda: self.js(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"), what, timeout)
 
     def fill_and_submit(self, form_id, **values):
         self.js("{const f = document.getElementById(%s); %s f.requestSubmit();}" % (
@@ -239,10 +241,8 @@ def embedded_server():
 def test_a_user_deploys_watches_it_come_up_live_and_deletes_it(embedded_server, browser):
     server = embedded_server
     token = graphql(server, 'mutation { login(username: "admin", password: "%s") { token } }' % ADMIN_PASSWORD)["login"]["token"]
-    deadline = time.monotonic() + 30
-    while graphql(server, '{ nodes(environment: "local") { status } }', token=token)["nodes"][0]["status"] != "ONLINE":
-        assert time.monotonic() < deadline, "the local node is not online"
-        time.sleep(0.1)
+    until(lambda: graphql(server, '{ nodes(environment: "local") { status } }', token=token)["nodes"][0]["status"] == "ONLINE",
+          "the local node online", 30)
     for q in [
         'mutation { createRegistry(input: {name: "local", url: "http://127.0.0.1:5050", username: "nullops", password: "nullops"}) { name } }',
         'mutation { createService(input: {name: "web", registry: "local", image: "nullops/demo", tagMode: SELECTABLE, tagPattern: "v*", port: 8080,'

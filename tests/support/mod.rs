@@ -225,14 +225,14 @@ impl Server {
         self.login("admin", ADMIN_PASSWORD).await
     }
 
-    /// SIGKILL, and waits (up to 5 s) until the process is gone: for clean-ups in `Drop`.
+    /// SIGKILL, and waits (up to 5 s) until the process is gone: for clean-ups in `Drop`, which
+    /// runs on a multi-threaded test runtime.
     pub fn kill_now(&mut self) {
         let Some(child) = self.child.as_mut() else { return };
         let _ = child.start_kill();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        tokio::task::block_in_place(|| {
+            let _ = tokio::runtime::Handle::current().block_on(tokio::time::timeout(Duration::from_secs(5), child.wait()));
+        });
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -256,17 +256,35 @@ pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {response}"))
 }
 
-/// Polls `check` until it returns true, failing after `timeout`.
+/// Polls `check` until it returns a value, failing after `timeout` with `what` and what `check`
+/// last saw: the one way the tests wait for a state.
+pub async fn until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}; last seen: {last}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`until`] for a condition.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(timeout, what, || {
+        let holds = check();
+        async move { if holds.await { Ok(()) } else { Err("not yet".to_owned()) } }
+    })
+    .await
 }
 
 /// Runs an async test function once per mode.

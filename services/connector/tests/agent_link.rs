@@ -243,13 +243,27 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
 
     // A container of the agent's scope appears behind its back: the periodic reconcile removes
     // it without any new request.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (since, until) = ((now - 1).to_string(), (now + 10).to_string());
     let stray = docker(&["run", "-d", "--label", &format!("nullops.scope={}", agent.scope), "--label", "nullops.deployment=ghost",
         "--label", "nullops.container=web", "nullops-test/busybox:1", "sleep", "3600"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while Command::new("docker").args(["inspect", &stray]).output().unwrap().status.success() {
-        assert!(std::time::Instant::now() < deadline, "the stray container was not swept");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The engine's own event of its removal, within 10 s.
+    let removed = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        // `--until` ends the stream by itself if the event never comes.
+        let mut events = Command::new("docker")
+            .args(["events", "--since", &since, "--until", &until, "--filter", &format!("container={stray}"), "--filter", "event=destroy", "--format", "{{.Action}}"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(events.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let _ = events.kill();
+        let _ = events.wait();
+        line
+    });
+    assert_eq!(removed.await.unwrap().trim(), "destroy", "the stray container was not swept within 10 s");
     assert_eq!(containers_of(&agent.scope), second, "what should run is untouched");
 
     // Nothing desired: what ran is removed.
