@@ -236,29 +236,27 @@ impl Engine {
         self.ensure_network(deployment, &mut networks).await
     }
 
-    /// The container `name` of `deployment` started on `network`: its id, address and node port.
-    pub async fn started(&self, id: &str, network: &str, port: Option<u16>) -> Result<Started, String> {
-        let inspected = self.client.inspect_container(id, None).await.map_err(|e| format!("cannot inspect the container: {e}"))?;
+    /// A container of `deployment` (by id or name) as it runs now: its id, its address on the
+    /// deployment's network and its node port.
+    pub async fn started(&self, container: &str, deployment: &str, port: Option<u16>) -> Result<Started, String> {
+        let inspected = self.client.inspect_container(container, None).await.map_err(|e| format!("cannot inspect the container: {e}"))?;
         let settings = inspected.network_settings.unwrap_or_default();
-        let ip = settings
-            .networks
-            .as_ref()
-            .and_then(|n| n.values().find(|e| e.network_id.as_deref() == Some(network)))
-            .and_then(|e| e.ip_address.as_ref())
-            .and_then(|ip| ip.parse().ok());
+        let ip = settings.networks.as_ref().and_then(|n| n.get(&self.network_name(deployment))).and_then(|e| e.ip_address.as_ref()).and_then(|ip| ip.parse().ok());
         let host_port = port.and_then(|p| published(settings.ports.as_ref(), p));
-        Ok(Started { id: id.to_owned(), ip, host_port })
+        Ok(Started { id: inspected.id.unwrap_or_else(|| container.to_owned()), ip, host_port })
     }
 
-    /// Service `name` of `deployment` as it runs now (its address on the deployment's network),
-    /// or `None` when it is not there.
+    /// Service `name` of `deployment` as it runs now, or `None` when it is not there.
     pub async fn service_container(&self, deployment: &str, name: &str, port: Option<u16>) -> Option<Started> {
-        let container = format!("nullops-{}-{deployment}-{name}", self.scope);
-        let inspected = self.client.inspect_container(&container, None).await.ok()?;
-        let settings = inspected.network_settings.unwrap_or_default();
-        let network = format!("nullops-{}-{deployment}", self.scope);
-        let ip = settings.networks.as_ref().and_then(|n| n.get(&network)).and_then(|e| e.ip_address.as_ref()).and_then(|ip| ip.parse().ok());
-        Some(Started { id: inspected.id?, ip, host_port: port.and_then(|p| published(settings.ports.as_ref(), p)) })
+        self.started(&self.container_name(deployment, name), deployment, port).await.ok()
+    }
+
+    fn network_name(&self, deployment: &str) -> String {
+        format!("nullops-{}-{deployment}", self.scope)
+    }
+
+    fn container_name(&self, deployment: &str, name: &str) -> String {
+        format!("nullops-{}-{deployment}-{name}", self.scope)
     }
 
     /// Why the container stopped, or `None` while it runs.
@@ -326,7 +324,7 @@ impl Engine {
         if let Some(id) = existing.get(deployment) {
             return Ok(id.clone());
         }
-        let name = format!("nullops-{}-{deployment}", self.scope);
+        let name = self.network_name(deployment);
         let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
         let request = NetworkCreateRequest { name, driver: Some("bridge".into()), labels: Some(labels), ..Default::default() };
         let created = self.client.create_network(request).await.map_err(|e| format!("cannot create the deployment's network: {e}"))?;
@@ -368,7 +366,7 @@ impl Engine {
 
     /// Creates and starts a service container on the deployment's network.
     pub async fn create_and_start(&self, deployment: &str, node: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> Result<Started, String> {
-        let name = format!("nullops-{}-{deployment}-{}", self.scope, spec.name);
+        let name = self.container_name(deployment, &spec.name);
         let mut labels = HashMap::from([
             (LABEL_SCOPE.to_owned(), self.scope.clone()),
             (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned()),
@@ -408,7 +406,7 @@ impl Engine {
         if let ContainerState::Failed { reason } = self.start(&id).await {
             return Err(reason);
         }
-        self.started(&id, network, spec.port).await
+        self.started(&id, deployment, spec.port).await
     }
 
     /// Pulls `image`, with the credentials of its registry when `auth` has them.
