@@ -2,7 +2,8 @@
 # Builds the images there is to deploy, all FROM scratch, and pushes them to the local registry
 # (infra/setup.sh): a demo service (static busybox httpd on :8080, logging each response; `/` names its version,
 # `/healthz` answers ok) as nullops/demo:v1 and :v2, and the example plugins as
-# nullops/http-check and nullops/render-config, tagged with the nullops version.
+# nullops/http-check and nullops/render-config, and the example echo service as nullops/echo, tagged
+# with the nullops version.
 # Idempotent. Usage: demo-images.sh [BINARY]   (default: the release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +35,6 @@ for plugin in http-check render-config; do
   printf 'FROM scratch\nCOPY nullops /nullops\nENTRYPOINT ["/nullops", "plugin", "%s"]\n' "$plugin" >"$context/plugin/Dockerfile"
   build_and_push "$plugin" "$version" "$context/plugin"
 done
-echo "pushed $registry/nullops/demo:v1 :v2, http-check:$version, render-config:$version"
+printf 'FROM scratch\nCOPY nullops /nullops\nEXPOSE 8080\nENTRYPOINT ["/nullops", "example", "echo"]\n' >"$context/plugin/Dockerfile"
+build_and_push echo "$version" "$context/plugin"
+echo "pushed $registry/nullops/demo:v1 :v2, http-check:$version, render-config:$version, echo:$version"

@@ -151,16 +151,7 @@ impl Drop for World {
         if let Some(lab) = &self.lab {
             let _ = docker(&["rm", "-f", &lab.name("a")]);
         }
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=nullops.scope={}", self.scope)]) {
-            for id in ids.lines() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-        if let Ok(ids) = docker(&["network", "ls", "-q", "--filter", &format!("label=nullops.scope={}", self.scope)]) {
-            for id in ids.lines() {
-                let _ = docker(&["network", "rm", id]);
-            }
-        }
+        support::remove_scope(&self.scope);
     }
 }
 

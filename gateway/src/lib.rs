@@ -55,11 +55,13 @@ pub struct GatewayConfig {
     pub consistency_wait: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS).
     pub secure_cookies: bool,
+    /// How users reach the ingress, for the service URLs.
+    pub ingress: nullops_ingress::PublicOrigin,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig { session_ttl: Duration::from_secs(12 * 3600), consistency_wait: Duration::from_secs(5), secure_cookies: false }
+        GatewayConfig { session_ttl: Duration::from_secs(12 * 3600), consistency_wait: Duration::from_secs(5), secure_cookies: false, ingress: Default::default() }
     }
 }
 

@@ -7,7 +7,7 @@
 //! source keeps its latest lines, and a projection rebuild leaves it alone.
 
 use async_trait::async_trait;
-use nullops_events::deployment::{DeploymentEvent, DeploymentPlan, StepState};
+use nullops_events::deployment::{DeploymentEvent, DeploymentPlan, Endpoint, StepState};
 use nullops_events::{DomainEvent, StoredEvent};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -251,6 +251,36 @@ pub async fn by_name(db: &ReadModelDb, environment: &str, name: &str) -> Result<
     let sql = format!("{SELECT} WHERE environment = $1 AND name = $2 AND phase NOT IN ('cancelled', 'deleted')");
     let found = sqlx::query(&sql).bind(environment.to_owned()).bind(name.to_owned()).fetch_optional(db.pool()).await?;
     found.as_ref().map(row).transpose()
+}
+
+/// A deployment as the ingress routes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRow {
+    pub environment: String,
+    pub name: String,
+    pub phase: String,
+    pub node_id: Option<Uuid>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Every deployment the ingress serves or explains: neither ended nor being deleted (a deleted
+/// deployment's URLs stop answering at once, not when its node has cleaned up).
+pub async fn routable(db: &ReadModelDb) -> Result<Vec<RouteRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT environment, name, phase, node_id, endpoints FROM deployments WHERE phase NOT IN ('deleting', 'cancelled', 'deleted')")
+        .fetch_all(db.pool())
+        .await?;
+    let corrupt = |what: &str| ProjectionError::Corrupt(format!("deployments.{what}"));
+    rows.iter()
+        .map(|r| {
+            Ok(RouteRow {
+                environment: r.try_get(0)?,
+                name: r.try_get(1)?,
+                phase: r.try_get(2)?,
+                node_id: r.try_get::<Option<String>, _>(3)?.map(|n| n.parse()).transpose().map_err(|_| corrupt("node_id"))?,
+                endpoints: serde_json::from_str(&r.try_get::<String, _>(4)?).map_err(|_| corrupt("endpoints"))?,
+            })
+        })
+        .collect()
 }
 
 /// What a node should run (scheduled, deploying, running) and what it should remove (deleting).

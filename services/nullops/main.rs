@@ -4,6 +4,7 @@
 mod bench;
 mod bench_deploy;
 mod bench_nodes;
+mod echo;
 mod local_agent;
 mod platform;
 mod plugins;
@@ -28,6 +29,7 @@ struct Cli {
 
 /// Plugins apart from the rest: their stdout is their result, so nothing else may print.
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum TopCommand {
     #[command(flatten)]
     Platform(Command),
@@ -84,6 +86,19 @@ enum Command {
         #[command(flatten)]
         backends: ProductionArgs,
     },
+    /// Run only the ingress, against PostgreSQL and NATS JetStream: any number of these route
+    /// the same, from the read models the servers keep.
+    Ingress {
+        #[command(flatten)]
+        backends: ProductionArgs,
+        #[command(flatten)]
+        ingress: IngressArgs,
+    },
+    /// Example services to deploy.
+    Example {
+        #[command(subcommand)]
+        example: ExampleCommand,
+    },
     /// Manage read models.
     Projections {
         #[command(subcommand)]
@@ -130,6 +145,39 @@ pub struct ServeArgs {
     /// Lifetime of a login session, in seconds.
     #[arg(long, env = "NULLOPS_SESSION_TTL_SECS", default_value_t = 12 * 3600)]
     session_ttl_secs: u64,
+    /// Run without the ingress (when `nullops ingress` processes serve it; give the same
+    /// --ingress-* options here so that service URLs name their port and scheme).
+    #[arg(long, env = "NULLOPS_NO_INGRESS")]
+    no_ingress: bool,
+    #[command(flatten)]
+    ingress: IngressArgs,
+}
+
+/// The ingress, which serves http://SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN.
+#[derive(Args, Clone)]
+pub struct IngressArgs {
+    /// Address of the ingress (port 0: any free port).
+    #[arg(long, env = "NULLOPS_INGRESS_LISTEN", default_value = "127.0.0.1:8081")]
+    ingress_listen: SocketAddr,
+    /// PEM certificate chain (a wildcard for the base domains, say): the ingress then serves HTTPS.
+    #[arg(long, env = "NULLOPS_INGRESS_TLS_CERT", requires = "ingress_tls_key")]
+    ingress_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "NULLOPS_INGRESS_TLS_KEY", requires = "ingress_tls_cert")]
+    ingress_tls_key: Option<PathBuf>,
+    /// The port users reach the ingress on, when it is not the one it listens on (behind a load
+    /// balancer or a port forward); service URLs name it.
+    #[arg(long, env = "NULLOPS_INGRESS_PUBLIC_PORT")]
+    ingress_public_port: Option<u16>,
+}
+
+#[derive(Subcommand)]
+enum ExampleCommand {
+    /// Answer with the request received; echo POST /echo bodies and WebSocket messages at /ws.
+    Echo {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +334,8 @@ async fn command(command: Command) -> anyhow::Result<()> {
             run_agent(listen, data_dir, scope, Duration::from_secs(reconcile_secs.max(1)), speak_protocol).await
         }
         Command::Connector { backends } => platform::run_connector(backends.open().await?).await,
+        Command::Example { example: ExampleCommand::Echo { listen } } => echo::serve(listen).await,
+        Command::Ingress { backends, ingress } => platform::run_ingress(backends.open().await?, &ingress).await,
         Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => {
             platform::rebuild(backend.open().await?, &name).await
         }

@@ -20,7 +20,7 @@ use nullops_store::commands::StateCache;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{local_agent, ServeArgs};
+use crate::{local_agent, IngressArgs, ServeArgs};
 
 /// Bound on every call to a container registry.
 const REGISTRY_DEADLINE: Duration = Duration::from_secs(10);
@@ -231,6 +231,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     tasks.spawn(sweep_keys_periodically(b.store.clone(), b.read_models.clone(), keyring.clone(), shutdown.clone()));
     tasks.spawn(nullops_connector::run(connector(&b, keyring.clone()), shutdown.clone()));
     tasks.spawn(crate::reaper::run(b.store.clone(), b.read_models.clone(), shutdown.clone()));
+    let ingress = if args.no_ingress { public_origin(&args.ingress, args.ingress.ingress_listen.port()) } else { start_ingress(&b, &args.ingress, &mut tasks, &shutdown).await? };
     let app = Arc::new(App {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
@@ -241,7 +242,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
         keyring,
         registries: TagLister::new(REGISTRY_DEADLINE),
         catalog: StateCache::new(1),
-        config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ..Default::default() },
+        config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ingress, ..Default::default() },
     });
     match nullops_gateway::bootstrap_admin(&app, args.admin_password.clone()).await {
         Ok(Some(password)) => println!("Created user 'admin' with password: {password}\n(shown once; set NULLOPS_ADMIN_PASSWORD to choose it)"),
@@ -299,6 +300,44 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
     let at = runner.catch_up_once().await?;
     let status = b.read_models.checkpoint(name).await?;
     println!("rebuilt {name}: {} events applied, at position {}", status.events_applied, at.seq);
+    Ok(())
+}
+
+/// How users reach an ingress that listens on `port`.
+fn public_origin(args: &IngressArgs, port: u16) -> nullops_ingress::PublicOrigin {
+    nullops_ingress::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port) }
+}
+
+/// Starts the ingress on `args` with a routing table kept from the read models, and says how
+/// users reach it.
+async fn start_ingress(b: &Backends, args: &IngressArgs, tasks: &mut tokio::task::JoinSet<()>, shutdown: &CancellationToken) -> anyhow::Result<nullops_ingress::PublicOrigin> {
+    let tls = match (&args.ingress_tls_cert, &args.ingress_tls_key) {
+        (Some(cert), Some(key)) => Some(nullops_ingress::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let routes = nullops_ingress::RouteBook::default();
+    // The first table is in place before the first request.
+    if let Err(e) = routes.reload(&b.read_models).await {
+        tracing::warn!(error = %e, "the ingress starts with no routes; it retries as events arrive");
+    }
+    let ingress = nullops_ingress::Ingress::bind(args.ingress_listen, tls, routes.clone())
+        .await
+        .with_context(|| format!("the ingress cannot listen on {}", args.ingress_listen))?;
+    let addr = ingress.local_addr();
+    println!("NullOps ingress is up: {}://{addr}/ (serving SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN)", if ingress.is_tls() { "https" } else { "http" });
+    tasks.spawn(nullops_ingress::live::follow(routes, b.read_models.clone(), b.bus.clone(), shutdown.clone()));
+    tasks.spawn(ingress.serve(shutdown.clone()));
+    Ok(public_origin(args, addr.port()))
+}
+
+/// `nullops ingress`: only the ingress, routing from the read models the servers keep.
+pub async fn run_ingress(b: Backends, args: &IngressArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    start_ingress(&b, args, &mut tasks, &shutdown).await?;
+    wait_for_signal().await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -15,7 +15,7 @@ PG_ADMIN = os.environ.get("NULLOPS_TEST_DATABASE_URL", "postgres://nullops:nullo
 
 
 def start(mode):
-    env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN_PASSWORD, "NULLOPS_LOG": "warn"}
+    env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN_PASSWORD, "NULLOPS_LOG": "warn", "NULLOPS_INGRESS_LISTEN": "127.0.0.1:0"}
     if mode == "embedded":
         args = ["up", "--data-dir", tempfile.mkdtemp(prefix="nullops-py-")]
     else:

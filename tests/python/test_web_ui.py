@@ -5,6 +5,7 @@ secret that never shows again. Every wait is bounded."""
 
 import base64
 import json
+import re
 import os
 import shutil
 import signal
@@ -50,9 +51,10 @@ class Browser:
         self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
         self.next_id = 0
 
-    def call(self, method, **params):
+    def call(self, method, session=None, **params):
+        """A DevTools command, to this page or, with `session`, to an attached target."""
         self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params, **({"sessionId": session} if session else {})}))
         while True:
             message = json.loads(self.ws.recv(timeout=15))
             if message.get("id") == self.next_id:
@@ -71,6 +73,24 @@ class Browser:
     def fill_and_submit(self, form_id, **values):
         self.js("{const f = document.getElementById(%s); %s f.requestSubmit();}" % (
             json.dumps(form_id), "".join(f"f.elements[{json.dumps(k)}].value = {json.dumps(v)};" for k, v in values.items())))
+
+    def text_of_tab(self, url, expected, timeout=10):
+        """Opens `url` in a new tab, as a user following a link would, and waits until its text holds `expected`."""
+        target = self.call("Target.createTarget", url=url)["targetId"]
+        session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        text = lambda: self.call("Runtime.evaluate", session=session, expression="document.body ? document.body.innerText : ''",
+                                 returnByValue=True)["result"].get("value") or ""
+        seen = [""]
+        def shows_expected():
+            seen[0] = text()
+            return expected in seen[0]
+        try:
+            until(shows_expected, f"{expected!r} at {url}", timeout)
+            return seen[0]
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the tab shows: {seen[0]!r}") from None
+        finally:
+            self.call("Target.closeTarget", targetId=target)
 
     def screenshot(self, path):
         open(path, "wb").write(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
@@ -263,7 +283,13 @@ def test_a_user_deploys_watches_it_come_up_live_and_deletes_it(embedded_server, 
     browser.wait_for("document.getElementById('deployment-log').textContent.includes('every step succeeded')", "the pipeline's log, live")
     row = "[...document.querySelectorAll('#deployment-list tr')].find(r => r.cells[0].textContent === 'from-the-ui')"
     browser.wait_for(f"{row}.cells[3].textContent.includes('web:v2')", "the deployment listed with its version")
-    assert browser.js(f"{row}.querySelector('a').href") == "http://web.from-the-ui.local.localhost/"
+    link = browser.js(f"{row}.querySelector('a').href")
+    assert re.fullmatch(r"http://web\.from-the-ui\.local\.localhost:\d+/", link), link
+    # The link works in the browser as it is: *.localhost is loopback, the ingress routes by name.
+    browser.text_of_tab(link, "nullops demo v2")
 
     browser.js(f"[...{row}.querySelectorAll('button')].find(b => b.textContent === 'Delete').click(); true")
     browser.wait_for("document.getElementById('deployment-title').textContent === 'from-the-ui: DELETED'", "the deployment deleted, live", timeout=30)
+    # (Another query string: the browser may keep the earlier page of the same URL in its cache.)
+    page = browser.text_of_tab(link + "?after-delete", "404 Not Found")
+    assert "No service is deployed at web.from-the-ui.local.localhost" in page

@@ -48,7 +48,8 @@ impl Backend {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nullops"));
         // The platform tests leave the local agent out; the node tests turn it back on.
-        cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY").env("NULLOPS_NO_LOCAL_AGENT", "true");
+        // Each platform's ingress on a port of its own.
+        cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY").env("NULLOPS_NO_LOCAL_AGENT", "true").env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0");
         match &self.database_url {
             Some(url) => cmd.env("NULLOPS_DATABASE_URL", url).env("NULLOPS_MASTER_KEY", &self.master_key),
             None => cmd.env("NULLOPS_DATA_DIR", &self.data_dir).env_remove("NULLOPS_DATABASE_URL"),
@@ -141,6 +142,8 @@ impl Backend {
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where its ingress listens.
+    pub ingress: Option<SocketAddr>,
     pub http: reqwest::Client,
     pub output: Arc<Mutex<Vec<String>>>,
 }
@@ -163,35 +166,16 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn nullops");
-        let stdout = child.stdout.take().expect("stdout");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let lines = output.clone();
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            let mut reader = BufReader::new(stdout).lines();
-            // Keep draining stdout for the life of the process, so it never blocks on a full pipe.
-            while let Ok(Some(line)) = reader.next_line().await {
-                if let Some(rest) = line.strip_prefix("NullOps is up: http://") {
-                    if let Some(tx) = addr_tx.take() {
-                        let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
-            .await
-            .expect("nullops did not report its address within 60 s")
-            .expect("nullops exited before listening");
+        let child = cmd.spawn().expect("spawn nullops");
+        let (child, addr, output) = spawn_until(child, "NullOps is up: ").await;
+        let ingress = output.lock().unwrap().iter().find_map(|l| announced_addr(l, "NullOps ingress is up: "));
         let http = reqwest::Client::builder().cookie_store(true).build().expect("http client");
-        Server { child: Some(child), addr: addr.parse().expect("address"), http, output }
+        Server { child: Some(child), addr, ingress, http, output }
     }
 
     /// A handle on a running server's HTTP side only, for use from other tasks.
     pub fn view(http: reqwest::Client, addr: SocketAddr, output: Arc<Mutex<Vec<String>>>) -> Server {
-        Server { child: None, addr, http, output }
+        Server { child: None, addr, ingress: None, http, output }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -252,6 +236,40 @@ impl Server {
 }
 
 /// The `extensions.code` of the first error.
+/// The address in an announcement line (`PREFIX[scheme://]ADDR/...`).
+fn announced_addr(line: &str, prefix: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix(prefix)?;
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+    rest.split(|c: char| c == '/' || c.is_whitespace()).next()?.parse().ok()
+}
+
+/// Follows a spawned process's stdout (kept in the returned lines, and drained for the life of
+/// the process so it never blocks on a full pipe) until a line announces `prefix` ADDR.
+pub async fn spawn_until(mut child: Child, prefix: &'static str) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let lines = output.clone();
+    tokio::spawn(async move {
+        let mut addr_tx = Some(addr_tx);
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let announced = announced_addr(&line, prefix);
+            lines.lock().unwrap().push(line);
+            if let Some(addr) = announced {
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
+        .await
+        .unwrap_or_else(|_| panic!("no \"{prefix}\" line within 60 s"))
+        .expect("the process exited before announcing its address");
+    (child, addr, output)
+}
+
 pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {response}"))
 }
@@ -300,6 +318,21 @@ macro_rules! in_both_modes {
             async fn $name() { super::$name($crate::support::Mode::Production).await })*
         }
     };
+}
+
+/// Removes every container and network an agent made under `scope` (a test's clean-up).
+pub fn remove_scope(scope: &str) {
+    let label = format!("label=nullops.scope={scope}");
+    if let Ok(ids) = docker(&["ps", "-aq", "--filter", &label]) {
+        for id in ids.lines() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+    }
+    if let Ok(ids) = docker(&["network", "ls", "-q", "--filter", &label]) {
+        for id in ids.lines() {
+            let _ = docker(&["network", "rm", id]);
+        }
+    }
 }
 
 /// Runs the Docker CLI; its trimmed stdout, or its stderr as the error.

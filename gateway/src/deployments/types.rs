@@ -225,7 +225,7 @@ impl DeploymentGql {
                 ServiceGql {
                     cpu_millicores: used.map(|u| u.cpu_millicores),
                     memory_bytes: used.map(|u| u.memory_bytes),
-                    url: format!("http://{}.{}.{}.{domain}", v.service, self.0.name, self.0.environment),
+                    url: app.config.ingress.service_url(&v.service, &self.0.name, &self.0.environment, &domain),
                     node_port: endpoints.iter().find(|e| e.service == v.service).map(|e| e.host_port),
                     healthy: h.map(|h| h.healthy),
                     health_detail: h.map(|h| h.detail.clone()).unwrap_or_default(),

@@ -81,6 +81,29 @@ impl RoutingTable {
     }
 }
 
+/// How users reach the ingress: the scheme and port service URLs are written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicOrigin {
+    pub https: bool,
+    pub port: u16,
+}
+
+impl Default for PublicOrigin {
+    fn default() -> Self {
+        PublicOrigin { https: false, port: 80 }
+    }
+}
+
+impl PublicOrigin {
+    /// The URL of `service` of deployment `deployment` in `environment`: it depends on nothing
+    /// else, so it stays the same when the deployment is recreated under its name.
+    pub fn service_url(&self, service: &str, deployment: &str, environment: &str, base_domain: &str) -> String {
+        let (scheme, default_port) = if self.https { ("https", 443) } else { ("http", 80) };
+        let port = if self.port == default_port { String::new() } else { format!(":{}", self.port) };
+        format!("{scheme}://{service}.{deployment}.{environment}.{base_domain}{port}/")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +114,18 @@ mod tests {
             [("staging".to_owned(), "qa.example.com".to_owned()), ("eu".to_owned(), "eu.qa.example.com".to_owned())],
             [(("staging".to_owned(), "pr-42".to_owned()), route.clone()), (("eu".to_owned(), "pr-42".to_owned()), DeploymentRoute { node_host: "10.0.0.8".into(), ..route })],
         )
+    }
+
+    #[test]
+    fn service_urls_name_the_port_only_when_it_is_not_the_default() {
+        let url = |https, port| PublicOrigin { https, port }.service_url("web", "pr-42", "staging", "qa.example.com");
+        assert_eq!(url(false, 80), "http://web.pr-42.staging.qa.example.com/");
+        assert_eq!(url(false, 8081), "http://web.pr-42.staging.qa.example.com:8081/");
+        assert_eq!(url(true, 443), "https://web.pr-42.staging.qa.example.com/");
+        assert_eq!(url(true, 80), "https://web.pr-42.staging.qa.example.com:80/");
+        // What a URL names routes back to the same service.
+        let name = crate::parse_host("web.pr-42.staging.qa.example.com:8081").unwrap();
+        assert_eq!(table(RouteState::Running, true).route(&name), Decision::Forward { host: "10.0.0.7".into(), port: 32768 });
     }
 
     #[test]
