@@ -3,7 +3,9 @@
 # pgbench's single-row inserts on the same database, command-to-projection latency over NATS, and
 # catalog command latency as the catalog grows, as a ratio to an identity command's; one
 # connector holding 1,000 agent connections, as a ratio to bare connections with a ping loop; and
-# createDeployment to RUNNING of three services, as a ratio to docker-compose up until healthy.
+# createDeployment to RUNNING of three services, as a ratio to docker-compose up until healthy; and
+# requests/s and p99 through the ingress, as ratios to nginx as the same reverse proxy and to the
+# upstream hit directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
@@ -19,3 +21,4 @@ NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release
 NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 1000 --seconds 10
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench deploy --rounds 7
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench ingress --rounds 5 --seconds 10

@@ -41,3 +41,4 @@ NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench deploy --rounds 1
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench nodes --agents 100 --seconds 2
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench ingress --rounds 1 --seconds 1

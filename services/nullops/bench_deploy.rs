@@ -24,15 +24,18 @@ const PROBE: &str = "printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | /bin/busybox n
 const POLL: Duration = Duration::from_millis(20);
 const ROUND_LIMIT: Duration = Duration::from_secs(120);
 
-struct Platform {
+/// A `nullops up` child process with its local agent, driven over GraphQL.
+pub(crate) struct Platform {
     http: reqwest::Client,
     url: String,
     token: String,
+    /// Where its ingress listens.
+    pub ingress: std::net::SocketAddr,
     _child: tokio::process::Child,
 }
 
 impl Platform {
-    async fn start(data_dir: &Path) -> anyhow::Result<Platform> {
+    pub async fn start(data_dir: &Path) -> anyhow::Result<Platform> {
         let exe = std::env::current_exe()?;
         let mut child = tokio::process::Command::new(exe)
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -40,14 +43,20 @@ impl Platform {
             .env("NULLOPS_ADMIN_PASSWORD", PASSWORD)
             .env("NULLOPS_NO_LOCAL_AGENT", "false")
             .env("NULLOPS_LOG", "warn")
+            .env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        let (ingress, addr) = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut ingress = None;
             while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("NullOps ingress is up: http://") {
+                    ingress = rest.split('/').next().and_then(|a| a.parse().ok());
+                }
                 if let Some(rest) = line.strip_prefix("NullOps is up: http://") {
-                    return Ok(rest.split('/').next().unwrap_or_default().to_owned());
+                    let ingress = ingress.context("nullops up announced no ingress")?;
+                    return Ok((ingress, rest.split('/').next().unwrap_or_default().to_owned()));
                 }
             }
             bail!("nullops up exited before listening")
@@ -55,13 +64,13 @@ impl Platform {
         .await
         .context("nullops up did not start within 60 s")??;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let mut platform = Platform { http: reqwest::Client::new(), url: format!("http://{addr}/graphql"), token: String::new(), _child: child };
+        let mut platform = Platform { http: reqwest::Client::new(), url: format!("http://{addr}/graphql"), token: String::new(), ingress, _child: child };
         let login = platform.gql("mutation($p: String!) { login(username: \"admin\", password: $p) { token } }", json!({"p": PASSWORD})).await?;
         platform.token = login["login"]["token"].as_str().context("no token")?.to_owned();
         Ok(platform)
     }
 
-    async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+    pub async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
         let response: Value = self.http.post(&self.url).bearer_auth(&self.token).json(&json!({"query": query, "variables": variables})).send().await?.json().await?;
         if let Some(errors) = response.get("errors") {
             bail!("{query}: {errors}");
@@ -69,7 +78,7 @@ impl Platform {
         Ok(response["data"].clone())
     }
 
-    async fn state(&self, id: &str) -> anyhow::Result<String> {
+    pub async fn state(&self, id: &str) -> anyhow::Result<String> {
         let d = self.gql("query($id: ID!) { deployment(id: $id) { state failure { reason } } }", json!({"id": id})).await?;
         if d["deployment"]["state"] == "FAILED" {
             bail!("the deployment failed: {}", d["deployment"]["failure"]["reason"]);
@@ -77,7 +86,8 @@ impl Platform {
         Ok(d["deployment"]["state"].as_str().unwrap_or_default().to_owned())
     }
 
-    async fn setup(&self) -> anyhow::Result<()> {
+    /// Waits until the local node is online and has reported its size.
+    pub async fn node_online(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let nodes = self.gql("{ nodes(environment: \"local\") { status usage { cpuCores } } }", json!({})).await?;
@@ -89,6 +99,11 @@ impl Platform {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
+    }
+
+    async fn setup(&self) -> anyhow::Result<()> {
+        self.node_online().await?;
         self.gql("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await?;
         let health = json!({"command": ["/bin/busybox", "sh", "-c", PROBE], "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
         for name in ["one", "two", "three"] {
@@ -106,18 +121,23 @@ impl Platform {
         let start = Instant::now();
         let created = self.gql("mutation { createDeployment(project: \"bench\", environment: \"local\") { id } }", json!({})).await?;
         let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
-        while self.state(&id).await? != "RUNNING" {
+        self.reaches(&id, "RUNNING").await?;
+        let took = start.elapsed();
+        self.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
+        self.reaches(&id, "DELETED").await?;
+        Ok(took)
+    }
+
+    /// Polls deployment `id` until it is in `state` (bounded; an error if it fails).
+    pub async fn reaches(&self, id: &str, state: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while self.state(id).await? != state {
             if start.elapsed() > ROUND_LIMIT {
-                bail!("not running within {ROUND_LIMIT:?}");
+                bail!("deployment {id} not {state} within {ROUND_LIMIT:?}");
             }
             tokio::time::sleep(POLL).await;
         }
-        let took = start.elapsed();
-        self.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
-        while self.state(&id).await? != "DELETED" {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(took)
+        Ok(())
     }
 }
 

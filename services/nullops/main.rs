@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_deploy;
+mod bench_ingress;
 mod bench_nodes;
 mod echo;
 mod local_agent;
@@ -261,6 +262,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Requests/s and p99 latency through the ingress, against nginx as the same reverse proxy
+    /// and the upstream hit directly (wrk on loopback).
+    Ingress {
+        /// Timed rounds per target.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// wrk's open connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// Light fake agents for `bench nodes` (prints their ports).
     #[command(hide = true)]
     FakeAgents {
@@ -349,6 +363,9 @@ async fn command(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::Deploy { rounds } } => bench_deploy::deploy(rounds).await.context("benchmark failed"),
+        Command::Bench { command: BenchCommand::Ingress { rounds, seconds, connections } } => {
+            bench_ingress::ingress(rounds, seconds, connections).await.context("benchmark failed")
+        }
         Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
         Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
