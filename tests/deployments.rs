@@ -217,7 +217,9 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
         assert_eq!(service(&d, s)["healthy"], true, "{d}");
     }
     assert_eq!(service(&d, "api")["tag"], "v2", "a pinned service runs its pin");
-    assert_eq!(service(&d, "web")["url"], format!("http://web.{}.{}.{}", one["name"].as_str().unwrap(), w.environment, if mode == Mode::Embedded { "localhost" } else { "qa.test" }));
+    let domain = if mode == Mode::Embedded { "localhost" } else { "qa.test" };
+    let ingress_port = w.server.ingress.expect("an ingress").port();
+    assert_eq!(service(&d, "web")["url"], format!("http://web.{}.{}.{domain}:{ingress_port}/", one["name"].as_str().unwrap(), w.environment));
     // Both answer through their published ports.
     assert_eq!(body_at(service(&d, "web")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v1");
     assert_eq!(body_at(service(&d, "api")["nodePort"].as_u64().unwrap()).await.trim(), "nullops demo v2");
