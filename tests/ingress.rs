@@ -350,17 +350,17 @@ async fn every_ingress_follows_a_node_going_offline_and_coming_back() {
     let url = url_of(&d, "echo");
     assert_eq!(url, format!("http://echo.pr-1.staging.qa.test:{}/", ingresses[0].port()));
     let node_port = d["services"][0]["nodePort"].as_u64().unwrap().to_string();
+    // The same URL as reached through `ingress` (its port).
+    let url_at = |ingress: SocketAddr| url.replace(&format!(":{}/", ingresses[0].port()), &format!(":{}/", ingress.port()));
     for ingress in ingresses {
-        let path_url = url.replace(&ingresses[0].port().to_string(), &ingress.port().to_string());
-        assert!(answers(ingress, &path_url, 200, None, SECOND).await.body.starts_with("GET / HTTP/1.1"));
+        assert!(answers(ingress, &url_at(ingress), 200, None, SECOND).await.body.starts_with("GET / HTTP/1.1"));
     }
 
     // The agent stops: once the node is offline, every ingress answers 503 saying so.
     w.agent.as_mut().unwrap().kill().await;
     let stopped = Instant::now();
     for ingress in ingresses {
-        let path_url = url.replace(&ingresses[0].port().to_string(), &ingress.port().to_string());
-        let offline = answers(ingress, &path_url, 503, Some("NODE_OFFLINE"), Duration::from_secs(15)).await;
+        let offline = answers(ingress, &url_at(ingress), 503, Some("NODE_OFFLINE"), Duration::from_secs(15)).await;
         assert!(offline.body.contains("is offline") && !offline.body.contains("127.0.0.1") && !offline.body.contains(&node_port), "{}", offline.body);
     }
     println!("503 on both ingresses {:?} after the agent stopped", stopped.elapsed());
@@ -368,14 +368,12 @@ async fn every_ingress_follows_a_node_going_offline_and_coming_back() {
     // It comes back: routed again.
     w.agent.as_mut().unwrap().start().await;
     for ingress in ingresses {
-        let path_url = url.replace(&ingresses[0].port().to_string(), &ingress.port().to_string());
-        answers(ingress, &path_url, 200, None, Duration::from_secs(30)).await;
+        answers(ingress, &url_at(ingress), 200, None, Duration::from_secs(30)).await;
     }
 
     w.delete(&id).await;
     for ingress in ingresses {
-        let path_url = url.replace(&ingresses[0].port().to_string(), &ingress.port().to_string());
-        answers(ingress, &path_url, 404, Some("UNKNOWN_HOST"), SECOND).await;
+        answers(ingress, &url_at(ingress), 404, Some("UNKNOWN_HOST"), SECOND).await;
     }
 }
 
