@@ -28,13 +28,29 @@ const LOCAL_DOMAIN: &str = "localhost";
 pub async fn start(store: &Arc<dyn EventStore>, keyring: &Keyring, listen: SocketAddr, data_dir: &Path) -> anyhow::Result<Agent> {
     let dir = data_dir.join("agent");
     std::fs::create_dir_all(&dir)?;
-    let token = read_or_create(&dir.join("token"), || NodeToken::generate().expose().to_owned())?;
-    let token = NodeToken::from_configured(&token).ok_or_else(|| anyhow!("{} is empty", dir.join("token").display()))?;
+    let raw_token = zeroize::Zeroizing::new(read_or_create(&dir.join("token"), || NodeToken::generate().expose().to_owned())?);
+    let token = || NodeToken::from_configured(&raw_token).ok_or_else(|| anyhow!("{} is empty", dir.join("token").display()));
     let node_id: Uuid = read_or_create(&dir.join("node-id"), || Uuid::now_v7().to_string())?.trim().parse().context("agent/node-id")?;
-    let token_hash = token.hash();
+    let token_hash = token()?.hash();
     let scope = format!("local-{}", &node_id.simple().to_string()[..12]);
-    let agent = Agent::bind(AgentConfig { listen, data_dir: dir, token, scope, protocol: PROTOCOL_VERSION, reconcile_every: nullops_agent::RECONCILE_EVERY }).await?;
+    let config = |listen| -> anyhow::Result<AgentConfig> {
+        Ok(AgentConfig { listen, data_dir: dir.clone(), token: token()?, scope: scope.clone(), protocol: PROTOCOL_VERSION, reconcile_every: nullops_agent::RECONCILE_EVERY, network_pool: Default::default() })
+    };
+    // Any free port was asked for: the one of last time if it is still free, so that the node's
+    // address stays the same across restarts.
+    let port_file = dir.join("port");
+    let last = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse::<u16>().ok()).filter(|_| listen.port() == 0);
+    let agent = match last {
+        Some(port) => match Agent::bind(config(SocketAddr::new(listen.ip(), port))?).await {
+            Ok(agent) => agent,
+            Err(_) => Agent::bind(config(listen)?).await?,
+        },
+        None => Agent::bind(config(listen)?).await?,
+    };
     let addr = agent.local_addr();
+    if let Err(e) = write_private(&port_file, &addr.port().to_string()) {
+        tracing::warn!(error = %e, "cannot remember the local agent's port");
+    }
 
     let system = |action| NodeCommand { by: Issuer::System, action };
     let run = |command: NodeCommand| {
@@ -90,6 +106,14 @@ async fn ensure_local_environment(store: &Arc<dyn EventStore>) -> anyhow::Result
     let command = CatalogCommand { by: Issuer::System, action: CatalogAction::CreateEnvironment(definition) };
     execute::<Catalog>(&**store, CATALOG_KEY, &command, &EventMetadata::system()).await?;
     Ok(())
+}
+
+/// Writes `value` to `path` (mode 0600), replacing it.
+fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(value.as_bytes())
 }
 
 /// The content of `path`, written by `make` (mode 0600) when the file does not exist.

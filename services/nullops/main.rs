@@ -78,6 +78,9 @@ enum Command {
         /// Seconds between reconciliations of the Docker engine with the last desired state.
         #[arg(long, env = "NULLOPS_AGENT_RECONCILE_SECS", default_value_t = nullops_agent::RECONCILE_EVERY.as_secs())]
         reconcile_secs: u64,
+        /// The IPv4 range deployment networks take their /24s from (one per deployment).
+        #[arg(long, env = "NULLOPS_AGENT_NETWORK_POOL", default_value = nullops_agent::subnets::DEFAULT_POOL, value_parser = nullops_agent::subnets::Pool::parse)]
+        network_pool: nullops_agent::subnets::Pool,
         /// Speak another protocol version (compatibility tests only).
         #[arg(long, hide = true)]
         speak_protocol: Option<u32>,
@@ -344,8 +347,8 @@ async fn command(command: Command) -> anyhow::Result<()> {
             platform::serve(backends, serve, (!no_local_agent).then_some(local_agent_listen)).await
         }
         Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None).await,
-        Command::Agent { listen, data_dir, scope, reconcile_secs, speak_protocol } => {
-            run_agent(listen, data_dir, scope, Duration::from_secs(reconcile_secs.max(1)), speak_protocol).await
+        Command::Agent { listen, data_dir, scope, reconcile_secs, network_pool, speak_protocol } => {
+            run_agent(listen, data_dir, scope, Duration::from_secs(reconcile_secs.max(1)), network_pool, speak_protocol).await
         }
         Command::Connector { backends } => platform::run_connector(backends.open().await?).await,
         Command::Example { example: ExampleCommand::Echo { listen } } => echo::serve(listen).await,
@@ -374,12 +377,12 @@ async fn command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn run_agent(listen: SocketAddr, data_dir: PathBuf, scope: String, reconcile_every: Duration, speak_protocol: Option<u32>) -> anyhow::Result<()> {
+async fn run_agent(listen: SocketAddr, data_dir: PathBuf, scope: String, reconcile_every: Duration, network_pool: nullops_agent::subnets::Pool, speak_protocol: Option<u32>) -> anyhow::Result<()> {
     // Never fail open: no token, no agent.
     let token = std::env::var("NULLOPS_AGENT_TOKEN").ok().and_then(|t| nullops_wire::NodeToken::from_configured(&t));
     let token = token.context("NULLOPS_AGENT_TOKEN is not set or empty: set it to the token addNode returned")?;
     let protocol = speak_protocol.unwrap_or(nullops_wire::PROTOCOL_VERSION);
-    let config = nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol, reconcile_every };
+    let config = nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol, reconcile_every, network_pool };
     let agent = nullops_agent::Agent::bind(config).await?;
     // The thumbprint is what an admin compares before approving a new certificate.
     println!("NullOps agent listening on {} (protocol {protocol}); certificate thumbprint {}", agent.local_addr(), agent.thumbprint());

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StatsOptions};
 use futures::{StreamExt, TryStreamExt};
@@ -20,6 +20,7 @@ use bollard::auth::DockerCredentials;
 use nullops_wire::message::{registry_of, ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, RegistryAuth};
 use sha2::{Digest, Sha256};
 
+use crate::subnets::{Pool, Subnet};
 use crate::AgentError;
 
 pub const LABEL_SCOPE: &str = "nullops.scope";
@@ -49,6 +50,10 @@ pub struct Engine {
     own_container: Option<String>,
     /// Plugin runs in progress (their `nullops.plugin-run` label values): the sweep spares them.
     plugin_runs: Arc<Mutex<HashSet<String>>>,
+    /// Where deployment networks take their subnets.
+    pool: Pool,
+    /// Networks are made one at a time, so runs starting together never pick one subnet.
+    making_network: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Keeps a plugin run marked as in progress while alive.
@@ -98,12 +103,13 @@ pub struct Exited {
 }
 
 impl Engine {
-    /// Connects lazily to the engine at `DOCKER_HOST` (a unix socket) or /var/run/docker.sock.
-    pub fn connect(scope: &str) -> Result<Self, AgentError> {
+    /// Connects lazily to the engine at `DOCKER_HOST` (a unix socket) or /var/run/docker.sock;
+    /// deployment networks take their subnets from `pool`.
+    pub fn connect(scope: &str, pool: Pool) -> Result<Self, AgentError> {
         let client = bollard::Docker::connect_with_unix_defaults()
             .map_err(|e| AgentError::Docker(e.to_string()))?
             .with_timeout(Duration::from_secs(ENGINE_TIMEOUT_SECS));
-        Ok(Engine { client, scope: scope.to_owned(), own_container: own_container_id(), plugin_runs: Arc::default() })
+        Ok(Engine { client, scope: scope.to_owned(), own_container: own_container_id(), plugin_runs: Arc::default(), pool, making_network: Arc::default() })
     }
 
     pub fn scope(&self) -> &str {
@@ -230,10 +236,16 @@ impl Engine {
     }
 
     /// The deployment's network, created (and joined by the agent's own container) when missing.
+    /// Only this deployment's networks are looked at: runs start side by side, and another
+    /// run's network is not this one's to judge (the reconcile sweeps strays).
     pub async fn deployment_network(&self, deployment: &str) -> Result<String, String> {
-        let keep = HashSet::from([deployment]);
-        let mut networks = self.networks_except(&keep).await;
-        self.ensure_network(deployment, &mut networks).await
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), format!("{LABEL_DEPLOYMENT}={deployment}")])]);
+        let networks = self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
+        let mut existing = HashMap::new();
+        if let Some(id) = networks.into_iter().find_map(|n| n.id) {
+            existing.insert(deployment.to_owned(), id);
+        }
+        self.ensure_network(deployment, &mut existing).await
     }
 
     /// A container of `deployment` (by id or name) as it runs now: its id, its address on the
@@ -324,10 +336,7 @@ impl Engine {
         if let Some(id) = existing.get(deployment) {
             return Ok(id.clone());
         }
-        let name = self.network_name(deployment);
-        let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
-        let request = NetworkCreateRequest { name, driver: Some("bridge".into()), labels: Some(labels), ..Default::default() };
-        let created = self.client.create_network(request).await.map_err(|e| format!("cannot create the deployment's network: {e}"))?;
+        let created = self.create_network(deployment).await?;
         if let Some(own) = &self.own_container {
             let request = bollard::models::NetworkConnectRequest { container: own.clone(), endpoint_config: None };
             if let Err(e) = self.client.connect_network(&created.id, request).await {
@@ -336,6 +345,39 @@ impl Engine {
         }
         existing.insert(deployment.to_owned(), created.id.clone());
         Ok(created.id)
+    }
+
+    /// Creates the deployment's network on a /24 of the pool that no network of the engine
+    /// overlaps (another agent sharing the engine may take one meanwhile: then the next).
+    async fn create_network(&self, deployment: &str) -> Result<bollard::models::NetworkCreateResponse, String> {
+        const TRIES: usize = 16;
+        let _one_at_a_time = self.making_network.lock().await;
+        let networks = self.client.list_networks(None::<ListNetworksOptions>).await.map_err(|e| format!("cannot list networks: {e}"))?;
+        let used: Vec<Subnet> = networks
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+            .flatten()
+            .filter_map(|c| Subnet::parse(c.subnet.as_deref()?).ok())
+            .collect();
+        let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
+        let mut last = format!("every /24 of {} is taken: the node has as many deployment networks as its pool allows", self.pool);
+        for subnet in self.pool.free(&used).take(TRIES) {
+            let ipam = Ipam { config: Some(vec![IpamConfig { subnet: Some(subnet.to_string()), ..Default::default() }]), ..Default::default() };
+            let request = NetworkCreateRequest {
+                name: self.network_name(deployment),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone()),
+                ipam: Some(ipam),
+                ..Default::default()
+            };
+            match self.client.create_network(request).await {
+                Ok(created) => return Ok(created),
+                // Taken since the list: by another agent on the engine.
+                Err(e) if e.to_string().contains("overlap") => last = format!("{subnet} is taken: {e}"),
+                Err(e) => return Err(format!("cannot create the deployment's network: {e}")),
+            }
+        }
+        Err(format!("cannot create the deployment's network: {last}"))
     }
 
     /// This agent's networks of the deployments in `keep`, deployment to network id; the others

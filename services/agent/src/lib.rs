@@ -18,6 +18,7 @@ mod probe;
 mod runner;
 mod session;
 pub mod state;
+pub mod subnets;
 mod usage;
 
 use std::collections::HashSet;
@@ -67,6 +68,8 @@ pub struct AgentConfig {
     /// How often the engine is reconciled again with the last desired state, so containers that
     /// stopped or appeared behind the agent's back are dealt with without waiting for a change.
     pub reconcile_every: Duration,
+    /// Where deployment networks take their subnets.
+    pub network_pool: subnets::Pool,
 }
 
 /// The default of [`AgentConfig::reconcile_every`].
@@ -133,7 +136,7 @@ impl Agent {
 
         let state_file = state::StateFile::new(&config.data_dir);
         let saved = state_file.load();
-        let engine = docker::Engine::connect(&config.scope)?;
+        let engine = docker::Engine::connect(&config.scope, config.network_pool)?;
         let docker_version = tokio::time::timeout(Duration::from_secs(3), engine.version()).await.unwrap_or_default();
         let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone() });
         let logs = Arc::new(logs::LogBook::default());

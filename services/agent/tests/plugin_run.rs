@@ -13,7 +13,7 @@ const BUSYBOX: &str = "nullops-test/busybox:1";
 
 fn engine() -> (Engine, String) {
     let scope = format!("p{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-    (Engine::connect(&scope).unwrap(), scope)
+    (Engine::connect(&scope, Default::default()).unwrap(), scope)
 }
 
 fn shell(script: &str) -> Vec<String> {

@@ -43,6 +43,7 @@ async fn agent_speaking(protocol: u32) -> Running {
         scope: scope.clone(),
         protocol,
         reconcile_every: Duration::from_millis(500),
+        network_pool: Default::default(),
     };
     let agent = Agent::bind(config).await.expect("agent binds");
     let (addr, thumbprint) = (agent.local_addr(), agent.thumbprint());
