@@ -31,6 +31,8 @@ const STARTUP_GRACE: Duration = Duration::from_secs(60);
 const STARTUP_PROBE_EVERY: Duration = Duration::from_millis(200);
 /// Most bytes of a step's detail (its last output or error) kept and reported.
 const MAX_DETAIL: usize = 2048;
+/// The detail of a step that was running when the agent stopped.
+const INTERRUPTED: &str = "interrupted: the agent stopped while this step ran";
 
 /// One deployment's run on this node, as reported and saved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,19 +69,19 @@ pub struct RunView {
 
 impl Runs {
     /// The runs a previous life of the agent saved. A run that was still going has lost its
-    /// task: it is marked failed, to be rolled back when the control plane next speaks.
+    /// task: the steps it was running failed (interrupted), and it is rolled back like any
+    /// failed run when the control plane next asks for it; until then it still reads as
+    /// deploying, so that its failure is reported only once everything it made is gone.
     pub fn restore(saved: BTreeMap<String, RunRecord>, logs: Arc<LogBook>) -> Arc<Runs> {
         let entries = saved
             .into_iter()
             .map(|(id, mut record)| {
                 let interrupted = record.status.phase == RunPhase::Deploying;
                 if interrupted {
-                    record.status.phase = RunPhase::Failed {
-                        step: None,
-                        reason: "the agent restarted during the run".into(),
-                        exit_code: None,
-                        oom_killed: false,
-                    };
+                    for step in record.status.steps.iter_mut().filter(|s| s.state == StepRunState::Running) {
+                        step.state = StepRunState::Failed;
+                        step.detail = INTERRUPTED.into();
+                    }
                 }
                 (id, Entry { record, active: None, leftovers: interrupted, watched: false })
             })
@@ -141,22 +143,27 @@ impl Runs {
         self.changed.send_replace(());
     }
 
-    /// Removes what an interrupted run left, marking its started steps rolled back.
+    /// Removes what an interrupted run left, marking its started steps rolled back, then
+    /// fails the run naming the step that failed (or was interrupted), as any rollback does.
     fn start_rollback(self: &Arc<Self>, engine: &Engine, id: &str, entries: &mut HashMap<String, Entry>) {
         let Some(entry) = entries.get_mut(id) else { return };
         entry.active = Some(CancellationToken::new());
         entry.leftovers = false;
         let (engine, runs, id) = (engine.clone(), self.clone(), id.to_owned());
         tokio::spawn(async move {
+            runs.logs.write(&id, PIPELINE_LOG, "the agent restarted during the run: rolling back", &BTreeMap::new());
             let removed = engine.remove_deployment(&id).await;
+            if let Err(e) = &removed {
+                tracing::warn!(deployment = %id, error = %e, "rollback incomplete; the reconcile sweeps the rest");
+            }
             runs.update(&id, |r| {
                 for step in r.status.steps.iter_mut().filter(|s| matches!(s.state, StepRunState::Running | StepRunState::Succeeded)) {
                     step.state = StepRunState::RolledBack;
                 }
-                if let Err(e) = &removed {
-                    tracing::warn!(deployment = %id, error = %e, "rollback incomplete; the reconcile sweeps the rest");
-                }
+                r.status.phase = interrupted_failure(&r.status.steps);
+                r.status.health.clear();
             });
+            runs.logs.write(&id, PIPELINE_LOG, "rolled back: everything the run created is removed", &BTreeMap::new());
             runs.finish(&id);
         });
     }
@@ -224,6 +231,17 @@ impl Runs {
         }
         self.changed.send_replace(());
     }
+}
+
+/// How an interrupted run failed: at the step that failed (or was interrupted), else as a whole.
+fn interrupted_failure(steps: &[StepStatus]) -> RunPhase {
+    let failed = steps.iter().find(|s| s.state == StepRunState::Failed);
+    let reason = match failed {
+        Some(s) if s.detail == INTERRUPTED => format!("step {} was interrupted: the agent restarted while it ran; everything the run created was removed", s.id),
+        Some(s) => s.detail.clone(),
+        None => "the agent restarted during the run; everything the run created was removed".to_owned(),
+    };
+    RunPhase::Failed { step: failed.map(|s| s.id.clone()), reason, exit_code: None, oom_killed: false }
 }
 
 /// The containers of a deployment's services, with their environments filled in.
@@ -520,4 +538,39 @@ fn cut(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: &str, state: StepRunState) -> StepStatus {
+        StepStatus { id: id.into(), state, detail: String::new() }
+    }
+
+    #[test]
+    fn a_run_interrupted_by_a_restart_fails_its_running_steps_and_waits_for_its_rollback() {
+        let status = RunStatus {
+            phase: RunPhase::Deploying,
+            steps: vec![step("web", StepRunState::Succeeded), step("seed", StepRunState::Running), step("api", StepRunState::Pending)],
+            health: vec![],
+        };
+        let saved = BTreeMap::from([("d1".to_owned(), RunRecord { attempt: 1, status, outputs: Outputs::new() })]);
+        let runs = Runs::restore(saved, Arc::new(LogBook::default()));
+        let view = runs.view();
+        let record = &view["d1"].record;
+        // Not failed yet: that is said once the rollback has removed what the run made.
+        assert_eq!(record.status.phase, RunPhase::Deploying);
+        assert_eq!(record.status.steps[1].state, StepRunState::Failed);
+        assert_eq!(record.status.steps[1].detail, INTERRUPTED);
+        assert!(runs.entries.lock().unwrap()["d1"].leftovers);
+        // The failure names the interrupted step, as a failure during a run names its step.
+        let RunPhase::Failed { step, reason, .. } = interrupted_failure(&record.status.steps) else { panic!("not a failure") };
+        assert_eq!(step.as_deref(), Some("seed"));
+        assert!(reason.contains("step seed was interrupted"), "{reason}");
+        // A step that had failed on its own before the restart keeps its own reason.
+        let own = StepStatus { id: "migrate".into(), state: StepRunState::Failed, detail: "exit code 1".into() };
+        assert!(matches!(interrupted_failure(&[own]), RunPhase::Failed { reason, .. } if reason == "exit code 1"));
+        assert!(matches!(interrupted_failure(&[]), RunPhase::Failed { step: None, .. }));
+    }
 }
