@@ -90,6 +90,7 @@ pub mod types {
     pub const DEPLOYMENT_REMOVED: (&str, u16) = ("deployment.removed", 1);
     pub const DEPLOYMENT_EXTENDED: (&str, u16) = ("deployment.extended", 1);
     pub const SECRET_DELETED: (&str, u16) = ("secret.deleted", 1);
+    pub const DEPLOYMENT_REJECTED: (&str, u16) = ("deployment.rejected", 1);
 }
 
 /// Older shapes of events, frozen as they were stored. Never edit these.
@@ -198,6 +199,7 @@ current_events! {
     Deployment(DeploymentEvent::DeletionRequested) => DEPLOYMENT_DELETION_REQUESTED,
     Deployment(DeploymentEvent::Removed) => DEPLOYMENT_REMOVED,
     Deployment(DeploymentEvent::Extended) => DEPLOYMENT_EXTENDED,
+    Deployment(DeploymentEvent::Rejected) => DEPLOYMENT_REJECTED,
 }
 
 /// Decodes a whole payload: trailing bytes mean the type or version is wrong, so they are an error.

@@ -20,6 +20,7 @@ pub enum DeploymentEvent {
     DeletionRequested(DeletionRequested),
     Removed(DeploymentRemoved),
     Extended(DeploymentExtended),
+    Rejected(DeploymentRejected),
 }
 
 /// A service and the version picked for it.
@@ -118,6 +119,24 @@ pub enum StepState {
     RolledBack,
 }
 
+impl StepState {
+    pub const ALL: [StepState; 4] = [StepState::Running, StepState::Succeeded, StepState::Failed, StepState::RolledBack];
+
+    /// Its name in read models.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<StepState> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
 /// A pipeline node's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepChanged {
@@ -182,4 +201,37 @@ pub struct DeploymentRemoved {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentExtended {
     pub expires_at: i64,
+}
+
+/// Why a request could not be placed at all. The request ends there (nothing ran, no name or
+/// capacity is held); a retry that cannot be placed is a failure instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectionCode {
+    /// Another live deployment of the environment holds the name.
+    NameTaken,
+    /// No online node of the environment has room for it.
+    NoRoom,
+}
+
+impl RejectionCode {
+    pub const ALL: [RejectionCode; 2] = [RejectionCode::NameTaken, RejectionCode::NoRoom];
+
+    /// Its name in read models.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RejectionCode::NameTaken => "name_taken",
+            RejectionCode::NoRoom => "no_room",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<RejectionCode> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRejected {
+    pub code: RejectionCode,
+    /// For people: what was asked and what stood in the way.
+    pub reason: String,
 }

@@ -13,6 +13,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS projection_checkpoints (
         name TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL,
         events_applied BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS projection_schemas (name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS users (
         username TEXT PRIMARY KEY, user_id TEXT NOT NULL, role TEXT NOT NULL, disabled BIGINT NOT NULL,
         password_hash TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
@@ -77,10 +78,53 @@ impl ReadModelDb {
         if sqlite {
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        for statement in SCHEMA.iter().chain(crate::catalog::SCHEMA).chain(crate::nodes::SCHEMA).chain(crate::deployments::SCHEMA) {
+        for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
-        Ok(ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) })
+        let db = ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) };
+        db.drop_outdated(&crate::all()).await?;
+        for statement in crate::catalog::SCHEMA.iter().chain(crate::nodes::SCHEMA).chain(crate::deployments::SCHEMA) {
+            sqlx::query(statement).execute(&db.pool).await?;
+        }
+        for projection in crate::all() {
+            sqlx::query("INSERT INTO projection_schemas (name, version) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET version = excluded.version")
+                .bind(projection.name())
+                .bind(i64::from(projection.schema_version()))
+                .execute(&db.pool)
+                .await?;
+        }
+        Ok(db)
+    }
+
+    /// Drops the tables and checkpoint of every projection stored in another schema version
+    /// (a database from before versions were kept holds version 1), so that its tables are made
+    /// again in the current shape and its runner replays the log into them.
+    async fn drop_outdated(&self, projections: &[std::sync::Arc<dyn crate::Projection>]) -> Result<(), ProjectionError> {
+        for projection in projections {
+            let stored: Option<i64> = sqlx::query("SELECT version FROM projection_schemas WHERE name = $1")
+                .bind(projection.name())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            let stored = match stored {
+                Some(version) => version,
+                // Nothing applied yet: nothing to rebuild.
+                None if self.checkpoint(projection.name()).await?.position == LogPosition::START => continue,
+                None => 1,
+            };
+            if stored == i64::from(projection.schema_version()) {
+                continue;
+            }
+            tracing::info!(projection = projection.name(), from = stored, to = projection.schema_version(), "read model in an older shape: rebuilding it from the log");
+            let mut tx = self.pool.begin().await?;
+            for table in projection.tables() {
+                sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(projection.name()).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -7,7 +7,8 @@
 //! source keeps its latest lines, and a projection rebuild leaves it alone.
 
 use async_trait::async_trait;
-use nullops_events::deployment::{DeploymentEvent, DeploymentPlan, Endpoint, StepState};
+use nullops_domain::deployment::Phase;
+use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, DeploymentPlan, DeploymentRunning, Endpoint, EndpointsChanged, RejectionCode, StepState};
 use nullops_events::{DomainEvent, StoredEvent};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -18,7 +19,7 @@ pub struct DeploymentsProjection;
 
 pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS deployments (deployment_id TEXT PRIMARY KEY, name TEXT NOT NULL, project TEXT NOT NULL,
-        project_id TEXT NOT NULL, environment TEXT NOT NULL, node_id TEXT, phase TEXT NOT NULL, cancelling BIGINT NOT NULL,
+        project_id TEXT NOT NULL, environment TEXT NOT NULL, node_id TEXT, phase TEXT NOT NULL, rejection TEXT,
         attempt BIGINT NOT NULL, pipeline_version BIGINT NOT NULL, versions TEXT NOT NULL, plan TEXT NOT NULL,
         cpu_millis BIGINT NOT NULL, memory_mib BIGINT NOT NULL, lifetime_secs BIGINT NOT NULL, expires_at BIGINT NOT NULL,
         failure TEXT, endpoints TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL)",
@@ -34,25 +35,25 @@ pub(crate) const SCHEMA: &[&str] = &[
         detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, service))",
 ];
 
-/// The `phase` column.
-pub mod phase {
-    pub const PENDING: &str = "pending";
-    pub const SCHEDULED: &str = "scheduled";
-    pub const DEPLOYING: &str = "deploying";
-    pub const RUNNING: &str = "running";
-    pub const FAILED: &str = "failed";
-    pub const DELETING: &str = "deleting";
-    pub const CANCELLED: &str = "cancelled";
-    pub const DELETED: &str = "deleted";
+/// The new `phase` after `event`, as SQL: written out from [`Phase::after`] for every phase the
+/// row may be in, so the read model follows the aggregate's one transition function.
+fn phase_after(event: &DeploymentEvent) -> String {
+    let mut arms = String::new();
+    for from in Phase::ALL {
+        if let Some(to) = Phase::after(Some(from), event).filter(|to| *to != from) {
+            arms.push_str(&format!(" WHEN '{}' THEN '{}'", from.name(), to.name()));
+        }
+    }
+    if arms.is_empty() {
+        "phase".to_owned()
+    } else {
+        format!("CASE phase{arms} ELSE phase END")
+    }
 }
 
-fn step_state(s: StepState) -> &'static str {
-    match s {
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Failed => "failed",
-        StepState::RolledBack => "rolled_back",
-    }
+/// `'a', 'b'` for `phase IN (...)`: the phases for which `rule` holds.
+fn phases_where(rule: fn(Phase) -> bool) -> String {
+    Phase::names_where(rule).iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -73,24 +74,34 @@ impl Projection for DeploymentsProjection {
         &["deployments", "deployment_steps", "deployment_health"]
     }
 
+    fn schema_version(&self) -> u32 {
+        // 2: the phase names of `Phase` (cancelling, rejected) and the rejection code.
+        2
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let at = stored.occurred_at.0;
         let id = stored.stream_id.key().to_owned();
         let DomainEvent::Deployment(event) = stored.decode()?.event else { return Ok(()) };
-        let set = |assignments: &str| format!("UPDATE deployments SET {assignments}, changed_at = $1 WHERE deployment_id = $2");
-        match event {
+        let phase = phase_after(&event);
+        let set = |assignments: &str| {
+            let assignments = if assignments.is_empty() { String::new() } else { format!(", {assignments}") };
+            format!("UPDATE deployments SET phase = {phase}{assignments}, changed_at = $1 WHERE deployment_id = $2")
+        };
+        match &event {
             DeploymentEvent::Requested(r) => {
+                let phase = Phase::after(None, &event).map_or("", Phase::name);
                 sqlx::query(
-                    "INSERT INTO deployments (deployment_id, name, project, project_id, environment, node_id, phase, cancelling, attempt, \
+                    "INSERT INTO deployments (deployment_id, name, project, project_id, environment, node_id, phase, rejection, attempt, \
                      pipeline_version, versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, \
-                     created_at, changed_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, 0, 1, $7, $8, $9, $10, $11, $12, $13, NULL, '[]', $14, $15, $15)",
+                     created_at, changed_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, NULL, 1, $7, $8, $9, $10, $11, $12, $13, NULL, '[]', $14, $15, $15)",
                 )
                 .bind(id)
-                .bind(r.name)
-                .bind(r.project)
+                .bind(r.name.clone())
+                .bind(r.project.clone())
                 .bind(r.project_id.to_string())
-                .bind(r.environment)
-                .bind(phase::PENDING)
+                .bind(r.environment.clone())
+                .bind(phase)
                 .bind(i64::from(r.pipeline_version))
                 .bind(json(&r.versions))
                 .bind(json(&r.plan))
@@ -104,10 +115,9 @@ impl Projection for DeploymentsProjection {
                 .await?;
             }
             DeploymentEvent::Retried(r) => {
-                sqlx::query(&set("phase = $3, attempt = attempt + 1, pipeline_version = $4, plan = $5, failure = NULL, endpoints = '[]'"))
+                sqlx::query(&set("attempt = attempt + 1, pipeline_version = $3, plan = $4, failure = NULL, endpoints = '[]'"))
                     .bind(at)
                     .bind(id.clone())
-                    .bind(phase::PENDING)
                     .bind(i64::from(r.pipeline_version))
                     .bind(json(&r.plan))
                     .execute(&mut *conn)
@@ -117,10 +127,7 @@ impl Projection for DeploymentsProjection {
                 }
             }
             DeploymentEvent::Scheduled(s) => {
-                sqlx::query(&set("phase = $3, node_id = $4")).bind(at).bind(id).bind(phase::SCHEDULED).bind(s.node_id.to_string()).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::RunStarted(_) => {
-                sqlx::query(&set("phase = $3")).bind(at).bind(id).bind(phase::DEPLOYING).execute(&mut *conn).await?;
+                sqlx::query(&set("node_id = $3")).bind(at).bind(id).bind(s.node_id.to_string()).execute(&mut *conn).await?;
             }
             DeploymentEvent::StepChanged(s) => {
                 sqlx::query(
@@ -128,9 +135,9 @@ impl Projection for DeploymentsProjection {
                      ON CONFLICT (deployment_id, step) DO UPDATE SET state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at",
                 )
                 .bind(id)
-                .bind(s.step)
-                .bind(step_state(s.state))
-                .bind(s.detail)
+                .bind(s.step.clone())
+                .bind(s.state.name())
+                .bind(s.detail.clone())
                 .bind(at)
                 .execute(&mut *conn)
                 .await?;
@@ -141,32 +148,31 @@ impl Projection for DeploymentsProjection {
                      ON CONFLICT (deployment_id, service) DO UPDATE SET healthy = excluded.healthy, detail = excluded.detail, changed_at = excluded.changed_at",
                 )
                 .bind(id)
-                .bind(h.service)
+                .bind(h.service.clone())
                 .bind(i64::from(h.healthy))
-                .bind(h.detail)
+                .bind(h.detail.clone())
                 .bind(at)
                 .execute(&mut *conn)
                 .await?;
             }
-            DeploymentEvent::Running(r) => {
-                sqlx::query(&set("phase = $3, endpoints = $4")).bind(at).bind(id).bind(phase::RUNNING).bind(json(&r.endpoints)).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::EndpointsChanged(e) => {
-                sqlx::query(&set("endpoints = $3")).bind(at).bind(id).bind(json(&e.endpoints)).execute(&mut *conn).await?;
+            DeploymentEvent::Running(DeploymentRunning { endpoints }) | DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints }) => {
+                sqlx::query(&set("endpoints = $3")).bind(at).bind(id).bind(json(endpoints)).execute(&mut *conn).await?;
             }
             DeploymentEvent::Failed(f) => {
-                sqlx::query(&set("phase = $3, failure = $4")).bind(at).bind(id).bind(phase::FAILED).bind(json(&f)).execute(&mut *conn).await?;
+                sqlx::query(&set("failure = $3")).bind(at).bind(id).bind(json(f)).execute(&mut *conn).await?;
             }
-            DeploymentEvent::DeletionRequested(_) => {
-                let cancelling = format!("CASE WHEN phase IN ('{}', '{}', '{}') THEN 1 ELSE 0 END", phase::PENDING, phase::SCHEDULED, phase::DEPLOYING);
-                sqlx::query(&set(&format!("cancelling = {cancelling}, phase = $3"))).bind(at).bind(id).bind(phase::DELETING).execute(&mut *conn).await?;
+            DeploymentEvent::Rejected(r) => {
+                let failure = DeploymentFailed { step: None, reason: r.reason.clone(), exit_code: None, oom_killed: false };
+                sqlx::query(&set("rejection = $3, failure = $4")).bind(at).bind(id).bind(r.code.name()).bind(json(&failure)).execute(&mut *conn).await?;
             }
             DeploymentEvent::Removed(_) => {
-                let ended = format!("CASE WHEN cancelling = 1 THEN '{}' ELSE '{}' END", phase::CANCELLED, phase::DELETED);
-                sqlx::query(&set(&format!("phase = {ended}, endpoints = '[]'"))).bind(at).bind(id).execute(&mut *conn).await?;
+                sqlx::query(&set("endpoints = '[]'")).bind(at).bind(id).execute(&mut *conn).await?;
             }
             DeploymentEvent::Extended(e) => {
                 sqlx::query(&set("expires_at = $3")).bind(at).bind(id).bind(e.expires_at).execute(&mut *conn).await?;
+            }
+            DeploymentEvent::RunStarted(_) | DeploymentEvent::DeletionRequested(_) => {
+                sqlx::query(&set("")).bind(at).bind(id).execute(&mut *conn).await?;
             }
         }
         Ok(())
@@ -181,8 +187,9 @@ pub struct DeploymentRow {
     pub project_id: Uuid,
     pub environment: String,
     pub node_id: Option<Uuid>,
-    pub phase: String,
-    pub cancelling: bool,
+    pub phase: Phase,
+    /// Why it was never placed, when it was rejected.
+    pub rejection: Option<RejectionCode>,
     pub attempt: u32,
     pub pipeline_version: u32,
     /// JSON list of `ChosenVersion`.
@@ -201,7 +208,7 @@ pub struct DeploymentRow {
     pub changed_at: i64,
 }
 
-const SELECT: &str = "SELECT deployment_id, name, project, project_id, environment, node_id, phase, cancelling, attempt, pipeline_version, \
+const SELECT: &str = "SELECT deployment_id, name, project, project_id, environment, node_id, phase, rejection, attempt, pipeline_version, \
     versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, created_at, changed_at FROM deployments";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
@@ -214,8 +221,8 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
         project_id: r.try_get::<String, _>(3)?.parse().map_err(|_| corrupt("project_id"))?,
         environment: r.try_get(4)?,
         node_id: r.try_get::<Option<String>, _>(5)?.map(|n| n.parse()).transpose().map_err(|_| corrupt("node_id"))?,
-        phase: r.try_get(6)?,
-        cancelling: r.try_get::<i64, _>(7)? != 0,
+        phase: Phase::parse(&r.try_get::<String, _>(6)?).ok_or_else(|| corrupt("phase"))?,
+        rejection: r.try_get::<Option<String>, _>(7)?.map(|c| RejectionCode::parse(&c).ok_or_else(|| corrupt("rejection"))).transpose()?,
         attempt: small(r.try_get(8)?, "attempt")?,
         pipeline_version: small(r.try_get(9)?, "pipeline_version")?,
         versions: r.try_get(10)?,
@@ -240,7 +247,7 @@ pub async fn deployment(db: &ReadModelDb, id: Uuid) -> Result<Option<DeploymentR
 /// Deployments of `project` and/or `environment` (both when `None`), newest first; ended ones
 /// only when `include_ended`.
 pub async fn deployments(db: &ReadModelDb, project: Option<&str>, environment: Option<&str>, include_ended: bool) -> Result<Vec<DeploymentRow>, ProjectionError> {
-    let ended = if include_ended { "" } else { " AND phase NOT IN ('cancelled', 'deleted')" };
+    let ended = if include_ended { String::new() } else { format!(" AND phase NOT IN ({})", phases_where(Phase::ended)) };
     let sql = format!("{SELECT} WHERE ($1 = '' OR project = $1) AND ($2 = '' OR environment = $2){ended} ORDER BY created_at DESC");
     let rows = sqlx::query(&sql).bind(project.unwrap_or("").to_owned()).bind(environment.unwrap_or("").to_owned()).fetch_all(db.pool()).await?;
     rows.iter().map(row).collect()
@@ -248,7 +255,7 @@ pub async fn deployments(db: &ReadModelDb, project: Option<&str>, environment: O
 
 /// The live deployment of `environment` named `name`, if any.
 pub async fn by_name(db: &ReadModelDb, environment: &str, name: &str) -> Result<Option<DeploymentRow>, ProjectionError> {
-    let sql = format!("{SELECT} WHERE environment = $1 AND name = $2 AND phase NOT IN ('cancelled', 'deleted')");
+    let sql = format!("{SELECT} WHERE environment = $1 AND name = $2 AND phase NOT IN ({})", phases_where(Phase::ended));
     let found = sqlx::query(&sql).bind(environment.to_owned()).bind(name.to_owned()).fetch_optional(db.pool()).await?;
     found.as_ref().map(row).transpose()
 }
@@ -258,7 +265,7 @@ pub async fn by_name(db: &ReadModelDb, environment: &str, name: &str) -> Result<
 pub struct RouteRow {
     pub environment: String,
     pub name: String,
-    pub phase: String,
+    pub phase: Phase,
     pub node_id: Option<Uuid>,
     pub endpoints: Vec<Endpoint>,
 }
@@ -266,16 +273,15 @@ pub struct RouteRow {
 /// Every deployment the ingress serves or explains: neither ended nor being deleted (a deleted
 /// deployment's URLs stop answering at once, not when its node has cleaned up).
 pub async fn routable(db: &ReadModelDb) -> Result<Vec<RouteRow>, ProjectionError> {
-    let rows = sqlx::query("SELECT environment, name, phase, node_id, endpoints FROM deployments WHERE phase NOT IN ('deleting', 'cancelled', 'deleted')")
-        .fetch_all(db.pool())
-        .await?;
+    let sql = format!("SELECT environment, name, phase, node_id, endpoints FROM deployments WHERE phase IN ({})", phases_where(Phase::live));
+    let rows = sqlx::query(&sql).fetch_all(db.pool()).await?;
     let corrupt = |what: &str| ProjectionError::Corrupt(format!("deployments.{what}"));
     rows.iter()
         .map(|r| {
             Ok(RouteRow {
                 environment: r.try_get(0)?,
                 name: r.try_get(1)?,
-                phase: r.try_get(2)?,
+                phase: Phase::parse(&r.try_get::<String, _>(2)?).ok_or_else(|| corrupt("phase"))?,
                 node_id: r.try_get::<Option<String>, _>(3)?.map(|n| n.parse()).transpose().map_err(|_| corrupt("node_id"))?,
                 endpoints: serde_json::from_str(&r.try_get::<String, _>(4)?).map_err(|_| corrupt("endpoints"))?,
             })
@@ -283,16 +289,23 @@ pub async fn routable(db: &ReadModelDb) -> Result<Vec<RouteRow>, ProjectionError
         .collect()
 }
 
-/// What a node should run (scheduled, deploying, running) and what it should remove (deleting).
+/// What a node should run and what it should remove ([`Phase::on_node`], [`Phase::removing`]).
 pub async fn on_node(db: &ReadModelDb, node_id: Uuid) -> Result<Vec<DeploymentRow>, ProjectionError> {
-    let sql = format!("{SELECT} WHERE node_id = $1 AND phase IN ('scheduled', 'deploying', 'running', 'deleting', 'failed') ORDER BY created_at");
+    let sql = format!("{SELECT} WHERE node_id = $1 AND phase IN ({}) ORDER BY created_at", phases_where(|p| p.on_node() || p.removing()));
     let rows = sqlx::query(&sql).bind(node_id.to_string()).fetch_all(db.pool()).await?;
+    rows.iter().map(row).collect()
+}
+
+/// Deployments waiting for the saga to place them.
+pub async fn pending(db: &ReadModelDb) -> Result<Vec<DeploymentRow>, ProjectionError> {
+    let sql = format!("{SELECT} WHERE phase = '{}' ORDER BY created_at", Phase::Pending.name());
+    let rows = sqlx::query(&sql).fetch_all(db.pool()).await?;
     rows.iter().map(row).collect()
 }
 
 /// Live deployments whose lifetime ended before `now` (microseconds).
 pub async fn expired(db: &ReadModelDb, now: i64) -> Result<Vec<DeploymentRow>, ProjectionError> {
-    let sql = format!("{SELECT} WHERE expires_at < $1 AND phase IN ('pending', 'scheduled', 'deploying', 'running', 'failed') ORDER BY expires_at");
+    let sql = format!("{SELECT} WHERE expires_at < $1 AND phase IN ({}) ORDER BY expires_at", phases_where(Phase::live));
     let rows = sqlx::query(&sql).bind(now).fetch_all(db.pool()).await?;
     rows.iter().map(row).collect()
 }
@@ -300,7 +313,7 @@ pub async fn expired(db: &ReadModelDb, now: i64) -> Result<Vec<DeploymentRow>, P
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRow {
     pub step: String,
-    pub state: String,
+    pub state: StepState,
     pub detail: String,
     pub changed_at: i64,
 }
@@ -310,7 +323,12 @@ pub async fn steps(db: &ReadModelDb, id: Uuid) -> Result<Vec<StepRow>, Projectio
         .bind(id.to_string())
         .fetch_all(db.pool())
         .await?;
-    rows.iter().map(|r| Ok(StepRow { step: r.try_get(0)?, state: r.try_get(1)?, detail: r.try_get(2)?, changed_at: r.try_get(3)? })).collect()
+    rows.iter()
+        .map(|r| {
+            let state = StepState::parse(&r.try_get::<String, _>(1)?).ok_or_else(|| ProjectionError::Corrupt("deployment_steps.state".into()))?;
+            Ok(StepRow { step: r.try_get(0)?, state, detail: r.try_get(2)?, changed_at: r.try_get(3)? })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,6 +46,11 @@ pub trait Projection: Send + Sync + 'static {
     fn handles(&self, event_type: &str) -> bool;
     /// The tables it owns; a rebuild empties them.
     fn tables(&self) -> &'static [&'static str];
+    /// The shape of its tables. A new shape is a new version: a read model stored in another
+    /// version has its tables dropped and made again, and is replayed from the log.
+    fn schema_version(&self) -> u32 {
+        1
+    }
     /// Applies one event inside the runner's transaction. Must only write (or read after its first
     /// write): SQLite then never has to upgrade a read lock.
     async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError>;

@@ -229,8 +229,6 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     let (keyring, _) = keyring(&b).await?;
     let keyring = Arc::new(keyring);
     tasks.spawn(sweep_keys_periodically(b.store.clone(), b.read_models.clone(), keyring.clone(), shutdown.clone()));
-    tasks.spawn(nullops_connector::run(connector(&b, keyring.clone()), shutdown.clone()));
-    tasks.spawn(crate::reaper::run(b.store.clone(), b.read_models.clone(), shutdown.clone()));
     let ingress = if args.no_ingress { public_origin(&args.ingress, args.ingress.ingress_listen.port()) } else { start_ingress(&b, &args.ingress, &mut tasks, &shutdown).await? };
     let app = Arc::new(App {
         store: b.store.clone(),
@@ -250,6 +248,8 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
         Err(e) => bail!("cannot create the admin user: {}", e.message()),
     }
     nullops_gateway::bootstrap_catalog(&app).await.map_err(|e| anyhow!("cannot set up the catalog: {}", e.message()))?;
+    // The local agent listens (at its address of last time, when it can) before the connector
+    // dials and the saga places deployments: after a restart its node is back at once.
     if let (Some(listen), Some(data_dir)) = (local_agent, &b.data_dir) {
         match local_agent::start(&b.store, &app.keyring, listen, data_dir).await {
             Ok(agent) => {
@@ -258,6 +258,10 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
             Err(e) => tracing::warn!(error = %e, "the local agent did not start; deployments need another node"),
         }
     }
+    tasks.spawn(nullops_connector::run(connector(&b, app.keyring.clone()), shutdown.clone()));
+    tasks.spawn(crate::reaper::run(b.store.clone(), b.read_models.clone(), shutdown.clone()));
+    let saga = nullops_saga::DeploymentSaga::new(b.store.clone(), b.read_models.clone());
+    tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(saga), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -315,9 +319,9 @@ async fn start_ingress(b: &Backends, args: &IngressArgs, tasks: &mut tokio::task
         (Some(cert), Some(key)) => Some(nullops_ingress::tls::server_config(cert, key)?),
         _ => None,
     };
-    let routes = nullops_ingress::RouteBook::default();
+    let routes = nullops_ingress::RouteBook::new(b.read_models.clone());
     // The first table is in place before the first request.
-    if let Err(e) = routes.reload(&b.read_models).await {
+    if let Err(e) = routes.reload().await {
         tracing::warn!(error = %e, "the ingress starts with no routes; it retries as events arrive");
     }
     let ingress = nullops_ingress::Ingress::bind(args.ingress_listen, tls, routes.clone())

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod lab;
+pub mod world;
 
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
@@ -217,6 +218,12 @@ impl Server {
         tokio::task::block_in_place(|| {
             let _ = tokio::runtime::Handle::current().block_on(tokio::time::timeout(Duration::from_secs(5), child.wait()));
         });
+    }
+
+    /// Waits (up to `timeout`) for the process to end by itself; its exit status.
+    pub async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("owns its process");
+        tokio::time::timeout(timeout, child.wait()).await.unwrap_or_else(|_| panic!("nullops still runs after {timeout:?}")).expect("wait")
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -1,27 +1,27 @@
-//! Deployments in GraphQL: create (with admission), delete (a cancel while creating), extend,
-//! retry, clone; the deployments a caller may see, each with its run, services, history and
-//! countdown; and `deploymentUpdated`, the live feed of one deployment.
+//! Deployments in GraphQL: create, delete (a cancel while creating), extend, retry, clone; the
+//! deployments a caller may see, each with its run, services, history and countdown; and
+//! `deploymentUpdated`, the live feed of one deployment.
+//!
+//! A create or a retry only records the request: the deployment saga (`nullops-saga`) gives it
+//! a name and a node, or rejects it, and the mutation answers with what the saga decided.
 //!
 //! Access to a deployment is the caller's access to its project or environment, whichever is
 //! higher (`nullops_domain::access`); changing one needs FULL.
 
-mod admission;
 mod types;
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use async_graphql::{Context, InputObject, Object, ID};
 use futures::{Stream, StreamExt};
-use nullops_domain::capacity::Resources;
 use nullops_domain::catalog::CatalogState;
-use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, Phase};
 use nullops_domain::plan::{resolve, selectable_services};
-use nullops_domain::deployment_names::{name_key, DeploymentName, NameCommand};
-use nullops_domain::{DnsLabel, DomainError, Issuer};
-use nullops_events::EventMetadata;
-use nullops_store::commands::{execute, CommandError};
+use nullops_domain::{DnsLabel, Issuer};
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
-use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentRequested};
+use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentFailed, DeploymentRequested, RejectionCode};
 use nullops_events::Timestamp;
 use nullops_projections::catalog as catalog_read;
 use nullops_projections::deployments::{self as read, DeploymentRow};
@@ -73,9 +73,9 @@ pub struct DeploymentMutation;
 impl DeploymentMutation {
     /// Deploys the project's latest pipeline version into `environment` (FULL access): pinned
     /// services run their tag, selectable ones the tag chosen in `tags`, which must exist in the
-    /// registry and match the service's pattern. A node with room is reserved at once, or the
-    /// call fails with RESOURCES_EXHAUSTED. `name` (a DNS label, unique in the environment) is
-    /// generated when absent.
+    /// registry and match the service's pattern. A node with room is reserved before it
+    /// answers, or the call fails with RESOURCES_EXHAUSTED (CONFLICT when the name is taken).
+    /// `name` (a DNS label, unique in the environment) is generated when absent.
     async fn create_deployment(
         &self,
         ctx: &Context<'_>,
@@ -115,20 +115,19 @@ impl DeploymentMutation {
         let row = find(app, &id).await?;
         let access = caller_access(ctx, &row).await?;
         nullops_domain::access::require(access, Access::Full, &format!("deployment {}", row.name))?;
-        if row.phase != read::phase::FAILED {
-            return Err(ApiError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase)));
+        if row.phase != Phase::Failed {
+            return Err(ApiError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase.name())));
         }
         let state = catalog_state(app).await?;
         let (version, graph) = latest_pipeline(app, &state, &row.project).await?;
         let (plan, _) = resolve(&graph, &versions_of(&row), &state)?;
-        let request = Resources { cpu_millis: row.cpu_millis.into(), memory_mib: row.memory_mib.into() };
-        let node_id = admission::reserve(app, &row.environment, row.deployment_id, request).await?;
-        let action = DeploymentAction::Retry { access, pipeline_version: version, plan, node_id };
-        if let Err(e) = change(ctx, row.deployment_id, action).await {
-            admission::release(app, node_id, row.deployment_id).await;
-            return Err(e);
+        change(ctx, row.deployment_id, DeploymentAction::Retry { access, pipeline_version: version, plan }).await?;
+        let placed = placement(app, row.deployment_id, row.attempt + 1).await?;
+        if placed.phase == Phase::Failed && placed.attempt == row.attempt + 1 {
+            // The saga found no node with room for the new attempt.
+            return Err(ApiError::ResourcesExhausted(failure_reason(&placed)));
         }
-        Ok(DeploymentGql(find(app, &id).await?))
+        Ok(DeploymentGql(placed))
     }
 
     /// A new deployment of the same project and environment, with the latest pipeline version,
@@ -198,17 +197,38 @@ async fn latest_pipeline(app: &App, state: &CatalogState, project: &str) -> ApiR
     Ok((latest.version, latest.graph))
 }
 
-/// The name of a new deployment: the one asked for, or the project's name and a random suffix.
-fn deployment_name(project: &str, asked: Option<String>) -> ApiResult<DnsLabel> {
-    if let Some(name) = asked {
-        return Ok(DnsLabel::parse("name", &name)?);
-    }
+/// A generated name: the project's name and a random suffix.
+fn generated_name(project: &str) -> ApiResult<DnsLabel> {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
     let suffix: String = (0..6).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect();
     let stem: String = project.chars().take(63 - 7).collect();
     Ok(DnsLabel::parse("name", format!("{}-{suffix}", stem.trim_end_matches('-')).as_str())?)
+}
+
+/// How long a create or retry waits for the saga to place the deployment; past it, the
+/// deployment is returned PENDING (it is placed as soon as the saga gets to it).
+const PLACEMENT_WAIT: Duration = Duration::from_secs(30);
+/// How often the read model is looked at meanwhile.
+const PLACEMENT_POLL: Duration = Duration::from_millis(10);
+
+/// The deployment once the saga has placed (or refused) `attempt`, or as it is when the wait
+/// runs out.
+async fn placement(app: &App, deployment_id: uuid::Uuid, attempt: u32) -> ApiResult<DeploymentRow> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let row = read::deployment(&app.read_models, deployment_id).await?.ok_or_else(|| ApiError::internal("requested deployment missing from read model"))?;
+        if (row.attempt >= attempt && row.phase != Phase::Pending) || started.elapsed() >= PLACEMENT_WAIT {
+            return Ok(row);
+        }
+        tokio::time::sleep(PLACEMENT_POLL).await;
+    }
+}
+
+fn failure_reason(row: &DeploymentRow) -> String {
+    let failure: Option<DeploymentFailed> = row.failure.as_deref().and_then(|f| serde_json::from_str(f).ok());
+    failure.map_or_else(|| format!("deployment {} could not be placed", row.name), |f| f.reason)
 }
 
 async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Option<String>, chosen: BTreeMap<String, String>) -> ApiResult<DeploymentGql> {
@@ -225,69 +245,48 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
     let (pipeline_version, graph) = latest_pipeline(app, &state, project).await?;
     let (plan, versions) = resolve(&graph, &chosen, &state)?;
     check_tags_exist(app, &state, &graph, &chosen).await?;
+    let asked = name.map(|n| DnsLabel::parse("name", &n)).transpose()?;
 
-    let deployment_id = Uuid::now_v7();
-    let name = claim_name(app, environment, project, name, deployment_id).await?;
-    let lifetime_secs = definition.cleanup_after_secs.unwrap_or(env.cleanup_after_secs);
-    let now = Timestamp::now().0;
-    let expires_at = now.saturating_add(i64::try_from(lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
-    let request = DeploymentRequested {
-        deployment_id,
-        project_id: definition.project_id,
-        project: project.to_owned(),
-        environment: environment.to_owned(),
-        name: String::new(),
-        versions,
-        pipeline_version,
-        plan,
-        cpu_millis: definition.cpu_millis,
-        memory_mib: definition.memory_mib,
-        lifetime_secs,
-        expires_at,
-    };
-    let resources = Resources { cpu_millis: definition.cpu_millis.into(), memory_mib: definition.memory_mib.into() };
-    let node_id = match admission::reserve(app, environment, deployment_id, resources).await {
-        Ok(node_id) => node_id,
-        Err(e) => {
-            release_name(app, environment, name.as_str(), deployment_id).await;
-            return Err(e);
-        }
-    };
-    let claimed = name.as_str().to_owned();
-    let action = DeploymentAction::Create { access, request, name, node_id };
-    if let Err(e) = change(ctx, deployment_id, action).await {
-        admission::release(app, node_id, deployment_id).await;
-        release_name(app, environment, &claimed, deployment_id).await;
-        return Err(e);
-    }
-    let row = read::deployment(&app.read_models, deployment_id).await?;
-    Ok(DeploymentGql(row.ok_or_else(|| ApiError::internal("created deployment missing from read model"))?))
-}
-
-/// Claims the deployment's name in its environment: the one asked for, or a generated one (a
-/// few tries, should a generated name be taken).
-async fn claim_name(app: &App, environment: &str, project: &str, asked: Option<String>, deployment_id: Uuid) -> ApiResult<DnsLabel> {
+    // A generated name is drawn again should it be taken; a name asked for is tried once.
     let tries = if asked.is_some() { 1 } else { 3 };
-    let mut last = None;
+    let mut refused = None;
     for _ in 0..tries {
-        let name = deployment_name(project, asked.clone())?;
-        let command = NameCommand::Claim { name: name.clone(), deployment_id };
-        match execute::<DeploymentName>(&*app.store, &name_key(environment, name.as_str()), &command, &EventMetadata::system()).await {
-            Ok(_) => return Ok(name),
-            Err(CommandError::Domain(DomainError::Conflict(_))) => {
-                last = Some(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
-            }
-            Err(e) => return Err(e.into()),
+        let name = match &asked {
+            Some(name) => name.clone(),
+            None => generated_name(project)?,
+        };
+        // The saga decides; this only spares the log a request bound to be refused.
+        if read::by_name(&app.read_models, environment, name.as_str()).await?.is_some() {
+            refused = Some(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
+            continue;
+        }
+        let deployment_id = uuid::Uuid::now_v7();
+        let lifetime_secs = definition.cleanup_after_secs.unwrap_or(env.cleanup_after_secs);
+        let now = Timestamp::now().0;
+        let expires_at = now.saturating_add(i64::try_from(lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
+        let request = DeploymentRequested {
+            deployment_id,
+            project_id: definition.project_id,
+            project: project.to_owned(),
+            environment: environment.to_owned(),
+            name: String::new(),
+            versions: versions.clone(),
+            pipeline_version,
+            plan: plan.clone(),
+            cpu_millis: definition.cpu_millis,
+            memory_mib: definition.memory_mib,
+            lifetime_secs,
+            expires_at,
+        };
+        change(ctx, deployment_id, DeploymentAction::Create { access, request, name }).await?;
+        let row = placement(app, deployment_id, 1).await?;
+        match row.rejection {
+            None => return Ok(DeploymentGql(row)),
+            Some(RejectionCode::NameTaken) => refused = Some(ApiError::Conflict(failure_reason(&row))),
+            Some(RejectionCode::NoRoom) => return Err(ApiError::ResourcesExhausted(failure_reason(&row))),
         }
     }
-    Err(last.expect("at least one try"))
-}
-
-async fn release_name(app: &App, environment: &str, name: &str, deployment_id: Uuid) {
-    let command = NameCommand::Release { name: name.to_owned(), deployment_id };
-    if let Err(e) = execute::<DeploymentName>(&*app.store, &name_key(environment, name), &command, &EventMetadata::system()).await {
-        tracing::warn!(%environment, %name, error = %e, "cannot release a deployment name");
-    }
+    Err(refused.expect("at least one try"))
 }
 
 /// Every chosen tag of a selectable service must exist in its registry now.

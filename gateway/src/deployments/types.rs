@@ -7,17 +7,21 @@ use nullops_events::deployment::{ChosenVersion, DeploymentFailed, Endpoint, Plan
 use nullops_events::Timestamp;
 use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::catalog::{self as catalog_read, kind};
-use nullops_projections::deployments::{self as read, phase, DeploymentRow};
+use nullops_domain::deployment::{status, DeploymentStatus};
+use nullops_events::deployment::StepState;
+use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes::{self as nodes_read, link};
 use nullops_wire::message::ContainerUsage;
 
 use crate::error::ApiResult;
 use crate::schema::{app, time, AuditEntryGql};
 
+/// The API's face of [`DeploymentStatus`] (and so of the domain's `Phase`): a state added there
+/// does not compile here until it is added.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "DeploymentState")]
+#[graphql(name = "DeploymentState", remote = "nullops_domain::deployment::DeploymentStatus")]
 pub enum DeploymentStateGql {
-    /// Requested, not yet placed on a node.
+    /// Requested: waiting for a node with room (and its name).
     Pending,
     /// Placed on a node whose agent has not started it yet.
     Scheduled,
@@ -29,10 +33,14 @@ pub enum DeploymentStateGql {
     Failed,
     /// Its node is offline: it carries on there and is taken up again when the node is back.
     Offline,
-    /// Being removed from its node (a cancel when it was still being created).
+    /// Deleted while being created: its node rolls back what the run made.
+    Cancelling,
+    /// Being removed from its node.
     Deleting,
     Cancelled,
     Deleted,
+    /// Never placed: its name was taken or no node had room (see `failure`). Nothing ran.
+    Rejected,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -141,18 +149,9 @@ impl DeploymentGql {
         &self.0.environment
     }
     async fn state(&self, ctx: &Context<'_>) -> ApiResult<DeploymentStateGql> {
-        use DeploymentStateGql::*;
-        Ok(match self.0.phase.as_str() {
-            phase::PENDING => Pending,
-            phase::SCHEDULED | phase::DEPLOYING | phase::RUNNING if !self.node_online(ctx).await? => Offline,
-            phase::SCHEDULED => Scheduled,
-            phase::DEPLOYING => Deploying,
-            phase::RUNNING => Running,
-            phase::FAILED => Failed,
-            phase::DELETING => Deleting,
-            phase::CANCELLED => Cancelled,
-            _ => Deleted,
-        })
+        let online = !self.0.phase.on_node() || self.node_online(ctx).await?;
+        let shown: DeploymentStatus = status(self.0.phase, online);
+        Ok(shown.into())
     }
     /// Runs of it so far: 1, and one more per retry.
     async fn attempt(&self) -> u32 {
@@ -186,12 +185,12 @@ impl DeploymentGql {
                     PlannedAction::Plugin(p) => format!("plugin {}", p.plugin),
                 };
                 let row = reported.iter().find(|r| r.step == s.id);
-                let state = match row.map(|r| r.state.as_str()) {
-                    Some("running") => StepStateGql::Running,
-                    Some("succeeded") => StepStateGql::Succeeded,
-                    Some("failed") => StepStateGql::Failed,
-                    Some("rolled_back") => StepStateGql::RolledBack,
-                    _ => StepStateGql::Pending,
+                let state = match row.map(|r| r.state) {
+                    None => StepStateGql::Pending,
+                    Some(StepState::Running) => StepStateGql::Running,
+                    Some(StepState::Succeeded) => StepStateGql::Succeeded,
+                    Some(StepState::Failed) => StepStateGql::Failed,
+                    Some(StepState::RolledBack) => StepStateGql::RolledBack,
                 };
                 StepGql {
                     id: s.id.clone(),

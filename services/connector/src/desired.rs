@@ -13,7 +13,7 @@ use nullops_domain::secrets::{secret_purpose, Secrets as ProjectSecrets};
 use nullops_events::catalog::Probe;
 use nullops_events::deployment::{PlannedAction, PlannedStep};
 use nullops_keyring::Keyring;
-use nullops_projections::deployments::{on_node, phase, DeploymentRow};
+use nullops_projections::deployments::{on_node, DeploymentRow};
 use nullops_projections::ReadModelDb;
 use nullops_store::commands::{load, StateCache};
 use nullops_store::EventStore;
@@ -44,13 +44,12 @@ impl FromDeployments {
         let mut secrets_of: BTreeMap<Uuid, Secrets> = BTreeMap::new();
         let mut auth: Option<Vec<RegistryAuth>> = None;
         for row in rows {
-            match row.phase.as_str() {
-                phase::SCHEDULED | phase::DEPLOYING | phase::RUNNING => {}
-                phase::DELETING => {
-                    desired.removing.insert(wire_id(row.deployment_id));
-                    continue;
-                }
-                _ => continue,
+            if row.phase.removing() {
+                desired.removing.insert(wire_id(row.deployment_id));
+                continue;
+            }
+            if !row.phase.on_node() {
+                continue;
             }
             if let std::collections::btree_map::Entry::Vacant(slot) = secrets_of.entry(row.project_id) {
                 slot.insert(self.secrets(row.project_id).await?);

@@ -197,6 +197,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
     }
     // The views of deployments last recorded, so that only changes are.
     let mut recorded = HashMap::new();
+    // Deployments the agent no longer has whose removal could not be recorded yet: tried again
+    // every second (the agent reports nothing more about them).
+    let mut unrecorded: HashSet<Uuid> = HashSet::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One deadline, pushed back by every frame: no periodic wakeups to look for silence.
@@ -213,9 +216,16 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                 if let Err(e) = send_message(&mut link, Message::Ping(Default::default())).await {
                     return e;
                 }
+                for deployment_id in unrecorded.clone() {
+                    if reports::record_removed(connector, node_id, deployment_id).await {
+                        unrecorded.remove(&deployment_id);
+                    }
+                }
             }
+            // Any change, to what runs or to what is being removed, is sent: the agent's answer
+            // to it is what tells that a removed deployment is gone.
             Ok(()) = desired_changed.changed() => match connector.desired.for_node(node_id).await {
-                Ok(now) if now.run != desired.run => {
+                Ok(now) if now != desired => {
                     request_id = RequestId::new();
                     if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments: now.run.clone() }).await {
                         return e;
@@ -255,7 +265,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                             let gone: Vec<String> = desired.removing.iter().filter(|id| !present.contains(*id)).cloned().collect();
                             for id in gone {
                                 if let Ok(deployment_id) = Uuid::try_parse(&id) {
-                                    reports::record_removed(connector, node_id, deployment_id).await;
+                                    if !reports::record_removed(connector, node_id, deployment_id).await {
+                                        unrecorded.insert(deployment_id);
+                                    }
                                 }
                                 desired.removing.remove(&id);
                                 recorded.remove(&id);

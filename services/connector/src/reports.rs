@@ -2,19 +2,17 @@
 //!
 //! An agent sends its whole view after every change; the link remembers the last view it
 //! recorded per deployment and records only deployments whose view changed, and the aggregate
-//! itself drops what the log already says. A deployment that failed, or that its node removed,
-//! gives its capacity back.
+//! itself drops what the log already says. What a failed or removed deployment held (capacity,
+//! its name) the deployment saga gives back: only the deployment's own stream is written here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use nullops_domain::capacity::{Capacity, CapacityCommand};
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, RunReport};
 use nullops_domain::Issuer;
-use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
-use nullops_events::{DomainEvent, EventMetadata};
-use nullops_domain::deployment_names::{name_key, DeploymentName, NameCommand};
-use nullops_store::commands::{execute, load, CommandError};
+use nullops_events::deployment::{DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
+use nullops_events::EventMetadata;
+use nullops_store::commands::{execute, CommandError};
 use nullops_projections::deployments::{self as logs, LogRow};
 use nullops_wire::message::{ActualDeployment, LogLine, RunPhase, StepRunState};
 use uuid::Uuid;
@@ -65,10 +63,7 @@ pub async fn record_views(connector: &Connector, node_id: Uuid, views: Vec<Actua
         };
         let action = DeploymentAction::Report { attempt: view.attempt, reports: reports(&view) };
         match record(connector, deployment_id, action).await {
-            Ok(failed) => {
-                if failed {
-                    release(connector, node_id, deployment_id).await;
-                }
+            Ok(()) => {
                 last.insert(view.id.clone(), view);
             }
             // Not remembered: the next view records it again.
@@ -77,35 +72,22 @@ pub async fn record_views(connector: &Connector, node_id: Uuid, views: Vec<Actua
     }
 }
 
-/// Records that the node removed everything of a deleted deployment, and frees its capacity and
-/// its name.
-pub async fn record_removed(connector: &Connector, node_id: Uuid, deployment_id: Uuid) {
-    if let Err(e) = record(connector, deployment_id, DeploymentAction::Removed).await {
-        tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record the deployment's removal");
-        return;
-    }
-    release(connector, node_id, deployment_id).await;
-    let request = match load::<Deployment>(&*connector.store, &deployment_id.to_string()).await {
-        Ok((state, _)) => state.request,
+/// Records that the node removed everything of a deleted deployment (the saga then frees its
+/// capacity and its name). False if it could not be recorded now.
+pub async fn record_removed(connector: &Connector, node_id: Uuid, deployment_id: Uuid) -> bool {
+    match record(connector, deployment_id, DeploymentAction::Removed).await {
+        Ok(()) => true,
         Err(e) => {
-            tracing::warn!(deployment = %deployment_id, error = %e, "cannot load the removed deployment to free its name");
-            return;
-        }
-    };
-    if let Some(r) = request {
-        let command = NameCommand::Release { name: r.name.clone(), deployment_id };
-        if let Err(e) = execute::<DeploymentName>(&*connector.store, &name_key(&r.environment, &r.name), &command, &EventMetadata::system()).await {
-            tracing::warn!(deployment = %deployment_id, error = %e, "cannot free the deployment's name");
+            tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record the deployment's removal; will try again");
+            false
         }
     }
 }
 
-/// Executes a report; whether it recorded a failure.
-async fn record(connector: &Connector, deployment_id: Uuid, action: DeploymentAction) -> Result<bool, CommandError> {
+/// Executes a report as the platform.
+async fn record(connector: &Connector, deployment_id: Uuid, action: DeploymentAction) -> Result<(), CommandError> {
     let command = DeploymentCommand { by: Issuer::System, action };
-    let executed = execute::<Deployment>(&*connector.store, &deployment_id.to_string(), &command, &EventMetadata::system()).await?;
-    let failed = executed.events.iter().any(|e| matches!(e, DomainEvent::Deployment(DeploymentEvent::Failed(_))));
-    Ok(failed)
+    execute::<Deployment>(&*connector.store, &deployment_id.to_string(), &command, &EventMetadata::system()).await.map(|_| ())
 }
 
 /// Stores log lines of the deployments assigned to the node (`assigned`); others are refused.
@@ -151,9 +133,3 @@ fn next_log_seq() -> i64 {
     }
 }
 
-async fn release(connector: &Connector, node_id: Uuid, deployment_id: Uuid) {
-    let command = CapacityCommand::Release { deployment_id };
-    if let Err(e) = execute::<Capacity>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system()).await {
-        tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot release the deployment's capacity; the reaper will");
-    }
-}

@@ -1,11 +1,16 @@
-//! Deployments (stream `deployment-<deployment id>`): requested by a user with FULL access on a
-//! node whose capacity was reserved first (see `capacity`), run by that node's agent, ended by a
-//! failure, a delete or expiry.
+//! Deployments (stream `deployment-<deployment id>`): requested by a user with FULL access,
+//! placed by the deployment saga (a name and a node's capacity, or a rejection), run by that
+//! node's agent, ended by a failure, a delete or expiry.
 //!
 //! The agent's reports arrive through the connector as commands of the platform itself; a report
 //! that does not fit the current state (a late step after a cancel, a second "running") changes
 //! nothing. Deleting a deployment that is still being created cancels it: the agent rolls back,
-//! and the end is CANCELLED instead of DELETED.
+//! and the end is CANCELLED instead of DELETED. One that runs nowhere (waiting for a node, or
+//! failed and rolled back) is removed at once.
+//!
+//! [`Phase`] is the one home of a deployment's phases: their names (the read model's), the
+//! rules about them, and [`Phase::after`], the only transition function. The API's
+//! [`DeploymentStatus`] is derived from it.
 
 use std::collections::BTreeMap;
 
@@ -22,17 +27,23 @@ pub struct DeploymentCommand {
 }
 
 pub enum DeploymentAction {
-    /// `access`: the caller's access to the project or environment. `node_id`: the node whose
-    /// capacity is already reserved for it.
-    Create { access: Option<Access>, request: DeploymentRequested, name: DnsLabel, node_id: Uuid },
-    /// Runs a failed deployment again with `plan` on `node_id`, whose capacity is reserved.
-    Retry { access: Option<Access>, pipeline_version: u32, plan: DeploymentPlan, node_id: Uuid },
+    /// `access`: the caller's access to the project or environment. The deployment saga then
+    /// claims `name` and a node for it.
+    Create { access: Option<Access>, request: DeploymentRequested, name: DnsLabel },
+    /// Runs a failed deployment again with `plan`; the saga places it on a node again.
+    Retry { access: Option<Access>, pipeline_version: u32, plan: DeploymentPlan },
     Delete { access: Option<Access>, reason: DeletionReason },
     /// `now`: microseconds since the epoch.
     Extend { access: Option<Access>, now: i64 },
+    /// The saga holds its name and reserved capacity on `node_id` (the platform only).
+    Schedule { node_id: Uuid },
+    /// The saga could not place it (the platform only): a request is rejected, a retry fails.
+    Unplaceable { code: RejectionCode, reason: String },
     /// What the agent reports about run number `attempt`, in order; reports about an earlier
     /// attempt change nothing.
     Report { attempt: u32, reports: Vec<RunReport> },
+    /// Its node cannot be given it (the platform only): the run fails with `reason`.
+    Refuse { reason: String },
     /// The agent no longer has anything of the deployment.
     Removed,
 }
@@ -47,38 +58,153 @@ pub enum RunReport {
     Failed(DeploymentFailed),
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where a deployment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
-    /// Not requested (no such deployment).
-    #[default]
-    Absent,
+    /// Requested (or retried): waiting for the saga to give it a name and a node.
+    Pending,
+    /// Placed on a node whose agent has not started it yet.
+    Scheduled,
+    /// Its pipeline runs.
+    Deploying,
+    /// Every step succeeded and every service is healthy.
+    Running,
+    /// A step failed (or the run could not start); everything the run created was removed.
+    Failed,
+    /// Deleted while being created: its node rolls back what the run made.
+    Cancelling,
+    /// Deleted: its node removes everything it had.
+    Deleting,
+    Cancelled,
+    Deleted,
+    /// Never placed: its name was taken or no node had room. Nothing ran.
+    Rejected,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 10] = [
+        Phase::Pending,
+        Phase::Scheduled,
+        Phase::Deploying,
+        Phase::Running,
+        Phase::Failed,
+        Phase::Cancelling,
+        Phase::Deleting,
+        Phase::Cancelled,
+        Phase::Deleted,
+        Phase::Rejected,
+    ];
+
+    /// Its name in the read model.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Scheduled => "scheduled",
+            Phase::Deploying => "deploying",
+            Phase::Running => "running",
+            Phase::Failed => "failed",
+            Phase::Cancelling => "cancelling",
+            Phase::Deleting => "deleting",
+            Phase::Cancelled => "cancelled",
+            Phase::Deleted => "deleted",
+            Phase::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Phase> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The names of the phases for which `rule` holds (for a read model's `IN (...)`).
+    pub fn names_where(rule: fn(Phase) -> bool) -> Vec<&'static str> {
+        Self::ALL.into_iter().filter(|p| rule(*p)).map(Phase::name).collect()
+    }
+
+    /// Still being created: a delete now is a cancel.
+    pub fn creating(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Scheduled | Phase::Deploying)
+    }
+    /// Gone for good: its name and capacity are free.
+    pub fn ended(self) -> bool {
+        matches!(self, Phase::Cancelled | Phase::Deleted | Phase::Rejected)
+    }
+    /// Its node should run it (or be running it).
+    pub fn on_node(self) -> bool {
+        matches!(self, Phase::Scheduled | Phase::Deploying | Phase::Running)
+    }
+    /// Its node is removing it.
+    pub fn removing(self) -> bool {
+        matches!(self, Phase::Cancelling | Phase::Deleting)
+    }
+    /// Not being deleted and not gone: its URLs answer (or say why they cannot).
+    pub fn live(self) -> bool {
+        !self.removing() && !self.ended()
+    }
+    /// Whether it holds capacity on its node: from placement until it failed or its node
+    /// removed everything.
+    pub fn holds_capacity(self) -> bool {
+        self.on_node() || self.removing()
+    }
+
+    /// The phase after `event` (`None`: before the request). The only transition function:
+    /// the aggregate and the read model both follow it.
+    pub fn after(phase: Option<Phase>, event: &DeploymentEvent) -> Option<Phase> {
+        Some(match event {
+            DeploymentEvent::Requested(_) | DeploymentEvent::Retried(_) => Phase::Pending,
+            DeploymentEvent::Scheduled(_) => Phase::Scheduled,
+            DeploymentEvent::RunStarted(_) => Phase::Deploying,
+            DeploymentEvent::Running(_) => Phase::Running,
+            DeploymentEvent::Failed(_) => Phase::Failed,
+            DeploymentEvent::Rejected(_) => Phase::Rejected,
+            DeploymentEvent::DeletionRequested(_) => match phase {
+                Some(p) if p.creating() => Phase::Cancelling,
+                _ => Phase::Deleting,
+            },
+            DeploymentEvent::Removed(_) => match phase {
+                Some(Phase::Cancelling) => Phase::Cancelled,
+                _ => Phase::Deleted,
+            },
+            DeploymentEvent::StepChanged(_) | DeploymentEvent::HealthChanged(_) | DeploymentEvent::EndpointsChanged(_) | DeploymentEvent::Extended(_) => {
+                return phase
+            }
+        })
+    }
+}
+
+/// What a deployment shows: its phase, except that one its node should be running shows
+/// OFFLINE while that node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentStatus {
     Pending,
     Scheduled,
     Deploying,
     Running,
     Failed,
-    /// Being removed; `cancelling` when it was still being created.
-    Deleting { cancelling: bool },
+    /// Its node is offline: it carries on there and is taken up again when the node is back.
+    Offline,
+    Cancelling,
+    Deleting,
     Cancelled,
     Deleted,
+    Rejected,
 }
 
-impl Phase {
-    /// Still being created: a delete now is a cancel.
-    pub fn creating(self) -> bool {
-        matches!(self, Phase::Pending | Phase::Scheduled | Phase::Deploying)
+/// The status rule, for the API.
+pub fn status(phase: Phase, node_online: bool) -> DeploymentStatus {
+    if phase.on_node() && !node_online {
+        return DeploymentStatus::Offline;
     }
-    /// Gone for good.
-    pub fn ended(self) -> bool {
-        matches!(self, Phase::Cancelled | Phase::Deleted)
-    }
-    /// Whether its node should run it (or be running it).
-    pub fn on_node(self) -> bool {
-        matches!(self, Phase::Scheduled | Phase::Deploying | Phase::Running)
-    }
-    /// Whether it holds capacity on its node: until its node removed everything.
-    pub fn holds_capacity(self) -> bool {
-        !matches!(self, Phase::Absent | Phase::Cancelled | Phase::Deleted)
+    match phase {
+        Phase::Pending => DeploymentStatus::Pending,
+        Phase::Scheduled => DeploymentStatus::Scheduled,
+        Phase::Deploying => DeploymentStatus::Deploying,
+        Phase::Running => DeploymentStatus::Running,
+        Phase::Failed => DeploymentStatus::Failed,
+        Phase::Cancelling => DeploymentStatus::Cancelling,
+        Phase::Deleting => DeploymentStatus::Deleting,
+        Phase::Cancelled => DeploymentStatus::Cancelled,
+        Phase::Deleted => DeploymentStatus::Deleted,
+        Phase::Rejected => DeploymentStatus::Rejected,
     }
 }
 
@@ -86,7 +212,8 @@ impl Phase {
 pub struct DeploymentState {
     pub request: Option<DeploymentRequested>,
     pub node_id: Option<Uuid>,
-    pub phase: Phase,
+    /// `None` until requested.
+    pub phase: Option<Phase>,
     pub expires_at: i64,
     /// Runs so far: 1 after the request, one more per retry.
     pub attempt: u32,
@@ -108,50 +235,63 @@ impl Decider for Deployment {
     fn decide(command: &DeploymentCommand, state: &DeploymentState) -> Result<Vec<DeploymentEvent>, DomainError> {
         use DeploymentAction::*;
         let what = || state.request.as_ref().map_or_else(|| "the deployment".to_owned(), |r| format!("deployment {}", r.name));
-        if matches!(command.action, Report { .. } | Removed) && command.by != Issuer::System {
-            return Err(DomainError::Forbidden("only the platform reports on a deployment's run".into()));
+        let platform_only = matches!(command.action, Schedule { .. } | Unplaceable { .. } | Report { .. } | Refuse { .. } | Removed);
+        if platform_only && command.by != Issuer::System {
+            return Err(DomainError::Forbidden("only the platform places a deployment and reports on its run".into()));
         }
-        if !matches!(command.action, Create { .. }) && state.phase == Phase::Absent {
-            return Err(DomainError::NotFound("no such deployment".into()));
-        }
+        let phase = match (&command.action, state.phase) {
+            (Create { .. }, _) => state.phase,
+            (_, None) => return Err(DomainError::NotFound("no such deployment".into())),
+            (_, Some(phase)) => Some(phase),
+        };
         let none = Ok(vec![]);
         match &command.action {
-            Create { access, request, name, node_id } => {
+            Create { access, request, name } => {
                 access::require(*access, Access::Full, &format!("project {}", request.project))?;
-                if state.phase != Phase::Absent {
+                if phase.is_some() {
                     return Err(DomainError::AlreadyExists(format!("deployment {} exists", request.deployment_id)));
                 }
                 let request = DeploymentRequested { name: name.as_str().to_owned(), ..request.clone() };
-                Ok(vec![DeploymentEvent::Requested(request), DeploymentEvent::Scheduled(DeploymentScheduled { node_id: *node_id })])
+                Ok(vec![DeploymentEvent::Requested(request)])
             }
-            Retry { access, pipeline_version, plan, node_id } => {
+            Retry { access, pipeline_version, plan } => {
                 access::require(*access, Access::Full, &what())?;
-                if state.phase != Phase::Failed {
+                if phase != Some(Phase::Failed) {
                     return Err(DomainError::Conflict(format!("{} has not failed: only a failed deployment is retried", what())));
                 }
-                Ok(vec![
-                    DeploymentEvent::Retried(DeploymentRetried { pipeline_version: *pipeline_version, plan: plan.clone() }),
-                    DeploymentEvent::Scheduled(DeploymentScheduled { node_id: *node_id }),
-                ])
+                Ok(vec![DeploymentEvent::Retried(DeploymentRetried { pipeline_version: *pipeline_version, plan: plan.clone() })])
             }
             Delete { access, reason } => {
                 if *reason == DeletionReason::User || command.by != Issuer::System {
                     access::require(*access, Access::Full, &what())?;
                 }
-                match state.phase {
-                    Phase::Deleting { .. } | Phase::Cancelled | Phase::Deleted => none,
-                    _ => Ok(vec![DeploymentEvent::DeletionRequested(DeletionRequested { reason: *reason })]),
+                let requested = DeploymentEvent::DeletionRequested(DeletionRequested { reason: *reason });
+                match phase {
+                    Some(p) if p.removing() || p.ended() => none,
+                    // Nothing of it runs anywhere: waiting for a node, or failed and rolled back.
+                    Some(Phase::Pending | Phase::Failed) => Ok(vec![requested, DeploymentEvent::Removed(DeploymentRemoved {})]),
+                    _ => Ok(vec![requested]),
                 }
             }
             Extend { access, now } => {
                 access::require(*access, Access::Full, &what())?;
-                if state.phase.ended() || matches!(state.phase, Phase::Deleting { .. }) {
+                if phase.is_some_and(|p| p.removing() || p.ended()) {
                     return Err(DomainError::Conflict(format!("{} is being deleted or gone", what())));
                 }
                 let lifetime = state.request.as_ref().map_or(0, |r| r.lifetime_secs);
                 let expires_at = now.saturating_add(i64::try_from(lifetime.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
                 Ok(vec![DeploymentEvent::Extended(DeploymentExtended { expires_at })])
             }
+            Schedule { node_id } => match phase {
+                Some(Phase::Pending) => Ok(vec![DeploymentEvent::Scheduled(DeploymentScheduled { node_id: *node_id })]),
+                Some(Phase::Scheduled) if state.node_id == Some(*node_id) => none,
+                _ => Err(DomainError::Conflict(format!("{} is no longer waiting for a node", what()))),
+            },
+            Unplaceable { code, reason } => match phase {
+                Some(Phase::Pending) if state.attempt <= 1 => Ok(vec![DeploymentEvent::Rejected(DeploymentRejected { code: *code, reason: reason.clone() })]),
+                Some(Phase::Pending) => Ok(vec![DeploymentEvent::Failed(DeploymentFailed { step: None, reason: reason.clone(), exit_code: None, oom_killed: false })]),
+                _ => none,
+            },
             Report { attempt, .. } if *attempt != state.attempt => none,
             Report { reports, .. } => {
                 // Each report is decided against the state the previous ones lead to.
@@ -165,18 +305,22 @@ impl Decider for Deployment {
                 }
                 Ok(events)
             }
-            Removed if matches!(state.phase, Phase::Deleting { .. }) => Ok(vec![DeploymentEvent::Removed(DeploymentRemoved {})]),
+            Refuse { reason } if phase.is_some_and(Phase::on_node) => {
+                Ok(vec![DeploymentEvent::Failed(DeploymentFailed { step: None, reason: reason.clone(), exit_code: None, oom_killed: false })])
+            }
+            Refuse { .. } => none,
+            Removed if phase.is_some_and(Phase::removing) => Ok(vec![DeploymentEvent::Removed(DeploymentRemoved {})]),
             // Late or repeated.
             Removed => none,
         }
     }
 
     fn evolve(mut state: DeploymentState, event: &DeploymentEvent) -> DeploymentState {
+        state.phase = Phase::after(state.phase, event);
         match event {
             DeploymentEvent::Requested(r) => {
                 state.expires_at = r.expires_at;
                 state.request = Some(r.clone());
-                state.phase = Phase::Pending;
                 state.attempt = 1;
             }
             DeploymentEvent::Retried(r) => {
@@ -185,36 +329,22 @@ impl Decider for Deployment {
                     request.pipeline_version = r.pipeline_version;
                     request.plan = r.plan.clone();
                 }
-                state.phase = Phase::Pending;
                 state.attempt += 1;
                 state.steps.clear();
                 state.health.clear();
             }
-            DeploymentEvent::Scheduled(s) => {
-                state.node_id = Some(s.node_id);
-                state.phase = Phase::Scheduled;
-            }
-            DeploymentEvent::RunStarted(_) => state.phase = Phase::Deploying,
+            DeploymentEvent::Scheduled(s) => state.node_id = Some(s.node_id),
             DeploymentEvent::StepChanged(s) => {
                 state.steps.insert(s.step.clone(), s.state);
             }
             DeploymentEvent::HealthChanged(h) => {
                 state.health.insert(h.service.clone(), h.healthy);
             }
-            DeploymentEvent::Running(r) => {
-                state.phase = Phase::Running;
-                state.endpoints = r.endpoints.clone();
-            }
+            DeploymentEvent::Running(r) => state.endpoints = r.endpoints.clone(),
             DeploymentEvent::EndpointsChanged(e) => state.endpoints = e.endpoints.clone(),
-            DeploymentEvent::Failed(_) => state.phase = Phase::Failed,
-            DeploymentEvent::DeletionRequested(_) => state.phase = Phase::Deleting { cancelling: state.phase.creating() },
-            DeploymentEvent::Removed(_) => {
-                state.phase = match state.phase {
-                    Phase::Deleting { cancelling: true } => Phase::Cancelled,
-                    _ => Phase::Deleted,
-                }
-            }
+            DeploymentEvent::Removed(_) => state.endpoints.clear(),
             DeploymentEvent::Extended(e) => state.expires_at = e.expires_at,
+            DeploymentEvent::RunStarted(_) | DeploymentEvent::Failed(_) | DeploymentEvent::DeletionRequested(_) | DeploymentEvent::Rejected(_) => {}
         }
         state
     }
@@ -230,12 +360,10 @@ impl Decider for Deployment {
 /// What a report adds to the log: only what is new and fits the phase (a step or a health the
 /// log already has, a late "running" after a cancel, a second failure change nothing).
 fn decide_report(report: &RunReport, state: &DeploymentState) -> Vec<DeploymentEvent> {
-    let phase = state.phase;
+    let Some(phase) = state.phase else { return vec![] };
     match report {
         RunReport::Started if phase == Phase::Scheduled => vec![DeploymentEvent::RunStarted(RunStarted {})],
-        RunReport::Step(step)
-            if matches!(phase, Phase::Deploying | Phase::Running | Phase::Deleting { cancelling: true }) && state.steps.get(&step.step) != Some(&step.state) =>
-        {
+        RunReport::Step(step) if matches!(phase, Phase::Deploying | Phase::Running | Phase::Cancelling) && state.steps.get(&step.step) != Some(&step.state) => {
             vec![DeploymentEvent::StepChanged(step.clone())]
         }
         RunReport::Health(h) if matches!(phase, Phase::Deploying | Phase::Running) && state.health.get(&h.service) != Some(&h.healthy) => {
@@ -275,63 +403,101 @@ mod tests {
         }
     }
     fn create(access: Option<Access>) -> DeploymentAction {
-        DeploymentAction::Create { access, request: request(), name: DnsLabel::parse("name", "pr-42").unwrap(), node_id: Uuid::from_u128(9) }
+        DeploymentAction::Create { access, request: request(), name: DnsLabel::parse("name", "pr-42").unwrap() }
     }
     fn report(report: RunReport) -> DeploymentAction {
         DeploymentAction::Report { attempt: 1, reports: vec![report] }
     }
+    fn delete() -> DeploymentAction {
+        DeploymentAction::Delete { access: Some(Access::Full), reason: DeletionReason::User }
+    }
     fn when(given: &[DeploymentEvent], by: Issuer, action: DeploymentAction) -> Result<Vec<DeploymentEvent>, DomainError> {
         Deployment::decide(&DeploymentCommand { by, action }, &fold::<Deployment>(given))
     }
-    fn created() -> Vec<DeploymentEvent> {
+    fn user(role: nullops_events::identity::Role) -> Issuer {
+        Issuer::User(crate::Principal { username: crate::Username::parse("bob").unwrap(), role })
+    }
+    fn requested() -> Vec<DeploymentEvent> {
         when(&[], Issuer::System, create(Some(Access::Full))).unwrap()
+    }
+    /// Requested and placed on node 9.
+    fn created() -> Vec<DeploymentEvent> {
+        then(requested(), DeploymentAction::Schedule { node_id: Uuid::from_u128(9) })
     }
     fn then(mut given: Vec<DeploymentEvent>, action: DeploymentAction) -> Vec<DeploymentEvent> {
         let new = when(&given, Issuer::System, action).unwrap();
         given.extend(new);
         given
     }
-    fn phase(given: &[DeploymentEvent]) -> Phase {
+    fn phase(given: &[DeploymentEvent]) -> Option<Phase> {
         fold::<Deployment>(given).phase
     }
     fn failure() -> DeploymentFailed {
         DeploymentFailed { step: Some("migrate".into()), reason: "exit code 1".into(), exit_code: Some(1), oom_killed: false }
     }
+    fn running() -> Vec<DeploymentEvent> {
+        then(then(created(), report(RunReport::Started)), report(RunReport::Running { endpoints: vec![] }))
+    }
+    fn failed() -> Vec<DeploymentEvent> {
+        then(then(created(), report(RunReport::Started)), report(RunReport::Failed(failure())))
+    }
 
     #[test]
-    fn full_access_creates_it_scheduled_on_the_reserved_node() {
-        let events = created();
-        assert!(matches!(&events[..], [DeploymentEvent::Requested(r), DeploymentEvent::Scheduled(s)] if r.name == "pr-42" && s.node_id == Uuid::from_u128(9)));
-        assert_eq!(phase(&events), Phase::Scheduled);
+    fn full_access_requests_it_and_the_platform_places_it() {
+        let events = requested();
+        assert!(matches!(&events[..], [DeploymentEvent::Requested(r)] if r.name == "pr-42"));
+        assert_eq!(phase(&events), Some(Phase::Pending));
         for access in [None, Some(Access::ReadOnly)] {
             assert!(matches!(when(&[], Issuer::System, create(access)), Err(DomainError::Forbidden(_))));
         }
         assert!(matches!(when(&events, Issuer::System, create(Some(Access::Full))), Err(DomainError::AlreadyExists(_))));
+        // Only the platform places it; placing it again on the same node adds nothing.
+        let admin = user(nullops_events::identity::Role::Admin);
+        assert!(matches!(when(&events, admin, DeploymentAction::Schedule { node_id: Uuid::from_u128(9) }), Err(DomainError::Forbidden(_))));
+        let placed = created();
+        assert_eq!(phase(&placed), Some(Phase::Scheduled));
+        assert_eq!(fold::<Deployment>(&placed).node_id, Some(Uuid::from_u128(9)));
+        assert_eq!(when(&placed, Issuer::System, DeploymentAction::Schedule { node_id: Uuid::from_u128(9) }), Ok(vec![]));
+        assert!(matches!(when(&placed, Issuer::System, DeploymentAction::Schedule { node_id: Uuid::from_u128(8) }), Err(DomainError::Conflict(_))));
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_placed_is_rejected_and_ends_there() {
+        let rejected = then(requested(), DeploymentAction::Unplaceable { code: RejectionCode::NameTaken, reason: "taken".into() });
+        assert_eq!(phase(&rejected), Some(Phase::Rejected));
+        assert!(Phase::Rejected.ended() && !Phase::Rejected.holds_capacity());
+        // Late: nothing more happens to it.
+        assert_eq!(when(&rejected, Issuer::System, DeploymentAction::Unplaceable { code: RejectionCode::NoRoom, reason: "full".into() }), Ok(vec![]));
+        assert_eq!(when(&rejected, Issuer::System, delete()), Ok(vec![]));
+        assert!(matches!(when(&rejected, Issuer::System, DeploymentAction::Schedule { node_id: Uuid::from_u128(9) }), Err(DomainError::Conflict(_))));
     }
 
     #[test]
     fn the_agent_reports_take_it_to_running_and_late_reports_change_nothing() {
-        let running = then(then(created(), report(RunReport::Started)), report(RunReport::Running { endpoints: vec![] }));
-        assert_eq!(phase(&running), Phase::Running);
+        let running = running();
+        assert_eq!(phase(&running), Some(Phase::Running));
         assert_eq!(when(&running, Issuer::System, report(RunReport::Running { endpoints: vec![] })), Ok(vec![]));
         assert_eq!(when(&running, Issuer::System, report(RunReport::Failed(failure()))), Ok(vec![]));
-        let user = Issuer::User(crate::Principal { username: crate::Username::parse("bob").unwrap(), role: nullops_events::identity::Role::Admin });
-        assert!(matches!(when(&running, user, DeploymentAction::Removed), Err(DomainError::Forbidden(_))));
+        let admin = user(nullops_events::identity::Role::Admin);
+        assert!(matches!(when(&running, admin, DeploymentAction::Removed), Err(DomainError::Forbidden(_))));
     }
 
     #[test]
-    fn a_failed_run_ends_failed_and_can_then_be_deleted() {
-        let failed = then(then(created(), report(RunReport::Started)), report(RunReport::Failed(failure())));
-        assert_eq!(phase(&failed), Phase::Failed);
-        let deleted = then(then(failed, DeploymentAction::Delete { access: Some(Access::Full), reason: DeletionReason::User }), DeploymentAction::Removed);
-        assert_eq!(phase(&deleted), Phase::Deleted);
+    fn a_failed_run_runs_nowhere_so_deleting_it_ends_it_at_once() {
+        let failed = failed();
+        assert_eq!(phase(&failed), Some(Phase::Failed));
+        let deleted = then(failed, delete());
+        assert!(matches!(&deleted[deleted.len() - 2..], [DeploymentEvent::DeletionRequested(_), DeploymentEvent::Removed(_)]));
+        assert_eq!(phase(&deleted), Some(Phase::Deleted));
+        // So does a request not placed yet, as a cancel.
+        assert_eq!(phase(&then(requested(), delete())), Some(Phase::Cancelled));
     }
 
     #[test]
     fn deleting_while_creating_is_a_cancel() {
         let deploying = then(created(), report(RunReport::Started));
-        let cancelling = then(deploying, DeploymentAction::Delete { access: Some(Access::Full), reason: DeletionReason::User });
-        assert_eq!(phase(&cancelling), Phase::Deleting { cancelling: true });
+        let cancelling = then(deploying, delete());
+        assert_eq!(phase(&cancelling), Some(Phase::Cancelling));
         // The agent's rollback steps are still recorded; a late "running" is not.
         let step = || StepChanged { step: "db".into(), state: StepState::RolledBack, detail: String::new() };
         let rolled_back = then(cancelling.clone(), report(RunReport::Step(step())));
@@ -339,16 +505,25 @@ mod tests {
         // The same report again (the agent resends its whole view) adds nothing.
         assert_eq!(when(&rolled_back, Issuer::System, report(RunReport::Step(step()))), Ok(vec![]));
         assert_eq!(when(&cancelling, Issuer::System, report(RunReport::Running { endpoints: vec![] })), Ok(vec![]));
-        assert_eq!(phase(&then(cancelling.clone(), DeploymentAction::Removed)), Phase::Cancelled);
+        assert_eq!(phase(&then(cancelling.clone(), DeploymentAction::Removed)), Some(Phase::Cancelled));
         // Deleting twice is one deletion.
-        assert_eq!(when(&cancelling, Issuer::System, DeploymentAction::Delete { access: Some(Access::Full), reason: DeletionReason::User }), Ok(vec![]));
+        assert_eq!(when(&cancelling, Issuer::System, delete()), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_running_deployment_is_deleted_by_its_node() {
+        let deleting = then(running(), delete());
+        assert_eq!(phase(&deleting), Some(Phase::Deleting));
+        assert!(Phase::Deleting.holds_capacity());
+        assert_eq!(phase(&then(deleting, DeploymentAction::Removed)), Some(Phase::Deleted));
+        // A removal reported of a deployment not being deleted is late.
+        assert_eq!(when(&running(), Issuer::System, DeploymentAction::Removed), Ok(vec![]));
     }
 
     #[test]
     fn only_full_access_deletes_but_the_reaper_deletes_expired_ones() {
-        let running = then(then(created(), report(RunReport::Started)), report(RunReport::Running { endpoints: vec![] }));
-        let user = || Issuer::User(crate::Principal { username: crate::Username::parse("bob").unwrap(), role: nullops_events::identity::Role::User });
-        let by_user = when(&running, user(), DeploymentAction::Delete { access: Some(Access::ReadOnly), reason: DeletionReason::User });
+        let running = running();
+        let by_user = when(&running, user(nullops_events::identity::Role::User), DeploymentAction::Delete { access: Some(Access::ReadOnly), reason: DeletionReason::User });
         assert!(matches!(by_user, Err(DomainError::Forbidden(_))));
         let expired = when(&running, Issuer::System, DeploymentAction::Delete { access: None, reason: DeletionReason::Expired }).unwrap();
         assert_eq!(expired, vec![DeploymentEvent::DeletionRequested(DeletionRequested { reason: DeletionReason::Expired })]);
@@ -356,23 +531,23 @@ mod tests {
 
     #[test]
     fn extending_resets_the_whole_lifetime_from_now() {
-        let running = then(then(created(), report(RunReport::Started)), report(RunReport::Running { endpoints: vec![] }));
+        let running = running();
         let extended = when(&running, Issuer::System, DeploymentAction::Extend { access: Some(Access::Full), now: 10 * HOUR }).unwrap();
         assert_eq!(extended, vec![DeploymentEvent::Extended(DeploymentExtended { expires_at: 11 * HOUR })]);
-        let deleting = then(running, DeploymentAction::Delete { access: Some(Access::Full), reason: DeletionReason::User });
+        let deleting = then(running, delete());
         assert!(matches!(when(&deleting, Issuer::System, DeploymentAction::Extend { access: Some(Access::Full), now: 0 }), Err(DomainError::Conflict(_))));
         assert!(matches!(when(&[], Issuer::System, DeploymentAction::Extend { access: Some(Access::Full), now: 0 }), Err(DomainError::NotFound(_))));
     }
 
     #[test]
     fn a_failed_deployment_is_retried_as_a_new_attempt_and_old_reports_are_ignored() {
-        let failed = then(then(created(), report(RunReport::Started)), report(RunReport::Failed(failure())));
+        let failed = failed();
         let plan = DeploymentPlan { steps: vec![], edges: vec![] };
-        let retry = |access| DeploymentAction::Retry { access, pipeline_version: 4, plan: plan.clone(), node_id: Uuid::from_u128(10) };
+        let retry = |access| DeploymentAction::Retry { access, pipeline_version: 4, plan: plan.clone() };
         assert!(matches!(when(&failed, Issuer::System, retry(Some(Access::ReadOnly))), Err(DomainError::Forbidden(_))));
-        let retried = then(failed, retry(Some(Access::Full)));
+        let retried = then(then(failed, retry(Some(Access::Full))), DeploymentAction::Schedule { node_id: Uuid::from_u128(10) });
         let state = fold::<Deployment>(&retried);
-        assert_eq!((state.phase, state.attempt, state.node_id), (Phase::Scheduled, 2, Some(Uuid::from_u128(10))));
+        assert_eq!((state.phase, state.attempt, state.node_id), (Some(Phase::Scheduled), 2, Some(Uuid::from_u128(10))));
         assert_eq!(state.request.unwrap().pipeline_version, 4);
         // A late report of attempt 1 changes nothing; attempt 2 starts.
         assert_eq!(when(&retried, Issuer::System, report(RunReport::Started)), Ok(vec![]));
@@ -380,8 +555,22 @@ mod tests {
         let started = when(&retried, Issuer::System, DeploymentAction::Report { attempt: 2, reports }).unwrap();
         assert_eq!(started.len(), 2, "both decided in order: {started:?}");
         // Only a failed deployment is retried.
-        let running = then(then(created(), report(RunReport::Started)), report(RunReport::Running { endpoints: vec![] }));
-        assert!(matches!(when(&running, Issuer::System, retry(Some(Access::Full))), Err(DomainError::Conflict(_))));
+        assert!(matches!(when(&running(), Issuer::System, retry(Some(Access::Full))), Err(DomainError::Conflict(_))));
+    }
+
+    #[test]
+    fn a_retry_that_cannot_be_placed_fails_again_and_keeps_its_name() {
+        let plan = DeploymentPlan { steps: vec![], edges: vec![] };
+        let retried = then(failed(), DeploymentAction::Retry { access: Some(Access::Full), pipeline_version: 4, plan });
+        let unplaced = when(&retried, Issuer::System, DeploymentAction::Unplaceable { code: RejectionCode::NoRoom, reason: "full".into() }).unwrap();
+        assert!(matches!(&unplaced[..], [DeploymentEvent::Failed(f)] if f.reason == "full" && f.step.is_none()));
+    }
+
+    #[test]
+    fn a_deployment_its_node_cannot_be_given_fails_with_the_reason() {
+        let refused = then(created(), DeploymentAction::Refuse { reason: "secrets over 1 MiB".into() });
+        assert_eq!(phase(&refused), Some(Phase::Failed));
+        assert_eq!(when(&refused, Issuer::System, DeploymentAction::Refuse { reason: "again".into() }), Ok(vec![]));
     }
 
     #[test]
@@ -402,5 +591,16 @@ mod tests {
         assert_eq!(moved, vec![DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints: at(32999) })]);
         // A service between containers (no port for a moment) is not a change.
         assert_eq!(when(&running, Issuer::System, report(RunReport::Running { endpoints: vec![] })), Ok(vec![]));
+    }
+
+    #[test]
+    fn phases_have_one_name_each_and_the_status_shows_an_offline_node() {
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.name()), Some(p));
+        }
+        assert_eq!(Phase::ALL.map(Phase::name).iter().collect::<std::collections::HashSet<_>>().len(), Phase::ALL.len());
+        assert_eq!(status(Phase::Running, false), DeploymentStatus::Offline);
+        assert_eq!(status(Phase::Failed, false), DeploymentStatus::Failed);
+        assert_eq!(status(Phase::Running, true), DeploymentStatus::Running);
     }
 }

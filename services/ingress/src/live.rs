@@ -2,14 +2,21 @@
 //! whenever the bus carries an event that changes where a name goes, once those read models
 //! have applied it, and every few seconds in case a message was missed. Requests read the current
 //! table without waiting; a request already forwarded keeps its target.
+//!
+//! Each table carries the read models' positions it was built from, and only a table at least
+//! as new replaces it, so concurrent rebuilds never move the ingress back in time. A request
+//! about to be refused (404, 503) is first checked against the read models as they are now
+//! ([`RouteBook::confirmed`]): an error page never says something older than what the API
+//! already answered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use nullops_bus::{Bus, Delivery};
 use nullops_events::catalog::EnvironmentDefinition;
+use nullops_domain::deployment::Phase;
 use nullops_events::LogPosition;
 use nullops_projections::catalog::kind;
 use nullops_projections::nodes::link;
@@ -29,24 +36,85 @@ const COALESCE: usize = 1024;
 /// Wait before resubscribing to a bus that failed.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
+/// Where each of [`SOURCES`] was when a table was built.
+type Positions = [LogPosition; 3];
+
 /// The current routing table, shared by the connections and the task that keeps it current.
-#[derive(Clone, Default)]
-pub struct RouteBook(Arc<RwLock<Arc<RoutingTable>>>);
+#[derive(Clone)]
+pub struct RouteBook(Arc<Book>);
+
+struct Book {
+    db: ReadModelDb,
+    current: RwLock<(Arc<RoutingTable>, Positions)>,
+    /// When the last check of the read models before a refusal started: a refusal that
+    /// arrived before it may use what it found.
+    checked: tokio::sync::Mutex<Option<Instant>>,
+}
 
 impl RouteBook {
-    pub fn current(&self) -> Arc<RoutingTable> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// An empty table over `db`; [`reload`](Self::reload) fills it.
+    pub fn new(db: ReadModelDb) -> Self {
+        let empty = (Arc::new(RoutingTable::default()), [LogPosition::START; 3]);
+        RouteBook(Arc::new(Book { db, current: RwLock::new(empty), checked: tokio::sync::Mutex::new(None) }))
     }
 
-    fn replace(&self, table: RoutingTable) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    pub fn current(&self) -> Arc<RoutingTable> {
+        self.0.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    fn positions(&self) -> Positions {
+        self.0.current.read().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Installs `table` unless the current one was built from newer read models.
+    fn install(&self, table: RoutingTable, at: Positions) {
+        let mut current = self.0.current.write().unwrap_or_else(|p| p.into_inner());
+        if at.iter().zip(current.1.iter()).all(|(new, old)| new >= old) {
+            *current = (Arc::new(table), at);
+        }
     }
 
     /// Rebuilds the table from the read models now.
-    pub async fn reload(&self, db: &ReadModelDb) -> Result<(), ProjectionError> {
-        self.replace(load(db).await?);
+    pub async fn reload(&self) -> Result<(), ProjectionError> {
+        let at = positions(&self.0.db).await?;
+        let table = load(&self.0.db).await?;
+        self.install(table, at);
         Ok(())
     }
+
+    /// The table, rebuilt first if the read models have moved on since it was built: for
+    /// answers that refuse. Concurrent callers share one look at the read models.
+    pub async fn confirmed(&self) -> Arc<RoutingTable> {
+        let arrived = Instant::now();
+        let mut checked = self.0.checked.lock().await;
+        if checked.is_some_and(|started| started >= arrived) {
+            return self.current();
+        }
+        *checked = Some(Instant::now());
+        let fresher = match positions(&self.0.db).await {
+            Ok(now) => now.iter().zip(self.positions().iter()).any(|(now, built)| now > built),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the read models' positions; answering from the table");
+                false
+            }
+        };
+        if fresher {
+            match tokio::time::timeout(READ_MODEL_WAIT, self.reload()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot rebuild the routing table; keeping the last one"),
+                Err(_) => tracing::warn!("rebuilding the routing table took over {} s; answering from the last one", READ_MODEL_WAIT.as_secs()),
+            }
+        }
+        self.current()
+    }
+}
+
+async fn positions(db: &ReadModelDb) -> Result<Positions, ProjectionError> {
+    let mut at = [LogPosition::START; 3];
+    for (slot, source) in at.iter_mut().zip(SOURCES) {
+        *slot = db.checkpoint(source).await?.position;
+    }
+    Ok(at)
 }
 
 /// Whether an event can change where a name goes.
@@ -64,7 +132,7 @@ async fn load(db: &ReadModelDb) -> Result<RoutingTable, ProjectionError> {
         environments.into_iter().map(|e| (e.definition.name, e.definition.base_domain)),
         deployments.into_iter().map(|d| {
             let (node_host, node_online) = d.node_id.and_then(|n| nodes.get(&n).cloned()).unwrap_or_default();
-            let state = if d.phase == nullops_projections::deployments::phase::RUNNING { RouteState::Running } else { RouteState::Not(d.phase.to_ascii_uppercase()) };
+            let state = if d.phase == Phase::Running { RouteState::Running } else { RouteState::Not(d.phase.name().to_ascii_uppercase()) };
             let ports = d.endpoints.into_iter().map(|e| (e.service, e.host_port)).collect();
             ((d.environment, d.name), DeploymentRoute { state, node_host, node_online, ports })
         }),
@@ -127,7 +195,7 @@ async fn rebuild(book: &RouteBook, db: &ReadModelDb, position: Option<LogPositio
             tracing::debug!(error = %e, "the read models lag; routing from what they have");
         }
     }
-    if let Err(e) = book.reload(db).await {
+    if let Err(e) = book.reload().await {
         tracing::warn!(error = %e, "cannot rebuild the routing table; keeping the last one");
     }
 }

@@ -64,7 +64,12 @@ impl Proxy {
         }
         let public_host = public_host(&request)?;
         let name = parse_host(public_host.to_str().map_err(|_| Refusal::BadHost(HostError::Invalid("it is not ASCII")))?).map_err(Refusal::BadHost)?;
-        let (host, port) = match self.routes.current().route(&name) {
+        let mut decision = self.routes.current().route(&name);
+        if !matches!(decision, Decision::Forward { .. }) {
+            // About to refuse: not on the word of a table older than the read models.
+            decision = self.routes.confirmed().await.route(&name);
+        }
+        let (host, port) = match decision {
             Decision::Forward { host, port } => (host, port),
             Decision::Unknown => return Err(Refusal::UnknownHost(name)),
             Decision::NotRunning(state) => return Err(Refusal::NotRunning { host: name, state }),

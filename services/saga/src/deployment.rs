@@ -1,0 +1,218 @@
+//! The deployment saga: everything a deployment holds outside its own stream.
+//!
+//! - A request (or a retry) waiting for a node gets its name (stream `deploymentname-…`), room
+//!   on a node (stream `capacity-…`, see [`crate::admission`]) and then its schedule; or, when
+//!   the name is taken or no node has room, it is rejected (a retry fails) with the reason.
+//! - A deployment that no longer runs anywhere (failed, rejected, deleted, cancelled) gives its
+//!   room back; one that ended gives its name back too.
+//!
+//! Each reaction reads the deployment as it is now and does only what is still missing (a name
+//! already held, room already reserved), so it can run again after a crash at any point. Every
+//! command it issues carries the correlation id of the event it reacts to, so a request's
+//! events on all three streams share one correlation id.
+//!
+//! When no node can take a deployment *yet* (the environment's nodes are reconnecting, or have
+//! not reported their size, as after a restart), it waits up to [`NODE_GRACE`] for one, asked
+//! again every tick, before it is refused. The waiting ones are in memory only: a new runner
+//! finds them again as the deployments still PENDING once the read model has caught up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nullops_domain::capacity::{Capacity, Resources};
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, DeploymentState, Phase};
+use nullops_domain::deployment_names::{name_key, DeploymentName, NameCommand};
+use nullops_domain::{DnsLabel, DomainError, Issuer};
+use nullops_events::codec::types;
+use nullops_events::deployment::{DeploymentRequested, RejectionCode};
+use nullops_events::{Actor, EventMetadata, LogPosition, StoredEvent};
+use nullops_projections::ReadModelDb;
+use nullops_store::commands::{execute, load, CommandError, StateCache};
+use nullops_store::EventStore;
+use uuid::Uuid;
+
+use crate::admission::{Admission, Placement};
+use crate::fault;
+use crate::{Saga, SagaError};
+
+/// The events after which a deployment may need placing or may hold what it no longer needs.
+const HANDLES: [&str; 5] = [
+    types::DEPLOYMENT_REQUESTED.0,
+    types::DEPLOYMENT_RETRIED.0,
+    types::DEPLOYMENT_FAILED.0,
+    types::DEPLOYMENT_REJECTED.0,
+    types::DEPLOYMENT_REMOVED.0,
+];
+
+/// Nodes whose capacity streams are kept in memory between reactions.
+const CACHED_NODES: usize = 4096;
+/// How long a deployment waits for a node of its environment to come online (or report its
+/// size) before it is refused. Below the gateway's wait for a placement, so the caller of
+/// `createDeployment` hears the outcome.
+pub const NODE_GRACE: Duration = Duration::from_secs(15);
+/// How long a new runner waits for the read models to show what its checkpoint covers.
+const READ_MODEL_WAIT: Duration = Duration::from_secs(30);
+
+/// A deployment waiting for a node: until when, and the metadata of the event that asked.
+struct Waiting {
+    until: Instant,
+    metadata: EventMetadata,
+}
+
+pub struct DeploymentSaga {
+    store: Arc<dyn EventStore>,
+    read_models: ReadModelDb,
+    capacities: StateCache<Capacity>,
+    waiting: Mutex<HashMap<Uuid, Waiting>>,
+}
+
+impl DeploymentSaga {
+    pub fn new(store: Arc<dyn EventStore>, read_models: ReadModelDb) -> Self {
+        DeploymentSaga { store, read_models, capacities: StateCache::new(CACHED_NODES), waiting: Mutex::new(HashMap::new()) }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Waiting>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Places the deployment if it still waits for a node.
+    async fn drive(&self, deployment_id: Uuid, metadata: &EventMetadata) -> Result<(), SagaError> {
+        let (state, _) = load::<Deployment>(&*self.store, &deployment_id.to_string()).await?;
+        match (&state.request, state.phase) {
+            (Some(request), Some(Phase::Pending)) => self.place(deployment_id, request, metadata).await,
+            _ => {
+                self.waiting().remove(&deployment_id);
+                Ok(())
+            }
+        }
+    }
+
+    fn admission(&self) -> Admission<'_> {
+        Admission { store: &*self.store, read_models: &self.read_models, capacities: &self.capacities }
+    }
+
+    /// A name, room on a node, then the schedule; or the reason it cannot be placed.
+    async fn place(&self, deployment_id: Uuid, request: &DeploymentRequested, metadata: &EventMetadata) -> Result<(), SagaError> {
+        fault::point("deployment-saga:placing");
+        let claim = match DnsLabel::parse("name", &request.name) {
+            Ok(name) => NameCommand::Claim { name, deployment_id },
+            Err(e) => return self.unplaceable(deployment_id, RejectionCode::NameTaken, e.to_string(), metadata).await,
+        };
+        match execute::<DeploymentName>(&*self.store, &name_key(&request.environment, &request.name), &claim, metadata).await {
+            Ok(_) => {}
+            Err(CommandError::Domain(DomainError::Conflict(_))) => {
+                let reason = format!("environment {} already has a deployment named {}", request.environment, request.name);
+                return self.unplaceable(deployment_id, RejectionCode::NameTaken, reason, metadata).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        fault::point("deployment-saga:name-claimed");
+        let resources = Resources { cpu_millis: request.cpu_millis.into(), memory_mib: request.memory_mib.into() };
+        let node_id = match self.admission().reserve(&request.environment, deployment_id, resources, metadata).await? {
+            Placement::Reserved(node_id) => node_id,
+            Placement::NoRoom(reason) => return self.unplaceable(deployment_id, RejectionCode::NoRoom, reason, metadata).await,
+            Placement::NotYet(reason) => {
+                let now = Instant::now();
+                let until = self.waiting().entry(deployment_id).or_insert_with(|| Waiting { until: now + NODE_GRACE, metadata: metadata.clone() }).until;
+                if now < until {
+                    tracing::debug!(deployment = %deployment_id, %reason, "waiting for a node");
+                    return Ok(());
+                }
+                return self.unplaceable(deployment_id, RejectionCode::NoRoom, reason, metadata).await;
+            }
+        };
+        fault::point("deployment-saga:capacity-reserved");
+        match self.command(deployment_id, DeploymentAction::Schedule { node_id }, metadata).await {
+            // No longer waiting (deleted meanwhile): the events that ended it give back what it holds.
+            Ok(()) | Err(CommandError::Domain(DomainError::Conflict(_))) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.waiting().remove(&deployment_id);
+        fault::point("deployment-saga:scheduled");
+        Ok(())
+    }
+
+    async fn unplaceable(&self, deployment_id: Uuid, code: RejectionCode, reason: String, metadata: &EventMetadata) -> Result<(), SagaError> {
+        self.waiting().remove(&deployment_id);
+        tracing::info!(deployment = %deployment_id, ?code, %reason, "a deployment cannot be placed");
+        Ok(self.command(deployment_id, DeploymentAction::Unplaceable { code, reason }, metadata).await?)
+    }
+
+    async fn command(&self, deployment_id: Uuid, action: DeploymentAction, metadata: &EventMetadata) -> Result<(), CommandError> {
+        let command = DeploymentCommand { by: Issuer::System, action };
+        execute::<Deployment>(&*self.store, &deployment_id.to_string(), &command, metadata).await.map(|_| ())
+    }
+
+    /// Gives back what a deployment in `state` no longer needs.
+    async fn settle(&self, deployment_id: Uuid, state: &DeploymentState, request: &DeploymentRequested, metadata: &EventMetadata) -> Result<(), SagaError> {
+        let Some(phase) = state.phase else { return Ok(()) };
+        if !phase.holds_capacity() {
+            self.admission().release(&request.environment, deployment_id, metadata).await?;
+        }
+        if phase.ended() {
+            let release = NameCommand::Release { name: request.name.clone(), deployment_id };
+            execute::<DeploymentName>(&*self.store, &name_key(&request.environment, &request.name), &release, metadata).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Saga for DeploymentSaga {
+    fn name(&self) -> &'static str {
+        "deployments"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        HANDLES.contains(&event_type)
+    }
+
+    async fn react(&self, event: &StoredEvent) -> Result<(), SagaError> {
+        let Ok(deployment_id) = event.stream_id.key().parse::<Uuid>() else {
+            tracing::warn!(stream = %event.stream_id, "a deployment stream not named by a deployment id; ignored");
+            return Ok(());
+        };
+        let (state, _) = load::<Deployment>(&*self.store, event.stream_id.key()).await?;
+        let Some(request) = state.request.clone() else { return Ok(()) };
+        // Nodes as they were at least when the event happened (bounded: a lagging read model
+        // only makes admission see an older picture).
+        let _ = self.read_models.wait_for(&["nodes"], event.position, Duration::from_secs(2)).await;
+        let metadata = EventMetadata {
+            actor: Actor::System,
+            correlation_id: event.metadata.correlation_id,
+            causation_id: Some(event.event_id.0),
+            trace_context: event.metadata.trace_context.clone(),
+        };
+        if state.phase == Some(Phase::Pending) {
+            return self.place(deployment_id, &request, &metadata).await;
+        }
+        self.waiting().remove(&deployment_id);
+        self.settle(deployment_id, &state, &request, &metadata).await
+    }
+
+    /// Finds the deployments a previous runner left waiting for a node: those still PENDING
+    /// once the read model shows everything up to the checkpoint (later ones are reacted to as
+    /// their events come).
+    async fn resume(&self, checkpoint: LogPosition) -> Result<(), SagaError> {
+        if let Err(e) = self.read_models.wait_for(&["deployments"], checkpoint, READ_MODEL_WAIT).await {
+            tracing::warn!(error = %e, "the deployments read model lags; deployments left waiting for a node are taken up from what it shows");
+        }
+        let pending = nullops_projections::deployments::pending(&self.read_models).await?;
+        let now = Instant::now();
+        let mut waiting = self.waiting();
+        for row in pending {
+            waiting.entry(row.deployment_id).or_insert_with(|| Waiting { until: now + NODE_GRACE, metadata: EventMetadata::system() });
+        }
+        Ok(())
+    }
+
+    async fn tick(&self) -> Result<(), SagaError> {
+        let due: Vec<(Uuid, EventMetadata)> = self.waiting().iter().map(|(id, w)| (*id, w.metadata.clone())).collect();
+        for (deployment_id, metadata) in due {
+            self.drive(deployment_id, &metadata).await?;
+        }
+        Ok(())
+    }
+}
