@@ -53,7 +53,8 @@ const REGISTRY_INPUT: &str = "mutation($i: RegistryInput!) { createRegistry(inpu
 const SET_SECRET: &str = "mutation($p: String!, $n: String!, $v: String!) { setSecret(project: $p, name: $n, value: $v) { name } }";
 const TEAM: &str = "mutation($n: String!) { createTeam(name: $n) { name } }";
 const MEMBER: &str = "mutation($t: String!, $u: String!) { addTeamMember(team: $t, username: $u) { name } }";
-const GRANT: &str = "mutation($t: String!, $k: AccessTargetKind!, $n: String!, $a: Access!) { grantAccess(team: $t, target: {kind: $k, name: $n}, access: $a) { name } }";
+const GRANT: &str =
+    "mutation($t: String!, $k: AccessTargetKind!, $n: String!, $a: Access!) { grantAccess(team: $t, target: {kind: $k, name: $n}, access: $a) { name } }";
 
 fn service(name: &str, image: &str, pattern: Option<&str>) -> Value {
     json!({"i": {"name": name, "registry": "local", "image": image, "tagMode": "SELECTABLE", "tagPattern": pattern, "port": 8080}})
@@ -76,7 +77,8 @@ async fn world(server: &Server) -> HashMap<Who, Option<String>> {
         async move { admin_ok(server, &admin, q, v).await }
     };
     for user in ["full", "readonly", "unrelated", "noteam", "disabled"] {
-        a("mutation($u: String!, $p: String!) { createUser(username: $u, password: $p) { username } }", json!({"u": user, "p": format!("{user}-password-1")})).await;
+        a("mutation($u: String!, $p: String!) { createUser(username: $u, password: $p) { username } }", json!({"u": user, "p": format!("{user}-password-1")}))
+            .await;
     }
     a(REGISTRY_INPUT, json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "nullops"}})).await;
     for name in ["m-reg2", "m-reg3"] {
@@ -204,7 +206,11 @@ fn mutation_cases() -> Vec<Case> {
 
 fn query_cases() -> Vec<Case> {
     vec![
-        Case { query: "{ project(name: \"shop\") { name secrets { name } pipelineVersions { version } grants { team } } }", variables: |_| json!({}), allowed: SHOP_READERS },
+        Case {
+            query: "{ project(name: \"shop\") { name secrets { name } pipelineVersions { version } grants { team } } }",
+            variables: |_| json!({}),
+            allowed: SHOP_READERS,
+        },
         Case { query: "{ team(name: \"builders\") { members grants { target } } }", variables: |_| json!({}), allowed: &[Admin, Full] },
         Case { query: "{ auditLog { entries { eventType } } }", variables: |_| json!({}), allowed: ADMINS },
         Case { query: "{ registries { name hasCredentials } }", variables: |_| json!({}), allowed: SIGNED_IN },
@@ -312,24 +318,32 @@ async fn tags_from_the_real_registry(mode: Mode) {
     push(&repository, &["v3.0.0"]);
     let cached = server.ok(Some(&admin), "{ availableTags(service: \"versions\") }", json!({})).await;
     assert_eq!(cached["availableTags"][0], "v2.0.0");
-    support::eventually(Duration::from_secs(10), "a refresh shows the new tag", || async {
-        tags("versions").await["data"]["availableTags"][0] == "v3.0.0"
-    })
-    .await;
+    support::eventually(Duration::from_secs(10), "a refresh shows the new tag", || async { tags("versions").await["data"]["availableTags"][0] == "v3.0.0" })
+        .await;
     let missing = tags("missing").await;
     assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
 
     // Wrong credentials: a clear error naming the registry.
-    admin_ok(&server, &admin, "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { hasCredentials } }",
-        json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "wrong"}})).await;
+    admin_ok(
+        &server,
+        &admin,
+        "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { hasCredentials } }",
+        json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "wrong"}}),
+    )
+    .await;
     let r = tags("versions").await;
     assert_eq!(code(&r), "REGISTRY_AUTH_FAILED", "{r}");
     assert_eq!(r["errors"][0]["message"], "registry local refused access: it rejected the credentials");
 
     // Down: nothing listens there. The answer comes at once, naming the registry.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    admin_ok(&server, &admin, "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { hasCredentials } }",
-        json!({"i": {"name": "local", "url": format!("http://{free}"), "clearCredentials": true}})).await;
+    admin_ok(
+        &server,
+        &admin,
+        "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { hasCredentials } }",
+        json!({"i": {"name": "local", "url": format!("http://{free}"), "clearCredentials": true}}),
+    )
+    .await;
     let started = Instant::now();
     let r = tags("versions").await;
     assert_eq!(code(&r), "REGISTRY_UNAVAILABLE", "{r}");
@@ -464,12 +478,17 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
     let web = json!({"id": "web", "service": "app"});
 
     let rejected = [
-        (json!({"nodes": [db(json!({"name": "x"})), web.clone()], "edges": [{"from": "db", "to": "web"}, {"from": "web", "to": "db"}]}), "the edges form a cycle"),
+        (
+            json!({"nodes": [db(json!({"name": "x"})), web.clone()], "edges": [{"from": "db", "to": "web"}, {"from": "web", "to": "db"}]}),
+            "the edges form a cycle",
+        ),
         (json!({"nodes": [db(json!({"name": "x"})), {"id": "api", "service": "nope"}]}), "node \"api\": there is no service named nope"),
         (json!({"nodes": [{"id": "seed", "plugin": "nope"}]}), "node \"seed\": there is no plugin named nope"),
         (json!({"nodes": [db(json!({"name": 7}))]}), "node \"db\": parameters do not match plugin create-db's schema at /name"),
-        (json!({"nodes": [db(json!({"name": "x"})), {"id": "seed", "plugin": "create-db", "parameters": {"name": "${{ nodes.db.outputs.url }}"}}]}),
-         "node \"seed\": it uses outputs of node \"db\", which does not run before it"),
+        (
+            json!({"nodes": [db(json!({"name": "x"})), {"id": "seed", "plugin": "create-db", "parameters": {"name": "${{ nodes.db.outputs.url }}"}}]}),
+            "node \"seed\": it uses outputs of node \"db\", which does not run before it",
+        ),
         (json!({"nodes": [db(json!({"name": "${{ secrets.NOPE }}"}))]}), "node \"db\": there is no secret named NOPE in this project"),
     ];
     for (pipeline, message) in rejected {

@@ -35,13 +35,8 @@ async fn send_until_done_or_dead(server: &Server, token: &str, next: Arc<AtomicU
                     return;
                 }
                 let name = format!("t{i}");
-                let sent = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .timeout(Duration::from_secs(20))
-                    .json(&json!({"query": CREATE, "variables": {"n": name}}))
-                    .send()
-                    .await;
+                let sent =
+                    http.post(&url).bearer_auth(&token).timeout(Duration::from_secs(20)).json(&json!({"query": CREATE, "variables": {"n": name}})).send().await;
                 let ok = match sent {
                     Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["data"]["createApiToken"]["apiToken"]["name"] == json!(name)),
                     Err(_) => false,

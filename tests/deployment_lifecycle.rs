@@ -48,7 +48,10 @@ async fn deletes_always_finish_and_free_name_and_room(mode: Mode) {
     // A failed deployment holds no room: only the two running ones do.
     support::eventually(MINUTE, "only the running deployments hold room", || async { allocated(&w).await["deployments"] == 2 }).await;
 
-    let deleted = futures::future::join_all(ids.iter().map(|id| w.server.gql(Some(&w.admin), "mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})))).await;
+    let deleted = futures::future::join_all(
+        ids.iter().map(|id| w.server.gql(Some(&w.admin), "mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id}))),
+    )
+    .await;
     for d in &deleted {
         assert!(d.get("errors").is_none(), "{d}");
     }
@@ -80,7 +83,11 @@ async fn refused_requests_hold_nothing() {
     assert_eq!(code(&second), "CONFLICT", "{second}");
     assert!(second["errors"][0]["message"].as_str().unwrap().contains("already has a deployment named taken"), "{second}");
     // Far more memory than the node has.
-    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", json!({"i": {"name": "huge", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 4_194_304}})).await;
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "huge", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 4_194_304}}),
+    )
+    .await;
     w.save("huge", json!({"nodes": [{"id": "api", "service": "api"}]})).await;
     let huge = create_named(&w, "huge", "huge").await;
     assert_eq!(code(&huge), "RESOURCES_EXHAUSTED", "{huge}");
@@ -91,7 +98,11 @@ async fn refused_requests_hold_nothing() {
     let rejected = ended["deployments"].as_array().unwrap().iter().find(|d| d["name"] == "huge").unwrap_or_else(|| panic!("{ended}")).clone();
     assert_eq!(rejected["state"], "REJECTED", "{rejected}");
     support::eventually(MINUTE, "only the first request holds room", || async { allocated(&w).await["deployments"] == 1 }).await;
-    w.ok("mutation($i: ProjectInput!) { updateProject(input: $i) { name } }", json!({"i": {"name": "huge", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}})).await;
+    w.ok(
+        "mutation($i: ProjectInput!) { updateProject(input: $i) { name } }",
+        json!({"i": {"name": "huge", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}}),
+    )
+    .await;
     let retried = create_named(&w, "huge", "huge").await;
     assert!(retried.get("errors").is_none(), "the name of a rejected request is free: {retried}");
 }
@@ -113,25 +124,45 @@ async fn a_crash_at_any_step_of_placing_a_deployment_leaks_nothing() {
         let name = format!("crash-{i}");
         w.restart(&[("NULLOPS_FAULT", step)]).await;
         // The platform dies while answering: the request is stored, the rest is not done.
-        let _ = w.server.http.post(w.server.url("/graphql")).bearer_auth(&w.admin).json(&json!({"query": CREATE, "variables": {"p": "serving", "e": w.environment, "n": name}})).send().await;
+        let _ = w
+            .server
+            .http
+            .post(w.server.url("/graphql"))
+            .bearer_auth(&w.admin)
+            .json(&json!({"query": CREATE, "variables": {"p": "serving", "e": w.environment, "n": name}}))
+            .send()
+            .await;
         let status = w.server.exited(MINUTE).await;
         assert!(!status.success(), "the platform should have died at {step}: {status}");
 
         w.restart(&[]).await;
         let id = support::until(MINUTE, &format!("deployment {name} after a crash at {step}"), || async {
             let all = w.ok("{ deployments(includeEnded: true) { id name state } }", json!({})).await;
-            all["deployments"].as_array().unwrap().iter().find(|d| d["name"] == name.as_str()).map(|d| d["id"].as_str().unwrap().to_owned()).ok_or(all.to_string())
+            all["deployments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["name"] == name.as_str())
+                .map(|d| d["id"].as_str().unwrap().to_owned())
+                .ok_or(all.to_string())
         })
         .await;
         w.reaches(&id, "RUNNING", MINUTE).await;
         assert_eq!(allocated(&w).await["deployments"], 1, "one reservation after a crash at {step}");
 
         // One correlation id: the request's, on the deployment, its name and the node's room.
-        let history = w.ok("query($s: String!) { auditLog(filter: {stream: $s}, page: {first: 500}) { entries { eventType correlationId } } }", json!({"s": format!("deployment-{id}")})).await;
+        let history = w
+            .ok(
+                "query($s: String!) { auditLog(filter: {stream: $s}, page: {first: 500}) { entries { eventType correlationId } } }",
+                json!({"s": format!("deployment-{id}")}),
+            )
+            .await;
         let entries = history["auditLog"]["entries"].as_array().unwrap();
         let requested = entries.iter().find(|e| e["eventType"] == "deployment.requested").unwrap_or_else(|| panic!("{history}"));
         let correlation = requested["correlationId"].as_str().unwrap();
-        let related = w.ok("query($c: String!) { auditLog(filter: {correlationId: $c}, page: {first: 500}) { entries { stream eventType } } }", json!({"c": correlation})).await;
+        let related = w
+            .ok("query($c: String!) { auditLog(filter: {correlationId: $c}, page: {first: 500}) { entries { stream eventType } } }", json!({"c": correlation}))
+            .await;
         let streams: Vec<&str> = related["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["stream"].as_str().unwrap()).collect();
         for kind in [format!("deployment-{id}"), format!("deploymentname-{}.{name}", w.environment), format!("capacity-{}", w.node_id)] {
             assert!(streams.contains(&kind.as_str()), "{kind} under correlation id {correlation} after a crash at {step}: {related}");
@@ -157,8 +188,11 @@ async fn a_crash_at_any_step_of_placing_a_deployment_leaks_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_interrupted_by_a_crash_settles_like_any_failed_run() {
     let mut w = World::new(Mode::Embedded).await;
-    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", json!({"i": {"name": "slow", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}}))
-        .await;
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "slow", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}}),
+    )
+    .await;
     w.save(
         "slow",
         json!({"nodes": [{"id": "api", "service": "api"}, {"id": "seed", "plugin": "script", "parameters": {"mode": "sleep"}}], "edges": [{"from": "api", "to": "seed"}]}),
@@ -167,7 +201,11 @@ async fn a_run_interrupted_by_a_crash_settles_like_any_failed_run() {
     let id = w.create("slow", json!([])).await["id"].as_str().unwrap().to_owned();
     support::until(MINUTE, "the plugin step running", || async {
         let d = w.deployment(&id).await;
-        if step(&d, "seed")["state"] == "RUNNING" { Ok(()) } else { Err(d.to_string()) }
+        if step(&d, "seed")["state"] == "RUNNING" {
+            Ok(())
+        } else {
+            Err(d.to_string())
+        }
     })
     .await;
 
@@ -182,4 +220,3 @@ async fn a_run_interrupted_by_a_crash_settles_like_any_failed_run() {
     support::eventually(MINUTE, "nothing of it left on the engine", || async { w.leftovers(&id).is_empty() }).await;
     support::eventually(MINUTE, "no room held", || async { allocated(&w).await["deployments"] == 0 }).await;
 }
-

@@ -100,7 +100,9 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     support::must(&["exec", &web, "/bin/busybox", "sh", "-c", "echo ok > /www/healthz"]);
     support::eventually(Duration::from_secs(15), "web healthy again", || async { service(&w.deployment(&one_id).await, "web")["healthy"] == true }).await;
     // The secret reached the service's environment, and the API shows it nowhere.
-    let labels = docker(&["inspect", "-f", "{{index .Config.Labels \"nullops.deployment\"}} {{index .Config.Labels \"nullops.node\"}}", &w.container(&one_id, "web")]).unwrap();
+    let labels =
+        docker(&["inspect", "-f", "{{index .Config.Labels \"nullops.deployment\"}} {{index .Config.Labels \"nullops.node\"}}", &w.container(&one_id, "web")])
+            .unwrap();
     assert_eq!(labels, format!("{} {}", one_id.replace('-', ""), w.node_id), "labels name the deployment and the node");
     let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &w.container(&one_id, "web")]).unwrap();
     assert!(env.contains(&format!("GREETING={SECRET}")), "{env}");
@@ -148,10 +150,12 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
 
 async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {
     let w = World::new(mode).await;
-    let with_step = |plugin: &str, parameters: Value| json!({
-        "nodes": [{"id": "web", "service": "web"}, {"id": "migrate", "plugin": plugin, "parameters": parameters}],
-        "edges": [{"from": "web", "to": "migrate"}]
-    });
+    let with_step = |plugin: &str, parameters: Value| {
+        json!({
+            "nodes": [{"id": "web", "service": "web"}, {"id": "migrate", "plugin": plugin, "parameters": parameters}],
+            "edges": [{"from": "web", "to": "migrate"}]
+        })
+    };
     let tags = json!([{"service": "web", "tag": "v1"}]);
     let cases = [
         (with_step("script", json!({"mode": "fail"})), Some(1), "migration 42 failed"),
@@ -212,8 +216,11 @@ async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {
 
 async fn deployments_expire_unless_extended(mode: Mode) {
     let w = World::new(mode).await;
-    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
-        json!({"i": {"name": "brief", "environments": [w.environment], "cpuMillis": 10, "memoryMib": 64, "cleanupAfterSeconds": 5}})).await;
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "brief", "environments": [w.environment], "cpuMillis": 10, "memoryMib": 64, "cleanupAfterSeconds": 5}}),
+    )
+    .await;
     w.save("brief", json!({"nodes": [{"id": "greet", "plugin": "script", "parameters": {"mode": "ok"}}]})).await;
     let expiring = w.create("brief", json!([])).await["id"].as_str().unwrap().to_owned();
     let extended = w.create("brief", json!([])).await["id"].as_str().unwrap().to_owned();
@@ -241,8 +248,12 @@ async fn deployments_expire_unless_extended(mode: Mode) {
 async fn a_run_continues_on_a_node_that_goes_offline_and_is_taken_up_on_its_return() {
     let w = World::new(Mode::Production).await;
     let lab = w.lab.as_ref().unwrap();
-    w.save("shop", json!({"nodes": [{"id": "web", "service": "web"}, {"id": "slow", "plugin": "script", "parameters": {"mode": "slow"}}],
-        "edges": [{"from": "web", "to": "slow"}]})).await;
+    w.save(
+        "shop",
+        json!({"nodes": [{"id": "web", "service": "web"}, {"id": "slow", "plugin": "script", "parameters": {"mode": "slow"}}],
+        "edges": [{"from": "web", "to": "slow"}]}),
+    )
+    .await;
     let id = w.create("shop", json!([{"service": "web", "tag": "v1"}])).await["id"].as_str().unwrap().to_owned();
     support::eventually(MINUTE, "the slow step runs", || async { step(&w.deployment(&id).await, "slow")["state"] == "RUNNING" }).await;
     support::must(&["network", "disconnect", &lab.network, &lab.name("a")]);
@@ -266,7 +277,9 @@ in_both_modes!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admission_refuses_what_does_not_fit_and_never_overcommits() {
     let w = World::new(Mode::Embedded).await;
-    let total_mib = w.ok("{ nodes(environment: \"local\") { usage { memoryTotalBytes } } }", json!({})).await["nodes"][0]["usage"]["memoryTotalBytes"].as_u64().unwrap() >> 20;
+    let total_mib =
+        w.ok("{ nodes(environment: \"local\") { usage { memoryTotalBytes } } }", json!({})).await["nodes"][0]["usage"]["memoryTotalBytes"].as_u64().unwrap()
+            >> 20;
     let project = |name: &str, memory: u64| json!({"i": {"name": name, "environments": ["local"], "cpuMillis": 10, "memoryMib": memory}});
     let step = json!({"nodes": [{"id": "greet", "plugin": "script", "parameters": {"mode": "ok"}}]});
     w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", project("huge", total_mib * 2)).await;
@@ -301,8 +314,11 @@ async fn admission_refuses_what_does_not_fit_and_never_overcommits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_over_its_memory_is_killed_and_the_deployment_shows_it() {
     let w = World::new(Mode::Embedded).await;
-    w.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
-        json!({"i": {"name": "greedy", "environments": ["local"], "cpuMillis": 100, "memoryMib": 32}})).await;
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "greedy", "environments": ["local"], "cpuMillis": 100, "memoryMib": 32}}),
+    )
+    .await;
     w.save("greedy", json!({"nodes": [{"id": "hungry", "service": "hungry"}]})).await;
     let id = w.create("greedy", json!([])).await["id"].as_str().unwrap().to_owned();
     let d = w.reaches(&id, "FAILED", MINUTE).await;

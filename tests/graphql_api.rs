@@ -85,7 +85,11 @@ async fn identity_lifecycle(mode: Mode) {
     let mut after: Option<String> = None;
     loop {
         let page = server
-            .ok(Some(&admin), "query($a: String) { auditLog(filter: { stream: \"user-alice\" }, page: { first: 2, after: $a }) { entries { eventType } nextCursor } }", json!({"a": after}))
+            .ok(
+                Some(&admin),
+                "query($a: String) { auditLog(filter: { stream: \"user-alice\" }, page: { first: 2, after: $a }) { entries { eventType } nextCursor } }",
+                json!({"a": after}),
+            )
             .await;
         seen.extend(page["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap().to_owned()));
         match page["auditLog"]["nextCursor"].as_str() {
@@ -93,11 +97,7 @@ async fn identity_lifecycle(mode: Mode) {
             None => break,
         }
     }
-    assert_eq!(
-        seen,
-        ["user.password_changed", "user.password_changed", "user.enabled", "user.disabled", "user.registered"],
-        "newest first, across pages"
-    );
+    assert_eq!(seen, ["user.password_changed", "user.password_changed", "user.enabled", "user.disabled", "user.registered"], "newest first, across pages");
     assert_eq!(code(&server.gql(Some(&admin), "{ auditLog(page: { after: \"nope\" }) { nextCursor } }", json!({})).await), "INVALID_INPUT");
     server.stop().await;
 }

@@ -75,13 +75,21 @@ impl World {
         let query = "query($e: String!) { nodes(environment: $e) { id status usage { memoryTotalBytes } } }";
         support::until(Duration::from_secs(30), "the node online with its size reported", || async {
             let node = self.ok(query, json!({"e": self.environment})).await["nodes"][0].clone();
-            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() { Ok(node) } else { Err(node.to_string()) }
+            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() {
+                Ok(node)
+            } else {
+                Err(node.to_string())
+            }
         })
         .await
     }
 
     async fn setup_catalog(&self) {
-        self.ok("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await;
+        self.ok(
+            "mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }",
+            json!({}),
+        )
+        .await;
         let health = json!({"httpPath": "/healthz", "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
         for (name, image, tag) in [("echo", "nullops/echo", env!("CARGO_PKG_VERSION")), ("web", "nullops/demo", "v1")] {
             let input = json!({"name": name, "registry": "local", "image": image, "tagMode": "PINNED", "tag": tag, "port": 8080, "healthCheck": health});
@@ -93,8 +101,11 @@ impl World {
         let save = "mutation($p: String!, $i: PipelineInput!) { savePipeline(project: $p, pipeline: $i) { version } }";
         for (project, pipeline) in [
             ("shop", json!({"nodes": [{"id": "echo", "service": "echo"}, {"id": "web", "service": "web"}]})),
-            ("broken", json!({"nodes": [{"id": "web", "service": "web"}, {"id": "fail", "plugin": "script", "parameters": {"mode": "fail"}}],
-                "edges": [{"from": "web", "to": "fail"}]})),
+            (
+                "broken",
+                json!({"nodes": [{"id": "web", "service": "web"}, {"id": "fail", "plugin": "script", "parameters": {"mode": "fail"}}],
+                "edges": [{"from": "web", "to": "fail"}]}),
+            ),
         ] {
             let input = json!({"i": {"name": project, "environments": [self.environment], "cpuMillis": 100, "memoryMib": 128}});
             self.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", input).await;
@@ -110,7 +121,11 @@ impl World {
     async fn reaches(&self, id: &str, state: &str) -> Value {
         support::until(MINUTE, &format!("deployment {id} {state}"), || async {
             let d = self.ok(DEPLOYMENT, json!({"id": id})).await["deployment"].clone();
-            if d["state"] == state { Ok(d) } else { Err(d.to_string()) }
+            if d["state"] == state {
+                Ok(d)
+            } else {
+                Err(d.to_string())
+            }
         })
         .await
     }
@@ -205,7 +220,11 @@ async fn get(ingress: SocketAddr, url: &str) -> Answer {
 async fn answers(ingress: SocketAddr, url: &str, status: u16, error: Option<&str>, within: Duration) -> Answer {
     support::until(within, &format!("{url} answering {status} {error:?}"), || async {
         let answer = get(ingress, url).await;
-        if answer.status == status && answer.error.as_deref() == error { Ok(answer) } else { Err(format!("{answer:?}")) }
+        if answer.status == status && answer.error.as_deref() == error {
+            Ok(answer)
+        } else {
+            Err(format!("{answer:?}"))
+        }
     })
     .await
 }
@@ -259,9 +278,13 @@ async fn a_deployment_url_routes_live_streams_and_refuses_what_it_should() {
     assert_eq!(url_of(&d, "echo"), url, "the URL depends only on service, deployment and environment");
     let echo = answers(ingress, &url, 200, None, PATIENCE).await;
     println!("routed {:?} after RUNNING showed", running.elapsed());
-    for line in ["GET / HTTP/1.1", &format!("host: echo.pr-1.local.localhost:{}", ingress.port()), "x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http",
-        &format!("x-forwarded-host: echo.pr-1.local.localhost:{}", ingress.port())]
-    {
+    for line in [
+        "GET / HTTP/1.1",
+        &format!("host: echo.pr-1.local.localhost:{}", ingress.port()),
+        "x-forwarded-for: 127.0.0.1",
+        "x-forwarded-proto: http",
+        &format!("x-forwarded-host: echo.pr-1.local.localhost:{}", ingress.port()),
+    ] {
         assert!(echo.body.lines().any(|l| l == line), "{line:?} not in {}", echo.body);
     }
     assert_eq!(get(ingress, &url_of(&d, "web")).await.body.trim(), "nullops demo v1", "each service of the deployment has its own URL");
@@ -302,7 +325,9 @@ async fn a_deployment_url_routes_live_streams_and_refuses_what_it_should() {
 
     // Hostile hosts get a clean refusal.
     let long = format!("{}.local.localhost", vec!["a".repeat(60); 5].join("."));
-    for (host, status, code) in [(long.as_str(), "400", "BAD_HOST"), ("echo.pr_1.local.localhost", "400", "BAD_HOST"), ("echo.pr-1.local.localhost:99999", "400", "BAD_HOST")] {
+    for (host, status, code) in
+        [(long.as_str(), "400", "BAD_HOST"), ("echo.pr_1.local.localhost", "400", "BAD_HOST"), ("echo.pr-1.local.localhost:99999", "400", "BAD_HOST")]
+    {
         let answer = raw(ingress, format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
         assert!(answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code), "Host {host}: {answer}");
     }
@@ -310,7 +335,8 @@ async fn a_deployment_url_routes_live_streams_and_refuses_what_it_should() {
     assert!(missing.starts_with("HTTP/1.1 400") && missing.contains("BAD_HOST"), "{missing}");
     // An absolute-form target names the host (RFC 9112): here an address, which is no service.
     let node_port = d["services"][0]["nodePort"].as_u64().unwrap();
-    let absolute = raw(ingress, format!("GET http://127.0.0.1:{node_port}/ HTTP/1.1\r\nHost: echo.pr-1.local.localhost\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    let absolute =
+        raw(ingress, format!("GET http://127.0.0.1:{node_port}/ HTTP/1.1\r\nHost: echo.pr-1.local.localhost\r\nConnection: close\r\n\r\n").as_bytes()).await;
     assert!(absolute.starts_with("HTTP/1.1 404") && absolute.contains("UNKNOWN_HOST") && !absolute.contains("x-forwarded-for"), "{absolute}");
     let connect = raw(ingress, b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n").await;
     assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
@@ -319,7 +345,11 @@ async fn a_deployment_url_routes_live_streams_and_refuses_what_it_should() {
     // request hidden in the body is never read, let alone forwarded.
     let host = "Host: echo.pr-1.local.localhost\r\n";
     let hidden = format!("GET /smuggled HTTP/1.1\r\n{host}\r\n");
-    for framing in ["Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", "Content-Length: 5\r\nContent-Length: 5\r\n"] {
+    for framing in [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+    ] {
         let answer = raw(ingress, format!("POST /echo HTTP/1.1\r\n{host}{framing}\r\n0\r\n\r\n{hidden}").as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("AMBIGUOUS_FRAMING"), "{framing:?}: {answer}");
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "one answer only, the hidden request unread: {answer}");

@@ -17,7 +17,8 @@ use support::{code, docker, must, Backend, Mode, Server};
 /// What the issue promises: OFFLINE within 5 s of a failure, ONLINE within 5 s of recovery.
 const WITHIN: Duration = Duration::from_secs(5);
 
-const NODE: &str = "query($id: ID!) { node(id: $id) { status statusDetail thumbprint pendingThumbprint agentVersion usage { cpuCores memoryTotalBytes memoryUsedBytes } } }";
+const NODE: &str =
+    "query($id: ID!) { node(id: $id) { status statusDetail thumbprint pendingThumbprint agentVersion usage { cpuCores memoryTotalBytes memoryUsedBytes } } }";
 const ADD: &str = "mutation($h: String!) { addNode(environment: \"staging\", host: $h) { node { id status } token runCommand } }";
 
 async fn node(server: &Server, admin: &str, id: &str) -> Value {
@@ -29,7 +30,11 @@ async fn reaches(server: &Server, admin: &str, id: &str, status: &str, within: D
     let start = Instant::now();
     support::until(within, &format!("node {status}"), || async {
         let n = node(server, admin, id).await;
-        if n["status"] == status { Ok(()) } else { Err(n.to_string()) }
+        if n["status"] == status {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
     })
     .await;
     start.elapsed()
@@ -55,8 +60,19 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     // that nothing asks for is removed (the empty desired state is applied).
     let (id, token) = add_node(&server, &admin, &lab.ip(10)).await;
     assert_eq!(node(&server, &admin, &id).await["status"], "PENDING");
-    let stray = must(&["run", "-d", "--label", &format!("nullops.scope={}", lab.scope("a")), "--label", "nullops.deployment=ghost",
-        "--label", "nullops.container=web", "nullops-test/busybox:1", "sleep", "3600"]);
+    let stray = must(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("nullops.scope={}", lab.scope("a")),
+        "--label",
+        "nullops.deployment=ghost",
+        "--label",
+        "nullops.container=web",
+        "nullops-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
     lab.run_agent("a", 10, &token, &[]);
     reaches(&server, &admin, &id, "ONLINE", Duration::from_secs(20)).await;
     let n = node(&server, &admin, &id).await;
@@ -93,7 +109,18 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     // A new certificate (the agent's data lost): UNTRUSTED, nothing sent, until an admin approves
     // exactly the thumbprint presented.
     lab.remove_agent("a");
-    must(&["run", "--rm", "-v", &format!("{name}:/data"), "--entrypoint", "/bin/busybox", "nullops-test/busybox:1", "rm", "/data/agent.crt", "/data/agent.key"]);
+    must(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{name}:/data"),
+        "--entrypoint",
+        "/bin/busybox",
+        "nullops-test/busybox:1",
+        "rm",
+        "/data/agent.crt",
+        "/data/agent.key",
+    ]);
     lab.run_agent("a", 10, &token, &[]);
     reaches(&server, &admin, &id, "UNTRUSTED", Duration::from_secs(20)).await;
     let pending = node(&server, &admin, &id).await["pendingThumbprint"].as_str().expect("pending").to_owned();
@@ -118,10 +145,8 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     let before = lab.logs("a").matches("control plane connection closed").count();
     let revoked = server.ok(Some(&admin), "mutation($id: ID!) { revokeNodeToken(id: $id) { status } }", json!({ "id": id })).await;
     assert_eq!(revoked["revokeNodeToken"]["status"], "REVOKED");
-    support::eventually(WITHIN, "the agent sees the connection closed", || async {
-        lab.logs("a").matches("control plane connection closed").count() > before
-    })
-    .await;
+    support::eventually(WITHIN, "the agent sees the connection closed", || async { lab.logs("a").matches("control plane connection closed").count() > before })
+        .await;
 
     // A wrong token: refused, and redialled (with backoff) for as long as the node is enabled.
     let (wrong_id, _) = add_node(&server, &admin, &lab.ip(11)).await;
@@ -136,10 +161,8 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     let before = lab.logs("a").matches("control plane connection closed").count();
     let disabled = server.ok(Some(&admin), "mutation($id: ID!) { disableNode(id: $id) { status } }", json!({ "id": id })).await;
     assert_eq!(disabled["disableNode"]["status"], "DISABLED");
-    support::eventually(WITHIN, "the disabled node is disconnected", || async {
-        lab.logs("a").matches("control plane connection closed").count() > before
-    })
-    .await;
+    support::eventually(WITHIN, "the disabled node is disconnected", || async { lab.logs("a").matches("control plane connection closed").count() > before })
+        .await;
     // Meanwhile the connector redials the refusing node "b" twice (each redial waits at most the
     // 2 s cap): had it been dialling "a", "a" would have been connected again by then.
     let connections = lab.logs("a").matches("control plane connected").count();
@@ -160,12 +183,28 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
 
     // Every transition is in the audit history.
     let audit = server
-        .ok(Some(&admin), "query($s: String!) { auditLog(filter: { stream: $s }, page: { first: 200 }) { entries { eventType } } }", json!({ "s": format!("node-{id}") }))
+        .ok(
+            Some(&admin),
+            "query($s: String!) { auditLog(filter: { stream: $s }, page: { first: 200 }) { entries { eventType } } }",
+            json!({ "s": format!("node-{id}") }),
+        )
         .await;
     let types: Vec<&str> = audit["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap()).collect();
     let logged = server.output.lock().unwrap().join("\n");
     assert!(!logged.contains(&token) && !logged.contains(&new_token), "no node token in the control plane's log");
-    for t in ["node.added", "node.thumbprint_pinned", "node.connected", "node.disconnected", "node.thumbprint_rejected", "node.thumbprint_approved", "node.token_rotated", "node.refused", "node.token_revoked", "node.disabled", "node.enabled"] {
+    for t in [
+        "node.added",
+        "node.thumbprint_pinned",
+        "node.connected",
+        "node.disconnected",
+        "node.thumbprint_rejected",
+        "node.thumbprint_approved",
+        "node.token_rotated",
+        "node.refused",
+        "node.token_revoked",
+        "node.disabled",
+        "node.enabled",
+    ] {
         assert!(types.contains(&t), "{t} missing from {types:?}");
     }
     server.stop().await;
@@ -186,9 +225,7 @@ async fn node_commands_are_checked(mode: Mode) {
     }
     let (id, _) = add_node(&server, &admin, "127.0.0.1").await;
     assert_eq!(code(&server.gql(Some(&admin), ADD, json!({ "h": "127.0.0.1" })).await), "CONFLICT");
-    server
-        .ok(Some(&admin), "mutation { createUser(username: \"bob\", password: \"bob-password-1\") { username } }", json!({}))
-        .await;
+    server.ok(Some(&admin), "mutation { createUser(username: \"bob\", password: \"bob-password-1\") { username } }", json!({})).await;
     let bob = server.login("bob", "bob-password-1").await;
     assert_eq!(code(&server.gql(Some(&bob), "mutation($id: ID!) { disableNode(id: $id) { status } }", json!({ "id": id })).await), "FORBIDDEN");
     assert_eq!(server.ok(Some(&bob), "{ nodes { id } }", json!({})).await["nodes"], json!([]), "bob has no access to staging");

@@ -81,7 +81,9 @@ fn http_check_waits_for_the_demo_service_inside_its_network() {
     let url = format!("http://{}:8080/healthz", lab.demo);
     let waiting = {
         let (network, check, url) = (lab.network.clone(), check.clone(), url.clone());
-        std::thread::spawn(move || run_plugin(&["--network", &network], &check, &json!({ "parameters": { "url": url, "timeout_secs": 60, "interval_ms": 200 } })))
+        std::thread::spawn(move || {
+            run_plugin(&["--network", &network], &check, &json!({ "parameters": { "url": url, "timeout_secs": 60, "interval_ms": 200 } }))
+        })
     };
     // The service starts once the check has failed an attempt.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -105,7 +107,8 @@ fn http_check_waits_for_the_demo_service_inside_its_network() {
 
     // Nothing answers on another port: it gives up after its timeout and says why.
     let closed = format!("http://{}:9999/", lab.demo);
-    let (result, code, stderr) = run_plugin(&["--network", &lab.network], &check, &json!({ "parameters": { "url": closed, "timeout_secs": 2, "interval_ms": 200 } }));
+    let (result, code, stderr) =
+        run_plugin(&["--network", &lab.network], &check, &json!({ "parameters": { "url": closed, "timeout_secs": 2, "interval_ms": 200 } }));
     assert_eq!((code, result["success"].as_bool()), (1, Some(false)));
     assert!(result["output"].as_str().unwrap().contains("did not answer 200 within 2 s"), "{result}");
     assert!(stderr.contains("attempt 1"), "the attempts are logged on stderr: {stderr}");
@@ -118,10 +121,7 @@ fn http_check_waits_for_the_demo_service_inside_its_network() {
 #[test]
 fn the_demo_service_names_its_version() {
     for tag in ["v1", "v2"] {
-        let out = Command::new("docker")
-            .args(["run", "--rm", "--entrypoint", "/bin/busybox", &image("demo", tag), "cat", "/www/index.html"])
-            .output()
-            .unwrap();
+        let out = Command::new("docker").args(["run", "--rm", "--entrypoint", "/bin/busybox", &image("demo", tag), "cat", "/www/index.html"]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("nullops demo {tag}"));
     }
 }

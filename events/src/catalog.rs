@@ -264,9 +264,15 @@ pub struct PipelineNode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeAction {
-    StartService { service: String },
+    StartService {
+        service: String,
+    },
     /// `parameters` is JSON text, checked against the plugin's schema when saved.
-    RunPlugin { plugin: String, image: PinnedImage, parameters: String },
+    RunPlugin {
+        plugin: String,
+        image: PinnedImage,
+        parameters: String,
+    },
 }
 
 /// A plugin image as it was when the version was saved.

@@ -236,12 +236,7 @@ mod tests {
     use uuid::Uuid;
 
     fn registered() -> UserRegistered {
-        UserRegistered {
-            user_id: Uuid::nil(),
-            username: "alice".into(),
-            password_hash: "$argon2id$...".into(),
-            role: Role::User,
-        }
+        UserRegistered { user_id: Uuid::nil(), username: "alice".into(), password_hash: "$argon2id$...".into(), role: Role::User }
     }
 
     #[test]
@@ -268,12 +263,8 @@ mod tests {
             })
             .into(),
             ApiTokenEvent::Revoked(ApiTokenRevoked {}).into(),
-            CatalogEvent::AccessGranted(AccessGranted {
-                team_id: Uuid::nil(),
-                target: AccessTarget::Environment("staging".into()),
-                access: Access::ReadOnly,
-            })
-            .into(),
+            CatalogEvent::AccessGranted(AccessGranted { team_id: Uuid::nil(), target: AccessTarget::Environment("staging".into()), access: Access::ReadOnly })
+                .into(),
             CatalogEvent::ServiceUpdated(ServiceDefinition {
                 name: "api".into(),
                 registry: "local".into(),
@@ -351,17 +342,9 @@ mod tests {
 
     #[test]
     fn version_1_registration_is_upcast_to_a_role() {
-        let v1 = frozen::UserRegisteredV1 {
-            user_id: Uuid::nil(),
-            username: "root".into(),
-            password_hash: "h".into(),
-            admin: true,
-        };
+        let v1 = frozen::UserRegisteredV1 { user_id: Uuid::nil(), username: "root".into(), password_hash: "h".into(), admin: true };
         let bytes = postcard::to_allocvec(&v1).unwrap();
-        let DomainEvent::User(UserEvent::Registered(e)) = decode("user.registered", 1, &bytes).unwrap()
-        else {
-            panic!("wrong event")
-        };
+        let DomainEvent::User(UserEvent::Registered(e)) = decode("user.registered", 1, &bytes).unwrap() else { panic!("wrong event") };
         assert_eq!(e.role, Role::Admin);
         assert_eq!(e.username, "root");
     }

@@ -77,9 +77,7 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp(since.as_micros() as i64)
     }
     pub fn plus_secs(self, secs: i64) -> Self {
@@ -144,12 +142,7 @@ pub struct EventMetadata {
 
 impl EventMetadata {
     pub fn system() -> Self {
-        EventMetadata {
-            actor: Actor::System,
-            correlation_id: CorrelationId::new(),
-            causation_id: None,
-            trace_context: None,
-        }
+        EventMetadata { actor: Actor::System, correlation_id: CorrelationId::new(), causation_id: None, trace_context: None }
     }
 }
 
@@ -167,14 +160,7 @@ pub struct NewEvent {
 impl NewEvent {
     pub fn new(event: &DomainEvent, metadata: EventMetadata) -> Self {
         let (event_type, schema_version, payload) = codec::encode(event);
-        NewEvent {
-            event_id: EventId::new(),
-            occurred_at: Timestamp::now(),
-            event_type,
-            schema_version,
-            payload,
-            metadata,
-        }
+        NewEvent { event_id: EventId::new(), occurred_at: Timestamp::now(), event_type, schema_version, payload, metadata }
     }
 }
 
@@ -196,15 +182,13 @@ impl StoredEvent {
     /// Decodes the payload, upcasting older schema versions; a payload that does not decode is an
     /// error naming the stream and version.
     pub fn decode(&self) -> Result<RecordedEvent, DecodeError> {
-        let event = codec::decode(&self.event_type, self.schema_version, &self.payload).map_err(
-            |reason| DecodeError {
-                stream_id: self.stream_id.to_string(),
-                stream_version: self.stream_version,
-                event_type: self.event_type.clone(),
-                schema_version: self.schema_version,
-                reason,
-            },
-        )?;
+        let event = codec::decode(&self.event_type, self.schema_version, &self.payload).map_err(|reason| DecodeError {
+            stream_id: self.stream_id.to_string(),
+            stream_version: self.stream_version,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            reason,
+        })?;
         Ok(RecordedEvent { stored: self.clone(), event })
     }
 }

@@ -16,10 +16,7 @@ pub mod identity;
 pub mod node;
 
 pub use codec::DecodeError;
-pub use envelope::{
-    Actor, CorrelationId, EventId, EventMetadata, LogPosition, NewEvent, RecordedEvent,
-    StoredEvent, StreamId, Timestamp,
-};
+pub use envelope::{Actor, CorrelationId, EventId, EventMetadata, LogPosition, NewEvent, RecordedEvent, StoredEvent, StreamId, Timestamp};
 
 /// Every event of every aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,20 +46,13 @@ pub struct PasswordHasherPool {
 impl PasswordHasherPool {
     /// Computes the decoy hash off the async runtime: argon2 takes tens of milliseconds.
     pub async fn new() -> Self {
-        let decoy = tokio::task::spawn_blocking(|| hash_blocking("nullops decoy password"))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let decoy = tokio::task::spawn_blocking(|| hash_blocking("nullops decoy password")).await.ok().and_then(Result::ok).unwrap_or_default();
         PasswordHasherPool { permits: Arc::new(Semaphore::new(2)), decoy_hash: Arc::new(decoy) }
     }
 
     pub async fn hash(&self, password: String) -> ApiResult<String> {
         let _permit = self.permits.acquire().await.map_err(|_| ApiError::Unavailable)?;
-        tokio::task::spawn_blocking(move || hash_blocking(&password))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)
+        tokio::task::spawn_blocking(move || hash_blocking(&password)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
     }
 
     /// Verifies `password` against `hash`, or against a decoy when there is no user.

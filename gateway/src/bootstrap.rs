@@ -2,8 +2,8 @@
 
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CATALOG_KEY};
 use nullops_domain::identity::{User, UserCommand};
-use nullops_events::catalog::RegistryDefinition;
 use nullops_domain::{Decider, Issuer, Password, Username};
+use nullops_events::catalog::RegistryDefinition;
 use nullops_events::identity::Role;
 use nullops_events::EventMetadata;
 use rand::distributions::{Alphanumeric, DistString};
@@ -24,13 +24,7 @@ pub async fn bootstrap_admin(app: &App, password: Option<String>) -> ApiResult<O
     };
     let password = Password::parse(&password).map_err(|e| ApiError::InvalidInput(format!("NULLOPS_ADMIN_PASSWORD: {e}")))?;
     let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
-    let command = UserCommand::Register {
-        by: Issuer::System,
-        user_id: uuid::Uuid::now_v7(),
-        username,
-        password_hash,
-        role: Role::Admin,
-    };
+    let command = UserCommand::Register { by: Issuer::System, user_id: uuid::Uuid::now_v7(), username, password_hash, role: Role::Admin };
     match dispatch::<User>(app, EventMetadata::system(), "admin", command).await {
         Ok(_) => Ok(generated.then_some(password.expose().to_owned())),
         // Another server bootstrapped it first.

@@ -18,12 +18,17 @@ pub enum ApiError {
     InvalidInput(String),
     /// No node has room; the message gives the figures asked and the best free.
     ResourcesExhausted(String),
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// The change is stored but a read model had not caught up within the wait.
     NotYetVisible(String),
     Unavailable,
     /// Something the platform depends on (a registry, the keyring) failed; the message names it.
-    Upstream { code: &'static str, message: String },
+    Upstream {
+        code: &'static str,
+        message: String,
+    },
     /// Logged under this id; the id is all the caller sees.
     Internal(String),
 }
@@ -125,9 +130,7 @@ impl From<nullops_registry::RegistryError> for ApiError {
         match e {
             R::RepositoryNotFound { .. } => ApiError::NotFound(e.to_string()),
             R::Unauthorized { .. } => ApiError::Upstream { code: "REGISTRY_AUTH_FAILED", message: e.to_string() },
-            R::Unreachable { .. } | R::TimedOut { .. } | R::Protocol { .. } => {
-                ApiError::Upstream { code: "REGISTRY_UNAVAILABLE", message: e.to_string() }
-            }
+            R::Unreachable { .. } | R::TimedOut { .. } | R::Protocol { .. } => ApiError::Upstream { code: "REGISTRY_UNAVAILABLE", message: e.to_string() },
         }
     }
 }

@@ -61,23 +61,13 @@ async fn graphql_post(
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
         }
         Err(rejection) => return error_response(rejection.status(), "BAD_REQUEST", rejection.body_text()),
     };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("the body must be a JSON object with a \"query\" string: {e}"),
-            )
-        }
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("the body must be a JSON object with a \"query\" string: {e}")),
     };
     let ctx = RequestContext::resolve(&gw.app, auth::token_from_headers(&headers), addr.ip(), traceparent(&headers)).await;
     let mut response = gw.schema.execute(request.data(ctx)).await;
@@ -107,27 +97,25 @@ async fn graphql_ws(
 ) -> Response {
     let cookie_token = auth::token_from_headers(&headers);
     let trace = traceparent(&headers);
-    upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let app = gw.app.clone();
-            GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    // The token in connection_init wins over the cookie of the upgrade request.
-                    let from_payload = ["Authorization", "authorization"]
-                        .iter()
-                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-                        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
-                    let ctx = RequestContext::resolve(&app, from_payload.or(cookie_token), addr.ip(), trace).await;
-                    if let crate::context::Authentication::Rejected(reason) = &ctx.auth {
-                        return Err(async_graphql::Error::new(reason.clone()));
-                    }
-                    let mut data = Data::default();
-                    data.insert(ctx);
-                    Ok(data)
-                })
-                .serve()
-        })
+    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        let app = gw.app.clone();
+        GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
+            .on_connection_init(move |payload| async move {
+                // The token in connection_init wins over the cookie of the upgrade request.
+                let from_payload = ["Authorization", "authorization"]
+                    .iter()
+                    .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+                    .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+                let ctx = RequestContext::resolve(&app, from_payload.or(cookie_token), addr.ip(), trace).await;
+                if let crate::context::Authentication::Rejected(reason) = &ctx.auth {
+                    return Err(async_graphql::Error::new(reason.clone()));
+                }
+                let mut data = Data::default();
+                data.insert(ctx);
+                Ok(data)
+            })
+            .serve()
+    })
 }
 
 async fn graphiql() -> Html<String> {

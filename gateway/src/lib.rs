@@ -61,7 +61,12 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig { session_ttl: Duration::from_secs(12 * 3600), consistency_wait: Duration::from_secs(5), secure_cookies: false, ingress: Default::default() }
+        GatewayConfig {
+            session_ttl: Duration::from_secs(12 * 3600),
+            consistency_wait: Duration::from_secs(5),
+            secure_cookies: false,
+            ingress: Default::default(),
+        }
     }
 }
 
@@ -81,12 +86,7 @@ pub async fn dispatch_with<D: Decider>(
 ) -> ApiResult<Executed> {
     let executed = commands::execute_with::<D>(&*app.store, cache, key, &command, &metadata).await?;
     if let Some(last) = executed.last {
-        let touched: Vec<&str> = app
-            .projections
-            .iter()
-            .filter(|p| executed.event_types.iter().any(|t| p.handles(t)))
-            .map(|p| p.name())
-            .collect();
+        let touched: Vec<&str> = app.projections.iter().filter(|p| executed.event_types.iter().any(|t| p.handles(t))).map(|p| p.name()).collect();
         app.read_models.wait_for(&touched, last, app.config.consistency_wait).await?;
     }
     Ok(executed)

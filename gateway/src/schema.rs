@@ -14,9 +14,9 @@ use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::identity::{self, ApiTokenRow, UserRow};
 
 use crate::auth::{self, Caller};
-use crate::{catalog, deployments};
 use crate::context::RequestContext;
 use crate::error::{ApiError, ApiResult};
+use crate::{catalog, deployments};
 use crate::{dispatch, App};
 
 pub type NullOpsSchema = Schema<Query, Mutation, SubscriptionRoot>;
@@ -153,13 +153,7 @@ pub struct AuditFilterInput {
 impl AuditFilterInput {
     fn to_filter(&self) -> AuditFilter {
         AuditFilter {
-            actor: self.actor.as_ref().map(|a| {
-                if a == "system" || a.contains(':') {
-                    a.clone()
-                } else {
-                    Actor::User(a.clone()).to_stored()
-                }
-            }),
+            actor: self.actor.as_ref().map(|a| if a == "system" || a.contains(':') { a.clone() } else { Actor::User(a.clone()).to_stored() }),
             stream_id: self.stream.clone(),
             event_type: self.event_type.clone(),
             correlation_id: self.correlation_id.clone(),
@@ -167,7 +161,6 @@ impl AuditFilterInput {
             to: self.to.map(|t| t.timestamp_micros()),
         }
     }
-
 }
 
 /// Whether a live event passes an audit filter (time bounds do not apply to live events).
@@ -326,10 +319,7 @@ impl IdentityQuery {
 }
 
 async fn user_by_name(app: &App, username: &str) -> ApiResult<UserGql> {
-    identity::user(&app.read_models, username)
-        .await?
-        .map(Into::into)
-        .ok_or_else(|| ApiError::NotFound(format!("no user named {username}")))
+    identity::user(&app.read_models, username).await?.map(Into::into).ok_or_else(|| ApiError::NotFound(format!("no user named {username}")))
 }
 
 fn username(raw: &str) -> ApiResult<Username> {
@@ -363,21 +353,12 @@ impl IdentityMutation {
         let token = auth::new_token(auth::SESSION_PREFIX);
         let session_id = uuid::Uuid::now_v7();
         let expires_at = Timestamp::now().plus_secs(app.config.session_ttl.as_secs() as i64);
-        let command = SessionCommand::Start {
-            session_id,
-            username: username_of(&user)?,
-            token_hash: auth::token_hash(&token),
-            expires_at,
-        };
+        let command = SessionCommand::Start { session_id, username: username_of(&user)?, token_hash: auth::token_hash(&token), expires_at };
         dispatch::<Session>(app, req.metadata_as(Actor::User(user.username.clone())), &session_id.to_string(), command).await?;
         let secure = if app.config.secure_cookies { "; Secure" } else { "" };
         ctx.append_http_header(
             "Set-Cookie",
-            format!(
-                "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-                auth::SESSION_COOKIE,
-                app.config.session_ttl.as_secs()
-            ),
+            format!("{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", auth::SESSION_COOKIE, app.config.session_ttl.as_secs()),
         );
         Ok(LoginPayload { token, expires_at: time(expires_at.0), user: user.into() })
     }
@@ -401,7 +382,13 @@ impl IdentityMutation {
         let name = self::username(&username)?;
         let password = Password::parse(&password)?;
         let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
-        let command = UserCommand::Register { by: Issuer::User(by), user_id: uuid::Uuid::now_v7(), username: name, password_hash, role: role.unwrap_or(RoleGql::User).into() };
+        let command = UserCommand::Register {
+            by: Issuer::User(by),
+            user_id: uuid::Uuid::now_v7(),
+            username: name,
+            password_hash,
+            role: role.unwrap_or(RoleGql::User).into(),
+        };
         dispatch::<User>(app, req.metadata()?, &username, command).await?;
         user_by_name(app, &username).await
     }
@@ -456,9 +443,8 @@ impl IdentityMutation {
         let token_id = uuid::Uuid::now_v7();
         let command = ApiTokenCommand::Create { by, token_id, name, token_hash: auth::token_hash(&token), expires_at };
         dispatch::<ApiToken>(app, req.metadata()?, &token_id.to_string(), command).await?;
-        let row = identity::api_token(&app.read_models, &token_id.to_string())
-            .await?
-            .ok_or_else(|| ApiError::internal("created token missing from read model"))?;
+        let row =
+            identity::api_token(&app.read_models, &token_id.to_string()).await?.ok_or_else(|| ApiError::internal("created token missing from read model"))?;
         Ok(CreatedApiToken { token, api_token: row.into() })
     }
 
@@ -501,7 +487,12 @@ impl SubscriptionRoot {
 
     /// A deployment's log: the last lines, then each new one as it arrives; of one `service`
     /// (or `pipeline`: the steps' progress and the plugins' output) when given.
-    async fn deployment_logs(&self, ctx: &Context<'_>, id: ID, service: Option<String>) -> Result<impl Stream<Item = ApiResult<deployments::LogLineGql>>, ApiError> {
+    async fn deployment_logs(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        service: Option<String>,
+    ) -> Result<impl Stream<Item = ApiResult<deployments::LogLineGql>>, ApiError> {
         deployments::log_lines(ctx, id, service).await
     }
 
@@ -523,7 +514,8 @@ impl SubscriptionRoot {
                     if !caller.principal.is_admin() {
                         return Err(ApiError::Forbidden("this needs the admin role".into()));
                     }
-                    e.map(|e| AuditEntryGql::from(&*e)).ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))
+                    e.map(|e| AuditEntryGql::from(&*e))
+                        .ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))
                 }
             })
             .scan(false, |ended, item| {

@@ -77,12 +77,9 @@ pub async fn query(db: &ReadModelDb, filter: &AuditFilter, before: Option<LogPos
     let mut texts: Vec<String> = Vec::new();
     let mut numbers: Vec<i64> = Vec::new();
     // Text conditions first, then numeric ones: placeholders are numbered in that bind order.
-    for (column, value) in [
-        ("actor", &filter.actor),
-        ("stream_id", &filter.stream_id),
-        ("event_type", &filter.event_type),
-        ("correlation_id", &filter.correlation_id),
-    ] {
+    for (column, value) in
+        [("actor", &filter.actor), ("stream_id", &filter.stream_id), ("event_type", &filter.event_type), ("correlation_id", &filter.correlation_id)]
+    {
         if let Some(v) = value {
             texts.push(v.clone());
             sql.push_str(&format!(" AND {column} = ${}", texts.len()));

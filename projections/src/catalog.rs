@@ -87,9 +87,7 @@ impl Projection for CatalogProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        ["team.", "access.", "registry.", "service.", "plugin.", "environment.", "project.", "pipeline.", "secret."]
-            .iter()
-            .any(|p| event_type.starts_with(p))
+        ["team.", "access.", "registry.", "service.", "plugin.", "environment.", "project.", "pipeline.", "secret."].iter().any(|p| event_type.starts_with(p))
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -185,7 +183,13 @@ impl Projection for CatalogProjection {
             DomainEvent::Secret(SecretEvent::Deleted(d)) => {
                 run(conn, "DELETE FROM project_secrets WHERE project_id = $1 AND name = $2", &[stored.stream_id.key(), &d.name]).await?
             }
-            DomainEvent::User(_) | DomainEvent::Session(_) | DomainEvent::ApiToken(_) | DomainEvent::Node(_) | DomainEvent::Capacity(_) | DomainEvent::Deployment(_) | DomainEvent::DeploymentName(_) => {}
+            DomainEvent::User(_)
+            | DomainEvent::Session(_)
+            | DomainEvent::ApiToken(_)
+            | DomainEvent::Node(_)
+            | DomainEvent::Capacity(_)
+            | DomainEvent::Deployment(_)
+            | DomainEvent::DeploymentName(_) => {}
         }
         Ok(())
     }
@@ -209,10 +213,8 @@ fn entry<T: DeserializeOwned>(r: &sqlx::any::AnyRow) -> Result<Entry<T>, Project
 }
 
 pub async fn entries<T: DeserializeOwned>(db: &ReadModelDb, kind: &str) -> Result<Vec<Entry<T>>, ProjectionError> {
-    let rows = sqlx::query("SELECT definition, created_at, updated_at FROM catalog_entries WHERE kind = $1 ORDER BY name")
-        .bind(kind)
-        .fetch_all(db.pool())
-        .await?;
+    let rows =
+        sqlx::query("SELECT definition, created_at, updated_at FROM catalog_entries WHERE kind = $1 ORDER BY name").bind(kind).fetch_all(db.pool()).await?;
     rows.iter().map(entry).collect()
 }
 
@@ -269,22 +271,12 @@ const GRANT_SELECT: &str = "SELECT t.name, g.target_kind, g.target_name, g.acces
 
 fn grant_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<GrantRow>, ProjectionError> {
     rows.iter()
-        .map(|r| {
-            Ok(GrantRow {
-                team: r.try_get(0)?,
-                target_kind: r.try_get(1)?,
-                target_name: r.try_get(2)?,
-                access: access_of(&r.try_get::<String, _>(3)?)?,
-            })
-        })
+        .map(|r| Ok(GrantRow { team: r.try_get(0)?, target_kind: r.try_get(1)?, target_name: r.try_get(2)?, access: access_of(&r.try_get::<String, _>(3)?)? }))
         .collect()
 }
 
 pub async fn grants_of_team(db: &ReadModelDb, team_id: &str) -> Result<Vec<GrantRow>, ProjectionError> {
-    let rows = sqlx::query(&format!("{GRANT_SELECT} WHERE g.team_id = $1 ORDER BY g.target_kind, g.target_name"))
-        .bind(team_id)
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(&format!("{GRANT_SELECT} WHERE g.team_id = $1 ORDER BY g.target_kind, g.target_name")).bind(team_id).fetch_all(db.pool()).await?;
     grant_rows(rows)
 }
 
@@ -299,12 +291,10 @@ pub async fn grants_on(db: &ReadModelDb, target: &AccessTarget) -> Result<Vec<Gr
 
 /// Every grant held by a team `username` belongs to.
 pub async fn grants_of_user(db: &ReadModelDb, username: &str) -> Result<Vec<GrantRow>, ProjectionError> {
-    let rows = sqlx::query(&format!(
-        "{GRANT_SELECT} JOIN team_members m ON m.team_id = g.team_id WHERE m.username = $1 ORDER BY g.target_kind, g.target_name"
-    ))
-    .bind(username)
-    .fetch_all(db.pool())
-    .await?;
+    let rows = sqlx::query(&format!("{GRANT_SELECT} JOIN team_members m ON m.team_id = g.team_id WHERE m.username = $1 ORDER BY g.target_kind, g.target_name"))
+        .bind(username)
+        .fetch_all(db.pool())
+        .await?;
     grant_rows(rows)
 }
 

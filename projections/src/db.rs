@@ -116,7 +116,12 @@ impl ReadModelDb {
             if stored == i64::from(projection.schema_version()) {
                 continue;
             }
-            tracing::info!(projection = projection.name(), from = stored, to = projection.schema_version(), "read model in an older shape: rebuilding it from the log");
+            tracing::info!(
+                projection = projection.name(),
+                from = stored,
+                to = projection.schema_version(),
+                "read model in an older shape: rebuilding it from the log"
+            );
             let mut tx = self.pool.begin().await?;
             for table in projection.tables() {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *tx).await?;

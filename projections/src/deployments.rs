@@ -246,7 +246,12 @@ pub async fn deployment(db: &ReadModelDb, id: Uuid) -> Result<Option<DeploymentR
 
 /// Deployments of `project` and/or `environment` (both when `None`), newest first; ended ones
 /// only when `include_ended`.
-pub async fn deployments(db: &ReadModelDb, project: Option<&str>, environment: Option<&str>, include_ended: bool) -> Result<Vec<DeploymentRow>, ProjectionError> {
+pub async fn deployments(
+    db: &ReadModelDb,
+    project: Option<&str>,
+    environment: Option<&str>,
+    include_ended: bool,
+) -> Result<Vec<DeploymentRow>, ProjectionError> {
     let ended = if include_ended { String::new() } else { format!(" AND phase NOT IN ({})", phases_where(Phase::ended)) };
     let sql = format!("{SELECT} WHERE ($1 = '' OR project = $1) AND ($2 = '' OR environment = $2){ended} ORDER BY created_at DESC");
     let rows = sqlx::query(&sql).bind(project.unwrap_or("").to_owned()).bind(environment.unwrap_or("").to_owned()).fetch_all(db.pool()).await?;

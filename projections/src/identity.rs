@@ -43,10 +43,7 @@ impl Projection for IdentityProjection {
             .bind(e.password_hash)
             .bind(at),
             DomainEvent::User(UserEvent::PasswordChanged(e)) => {
-                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
-                    .bind(e.password_hash)
-                    .bind(at)
-                    .bind(key.to_owned())
+                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3").bind(e.password_hash).bind(at).bind(key.to_owned())
             }
             DomainEvent::User(UserEvent::Disabled(_)) => {
                 sqlx::query("UPDATE users SET disabled = 1, updated_at = $1 WHERE username = $2").bind(at).bind(key.to_owned())
@@ -63,9 +60,7 @@ impl Projection for IdentityProjection {
             .bind(e.username)
             .bind(at)
             .bind(e.expires_at.0),
-            DomainEvent::Session(SessionEvent::Ended(_)) => {
-                sqlx::query("UPDATE sessions SET ended = 1 WHERE session_id = $1").bind(key.to_owned())
-            }
+            DomainEvent::Session(SessionEvent::Ended(_)) => sqlx::query("UPDATE sessions SET ended = 1 WHERE session_id = $1").bind(key.to_owned()),
             DomainEvent::ApiToken(ApiTokenEvent::Created(e)) => sqlx::query(
                 "INSERT INTO api_tokens (token_id, token_hash, username, name, created_at, expires_at, revoked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, NULL)",
@@ -79,7 +74,13 @@ impl Projection for IdentityProjection {
             DomainEvent::ApiToken(ApiTokenEvent::Revoked(_)) => {
                 sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2").bind(at).bind(key.to_owned())
             }
-            DomainEvent::Catalog(_) | DomainEvent::Pipeline(_) | DomainEvent::Secret(_) | DomainEvent::Node(_) | DomainEvent::Capacity(_) | DomainEvent::Deployment(_) | DomainEvent::DeploymentName(_) => return Ok(()),
+            DomainEvent::Catalog(_)
+            | DomainEvent::Pipeline(_)
+            | DomainEvent::Secret(_)
+            | DomainEvent::Node(_)
+            | DomainEvent::Capacity(_)
+            | DomainEvent::Deployment(_)
+            | DomainEvent::DeploymentName(_) => return Ok(()),
         };
         query.execute(&mut *conn).await?;
         Ok(())
@@ -112,10 +113,7 @@ fn user_row(r: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
 }
 
 pub async fn user(db: &ReadModelDb, username: &str) -> Result<Option<UserRow>, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
-        .bind(username)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1")).bind(username).fetch_optional(db.pool()).await?;
     Ok(row.as_ref().map(user_row).transpose()?)
 }
 
@@ -194,19 +192,14 @@ fn api_token_row(r: &sqlx::any::AnyRow) -> Result<ApiTokenRow, sqlx::Error> {
 }
 
 pub async fn api_tokens_of(db: &ReadModelDb, username: &str) -> Result<Vec<ApiTokenRow>, ProjectionError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE username = $1 ORDER BY created_at, token_id"
-    ))
-    .bind(username)
-    .fetch_all(db.pool())
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE username = $1 ORDER BY created_at, token_id"))
+        .bind(username)
+        .fetch_all(db.pool())
+        .await?;
     Ok(rows.iter().map(api_token_row).collect::<Result<_, _>>()?)
 }
 
 pub async fn api_token(db: &ReadModelDb, token_id: &str) -> Result<Option<ApiTokenRow>, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = $1"))
-        .bind(token_id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(&format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = $1")).bind(token_id).fetch_optional(db.pool()).await?;
     Ok(row.as_ref().map(api_token_row).transpose()?)
 }

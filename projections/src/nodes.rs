@@ -206,11 +206,7 @@ pub async fn node(db: &ReadModelDb, node_id: Uuid) -> Result<Option<NodeRow>, Pr
 
 /// Whether a node already uses `host:port`.
 pub async fn endpoint_taken(db: &ReadModelDb, host: &str, port: u16) -> Result<bool, ProjectionError> {
-    let row = sqlx::query("SELECT 1 FROM nodes WHERE host = $1 AND port = $2")
-        .bind(host.to_owned())
-        .bind(i64::from(port))
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query("SELECT 1 FROM nodes WHERE host = $1 AND port = $2").bind(host.to_owned()).bind(i64::from(port)).fetch_optional(db.pool()).await?;
     Ok(row.is_some())
 }
 
@@ -223,10 +219,12 @@ pub struct Allocation {
 }
 
 pub async fn allocation(db: &ReadModelDb, node_id: Uuid) -> Result<Allocation, ProjectionError> {
-    let row = sqlx::query("SELECT CAST(COALESCE(SUM(cpu_millis), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT), COUNT(*) FROM node_allocations WHERE node_id = $1")
-        .bind(node_id.to_string())
-        .fetch_one(db.pool())
-        .await?;
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(cpu_millis), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT), COUNT(*) FROM node_allocations WHERE node_id = $1",
+    )
+    .bind(node_id.to_string())
+    .fetch_one(db.pool())
+    .await?;
     let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Allocation {
         cpu_millis: unsigned(row.try_get(0)?),
@@ -268,12 +266,11 @@ pub async fn record_usage(db: &ReadModelDb, node_id: Uuid, usage: &UsageRow) -> 
 }
 
 pub async fn usage(db: &ReadModelDb, node_id: Uuid) -> Result<Option<UsageRow>, ProjectionError> {
-    let row = sqlx::query(
-        "SELECT cpu_cores, cpu_used_millicores, memory_total_bytes, memory_used_bytes, containers, sampled_at FROM node_usage WHERE node_id = $1",
-    )
-    .bind(node_id.to_string())
-    .fetch_optional(db.pool())
-    .await?;
+    let row =
+        sqlx::query("SELECT cpu_cores, cpu_used_millicores, memory_total_bytes, memory_used_bytes, containers, sampled_at FROM node_usage WHERE node_id = $1")
+            .bind(node_id.to_string())
+            .fetch_optional(db.pool())
+            .await?;
     let Some(r) = row else { return Ok(None) };
     let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Some(UsageRow {

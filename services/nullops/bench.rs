@@ -16,8 +16,8 @@ use nullops_events::identity::{Role, UserDisabled, UserEvent};
 use nullops_events::{EventMetadata, NewEvent, StreamId};
 use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
-use nullops_store::postgres::PgEventStore;
 use nullops_store::commands::StateCache;
+use nullops_store::postgres::PgEventStore;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +25,7 @@ const ROUNDS: usize = 5;
 
 pub async fn events(database_url: &str, duration: Duration, commands: usize) -> anyhow::Result<()> {
     let store = Arc::new(PgEventStore::connect(database_url).await?);
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)")
-        .execute(store.pool())
-        .await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)").execute(store.pool()).await?;
 
     // Latency first, on a quiet log: a backlog left by the throughput runs would be measured too.
     println!("== command-to-projection latency ({commands} commands) ==");
@@ -76,11 +74,7 @@ async fn pgbench(database_url: &str, clients: usize, duration: Duration) -> anyh
         .await
         .context("cannot run pgbench (apt-get install postgresql-client)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let tps = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok());
+    let tps = stdout.lines().find_map(|l| l.strip_prefix("tps = ")).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse::<f64>().ok());
     match tps {
         Some(tps) if out.status.success() => Ok(tps),
         _ => bail!("pgbench failed: {stdout}"),
@@ -163,11 +157,7 @@ impl Running {
         let started = Instant::now();
         let executed = nullops_store::commands::execute_with::<D>(&*self.store, cache, key, command, &EventMetadata::system()).await?;
         let last = executed.last.context("command appended nothing")?;
-        let touched: Vec<&str> = nullops_projections::all()
-            .iter()
-            .filter(|p| executed.event_types.iter().any(|t| p.handles(t)))
-            .map(|p| p.name())
-            .collect();
+        let touched: Vec<&str> = nullops_projections::all().iter().filter(|p| executed.event_types.iter().any(|t| p.handles(t))).map(|p| p.name()).collect();
         self.db.wait_for(&touched, last, Duration::from_secs(5)).await?;
         Ok(started.elapsed())
     }

@@ -71,7 +71,8 @@ impl Platform {
     }
 
     pub async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let response: Value = self.http.post(&self.url).bearer_auth(&self.token).json(&json!({"query": query, "variables": variables})).send().await?.json().await?;
+        let response: Value =
+            self.http.post(&self.url).bearer_auth(&self.token).json(&json!({"query": query, "variables": variables})).send().await?.json().await?;
         if let Some(errors) = response.get("errors") {
             bail!("{query}: {errors}");
         }
@@ -104,10 +105,15 @@ impl Platform {
 
     async fn setup(&self) -> anyhow::Result<()> {
         self.node_online().await?;
-        self.gql("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await?;
+        self.gql(
+            "mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }",
+            json!({}),
+        )
+        .await?;
         let health = json!({"command": ["/bin/busybox", "sh", "-c", PROBE], "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
         for name in ["one", "two", "three"] {
-            let input = json!({"name": name, "registry": "local", "image": "nullops/demo", "tagMode": "PINNED", "tag": "v1", "port": 8080, "healthCheck": health});
+            let input =
+                json!({"name": name, "registry": "local", "image": "nullops/demo", "tagMode": "PINNED", "tag": "v1", "port": 8080, "healthCheck": health});
             self.gql("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": input})).await?;
         }
         self.gql("mutation { createProject(input: {name: \"bench\", environments: [\"local\"], cpuMillis: 600, memoryMib: 384}) { name } }", json!({})).await?;
@@ -223,7 +229,11 @@ pub async fn deploy(rounds: usize) -> anyhow::Result<()> {
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("createDeployment to RUNNING, 3 services, images on the node ({rounds} rounds, medians):");
-    println!("  docker-compose up -d until healthy: {:8.0} ms  (all: {:?})", ms(median(theirs.clone())), theirs.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
+    println!(
+        "  docker-compose up -d until healthy: {:8.0} ms  (all: {:?})",
+        ms(median(theirs.clone())),
+        theirs.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
+    );
     println!("  nullops:                            {:8.0} ms  (all: {:?})", ms(median(ours.clone())), ours.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
     println!("  ratio nullops / compose:            {:8.2}x  (target: at most 1.2x)", ms(median(ours)) / ms(median(theirs)));
     drop(platform);

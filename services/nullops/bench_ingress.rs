@@ -22,11 +22,8 @@ struct Load {
 
 /// The wrk command's figures from its `--latency` output.
 fn parse_wrk(output: &str) -> anyhow::Result<Load> {
-    let requests_per_sec = output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("wrk printed no Requests/sec")?;
+    let requests_per_sec =
+        output.lines().find_map(|l| l.trim().strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).context("wrk printed no Requests/sec")?;
     let p99 = output.lines().find_map(|l| l.trim().strip_prefix("99%")).map(str::trim).context("wrk printed no 99th percentile")?;
     let (number, scale) = if let Some(v) = p99.strip_suffix("us") {
         (v, 0.001)
@@ -103,11 +100,18 @@ pub async fn ingress(rounds: usize, seconds: u64, connections: usize) -> anyhow:
     }
     let platform = Platform::start(&dir.join("data")).await?;
     platform.node_online().await?;
-    platform.gql("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await?;
+    platform
+        .gql(
+            "mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }",
+            json!({}),
+        )
+        .await?;
     let echo = json!({"name": "echo", "registry": "local", "image": "nullops/echo", "tagMode": "PINNED", "tag": env!("CARGO_PKG_VERSION"), "port": 8080,
         "healthCheck": {"httpPath": "/healthz", "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3}});
     platform.gql("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": echo})).await?;
-    platform.gql("mutation { createProject(input: {name: \"bench\", environments: [\"local\"], cpuMillis: 1000, memoryMib: 256}) { name } }", json!({})).await?;
+    platform
+        .gql("mutation { createProject(input: {name: \"bench\", environments: [\"local\"], cpuMillis: 1000, memoryMib: 256}) { name } }", json!({}))
+        .await?;
     platform.gql("mutation { savePipeline(project: \"bench\", pipeline: {nodes: [{id: \"echo\", service: \"echo\"}]}) { version } }", json!({})).await?;
     let created = platform.gql("mutation { createDeployment(project: \"bench\", environment: \"local\", name: \"bench\") { id } }", json!({})).await?;
     let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
@@ -150,10 +154,8 @@ pub async fn ingress(rounds: usize, seconds: u64, connections: usize) -> anyhow:
     platform.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
     platform.reaches(&id, "DELETED").await?;
 
-    let figures: Vec<(f64, f64)> = loads
-        .iter()
-        .map(|l| (median(l.iter().map(|x| x.requests_per_sec).collect()), median(l.iter().map(|x| x.p99_ms).collect())))
-        .collect();
+    let figures: Vec<(f64, f64)> =
+        loads.iter().map(|l| (median(l.iter().map(|x| x.requests_per_sec).collect()), median(l.iter().map(|x| x.p99_ms).collect()))).collect();
     println!("wrk -t2 -c{connections} -d{seconds}s, GET /healthz of the echo service, {rounds} rounds, medians:");
     for ((name, _), (rps, p99)) in targets.iter().zip(&figures) {
         println!("  {name:18} {rps:10.0} requests/s   p99 {p99:7.2} ms");

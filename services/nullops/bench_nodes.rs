@@ -147,7 +147,11 @@ async fn fake_agent_session(tcp: tokio::net::TcpStream, acceptor: &tokio_rustls:
         }
     };
     let mut ws = tokio_tungstenite::accept_hdr_async_with_config(tls, check, Some(nullops_wire::websocket_config())).await?;
-    let hello = FromAgent::Hello { agent_version: "fake".into(), protocol: nullops_wire::PROTOCOL_VERSION, node: NodeFacts { hostname: "fake".into(), docker_version: String::new() } };
+    let hello = FromAgent::Hello {
+        agent_version: "fake".into(),
+        protocol: nullops_wire::PROTOCOL_VERSION,
+        node: NodeFacts { hostname: "fake".into(), docker_version: String::new() },
+    };
     ws.send(Message::text(encode(&hello))).await?;
     while let Some(frame) = ws.next().await {
         if let Message::Text(text) = frame? {
@@ -268,10 +272,7 @@ async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: O
 
 fn rss_kib() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .context("no VmRSS in /proc/self/status")
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()).context("no VmRSS in /proc/self/status")
 }
 
 /// User plus system CPU time of this process.
@@ -287,7 +288,11 @@ fn cpu_seconds() -> anyhow::Result<f64> {
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
 }
 
 /// Every connection is a file descriptor: lift the soft limit towards the hard one.

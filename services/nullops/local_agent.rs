@@ -34,7 +34,15 @@ pub async fn start(store: &Arc<dyn EventStore>, keyring: &Keyring, listen: Socke
     let token_hash = token()?.hash();
     let scope = format!("local-{}", &node_id.simple().to_string()[..12]);
     let config = |listen| -> anyhow::Result<AgentConfig> {
-        Ok(AgentConfig { listen, data_dir: dir.clone(), token: token()?, scope: scope.clone(), protocol: PROTOCOL_VERSION, reconcile_every: nullops_agent::RECONCILE_EVERY, network_pool: Default::default() })
+        Ok(AgentConfig {
+            listen,
+            data_dir: dir.clone(),
+            token: token()?,
+            scope: scope.clone(),
+            protocol: PROTOCOL_VERSION,
+            reconcile_every: nullops_agent::RECONCILE_EVERY,
+            network_pool: Default::default(),
+        })
     };
     // Any free port was asked for: the one of last time if it is still free, so that the node's
     // address stays the same across restarts.

@@ -317,8 +317,8 @@ impl BackendArgs {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NULLOPS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("NULLOPS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     if format == "json" {
         builder.json().init();
@@ -353,9 +353,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Connector { backends } => platform::run_connector(backends.open().await?).await,
         Command::Example { example: ExampleCommand::Echo { listen } } => echo::serve(listen).await,
         Command::Ingress { backends, ingress } => platform::run_ingress(backends.open().await?, &ingress).await,
-        Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => {
-            platform::rebuild(backend.open().await?, &name).await
-        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => platform::rebuild(backend.open().await?, &name).await,
         Command::Keys { command: KeysCommand::Rotate { backend } } => platform::rotate_keys(backend.open().await?).await,
         Command::Keys { command: KeysCommand::Sweep { grace_secs, backend } } => {
             platform::sweep_keys(backend.open().await?, Duration::from_secs(grace_secs)).await
@@ -377,7 +375,14 @@ async fn command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn run_agent(listen: SocketAddr, data_dir: PathBuf, scope: String, reconcile_every: Duration, network_pool: nullops_agent::subnets::Pool, speak_protocol: Option<u32>) -> anyhow::Result<()> {
+async fn run_agent(
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    scope: String,
+    reconcile_every: Duration,
+    network_pool: nullops_agent::subnets::Pool,
+    speak_protocol: Option<u32>,
+) -> anyhow::Result<()> {
     // Never fail open: no token, no agent.
     let token = std::env::var("NULLOPS_AGENT_TOKEN").ok().and_then(|t| nullops_wire::NodeToken::from_configured(&t));
     let token = token.context("NULLOPS_AGENT_TOKEN is not set or empty: set it to the token addNode returned")?;

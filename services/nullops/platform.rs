@@ -2,8 +2,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +14,9 @@ use nullops_gateway::{App, GatewayConfig, TagLister};
 use nullops_keyring::{Keyring, MasterKey};
 use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
+use nullops_store::commands::StateCache;
 use nullops_store::postgres::PgEventStore;
 use nullops_store::sqlite::SqliteEventStore;
-use nullops_store::commands::StateCache;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
@@ -56,9 +56,8 @@ impl Backends {
             bail!("another nullops process is using {}", data_dir.display());
         }
         let store = SqliteEventStore::open(&data_dir.join("events.db")).await.context("cannot open the event log")?;
-        let read_models = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", data_dir.join("readmodels.db").display()))
-            .await
-            .context("cannot open the read models")?;
+        let read_models =
+            ReadModelDb::open(&format!("sqlite://{}?mode=rwc", data_dir.join("readmodels.db").display())).await.context("cannot open the read models")?;
         Ok(Backends {
             store: Arc::new(store),
             bus: Arc::new(InProcessBus::default()),
@@ -229,7 +228,11 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     let (keyring, _) = keyring(&b).await?;
     let keyring = Arc::new(keyring);
     tasks.spawn(sweep_keys_periodically(b.store.clone(), b.read_models.clone(), keyring.clone(), shutdown.clone()));
-    let ingress = if args.no_ingress { public_origin(&args.ingress, args.ingress.ingress_listen.port()) } else { start_ingress(&b, &args.ingress, &mut tasks, &shutdown).await? };
+    let ingress = if args.no_ingress {
+        public_origin(&args.ingress, args.ingress.ingress_listen.port())
+    } else {
+        start_ingress(&b, &args.ingress, &mut tasks, &shutdown).await?
+    };
     let app = Arc::new(App {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
@@ -314,7 +317,12 @@ fn public_origin(args: &IngressArgs, port: u16) -> nullops_ingress::PublicOrigin
 
 /// Starts the ingress on `args` with a routing table kept from the read models, and says how
 /// users reach it.
-async fn start_ingress(b: &Backends, args: &IngressArgs, tasks: &mut tokio::task::JoinSet<()>, shutdown: &CancellationToken) -> anyhow::Result<nullops_ingress::PublicOrigin> {
+async fn start_ingress(
+    b: &Backends,
+    args: &IngressArgs,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<nullops_ingress::PublicOrigin> {
     let tls = match (&args.ingress_tls_cert, &args.ingress_tls_key) {
         (Some(cert), Some(key)) => Some(nullops_ingress::tls::server_config(cert, key)?),
         _ => None,

@@ -78,4 +78,3 @@ impl Drop for Lab {
         let _ = docker(&["network", "rm", &self.network]);
     }
 }
-

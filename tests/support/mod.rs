@@ -50,7 +50,11 @@ impl Backend {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nullops"));
         // The platform tests leave the local agent out; the node tests turn it back on.
         // Each platform's ingress on a port of its own.
-        cmd.args(args).env("NULLOPS_LOG", "warn").env_remove("NULLOPS_MASTER_KEY").env("NULLOPS_NO_LOCAL_AGENT", "true").env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0");
+        cmd.args(args)
+            .env("NULLOPS_LOG", "warn")
+            .env_remove("NULLOPS_MASTER_KEY")
+            .env("NULLOPS_NO_LOCAL_AGENT", "true")
+            .env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0");
         match &self.database_url {
             Some(url) => cmd.env("NULLOPS_DATABASE_URL", url).env("NULLOPS_MASTER_KEY", &self.master_key),
             None => cmd.env("NULLOPS_DATA_DIR", &self.data_dir).env_remove("NULLOPS_DATABASE_URL"),
@@ -200,9 +204,8 @@ impl Server {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let d = self
-            .ok(None, "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }", json!({"u": username, "p": password}))
-            .await;
+        let d =
+            self.ok(None, "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }", json!({"u": username, "p": password})).await;
         d["login"]["token"].as_str().expect("token").to_owned()
     }
 
@@ -307,7 +310,13 @@ where
 {
     until(timeout, what, || {
         let holds = check();
-        async move { if holds.await { Ok(()) } else { Err("not yet".to_owned()) } }
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        }
     })
     .await
 }

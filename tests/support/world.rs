@@ -12,7 +12,8 @@ use super::{docker, Backend, Mode, Server};
 pub const REGISTRY: &str = "127.0.0.1:5050";
 pub const SECRET: &str = "pw-Zx81-never-shown";
 
-pub const CREATE: &str = "mutation($p: String!, $e: String!, $n: String, $t: [TagChoice!]) { createDeployment(project: $p, environment: $e, name: $n, tags: $t) { id name state } }";
+pub const CREATE: &str =
+    "mutation($p: String!, $e: String!, $n: String, $t: [TagChoice!]) { createDeployment(project: $p, environment: $e, name: $n, tags: $t) { id name state } }";
 pub const DEPLOYMENT: &str = "query($id: ID!) { deployment(id: $id) { id name state attempt pipelineVersion steps { id state detail } \
     services { name tag healthy healthDetail nodePort url cpuMillicores memoryBytes } failure { step reason exitCode oomKilled } expiresAt expiresInSeconds \
     history { eventType actor } } }";
@@ -75,7 +76,10 @@ impl World {
     pub async fn setup_node(&mut self) {
         if let Some(lab) = self.lab.as_mut() {
             self.server.ok(Some(&self.admin), "mutation { createEnvironment(input: {name: \"staging\", baseDomain: \"qa.test\"}) { name } }", json!({})).await;
-            let added = self.server.ok(Some(&self.admin), "mutation($h: String!) { addNode(environment: \"staging\", host: $h) { token } }", json!({"h": lab.ip(10)})).await;
+            let added = self
+                .server
+                .ok(Some(&self.admin), "mutation($h: String!) { addNode(environment: \"staging\", host: $h) { token } }", json!({"h": lab.ip(10)}))
+                .await;
             lab.run_agent("a", 10, added["addNode"]["token"].as_str().unwrap(), &[]);
             self.scope = lab.scope("a");
         }
@@ -83,7 +87,11 @@ impl World {
         let query = "query($e: String!) { nodes(environment: $e) { id status usage { memoryTotalBytes } } }";
         let node = super::until(Duration::from_secs(30), "the node online with its size reported", || async {
             let node = server.ok(Some(admin), query, json!({"e": env})).await["nodes"][0].clone();
-            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() { Ok(node) } else { Err(node.to_string()) }
+            if node["status"] == "ONLINE" && node["usage"]["memoryTotalBytes"].is_u64() {
+                Ok(node)
+            } else {
+                Err(node.to_string())
+            }
         })
         .await;
         self.node_id = node["id"].as_str().unwrap().to_owned();
@@ -95,16 +103,29 @@ impl World {
 
     pub async fn setup_catalog(&self) {
         let version = env!("CARGO_PKG_VERSION");
-        self.ok("mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }", json!({})).await;
+        self.ok(
+            "mutation { createRegistry(input: {name: \"local\", url: \"http://127.0.0.1:5050\", username: \"nullops\", password: \"nullops\"}) { name } }",
+            json!({}),
+        )
+        .await;
         let health = json!({"httpPath": "/healthz", "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
-        for (name, image, mode, tag) in [("web", "nullops/demo", "SELECTABLE", None), ("api", "nullops/demo", "PINNED", Some("v2")), ("hungry", "nullops-test/hungry", "PINNED", Some("1"))] {
+        for (name, image, mode, tag) in
+            [("web", "nullops/demo", "SELECTABLE", None), ("api", "nullops/demo", "PINNED", Some("v2")), ("hungry", "nullops-test/hungry", "PINNED", Some("1"))]
+        {
             let input = json!({"name": name, "registry": "local", "image": image, "tagMode": mode, "tag": tag, "tagPattern": if tag.is_none() { Some("v*") } else { None },
                 "port": 8080, "healthCheck": health, "env": if name == "web" { json!([{"name": "GREETING", "value": "${{ secrets.DB_PASSWORD }}"}]) } else { json!([]) }});
             self.ok("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": input})).await;
         }
         let plugins = [
             ("http-check", "nullops/http-check", version, json!({"type": "object"}), 60, true),
-            ("script", "nullops-test/script-plugin", "1", json!({"type": "object", "properties": {"mode": {"type": "string"}, "expect": {"type": "string"}}}), 300, false),
+            (
+                "script",
+                "nullops-test/script-plugin",
+                "1",
+                json!({"type": "object", "properties": {"mode": {"type": "string"}, "expect": {"type": "string"}}}),
+                300,
+                false,
+            ),
             ("script-short", "nullops-test/script-plugin", "1", json!({"type": "object"}), 3, false),
         ];
         for (name, repository, tag, schema, timeout, joins) in plugins {
@@ -112,7 +133,8 @@ impl World {
                 "cpuMillis": 200, "memoryMib": 64, "timeoutSeconds": timeout, "joinsDeploymentNetwork": joins});
             self.ok("mutation($i: PluginInput!) { createPlugin(input: $i) { name } }", json!({"i": input})).await;
         }
-        let project = |name: &str, cpu: u64, memory: u64| json!({"i": {"name": name, "environments": [self.environment], "cpuMillis": cpu, "memoryMib": memory}});
+        let project =
+            |name: &str, cpu: u64, memory: u64| json!({"i": {"name": name, "environments": [self.environment], "cpuMillis": cpu, "memoryMib": memory}});
         self.ok("mutation($i: ProjectInput!) { createProject(input: $i) { name } }", project("shop", 20, 256)).await;
         self.ok("mutation { setSecret(project: \"shop\", name: \"DB_PASSWORD\", value: \"pw-Zx81-never-shown\") { name } }", json!({})).await;
     }
@@ -205,4 +227,3 @@ pub fn service<'a>(d: &'a Value, name: &str) -> &'a Value {
 }
 
 pub const MINUTE: Duration = Duration::from_secs(60);
-

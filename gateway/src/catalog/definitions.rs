@@ -4,18 +4,20 @@ use async_graphql::{Context, Object};
 use nullops_domain::catalog::{CatalogAction, CredentialsChange};
 use nullops_domain::tags::{self, TagPattern};
 use nullops_domain::DnsLabel;
-use nullops_events::catalog::{AccessTarget, EnvironmentDefinition, PluginDefinition, ProjectDefinition, RegistryDefinition, Sealed, ServiceDefinition, TagMode};
+use nullops_events::catalog::{
+    AccessTarget, EnvironmentDefinition, PluginDefinition, ProjectDefinition, RegistryDefinition, Sealed, ServiceDefinition, TagMode,
+};
 use nullops_projections::catalog::{self as read, kind, Entry};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::tags::TagLister;
-use nullops_domain::catalog::credentials_purpose;
 use super::types::*;
 use super::{change_catalog, change_catalog_sealing, entry, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request};
 use crate::App;
+use nullops_domain::catalog::credentials_purpose;
 
 #[derive(Default)]
 pub struct DefinitionQuery;
@@ -57,7 +59,9 @@ impl DefinitionQuery {
             .filter(|e| {
                 let name = &e.definition.name;
                 viewer.access(&[AccessTarget::Environment(name.clone())]).is_some()
-                    || projects.iter().any(|p| p.definition.environments.contains(name) && viewer.access(&[AccessTarget::Project(p.definition.name.clone())]).is_some())
+                    || projects
+                        .iter()
+                        .any(|p| p.definition.environments.contains(name) && viewer.access(&[AccessTarget::Project(p.definition.name.clone())]).is_some())
             })
             .map(Into::into)
             .collect())

@@ -113,11 +113,7 @@ pub(crate) struct Viewer {
 impl Viewer {
     pub(crate) async fn of(ctx: &Context<'_>) -> ApiResult<Viewer> {
         let principal = request(ctx).principal()?.clone();
-        let grants = if principal.is_admin() {
-            vec![]
-        } else {
-            read::grants_of_user(&app(ctx).read_models, principal.username.as_str()).await?
-        };
+        let grants = if principal.is_admin() { vec![] } else { read::grants_of_user(&app(ctx).read_models, principal.username.as_str()).await? };
         Ok(Viewer { principal, grants })
     }
 
@@ -127,11 +123,7 @@ impl Viewer {
 
     /// Effective access to any of `targets`.
     pub(crate) fn access(&self, targets: &[AccessTarget]) -> Option<Access> {
-        let held = self
-            .grants
-            .iter()
-            .filter(|g| targets.iter().any(|t| t.kind() == g.target_kind && t.name() == g.target_name))
-            .map(|g| g.access);
+        let held = self.grants.iter().filter(|g| targets.iter().any(|t| t.kind() == g.target_kind && t.name() == g.target_name)).map(|g| g.access);
         access::effective(self.is_admin(), held)
     }
 }

@@ -4,13 +4,13 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use nullops_domain::node::{self, token_purpose, CertThumbprint, Link, Node, NodeAction, NodeCommand, NodeHost};
 use nullops_domain::capacity::Capacity;
+use nullops_domain::node::{self, token_purpose, CertThumbprint, Link, Node, NodeAction, NodeCommand, NodeHost};
 use nullops_domain::{DnsLabel, Issuer};
-use nullops_store::commands::load;
 use nullops_events::catalog::AccessTarget;
 use nullops_events::node::Refusal;
 use nullops_projections::nodes::{self as read, link, NodeRow};
+use nullops_store::commands::load;
 use nullops_wire::NodeToken;
 use uuid::Uuid;
 
@@ -175,7 +175,12 @@ fn parse_id(id: &ID) -> ApiResult<Uuid> {
 }
 
 /// Runs a node command as the caller, sealing `token`'s hash when given; destroys what it retires.
-async fn change_node(ctx: &Context<'_>, node_id: Uuid, action: impl FnOnce(Option<nullops_events::catalog::Sealed>) -> NodeAction, token: Option<&NodeToken>) -> ApiResult<NodeRow> {
+async fn change_node(
+    ctx: &Context<'_>,
+    node_id: Uuid,
+    action: impl FnOnce(Option<nullops_events::catalog::Sealed>) -> NodeAction,
+    token: Option<&NodeToken>,
+) -> ApiResult<NodeRow> {
     let (app, req) = (app(ctx), request(ctx));
     let by = req.admin()?.clone();
     let sealed = match token {

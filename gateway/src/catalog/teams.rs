@@ -22,11 +22,7 @@ async fn team_gql(app: &App, row: TeamRow) -> ApiResult<TeamGql> {
 }
 
 async fn team_named(app: &App, name: &str) -> ApiResult<TeamGql> {
-    let row = read::teams(&app.read_models)
-        .await?
-        .into_iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("no team named {name}")))?;
+    let row = read::teams(&app.read_models).await?.into_iter().find(|t| t.name == name).ok_or_else(|| ApiError::NotFound(format!("no team named {name}")))?;
     team_gql(app, row).await
 }
 

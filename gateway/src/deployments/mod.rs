@@ -316,17 +316,15 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
     let stream_id = format!("deployment-{}", row.deployment_id);
     let events = tokio_stream_from(app.live.subscribe());
     let first = futures::stream::once(async move { Ok(DeploymentGql(row)) });
-    let rest = events
-        .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id)))
-        .then(move |e| {
-            let (app, id) = (app.clone(), id.clone());
-            async move {
-                let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
-                // The read model shows the event before it is served.
-                app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
-                Ok(DeploymentGql(find(&app, &id).await?))
-            }
-        });
+    let rest = events.filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id))).then(move |e| {
+        let (app, id) = (app.clone(), id.clone());
+        async move {
+            let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
+            // The read model shows the event before it is served.
+            app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
+            Ok(DeploymentGql(find(&app, &id).await?))
+        }
+    });
     Ok(first.chain(rest))
 }
 

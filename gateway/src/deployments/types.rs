@@ -2,13 +2,13 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use nullops_domain::deployment::{status, DeploymentStatus};
 use nullops_events::catalog::EnvironmentDefinition;
+use nullops_events::deployment::StepState;
 use nullops_events::deployment::{ChosenVersion, DeploymentFailed, Endpoint, PlannedAction};
 use nullops_events::Timestamp;
 use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::catalog::{self as catalog_read, kind};
-use nullops_domain::deployment::{status, DeploymentStatus};
-use nullops_events::deployment::StepState;
 use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes::{self as nodes_read, link};
 use nullops_wire::message::ContainerUsage;
@@ -257,7 +257,13 @@ impl DeploymentGql {
     /// Its log, secrets redacted: of one `service`, or of `pipeline` (each step's progress and
     /// the plugins' output), or all of it; the last `tail` lines (at most 5000), from `since`
     /// when given.
-    async fn logs(&self, ctx: &Context<'_>, service: Option<String>, #[graphql(default = 200)] tail: i32, since: Option<DateTime<Utc>>) -> ApiResult<Vec<LogLineGql>> {
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        service: Option<String>,
+        #[graphql(default = 200)] tail: i32,
+        since: Option<DateTime<Utc>>,
+    ) -> ApiResult<Vec<LogLineGql>> {
         if !(1..=MAX_TAIL).contains(&tail) {
             return Err(crate::error::ApiError::InvalidInput(format!("tail: use 1 to {MAX_TAIL} lines")));
         }

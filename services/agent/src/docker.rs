@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StatsOptions};
 use futures::{StreamExt, TryStreamExt};
-use bollard::auth::DockerCredentials;
 use nullops_wire::message::{registry_of, ActualContainer, ActualDeployment, ContainerSpec, ContainerState, ContainerUsage, RegistryAuth};
 use sha2::{Digest, Sha256};
 
@@ -121,7 +121,13 @@ impl Engine {
     }
 
     /// Creates a container, pulling its image first when the engine does not have it.
-    pub(crate) async fn create_pulling(&self, image: &str, options: CreateContainerOptions, body: ContainerCreateBody, auth: &[RegistryAuth]) -> Result<String, String> {
+    pub(crate) async fn create_pulling(
+        &self,
+        image: &str,
+        options: CreateContainerOptions,
+        body: ContainerCreateBody,
+        auth: &[RegistryAuth],
+    ) -> Result<String, String> {
         let created = match self.client.create_container(Some(options.clone()), body.clone()).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
                 self.pull(image, auth).await?;
@@ -152,10 +158,8 @@ impl Engine {
             Ok(existing) => existing,
             Err(e) => return failed_everywhere(maintained, &format!("cannot list containers: {e}")),
         };
-        let wanted: HashMap<(&str, &str), String> = maintained
-            .iter()
-            .flat_map(|d| d.containers.iter().map(move |c| ((d.id, c.name.as_str()), spec_hash(c))))
-            .collect();
+        let wanted: HashMap<(&str, &str), String> =
+            maintained.iter().flat_map(|d| d.containers.iter().map(move |c| ((d.id, c.name.as_str()), spec_hash(c)))).collect();
         let mut kept: HashMap<(String, String), Managed> = HashMap::new();
         for m in existing {
             if in_run.contains(&m.deployment) {
@@ -209,7 +213,8 @@ impl Engine {
         for c in containers.into_iter().filter_map(|c| c.id) {
             self.remove_container(&c).await;
         }
-        let networks = self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
+        let networks =
+            self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
         for id in networks.into_iter().filter_map(|n| n.id) {
             self.remove_network(&id).await?;
         }
@@ -240,7 +245,8 @@ impl Engine {
     /// run's network is not this one's to judge (the reconcile sweeps strays).
     pub async fn deployment_network(&self, deployment: &str) -> Result<String, String> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), format!("{LABEL_DEPLOYMENT}={deployment}")])]);
-        let networks = self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
+        let networks =
+            self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
         let mut existing = HashMap::new();
         if let Some(id) = networks.into_iter().find_map(|n| n.id) {
             existing.insert(deployment.to_owned(), id);
@@ -253,7 +259,8 @@ impl Engine {
     pub async fn started(&self, container: &str, deployment: &str, port: Option<u16>) -> Result<Started, String> {
         let inspected = self.client.inspect_container(container, None).await.map_err(|e| format!("cannot inspect the container: {e}"))?;
         let settings = inspected.network_settings.unwrap_or_default();
-        let ip = settings.networks.as_ref().and_then(|n| n.get(&self.network_name(deployment))).and_then(|e| e.ip_address.as_ref()).and_then(|ip| ip.parse().ok());
+        let ip =
+            settings.networks.as_ref().and_then(|n| n.get(&self.network_name(deployment))).and_then(|e| e.ip_address.as_ref()).and_then(|ip| ip.parse().ok());
         let host_port = port.and_then(|p| published(settings.ports.as_ref(), p));
         Ok(Started { id: inspected.id.unwrap_or_else(|| container.to_owned()), ip, host_port })
     }
@@ -353,12 +360,8 @@ impl Engine {
         const TRIES: usize = 16;
         let _one_at_a_time = self.making_network.lock().await;
         let networks = self.client.list_networks(None::<ListNetworksOptions>).await.map_err(|e| format!("cannot list networks: {e}"))?;
-        let used: Vec<Subnet> = networks
-            .iter()
-            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
-            .flatten()
-            .filter_map(|c| Subnet::parse(c.subnet.as_deref()?).ok())
-            .collect();
+        let used: Vec<Subnet> =
+            networks.iter().filter_map(|n| n.ipam.as_ref()?.config.as_ref()).flatten().filter_map(|c| Subnet::parse(c.subnet.as_deref()?).ok()).collect();
         let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
         let mut last = format!("every /24 of {} is taken: the node has as many deployment networks as its pool allows", self.pool);
         for subnet in self.pool.free(&used).take(TRIES) {
@@ -439,7 +442,10 @@ impl Engine {
             exposed_ports: spec.port.map(|p| vec![format!("{p}/tcp")]),
             // Others in the deployment reach it by its name.
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(network.to_owned(), EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() })])),
+                endpoints_config: Some(HashMap::from([(
+                    network.to_owned(),
+                    EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() },
+                )])),
             }),
             ..Default::default()
         };

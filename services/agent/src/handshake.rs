@@ -68,7 +68,10 @@ fn admit(request: &Request, exporter: &[u8; EXPORTER_LEN], shared: &Shared) -> R
     let protocol = header(PROTOCOL_HEADER).and_then(|v| v.parse::<u32>().ok());
     if protocol != Some(shared.protocol) {
         let theirs = protocol.map_or("none".to_owned(), |p| p.to_string());
-        return Err((StatusCode::from_u16(STATUS_INCOMPATIBLE).expect("426 is a status"), format!("protocol {theirs} requested; this agent speaks {}", shared.protocol)));
+        return Err((
+            StatusCode::from_u16(STATUS_INCOMPATIBLE).expect("426 is a status"),
+            format!("protocol {theirs} requested; this agent speaks {}", shared.protocol),
+        ));
     }
     let proof = header(PROOF_HEADER).and_then(AuthProof::parse);
     match proof {

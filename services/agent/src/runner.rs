@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use nullops_domain::run::{redact, substitute, substitute_json, Outputs, RunPlan};
-use nullops_wire::message::{ContainerSpec, PIPELINE_LOG, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RunPhase, RunStatus, ServiceHealth, ServiceStep, StepAction, StepRunState, StepStatus};
+use nullops_wire::message::{
+    ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RunPhase, RunStatus, ServiceHealth, ServiceStep, StepAction, StepRunState,
+    StepStatus, PIPELINE_LOG,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -237,7 +240,9 @@ impl Runs {
 fn interrupted_failure(steps: &[StepStatus]) -> RunPhase {
     let failed = steps.iter().find(|s| s.state == StepRunState::Failed);
     let reason = match failed {
-        Some(s) if s.detail == INTERRUPTED => format!("step {} was interrupted: the agent restarted while it ran; everything the run created was removed", s.id),
+        Some(s) if s.detail == INTERRUPTED => {
+            format!("step {} was interrupted: the agent restarted while it ran; everything the run created was removed", s.id)
+        }
         Some(s) => s.detail.clone(),
         None => "the agent restarted during the run; everything the run created was removed".to_owned(),
     };
@@ -439,7 +444,9 @@ async fn watch(engine: Engine, d: DesiredDeployment, outputs: Outputs, runs: Arc
         .steps
         .iter()
         .filter_map(|s| match &s.action {
-            StepAction::Service(ServiceStep { container, health: Some(probe) }) => Some((fill_container(container, &outputs, &d.secrets.0).ok()?, probe.clone())),
+            StepAction::Service(ServiceStep { container, health: Some(probe) }) => {
+                Some((fill_container(container, &outputs, &d.secrets.0).ok()?, probe.clone()))
+            }
             _ => None,
         })
         .collect();

@@ -26,9 +26,7 @@ pub fn parse_proc_stat(text: &str) -> Option<(CpuTimes, u32)> {
 
 /// `(total, used)` bytes from /proc/meminfo: used is what is not available for new work.
 pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-    };
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok());
     let total = field("MemTotal:")? * 1024;
     let available = field("MemAvailable:")? * 1024;
     Some((total, total.saturating_sub(available)))

@@ -21,7 +21,17 @@ fn shell(script: &str) -> Vec<String> {
 }
 
 fn run<'a>(image: &'a str, command: Vec<String>, input: &'a [u8], timeout_secs: u64) -> PluginRun<'a> {
-    PluginRun { image, command, input, timeout: Duration::from_secs(timeout_secs), cpu_millis: 500, memory_mib: 64, network: None, labels: HashMap::new(), registry_auth: vec![] }
+    PluginRun {
+        image,
+        command,
+        input,
+        timeout: Duration::from_secs(timeout_secs),
+        cpu_millis: 500,
+        memory_mib: 64,
+        network: None,
+        labels: HashMap::new(),
+        registry_auth: vec![],
+    }
 }
 
 fn leftovers(scope: &str) -> String {
@@ -106,10 +116,8 @@ async fn leftover_plugin_containers_are_swept_but_running_ones_spared() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let plugin = loop {
-        let ids = Command::new("docker")
-            .args(["ps", "-q", "--filter", &format!("label=nullops.scope={scope}"), "--filter", "status=running"])
-            .output()
-            .unwrap();
+        let ids =
+            Command::new("docker").args(["ps", "-q", "--filter", &format!("label=nullops.scope={scope}"), "--filter", "status=running"]).output().unwrap();
         if let Some(id) = String::from_utf8_lossy(&ids.stdout).lines().next() {
             break id.to_owned();
         }

@@ -52,7 +52,6 @@ impl NatsBus {
     }
 }
 
-
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError> {
@@ -60,9 +59,7 @@ impl Bus for NatsBus {
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
             let payload = postcard::to_allocvec(m).map_err(unavailable)?;
-            let publish = jetstream::context::Publish::build()
-                .message_id(m.event.event_id.to_string())
-                .payload(payload.into());
+            let publish = jetstream::context::Publish::build().message_id(m.event.event_id.to_string()).payload(payload.into());
             let subject = format!("{}.events.{}", self.prefix, m.event.stream_id.kind());
             acks.push(self.jetstream.send_publish(subject, publish).await.map_err(unavailable)?);
         }

@@ -10,8 +10,8 @@ mod backoff;
 pub mod desired;
 pub mod dial;
 mod link;
-mod reports;
 pub mod pin;
+mod reports;
 mod supervisor;
 
 use std::collections::HashSet;

@@ -129,7 +129,9 @@ async fn run(
                 if let Err(e) = recorder.link(Link::Online, up).await {
                     tracing::warn!(node = %node_id, error = %e, "connected, but the node may not be used now; closing");
                     close(connected.link, "not allowed").await;
-                    if pause(&cancel, backoff.delay()).await { return }
+                    if pause(&cancel, backoff.delay()).await {
+                        return;
+                    }
                     continue;
                 }
                 tracing::info!(node = %node_id, host = %target.host, agent = %connected.agent_version, "node online");

@@ -12,8 +12,8 @@ use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand
 use nullops_domain::Issuer;
 use nullops_events::deployment::{DeploymentFailed, Endpoint, HealthChanged, StepChanged, StepState};
 use nullops_events::EventMetadata;
-use nullops_store::commands::{execute, CommandError};
 use nullops_projections::deployments::{self as logs, LogRow};
+use nullops_store::commands::{execute, CommandError};
 use nullops_wire::message::{ActualDeployment, LogLine, RunPhase, StepRunState};
 use uuid::Uuid;
 
@@ -41,12 +41,9 @@ fn reports(actual: &ActualDeployment) -> Vec<RunReport> {
             let endpoints = actual.containers.iter().filter_map(|c| Some(Endpoint { service: c.name.clone(), host_port: c.host_port? })).collect();
             out.push(RunReport::Running { endpoints });
         }
-        RunPhase::Failed { step, reason, exit_code, oom_killed } => out.push(RunReport::Failed(DeploymentFailed {
-            step: step.clone(),
-            reason: reason.clone(),
-            exit_code: *exit_code,
-            oom_killed: *oom_killed,
-        })),
+        RunPhase::Failed { step, reason, exit_code, oom_killed } => {
+            out.push(RunReport::Failed(DeploymentFailed { step: step.clone(), reason: reason.clone(), exit_code: *exit_code, oom_killed: *oom_killed }))
+        }
     }
     out
 }
@@ -132,4 +129,3 @@ fn next_log_seq() -> i64 {
         }
     }
 }
-

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nullops_bus::Delivery;
-use nullops_domain::node::{token_purpose, CertThumbprint, Node, NodeState};
 use nullops_domain::deployment::Deployment;
+use nullops_domain::node::{token_purpose, CertThumbprint, Node, NodeState};
 use nullops_domain::Decider;
 use nullops_events::codec::types;
 use nullops_events::LogPosition;
@@ -21,12 +21,13 @@ use uuid::Uuid;
 
 use crate::dial::Target;
 use crate::link::{self, LinkHandle};
-use tokio::sync::watch;
 use crate::Connector;
+use tokio::sync::watch;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// The deployment events after which its node runs something else (progress reports do not).
-const CHANGES_DESIRED_STATE: [&str; 4] = [types::DEPLOYMENT_SCHEDULED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_DELETION_REQUESTED.0];
+const CHANGES_DESIRED_STATE: [&str; 4] =
+    [types::DEPLOYMENT_SCHEDULED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_DELETION_REQUESTED.0];
 /// How long a deployment change may take to reach the read model before its node is told.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopping link may take to record its disconnection.

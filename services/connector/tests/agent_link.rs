@@ -169,10 +169,7 @@ async fn bad_frames_close_the_connection_and_change_nothing() {
         Message::text("{\"type\":\"desired_state\",\"request_id\":\"x\"}"),
         Message::text("not json at all"),
         Message::binary(vec![1u8, 2, 3]),
-        Message::text(encode(&ToAgent::DesiredState {
-            request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment::new("../../etc", vec![])],
-        })),
+        Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![DesiredDeployment::new("../../etc", vec![])] })),
         Message::text(" ".repeat(MAX_FRAME_BYTES + 1)),
     ];
     for frame in bad_frames {
@@ -246,14 +243,37 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     // it without any new request.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let (since, until) = ((now - 1).to_string(), (now + 10).to_string());
-    let stray = docker(&["run", "-d", "--label", &format!("nullops.scope={}", agent.scope), "--label", "nullops.deployment=ghost",
-        "--label", "nullops.container=web", "nullops-test/busybox:1", "sleep", "3600"]);
+    let stray = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("nullops.scope={}", agent.scope),
+        "--label",
+        "nullops.deployment=ghost",
+        "--label",
+        "nullops.container=web",
+        "nullops-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
     // The engine's own event of its removal, within 10 s.
     let removed = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         // `--until` ends the stream by itself if the event never comes.
         let mut events = Command::new("docker")
-            .args(["events", "--since", &since, "--until", &until, "--filter", &format!("container={stray}"), "--filter", "event=destroy", "--format", "{{.Action}}"])
+            .args([
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                &format!("container={stray}"),
+                "--filter",
+                "event=destroy",
+                "--format",
+                "{{.Action}}",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -321,10 +341,7 @@ async fn each_deployment_has_a_network_of_its_own() {
         command: vec!["sh".into(), "-c".into(), format!("mkdir /w && echo {body} > /w/index.html && exec httpd -f -p 8080 -h /w")],
         ..Default::default()
     };
-    let desired = vec![
-        DesiredDeployment::new("pr-1", vec![Step::service(web("one"))]),
-        DesiredDeployment::new("pr-2", vec![Step::service(web("two"))]),
-    ];
+    let desired = vec![DesiredDeployment::new("pr-1", vec![Step::service(web("one"))]), DesiredDeployment::new("pr-2", vec![Step::service(web("two"))])];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
     assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running, ContainerState::Running]);

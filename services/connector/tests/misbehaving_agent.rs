@@ -55,7 +55,11 @@ async fn misbehaving_agent(listener: tokio::net::TcpListener) {
     while let Ok((tcp, _)) = listener.accept().await {
         let Ok(tls) = acceptor.accept(tcp).await else { continue };
         let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { continue };
-        let hello = FromAgent::Hello { agent_version: "bad".into(), protocol: nullops_wire::PROTOCOL_VERSION, node: NodeFacts { hostname: "bad".into(), docker_version: String::new() } };
+        let hello = FromAgent::Hello {
+            agent_version: "bad".into(),
+            protocol: nullops_wire::PROTOCOL_VERSION,
+            node: NodeFacts { hostname: "bad".into(), docker_version: String::new() },
+        };
         let usage = FromAgent::Usage(Usage {
             cpu_cores: 2,
             cpu_used_millicores: 100,

@@ -29,8 +29,15 @@ impl Resources {
 
 pub enum CapacityCommand {
     /// `total` is the node's size and `used` what its agent last measured.
-    Reserve { deployment_id: Uuid, request: Resources, total: Resources, used: Resources },
-    Release { deployment_id: Uuid },
+    Reserve {
+        deployment_id: Uuid,
+        request: Resources,
+        total: Resources,
+        used: Resources,
+    },
+    Release {
+        deployment_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,10 +47,9 @@ pub struct CapacityState {
 
 impl CapacityState {
     pub fn reserved(&self) -> Resources {
-        self.reservations.values().fold(Resources::default(), |a, r| Resources {
-            cpu_millis: a.cpu_millis + r.cpu_millis,
-            memory_mib: a.memory_mib + r.memory_mib,
-        })
+        self.reservations
+            .values()
+            .fold(Resources::default(), |a, r| Resources { cpu_millis: a.cpu_millis + r.cpu_millis, memory_mib: a.memory_mib + r.memory_mib })
     }
 
     /// What can still be promised on a node of size `total` using `used`.

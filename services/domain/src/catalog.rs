@@ -31,30 +31,65 @@ pub enum CredentialsChange {
 }
 
 pub enum CatalogAction {
-    CreateTeam { team_id: Uuid, name: String },
-    RenameTeam { name: String, new_name: String },
-    DeleteTeam { name: String },
+    CreateTeam {
+        team_id: Uuid,
+        name: String,
+    },
+    RenameTeam {
+        name: String,
+        new_name: String,
+    },
+    DeleteTeam {
+        name: String,
+    },
     /// The command layer has checked that the user exists.
-    AddTeamMember { team: String, username: Username },
-    RemoveTeamMember { team: String, username: Username },
-    Grant { team: String, target: AccessTarget, access: Access },
-    Revoke { team: String, target: AccessTarget },
+    AddTeamMember {
+        team: String,
+        username: Username,
+    },
+    RemoveTeamMember {
+        team: String,
+        username: Username,
+    },
+    Grant {
+        team: String,
+        target: AccessTarget,
+        access: Access,
+    },
+    Revoke {
+        team: String,
+        target: AccessTarget,
+    },
     AddRegistry(RegistryDefinition),
-    ChangeRegistry { name: String, url: String, credentials: CredentialsChange },
-    RemoveRegistry { name: String },
+    ChangeRegistry {
+        name: String,
+        url: String,
+        credentials: CredentialsChange,
+    },
+    RemoveRegistry {
+        name: String,
+    },
     CreateService(ServiceDefinition),
     UpdateService(ServiceDefinition),
-    RemoveService { name: String },
+    RemoveService {
+        name: String,
+    },
     CreatePlugin(PluginDefinition),
     UpdatePlugin(PluginDefinition),
-    RemovePlugin { name: String },
+    RemovePlugin {
+        name: String,
+    },
     CreateEnvironment(EnvironmentDefinition),
     UpdateEnvironment(EnvironmentDefinition),
-    RemoveEnvironment { name: String },
+    RemoveEnvironment {
+        name: String,
+    },
     /// `project_id` is fresh; an update keeps the existing one.
     CreateProject(ProjectDefinition),
     UpdateProject(ProjectDefinition),
-    RemoveProject { name: String },
+    RemoveProject {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,11 +111,7 @@ pub struct CatalogState {
 
 impl CatalogState {
     pub fn team_id(&self, name: &str) -> Result<Uuid, DomainError> {
-        self.teams
-            .iter()
-            .find(|(_, t)| t.name == name)
-            .map(|(id, _)| *id)
-            .ok_or_else(|| DomainError::NotFound(format!("no team named {name}")))
+        self.teams.iter().find(|(_, t)| t.name == name).map(|(id, _)| *id).ok_or_else(|| DomainError::NotFound(format!("no team named {name}")))
     }
 
     pub fn project(&self, name: &str) -> Result<&ProjectDefinition, DomainError> {

@@ -29,21 +29,45 @@ pub struct DeploymentCommand {
 pub enum DeploymentAction {
     /// `access`: the caller's access to the project or environment. The deployment saga then
     /// claims `name` and a node for it.
-    Create { access: Option<Access>, request: DeploymentRequested, name: DnsLabel },
+    Create {
+        access: Option<Access>,
+        request: DeploymentRequested,
+        name: DnsLabel,
+    },
     /// Runs a failed deployment again with `plan`; the saga places it on a node again.
-    Retry { access: Option<Access>, pipeline_version: u32, plan: DeploymentPlan },
-    Delete { access: Option<Access>, reason: DeletionReason },
+    Retry {
+        access: Option<Access>,
+        pipeline_version: u32,
+        plan: DeploymentPlan,
+    },
+    Delete {
+        access: Option<Access>,
+        reason: DeletionReason,
+    },
     /// `now`: microseconds since the epoch.
-    Extend { access: Option<Access>, now: i64 },
+    Extend {
+        access: Option<Access>,
+        now: i64,
+    },
     /// The saga holds its name and reserved capacity on `node_id` (the platform only).
-    Schedule { node_id: Uuid },
+    Schedule {
+        node_id: Uuid,
+    },
     /// The saga could not place it (the platform only): a request is rejected, a retry fails.
-    Unplaceable { code: RejectionCode, reason: String },
+    Unplaceable {
+        code: RejectionCode,
+        reason: String,
+    },
     /// What the agent reports about run number `attempt`, in order; reports about an earlier
     /// attempt change nothing.
-    Report { attempt: u32, reports: Vec<RunReport> },
+    Report {
+        attempt: u32,
+        reports: Vec<RunReport>,
+    },
     /// Its node cannot be given it (the platform only): the run fails with `reason`.
-    Refuse { reason: String },
+    Refuse {
+        reason: String,
+    },
     /// The agent no longer has anything of the deployment.
     Removed,
 }
@@ -289,7 +313,9 @@ impl Decider for Deployment {
             },
             Unplaceable { code, reason } => match phase {
                 Some(Phase::Pending) if state.attempt <= 1 => Ok(vec![DeploymentEvent::Rejected(DeploymentRejected { code: *code, reason: reason.clone() })]),
-                Some(Phase::Pending) => Ok(vec![DeploymentEvent::Failed(DeploymentFailed { step: None, reason: reason.clone(), exit_code: None, oom_killed: false })]),
+                Some(Phase::Pending) => {
+                    Ok(vec![DeploymentEvent::Failed(DeploymentFailed { step: None, reason: reason.clone(), exit_code: None, oom_killed: false })])
+                }
                 _ => none,
             },
             Report { attempt, .. } if *attempt != state.attempt => none,
@@ -523,7 +549,11 @@ mod tests {
     #[test]
     fn only_full_access_deletes_but_the_reaper_deletes_expired_ones() {
         let running = running();
-        let by_user = when(&running, user(nullops_events::identity::Role::User), DeploymentAction::Delete { access: Some(Access::ReadOnly), reason: DeletionReason::User });
+        let by_user = when(
+            &running,
+            user(nullops_events::identity::Role::User),
+            DeploymentAction::Delete { access: Some(Access::ReadOnly), reason: DeletionReason::User },
+        );
         assert!(matches!(by_user, Err(DomainError::Forbidden(_))));
         let expired = when(&running, Issuer::System, DeploymentAction::Delete { access: None, reason: DeletionReason::Expired }).unwrap();
         assert_eq!(expired, vec![DeploymentEvent::DeletionRequested(DeletionRequested { reason: DeletionReason::Expired })]);

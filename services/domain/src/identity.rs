@@ -13,12 +13,28 @@ use crate::{Decider, DomainError, Issuer, Principal, TokenName, Username};
 // User: stream `user-<username>`.
 
 pub enum UserCommand {
-    Register { by: Issuer, user_id: Uuid, username: Username, password_hash: String, role: Role },
+    Register {
+        by: Issuer,
+        user_id: Uuid,
+        username: Username,
+        password_hash: String,
+        role: Role,
+    },
     /// The user changes their own password; the command layer has verified the current one.
-    ChangePassword { by: Principal, password_hash: String },
-    ResetPassword { by: Principal, password_hash: String },
-    Disable { by: Principal },
-    Enable { by: Principal },
+    ChangePassword {
+        by: Principal,
+        password_hash: String,
+    },
+    ResetPassword {
+        by: Principal,
+        password_hash: String,
+    },
+    Disable {
+        by: Principal,
+    },
+    Enable {
+        by: Principal,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,18 +98,12 @@ impl Decider for User {
                 if user.disabled {
                     return Err(DomainError::Forbidden("this account is disabled".into()));
                 }
-                Ok(vec![UserEvent::PasswordChanged(PasswordChanged {
-                    password_hash: password_hash.clone(),
-                    reset_by_admin: false,
-                })])
+                Ok(vec![UserEvent::PasswordChanged(PasswordChanged { password_hash: password_hash.clone(), reset_by_admin: false })])
             }
             ResetPassword { by, password_hash } => {
                 require_admin(by, "reset another user's password")?;
                 state.existing()?;
-                Ok(vec![UserEvent::PasswordChanged(PasswordChanged {
-                    password_hash: password_hash.clone(),
-                    reset_by_admin: true,
-                })])
+                Ok(vec![UserEvent::PasswordChanged(PasswordChanged { password_hash: password_hash.clone(), reset_by_admin: true })])
             }
             Disable { by } => {
                 require_admin(by, "disable users")?;
@@ -154,8 +164,15 @@ impl Decider for User {
 
 pub enum SessionCommand {
     /// The command layer has checked the password and that the user is enabled.
-    Start { session_id: Uuid, username: Username, token_hash: Vec<u8>, expires_at: Timestamp },
-    End { by: Principal },
+    Start {
+        session_id: Uuid,
+        username: Username,
+        token_hash: Vec<u8>,
+        expires_at: Timestamp,
+    },
+    End {
+        by: Principal,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -286,12 +303,7 @@ mod tests {
         Principal { username: Username::parse("alice").unwrap(), role: Role::User }
     }
     fn alice_registered() -> UserEvent {
-        UserEvent::Registered(UserRegistered {
-            user_id: Uuid::nil(),
-            username: "alice".into(),
-            password_hash: "h0".into(),
-            role: Role::User,
-        })
+        UserEvent::Registered(UserRegistered { user_id: Uuid::nil(), username: "alice".into(), password_hash: "h0".into(), role: Role::User })
     }
 
     /// given events, when command, then events (or an error).
@@ -316,41 +328,23 @@ mod tests {
 
     #[test]
     fn a_user_cannot_register_users_and_nobody_registers_twice() {
-        let register = |by| UserCommand::Register {
-            by,
-            user_id: Uuid::nil(),
-            username: Username::parse("alice").unwrap(),
-            password_hash: "h".into(),
-            role: Role::User,
-        };
+        let register =
+            |by| UserCommand::Register { by, user_id: Uuid::nil(), username: Username::parse("alice").unwrap(), password_hash: "h".into(), role: Role::User };
         assert!(matches!(given_when::<User>(&[], register(Issuer::User(alice()))), Err(DomainError::Forbidden(_))));
-        assert!(matches!(
-            given_when::<User>(&[alice_registered()], register(Issuer::System)),
-            Err(DomainError::AlreadyExists(_))
-        ));
+        assert!(matches!(given_when::<User>(&[alice_registered()], register(Issuer::System)), Err(DomainError::AlreadyExists(_))));
     }
 
     #[test]
     fn disabling_is_admin_only_idempotent_and_never_of_oneself() {
         let given = [alice_registered()];
-        assert_eq!(
-            given_when::<User>(&given, UserCommand::Disable { by: admin() }),
-            Ok(vec![UserEvent::Disabled(UserDisabled {})])
-        );
+        assert_eq!(given_when::<User>(&given, UserCommand::Disable { by: admin() }), Ok(vec![UserEvent::Disabled(UserDisabled {})]));
         let disabled = [alice_registered(), UserEvent::Disabled(UserDisabled {})];
         assert_eq!(given_when::<User>(&disabled, UserCommand::Disable { by: admin() }), Ok(vec![]));
         assert!(matches!(given_when::<User>(&given, UserCommand::Disable { by: alice() }), Err(DomainError::Forbidden(_))));
-        let admin_user = [UserEvent::Registered(UserRegistered {
-            user_id: Uuid::nil(),
-            username: "admin".into(),
-            password_hash: "h".into(),
-            role: Role::Admin,
-        })];
+        let admin_user =
+            [UserEvent::Registered(UserRegistered { user_id: Uuid::nil(), username: "admin".into(), password_hash: "h".into(), role: Role::Admin })];
         assert!(matches!(given_when::<User>(&admin_user, UserCommand::Disable { by: admin() }), Err(DomainError::Conflict(_))));
-        assert_eq!(
-            given_when::<User>(&disabled, UserCommand::Enable { by: admin() }),
-            Ok(vec![UserEvent::Enabled(UserEnabled {})])
-        );
+        assert_eq!(given_when::<User>(&disabled, UserCommand::Enable { by: admin() }), Ok(vec![UserEvent::Enabled(UserEnabled {})]));
     }
 
     #[test]
@@ -364,14 +358,8 @@ mod tests {
         assert!(matches!(given_when::<User>(&given, change(admin())), Err(DomainError::Forbidden(_))));
         let disabled = [alice_registered(), UserEvent::Disabled(UserDisabled {})];
         assert!(matches!(given_when::<User>(&disabled, change(alice())), Err(DomainError::Forbidden(_))));
-        assert!(matches!(
-            given_when::<User>(&given, UserCommand::ResetPassword { by: alice(), password_hash: "x".into() }),
-            Err(DomainError::Forbidden(_))
-        ));
-        assert!(matches!(
-            given_when::<User>(&[], UserCommand::ResetPassword { by: admin(), password_hash: "x".into() }),
-            Err(DomainError::NotFound(_))
-        ));
+        assert!(matches!(given_when::<User>(&given, UserCommand::ResetPassword { by: alice(), password_hash: "x".into() }), Err(DomainError::Forbidden(_))));
+        assert!(matches!(given_when::<User>(&[], UserCommand::ResetPassword { by: admin(), password_hash: "x".into() }), Err(DomainError::NotFound(_))));
     }
 
     #[test]
@@ -388,18 +376,11 @@ mod tests {
 
     #[test]
     fn sessions_end_once_and_only_by_their_owner_or_an_admin() {
-        let started = [SessionEvent::Started(SessionStarted {
-            session_id: Uuid::nil(),
-            username: "alice".into(),
-            token_hash: vec![0; 32],
-            expires_at: Timestamp(10),
-        })];
+        let started =
+            [SessionEvent::Started(SessionStarted { session_id: Uuid::nil(), username: "alice".into(), token_hash: vec![0; 32], expires_at: Timestamp(10) })];
         let bob = Principal { username: Username::parse("bob").unwrap(), role: Role::User };
         assert!(matches!(given_when::<Session>(&started, SessionCommand::End { by: bob }), Err(DomainError::Forbidden(_))));
-        assert_eq!(
-            given_when::<Session>(&started, SessionCommand::End { by: alice() }),
-            Ok(vec![SessionEvent::Ended(SessionEnded {})])
-        );
+        assert_eq!(given_when::<Session>(&started, SessionCommand::End { by: alice() }), Ok(vec![SessionEvent::Ended(SessionEnded {})]));
         let ended = [started[0].clone(), SessionEvent::Ended(SessionEnded {})];
         assert_eq!(given_when::<Session>(&ended, SessionCommand::End { by: admin() }), Ok(vec![]));
         assert!(matches!(given_when::<Session>(&[], SessionCommand::End { by: alice() }), Err(DomainError::NotFound(_))));
@@ -416,10 +397,7 @@ mod tests {
         })];
         let bob = Principal { username: Username::parse("bob").unwrap(), role: Role::User };
         assert!(matches!(given_when::<ApiToken>(&created, ApiTokenCommand::Revoke { by: bob }), Err(DomainError::NotFound(_))));
-        assert_eq!(
-            given_when::<ApiToken>(&created, ApiTokenCommand::Revoke { by: alice() }),
-            Ok(vec![ApiTokenEvent::Revoked(ApiTokenRevoked {})])
-        );
+        assert_eq!(given_when::<ApiToken>(&created, ApiTokenCommand::Revoke { by: alice() }), Ok(vec![ApiTokenEvent::Revoked(ApiTokenRevoked {})]));
         assert_eq!(
             given_when::<ApiToken>(
                 &[],

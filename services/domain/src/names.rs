@@ -13,10 +13,7 @@ impl Username {
         let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
         let first_ok = raw.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if raw.is_empty() || raw.len() > 64 || !first_ok || !raw.chars().all(ok_char) {
-            return Err(DomainError::invalid(
-                "username",
-                "use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
-            ));
+            return Err(DomainError::invalid("username", "use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"));
         }
         Ok(Username(raw.to_owned()))
     }

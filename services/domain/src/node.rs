@@ -49,20 +49,43 @@ pub struct NodeCommand {
 
 pub enum NodeAction {
     /// `environment_exists`: whether the catalog holds `environment`, as the caller read it.
-    Add { node_id: Uuid, environment: DnsLabel, environment_exists: bool, host: NodeHost, port: u16, token_hash: Sealed },
+    Add {
+        node_id: Uuid,
+        environment: DnsLabel,
+        environment_exists: bool,
+        host: NodeHost,
+        port: u16,
+        token_hash: Sealed,
+    },
     /// The agent moved: a new address for the same node (and the same pinned certificate).
-    Move { host: NodeHost, port: u16 },
-    RotateToken { token_hash: Sealed },
+    Move {
+        host: NodeHost,
+        port: u16,
+    },
+    RotateToken {
+        token_hash: Sealed,
+    },
     RevokeToken,
     Disable,
     Enable,
     /// `deployments`: how many deployments hold capacity on the node, as the caller read it.
-    Remove { deployments: usize },
-    ApproveThumbprint { thumbprint: CertThumbprint },
+    Remove {
+        deployments: usize,
+    },
+    ApproveThumbprint {
+        thumbprint: CertThumbprint,
+    },
     /// The connector's reports.
-    Presented { thumbprint: CertThumbprint },
-    Connected { agent_version: String, protocol: u32 },
-    Disconnected { reason: String },
+    Presented {
+        thumbprint: CertThumbprint,
+    },
+    Connected {
+        agent_version: String,
+        protocol: u32,
+    },
+    Disconnected {
+        reason: String,
+    },
     Refused(Refusal),
 }
 
@@ -189,10 +212,9 @@ impl Decider for Node {
                 }
                 Ok(vec![NodeEvent::Moved(NodeMoved { host: host.as_str().to_owned(), port: *port })])
             }
-            RotateToken { token_hash } => Ok(vec![NodeEvent::TokenRotated(NodeTokenRotated {
-                token_hash: token_hash.clone(),
-                retired_key: state.token.as_ref().map(|t| t.key_id),
-            })]),
+            RotateToken { token_hash } => {
+                Ok(vec![NodeEvent::TokenRotated(NodeTokenRotated { token_hash: token_hash.clone(), retired_key: state.token.as_ref().map(|t| t.key_id) })])
+            }
             RevokeToken => match &state.token {
                 Some(t) => Ok(vec![NodeEvent::TokenRevoked(NodeTokenRevoked { retired_key: t.key_id })]),
                 None => Err(DomainError::Conflict("the node's token is already revoked; rotate it to issue a new one".into())),
@@ -232,9 +254,7 @@ impl Decider for Node {
                 }
                 Ok(vec![NodeEvent::Connected(NodeConnected { agent_version: agent_version.clone(), protocol: *protocol })])
             }
-            Disconnected { reason } if state.link != Link::Offline => {
-                Ok(vec![NodeEvent::Disconnected(NodeDisconnected { reason: reason.clone() })])
-            }
+            Disconnected { reason } if state.link != Link::Offline => Ok(vec![NodeEvent::Disconnected(NodeDisconnected { reason: reason.clone() })]),
             Disconnected { .. } => none,
             Refused(refusal) if state.link != Link::Refused(*refusal) => Ok(vec![NodeEvent::Refused(NodeRefused { refusal: *refusal })]),
             Refused(_) => none,

@@ -30,9 +30,7 @@ pub fn references(text: &str) -> Result<Vec<Reference>, String> {
         let parts: Vec<&str> = expr.split('.').collect();
         let reference = match parts[..] {
             ["secrets", name] if !name.is_empty() => Reference::Secret(name.to_owned()),
-            ["nodes", node, "outputs", key] if !node.is_empty() && !key.is_empty() => {
-                Reference::NodeOutput { node: node.to_owned(), key: key.to_owned() }
-            }
+            ["nodes", node, "outputs", key] if !node.is_empty() && !key.is_empty() => Reference::NodeOutput { node: node.to_owned(), key: key.to_owned() },
             _ => return Err(format!("unknown expression ${{{{ {expr} }}}}: use ${{{{ secrets.NAME }}}} or ${{{{ nodes.ID.outputs.KEY }}}}")),
         };
         out.push(reference);
@@ -177,8 +175,7 @@ pub fn validate(draft: &PipelineDraft, context: &PipelineContext) -> Result<Pipe
             return Err(at(&e.from, "an edge cannot lead from a node to itself"));
         }
     }
-    let order = topological_order(&ids, &edges)
-        .map_err(|cycle| at(&cycle[0], format!("the edges form a cycle: {}", cycle.join(" -> "))))?;
+    let order = topological_order(&ids, &edges).map_err(|cycle| at(&cycle[0], format!("the edges form a cycle: {}", cycle.join(" -> "))))?;
 
     // Every node's ancestors: the nodes that finish before it starts.
     let mut before: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -272,11 +269,9 @@ pub fn diff(old: &PipelineGraph, new: &PipelineGraph) -> Vec<Change> {
     for (id, action) in &old_nodes {
         match new_nodes.get(id) {
             None => changes.push(Change { kind: ChangeKind::Removed, subject: format!("node {id}"), detail: describe(action) }),
-            Some(now) if now != action => changes.push(Change {
-                kind: ChangeKind::Changed,
-                subject: format!("node {id}"),
-                detail: format!("{} => {}", describe(action), describe(now)),
-            }),
+            Some(now) if now != action => {
+                changes.push(Change { kind: ChangeKind::Changed, subject: format!("node {id}"), detail: format!("{} => {}", describe(action), describe(now)) })
+            }
             Some(_) => {}
         }
     }
@@ -399,11 +394,7 @@ mod tests {
     }
     fn good() -> PipelineDraft {
         draft(
-            vec![
-                plugin("db", json!({"name": "shop"})),
-                plugin("seed", json!({"name": "${{ nodes.db.outputs.url }}"})),
-                service("api", "api"),
-            ],
+            vec![plugin("db", json!({"name": "shop"})), plugin("seed", json!({"name": "${{ nodes.db.outputs.url }}"})), service("api", "api")],
             &[("db", "seed"), ("seed", "api")],
         )
     }

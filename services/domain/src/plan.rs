@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use nullops_events::catalog::{NodeAction, PipelineGraph, PinnedImage, RegistryDefinition, TagMode};
+use nullops_events::catalog::{NodeAction, PinnedImage, PipelineGraph, RegistryDefinition, TagMode};
 use nullops_events::deployment::{ChosenVersion, DeploymentPlan, PlannedAction, PlannedPlugin, PlannedService, PlannedStep};
 
 use crate::catalog::CatalogState;
@@ -43,9 +43,7 @@ fn choose_tag(service: &str, mode: &TagMode, chosen: Option<&String>) -> Result<
     match (mode, chosen) {
         (TagMode::Pinned(tag), None) => Ok(tag.clone()),
         (TagMode::Pinned(tag), Some(other)) if other == tag => Ok(tag.clone()),
-        (TagMode::Pinned(tag), Some(other)) => {
-            Err(DomainError::invalid("tags", format!("service {service} is pinned to {tag}; it cannot run {other}")))
-        }
+        (TagMode::Pinned(tag), Some(other)) => Err(DomainError::invalid("tags", format!("service {service} is pinned to {tag}; it cannot run {other}"))),
         (TagMode::Selectable(_), None) => Err(DomainError::invalid("tags", format!("choose a tag for service {service}"))),
         (TagMode::Selectable(pattern), Some(tag)) => {
             check_tag("tags", tag)?;

@@ -11,8 +11,17 @@ use crate::{access, Decider, DomainError, SecretName};
 
 pub enum SecretCommand {
     /// Creates or replaces a secret. `access` is the caller's access to the project.
-    Set { access: Option<Access>, project: String, name: SecretName, value: Sealed },
-    Delete { access: Option<Access>, project: String, name: SecretName },
+    Set {
+        access: Option<Access>,
+        project: String,
+        name: SecretName,
+        value: Sealed,
+    },
+    Delete {
+        access: Option<Access>,
+        project: String,
+        name: SecretName,
+    },
 }
 
 /// Secret name to the data key of its current value.
@@ -46,10 +55,8 @@ impl Decider for Secrets {
             }
             SecretCommand::Delete { access, project, name } => {
                 access::require(*access, Access::Full, &format!("project {project}"))?;
-                let key = state
-                    .keys
-                    .get(name.as_str())
-                    .ok_or_else(|| DomainError::NotFound(format!("project {project} has no secret named {}", name.as_str())))?;
+                let key =
+                    state.keys.get(name.as_str()).ok_or_else(|| DomainError::NotFound(format!("project {project} has no secret named {}", name.as_str())))?;
                 Ok(vec![SecretEvent::Deleted(SecretDeleted { name: name.as_str().to_owned(), retired_key: *key })])
             }
         }

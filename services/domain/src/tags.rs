@@ -6,9 +6,8 @@ use crate::DomainError;
 
 /// A tag as registries accept it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 pub fn check_tag(field: &'static str, tag: &str) -> Result<(), DomainError> {
-    let ok = (1..=128).contains(&tag.len())
-        && !tag.starts_with(['.', '-'])
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let ok =
+        (1..=128).contains(&tag.len()) && !tag.starts_with(['.', '-']) && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -22,8 +21,7 @@ pub struct TagPattern(String);
 
 impl TagPattern {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let ok = (1..=128).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*' | b'?'));
+        let ok = (1..=128).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*' | b'?'));
         if !ok {
             return Err(DomainError::invalid("tagPattern", format!("{raw:?} is not a tag pattern such as v*, 1.2.* or feature-*")));
         }

@@ -47,7 +47,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// Turns the client's request head into the upstream's: absolute URI to `host:port`, the
 /// public Host kept, forwarding headers set.
-pub fn upstream_parts(mut parts: Parts, target: (&str, u16), public_host: &HeaderValue, client: IpAddr, https: bool, upgrade: bool) -> Result<Parts, hyper::http::Error> {
+pub fn upstream_parts(
+    mut parts: Parts,
+    target: (&str, u16),
+    public_host: &HeaderValue,
+    client: IpAddr,
+    https: bool,
+    upgrade: bool,
+) -> Result<Parts, hyper::http::Error> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let (host, port) = target;
     parts.uri = Uri::builder().scheme("http").authority(format!("{host}:{port}")).path_and_query(path).build()?;

@@ -24,12 +24,21 @@ pub enum Refusal {
     NotAProxy,
     /// No environment, deployment or service of that name.
     UnknownHost(String),
-    NotRunning { host: String, state: String },
-    NodeOffline { host: String },
+    NotRunning {
+        host: String,
+        state: String,
+    },
+    NodeOffline {
+        host: String,
+    },
     /// The service's container does not take the connection.
-    UpstreamUnavailable { host: String },
+    UpstreamUnavailable {
+        host: String,
+    },
     /// The service did not answer in time.
-    UpstreamTimeout { host: String },
+    UpstreamTimeout {
+        host: String,
+    },
 }
 
 impl Refusal {
@@ -64,7 +73,9 @@ impl Refusal {
             Refusal::BadHost(e) => format!("This address cannot be served: {e}. Use http://SERVICE.DEPLOYMENT.ENVIRONMENT.DOMAIN/."),
             Refusal::Ambiguous(a) => format!("Refused: {}, so where its body ends is ambiguous. Send one or the other.", a.describe()),
             Refusal::NotAProxy => "This is the NullOps ingress, not a forward proxy: CONNECT is not served.".to_owned(),
-            Refusal::UnknownHost(host) => format!("No service is deployed at {host}. Check the service, deployment and environment names, or whether the deployment was deleted."),
+            Refusal::UnknownHost(host) => {
+                format!("No service is deployed at {host}. Check the service, deployment and environment names, or whether the deployment was deleted.")
+            }
             Refusal::NotRunning { host, state } => format!("The deployment serving {host} is {state}, not RUNNING. Its page in NullOps shows why."),
             Refusal::NodeOffline { host } => format!("The node running the deployment serving {host} is offline. It is served again when the node reconnects."),
             Refusal::UpstreamUnavailable { host } => format!("The service at {host} does not take connections. Its health and logs in NullOps show why."),

@@ -78,7 +78,8 @@ impl Proxy {
         let upgrade = wants_upgrade(request.headers());
         let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let parts = upstream_parts(parts, (&host, port), &public_host, client.ip(), self.https, upgrade).map_err(|_| Refusal::BadHost(HostError::Invalid("it cannot be forwarded")))?;
+        let parts = upstream_parts(parts, (&host, port), &public_host, client.ip(), self.https, upgrade)
+            .map_err(|_| Refusal::BadHost(HostError::Invalid("it cannot be forwarded")))?;
         let upstream = Request::from_parts(parts, body);
         let mut response = match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream)).await {
             Ok(Ok(response)) => response,

@@ -29,7 +29,10 @@ pub struct DeploymentRoute {
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Forward { host: String, port: u16 },
+    Forward {
+        host: String,
+        port: u16,
+    },
     /// No environment, deployment or service of that name (404).
     Unknown,
     /// The deployment exists but does not run now (503 with its state).
@@ -112,7 +115,10 @@ mod tests {
         let route = DeploymentRoute { state, node_host: "10.0.0.7".into(), node_online: online, ports: HashMap::from([("web".into(), 32768)]) };
         RoutingTable::new(
             [("staging".to_owned(), "qa.example.com".to_owned()), ("eu".to_owned(), "eu.qa.example.com".to_owned())],
-            [(("staging".to_owned(), "pr-42".to_owned()), route.clone()), (("eu".to_owned(), "pr-42".to_owned()), DeploymentRoute { node_host: "10.0.0.8".into(), ..route })],
+            [
+                (("staging".to_owned(), "pr-42".to_owned()), route.clone()),
+                (("eu".to_owned(), "pr-42".to_owned()), DeploymentRoute { node_host: "10.0.0.8".into(), ..route }),
+            ],
         )
     }
 
@@ -139,9 +145,15 @@ mod tests {
     #[test]
     fn unknown_names_not_running_deployments_and_offline_nodes_say_so() {
         let t = table(RouteState::Running, true);
-        for unknown in ["api.pr-42.staging.qa.example.com", "web.pr-1.staging.qa.example.com", "web.pr-42.prod.qa.example.com", "pr-42.staging.qa.example.com",
-            "x.web.pr-42.staging.qa.example.com", "web.pr-42.staging.other.com", "qa.example.com"]
-        {
+        for unknown in [
+            "api.pr-42.staging.qa.example.com",
+            "web.pr-1.staging.qa.example.com",
+            "web.pr-42.prod.qa.example.com",
+            "pr-42.staging.qa.example.com",
+            "x.web.pr-42.staging.qa.example.com",
+            "web.pr-42.staging.other.com",
+            "qa.example.com",
+        ] {
             assert_eq!(t.route(unknown), Decision::Unknown, "{unknown}");
         }
         assert_eq!(table(RouteState::Not("DEPLOYING".into()), true).route("web.pr-42.staging.qa.example.com"), Decision::NotRunning("DEPLOYING".into()));

@@ -20,10 +20,8 @@ pub enum TlsError {
 /// A TLS 1.2/1.3 server configuration (HTTP/1.1 by ALPN) from PEM files.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_error = |detail: String| TlsError::Certificate { path: cert.display().to_string(), detail };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_error(e.to_string()))?;
+    let chain =
+        CertificateDer::pem_file_iter(cert).map_err(|e| cert_error(e.to_string()))?.collect::<Result<Vec<_>, _>>().map_err(|e| cert_error(e.to_string()))?;
     if chain.is_empty() {
         return Err(cert_error("it holds no certificate".into()));
     }

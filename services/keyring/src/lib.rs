@@ -29,7 +29,9 @@ use zeroize::Zeroizing;
 pub enum KeyringError {
     #[error("data key {0} was destroyed: this value can no longer be read")]
     Destroyed(Uuid),
-    #[error("data key {key_id} is wrapped under master key {wrapped_under}, but this process has master key {this_key}; start it with the right NULLOPS_MASTER_KEY")]
+    #[error(
+        "data key {key_id} is wrapped under master key {wrapped_under}, but this process has master key {this_key}; start it with the right NULLOPS_MASTER_KEY"
+    )]
     WrongMasterKey { key_id: Uuid, wrapped_under: String, this_key: String },
     #[error("data key {0} or a value sealed under it does not decrypt: it was altered or belongs elsewhere")]
     Corrupt(Uuid),

@@ -209,9 +209,11 @@ impl<'a> Session<'a> {
         }
         match response.status() {
             s if s.is_success() => Ok(response),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(self.unauthorized(if self.registry.credentials.is_some() { "it rejected the credentials" } else { "it needs credentials and none are set" }))
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.unauthorized(if self.registry.credentials.is_some() {
+                "it rejected the credentials"
+            } else {
+                "it needs credentials and none are set"
+            })),
             StatusCode::NOT_FOUND => Err(RegistryError::RepositoryNotFound { registry: self.registry.name.clone(), repository: self.repository.clone() }),
             s => Err(self.protocol(format!("HTTP status {s}"))),
         }

@@ -102,7 +102,10 @@ async fn token_server() -> SocketAddr {
             get(move |h: HeaderMap, q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
                 // user:secret
                 let right = auth(&h).as_deref() == Some("Basic dXNlcjpzZWNyZXQ=");
-                if right && q.get("scope").map(String::as_str) == Some("repository:library/app:pull") && q.get("service").map(String::as_str) == Some("fake-hub") {
+                if right
+                    && q.get("scope").map(String::as_str) == Some("repository:library/app:pull")
+                    && q.get("service").map(String::as_str) == Some("fake-hub")
+                {
                     axum::Json(serde_json::json!({"token": "granted"})).into_response()
                 } else {
                     StatusCode::UNAUTHORIZED.into_response()

@@ -89,13 +89,13 @@ impl Admission<'_> {
             candidates.push(Candidate { node_id: row.node_id, total, used, free: capacity.free(total, used) });
         }
         if candidates.is_empty() && unmeasured > 0 {
-            return Ok(Placement::NotYet(format!("the online nodes of environment {environment} have not reported their size yet; try again in a few seconds")));
+            return Ok(Placement::NotYet(format!(
+                "the online nodes of environment {environment} have not reported their size yet; try again in a few seconds"
+            )));
         }
         if candidates.is_empty() {
-            let reason = format!(
-                "environment {environment} has no online node to run the deployment ({} millicores, {} MiB)",
-                request.cpu_millis, request.memory_mib
-            );
+            let reason =
+                format!("environment {environment} has no online node to run the deployment ({} millicores, {} MiB)", request.cpu_millis, request.memory_mib);
             return Ok(if connecting > 0 { Placement::NotYet(reason) } else { Placement::NoRoom(reason) });
         }
         candidates.sort_by(|a, b| b.free.memory_mib.cmp(&a.free.memory_mib).then(b.free.cpu_millis.cmp(&a.free.cpu_millis)));

@@ -38,13 +38,8 @@ use crate::fault;
 use crate::{Saga, SagaError};
 
 /// The events after which a deployment may need placing or may hold what it no longer needs.
-const HANDLES: [&str; 5] = [
-    types::DEPLOYMENT_REQUESTED.0,
-    types::DEPLOYMENT_RETRIED.0,
-    types::DEPLOYMENT_FAILED.0,
-    types::DEPLOYMENT_REJECTED.0,
-    types::DEPLOYMENT_REMOVED.0,
-];
+const HANDLES: [&str; 5] =
+    [types::DEPLOYMENT_REQUESTED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_REJECTED.0, types::DEPLOYMENT_REMOVED.0];
 
 /// Nodes whose capacity streams are kept in memory between reactions.
 const CACHED_NODES: usize = 4096;

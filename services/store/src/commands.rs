@@ -82,14 +82,8 @@ impl<D: Decider> StateCache<D> {
     }
 }
 
-
 /// Loads the aggregate `key` of `D`, decides `command` and appends the result atomically.
-pub async fn execute<D: Decider>(
-    store: &dyn EventStore,
-    key: &str,
-    command: &D::Command,
-    metadata: &EventMetadata,
-) -> Result<Executed, CommandError> {
+pub async fn execute<D: Decider>(store: &dyn EventStore, key: &str, command: &D::Command, metadata: &EventMetadata) -> Result<Executed, CommandError> {
     execute_with::<D>(store, None, key, command, metadata).await
 }
 
@@ -113,9 +107,7 @@ pub async fn execute_with<D: Decider>(
         }
         let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata.clone())).collect();
         match store.append(&stream, version, &new).await {
-            Ok(appended) => {
-                return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events })
-            }
+            Ok(appended) => return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events }),
             Err(StoreError::Conflict { .. }) => {
                 // Jittered, growing pause so racing writers do not collide again in lockstep.
                 let micros = rand::thread_rng().gen_range(0..(200u64 << attempt.min(6)));

@@ -313,11 +313,9 @@ macro_rules! conformance_suite {
 /// `NULLOPS_TEST_DATABASE_URL` (default: the one `infra/setup.sh` starts). Returns its URL.
 pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
-    let admin = std::env::var("NULLOPS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://nullops:nullops@127.0.0.1:5432/nullops".to_owned());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test (run infra/setup.sh): {e}"));
+    let admin = std::env::var("NULLOPS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://nullops:nullops@127.0.0.1:5432/nullops".to_owned());
+    let mut conn =
+        sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test (run infra/setup.sh): {e}"));
     let name = format!("t_{}", Uuid::now_v7().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");

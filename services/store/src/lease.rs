@@ -12,7 +12,9 @@ pub struct Lease {
 enum LeaseInner {
     Postgres(sqlx::PgConnection),
     /// Held only to be dropped: dropping it releases the lease.
-    Local { _guard: tokio::sync::OwnedMutexGuard<()> },
+    Local {
+        _guard: tokio::sync::OwnedMutexGuard<()>,
+    },
 }
 
 impl Lease {

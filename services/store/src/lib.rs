@@ -46,12 +46,7 @@ pub struct Appended {
 pub trait EventStore: Send + Sync + 'static {
     /// Appends all `events` to `stream` atomically, if the stream is at `expected_version`
     /// (0: the stream does not exist yet); otherwise [`StoreError::Conflict`] and nothing is written.
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> Result<Appended, StoreError>;
+    async fn append(&self, stream: &StreamId, expected_version: u64, events: &[NewEvent]) -> Result<Appended, StoreError>;
 
     /// Events of one stream with a version above `after_version`, in version order.
     async fn read_stream(&self, stream: &StreamId, after_version: u64) -> Result<Vec<StoredEvent>, StoreError>;

@@ -12,8 +12,7 @@ pub(crate) fn statements(sql: &str) -> impl Iterator<Item = &str> {
     sql.split("\n-- statement\n").map(str::trim).filter(|s| !s.is_empty())
 }
 
-pub(crate) const CREATE_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
 
 /// Applies the migrations not yet recorded, inside the caller's transaction.
 pub(crate) async fn apply<DB>(tx: &mut sqlx::Transaction<'_, DB>, migrations: &[Migration]) -> Result<(), sqlx::Error>

@@ -55,11 +55,7 @@ impl PgEventStore {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(32)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(32).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await?;
         migrate(&pool).await?;
         let appended = Arc::new(watch::channel(0).0);
         let (appends, queue) = mpsc::channel(QUEUE);
@@ -180,11 +176,7 @@ async fn append_alone(pool: &PgPool, stream: &StreamId, expected_version: u64, e
         positions.push(LogPosition { commit: commit as u64, seq: seq as u64 });
     }
     positions.sort();
-    Ok(Appended {
-        first: positions[0],
-        last: positions[positions.len() - 1],
-        stream_version: new_version,
-    })
+    Ok(Appended { first: positions[0], last: positions[positions.len() - 1], stream_version: new_version })
 }
 
 /// Several appends to distinct streams in one statement and one transaction. `Err` when the
@@ -307,12 +299,7 @@ impl EventStore for PgEventStore {
                AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY tx_id, position LIMIT $3"
         );
-        let rows = sqlx::query(&sql)
-            .bind(after.commit.to_string())
-            .bind(to_i64(after.seq))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&sql).bind(after.commit.to_string()).bind(to_i64(after.seq)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(rows::stored_event).collect()
     }
 
@@ -321,10 +308,8 @@ impl EventStore for PgEventStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<LogPosition, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT commit_pos, seq FROM store_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_pos, seq FROM store_checkpoints WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.map_or(LogPosition::START, |(c, s)| LogPosition { commit: c as u64, seq: s as u64 }))
     }
 
@@ -344,10 +329,7 @@ impl EventStore for PgEventStore {
     async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
         // A dedicated connection, not a pooled one: the advisory lock lives as long as it does.
         let mut conn = sqlx::PgConnection::connect_with(&self.options).await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-            .bind(name)
-            .fetch_one(&mut conn)
-            .await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))").bind(name).fetch_one(&mut conn).await?;
         if got {
             Ok(Some(Lease::postgres(conn)))
         } else {

@@ -31,8 +31,7 @@ where
         event_id: EventId(row.try_get(2)?),
         stream_version: unsigned(row.try_get(4)?, "stream version")?,
         event_type: row.try_get(5)?,
-        schema_version: u16::try_from(schema_version)
-            .map_err(|_| StoreError::Corrupt(format!("schema version {schema_version} in {stream_id}")))?,
+        schema_version: u16::try_from(schema_version).map_err(|_| StoreError::Corrupt(format!("schema version {schema_version} in {stream_id}")))?,
         stream_id: StreamId::from_stored(stream_id),
         payload: row.try_get(7)?,
         occurred_at: Timestamp(row.try_get(8)?),

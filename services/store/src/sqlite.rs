@@ -133,10 +133,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<LogPosition, StoreError> {
-        let row = sqlx::query("SELECT commit_pos, seq FROM store_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.readers)
-            .await?;
+        let row = sqlx::query("SELECT commit_pos, seq FROM store_checkpoints WHERE name = $1").bind(name).fetch_optional(&self.readers).await?;
         match row {
             Some(row) => Ok(LogPosition { commit: row.try_get::<i64, _>(0)? as u64, seq: row.try_get::<i64, _>(1)? as u64 }),
             None => Ok(LogPosition::START),

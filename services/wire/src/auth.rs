@@ -11,9 +11,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
-use zeroize::Zeroizing;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use zeroize::Zeroizing;
 
 use crate::thumbprint::{decode_hex, encode_hex};
 

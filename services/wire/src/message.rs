@@ -312,7 +312,9 @@ pub struct ServiceHealth {
 pub enum ContainerState {
     Running,
     /// Could not be created or started; `reason` says why (e.g. the image is missing).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,7 +369,10 @@ pub fn decode_from_agent(frame: &[u8]) -> Result<FromAgent, FrameError> {
         FromAgent::ActualState { deployments, .. } => {
             deployments.len() <= MAX_DEPLOYMENTS
                 && deployments.iter().all(|d| {
-                    d.containers.len() <= MAX_CONTAINERS && d.run.steps.len() <= MAX_STEPS && d.run.health.len() <= MAX_CONTAINERS && run_text_len(&d.run) <= MAX_REPORT_TEXT
+                    d.containers.len() <= MAX_CONTAINERS
+                        && d.run.steps.len() <= MAX_STEPS
+                        && d.run.health.len() <= MAX_CONTAINERS
+                        && run_text_len(&d.run) <= MAX_REPORT_TEXT
                 })
         }
         FromAgent::Usage(u) => u.containers.len() <= MAX_DEPLOYMENTS * 4,
@@ -483,11 +488,7 @@ fn has_cycle(steps: &[Step]) -> bool {
 
 /// 1 to 63 lower-case letters, digits and inner hyphens.
 pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty() && s.len() <= 63 && !s.starts_with('-') && !s.ends_with('-') && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -528,7 +529,17 @@ mod tests {
         }
         let twice = ToAgent::DesiredState {
             request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment { id: "a".into(), attempt: 1, steps: vec![], secrets: Secrets::default(), registry_auth: vec![], context: BTreeMap::new() }; 2],
+            deployments: vec![
+                DesiredDeployment {
+                    id: "a".into(),
+                    attempt: 1,
+                    steps: vec![],
+                    secrets: Secrets::default(),
+                    registry_auth: vec![],
+                    context: BTreeMap::new()
+                };
+                2
+            ],
         };
         assert!(decode_to_agent(encode(&twice).as_bytes()).is_err());
         // Steps that need each other, or a step that is not there, are refused.

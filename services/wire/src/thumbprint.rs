@@ -15,9 +15,9 @@ impl Thumbprint {
 
     pub fn parse(raw: &str) -> Result<Self, String> {
         let hex: String = raw.trim().chars().filter(|c| *c != ':').collect();
-        let bytes = decode_hex(&hex).filter(|b| b.len() == 32).ok_or_else(|| {
-            "a thumbprint is the certificate's SHA-256: 64 hex characters, optionally in colon-separated pairs".to_owned()
-        })?;
+        let bytes = decode_hex(&hex)
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| "a thumbprint is the certificate's SHA-256: 64 hex characters, optionally in colon-separated pairs".to_owned())?;
         let mut out = [0; 32];
         out.copy_from_slice(&bytes);
         Ok(Thumbprint(out))
