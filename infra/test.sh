@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of NullOps: installs and starts what they need (infra/setup.sh), then the Rust
-# suites (unit, conformance on both stores, the binary end to end in both modes), the third-party
-# GraphQL client tests, and short runs of the benchmarks so they cannot rot.
+# Runs every test of NullOps: installs and starts what they need (infra/setup.sh), checks the
+# formatting and lints (cargo fmt, cargo clippy -D warnings), then the Rust suites (unit,
+# conformance on both stores, the binary end to end in both modes), the third-party GraphQL
+# client tests, and short runs of the benchmarks so they cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ export NULLOPS_TEST_DATABASE_URL=${NULLOPS_TEST_DATABASE_URL:-postgres://nullops
 psql "$NULLOPS_TEST_DATABASE_URL" -qAtc \
   "SELECT format('DROP DATABASE %I;', datname) FROM pg_database WHERE datname ~ '^(t|py)_[0-9a-f]{32}$'" |
   psql "$NULLOPS_TEST_DATABASE_URL" -q >/dev/null
+
+# Style and lints first: cheap, and a failure here needs no servers to explain.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 cargo build --bins --tests --workspace
 # From this build: the agent image, the image agents run in the tests, and the demo service and

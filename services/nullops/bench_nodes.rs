@@ -135,6 +135,8 @@ pub async fn fake_agents(count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+// The refusal's size is tungstenite's: its handshake callback returns `Result<Response, ErrorResponse>`.
+#[allow(clippy::result_large_err)]
 async fn fake_agent_session(tcp: tokio::net::TcpStream, acceptor: &tokio_rustls::TlsAcceptor, token_hash: &nullops_wire::TokenHash) -> anyhow::Result<()> {
     let tls = acceptor.accept(tcp).await?;
     let mut exporter = [0u8; EXPORTER_LEN];

@@ -34,6 +34,8 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, tls: &tokio_rustls::TlsAcc
     }
 }
 
+// The refusal's size is tungstenite's: its handshake callback returns `Result<Response, ErrorResponse>`.
+#[allow(clippy::result_large_err)]
 async fn accept_inner(tcp: TcpStream, tls: &tokio_rustls::TlsAcceptor, shared: &Shared) -> Result<AgentSocket, String> {
     let _ = tcp.set_nodelay(true);
     let stream = tls.accept(tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;

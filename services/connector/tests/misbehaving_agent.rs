@@ -114,8 +114,8 @@ async fn reports_about_other_deployments_are_rejected_and_garbage_closes_the_lin
     loop {
         let row = nodes(&read_models, None).await.unwrap().pop();
         let sample = usage(&read_models, node_id).await.unwrap();
-        if row.as_ref().is_some_and(|r| r.link_detail.contains("broke the protocol")) && sample.is_some() {
-            let containers: Vec<ContainerUsage> = serde_json::from_str(&sample.unwrap().containers).unwrap();
+        if let (true, Some(sample)) = (row.as_ref().is_some_and(|r| r.link_detail.contains("broke the protocol")), sample) {
+            let containers: Vec<ContainerUsage> = serde_json::from_str(&sample.containers).unwrap();
             assert_eq!(containers, vec![container("pr-1")], "usage of an unassigned deployment is rejected");
             break;
         }
