@@ -133,7 +133,7 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
         w.reaches(id, "DELETED", Duration::from_secs(30)).await;
         assert_eq!(w.leftovers(id), "", "nothing of {id} is left");
         // The history (the audit read model, which may trail the deployments one by a moment).
-        support::eventually(Duration::from_secs(5), "the removal in the history", || async {
+        support::eventually(MINUTE, "the removal in the history", || async {
             let d = w.deployment(id).await;
             let history: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["eventType"].as_str().unwrap()).collect();
             history.starts_with(&["deployment.requested", "deployment.scheduled", "deployment.run_started"])
@@ -231,7 +231,7 @@ async fn deployments_expire_unless_extended(mode: Mode) {
     assert!(after["extendDeployment"]["expiresAt"].as_str().unwrap() > before["expiresAt"].as_str().unwrap(), "{after} {before}");
 
     w.reaches(&expiring, "DELETED", Duration::from_secs(30)).await;
-    support::eventually(Duration::from_secs(5), "the reaper's deletion in the history, as the platform", || async {
+    support::eventually(MINUTE, "the reaper's deletion in the history, as the platform", || async {
         let d = w.deployment(&expiring).await;
         let deletion = d["history"].as_array().unwrap().iter().find(|h| h["eventType"] == "deployment.deletion_requested").cloned();
         deletion.is_some_and(|h| h["actor"] == "system")

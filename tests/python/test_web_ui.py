@@ -66,7 +66,7 @@ class Browser:
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
-    def wait_for(self, expression, what, timeout=10):
+    def wait_for(self, expression, what, timeout=30):
         # Until the page has loaded, the elements are missing: that is "not yet", not a failure.
         until(lambda: self.js(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"), what, timeout)
 
@@ -74,7 +74,7 @@ class Browser:
         self.js("{const f = document.getElementById(%s); %s f.requestSubmit();}" % (
             json.dumps(form_id), "".join(f"f.elements[{json.dumps(k)}].value = {json.dumps(v)};" for k, v in values.items())))
 
-    def text_of_tab(self, url, expected, timeout=10):
+    def text_of_tab(self, url, expected, timeout=30):
         """Opens `url` in a new tab, as a user following a link would, and waits until its text holds `expected`."""
         target = self.call("Target.createTarget", url=url)["targetId"]
         session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
@@ -138,7 +138,7 @@ def test_sign_in_create_user_watch_it_live_and_sign_out(server, browser):
     # A user created in the form shows in the list, and its event arrives live at the top of the
     # audit history through the subscription (the page is not reloaded). The subscription opens
     # after the history loads, so create users until one arrives (bounded).
-    for i in range(20):
+    for i in range(60):
         name = f"qa-{i}"
         browser.fill_and_submit("user-form", username=name, password="qa-password-1", role="USER")
         browser.wait_for("[...document.querySelectorAll('#user-list td')].some(t => t.textContent === %s)" % json.dumps(name), f"user {name} listed")
@@ -148,7 +148,7 @@ def test_sign_in_create_user_watch_it_live_and_sign_out(server, browser):
         except AssertionError:
             continue
     else:
-        pytest.fail("no live audit row after 20 users")
+        pytest.fail("no live audit row after 60 users")
     assert browser.js("document.querySelector('#audit-list tr td:nth-child(3)').textContent") == "user.registered"
     # The signed-in admin is not offered to disable themself; the new user is.
     assert browser.js("[...document.querySelectorAll('#user-list tr')].find(r => r.cells[0].textContent === 'admin').querySelector('button') === null") is True
