@@ -220,3 +220,99 @@ async fn a_run_interrupted_by_a_crash_settles_like_any_failed_run() {
     support::eventually(MINUTE, "nothing of it left on the engine", || async { w.leftovers(&id).is_empty() }).await;
     support::eventually(MINUTE, "no room held", || async { allocated(&w).await["deployments"] == 0 }).await;
 }
+
+/// A project may hold at most 256 secrets, and 1 MiB of names and values together: `setSecret`
+/// beyond either answers INVALID_INPUT naming the limit, and what was stored is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_beyond_the_limits_are_refused_where_they_are_set() {
+    let w = World::new(Mode::Embedded).await;
+    pipelines(&w).await;
+    let set = |project: &'static str, name: String, value: String| {
+        let (server, admin) = (&w.server, &w.admin);
+        async move {
+            server
+                .gql(
+                    Some(admin),
+                    "mutation($p: String!, $n: String!, $v: String!) { setSecret(project: $p, name: $n, value: $v) { name } }",
+                    json!({"p": project, "n": name, "v": value}),
+                )
+                .await
+        }
+    };
+    for i in 0..256 {
+        let r = set("serving", format!("S{i}"), "v".into()).await;
+        assert!(r.get("errors").is_none(), "secret {i}: {r}");
+    }
+    let refused = set("serving", "ONE_MORE".into(), "v".into()).await;
+    assert_eq!(code(&refused), "INVALID_INPUT", "{refused}");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("256"), "{refused}");
+    // Replacing one is not one more.
+    assert!(set("serving", "S7".into(), "w".into()).await.get("errors").is_none());
+    let held = w.ok("{ project(name: \"serving\") { secrets { name } } }", json!({})).await;
+    assert_eq!(held["project"]["secrets"].as_array().unwrap().len(), 256, "nothing stored was lost");
+
+    // 1 MiB: sixteen values of 64 KiB less their names fill it.
+    for i in 0..16 {
+        let name = format!("B{i:02}");
+        let r = set("failing", name.clone(), "x".repeat(65536 - name.len())).await;
+        assert!(r.get("errors").is_none(), "value {i}: {r}");
+    }
+    let over = set("failing", "X".into(), "y".into()).await;
+    assert_eq!(code(&over), "INVALID_INPUT", "{over}");
+    assert!(over["errors"][0]["message"].as_str().unwrap().contains("1 MiB"), "{over}");
+}
+
+/// A project with more secrets than a node can be given (stored before the limits existed) does
+/// not take its node down: its deployment ends FAILED saying why, while the node stays ONLINE
+/// (its link never drops) and its other deployment keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_its_node_cannot_be_given_fails_alone() {
+    let w = World::new(Mode::Production).await;
+    pipelines(&w).await;
+    let running = create_named(&w, "serving", "steady").await["data"]["createDeployment"]["id"].as_str().unwrap().to_owned();
+    w.reaches(&running, "RUNNING", MINUTE).await;
+
+    // 300 secrets written to the project's stream as an older release would have let them be.
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "crowded", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}}),
+    )
+    .await;
+    w.save("crowded", json!({"nodes": [{"id": "api", "service": "api"}]})).await;
+    let project_id: uuid::Uuid = w.ok("{ project(name: \"crowded\") { id } }", json!({})).await["project"]["id"].as_str().unwrap().parse().unwrap();
+    let keyring = w.backend.keyring(&w.backend.current_master_key()).await;
+    let store = w.backend.store().await;
+    let mut events = Vec::new();
+    for i in 0..300 {
+        let name = format!("S{i}");
+        let value = keyring.seal(b"v", &nullops_domain::secrets::secret_purpose(project_id, &name)).await.unwrap();
+        let event = nullops_events::catalog::SecretEvent::Created(nullops_events::catalog::SecretSet { name, value, retired_key: None });
+        events.push(nullops_events::NewEvent::new(&event.into(), nullops_events::EventMetadata::system()));
+    }
+    store.append(&nullops_events::StreamId::new("secrets", &project_id.to_string()), 0, &events).await.expect("the secrets appended");
+
+    let disconnections = || async {
+        let log = w
+            .ok(
+                "query($s: String!) { auditLog(filter: {stream: $s}, page: {first: 500}) { entries { eventType } } }",
+                json!({"s": format!("node-{}", w.node_id)}),
+            )
+            .await;
+        log["auditLog"]["entries"].as_array().unwrap().iter().filter(|e| e["eventType"] == "node.disconnected").count()
+    };
+    let before = disconnections().await;
+    let crowded = create_named(&w, "crowded", "crowded").await;
+    let id = crowded["data"]["createDeployment"]["id"].as_str().unwrap_or_else(|| panic!("{crowded}")).to_owned();
+    let d = w.reaches(&id, "FAILED", MINUTE).await;
+    let reason = d["failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("300 secrets") && reason.contains("256"), "{d}");
+    // Its room is given back; the node and its other deployment carry on.
+    support::eventually(MINUTE, "only the running deployment holds room", || async { allocated(&w).await["deployments"] == 1 }).await;
+    assert_eq!(w.deployment(&running).await["state"], "RUNNING");
+    let node = w.ok("query($e: String!) { nodes(environment: $e) { status } }", json!({"e": w.environment})).await;
+    assert_eq!(node["nodes"][0]["status"], "ONLINE", "{node}");
+    assert_eq!(disconnections().await, before, "the node's link never dropped");
+    // A deployment of it after the fact can still be deleted.
+    w.ok("mutation($id: ID!) { deleteDeployment(id: $id) { id } }", json!({"id": id})).await;
+    w.reaches(&id, "DELETED", MINUTE).await;
+}

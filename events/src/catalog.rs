@@ -57,6 +57,16 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
+/// The AES-256-GCM authentication tag every ciphertext ends with.
+pub const SEAL_TAG_BYTES: usize = 16;
+
+impl Sealed {
+    /// The length of the value in clear (the ciphertext less its tag): what limits count.
+    pub fn plaintext_len(&self) -> usize {
+        self.ciphertext.len().saturating_sub(SEAL_TAG_BYTES)
+    }
+}
+
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Sealed(key {}, {} bytes)", self.key_id, self.ciphertext.len())

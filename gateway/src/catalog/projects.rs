@@ -17,14 +17,14 @@ use uuid::Uuid;
 
 use super::types::*;
 use super::{catalog_state, change_catalog, dispatch_keyed, entry, Viewer};
+use nullops_domain::secrets::MAX_SECRET_VALUE_BYTES;
+
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request, time};
 use crate::{dispatch, App};
 
 /// How long a pipeline save waits for each plugin image's digest before pinning by tag alone.
 const DIGEST_DEADLINE: Duration = Duration::from_secs(3);
-/// Largest secret value accepted.
-const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 /// A project as one caller sees it.
 pub struct ProjectGql {
@@ -270,8 +270,8 @@ impl ProjectMutation {
         let state = catalog_state(app).await?;
         let (definition, access) = full_access(ctx, &state, &project)?;
         let secret = SecretName::parse(&name)?;
-        if value.is_empty() || value.len() > MAX_SECRET_BYTES {
-            return Err(ApiError::InvalidInput(format!("value: use 1 to {MAX_SECRET_BYTES} bytes")));
+        if value.is_empty() || value.len() > MAX_SECRET_VALUE_BYTES {
+            return Err(ApiError::InvalidInput(format!("value: use 1 to {MAX_SECRET_VALUE_BYTES} bytes")));
         }
         let sealed = app.keyring.seal(value.as_bytes(), &nullops_domain::secrets::secret_purpose(definition.project_id, secret.as_str())).await?;
         let fresh_key = Some(sealed.key_id);

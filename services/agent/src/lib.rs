@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nullops_wire::message::{ActualDeployment, ContainerState, DesiredDeployment, RunPhase, ServiceHealth, Usage};
+use nullops_wire::message::{ActualDeployment, ContainerState, DesiredDeployment, RunPhase, RunStatus, ServiceHealth, Usage};
 use nullops_wire::{NodeToken, RequestId, Thumbprint, TokenHash};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -80,6 +80,24 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 struct Desired {
     request_id: Option<RequestId>,
     deployments: Vec<DesiredDeployment>,
+    /// Deployments of that request the agent cannot take: reported failed, never run.
+    refused: Vec<Refused>,
+}
+
+/// A deployment refused on its own (see `nullops_wire::message::check_deployment`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refused {
+    id: String,
+    attempt: u32,
+    reason: String,
+}
+
+impl Refused {
+    /// How it is reported: a run that failed before it started.
+    fn report(&self) -> ActualDeployment {
+        let phase = RunPhase::Failed { step: None, reason: format!("the node's agent refused it: {}", self.reason), exit_code: None, oom_killed: false };
+        ActualDeployment { id: self.id.clone(), attempt: self.attempt, run: RunStatus { phase, steps: vec![], health: vec![] }, containers: vec![] }
+    }
 }
 
 /// What runs after applying a request.
@@ -138,7 +156,7 @@ impl Agent {
         let saved = state_file.load();
         let engine = docker::Engine::connect(&config.scope, config.network_pool)?;
         let docker_version = tokio::time::timeout(Duration::from_secs(3), engine.version()).await.unwrap_or_default();
-        let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone() });
+        let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone(), refused: vec![] });
         let logs = Arc::new(logs::LogBook::default());
         let runs = runner::Runs::restore(saved.runs.clone(), logs.clone());
         let (actual_tx, actual) = watch::channel(None);
@@ -241,7 +259,9 @@ async fn reconcile_loop(
         // Only what the control plane sent is applied: the saved state before any connection
         // is just a memory, the next connection brings the truth.
         if target.request_id.is_some() {
-            let deployments = apply(&engine, &shared.runs, &shared.logs, &target.deployments).await;
+            let mut deployments = apply(&engine, &shared.runs, &shared.logs, &target.deployments).await;
+            deployments.extend(target.refused.iter().map(Refused::report));
+            deployments.sort_by(|a, b| a.id.cmp(&b.id));
             let now = Some(Actual { request_id: target.request_id, deployments });
             actual.send_if_modified(|last| {
                 let changed = *last != now;

@@ -1,20 +1,21 @@
 //! One control plane connection: receives desired states, forwards what the reconciler and the
 //! usage sampler publish, and ends when the peer goes quiet, misbehaves or is replaced.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use nullops_wire::message::{decode_to_agent, encode, FromAgent, NodeFacts};
-use nullops_wire::ToAgent;
+use nullops_wire::message::{check_deployment, decode_to_agent, encode, DesiredDeployment, FromAgent, NodeFacts, MAX_DEPLOYMENTS};
+use nullops_wire::{RequestId, ToAgent};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::handshake::AgentSocket;
-use crate::{Desired, Shared};
+use crate::{Desired, Refused, Shared};
 
 /// The control plane pings every second; this long without any frame means it is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,10 +35,11 @@ pub async fn run(mut ws: AgentSocket, peer: SocketAddr, shared: Arc<Shared>, shu
     }
     tracing::info!(%peer, %reason, "control plane connection closed");
     let (code, text) = match &reason {
-        End::Replaced => (CloseCode::Policy, "replaced by a newer connection"),
-        End::ShuttingDown => (CloseCode::Away, "the agent is shutting down"),
-        End::BadFrame(_) => (CloseCode::Invalid, "invalid frame"),
-        _ => (CloseCode::Normal, "closing"),
+        End::Replaced => (CloseCode::Policy, "replaced by a newer connection".to_owned()),
+        End::ShuttingDown => (CloseCode::Away, "the agent is shutting down".to_owned()),
+        // Why, so that the node's status says it (a close reason holds at most 123 bytes).
+        End::BadFrame(e) => (CloseCode::Invalid, cut(&format!("refused a frame: {e}"), 123)),
+        _ => (CloseCode::Normal, "closing".to_owned()),
     };
     let close = ws.close(Some(CloseFrame { code, reason: text.into() }));
     let _ = tokio::time::timeout(WRITE_TIMEOUT, close).await;
@@ -83,17 +85,21 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
             return End::Gone(e);
         }
     }
+    // The parts of a desired state received so far.
+    let mut parts = Parts::default();
     loop {
         tokio::select! {
             _ = cancelled.cancelled() => return End::Replaced,
             frame = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => match frame {
                 Err(_) => return End::Quiet,
                 Ok(None) => return End::Gone("closed by peer".into()),
+                // Over the frame limit, or not WebSocket: the peer's frame, not the connection.
+                Ok(Some(Err(e @ (WsError::Capacity(_) | WsError::Protocol(_))))) => return End::BadFrame(e.to_string()),
                 Ok(Some(Err(e))) => return End::Gone(e.to_string()),
                 Ok(Some(Ok(Message::Text(text)))) => match decode_to_agent(text.as_bytes()) {
                     Ok(message) => {
-                        if let Err(e) = handle(ws, shared, message).await {
-                            return End::Gone(e);
+                        if let Err(end) = handle(ws, shared, &mut parts, message).await {
+                            return end;
                         }
                     }
                     Err(e) => return End::BadFrame(e.to_string()),
@@ -134,24 +140,68 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
     }
 }
 
-async fn handle(ws: &mut AgentSocket, shared: &Shared, message: ToAgent) -> Result<(), String> {
-    match message {
-        ToAgent::DesiredState { request_id, deployments } => {
-            let duplicate = shared.state.lock().expect("state lock").has_applied(request_id);
-            if duplicate {
-                // Delivered twice: answer again with what runs, apply nothing.
-                let current = shared.actual.borrow().clone();
-                if let Some(current) = current {
-                    return send(ws, &FromAgent::ActualState { request_id, deployments: current.deployments }).await;
-                }
-                return Ok(());
-            }
-            // Not saved is not lost: the control plane resends the full state on the next connection.
-            shared.persist(|state| state.record(request_id, deployments.clone())).await;
-            shared.desired.send_replace(Desired { request_id: Some(request_id), deployments });
-            Ok(())
+/// The parts of one desired state received so far (they come in order on one connection).
+#[derive(Default)]
+struct Parts {
+    request_id: Option<RequestId>,
+    deployments: Vec<DesiredDeployment>,
+}
+
+async fn handle(ws: &mut AgentSocket, shared: &Shared, parts: &mut Parts, message: ToAgent) -> Result<(), End> {
+    let ToAgent::DesiredState { request_id, deployments, more } = message;
+    if parts.request_id != Some(request_id) {
+        *parts = Parts { request_id: Some(request_id), deployments: vec![] };
+    }
+    if parts.deployments.len() + deployments.len() > MAX_DEPLOYMENTS {
+        return Err(End::BadFrame(format!("a desired state of over {MAX_DEPLOYMENTS} deployments")));
+    }
+    parts.deployments.extend(deployments);
+    if more {
+        return Ok(());
+    }
+    let deployments = std::mem::take(parts).deployments;
+    let duplicate = shared.state.lock().expect("state lock").has_applied(request_id);
+    if duplicate {
+        // Delivered twice: answer again with what runs, apply nothing.
+        let current = shared.actual.borrow().clone();
+        if let Some(current) = current {
+            return send(ws, &FromAgent::ActualState { request_id, deployments: current.deployments }).await.map_err(End::Gone);
+        }
+        return Ok(());
+    }
+    let (deployments, refused) = judge(deployments);
+    for r in &refused {
+        tracing::warn!(deployment = %r.id, reason = %r.reason, "refused a deployment");
+    }
+    // Not saved is not lost: the control plane resends the full state on the next connection.
+    shared.persist(|state| state.record(request_id, deployments.clone())).await;
+    shared.desired.send_replace(Desired { request_id: Some(request_id), deployments, refused });
+    Ok(())
+}
+
+/// The deployments this agent can take, and those it refuses, each on its own: one given
+/// twice, or that fails the protocol's checks.
+fn judge(deployments: Vec<DesiredDeployment>) -> (Vec<DesiredDeployment>, Vec<Refused>) {
+    let mut seen = HashSet::new();
+    let mut taken = Vec::with_capacity(deployments.len());
+    let mut refused = Vec::new();
+    for d in deployments {
+        let judged = if seen.insert(d.id.clone()) { check_deployment(&d) } else { Err(format!("deployment {} is given twice", d.id)) };
+        match judged {
+            Ok(()) => taken.push(d),
+            Err(reason) => refused.push(Refused { id: d.id, attempt: d.attempt, reason }),
         }
     }
+    (taken, refused)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 async fn send(ws: &mut AgentSocket, message: &FromAgent) -> Result<(), String> {

@@ -18,7 +18,7 @@ use nullops_projections::ReadModelDb;
 use nullops_store::commands::{load, StateCache};
 use nullops_store::EventStore;
 use nullops_wire::message::{
-    registry_of, ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RegistryAuth, Secrets, ServiceStep, Step, StepAction,
+    check_deployment, registry_of, ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RegistryAuth, Secrets, ServiceStep, Step, StepAction,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -61,7 +61,11 @@ impl FromDeployments {
             d.secrets = secrets_of[&row.project_id].clone();
             let registries: HashSet<&str> = d.steps.iter().map(|s| registry_of(image_of(s))).collect();
             d.registry_auth = auth.iter().flatten().filter(|a| registries.contains(a.registry.as_str())).cloned().collect();
-            desired.run.push(d);
+            // One deployment the node cannot take must not keep it from the others.
+            match check_deployment(&d) {
+                Ok(()) => desired.run.push(d),
+                Err(reason) => desired.refused.push((row.deployment_id, reason)),
+            }
         }
         Ok(desired)
     }

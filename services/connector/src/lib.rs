@@ -35,6 +35,9 @@ pub struct NodeDesired {
     pub run: Vec<DesiredDeployment>,
     /// Node ids (see [`desired::wire_id`]) of deployments being deleted from the node.
     pub removing: HashSet<String>,
+    /// Deployments the node cannot be given (`nullops_wire::message::check_deployment`): left
+    /// out of `run`, to be failed with the reason.
+    pub refused: Vec<(Uuid, String)>,
 }
 
 /// Where a node's desired state comes from: the deployments assigned to it.

@@ -14,7 +14,7 @@ use nullops_events::node::Refusal;
 use nullops_events::EventMetadata;
 use nullops_projections::nodes::{record_usage, UsageRow};
 use nullops_store::commands::{execute, CommandError};
-use nullops_wire::message::{decode_from_agent, encode, Usage};
+use nullops_wire::message::{decode_from_agent, desired_state_parts, encode, Usage};
 use nullops_wire::{FromAgent, RequestId, ToAgent, PROTOCOL_VERSION};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::dial::{dial, AgentLink, DialError, Target};
-use crate::{reports, Backoff, Connector};
+use crate::{reports, Backoff, Connector, NodeDesired};
 
 /// A ping every second; three seconds without any frame means the peer or the path is gone, so
 /// a dead link is declared 3 s after its last frame: "OFFLINE within 5 s" with room for a loaded
@@ -35,6 +35,10 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// cap + connect time.
 const REDIAL_FIRST: Duration = Duration::from_millis(200);
 const REDIAL_CAP: Duration = Duration::from_secs(2);
+/// A connection that lasted this long was healthy: after it drops, redial at once. One that
+/// ended sooner (the agent refused what it was sent, say) redials after the backoff, which
+/// keeps growing while connections keep ending early: never a tight loop.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Bound on writing one frame.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -135,7 +139,7 @@ async fn run(
                     continue;
                 }
                 tracing::info!(node = %node_id, host = %target.host, agent = %connected.agent_version, "node online");
-                backoff.reset();
+                let connected_at = tokio::time::Instant::now();
                 let why = serve(&connector, node_id, connected.link, &mut desired_changed, &cancel).await;
                 let why = reason.lock().expect("reason lock").clone().unwrap_or(why);
                 tracing::info!(node = %node_id, reason = %why, "node offline");
@@ -143,8 +147,11 @@ async fn run(
                 if cancel.is_cancelled() {
                     return;
                 }
-                // Redial at once: most drops are brief.
-                continue;
+                if connected_at.elapsed() >= HEALTHY_AFTER {
+                    // Redial at once: most drops of a healthy link are brief.
+                    backoff.reset();
+                    continue;
+                }
             }
             Err(DialError::Mismatch { presented }) => {
                 tracing::warn!(node = %node_id, %presented, "the agent presents another certificate: node untrusted until an admin approves it");
@@ -193,8 +200,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
             return format!("cannot read the node's desired state: {e}");
         }
     };
+    refuse(connector, node_id, &desired).await;
     let mut request_id = RequestId::new();
-    if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments: desired.run.clone() }).await {
+    if let Err(e) = send_desired(&mut link, request_id, &desired).await {
         return e;
     }
     // The views of deployments last recorded, so that only changes are.
@@ -228,8 +236,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
             // to it is what tells that a removed deployment is gone.
             Ok(()) = desired_changed.changed() => match connector.desired.for_node(node_id).await {
                 Ok(now) if now != desired => {
+                    refuse(connector, node_id, &now).await;
                     request_id = RequestId::new();
-                    if let Err(e) = send(&mut link, &ToAgent::DesiredState { request_id, deployments: now.run.clone() }).await {
+                    if let Err(e) = send_desired(&mut link, request_id, &now).await {
                         return e;
                     }
                     desired = now;
@@ -316,6 +325,21 @@ async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, ass
 
 async fn send(link: &mut AgentLink, message: &ToAgent) -> Result<(), String> {
     send_message(link, Message::text(encode(message))).await
+}
+
+/// Sends a node's desired state, in as many frames as it takes.
+async fn send_desired(link: &mut AgentLink, request_id: RequestId, desired: &NodeDesired) -> Result<(), String> {
+    for part in desired_state_parts(request_id, desired.run.clone()) {
+        send(link, &part).await?;
+    }
+    Ok(())
+}
+
+/// Fails the deployments the node cannot be given, with the reason (the others are sent).
+async fn refuse(connector: &Connector, node_id: Uuid, desired: &NodeDesired) {
+    for (deployment_id, reason) in &desired.refused {
+        reports::record_refused(connector, node_id, *deployment_id, reason.clone()).await;
+    }
 }
 
 async fn send_message(link: &mut AgentLink, message: Message) -> Result<(), String> {

@@ -81,6 +81,16 @@ pub async fn record_removed(connector: &Connector, node_id: Uuid, deployment_id:
     }
 }
 
+/// Records that the node cannot be given a deployment: its run fails with `reason` (the saga
+/// then gives its room back).
+pub async fn record_refused(connector: &Connector, node_id: Uuid, deployment_id: Uuid, reason: String) {
+    tracing::warn!(node = %node_id, deployment = %deployment_id, %reason, "the node cannot be given the deployment");
+    let reason = format!("the node cannot be given it: {reason}");
+    if let Err(e) = record(connector, deployment_id, DeploymentAction::Refuse { reason }).await {
+        tracing::warn!(node = %node_id, deployment = %deployment_id, error = %e, "cannot record that the deployment was refused");
+    }
+}
+
 /// Executes a report as the platform.
 async fn record(connector: &Connector, deployment_id: Uuid, action: DeploymentAction) -> Result<(), CommandError> {
     let command = DeploymentCommand { by: Issuer::System, action };

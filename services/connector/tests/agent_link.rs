@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use nullops_agent::{Agent, AgentConfig};
 use nullops_connector::dial::{dial, AgentLink, DialError, Target};
-use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment, RegistryAuth, RunPhase, Step};
+use nullops_wire::message::{decode_from_agent, encode, ContainerSpec, ContainerState, DesiredDeployment, RegistryAuth, RunPhase, Secrets, Step, MAX_SECRETS};
 use nullops_wire::{FromAgent, NodeToken, RequestId, Thumbprint, ToAgent, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -169,17 +169,45 @@ async fn bad_frames_close_the_connection_and_change_nothing() {
         Message::text("{\"type\":\"desired_state\",\"request_id\":\"x\"}"),
         Message::text("not json at all"),
         Message::binary(vec![1u8, 2, 3]),
-        Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![DesiredDeployment::new("../../etc", vec![])] })),
         Message::text(" ".repeat(MAX_FRAME_BYTES + 1)),
     ];
     for frame in bad_frames {
         let mut link = dial(&target(&agent, None)).await.expect("connects").link;
         let _ = link.send(frame).await;
         let reason = closed(&mut link).await;
-        assert!(!reason.contains("replaced"), "closed for the frame, not replaced: {reason}");
+        assert!(reason.starts_with("refused a frame"), "closed saying why: {reason}");
         assert!(!state_file.exists(), "a bad frame changed the agent's state");
     }
     dial(&target(&agent, None)).await.expect("the agent still serves");
+}
+
+/// A deployment the agent cannot take (an unsafe name, too many secrets) is refused on its
+/// own: reported failed with the reason, while the connection stays and the rest of the
+/// desired state, sent in two parts, runs.
+#[tokio::test]
+async fn a_deployment_the_agent_cannot_take_is_refused_alone() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    let web = ContainerSpec { name: "web".into(), image: "nullops-test/busybox:1".into(), command: vec!["sleep".into(), "3600".into()], ..Default::default() };
+    let good = DesiredDeployment::new("pr-1", vec![Step::service(web)]);
+    let mut crowded = DesiredDeployment::new("pr-2", vec![]);
+    crowded.secrets = Secrets((0..MAX_SECRETS + 1).map(|i| (format!("S{i}"), "v".to_owned())).collect());
+    let unsafe_name = DesiredDeployment::new("../../etc", vec![]);
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+    let request_id = RequestId::new();
+    for part in [
+        ToAgent::DesiredState { request_id, deployments: vec![crowded], more: true },
+        ToAgent::DesiredState { request_id, deployments: vec![good, unsafe_name], more: false },
+    ] {
+        link.send(Message::text(encode(&part))).await.unwrap();
+    }
+    let FromAgent::ActualState { request_id: answered, deployments } = settled(&mut link).await else { panic!("no state") };
+    assert_eq!(answered, request_id);
+    let of = |id: &str| deployments.iter().find(|d| d.id == id).unwrap_or_else(|| panic!("{id} reported in {deployments:?}"));
+    assert!(matches!(&of("pr-1").run.phase, RunPhase::Running), "{deployments:?}");
+    assert!(matches!(&of("pr-2").run.phase, RunPhase::Failed { reason, .. } if reason.contains("256")), "{deployments:?}");
+    assert!(matches!(&of("../../etc").run.phase, RunPhase::Failed { reason, .. } if reason.contains("not a DNS label")), "{deployments:?}");
+    assert_eq!(containers_of(&agent.scope).len(), 1, "only the good one runs");
 }
 
 #[tokio::test]
@@ -216,7 +244,7 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     let desired = vec![DesiredDeployment::new("pr-1", vec![Step::service(web)])];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
     let request_id = RequestId::new();
-    let send = ToAgent::DesiredState { request_id, deployments: desired.clone() };
+    let send = ToAgent::DesiredState { request_id, deployments: desired.clone(), more: false };
     link.send(Message::text(encode(&send))).await.unwrap();
     let report = settled(&mut link).await;
     assert_eq!(running_state(&report), vec![ContainerState::Running]);
@@ -233,7 +261,7 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     drop(link);
     docker(&["rm", "-f", &first[0]]);
     let mut link = dial(&target(&agent, None)).await.expect("reconnects").link;
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired, more: false }))).await.unwrap();
     assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let second = containers_of(&agent.scope);
     assert_eq!(second.len(), 1);
@@ -288,7 +316,7 @@ async fn the_agent_applies_a_request_once_and_restores_what_should_run_on_reconn
     assert_eq!(containers_of(&agent.scope), second, "what should run is untouched");
 
     // Nothing desired: what ran is removed.
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![], more: false }))).await.unwrap();
     assert!(running_state(&settled(&mut link).await).is_empty());
     assert!(containers_of(&agent.scope).is_empty());
 }
@@ -343,7 +371,7 @@ async fn each_deployment_has_a_network_of_its_own() {
     };
     let desired = vec![DesiredDeployment::new("pr-1", vec![Step::service(web("one"))]), DesiredDeployment::new("pr-2", vec![Step::service(web("two"))])];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired, more: false }))).await.unwrap();
     assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running, ContainerState::Running]);
     let (one, two) = (format!("nullops-{}-pr-1", agent.scope), format!("nullops-{}-pr-2", agent.scope));
     assert_eq!(networks_of(&agent.scope), vec![one.clone(), two.clone()]);
@@ -356,7 +384,7 @@ async fn each_deployment_has_a_network_of_its_own() {
     assert!(!answers_from(&two, &format!("http://{pr1_ip}:8080/"), 2), "pr-1 is isolated from pr-2");
 
     // Gone from the desired state: containers and networks are removed.
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![] }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![], more: false }))).await.unwrap();
     assert!(running_state(&settled(&mut link).await).is_empty());
     assert!(containers_of(&agent.scope).is_empty());
     assert!(networks_of(&agent.scope).is_empty(), "no network is left behind");
@@ -376,7 +404,7 @@ async fn images_are_pulled_with_the_credentials_sent_and_never_saved() {
     let desired = |auth: Vec<RegistryAuth>| vec![DesiredDeployment { registry_auth: auth, ..DesiredDeployment::new("pr-1", vec![Step::service(web.clone())]) }];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
 
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired(vec![]) }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired(vec![]), more: false }))).await.unwrap();
     match &settled(&mut link).await {
         FromAgent::ActualState { deployments, .. } => match &deployments[0].run.phase {
             RunPhase::Failed { step, reason, .. } => assert!(step.as_deref() == Some("web") && reason.contains("cannot pull"), "{reason}"),
@@ -390,7 +418,7 @@ async fn images_are_pulled_with_the_credentials_sent_and_never_saved() {
     let auth = RegistryAuth { registry: "127.0.0.1:5050".into(), username: "nullops".into(), password: "nullops".into() };
     let mut retry = desired(vec![auth]);
     retry[0].attempt = 2;
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: retry }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: retry, more: false }))).await.unwrap();
     assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(agent.dir.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(saved["desired"][0]["registry_auth"], serde_json::json!([]), "credentials never reach the agent's disk: {saved}");
@@ -419,7 +447,7 @@ async fn a_service_over_its_memory_limit_is_killed_and_reported_not_restarted() 
     };
     let desired = vec![DesiredDeployment::new("pr-1", vec![Step::service(hungry)])];
     let mut link = dial(&target(&agent, None)).await.expect("connects").link;
-    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired }))).await.unwrap();
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: desired, more: false }))).await.unwrap();
     assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let limits = docker(&["inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", &format!("nullops-{}-pr-1-hungry", agent.scope)]);
     assert_eq!(limits, format!("{} 500000000", 16 << 20), "Docker enforces the limits");

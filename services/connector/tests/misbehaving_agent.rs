@@ -1,7 +1,9 @@
 //! The whole connector (supervisor, links, the event log, the read model) against an agent that
 //! misbehaves: it reports on a deployment not assigned to its node, then sends garbage. The
-//! report is rejected, the garbage closes the connection, and both show in the node's record.
+//! report is rejected, the garbage closes the connection, and both show in the node's record;
+//! the link redials such an agent after a growing pause, never in a tight loop.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ struct OneDeployment;
 
 impl DesiredStates for OneDeployment {
     fn for_node(&self, _: Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeDesired, String>> + Send + '_>> {
-        Box::pin(async { Ok(NodeDesired { run: vec![DesiredDeployment::new("pr-1", vec![])], removing: Default::default() }) })
+        Box::pin(async { Ok(NodeDesired { run: vec![DesiredDeployment::new("pr-1", vec![])], ..Default::default() }) })
     }
 }
 
@@ -41,8 +43,9 @@ fn container(deployment: &str) -> ContainerUsage {
 }
 
 /// Accepts one connection at a time (no token check: it is not the agent under test), says hello,
-/// reports usage of `pr-1` and of `ghost`, then sends a frame that is not JSON.
-async fn misbehaving_agent(listener: tokio::net::TcpListener) {
+/// reports usage of `pr-1` and of `ghost`, then sends a frame that is not JSON. Counts the
+/// connections it accepts in `accepted`.
+async fn misbehaving_agent(listener: tokio::net::TcpListener, accepted: Arc<AtomicUsize>) {
     let key = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
     let der = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -53,6 +56,7 @@ async fn misbehaving_agent(listener: tokio::net::TcpListener) {
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     while let Ok((tcp, _)) = listener.accept().await {
+        accepted.fetch_add(1, Ordering::Relaxed);
         let Ok(tls) = acceptor.accept(tcp).await else { continue };
         let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { continue };
         let hello = FromAgent::Hello {
@@ -90,7 +94,8 @@ async fn reports_about_other_deployments_are_rejected_and_garbage_closes_the_lin
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(misbehaving_agent(listener));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(misbehaving_agent(listener, accepted.clone()));
 
     let environment = EnvironmentDefinition { name: "staging".into(), base_domain: "qa.test".into(), cleanup_after_secs: 60 };
     let create = CatalogCommand { by: Issuer::System, action: CatalogAction::CreateEnvironment(environment) };
@@ -122,5 +127,13 @@ async fn reports_about_other_deployments_are_rejected_and_garbage_closes_the_lin
         assert!(tokio::time::Instant::now() < deadline, "no protocol violation recorded; node is {row:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Each connection ends at once: the link waits longer and longer before the next (a busy
+    // machine only dials less), where it used to redial at once, dozens of times a second.
+    let before = accepted.load(Ordering::Relaxed);
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window).await;
+    let dials = accepted.load(Ordering::Relaxed) - before;
+    println!("{dials} dials in {window:?} of an agent that breaks the protocol at once");
+    assert!(dials <= 10, "{dials} dials in {window:?}: a tight loop");
     shutdown.cancel();
 }

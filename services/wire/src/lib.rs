@@ -5,7 +5,10 @@
 //! ([`PROTOCOL_HEADER`]) and a proof that the caller knows the node's token ([`auth`]); the agent
 //! answers a version mismatch with [`STATUS_INCOMPATIBLE`] and a bad proof with 401, before any
 //! WebSocket state exists. After the upgrade every frame is one JSON [`message`], at most
-//! [`MAX_FRAME_BYTES`] long; the first the agent sends is [`message::FromAgent::Hello`].
+//! [`MAX_FRAME_BYTES`] long; the first the agent sends is [`message::FromAgent::Hello`]. A
+//! node's desired state goes in as many frames as it needs ([`message::desired_state_parts`]),
+//! and each deployment in it is judged on its own ([`message::check_deployment`]), so nothing
+//! one deployment carries can keep a node from getting the rest.
 
 pub mod auth;
 pub mod message;
@@ -16,7 +19,8 @@ pub use message::{FromAgent, RequestId, ToAgent};
 pub use thumbprint::Thumbprint;
 
 /// The protocol this build speaks. Mixed versions are refused, never half-understood.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: desired states in parts (`more`), deployments refused one by one.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Upgrade request header: the protocol version the control plane speaks. The agent answers a
 /// mismatch with [`STATUS_INCOMPATIBLE`] and the same header naming its own version.
@@ -31,14 +35,19 @@ pub const STATUS_INCOMPATIBLE: u16 = 426;
 /// The path of the agent's WebSocket endpoint.
 pub const AGENT_PATH: &str = "/agent/v1";
 
-/// Largest frame either side accepts: a full desired state of a large node fits with room to spare.
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Largest encoded deployment a desired state may carry: its plan and the project's secrets at
+/// their limits ([`message::MAX_SECRETS_BYTES`], escaped as JSON) fit with room to spare.
+pub const MAX_DEPLOYMENT_BYTES: usize = 8 << 20;
+
+/// Largest frame either side accepts: one part of a desired state holds at least one deployment
+/// and its envelope.
+pub const MAX_FRAME_BYTES: usize = MAX_DEPLOYMENT_BYTES + (64 << 10);
 
 /// Both sides size their WebSocket buffers explicitly: small read buffers keep thousands of idle
 /// connections cheap, and the write buffer bounds what a slow peer can make us hold.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-pub const MAX_WRITE_BUFFER_BYTES: usize = 4 * MAX_FRAME_BYTES;
+pub const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_FRAME_BYTES;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {

@@ -1,7 +1,9 @@
 //! The messages, one JSON object per WebSocket text frame, tagged by `type`.
 //!
-//! Decoding checks the frame size before parsing and validates every field the agent turns into a
-//! Docker object, so a frame either becomes a valid message or is refused as a whole.
+//! Decoding checks the frame size before parsing. Every field the agent turns into a Docker
+//! object is validated deployment by deployment ([`check_deployment`]): the connector checks each
+//! before sending it and the agent again before running it, and a deployment that fails is
+//! refused on its own, never the whole desired state of its node.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{FrameError, MAX_FRAME_BYTES};
+use crate::{FrameError, MAX_DEPLOYMENT_BYTES, MAX_FRAME_BYTES};
 
 /// Identifies a request so that a request delivered twice takes effect once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,9 +33,17 @@ impl Default for RequestId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToAgent {
-    /// Everything the node should run, sent on every connect and on every change. The agent makes
-    /// its containers match it and answers [`FromAgent::ActualState`] with the same request id.
-    DesiredState { request_id: RequestId, deployments: Vec<DesiredDeployment> },
+    /// Everything the node should run, sent on every connect and on every change, in parts of
+    /// one frame each (see [`desired_state_parts`]): all but the last say `more`. Once the last
+    /// part is in, the agent makes its containers match the whole and answers
+    /// [`FromAgent::ActualState`] with the same request id.
+    DesiredState {
+        request_id: RequestId,
+        deployments: Vec<DesiredDeployment>,
+        /// More parts of this request follow.
+        #[serde(default)]
+        more: bool,
+    },
 }
 
 /// From an agent to the control plane.
@@ -336,6 +346,12 @@ pub struct ContainerUsage {
     pub memory_bytes: u64,
 }
 
+/// What one project's secrets may take, the same for the API (`setSecret`) as for the wire: how
+/// many, their names and values together, and one value.
+pub const MAX_SECRETS: usize = 256;
+pub const MAX_SECRETS_BYTES: usize = 1 << 20;
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 << 10;
+
 /// Most deployments one desired state may hold, and containers one deployment may hold.
 pub const MAX_DEPLOYMENTS: usize = 1000;
 pub const MAX_CONTAINERS: usize = 64;
@@ -352,13 +368,54 @@ fn run_text_len(run: &RunStatus) -> usize {
     failure + run.steps.iter().map(|s| s.id.len() + s.detail.len()).sum::<usize>() + run.health.iter().map(|h| h.service.len() + h.detail.len()).sum::<usize>()
 }
 
-/// Decodes a frame from the control plane (what the agent calls).
+/// Decodes a frame from the control plane (what the agent calls). Its deployments are not
+/// judged here: each is, on its own, by [`check_deployment`].
 pub fn decode_to_agent(frame: &[u8]) -> Result<ToAgent, FrameError> {
     let message: ToAgent = decode(frame)?;
     match &message {
-        ToAgent::DesiredState { deployments, .. } => validate_desired(deployments)?,
+        ToAgent::DesiredState { deployments, .. } if deployments.len() > MAX_DEPLOYMENTS => {
+            Err(FrameError::Invalid(format!("{} deployments, at most {MAX_DEPLOYMENTS}", deployments.len())))
+        }
+        ToAgent::DesiredState { .. } => Ok(message),
     }
-    Ok(message)
+}
+
+/// A node's desired state as the frames that carry it: deployments packed in order into parts of
+/// at most [`MAX_FRAME_BYTES`], all but the last marked `more` (an empty state is one part). Each
+/// deployment must pass [`check_deployment`] (so it fits a part on its own).
+pub fn desired_state_parts(request_id: RequestId, deployments: Vec<DesiredDeployment>) -> Vec<ToAgent> {
+    /// Room for the envelope: type, request id, `more` and the list's brackets.
+    const ENVELOPE: usize = 256;
+    let mut parts: Vec<Vec<DesiredDeployment>> = vec![vec![]];
+    let mut size = ENVELOPE;
+    for d in deployments {
+        let len = encoded_len(&d) + 1;
+        let current = parts.last_mut().expect("at least one part");
+        if !current.is_empty() && (size + len > MAX_FRAME_BYTES || current.len() == MAX_DEPLOYMENTS) {
+            parts.push(vec![]);
+            size = ENVELOPE;
+        }
+        size += len;
+        parts.last_mut().expect("at least one part").push(d);
+    }
+    let count = parts.len();
+    parts.into_iter().enumerate().map(|(i, deployments)| ToAgent::DesiredState { request_id, deployments, more: i + 1 < count }).collect()
+}
+
+/// How many bytes a deployment takes in a frame.
+pub fn encoded_len(d: &DesiredDeployment) -> usize {
+    serde_json::to_vec(d).map_or(usize::MAX, |v| v.len())
+}
+
+/// Whether a node can be given `d`: every field valid ([`validate_deployment`]) and small enough
+/// to travel ([`MAX_DEPLOYMENT_BYTES`]). Why not, for people.
+pub fn check_deployment(d: &DesiredDeployment) -> Result<(), String> {
+    validate_deployment(d)?;
+    let len = encoded_len(d);
+    if len > MAX_DEPLOYMENT_BYTES {
+        return Err(format!("deployment {} takes {len} bytes to send, over the {MAX_DEPLOYMENT_BYTES}-byte limit of one deployment", d.id));
+    }
+    Ok(())
 }
 
 /// Decodes a frame from an agent (what the connector calls).
@@ -397,71 +454,94 @@ fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
     serde_json::from_slice(frame).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
-fn validate_desired(deployments: &[DesiredDeployment]) -> Result<(), FrameError> {
-    let invalid = |m: String| Err(FrameError::Invalid(m));
+/// A whole desired state: at most [`MAX_DEPLOYMENTS`], unique ids, each valid.
+pub fn validate_desired(deployments: &[DesiredDeployment]) -> Result<(), FrameError> {
     if deployments.len() > MAX_DEPLOYMENTS {
-        return invalid(format!("{} deployments, at most {MAX_DEPLOYMENTS}", deployments.len()));
+        return Err(FrameError::Invalid(format!("{} deployments, at most {MAX_DEPLOYMENTS}", deployments.len())));
     }
     let mut ids = std::collections::HashSet::new();
     for d in deployments {
-        if !is_dns_label(&d.id) || !ids.insert(&d.id) {
-            return invalid(format!("deployment id {:?} is not a unique DNS label", d.id));
+        if !ids.insert(&d.id) {
+            return Err(FrameError::Invalid(format!("deployment id {:?} is given twice", d.id)));
         }
-        if d.registry_auth.len() > 16 || d.registry_auth.iter().any(|a| a.registry.len() > 255 || a.username.len() > 255 || a.password.len() > 4096) {
-            return invalid(format!("deployment {} carries too many or too long registry credentials", d.id));
+        validate_deployment(d).map_err(FrameError::Invalid)?;
+    }
+    Ok(())
+}
+
+/// Every field of one deployment that the agent turns into a Docker object, and the limits of
+/// what it carries; why not, for people.
+pub fn validate_deployment(d: &DesiredDeployment) -> Result<(), String> {
+    let invalid = |m: String| Err(m);
+    if !is_dns_label(&d.id) {
+        return invalid(format!("deployment id {:?} is not a DNS label", d.id));
+    }
+    if d.registry_auth.len() > 16 || d.registry_auth.iter().any(|a| a.registry.len() > 255 || a.username.len() > 255 || a.password.len() > 4096) {
+        return invalid(format!("deployment {} carries too many or too long registry credentials", d.id));
+    }
+    if let Some(name) = d.secrets.0.keys().find(|k| !is_env_name(k)) {
+        return invalid(format!("deployment {} carries a secret named {name:?}, which is not a variable name", d.id));
+    }
+    if d.secrets.0.len() > MAX_SECRETS {
+        return invalid(format!("its project has {} secrets, over the limit of {MAX_SECRETS} a project may hold", d.secrets.0.len()));
+    }
+    if let Some((name, _)) = d.secrets.0.iter().find(|(_, v)| v.len() > MAX_SECRET_VALUE_BYTES) {
+        return invalid(format!("its project's secret {name} is over the limit of {MAX_SECRET_VALUE_BYTES} bytes a value may take"));
+    }
+    let secrets_bytes: usize = d.secrets.0.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if secrets_bytes > MAX_SECRETS_BYTES {
+        return invalid(format!(
+            "its project's secrets take {secrets_bytes} bytes, over the limit of {MAX_SECRETS_BYTES} bytes (1 MiB) of names and values together"
+        ));
+    }
+    if d.context.len() > 16 || d.context.iter().any(|(k, v)| k.len() > 64 || v.len() > 255) {
+        return invalid(format!("deployment {} carries too much context", d.id));
+    }
+    if d.steps.len() > MAX_STEPS {
+        return invalid(format!("deployment {} has {} steps, at most {MAX_STEPS}", d.id, d.steps.len()));
+    }
+    let ids: std::collections::HashSet<&str> = d.steps.iter().map(|s| s.id.as_str()).collect();
+    if ids.len() != d.steps.len() {
+        return invalid(format!("two steps of deployment {} have one id", d.id));
+    }
+    let mut names = std::collections::HashSet::new();
+    for step in &d.steps {
+        if step.id.is_empty() || step.id.len() > 63 || !step.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            return invalid(format!("step id {:?} in deployment {} is invalid", step.id, d.id));
         }
-        if d.secrets.0.len() > 256 || d.secrets.0.iter().any(|(k, v)| !is_env_name(k) || v.len() > 64 << 10) {
-            return invalid(format!("deployment {} carries too many, badly named or too long secrets", d.id));
+        if let Some(unknown) = step.needs.iter().find(|n| !ids.contains(n.as_str()) || **n == step.id) {
+            return invalid(format!("step {} of deployment {} needs {unknown:?}, which is not another of its steps", step.id, d.id));
         }
-        if d.context.len() > 16 || d.context.iter().any(|(k, v)| k.len() > 64 || v.len() > 255) {
-            return invalid(format!("deployment {} carries too much context", d.id));
-        }
-        if d.steps.len() > MAX_STEPS {
-            return invalid(format!("deployment {} has {} steps, at most {MAX_STEPS}", d.id, d.steps.len()));
-        }
-        let ids: std::collections::HashSet<&str> = d.steps.iter().map(|s| s.id.as_str()).collect();
-        if ids.len() != d.steps.len() {
-            return invalid(format!("two steps of deployment {} have one id", d.id));
-        }
-        let mut names = std::collections::HashSet::new();
-        for step in &d.steps {
-            if step.id.is_empty() || step.id.len() > 63 || !step.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-                return invalid(format!("step id {:?} in deployment {} is invalid", step.id, d.id));
-            }
-            if let Some(unknown) = step.needs.iter().find(|n| !ids.contains(n.as_str()) || **n == step.id) {
-                return invalid(format!("step {} of deployment {} needs {unknown:?}, which is not another of its steps", step.id, d.id));
-            }
-            let image = match &step.action {
-                StepAction::Service(service) => {
-                    let c = &service.container;
-                    if !is_dns_label(&c.name) || !names.insert(&c.name) {
-                        return invalid(format!("container name {:?} in deployment {} is not a unique DNS label", c.name, d.id));
-                    }
-                    if let Some(k) = c.env.keys().find(|k| !is_env_name(k)) {
-                        return invalid(format!("environment variable name {k:?} in container {} is invalid", c.name));
-                    }
-                    if c.port == Some(0) {
-                        return invalid(format!("container {} of deployment {} publishes port 0", c.name, d.id));
-                    }
-                    &c.image
+        let image = match &step.action {
+            StepAction::Service(service) => {
+                let c = &service.container;
+                if !is_dns_label(&c.name) || !names.insert(&c.name) {
+                    return invalid(format!("container name {:?} in deployment {} is not a unique DNS label", c.name, d.id));
                 }
-                StepAction::Plugin(plugin) => {
-                    if plugin.timeout_secs == 0 || plugin.memory_mib == 0 || plugin.cpu_millis == 0 {
-                        return invalid(format!("plugin step {} of deployment {} needs a timeout and CPU and memory limits", step.id, d.id));
-                    }
-                    &plugin.image
+                if let Some(k) = c.env.keys().find(|k| !is_env_name(k)) {
+                    return invalid(format!("environment variable name {k:?} in container {} is invalid", c.name));
                 }
-            };
-            if image.is_empty() || image.len() > 512 || image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-                return invalid(format!("image of step {} in deployment {} is not an image reference", step.id, d.id));
+                if c.port == Some(0) {
+                    return invalid(format!("container {} of deployment {} publishes port 0", c.name, d.id));
+                }
+                &c.image
             }
+            StepAction::Plugin(plugin) => {
+                if plugin.timeout_secs == 0 || plugin.memory_mib == 0 || plugin.cpu_millis == 0 {
+                    return invalid(format!("plugin step {} of deployment {} needs a timeout and CPU and memory limits", step.id, d.id));
+                }
+                &plugin.image
+            }
+        };
+        if image.is_empty() || image.len() > 512 || image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return invalid(format!("image of step {} in deployment {} is not an image reference", step.id, d.id));
         }
-        if names.len() > MAX_CONTAINERS {
-            return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, names.len()));
-        }
-        if has_cycle(&d.steps) {
-            return invalid(format!("the steps of deployment {} depend on each other in a cycle", d.id));
-        }
+    }
+    if names.len() > MAX_CONTAINERS {
+        return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, names.len()));
+    }
+    if has_cycle(&d.steps) {
+        return invalid(format!("the steps of deployment {} depend on each other in a cycle", d.id));
     }
     Ok(())
 }
@@ -501,18 +581,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn desired(id: &str, name: &str, image: &str) -> ToAgent {
-        ToAgent::DesiredState {
-            request_id: RequestId::new(),
-            deployments: vec![DesiredDeployment {
-                id: id.into(),
-                attempt: 1,
-                steps: vec![Step::service(ContainerSpec { name: name.into(), image: image.into(), ..Default::default() })],
-                secrets: Secrets::default(),
-                registry_auth: vec![],
-                context: BTreeMap::new(),
-            }],
+    fn deployment(id: &str, name: &str, image: &str) -> DesiredDeployment {
+        DesiredDeployment {
+            id: id.into(),
+            attempt: 1,
+            steps: vec![Step::service(ContainerSpec { name: name.into(), image: image.into(), ..Default::default() })],
+            secrets: Secrets::default(),
+            registry_auth: vec![],
+            context: BTreeMap::new(),
         }
+    }
+
+    fn desired(id: &str, name: &str, image: &str) -> ToAgent {
+        ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![deployment(id, name, image)], more: false }
     }
 
     #[test]
@@ -522,26 +603,19 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_refused_whole_when_a_field_is_unsafe() {
+    fn an_unsafe_field_refuses_its_deployment_not_the_frame() {
         for (id, name, image) in [("PR 42", "api", "x"), ("pr", "../etc", "x"), ("pr", "api", "a b"), ("pr", "api", "")] {
-            let frame = encode(&desired(id, name, image));
-            assert!(matches!(decode_to_agent(frame.as_bytes()), Err(FrameError::Invalid(_))), "{frame}");
+            let frame = encode(&ToAgent::DesiredState {
+                request_id: RequestId::new(),
+                deployments: vec![deployment("ok", "web", "x"), deployment(id, name, image)],
+                more: false,
+            });
+            let Ok(ToAgent::DesiredState { deployments, .. }) = decode_to_agent(frame.as_bytes()) else { panic!("{frame}") };
+            assert_eq!(check_deployment(&deployments[0]), Ok(()));
+            assert!(check_deployment(&deployments[1]).is_err(), "{frame}");
         }
-        let twice = ToAgent::DesiredState {
-            request_id: RequestId::new(),
-            deployments: vec![
-                DesiredDeployment {
-                    id: "a".into(),
-                    attempt: 1,
-                    steps: vec![],
-                    secrets: Secrets::default(),
-                    registry_auth: vec![],
-                    context: BTreeMap::new()
-                };
-                2
-            ],
-        };
-        assert!(decode_to_agent(encode(&twice).as_bytes()).is_err());
+        let twice = vec![DesiredDeployment::new("a", vec![]); 2];
+        assert!(matches!(validate_desired(&twice), Err(FrameError::Invalid(m)) if m.contains("twice")));
         // Steps that need each other, or a step that is not there, are refused.
         let ToAgent::DesiredState { deployments, .. } = desired("pr", "api", "x");
         let mut looped = deployments[0].clone();
@@ -552,6 +626,52 @@ mod tests {
         assert!(matches!(validate_desired(&[looped.clone()]), Err(FrameError::Invalid(m)) if m.contains("cycle")));
         looped.steps[0].needs = vec!["nope".into()];
         assert!(matches!(validate_desired(&[looped]), Err(FrameError::Invalid(m)) if m.contains("nope")));
+    }
+
+    fn with_secrets(secrets: impl IntoIterator<Item = (String, String)>) -> DesiredDeployment {
+        DesiredDeployment { secrets: Secrets(secrets.into_iter().collect()), ..deployment("pr-1", "web", "x") }
+    }
+
+    #[test]
+    fn a_deployment_carries_at_most_the_secrets_a_project_may_hold() {
+        let many = |n: usize| with_secrets((0..n).map(|i| (format!("S{i}"), "v".to_owned())));
+        assert_eq!(check_deployment(&many(MAX_SECRETS)), Ok(()));
+        assert!(check_deployment(&many(MAX_SECRETS + 1)).unwrap_err().contains("256"));
+        // 1 MiB of names and values together: 16 values of 64 KiB less their names fit exactly.
+        let value = |name: &str| "x".repeat(MAX_SECRET_VALUE_BYTES - name.len());
+        let full: Vec<(String, String)> = (0..16).map(|i| format!("S{i:02}")).map(|n| (n.clone(), value(&n))).collect();
+        assert_eq!(full.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(), MAX_SECRETS_BYTES);
+        assert_eq!(check_deployment(&with_secrets(full.clone())), Ok(()));
+        let over = full.into_iter().chain([("ONE_MORE".to_owned(), "x".to_owned())]);
+        assert!(check_deployment(&with_secrets(over)).unwrap_err().contains("1 MiB"));
+        let huge = with_secrets([("BIG".to_owned(), "x".repeat(MAX_SECRET_VALUE_BYTES + 1))]);
+        assert!(check_deployment(&huge).unwrap_err().contains("BIG"));
+    }
+
+    #[test]
+    fn a_desired_state_goes_in_parts_that_each_fit_a_frame() {
+        let request_id = RequestId::new();
+        assert_eq!(desired_state_parts(request_id, vec![]), vec![ToAgent::DesiredState { request_id, deployments: vec![], more: false }]);
+        // Twelve deployments of about 1.5 MiB each (escaped control characters take six bytes).
+        let big = |i: usize| with_secrets((0..4).map(|k| (format!("S{k}"), "\u{1}".repeat(60_000)))).clone_as(&format!("d-{i}"));
+        let all: Vec<DesiredDeployment> = (0..12).map(big).collect();
+        assert!(all.iter().all(|d| check_deployment(d).is_ok()));
+        let parts = desired_state_parts(request_id, all.clone());
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        let mut carried = vec![];
+        for (i, part) in parts.iter().enumerate() {
+            assert!(encode(part).len() <= MAX_FRAME_BYTES);
+            let ToAgent::DesiredState { deployments, more, .. } = decode_to_agent(encode(part).as_bytes()).unwrap();
+            assert_eq!(more, i + 1 < parts.len());
+            carried.extend(deployments);
+        }
+        assert_eq!(carried, all, "every deployment, in order");
+    }
+
+    impl DesiredDeployment {
+        fn clone_as(&self, id: &str) -> DesiredDeployment {
+            DesiredDeployment { id: id.into(), ..self.clone() }
+        }
     }
 
     #[test]
@@ -585,11 +705,13 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
-        /// Any bytes at all: decoding returns, never panics, and what it accepts is valid.
+        /// Any bytes at all: decoding and judging what decodes return, never panic.
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(ToAgent::DesiredState { deployments, .. }) = decode_to_agent(&bytes) {
-                prop_assert!(validate_desired(&deployments).is_ok());
+                for d in &deployments {
+                    let _ = check_deployment(d);
+                }
             }
             let _ = decode_from_agent(&bytes);
         }
@@ -602,7 +724,11 @@ mod tests {
             let i = at.index(frame.len());
             frame[i] = byte;
             if let Ok(ToAgent::DesiredState { deployments, .. }) = decode_to_agent(&frame) {
-                prop_assert!(validate_desired(&deployments).is_ok());
+                for d in &deployments {
+                    if check_deployment(d).is_ok() {
+                        prop_assert!(is_dns_label(&d.id) && d.containers().all(|c| is_dns_label(&c.name)));
+                    }
+                }
             }
         }
     }
