@@ -4,9 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{json, Value};
-use support::{code, eventually, Backend, Mode, Server};
+use support::{code, eventually, next_json, subscribe, Backend, Mode, Server};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -185,37 +185,12 @@ async fn failed_logins_are_throttled(mode: Mode) {
     server.stop().await;
 }
 
-/// A graphql-transport-ws client on `server`, authenticated with `token` in connection_init.
-async fn subscribe(server: &Server, token: &str, query: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket");
-    assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-transport-ws");
-    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
-    ws.send(Message::text(init.to_string())).await.unwrap();
-    let ack = next_json(&mut ws).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
-    ws
-}
-
-async fn next_json<S>(ws: &mut S) -> Value
-where
-    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("message within 10 s").expect("open").expect("ok");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
 async fn subscriptions_deliver_live_events(mode: Mode) {
     let backend = Backend::new(mode).await;
     let server = Server::start(&backend).await;
     let admin = server.admin().await;
-    let mut ws = subscribe(&server, &admin, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { eventType stream actor } }").await;
+    let mut ws =
+        subscribe(&server, &admin, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { eventType stream actor } }", json!({})).await;
     // The subscription is registered once the server has processed `subscribe`; a mutation made
     // right after could race it, so repeat until the first event arrives (bounded).
     let mut n = 0;
@@ -236,7 +211,7 @@ async fn subscriptions_deliver_live_events(mode: Mode) {
     // A non-admin is refused; a bad token is refused at connection_init.
     server.ok(Some(&admin), CREATE_USER, json!({"u": "viewer", "p": "viewer-password"})).await;
     let viewer = server.login("viewer", "viewer-password").await;
-    let mut ws2 = subscribe(&server, &viewer, "subscription { auditEvents { eventType } }").await;
+    let mut ws2 = subscribe(&server, &viewer, "subscription { auditEvents { eventType } }", json!({})).await;
     let refused = next_json(&mut ws2).await;
     assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
     assert_eq!(refused["payload"]["data"], Value::Null);
@@ -259,8 +234,8 @@ async fn two_servers_share_one_platform(mode: Mode) {
     let b = Server::start(&backend).await;
     let admin_a = a.admin().await;
     let admin_b = b.admin().await;
-    let mut ws_b = subscribe(&b, &admin_b, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }").await;
-    let mut ws_a = subscribe(&a, &admin_a, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }").await;
+    let mut ws_b = subscribe(&b, &admin_b, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }", json!({})).await;
+    let mut ws_a = subscribe(&a, &admin_a, "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }", json!({})).await;
     let mut n = 0;
     loop {
         n += 1;

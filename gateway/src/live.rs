@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use nullops_bus::{Bus, Delivery};
+use nullops_events::codec::types;
 use nullops_events::{LogPosition, StoredEvent};
 use nullops_store::EventStore;
 use tokio::sync::broadcast;
@@ -12,6 +13,37 @@ use tokio_util::sync::CancellationToken;
 
 /// Events a slow subscriber may lag behind before it is told it missed some.
 const CAPACITY: usize = 1024;
+
+/// The events after which someone may see less than before: a live feed checks its caller's
+/// access again at each of them (as well as at each event it delivers).
+const MAY_REVOKE_ACCESS: [&str; 8] = [
+    types::USER_DISABLED.0,
+    types::SESSION_ENDED.0,
+    types::API_TOKEN_REVOKED.0,
+    types::TEAM_DELETED.0,
+    types::TEAM_MEMBER_REMOVED.0,
+    types::ACCESS_REVOKED.0,
+    types::PROJECT_REMOVED.0,
+    types::ENVIRONMENT_REMOVED.0,
+];
+
+/// The read models that say who may see what.
+pub(crate) const ACCESS_READ_MODELS: [&str; 2] = ["identity", "catalog"];
+
+pub(crate) fn may_revoke_access(event_type: &str) -> bool {
+    MAY_REVOKE_ACCESS.contains(&event_type)
+}
+
+/// Ends `stream` after its first error: the client learns why, then the feed closes.
+pub(crate) fn until_error<T>(stream: impl Stream<Item = crate::error::ApiResult<T>>) -> impl Stream<Item = crate::error::ApiResult<T>> {
+    stream.scan(false, |ended, item| {
+        let out = if *ended { None } else { Some(item) };
+        if matches!(out, Some(Err(_))) {
+            *ended = true;
+        }
+        std::future::ready(out)
+    })
+}
 
 #[derive(Clone)]
 pub struct Live {

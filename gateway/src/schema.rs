@@ -505,27 +505,17 @@ impl SubscriptionRoot {
         let credential = req.caller()?.credential.clone();
         let filter = filter.unwrap_or_default().to_filter();
         let events = tokio_stream_from(app.live.subscribe());
-        Ok(events
-            .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| matches(&filter, e))))
-            .then(move |e| {
-                let (app, credential) = (app.clone(), credential.clone());
-                async move {
-                    let caller = auth::resolve_credential(&app.read_models, credential).await?;
-                    if !caller.principal.is_admin() {
-                        return Err(ApiError::Forbidden("this needs the admin role".into()));
-                    }
-                    e.map(|e| AuditEntryGql::from(&*e))
-                        .ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))
+        let entries = events.filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| matches(&filter, e)))).then(move |e| {
+            let (app, credential) = (app.clone(), credential.clone());
+            async move {
+                let caller = auth::resolve_credential(&app.read_models, credential).await?;
+                if !caller.principal.is_admin() {
+                    return Err(ApiError::Forbidden("this needs the admin role".into()));
                 }
-            })
-            .scan(false, |ended, item| {
-                // End the stream after the first error: the client learns why, then it closes.
-                let out = if *ended { None } else { Some(item) };
-                if matches!(out, Some(Err(_))) {
-                    *ended = true;
-                }
-                std::future::ready(out)
-            }))
+                e.map(|e| AuditEntryGql::from(&*e)).ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))
+            }
+        });
+        Ok(crate::live::until_error(entries))
     }
 }
 

@@ -8,9 +8,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 pub mod lab;
 pub mod world;
@@ -242,6 +245,38 @@ impl Server {
         }
         let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").expect("wait");
         assert!(status.success(), "nullops exited with {status}");
+    }
+}
+
+/// A graphql-transport-ws client on `server`, authenticated with `token` in connection_init,
+/// subscribed to `query` with `variables`.
+pub async fn subscribe(
+    server: &Server,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-transport-ws");
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}).to_string())).await.unwrap();
+    ws
+}
+
+pub async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("message within 10 s").expect("open").expect("ok");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
     }
 }
 

@@ -112,8 +112,18 @@ pub(crate) struct Viewer {
 
 impl Viewer {
     pub(crate) async fn of(ctx: &Context<'_>) -> ApiResult<Viewer> {
-        let principal = request(ctx).principal()?.clone();
-        let grants = if principal.is_admin() { vec![] } else { read::grants_of_user(&app(ctx).read_models, principal.username.as_str()).await? };
+        Self::with_grants(app(ctx), request(ctx).principal()?.clone()).await
+    }
+
+    /// The holder of `credential` as the read models say now: it may have been revoked, or its
+    /// user disabled or moved out of a team, since the request began (UNAUTHENTICATED then).
+    pub(crate) async fn now(app: &App, credential: &crate::auth::CredentialRef) -> ApiResult<Viewer> {
+        let caller = crate::auth::resolve_credential(&app.read_models, credential.clone()).await?;
+        Self::with_grants(app, caller.principal).await
+    }
+
+    async fn with_grants(app: &App, principal: Principal) -> ApiResult<Viewer> {
+        let grants = if principal.is_admin() { vec![] } else { read::grants_of_user(&app.read_models, principal.username.as_str()).await? };
         Ok(Viewer { principal, grants })
     }
 

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::catalog::{catalog_state, Viewer};
 use crate::error::{ApiError, ApiResult};
+use crate::live::{may_revoke_access, until_error, ACCESS_READ_MODELS};
 use crate::schema::{app, request, tokio_stream_from};
 use crate::{dispatch, App};
 pub use types::{DeploymentGql, LogLineGql};
@@ -313,23 +314,53 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
     let viewer = Viewer::of(ctx).await?;
     let row = find(&app, &id).await?;
     viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+    let guard = LiveGuard { credential: request(ctx).caller()?.credential.clone(), targets: targets(&row) };
     let stream_id = format!("deployment-{}", row.deployment_id);
     let events = tokio_stream_from(app.live.subscribe());
-    let first = futures::stream::once(async move { Ok(DeploymentGql(row)) });
-    let rest = events.filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id))).then(move |e| {
-        let (app, id) = (app.clone(), id.clone());
-        async move {
-            let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
-            // The read model shows the event before it is served.
-            app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
-            Ok(DeploymentGql(find(&app, &id).await?))
-        }
-    });
-    Ok(first.chain(rest))
+    let first = futures::stream::once(async move { Ok(Some(DeploymentGql(row))) });
+    let rest = events
+        .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id || may_revoke_access(&e.event_type))))
+        .then(move |e| {
+            let (app, id, guard) = (app.clone(), id.clone(), guard.clone());
+            async move {
+                let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
+                if may_revoke_access(&e.event_type) {
+                    guard.check(&app, Some(e.position)).await?;
+                    return Ok(None);
+                }
+                guard.check(&app, None).await?;
+                // The read model shows the event before it is served.
+                app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
+                Ok(Some(DeploymentGql(find(&app, &id).await?)))
+            }
+        });
+    Ok(until_error(first.chain(rest).filter_map(|item| std::future::ready(item.transpose()))))
 }
 
-/// How often a log subscription looks for new lines.
+/// What a live feed of one deployment checks before it delivers: that its caller may still
+/// see the deployment (the session or token still good, the user enabled, a grant still held).
+#[derive(Clone)]
+struct LiveGuard {
+    credential: crate::auth::CredentialRef,
+    targets: [AccessTarget; 2],
+}
+
+impl LiveGuard {
+    /// UNAUTHENTICATED or FORBIDDEN once the caller may no longer see it; `after` an event that
+    /// may have revoked access, once the read models that say so show it.
+    async fn check(&self, app: &App, after: Option<nullops_events::LogPosition>) -> ApiResult<()> {
+        if let Some(position) = after {
+            app.read_models.wait_for(&ACCESS_READ_MODELS, position, app.config.consistency_wait).await?;
+        }
+        let viewer = Viewer::now(app, &self.credential).await?;
+        viewer.access(&self.targets).map(|_| ()).ok_or_else(|| ApiError::Forbidden("you may no longer see this deployment".into()))
+    }
+}
+
+/// How often a log subscription looks for new lines, and checks that its caller may still see
+/// the deployment while none come.
 const LOG_POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const LOG_ACCESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `deploymentLogs(id, service)`: the last lines, then every new line as it is stored, for as
 /// long as the caller may see the deployment. Lines are telemetry, not events: they are read
@@ -339,24 +370,34 @@ pub async fn log_lines(ctx: &Context<'_>, id: ID, service: Option<String>) -> Ap
     let viewer = Viewer::of(ctx).await?;
     let row = find(&app, &id).await?;
     viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+    let guard = LiveGuard { credential: request(ctx).caller()?.credential.clone(), targets: targets(&row) };
     let deployment_id = row.deployment_id;
-    let batches = futures::stream::unfold((app, 0i64, true), move |(app, after, first)| {
-        let service = service.clone();
+    let batches = futures::stream::unfold((app, 0i64, true, tokio::time::Instant::now()), move |(app, after, first, checked)| {
+        let (service, guard) = (service.clone(), guard.clone());
         async move {
             if !first {
                 tokio::time::sleep(LOG_POLL_EVERY).await;
             }
             let limit = if first { 200 } else { i64::from(types::MAX_TAIL) };
             let batch = read::logs(&app.read_models, deployment_id, service.as_deref(), after, 0, limit).await.map_err(ApiError::from);
+            // Access is checked before lines are delivered, and now and then while none come.
+            let mut checked = checked;
+            let batch = match batch {
+                Ok(rows) if !rows.is_empty() || checked.elapsed() >= LOG_ACCESS_EVERY => {
+                    checked = tokio::time::Instant::now();
+                    guard.check(&app, None).await.map(|()| rows)
+                }
+                other => other,
+            };
             let next = batch.as_ref().ok().and_then(|b| b.last()).map_or(after, |l| l.seq);
-            Some((batch, (app, next, false)))
+            Some((batch, (app, next, false, checked)))
         }
     });
-    Ok(batches.flat_map(|batch| {
+    Ok(until_error(batches.flat_map(|batch| {
         let items: Vec<ApiResult<LogLineGql>> = match batch {
             Ok(rows) => rows.into_iter().map(|r| Ok(LogLineGql::from(r))).collect(),
             Err(e) => vec![Err(e)],
         };
         futures::stream::iter(items)
-    }))
+    })))
 }

@@ -1,0 +1,75 @@
+//! Live feeds obey access as it is now, not as it was when they were opened: a deployment's
+//! `deploymentUpdated` and `deploymentLogs` end with UNAUTHENTICATED once the caller's user is
+//! disabled or its session ends, and with FORBIDDEN once its team's grant is revoked, as
+//! `auditEvents` already did.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::world::*;
+use support::{next_json, subscribe, Mode};
+
+const UPDATED: &str = "subscription($id: ID!) { deploymentUpdated(id: $id) { state } }";
+const LOGS: &str = "subscription($id: ID!) { deploymentLogs(id: $id) { text } }";
+const GRANT: &str = "mutation { grantAccess(team: \"qa\", target: {kind: PROJECT, name: \"serving\"}, access: READ_ONLY) { name } }";
+const REVOKE: &str = "mutation { revokeAccess(team: \"qa\", target: {kind: PROJECT, name: \"serving\"}) { name } }";
+
+/// Reads the feed until it ends with an error; the error's code.
+async fn ends_with<S>(ws: &mut S) -> String
+where
+    S: futures::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message: Value = next_json(ws).await;
+        if let Some(code) = message["payload"]["errors"][0]["extensions"]["code"].as_str() {
+            return code.to_owned();
+        }
+        assert_eq!(message["type"], "next", "the feed delivers until it ends with an error: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feeds_end_when_access_ends() {
+    let w = World::new(Mode::Embedded).await;
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "serving", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}}),
+    )
+    .await;
+    w.save("serving", json!({"nodes": [{"id": "api", "service": "api"}]})).await;
+    let id = w.create("serving", json!([])).await["id"].as_str().unwrap().to_owned();
+    w.reaches(&id, "RUNNING", MINUTE).await;
+    w.ok("mutation { createUser(username: \"bob\", password: \"bob-password-1\") { username } }", json!({})).await;
+    w.ok("mutation { createTeam(name: \"qa\") { name } }", json!({})).await;
+    w.ok("mutation { addTeamMember(team: \"qa\", username: \"bob\") { name } }", json!({})).await;
+    w.ok(GRANT, json!({})).await;
+
+    // Disabled: the feed ends UNAUTHENTICATED, with no event of the deployment needed.
+    let token = w.server.login("bob", "bob-password-1").await;
+    let mut ws = subscribe(&w.server, &token, UPDATED, json!({"id": id})).await;
+    assert_eq!(next_json(&mut ws).await["payload"]["data"]["deploymentUpdated"]["state"], "RUNNING");
+    w.ok("mutation { disableUser(username: \"bob\") { username } }", json!({})).await;
+    assert_eq!(ends_with(&mut ws).await, "UNAUTHENTICATED");
+    w.ok("mutation { enableUser(username: \"bob\") { username } }", json!({})).await;
+
+    // The team's grant revoked: FORBIDDEN.
+    let token = w.server.login("bob", "bob-password-1").await;
+    let mut ws = subscribe(&w.server, &token, UPDATED, json!({"id": id})).await;
+    assert_eq!(next_json(&mut ws).await["payload"]["data"]["deploymentUpdated"]["state"], "RUNNING");
+    w.ok(REVOKE, json!({})).await;
+    assert_eq!(ends_with(&mut ws).await, "FORBIDDEN");
+    w.ok(GRANT, json!({})).await;
+
+    // The log feed, and the session ended (signed out elsewhere): UNAUTHENTICATED.
+    let token = w.server.login("bob", "bob-password-1").await;
+    let mut ws = subscribe(&w.server, &token, LOGS, json!({"id": id})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "next", "the log's last lines first");
+    w.server.ok(Some(&token), "mutation { logout }", json!({})).await;
+    assert_eq!(ends_with(&mut ws).await, "UNAUTHENTICATED");
+    // And a revoked grant ends the log feed too.
+    let token = w.server.login("bob", "bob-password-1").await;
+    let mut ws = subscribe(&w.server, &token, LOGS, json!({"id": id})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "next");
+    w.ok(REVOKE, json!({})).await;
+    assert_eq!(ends_with(&mut ws).await, "FORBIDDEN");
+}
