@@ -370,6 +370,72 @@ async fn logs_are_json_on_request(mode: Mode) {
     server.stop().await;
 }
 
+/// A page of another origin can make a signed-in admin's browser send a request with the session
+/// cookie, as a form (`text/plain`, form-encoded) or a `fetch`: none of it is executed. The UI's
+/// own requests (JSON, its own origin) and bearer-token clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_with_the_session_cookie_are_refused() {
+    let backend = Backend::new(Mode::Embedded).await;
+    let server = Server::start(&backend).await;
+    let login = "mutation { login(username: \"admin\", password: \"admin-password-for-tests\") { token } }";
+    let signed_in = server.http.post(server.url("/graphql")).json(&json!({"query": login})).send().await.unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let token: Value = signed_in.json().await.unwrap();
+    let token = token["data"]["login"]["token"].as_str().unwrap().to_owned();
+    let mutation =
+        |n: u32| json!({"query": format!("mutation {{ createUser(username: \"csrf{n}\", password: \"csrf-password-1\") {{ username }} }}")}).to_string();
+    let plain = reqwest::Client::new();
+    let post = |body: String, headers: &[(&str, &str)]| {
+        let mut request = plain.post(server.url("/graphql")).header("cookie", &cookie).body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let deployed_service = "http://web.pr-1.local.localhost:8081";
+    let refused = [
+        (post(mutation(1), &[("content-type", "text/plain")]).await, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (post(format!("query={}", mutation(2)), &[("content-type", "application/x-www-form-urlencoded")]).await, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (post(mutation(3), &[("content-type", "application/json"), ("origin", deployed_service)]).await, 403, "CROSS_SITE_REQUEST"),
+        (post(mutation(4), &[("content-type", "application/json"), ("sec-fetch-site", "same-site")]).await, 403, "CROSS_SITE_REQUEST"),
+    ];
+    for ((status, body), want_status, want_code) in refused {
+        assert_eq!((status, code(&body)), (want_status, want_code), "{body}");
+    }
+    let users = server.ok(Some(&token), "{ users { username } }", json!({})).await;
+    assert!(!users.to_string().contains("csrf"), "no refused request ran: {users}");
+
+    // The UI itself (JSON from its own origin), a script with the cookie (no Origin), and a
+    // bearer client sending text/plain are all served.
+    let own = format!("http://{}", server.addr);
+    let (status, body) = post(mutation(5), &[("content-type", "application/json"), ("origin", &own)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    let (_, body) = post(mutation(6), &[("content-type", "application/json")]).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let bearer = plain.post(server.url("/graphql")).bearer_auth(&token).header("content-type", "text/plain").body(mutation(7)).send().await.unwrap();
+    let bearer: Value = bearer.json().await.unwrap();
+    assert!(bearer.get("errors").is_none(), "bearer clients are unaffected: {bearer}");
+
+    // A WebSocket opened from another origin does not ride on the cookie.
+    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    request.headers_mut().insert("Cookie", cookie.parse().unwrap());
+    request.headers_mut().insert("Origin", deployed_service.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket");
+    ws.send(Message::text(json!({"type": "connection_init", "payload": {}}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
+    let query = "subscription { auditEvents { eventType } }";
+    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    let answer = next_json(&mut ws).await;
+    assert_eq!(answer["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{answer}");
+    server.stop().await;
+}
+
 in_both_modes!(
     identity_lifecycle,
     bad_input_gets_a_code_and_appends_nothing,

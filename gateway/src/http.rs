@@ -16,10 +16,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::auth;
 use crate::context::RequestContext;
 use crate::schema::{self, NullOpsSchema};
 use crate::App;
+use crate::{auth, origin};
 
 /// Largest request body accepted; GraphQL documents of NullOps are far smaller.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -65,6 +65,15 @@ async fn graphql_post(
         }
         Err(rejection) => return error_response(rejection.status(), "BAD_REQUEST", rejection.body_text()),
     };
+    if !origin::has_bearer(&headers) {
+        // The browser's path (the session cookie, or a sign-in): only JSON, only from our origin.
+        if let Err(refused) = origin::check_json(&headers) {
+            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, refused.code, refused.message);
+        }
+        if let Err(refused) = origin::check_origin(&headers, &gw.app.config.allowed_origins) {
+            return error_response(StatusCode::FORBIDDEN, refused.code, refused.message);
+        }
+    }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("the body must be a JSON object with a \"query\" string: {e}")),
@@ -95,7 +104,9 @@ async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let cookie_token = auth::token_from_headers(&headers);
+    // Another site's page may open a WebSocket here too, and the browser sends the cookie with
+    // it: the cookie counts only from our own origin (a token in connection_init always does).
+    let cookie_token = if origin::check_origin(&headers, &gw.app.config.allowed_origins).is_ok() { auth::token_from_headers(&headers) } else { None };
     let trace = traceparent(&headers);
     upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
         let app = gw.app.clone();

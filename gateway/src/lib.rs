@@ -14,6 +14,7 @@ pub mod error;
 mod frontend;
 mod http;
 pub mod live;
+mod origin;
 mod schema;
 
 pub use bootstrap::{bootstrap_admin, bootstrap_catalog};
@@ -57,6 +58,9 @@ pub struct GatewayConfig {
     pub secure_cookies: bool,
     /// How users reach the ingress, for the service URLs.
     pub ingress: nullops_ingress::PublicOrigin,
+    /// Origins besides the server's own whose pages may use the session cookie
+    /// (`NULLOPS_ALLOWED_ORIGINS`), e.g. the UI's public origin when a proxy rewrites Host.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -66,6 +70,7 @@ impl Default for GatewayConfig {
             consistency_wait: Duration::from_secs(5),
             secure_cookies: false,
             ingress: Default::default(),
+            allowed_origins: vec![],
         }
     }
 }

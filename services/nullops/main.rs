@@ -153,6 +153,10 @@ pub struct ServeArgs {
     /// --ingress-* options here so that service URLs name their port and scheme).
     #[arg(long, env = "NULLOPS_NO_INGRESS")]
     no_ingress: bool,
+    /// Origins besides the server's own whose pages may sign in and act with the session
+    /// cookie, comma-separated (e.g. https://nullops.example.com when a proxy rewrites Host).
+    #[arg(long, env = "NULLOPS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     #[command(flatten)]
     ingress: IngressArgs,
 }

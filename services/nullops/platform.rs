@@ -243,7 +243,12 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
         keyring,
         registries: TagLister::new(REGISTRY_DEADLINE),
         catalog: StateCache::new(1),
-        config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), ingress, ..Default::default() },
+        config: GatewayConfig {
+            session_ttl: Duration::from_secs(args.session_ttl_secs),
+            ingress,
+            allowed_origins: args.allowed_origins.clone(),
+            ..Default::default()
+        },
     });
     match nullops_gateway::bootstrap_admin(&app, args.admin_password.clone()).await {
         Ok(Some(password)) => println!("Created user 'admin' with password: {password}\n(shown once; set NULLOPS_ADMIN_PASSWORD to choose it)"),
