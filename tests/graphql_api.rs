@@ -316,14 +316,8 @@ async fn health_ui_and_graphiql(mode: Mode) {
 
     // The web UI's subscriptions authenticate with the same cookie and an empty connection_init.
     let session = cookie.split(';').next().unwrap().to_owned();
-    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    request.headers_mut().insert("Cookie", session.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket");
-    ws.send(Message::text(json!({"type": "connection_init", "payload": {}}).to_string())).await.unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
     let query = "subscription { auditEvents(filter: { eventType: \"user.registered\" }) { stream } }";
-    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    let mut ws = subscribe_as_browser(&server, &session, None, query).await;
     let admin = server.admin().await;
     let mut n = 0;
     loop {
@@ -368,6 +362,27 @@ async fn logs_are_json_on_request(mode: Mode) {
         assert!(!all.contains(secret), "a secret appeared in the logs");
     }
     server.stop().await;
+}
+
+/// A graphql-transport-ws client as the web UI opens it: authenticated by the session `cookie`
+/// (an empty connection_init), from page `origin` when given, subscribed to `query`.
+async fn subscribe_as_browser(
+    server: &Server,
+    cookie: &str,
+    origin: Option<&str>,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    request.headers_mut().insert("Cookie", cookie.parse().unwrap());
+    if let Some(origin) = origin {
+        request.headers_mut().insert("Origin", origin.parse().unwrap());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket");
+    ws.send(Message::text(json!({"type": "connection_init", "payload": {}}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
+    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    ws
 }
 
 /// A page of another origin can make a signed-in admin's browser send a request with the session
@@ -422,15 +437,7 @@ async fn cross_site_requests_with_the_session_cookie_are_refused() {
     assert!(bearer.get("errors").is_none(), "bearer clients are unaffected: {bearer}");
 
     // A WebSocket opened from another origin does not ride on the cookie.
-    let mut request = format!("ws://{}/graphql", server.addr).into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    request.headers_mut().insert("Cookie", cookie.parse().unwrap());
-    request.headers_mut().insert("Origin", deployed_service.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket");
-    ws.send(Message::text(json!({"type": "connection_init", "payload": {}}).to_string())).await.unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
-    let query = "subscription { auditEvents { eventType } }";
-    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    let mut ws = subscribe_as_browser(&server, &cookie, Some(deployed_service), "subscription { auditEvents { eventType } }").await;
     let answer = next_json(&mut ws).await;
     assert_eq!(answer["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{answer}");
     server.stop().await;
