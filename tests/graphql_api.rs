@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use serde_json::{json, Value};
-use support::{code, eventually, next_json, subscribe, Backend, Mode, Server};
+use support::{code, eventually, next_json, subscribe, Backend, Mode, Server, ADMIN_PASSWORD};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -169,19 +169,61 @@ async fn bad_input_gets_a_code_and_appends_nothing(mode: Mode) {
     server.stop().await;
 }
 
+/// A client whose connections come from `address` (any of 127/8 reaches the server on loopback).
+fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(address.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}
+
+/// Signs in as admin with `password` through `client`; the whole answer.
+async fn login_from(server: &Server, client: &reqwest::Client, password: &str) -> Value {
+    let query = "mutation($p: String!) { login(username: \"admin\", password: $p) { token } }";
+    client.post(server.url("/graphql")).json(&json!({"query": query, "variables": {"p": password}})).send().await.unwrap().json().await.unwrap()
+}
+
 async fn failed_logins_are_throttled(mode: Mode) {
     let backend = Backend::new(mode).await;
     let server = Server::start(&backend).await;
-    let login = "mutation { login(username: \"admin\", password: \"not-the-password\") { token } }";
+    let (attacker, user) = (client_from("127.0.0.1"), client_from("127.0.0.2"));
     for _ in 0..5 {
-        assert_eq!(code(&server.gql(None, login, json!({})).await), "UNAUTHENTICATED");
+        assert_eq!(code(&login_from(&server, &attacker, "not-the-password").await), "UNAUTHENTICATED");
     }
-    let r = server.gql(None, login, json!({})).await;
+    let r = login_from(&server, &attacker, "not-the-password").await;
     assert_eq!(code(&r), "RATE_LIMITED");
     assert!(r["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
-    // Even the right password waits out the throttle.
-    let r = server.gql(None, "mutation { login(username: \"admin\", password: \"admin-password-for-tests\") { token } }", json!({})).await;
-    assert_eq!(code(&r), "RATE_LIMITED");
+    // From that address even the right password waits...
+    assert_eq!(code(&login_from(&server, &attacker, ADMIN_PASSWORD).await), "RATE_LIMITED");
+    // ...but the user, from their own address, signs in at once.
+    let r = login_from(&server, &user, ADMIN_PASSWORD).await;
+    assert!(r["data"]["login"]["token"].is_string(), "{r}");
+    // The count is kept where every server sees it: another server, or this one restarted.
+    let other = match mode {
+        Mode::Production => Server::start(&backend).await,
+        Mode::Embedded => {
+            server.stop().await;
+            Server::start(&backend).await
+        }
+    };
+    assert_eq!(code(&login_from(&other, &attacker, "not-the-password").await), "RATE_LIMITED");
+    other.stop().await;
+}
+
+/// The line the throttle is held to: after 20 s of wrong passwords for a user from one address,
+/// the right password from another address signs in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_seconds_of_wrong_passwords_do_not_lock_out_the_user() {
+    let backend = Backend::new(Mode::Embedded).await;
+    let server = Server::start(&backend).await;
+    let (attacker, user) = (client_from("127.0.0.1"), client_from("127.0.0.3"));
+    let started = tokio::time::Instant::now();
+    let mut attempts = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let r = login_from(&server, &attacker, &format!("guess-{attempts}")).await;
+        assert!(matches!(code(&r), "UNAUTHENTICATED" | "RATE_LIMITED"), "{r}");
+        attempts += 1;
+    }
+    let r = login_from(&server, &user, ADMIN_PASSWORD).await;
+    assert!(r["data"]["login"]["token"].is_string(), "after {attempts} wrong passwords in 20 s: {r}");
+    println!("{attempts} wrong passwords in 20 s from one address; the right one from another signed in");
     server.stop().await;
 }
 

@@ -1,9 +1,8 @@
 //! Credentials: password hashing, bearer tokens, resolving a request's principal, throttling.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -11,6 +10,7 @@ use base64::Engine;
 use nullops_domain::{Principal, Username};
 use nullops_events::identity::Role;
 use nullops_events::Timestamp;
+use nullops_projections::logins;
 use nullops_projections::{identity, ReadModelDb};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -138,74 +138,97 @@ pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// Failed-login throttling per username and per client address, in this process.
+/// Failed sign-in throttling, by source address and by user and source together, never by user
+/// alone: an attacker's failures slow the attacker's address down but cannot lock the real user
+/// out, who signs in at once from their own address. The counts are kept in the read-model
+/// database (`nullops_projections::logins`), so every server sees the same counts and a restart
+/// keeps them.
 ///
-/// Five failures are free; each further one doubles the wait, up to 5 minutes. A success clears
-/// the username's record. The table is bounded: past `MAX_KEYS` entries, expired ones go first,
-/// then everything (a flood of distinct keys must not grow memory).
-#[derive(Default)]
+/// Past its free failures a key waits 1 s, then twice as long after each further failure, up to
+/// 5 minutes; a success clears the user-and-source key; counts older than 15 minutes start again.
+#[derive(Clone)]
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, Failures>>,
+    db: ReadModelDb,
 }
 
-struct Failures {
-    count: u32,
-    last: Instant,
-}
-
-const FREE_FAILURES: u32 = 5;
+/// Failures allowed before waiting: a user mistyping from one place, and a whole address (a
+/// shared office address holds many users).
+const FREE_PAIR_FAILURES: u32 = 5;
+const FREE_ADDRESS_FAILURES: u32 = 20;
 const MAX_WAIT: Duration = Duration::from_secs(300);
 const FORGET_AFTER: Duration = Duration::from_secs(900);
-const MAX_KEYS: usize = 100_000;
+/// Longest username kept in a key: longer ones cannot exist, and keys stay small.
+const MAX_KEY_USERNAME: usize = 64;
 
-fn wait_for(f: &Failures) -> Duration {
-    if f.count < FREE_FAILURES {
+/// How long a key with `count` failures, `free` of them free, waits after its last failure.
+fn wait_for(count: u32, free: u32) -> Duration {
+    if count < free {
         return Duration::ZERO;
     }
-    Duration::from_secs(1u64 << (f.count - FREE_FAILURES).min(16)).min(MAX_WAIT)
+    Duration::from_secs(1u64 << (count - free).min(16)).min(MAX_WAIT)
+}
+
+/// Where a request comes from, as the throttle counts it: an IPv6 client holds its whole /64.
+fn source(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 impl LoginThrottle {
-    fn keys(username: &str, addr: IpAddr) -> [String; 2] {
-        [format!("user:{username}"), format!("addr:{addr}")]
+    pub fn new(db: ReadModelDb) -> Self {
+        LoginThrottle { db }
+    }
+
+    /// The keys of an attempt, each with its free failures.
+    fn keys(username: &str, addr: IpAddr) -> [(String, u32); 2] {
+        let source = source(addr);
+        let username: String = username.chars().take(MAX_KEY_USERNAME).collect();
+        [(format!("addr:{source}"), FREE_ADDRESS_FAILURES), (format!("pair:{username}|{source}"), FREE_PAIR_FAILURES)]
     }
 
     /// Refuses the attempt while either key is in its waiting period.
-    pub fn check(&self, username: &str, addr: IpAddr) -> ApiResult<()> {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for key in Self::keys(username, addr) {
-            if let Some(f) = map.get(&key) {
-                let wait = wait_for(f);
-                let elapsed = f.last.elapsed();
-                if elapsed < wait {
-                    return Err(ApiError::RateLimited { retry_after_secs: (wait - elapsed).as_secs().max(1) });
-                }
+    pub async fn check(&self, username: &str, addr: IpAddr) -> ApiResult<()> {
+        let keys = Self::keys(username, addr);
+        let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let now = Timestamp::now().0;
+        for (key, failures) in logins::failures(&self.db, &names).await? {
+            let free = keys.iter().find(|(k, _)| *k == key).map_or(FREE_PAIR_FAILURES, |(_, free)| *free);
+            let elapsed = Duration::from_micros(u64::try_from(now.saturating_sub(failures.last_at)).unwrap_or(0));
+            if elapsed >= FORGET_AFTER {
+                continue;
+            }
+            let wait = wait_for(failures.count, free);
+            if elapsed < wait {
+                return Err(ApiError::RateLimited { retry_after_secs: (wait - elapsed).as_secs().max(1) });
             }
         }
         Ok(())
     }
 
-    pub fn failed(&self, username: &str, addr: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, f| f.last.elapsed() < FORGET_AFTER);
-            if map.len() >= MAX_KEYS {
-                map.clear();
-            }
-        }
-        for key in Self::keys(username, addr) {
-            let f = map.entry(key).or_insert(Failures { count: 0, last: Instant::now() });
-            if f.last.elapsed() > FORGET_AFTER {
-                f.count = 0;
-            }
-            f.count += 1;
-            f.last = Instant::now();
+    /// Counts a failed attempt. Counting may fail (the database): logged, never the caller's error.
+    pub async fn failed(&self, username: &str, addr: IpAddr) {
+        let keys: Vec<String> = Self::keys(username, addr).into_iter().map(|(k, _)| k).collect();
+        let now = Timestamp::now().0;
+        let forget_before = now - i64::try_from(FORGET_AFTER.as_micros()).unwrap_or(i64::MAX);
+        if let Err(e) = logins::record_failure(&self.db, &keys, now, forget_before).await {
+            tracing::warn!(error = %e, "cannot count a failed sign-in");
         }
     }
 
-    pub fn succeeded(&self, username: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&format!("user:{username}"));
+    /// A success clears the user's failures from that source (not the address's).
+    pub async fn succeeded(&self, username: &str, addr: IpAddr) {
+        let [_, (pair, _)] = Self::keys(username, addr);
+        if let Err(e) = logins::clear(&self.db, &pair).await {
+            tracing::warn!(error = %e, "cannot clear the failed sign-ins of a user");
+        }
     }
 }
 
@@ -224,20 +247,23 @@ mod tests {
     }
 
     #[test]
-    fn throttle_allows_five_failures_then_waits_per_user_and_address() {
-        let t = LoginThrottle::default();
-        let addr: IpAddr = "127.0.0.1".parse().unwrap();
-        for _ in 0..5 {
-            assert!(t.check("alice", addr).is_ok());
-            t.failed("alice", addr);
-        }
-        assert!(matches!(t.check("alice", addr), Err(ApiError::RateLimited { .. })));
-        // Another user from the same address is throttled too (address key)...
-        assert!(t.check("bob", addr).is_err());
-        // ...but not from another address.
-        assert!(t.check("bob", "10.0.0.1".parse().unwrap()).is_ok());
-        // The same user from elsewhere is still throttled (user key).
-        assert!(t.check("alice", "10.0.0.1".parse().unwrap()).is_err());
+    fn waits_grow_past_the_free_failures_and_are_capped() {
+        assert_eq!(wait_for(4, FREE_PAIR_FAILURES), Duration::ZERO);
+        assert_eq!(wait_for(5, FREE_PAIR_FAILURES), Duration::from_secs(1));
+        assert_eq!(wait_for(8, FREE_PAIR_FAILURES), Duration::from_secs(8));
+        assert_eq!(wait_for(40, FREE_PAIR_FAILURES), MAX_WAIT);
+        assert_eq!(wait_for(19, FREE_ADDRESS_FAILURES), Duration::ZERO);
+    }
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_counts_by_64() {
+        assert_eq!(source("10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(source("2001:db8:1:2:aaaa::1".parse().unwrap()), source("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_ne!(source("2001:db8:1:2::1".parse().unwrap()), source("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(source("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3");
+        let [(addr, _), (pair, _)] = LoginThrottle::keys(&"x".repeat(500), "10.0.0.1".parse().unwrap());
+        assert_eq!(addr, "addr:10.0.0.1");
+        assert!(pair.len() < 100, "{pair}");
     }
 
     #[test]

@@ -339,17 +339,17 @@ impl IdentityMutation {
     /// Signs in: returns a bearer token and sets it as an HttpOnly, SameSite=Strict cookie.
     async fn login(&self, ctx: &Context<'_>, username: String, password: String) -> ApiResult<LoginPayload> {
         let (app, req) = (app(ctx), request(ctx));
-        app.throttle.check(&username, req.client_addr)?;
+        app.throttle.check(&username, req.client_addr).await?;
         let user = match Username::parse(&username) {
             Ok(name) => identity::user(&app.read_models, name.as_str()).await?,
             Err(_) => None,
         };
         let verified = app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
         let Some(user) = user.filter(|u| verified && !u.disabled) else {
-            app.throttle.failed(&username, req.client_addr);
+            app.throttle.failed(&username, req.client_addr).await;
             return Err(ApiError::Unauthenticated(INVALID_LOGIN.into()));
         };
-        app.throttle.succeeded(&username);
+        app.throttle.succeeded(&username, req.client_addr).await;
         let token = auth::new_token(auth::SESSION_PREFIX);
         let session_id = uuid::Uuid::now_v7();
         let expires_at = Timestamp::now().plus_secs(app.config.session_ttl.as_secs() as i64);
@@ -417,10 +417,10 @@ impl IdentityMutation {
         let (app, req) = (app(ctx), request(ctx));
         let by = req.principal()?.clone();
         let name = by.username.to_string();
-        app.throttle.check(&name, req.client_addr)?;
+        app.throttle.check(&name, req.client_addr).await?;
         let user = identity::user(&app.read_models, &name).await?;
         if !app.passwords.verify(current_password, user.map(|u| u.password_hash)).await? {
-            app.throttle.failed(&name, req.client_addr);
+            app.throttle.failed(&name, req.client_addr).await;
             return Err(ApiError::Unauthenticated("the current password is wrong".into()));
         }
         let password = Password::parse(&new_password)?;

@@ -83,7 +83,7 @@ impl ReadModelDb {
         }
         let db = ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) };
         db.drop_outdated(&crate::all()).await?;
-        for statement in crate::catalog::SCHEMA.iter().chain(crate::nodes::SCHEMA).chain(crate::deployments::SCHEMA) {
+        for statement in crate::catalog::SCHEMA.iter().chain(crate::nodes::SCHEMA).chain(crate::deployments::SCHEMA).chain(crate::logins::SCHEMA) {
             sqlx::query(statement).execute(&db.pool).await?;
         }
         for projection in crate::all() {

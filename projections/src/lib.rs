@@ -13,6 +13,7 @@ pub mod catalog;
 mod db;
 pub mod deployments;
 pub mod identity;
+pub mod logins;
 pub mod nodes;
 pub mod runner;
 

@@ -238,7 +238,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
         read_models: b.read_models.clone(),
         projections,
         passwords: nullops_gateway::auth::PasswordHasherPool::new().await,
-        throttle: Default::default(),
+        throttle: nullops_gateway::auth::LoginThrottle::new(b.read_models.clone()),
         live,
         keyring,
         registries: TagLister::new(REGISTRY_DEADLINE),
