@@ -15,12 +15,24 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::Shared;
 
+/// A peer must start its TLS handshake this soon after connecting: a silent socket is dropped
+/// before it costs anything else.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the whole handshake: a peer that stalls is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub type AgentSocket = WebSocketStream<TlsStream<TcpStream>>;
 
 pub async fn accept(tcp: TcpStream, peer: SocketAddr, tls: &tokio_rustls::TlsAcceptor, shared: &Shared) -> Option<AgentSocket> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return None,
+        Err(_) => {
+            tracing::debug!(%peer, "dropped a connection that sent nothing for {} s", FIRST_BYTE_TIMEOUT.as_secs());
+            return None;
+        }
+    }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_inner(tcp, tls, shared)).await {
         Ok(Ok(ws)) => Some(ws),
         Ok(Err(reason)) => {

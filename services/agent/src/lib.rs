@@ -30,16 +30,19 @@ use std::time::Duration;
 use nullops_wire::message::{ActualDeployment, ContainerState, DesiredDeployment, RunPhase, RunStatus, ServiceHealth, Usage};
 use nullops_wire::{NodeToken, RequestId, Thumbprint, TokenHash};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use docker::{Engine, LABEL_SCOPE};
 
 /// How often the agent reports resource use.
 const USAGE_EVERY: Duration = Duration::from_secs(3);
-/// Connections allowed in the TLS and WebSocket handshake at once; more wait in the kernel's
-/// backlog, so a flood of idle sockets cannot exhaust the agent.
-const MAX_HANDSHAKES: usize = 32;
+/// Connections in the TLS and WebSocket handshake at once. Every connection is accepted at
+/// once (none waits behind a silent one); past this many, the oldest handshake still going is
+/// dropped for the newcomer: a crowd of silent sockets ages out first, while the control
+/// plane's handshake takes milliseconds. Each handshake is bounded in time, too
+/// (see `handshake.rs`).
+const MAX_HANDSHAKES: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -204,12 +207,8 @@ impl Agent {
         tasks.spawn(watch_engine(engine.clone(), engine_changed.clone(), shutdown.clone()));
         tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, engine_changed, reconcile_every, shutdown.clone()));
         tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
-        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let handshakes = Arc::new(Handshakes::default());
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = handshakes.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -222,10 +221,17 @@ impl Agent {
                     }
                 },
             };
-            let (tls, shared, shutdown) = (tls.clone(), shared.clone(), shutdown.clone());
+            let (tls, shared, shutdown, handshakes) = (tls.clone(), shared.clone(), shutdown.clone(), handshakes.clone());
+            let (id, dropped) = handshakes.begin();
             tokio::spawn(async move {
-                let ws = handshake::accept(tcp, peer, &tls, &shared).await;
-                drop(permit);
+                let ws = tokio::select! {
+                    _ = dropped.cancelled() => {
+                        tracing::warn!(%peer, "dropped a connection still in its handshake: {MAX_HANDSHAKES} newer ones came");
+                        None
+                    }
+                    ws = handshake::accept(tcp, peer, &tls, &shared) => ws,
+                };
+                handshakes.end(id);
                 if let Some(ws) = ws {
                     session::run(ws, peer, shared, shutdown).await;
                 }
@@ -235,6 +241,34 @@ impl Agent {
             current.cancel();
         }
         tasks.shutdown().await;
+    }
+}
+
+/// The handshakes going on, oldest first, each with a token that drops it.
+#[derive(Default)]
+struct Handshakes {
+    going: Mutex<(u64, std::collections::VecDeque<(u64, CancellationToken)>)>,
+}
+
+impl Handshakes {
+    /// Registers a new handshake; drops the oldest when there are too many.
+    fn begin(&self) -> (u64, CancellationToken) {
+        let mut going = self.going.lock().expect("handshakes lock");
+        going.0 += 1;
+        let id = going.0;
+        let token = CancellationToken::new();
+        going.1.push_back((id, token.clone()));
+        if going.1.len() > MAX_HANDSHAKES {
+            if let Some((_, oldest)) = going.1.pop_front() {
+                oldest.cancel();
+            }
+        }
+        (id, token)
+    }
+
+    fn end(&self, id: u64) {
+        let mut going = self.going.lock().expect("handshakes lock");
+        going.1.retain(|(i, _)| *i != id);
     }
 }
 
