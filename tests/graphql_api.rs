@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::{code, eventually, next_json, subscribe, Backend, Mode, Server, ADMIN_PASSWORD};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -485,7 +485,51 @@ async fn cross_site_requests_with_the_session_cookie_are_refused() {
     server.stop().await;
 }
 
+/// SIGTERM with subscriptions open (a browser's, by cookie, and API clients'): each gets a
+/// close frame saying 1001 (going away), and the process exits cleanly (a watchdog would end it
+/// with status 1 at 5 s, so a clean exit is one within 5 s).
+async fn a_stop_closes_every_subscription_and_exits(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let mut server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(subscribe(&server, &admin, "subscription { auditEvents { eventType } }", json!({})).await);
+    }
+    let signed_in = server
+        .http
+        .post(server.url("/graphql"))
+        .json(&json!({"query": format!("mutation {{ login(username: \"admin\", password: \"{ADMIN_PASSWORD}\") {{ token }} }}")}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    sockets.push(subscribe_as_browser(&server, &cookie, None, "subscription { auditEvents { eventType } }").await);
+    // Each subscription is live before the stop.
+    server.ok(Some(&admin), CREATE_USER, json!({"u": "before-stop", "p": "before-stop-1"})).await;
+    for ws in sockets.iter_mut() {
+        assert_eq!(next_json(ws).await["type"], "next");
+    }
+
+    let started = tokio::time::Instant::now();
+    server.terminate();
+    for ws in sockets.iter_mut() {
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a close frame within 10 s") {
+                Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 1001, "going away: {close:?}");
+    }
+    let status = server.exited(Duration::from_secs(20)).await;
+    assert!(status.success(), "a clean exit, before the 5 s watchdog: {status}");
+    println!("stopped {:?} after SIGTERM with 4 subscriptions open", started.elapsed());
+}
+
 in_both_modes!(
+    a_stop_closes_every_subscription_and_exits,
     identity_lifecycle,
     bad_input_gets_a_code_and_appends_nothing,
     failed_logins_are_throttled,

@@ -10,11 +10,13 @@ use async_graphql::{Data, ServerError, ServerResult, ValidationResult, Variables
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{close_code, CloseFrame, Message};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::{SinkExt, StreamExt};
 
 use crate::context::RequestContext;
 use crate::schema::{self, NullOpsSchema};
@@ -108,9 +110,15 @@ async fn graphql_ws(
     // it: the cookie counts only from our own origin (a token in connection_init always does).
     let cookie_token = if origin::check_origin(&headers, &gw.app.config.allowed_origins).is_ok() { auth::token_from_headers(&headers) } else { None };
     let trace = traceparent(&headers);
-    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
         let app = gw.app.clone();
-        GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
+        let shutdown = app.shutdown.clone();
+        let _open = app.sockets.token();
+        // async-graphql writes to a channel and this task to the socket, so that on shutdown
+        // the socket can still be closed properly (a close frame, 1001 going away).
+        let (mut socket_out, socket_in) = socket.split();
+        let (to_client, mut outgoing) = futures::channel::mpsc::channel::<Message>(OUTGOING);
+        let graphql = GraphQLWebSocket::new_with_pair(to_client, socket_in, gw.schema.clone(), protocol)
             .on_connection_init(move |payload| async move {
                 // The token in connection_init wins over the cookie of the upgrade request.
                 let from_payload = ["Authorization", "authorization"]
@@ -125,9 +133,35 @@ async fn graphql_ws(
                 data.insert(ctx);
                 Ok(data)
             })
-            .serve()
+            .serve();
+        tokio::pin!(graphql);
+        let mut served = false;
+        loop {
+            tokio::select! {
+                () = &mut graphql, if !served => served = true,
+                message = outgoing.next() => match message {
+                    Some(message) => {
+                        if socket_out.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    // async-graphql is done and all it wrote is sent.
+                    None => return,
+                },
+                () = shutdown.cancelled() => {
+                    let close = CloseFrame { code: close_code::AWAY, reason: "the server is shutting down; reconnect shortly".into() };
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket_out.send(Message::Close(Some(close)))).await;
+                    return;
+                }
+            }
+        }
     })
 }
+
+/// Messages async-graphql may queue for one subscription socket before it waits for the client.
+const OUTGOING: usize = 32;
+/// Bound on sending the close frame to a client that stopped reading.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn graphiql() -> Html<String> {
     Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())

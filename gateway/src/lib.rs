@@ -46,6 +46,11 @@ pub struct App {
     /// The catalog as this process last decided it: commands and checks read only newer events.
     pub catalog: StateCache<nullops_domain::catalog::Catalog>,
     pub config: GatewayConfig,
+    /// Cancelled when the process stops: open subscriptions are closed (1001, going away).
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The subscription sockets still open, so that a stop can wait for their close frames
+    /// (the HTTP server's graceful shutdown does not follow upgraded connections).
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! Wiring: the same components on embedded or production backends.
 
 use std::fs::{File, OpenOptions};
+use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -249,7 +250,10 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
             allowed_origins: args.allowed_origins.clone(),
             ..Default::default()
         },
+        shutdown: shutdown.clone(),
+        sockets: Default::default(),
     });
+    let sockets = app.sockets.clone();
     match nullops_gateway::bootstrap_admin(&app, args.admin_password.clone()).await {
         Ok(Some(password)) => println!("Created user 'admin' with password: {password}\n(shown once; set NULLOPS_ADMIN_PASSWORD to choose it)"),
         Ok(None) => {}
@@ -276,15 +280,50 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     println!("NullOps is up: http://{addr}/ (GraphQL API at http://{addr}/graphql)");
     let router = nullops_gateway::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stop = shutdown.clone();
-    axum::serve(listener, router)
+    let serving = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
             stop.cancel();
         })
-        .await?;
+        .into_future();
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => served?,
+        () = shutdown.cancelled() => {
+            // Signalled: the open subscriptions are being closed (1001) and requests finish;
+            // the process is gone within STOP_WITHIN whatever still hangs.
+            exit_if_still_running_after(STOP_WITHIN);
+            sockets.close();
+            let drained = tokio::time::timeout(DRAIN_WITHIN, async {
+                let _ = (&mut serving).await;
+                sockets.wait().await;
+            });
+            if drained.await.is_err() {
+                tracing::warn!("connections still open {} s after the signal; stopping anyway", DRAIN_WITHIN.as_secs());
+            }
+        }
+    }
     shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    if tokio::time::timeout(TASKS_WITHIN, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("background tasks still running {} ms after the server stopped; stopping anyway", TASKS_WITHIN.as_millis());
+    }
     Ok(())
+}
+
+/// How soon after SIGTERM or SIGINT the process is gone, whatever is connected: requests and
+/// subscriptions get `DRAIN_WITHIN`, background tasks `TASKS_WITHIN` more, and a watchdog ends
+/// the process at `STOP_WITHIN`.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+const DRAIN_WITHIN: Duration = Duration::from_secs(3);
+const TASKS_WITHIN: Duration = Duration::from_millis(1500);
+
+/// Ends the process after `limit`, from a thread of its own (a runtime that hangs cannot stop it).
+fn exit_if_still_running_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("nullops did not stop within {} s of the signal; exiting", limit.as_secs());
+        std::process::exit(1);
+    });
 }
 
 pub async fn wait_for_signal() {

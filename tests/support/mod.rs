@@ -237,6 +237,13 @@ impl Server {
         self.child.as_mut().expect("owns its process").kill().await.expect("kill");
     }
 
+    /// Sends SIGTERM, and returns at once.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("owns a running process");
+        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(mut self) {
         let child = self.child.as_mut().expect("owns its process");

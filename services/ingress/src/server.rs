@@ -27,7 +27,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head buffered.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long requests in flight may take to finish on shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
