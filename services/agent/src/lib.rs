@@ -114,8 +114,7 @@ struct Actual {
 struct Shared {
     protocol: u32,
     token_hash: TokenHash,
-    state: Mutex<state::AgentState>,
-    state_file: state::StateFile,
+    saved: state::Saved,
     desired: watch::Sender<Desired>,
     actual: watch::Receiver<Option<Actual>>,
     usage: watch::Receiver<Option<Usage>>,
@@ -155,21 +154,20 @@ impl Agent {
             .map_err(|e| AgentError::Tls(e.to_string()))?;
         let listener = TcpListener::bind(config.listen).await.map_err(|error| AgentError::Listen { addr: config.listen, error })?;
 
-        let state_file = state::StateFile::new(&config.data_dir);
-        let saved = state_file.load();
+        let saved = state::Saved::load(&config.data_dir);
+        let (desired_before, runs_before) = saved.read(|s| (s.desired.clone(), s.runs.clone()));
         let engine = docker::Engine::connect(&config.scope, config.network_pool)?;
         let docker_version = tokio::time::timeout(Duration::from_secs(3), engine.version()).await.unwrap_or_default();
-        let (desired, _) = watch::channel(Desired { request_id: None, deployments: saved.desired.clone(), refused: vec![] });
+        let (desired, _) = watch::channel(Desired { request_id: None, deployments: desired_before, refused: vec![] });
         let logs = Arc::new(logs::LogBook::default());
-        let runs = runner::Runs::restore(saved.runs.clone(), logs.clone());
+        let runs = runner::Runs::restore(runs_before, logs.clone());
         let (actual_tx, actual) = watch::channel(None);
         let (usage_tx, usage) = watch::channel(None);
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let shared = Arc::new(Shared {
             protocol: config.protocol,
             token_hash: config.token.hash(),
-            state: Mutex::new(saved),
-            state_file,
+            saved,
             desired,
             actual,
             usage,
@@ -403,16 +401,8 @@ impl Shared {
     /// Changes the saved state and writes it (fsync off the runtime's threads); a failure is
     /// logged.
     async fn persist(&self, change: impl FnOnce(&mut state::AgentState)) {
-        let snapshot = {
-            let mut state = self.state.lock().expect("state lock");
-            change(&mut state);
-            state.clone()
-        };
-        let file = self.state_file.clone();
-        match tokio::task::spawn_blocking(move || file.save(&snapshot)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the agent state"),
-            Err(e) => tracing::error!(error = %e, "saving the agent state panicked"),
+        if let Err(e) = self.saved.change(change).await {
+            tracing::error!(error = %e, "cannot save the agent state");
         }
     }
 }

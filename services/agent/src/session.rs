@@ -160,7 +160,7 @@ async fn handle(ws: &mut AgentSocket, shared: &Shared, parts: &mut Parts, messag
         return Ok(());
     }
     let deployments = std::mem::take(parts).deployments;
-    let duplicate = shared.state.lock().expect("state lock").has_applied(request_id);
+    let duplicate = shared.saved.read(|state| state.has_applied(request_id));
     if duplicate {
         // Delivered twice: answer again with what runs, apply nothing.
         let current = shared.actual.borrow().clone();

@@ -43,6 +43,41 @@ impl AgentState {
     }
 }
 
+/// The state in memory and on disk, changed one change at a time: each change is saved in the
+/// order it was made (an older snapshot never overwrites a newer one), and no two saves ever
+/// share the temporary file.
+pub struct Saved {
+    state: std::sync::Mutex<AgentState>,
+    file: StateFile,
+    /// Held across a change and its save.
+    saving: tokio::sync::Mutex<()>,
+}
+
+impl Saved {
+    /// What `data_dir` holds (see [`StateFile::load`]).
+    pub fn load(data_dir: &Path) -> Saved {
+        let file = StateFile::new(data_dir);
+        Saved { state: std::sync::Mutex::new(file.load()), file, saving: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Reads the state in memory.
+    pub fn read<R>(&self, read: impl FnOnce(&AgentState) -> R) -> R {
+        read(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Changes the state and writes it (fsync off the runtime's threads) before the next change.
+    pub async fn change(&self, change: impl FnOnce(&mut AgentState)) -> Result<(), AgentError> {
+        let _one_at_a_time = self.saving.lock().await;
+        let snapshot = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut state);
+            state.clone()
+        };
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.save(&snapshot)).await.map_err(|e| AgentError::Io(format!("saving the agent state panicked: {e}")))?
+    }
+}
+
 #[derive(Clone)]
 pub struct StateFile {
     path: PathBuf,
@@ -84,6 +119,24 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Saves that come at once (a desired state and a run's progress, say) all succeed, and the
+    /// file ends with the last change (they used to share one temporary file and race).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn changes_that_come_at_once_are_all_saved_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = std::sync::Arc::new(Saved::load(dir.path()));
+        let changes = (0..64).map(|_| {
+            let saved = saved.clone();
+            tokio::spawn(async move { saved.change(|state| state.record(RequestId::new(), vec![])).await })
+        });
+        for result in futures::future::join_all(changes).await {
+            result.unwrap().expect("every save succeeds");
+        }
+        let on_disk = StateFile::new(dir.path()).load();
+        assert_eq!(on_disk, saved.read(Clone::clone), "the file holds the last change");
+        assert_eq!(on_disk.applied.len(), 64);
+    }
     use nullops_wire::message::{ContainerSpec, Secrets, Step};
 
     #[test]
