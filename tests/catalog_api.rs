@@ -128,36 +128,57 @@ struct Case {
     query: &'static str,
     variables: fn(Who) -> Value,
     allowed: &'static [Who],
+    /// Who may see what it names (a project, a team): anyone else is told it does not exist
+    /// (NOT_FOUND), exactly as for something missing, rather than FORBIDDEN.
+    seen_by: Option<&'static [Who]>,
 }
 
 fn mutation_cases() -> Vec<Case> {
     vec![
-        Case { query: TEAM, variables: |_| json!({"n": "m-team"}), allowed: ADMINS },
-        Case { query: "mutation { renameTeam(name: \"m-rename\", newName: \"m-renamed\") { name } }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: "mutation { deleteTeam(name: \"m-delete\") }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: MEMBER, variables: |_| json!({"t": "m-members", "u": "readonly"}), allowed: ADMINS },
-        Case { query: "mutation { removeTeamMember(team: \"m-members\", username: \"full\") { name } }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: GRANT, variables: |_| json!({"t": "m-members", "k": "ENVIRONMENT", "n": "m-env-g", "a": "FULL"}), allowed: ADMINS },
+        Case { query: TEAM, variables: |_| json!({"n": "m-team"}), allowed: ADMINS, seen_by: None },
+        Case {
+            query: "mutation { renameTeam(name: \"m-rename\", newName: \"m-renamed\") { name } }",
+            variables: |_| json!({}),
+            allowed: ADMINS,
+            seen_by: None,
+        },
+        Case { query: "mutation { deleteTeam(name: \"m-delete\") }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
+        Case { query: MEMBER, variables: |_| json!({"t": "m-members", "u": "readonly"}), allowed: ADMINS, seen_by: None },
+        Case {
+            query: "mutation { removeTeamMember(team: \"m-members\", username: \"full\") { name } }",
+            variables: |_| json!({}),
+            allowed: ADMINS,
+            seen_by: None,
+        },
+        Case { query: GRANT, variables: |_| json!({"t": "m-members", "k": "ENVIRONMENT", "n": "m-env-g", "a": "FULL"}), allowed: ADMINS, seen_by: None },
         Case {
             query: "mutation { revokeAccess(team: \"m-members\", target: {kind: ENVIRONMENT, name: \"m-env-g\"}) { name } }",
             variables: |_| json!({}),
             allowed: ADMINS,
+            seen_by: None,
         },
-        Case { query: REGISTRY_INPUT, variables: |_| json!({"i": {"name": "m-reg", "url": REGISTRY, "username": "u", "password": "p"}}), allowed: ADMINS },
+        Case {
+            query: REGISTRY_INPUT,
+            variables: |_| json!({"i": {"name": "m-reg", "url": REGISTRY, "username": "u", "password": "p"}}),
+            allowed: ADMINS,
+            seen_by: None,
+        },
         Case {
             query: "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { name } }",
             variables: |_| json!({"i": {"name": "m-reg2", "url": "http://127.0.0.1:5051"}}),
             allowed: ADMINS,
+            seen_by: None,
         },
-        Case { query: "mutation { deleteRegistry(name: \"m-reg3\") }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: SERVICE_INPUT, variables: |_| service("m-svc", "catalog-test/app", None), allowed: ADMINS },
+        Case { query: "mutation { deleteRegistry(name: \"m-reg3\") }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
+        Case { query: SERVICE_INPUT, variables: |_| service("m-svc", "catalog-test/app", None), allowed: ADMINS, seen_by: None },
         Case {
             query: "mutation($i: ServiceInput!) { updateService(input: $i) { name } }",
             variables: |_| service("m-svc2", "catalog-test/app", Some("v2.*")),
             allowed: ADMINS,
+            seen_by: None,
         },
-        Case { query: "mutation { deleteService(name: \"m-svc3\") }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: PLUGIN_INPUT, variables: |_| plugin("m-plug"), allowed: ADMINS },
+        Case { query: "mutation { deleteService(name: \"m-svc3\") }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
+        Case { query: PLUGIN_INPUT, variables: |_| plugin("m-plug"), allowed: ADMINS, seen_by: None },
         Case {
             query: "mutation($i: PluginInput!) { updatePlugin(input: $i) { name } }",
             variables: |_| {
@@ -166,16 +187,18 @@ fn mutation_cases() -> Vec<Case> {
                 p
             },
             allowed: ADMINS,
+            seen_by: None,
         },
-        Case { query: "mutation { deletePlugin(name: \"m-plug3\") }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: ENV_INPUT, variables: |_| json!({"i": {"name": "m-env", "baseDomain": "qa.example.com"}}), allowed: ADMINS },
+        Case { query: "mutation { deletePlugin(name: \"m-plug3\") }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
+        Case { query: ENV_INPUT, variables: |_| json!({"i": {"name": "m-env", "baseDomain": "qa.example.com"}}), allowed: ADMINS, seen_by: None },
         Case {
             query: "mutation($i: EnvironmentInput!) { updateEnvironment(input: $i) { name } }",
             variables: |_| json!({"i": {"name": "m-env2", "baseDomain": "qa2.example.com"}}),
             allowed: ADMINS,
+            seen_by: None,
         },
-        Case { query: "mutation { deleteEnvironment(name: \"m-env3\") }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: PROJECT_INPUT, variables: |_| project("m-proj"), allowed: ADMINS },
+        Case { query: "mutation { deleteEnvironment(name: \"m-env3\") }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
+        Case { query: PROJECT_INPUT, variables: |_| project("m-proj"), allowed: ADMINS, seen_by: None },
         Case {
             query: "mutation($i: ProjectInput!) { updateProject(input: $i) { name } }",
             variables: |_| {
@@ -184,8 +207,9 @@ fn mutation_cases() -> Vec<Case> {
                 p
             },
             allowed: ADMINS,
+            seen_by: None,
         },
-        Case { query: "mutation { deleteProject(name: \"m-proj3\") }", variables: |_| json!({}), allowed: ADMINS },
+        Case { query: "mutation { deleteProject(name: \"m-proj3\") }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
         Case {
             query: "mutation($p: PipelineInput!) { savePipeline(project: \"shop\", pipeline: $p) { version } }",
             // A graph of each caller's own, since saving the latest graph again is no new version.
@@ -194,12 +218,19 @@ fn mutation_cases() -> Vec<Case> {
                              "edges": [{"from": "db", "to": "web"}]}})
             },
             allowed: SHOP_WRITERS,
+            seen_by: Some(SHOP_READERS),
         },
-        Case { query: SET_SECRET, variables: |who| json!({"p": "shop", "n": format!("S_{who:?}").to_uppercase(), "v": "v"}), allowed: SHOP_WRITERS },
+        Case {
+            query: SET_SECRET,
+            variables: |who| json!({"p": "shop", "n": format!("S_{who:?}").to_uppercase(), "v": "v"}),
+            allowed: SHOP_WRITERS,
+            seen_by: Some(SHOP_READERS),
+        },
         Case {
             query: "mutation($n: String!) { deleteSecret(project: \"shop\", name: $n) }",
             variables: |who| json!({"n": if who == Full { "D_FULL" } else { "D_ADMIN" }}),
             allowed: SHOP_WRITERS,
+            seen_by: Some(SHOP_READERS),
         },
     ]
 }
@@ -210,19 +241,26 @@ fn query_cases() -> Vec<Case> {
             query: "{ project(name: \"shop\") { name secrets { name } pipelineVersions { version } grants { team } } }",
             variables: |_| json!({}),
             allowed: SHOP_READERS,
+            seen_by: Some(SHOP_READERS),
         },
-        Case { query: "{ team(name: \"builders\") { members grants { target } } }", variables: |_| json!({}), allowed: &[Admin, Full] },
-        Case { query: "{ auditLog { entries { eventType } } }", variables: |_| json!({}), allowed: ADMINS },
-        Case { query: "{ registries { name hasCredentials } }", variables: |_| json!({}), allowed: SIGNED_IN },
-        Case { query: "{ services { name } plugins { name } }", variables: |_| json!({}), allowed: SIGNED_IN },
-        Case { query: "{ availableTags(service: \"app\") }", variables: |_| json!({}), allowed: SIGNED_IN },
-        Case { query: "{ projects { name } environments { name } teams { name } }", variables: |_| json!({}), allowed: SIGNED_IN },
+        Case {
+            query: "{ team(name: \"builders\") { members grants { target } } }",
+            variables: |_| json!({}),
+            allowed: &[Admin, Full],
+            seen_by: Some(&[Admin, Full]),
+        },
+        Case { query: "{ auditLog { entries { eventType } } }", variables: |_| json!({}), allowed: ADMINS, seen_by: None },
+        Case { query: "{ registries { name hasCredentials } }", variables: |_| json!({}), allowed: SIGNED_IN, seen_by: None },
+        Case { query: "{ services { name } plugins { name } }", variables: |_| json!({}), allowed: SIGNED_IN, seen_by: None },
+        Case { query: "{ availableTags(service: \"app\") }", variables: |_| json!({}), allowed: SIGNED_IN, seen_by: None },
+        Case { query: "{ projects { name } environments { name } teams { name } }", variables: |_| json!({}), allowed: SIGNED_IN, seen_by: None },
     ]
 }
 
-fn denial(who: Who) -> &'static str {
+fn denial(who: Who, case: &Case) -> &'static str {
     match who {
         Anonymous | Disabled => "UNAUTHENTICATED",
+        _ if case.seen_by.is_some_and(|seen| !seen.contains(&who)) => "NOT_FOUND",
         _ => "FORBIDDEN",
     }
 }
@@ -258,7 +296,7 @@ async fn authorization_matrix(mode: Mode) {
             if case.allowed.contains(&who) {
                 assert!(r.get("errors").is_none(), "{who:?} may run {}: {r}", case.query);
             } else {
-                assert_eq!(code(&r), denial(who), "{who:?} may not run {}: {r}", case.query);
+                assert_eq!(code(&r), denial(who, &case), "{who:?} may not run {}: {r}", case.query);
             }
         }
     }
@@ -273,11 +311,17 @@ async fn authorization_matrix(mode: Mode) {
                 assert!(r.get("errors").is_none(), "{who:?} may run {}: {r}", case.query);
                 assert!(backend.events_in_log().await > before, "{who:?}: {} appended nothing", case.query);
             } else {
-                assert_eq!(code(&r), denial(who), "{who:?} may not run {}: {r}", case.query);
+                assert_eq!(code(&r), denial(who, &case), "{who:?} may not run {}: {r}", case.query);
                 assert_eq!(backend.events_in_log().await, before, "{who:?}: a refused {} appended events", case.query);
             }
         }
     }
+
+    // To a caller without a grant, a project that exists reads exactly as one that does not.
+    let unseen = server.gql(token(Unrelated).as_deref(), "{ project(name: \"shop\") { name } }", json!({})).await;
+    let missing = server.gql(token(Unrelated).as_deref(), "{ project(name: \"nosuch\") { name } }", json!({})).await;
+    assert_eq!(unseen["errors"][0]["message"].as_str().unwrap().replace("shop", "X"), missing["errors"][0]["message"].as_str().unwrap().replace("nosuch", "X"));
+    assert_eq!((code(&unseen), code(&missing)), ("NOT_FOUND", "NOT_FOUND"));
 
     // The effects are what the allowed calls asked for.
     let admin = token(Admin);

@@ -72,4 +72,18 @@ async fn live_feeds_end_when_access_ends() {
     assert_eq!(next_json(&mut ws).await["type"], "next");
     w.ok(REVOKE, json!({})).await;
     assert_eq!(ends_with(&mut ws).await, "FORBIDDEN");
+
+    // Without a grant, the deployment reads as one that does not exist: the same code and
+    // words, and never its name.
+    let missing = uuid::Uuid::now_v7().to_string();
+    for mutation in ["deleteDeployment", "extendDeployment", "retryDeployment", "cloneDeployment"] {
+        let query = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ id }} }}");
+        let unseen = w.server.gql(Some(&token), &query, json!({"id": id})).await;
+        let absent = w.server.gql(Some(&token), &query, json!({"id": missing})).await;
+        let words = |r: &Value, id: &str| r["errors"][0]["message"].as_str().unwrap().replace(id, "ID");
+        assert_eq!((support::code(&unseen), words(&unseen, &id)), (support::code(&absent), words(&absent, &missing)), "{mutation}: {unseen} vs {absent}");
+        assert_eq!(support::code(&unseen), "NOT_FOUND");
+        let name = w.deployment(&id).await["name"].as_str().unwrap().to_owned();
+        assert!(!unseen.to_string().contains(&name), "{mutation} names the deployment: {unseen}");
+    }
 }

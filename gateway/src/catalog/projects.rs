@@ -131,7 +131,8 @@ fn visible(viewer: &Viewer, entry: Entry<ProjectDefinition>) -> Option<ProjectGq
 async fn project_for(ctx: &Context<'_>, name: &str) -> ApiResult<ProjectGql> {
     let viewer = Viewer::of(ctx).await?;
     let entry = entry::<ProjectDefinition>(app(ctx), kind::PROJECT, name).await?;
-    visible(&viewer, entry).ok_or_else(|| ApiError::Forbidden(format!("you have no access to project {name}")))
+    // Without a grant, a project is not there at all: the same answer as for a missing one.
+    visible(&viewer, entry).ok_or_else(|| ApiError::NotFound(format!("no project named {name}")))
 }
 
 #[derive(Default)]
@@ -157,6 +158,10 @@ impl ProjectQuery {
 fn full_access(ctx: &Context<'_>, state: &CatalogState, name: &str) -> ApiResult<(ProjectDefinition, Option<Access>)> {
     let project = state.project(name)?.clone();
     let held = state.project_access(request(ctx).principal()?, name);
+    if held.is_none() {
+        // Not seen is not there: the answer for a missing project.
+        return Err(ApiError::NotFound(format!("no project named {name}")));
+    }
     access::require(held, Access::Full, &format!("project {name}"))?;
     Ok((project, held))
 }

@@ -49,7 +49,8 @@ impl TeamQuery {
     async fn team(&self, ctx: &Context<'_>, name: String) -> ApiResult<TeamGql> {
         let viewer = Viewer::of(ctx).await?;
         if !viewer.is_admin() && !identity_teams(app(ctx), &viewer).await?.contains(&name) {
-            return Err(ApiError::Forbidden(format!("only admins and members may see team {name}")));
+            // Not seen is not there: the answer for a missing team.
+            return Err(ApiError::NotFound(format!("no team named {name}")));
         }
         team_named(app(ctx), &name).await
     }

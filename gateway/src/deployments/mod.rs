@@ -163,10 +163,15 @@ async fn find(app: &App, id: &ID) -> ApiResult<DeploymentRow> {
     read::deployment(&app.read_models, parse_id(id)?).await?.ok_or_else(|| not_found(id))
 }
 
-/// The caller's access to a deployment, from the catalog as decided.
+/// The caller's access to a deployment, from the catalog as decided. Without any, the
+/// deployment is not there: NOT_FOUND, as for a missing one (its name is not told).
 async fn caller_access(ctx: &Context<'_>, row: &DeploymentRow) -> ApiResult<Option<Access>> {
     let state = catalog_state(app(ctx)).await?;
-    Ok(state.access(request(ctx).principal()?, &targets(row)))
+    let access = state.access(request(ctx).principal()?, &targets(row));
+    if access.is_none() {
+        return Err(not_found(&ID(row.deployment_id.to_string())));
+    }
+    Ok(access)
 }
 
 async fn change(ctx: &Context<'_>, deployment_id: Uuid, action: DeploymentAction) -> ApiResult<()> {
@@ -236,12 +241,17 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
     let app = app(ctx);
     let principal = request(ctx).principal()?.clone();
     let state = catalog_state(app).await?;
+    // Access first: to a caller without any grant, nothing about the project or environment
+    // is told (the answer for a missing project).
+    let access = state.access(&principal, &[AccessTarget::Project(project.to_owned()), AccessTarget::Environment(environment.to_owned())]);
+    if access.is_none() {
+        return Err(ApiError::NotFound(format!("no project named {project}")));
+    }
     let definition = state.project(project)?.clone();
     let env = state.environments.get(environment).ok_or_else(|| ApiError::NotFound(format!("no environment named {environment}")))?.clone();
     if !definition.environments.iter().any(|e| e == environment) {
         return Err(ApiError::InvalidInput(format!("environment: project {project} does not deploy to {environment}")));
     }
-    let access = state.access(&principal, &[AccessTarget::Project(project.to_owned()), AccessTarget::Environment(environment.to_owned())]);
     nullops_domain::access::require(access, Access::Full, &format!("project {project} in environment {environment}"))?;
     let (pipeline_version, graph) = latest_pipeline(app, &state, project).await?;
     let (plan, versions) = resolve(&graph, &chosen, &state)?;
