@@ -579,4 +579,36 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
     );
 }
 
+/// A project's CPU and memory are split evenly among its services, and Docker will not start a
+/// container below 10 millicores or 6 MiB: limits that would go below are refused where they
+/// are saved (the project's, or a pipeline with more services), naming the least that would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_too_small_to_split_among_the_services_are_refused_when_saved() {
+    let backend = Backend::new(Mode::Embedded).await;
+    let server = Server::start(&backend).await;
+    let admin = server.admin().await;
+    admin_ok(&server, &admin, ENV_INPUT, json!({"i": {"name": "staging", "baseDomain": "qa.example.com"}})).await;
+    let pinned = json!({"i": {"name": "web", "registry": "docker-hub", "image": "library/nginx", "tagMode": "PINNED", "tag": "1", "port": 80}});
+    admin_ok(&server, &admin, SERVICE_INPUT, pinned).await;
+    let limits = |cpu: u32, memory: u32| json!({"i": {"name": "thin", "environments": ["staging"], "cpuMillis": cpu, "memoryMib": memory}});
+    admin_ok(&server, &admin, PROJECT_INPUT, limits(10, 64)).await;
+    let save = "mutation($p: PipelineInput!) { savePipeline(project: \"thin\", pipeline: $p) { version } }";
+    let two = json!({"p": {"nodes": [{"id": "a", "service": "web"}, {"id": "b", "service": "web"}], "edges": []}});
+    let refused = server.gql(Some(&admin), save, two.clone()).await;
+    assert_eq!(code(&refused), "INVALID_INPUT", "{refused}");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("at least 20 millicores"), "{refused}");
+    let update = "mutation($i: ProjectInput!) { updateProject(input: $i) { name } }";
+    admin_ok(&server, &admin, update, limits(20, 64)).await;
+    admin_ok(&server, &admin, save, two).await;
+    // With two services saved, limits below their share are refused too; nothing was changed.
+    for (cpu, memory, needed) in [(10, 64, "at least 20 millicores"), (20, 10, "at least 12 MiB")] {
+        let refused = server.gql(Some(&admin), update, limits(cpu, memory)).await;
+        assert_eq!(code(&refused), "INVALID_INPUT", "{refused}");
+        assert!(refused["errors"][0]["message"].as_str().unwrap().contains(needed), "{refused}");
+    }
+    let kept = server.ok(Some(&admin), "{ project(name: \"thin\") { cpuMillis memoryMib } }", json!({})).await;
+    assert_eq!(kept["project"], json!({"cpuMillis": 20, "memoryMib": 64}));
+    server.stop().await;
+}
+
 in_both_modes!(authorization_matrix, tags_from_the_real_registry, secrets_stay_sealed_and_die_with_their_keys, pipelines_are_validated_versioned_and_diffed);

@@ -266,6 +266,13 @@ pub struct PipelineGraph {
     pub edges: Vec<PipelineEdge>,
 }
 
+impl PipelineGraph {
+    /// How many services it runs (they share the project's limits).
+    pub fn services(&self) -> usize {
+        self.nodes.iter().filter(|n| matches!(n.action, NodeAction::StartService { .. })).count()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineNode {
     pub id: String,

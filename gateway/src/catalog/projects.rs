@@ -231,7 +231,15 @@ impl ProjectMutation {
     async fn update_project(&self, ctx: &Context<'_>, input: ProjectInput) -> ApiResult<ProjectGql> {
         let definition = input.definition(Uuid::nil())?;
         let name = definition.name.clone();
-        change_catalog(ctx, CatalogAction::UpdateProject(definition)).await?;
+        // Its services share the new limits: as many as its latest pipeline runs.
+        let services = match catalog_state(app(ctx)).await?.projects.get(&name) {
+            Some(current) => {
+                let latest = read::pipeline_versions(&app(ctx).read_models, current.project_id).await?.into_iter().next();
+                latest.map_or(0, |v| v.graph.services())
+            }
+            None => 0,
+        };
+        change_catalog(ctx, CatalogAction::UpdateProject { project: definition, services }).await?;
         project_for(ctx, &name).await
     }
 
@@ -261,7 +269,8 @@ impl ProjectMutation {
         let key = definition.project_id.to_string();
         let secrets = commands::load::<Secrets>(&*app.store, &key).await?.0.keys.into_keys().collect();
         let digests = plugin_digests(app, &state, &draft).await;
-        let context = PipelineContext { services: state.services, plugins: state.plugins, secrets, digests };
+        let limits = (definition.cpu_millis, definition.memory_mib);
+        let context = PipelineContext { services: state.services, plugins: state.plugins, secrets, digests, limits };
         let command = PipelineCommand::Save { access, project: project.clone(), project_id: definition.project_id, draft, context };
         dispatch::<Pipeline>(app, request(ctx).metadata()?, &key, command).await?;
         let latest = read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next();

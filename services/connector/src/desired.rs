@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use nullops_domain::catalog::{credentials_purpose, Catalog};
-use nullops_domain::plan::image_host;
+use nullops_domain::plan::{image_host, service_share};
 use nullops_domain::secrets::{secret_purpose, Secrets as ProjectSecrets};
 use nullops_events::catalog::Probe;
 use nullops_events::deployment::{PlannedAction, PlannedStep};
@@ -118,8 +118,9 @@ fn image_of(step: &Step) -> &str {
 /// The deployment's plan as the agent's steps. The project's CPU and memory are shared evenly
 /// among its services, so that together they never use more than was reserved for it.
 pub fn desired_deployment(row: &DeploymentRow) -> DesiredDeployment {
-    let services = row.plan.steps.iter().filter(|s| matches!(s.action, PlannedAction::Service(_))).count().max(1) as u32;
-    let steps = row.plan.steps.iter().map(|s| step(s, row, services)).collect();
+    let services = row.plan.steps.iter().filter(|s| matches!(s.action, PlannedAction::Service(_))).count();
+    let share = service_share(row.cpu_millis, row.memory_mib, services);
+    let steps = row.plan.steps.iter().map(|s| step(s, row, share)).collect();
     let context = BTreeMap::from([
         ("project".to_owned(), row.project.clone()),
         ("environment".to_owned(), row.environment.clone()),
@@ -129,7 +130,8 @@ pub fn desired_deployment(row: &DeploymentRow) -> DesiredDeployment {
     DesiredDeployment { attempt: row.attempt, context, ..DesiredDeployment::new(wire_id(row.deployment_id), steps) }
 }
 
-fn step(planned: &PlannedStep, row: &DeploymentRow, services: u32) -> Step {
+/// `share`: each service's CPU and memory.
+fn step(planned: &PlannedStep, row: &DeploymentRow, share: (u32, u32)) -> Step {
     let needs = row.plan.edges.iter().filter(|e| e.to == planned.id).map(|e| e.from.clone()).collect();
     let action = match &planned.action {
         PlannedAction::Service(s) => StepAction::Service(ServiceStep {
@@ -138,8 +140,8 @@ fn step(planned: &PlannedStep, row: &DeploymentRow, services: u32) -> Step {
                 image: s.image.clone(),
                 env: s.env.iter().map(|v| (v.name.clone(), v.value.clone())).collect(),
                 command: vec![],
-                cpu_millis: row.cpu_millis / services,
-                memory_mib: row.memory_mib / services,
+                cpu_millis: share.0,
+                memory_mib: share.1,
                 port: Some(s.port),
             },
             health: s.health_check.as_ref().map(|h| HealthProbe {

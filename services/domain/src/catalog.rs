@@ -86,7 +86,12 @@ pub enum CatalogAction {
     },
     /// `project_id` is fresh; an update keeps the existing one.
     CreateProject(ProjectDefinition),
-    UpdateProject(ProjectDefinition),
+    /// `services`: how many services the project's latest pipeline runs, as the caller read it
+    /// (they share the project's limits).
+    UpdateProject {
+        project: ProjectDefinition,
+        services: usize,
+    },
     RemoveProject {
         name: String,
     },
@@ -264,7 +269,8 @@ fn check_environment(e: &EnvironmentDefinition) -> Result<(), DomainError> {
     check_range("cleanupAfterSeconds", e.cleanup_after_secs, CLEANUP_RANGE, "seconds")
 }
 
-fn check_project(p: &ProjectDefinition, state: &CatalogState) -> Result<(), DomainError> {
+/// A project's definition, its limits shared by `services` services.
+fn check_project(p: &ProjectDefinition, state: &CatalogState, services: usize) -> Result<(), DomainError> {
     DnsLabel::parse("name", &p.name)?;
     if p.environments.is_empty() {
         return Err(DomainError::invalid("environments", "name at least one environment the project may deploy to"));
@@ -276,6 +282,9 @@ fn check_project(p: &ProjectDefinition, state: &CatalogState) -> Result<(), Doma
     check_range("memoryMib", p.memory_mib.into(), 4..=4_194_304, "MiB")?;
     if let Some(secs) = p.cleanup_after_secs {
         check_range("cleanupAfterSeconds", secs, CLEANUP_RANGE, "seconds")?;
+    }
+    if let Some((field, why)) = crate::plan::split_problem(p.cpu_millis, p.memory_mib, services) {
+        return Err(DomainError::invalid(field, why));
     }
     Ok(())
 }
@@ -444,12 +453,13 @@ impl crate::Decider for Catalog {
             }
             CreateProject(p) => {
                 absent(&state.projects, "project", &p.name)?;
-                check_project(p, state)?;
+                // No pipeline yet: it will run at least one service.
+                check_project(p, state, 1)?;
                 CatalogEvent::ProjectCreated(p.clone())
             }
-            UpdateProject(p) => {
+            UpdateProject { project: p, services } => {
                 let current = state.project(&p.name)?;
-                check_project(p, state)?;
+                check_project(p, state, *services)?;
                 let updated = ProjectDefinition { project_id: current.project_id, ..p.clone() };
                 if updated == *current {
                     return Ok(vec![]);
@@ -717,7 +727,25 @@ mod tests {
     fn an_update_keeps_the_project_id() {
         let given = [CatalogEvent::EnvironmentCreated(environment("staging")), CatalogEvent::ProjectCreated(project("shop", &["staging"]))];
         let update = ProjectDefinition { project_id: Uuid::from_u128(42), memory_mib: 4096, ..project("shop", &["staging"]) };
-        let [CatalogEvent::ProjectUpdated(p)] = &when(&given, CatalogAction::UpdateProject(update)).unwrap()[..] else { panic!() };
+        let [CatalogEvent::ProjectUpdated(p)] = &when(&given, CatalogAction::UpdateProject { project: update, services: 1 }).unwrap()[..] else { panic!() };
         assert_eq!((p.project_id, p.memory_mib), (Uuid::from_u128(9), 4096));
+    }
+
+    #[test]
+    fn a_projects_limits_must_stretch_to_each_of_its_services() {
+        let given = [CatalogEvent::EnvironmentCreated(environment("staging")), CatalogEvent::ProjectCreated(project("shop", &["staging"]))];
+        let thin = |cpu_millis, memory_mib| ProjectDefinition { cpu_millis, memory_mib, ..project("shop", &["staging"]) };
+        // 10 millicores for two services: 5 each, below what Docker gives a container.
+        let refused = when(&given, CatalogAction::UpdateProject { project: thin(10, 512), services: 2 });
+        assert!(
+            matches!(&refused, Err(DomainError::InvalidInput { field: "cpuMillis", message }) if message.contains("at least 20 millicores")),
+            "{refused:?}"
+        );
+        let refused = when(&given, CatalogAction::UpdateProject { project: thin(500, 10), services: 2 });
+        assert!(matches!(&refused, Err(DomainError::InvalidInput { field: "memoryMib", message }) if message.contains("at least 12 MiB")), "{refused:?}");
+        assert!(when(&given, CatalogAction::UpdateProject { project: thin(20, 12), services: 2 }).is_ok());
+        // A new project has no pipeline yet: its limits must fit one service.
+        let new = ProjectDefinition { cpu_millis: 5, ..project("blog", &["staging"]) };
+        assert!(matches!(when(&given, CatalogAction::CreateProject(new)), Err(DomainError::InvalidInput { field: "cpuMillis", .. })));
     }
 }

@@ -79,6 +79,8 @@ pub struct PipelineContext {
     pub secrets: BTreeSet<String>,
     /// Plugin name to the digest of its image, where the registry reported one.
     pub digests: BTreeMap<String, String>,
+    /// The project's CPU (millicores) and memory (MiB), which its services share.
+    pub limits: (u32, u32),
 }
 
 const MAX_NODES: usize = 200;
@@ -314,6 +316,12 @@ impl Decider for Pipeline {
         let PipelineCommand::Save { access, project, project_id, draft, context } = command;
         access::require(*access, Access::Full, &format!("project {project}"))?;
         let graph = validate(draft, context)?;
+        if let Some((_, why)) = crate::plan::split_problem(context.limits.0, context.limits.1, graph.services()) {
+            return Err(DomainError::invalid(
+                "pipeline",
+                format!("project {project}'s limits do not stretch to this pipeline: {why}; raise the project's limits or run fewer services"),
+            ));
+        }
         if state.latest.as_ref().is_some_and(|v| v.graph == graph) {
             // Saving what is already the latest version changes nothing: scripts can re-apply.
             return Ok(vec![]);
@@ -369,8 +377,24 @@ mod tests {
             plugins: [("create-db".to_owned(), plugin)].into(),
             secrets: ["DB_PASSWORD".to_owned()].into(),
             digests: [("create-db".to_owned(), "sha256:abc".to_owned())].into(),
+            limits: (1000, 512),
         }
     }
+    #[test]
+    fn a_pipeline_must_fit_its_projects_limits_once_split() {
+        let draft = PipelineDraft { nodes: vec![service("a", "api"), service("b", "api")], edges: vec![] };
+        let save = |limits| PipelineCommand::Save {
+            access: Some(Access::Full),
+            project: "shop".into(),
+            project_id: Uuid::nil(),
+            draft: draft.clone(),
+            context: PipelineContext { limits, ..context() },
+        };
+        let refused = Pipeline::decide(&save((10, 512)), &PipelineState::default());
+        assert!(matches!(&refused, Err(DomainError::InvalidInput { field: "pipeline", message }) if message.contains("at least 20 millicores")), "{refused:?}");
+        assert!(Pipeline::decide(&save((20, 512)), &PipelineState::default()).is_ok());
+    }
+
     fn plugin(id: &str, parameters: serde_json::Value) -> DraftNode {
         DraftNode { id: id.into(), action: DraftAction::RunPlugin { plugin: "create-db".into(), parameters } }
     }

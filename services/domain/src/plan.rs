@@ -11,6 +11,45 @@ use crate::catalog::CatalogState;
 use crate::tags::{check_tag, TagPattern};
 use crate::DomainError;
 
+/// The least CPU and memory Docker gives a container (below, it refuses to start it).
+pub const MIN_SERVICE_CPU_MILLIS: u32 = 10;
+pub const MIN_SERVICE_MEMORY_MIB: u32 = 6;
+
+/// Each service's share of a project's CPU and memory: split evenly among its `services` (at
+/// least one), so that together they never use more than was reserved for the deployment.
+pub fn service_share(cpu_millis: u32, memory_mib: u32, services: usize) -> (u32, u32) {
+    let n = u32::try_from(services.max(1)).unwrap_or(u32::MAX);
+    (cpu_millis / n, memory_mib / n)
+}
+
+/// Why limits of `cpu_millis` and `memory_mib` cannot be split among `services` (each share at
+/// least what Docker gives a container): the field and what would do, for people.
+pub fn split_problem(cpu_millis: u32, memory_mib: u32, services: usize) -> Option<(&'static str, String)> {
+    let n = services.max(1);
+    let (cpu, memory) = service_share(cpu_millis, memory_mib, n);
+    let among = if n == 1 { "one service".to_owned() } else { format!("{n} services") };
+    let needed = |min: u32| u64::from(min) * n as u64;
+    if cpu < MIN_SERVICE_CPU_MILLIS {
+        return Some((
+            "cpuMillis",
+            format!(
+                "{cpu_millis} millicores shared by {among} gives each {cpu}; Docker gives a container at least {MIN_SERVICE_CPU_MILLIS}, so this needs at least {} millicores",
+                needed(MIN_SERVICE_CPU_MILLIS)
+            ),
+        ));
+    }
+    if memory < MIN_SERVICE_MEMORY_MIB {
+        return Some((
+            "memoryMib",
+            format!(
+                "{memory_mib} MiB shared by {among} gives each {memory}; Docker gives a container at least {MIN_SERVICE_MEMORY_MIB} MiB, so this needs at least {} MiB",
+                needed(MIN_SERVICE_MEMORY_MIB)
+            ),
+        ));
+    }
+    None
+}
+
 /// The host part of image references from `registry`: none for Docker Hub, else the URL's
 /// `host[:port]`.
 pub fn image_host(registry: &RegistryDefinition) -> Option<&str> {
