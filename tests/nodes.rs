@@ -62,6 +62,17 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     // that nothing asks for is removed (the empty desired state is applied).
     let (id, token) = add_node(&server, &admin, &lab.ip(10)).await;
     assert_eq!(node(&server, &admin, &id).await["status"], "PENDING");
+    // Dialled before its agent runs: still PENDING (never reached), saying why.
+    let waiting = support::until(WITHIN, "the first failed dial recorded", || async {
+        let n = node(&server, &admin, &id).await;
+        if n["statusDetail"].as_str().unwrap_or("").starts_with("not reached yet") {
+            Ok(n)
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    assert_eq!(waiting["status"], "PENDING", "{waiting}");
     let stray = must(&[
         "run",
         "-d",
@@ -125,8 +136,12 @@ async fn nodes_connect_fail_over_and_are_trusted_only_as_pinned(mode: Mode) {
     ]);
     lab.run_agent("a", 10, &token, &[]);
     reaches(&server, &admin, &id, "UNTRUSTED", Duration::from_secs(20)).await;
-    let pending = node(&server, &admin, &id).await["pendingThumbprint"].as_str().expect("pending").to_owned();
+    let untrusted = node(&server, &admin, &id).await;
+    let pending = untrusted["pendingThumbprint"].as_str().expect("pending").to_owned();
     assert_ne!(pending, thumbprint);
+    // Its detail says what happened, not what the connection last did.
+    let detail = untrusted["statusDetail"].as_str().unwrap();
+    assert!(detail.contains(&pending) && detail.contains("approve"), "{untrusted}");
     assert!(!lab.logs("a").contains("control plane connected"), "an untrusted agent is sent nothing");
     let approve = "mutation($id: ID!, $t: String!) { approveNodeThumbprint(id: $id, thumbprint: $t) { status } }";
     let wrong = server.gql(Some(&admin), approve, json!({ "id": id, "t": thumbprint })).await;

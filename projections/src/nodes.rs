@@ -71,6 +71,11 @@ impl Projection for NodesProjection {
         &["nodes", "node_allocations"]
     }
 
+    fn schema_version(&self) -> u32 {
+        // 2: a node never reached stays pending; an untrusted node's detail says why.
+        2
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let at = stored.occurred_at.0;
         let node = stored.stream_id.key().to_owned();
@@ -128,15 +133,28 @@ impl Projection for NodesProjection {
             NodeEvent::Removed(_) => {
                 sqlx::query("DELETE FROM nodes WHERE node_id = $1").bind(node).execute(&mut *conn).await?;
             }
-            NodeEvent::ThumbprintPinned(t) | NodeEvent::ThumbprintApproved(t) => {
-                set(conn, &node, "pinned = $3, pending = $4", vec![Text(t.thumbprint), Null], at).await?
+            NodeEvent::ThumbprintPinned(t) => set(conn, &node, "pinned = $3, pending = $4", vec![Text(t.thumbprint), Null], at).await?,
+            NodeEvent::ThumbprintApproved(t) => {
+                let detail = "the new certificate was approved; connecting".to_owned();
+                set(conn, &node, "pinned = $3, pending = $4, link_detail = $5", vec![Text(t.thumbprint), Null, Text(detail)], at).await?
             }
-            NodeEvent::ThumbprintRejected(t) => set(conn, &node, "pending = $3", vec![Text(t.thumbprint)], at).await?,
+            NodeEvent::ThumbprintRejected(t) => {
+                let detail = format!(
+                    "the agent presented certificate {}, not the pinned one: approve it if the agent's certificate was replaced on purpose",
+                    t.thumbprint
+                );
+                set(conn, &node, "pending = $3, link_detail = $4", vec![Text(t.thumbprint), Text(detail)], at).await?
+            }
             NodeEvent::Connected(c) => {
                 let assignments = "link = $3, link_detail = $4, agent_version = $5";
                 set(conn, &node, assignments, vec![Text(link::ONLINE.into()), Text(format!("protocol {}", c.protocol)), Text(c.agent_version)], at).await?
             }
-            NodeEvent::Disconnected(d) => set(conn, &node, "link = $3, link_detail = $4", vec![Text(link::OFFLINE.into()), Text(d.reason)], at).await?,
+            NodeEvent::Disconnected(d) => {
+                // As the aggregate has it: a node never reached stays pending.
+                let assignments = "link = CASE WHEN link = $5 THEN $5 ELSE $3 END, link_detail = CASE WHEN link = $5 THEN $6 ELSE $4 END";
+                let pending = format!("not reached yet: {}", d.reason);
+                set(conn, &node, assignments, vec![Text(link::OFFLINE.into()), Text(d.reason), Text(link::PENDING.into()), Text(pending)], at).await?
+            }
             NodeEvent::Refused(r) => {
                 let (state, detail) = match r.refusal {
                     Refusal::Token => (link::TOKEN_REFUSED, "the agent refuses the node's current token".to_owned()),

@@ -92,7 +92,7 @@ pub enum NodeAction {
 /// The state of the connection as last recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Link {
-    /// Never dialled successfully yet.
+    /// Never reached yet: a dial that fails keeps it so (the reason is recorded all the same).
     #[default]
     Pending,
     Online,
@@ -283,6 +283,8 @@ impl Decider for Node {
             }
             NodeEvent::ThumbprintRejected(t) => state.pending = Some(t.thumbprint.clone()),
             NodeEvent::Connected(_) => state.link = Link::Online,
+            // A node never reached is still pending, not offline.
+            NodeEvent::Disconnected(_) if state.link == Link::Pending => {}
             NodeEvent::Disconnected(_) => state.link = Link::Offline,
             NodeEvent::Refused(r) => state.link = Link::Refused(r.refusal),
         }
@@ -439,5 +441,17 @@ mod tests {
         let given: Vec<NodeEvent> = [added()].into_iter().chain(removed).collect();
         assert!(matches!(when(&given, admin(), NodeAction::Enable), Err(DomainError::NotFound(_))));
         assert!(matches!(when(&given, Issuer::System, NodeAction::Disconnected { reason: "x".into() }), Err(DomainError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_node_never_reached_stays_pending_when_a_dial_fails() {
+        let failed = when(&[added()], Issuer::System, NodeAction::Disconnected { reason: "connection refused".into() }).unwrap();
+        assert_eq!(failed.len(), 1, "the reason is recorded");
+        let given: Vec<NodeEvent> = [added()].into_iter().chain(failed).collect();
+        assert_eq!(fold::<Node>(&given).status(), NodeStatus::Pending);
+        // Once reached, a lost connection is OFFLINE.
+        let online: Vec<NodeEvent> = given.into_iter().chain([NodeEvent::Connected(NodeConnected { agent_version: "1".into(), protocol: 2 })]).collect();
+        let lost = when(&online, Issuer::System, NodeAction::Disconnected { reason: "gone".into() }).unwrap();
+        assert_eq!(fold::<Node>(&[online, lost].concat()).status(), NodeStatus::Offline);
     }
 }
