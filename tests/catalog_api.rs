@@ -416,6 +416,19 @@ async fn secrets_stay_sealed_and_die_with_their_keys(mode: Mode) {
     for p in plaintexts {
         assert!(!listed.to_string().contains(p.as_str()), "API output holds a secret");
     }
+    // The history says what changed, with the names involved, and never a value.
+    let history = admin_ok(&server, &admin, "{ auditLog(page: {first: 500}) { entries { eventType summary } } }", json!({})).await;
+    let summaries: Vec<&str> = history["auditLog"]["entries"].as_array().unwrap().iter().map(|e| e["summary"].as_str().unwrap()).collect();
+    for expected in [
+        "secret DB_PASSWORD of project shop set",
+        "secret DB_PASSWORD of project shop replaced",
+        "registry decoy added at http://127.0.0.1:5050, with credentials",
+    ] {
+        assert!(summaries.contains(&expected), "{expected:?} in {summaries:#?}");
+    }
+    for p in plaintexts {
+        assert!(!history.to_string().contains(p.as_str()), "the history holds a secret");
+    }
 
     // The log holds ciphertext and key ids only; storage and logs hold no plaintext.
     let sealed_values = |events: &[nullops_events::DomainEvent]| -> Vec<(String, nullops_events::catalog::Sealed)> {

@@ -42,6 +42,12 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     for s in ["web", "api"] {
         assert_eq!(service(&d, s)["healthy"], true, "{d}");
     }
+    // Its history in words, naming it.
+    let said: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["summary"].as_str().unwrap()).collect();
+    let name = one["name"].as_str().unwrap();
+    assert!(said.iter().any(|s| s.starts_with(&format!("deployment {name} of project shop requested in {}", w.environment))), "{said:#?}");
+    assert!(said.iter().any(|s| s.ends_with("step wait-web succeeded") && s.contains(name)), "{said:#?}");
+    assert!(said.iter().any(|s| *s == format!("deployment {name} (shop in {}) running", w.environment)), "{said:#?}");
     assert_eq!(service(&d, "api")["tag"], "v2", "a pinned service runs its pin");
     let domain = if mode == Mode::Embedded { "localhost" } else { "qa.test" };
     let ingress_port = w.server.ingress.expect("an ingress").port();

@@ -153,6 +153,7 @@ pub struct AuditFilterInput {
 impl AuditFilterInput {
     fn to_filter(&self) -> AuditFilter {
         AuditFilter {
+            event_id: None,
             actor: self.actor.as_ref().map(|a| if a == "system" || a.contains(':') { a.clone() } else { Actor::User(a.clone()).to_stored() }),
             stream_id: self.stream.clone(),
             event_type: self.event_type.clone(),
@@ -191,6 +192,8 @@ pub struct AuditEntryGql {
     occurred_at: DateTime<Utc>,
     correlation_id: String,
     causation_id: Option<String>,
+    /// What changed, in words, with the names involved (never a secret).
+    summary: String,
 }
 
 impl From<audit::AuditEntry> for AuditEntryGql {
@@ -205,22 +208,7 @@ impl From<audit::AuditEntry> for AuditEntryGql {
             occurred_at: time(e.occurred_at),
             correlation_id: e.correlation_id,
             causation_id: e.causation_id,
-        }
-    }
-}
-
-impl From<&StoredEvent> for AuditEntryGql {
-    fn from(e: &StoredEvent) -> Self {
-        AuditEntryGql {
-            position: e.position.seq.to_string(),
-            event_id: e.event_id.to_string(),
-            stream: e.stream_id.to_string(),
-            stream_version: e.stream_version as i64,
-            event_type: e.event_type.clone(),
-            actor: e.metadata.actor.to_stored(),
-            occurred_at: time(e.occurred_at.0),
-            correlation_id: e.metadata.correlation_id.0.to_string(),
-            causation_id: e.metadata.causation_id.map(|c| c.to_string()),
+            summary: e.summary,
         }
     }
 }
@@ -512,7 +500,12 @@ impl SubscriptionRoot {
                 if !caller.principal.is_admin() {
                     return Err(ApiError::Forbidden("this needs the admin role".into()));
                 }
-                e.map(|e| AuditEntryGql::from(&*e)).ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))
+                let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
+                // As the history has it: with its summary.
+                app.read_models.wait_for(&["audit"], e.position, app.config.consistency_wait).await?;
+                let one = AuditFilter { event_id: Some(e.event_id.to_string()), ..Default::default() };
+                let entry = audit::query(&app.read_models, &one, None, 1).await?.pop();
+                entry.map(AuditEntryGql::from).ok_or_else(|| ApiError::internal("a live event missing from the audit history"))
             }
         });
         Ok(crate::live::until_error(entries))

@@ -1,10 +1,27 @@
-//! The audit history: one row per event of the log, with who, what, when and to what.
+//! The audit history: one row per event of the log, with who, what, when, to what, and what
+//! changed in words (`audit_summary`).
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use nullops_events::{LogPosition, StoredEvent};
 use sqlx::{AnyConnection, Row};
 
+use crate::audit_summary::{learned, summary, wanted};
 use crate::{Projection, ProjectionError, ReadModelDb};
+
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        event_id TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL, stream_id TEXT NOT NULL,
+        stream_version BIGINT NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL, occurred_at BIGINT NOT NULL,
+        correlation_id TEXT NOT NULL, causation_id TEXT, summary TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_log_order ON audit_log (commit_pos, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, commit_pos, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_stream ON audit_log (stream_id, commit_pos, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_type ON audit_log (event_type, commit_pos, seq)",
+    // What the summaries call things that events name by id only (see `audit_summary`).
+    "CREATE TABLE IF NOT EXISTS audit_subjects (key TEXT PRIMARY KEY, label TEXT NOT NULL)",
+];
 
 pub struct AuditProjection;
 
@@ -19,13 +36,35 @@ impl Projection for AuditProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["audit_log"]
+        &["audit_log", "audit_subjects"]
+    }
+
+    fn schema_version(&self) -> u32 {
+        // 2: each entry's summary.
+        2
     }
 
     async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<(), ProjectionError> {
+        let event = e.decode()?.event;
+        // The runner's transaction has written already: reading here takes no new lock.
+        let mut labels = HashMap::new();
+        for key in wanted(&e.stream_id, &event) {
+            let row = sqlx::query("SELECT label FROM audit_subjects WHERE key = $1").bind(key.clone()).fetch_optional(&mut *conn).await?;
+            if let Some(row) = row {
+                labels.insert(key, row.try_get::<String, _>(0)?);
+            }
+        }
+        let said = summary(&e.stream_id, &event, &|key| labels.get(key).cloned());
+        for (key, label) in learned(&e.stream_id, &event) {
+            sqlx::query("INSERT INTO audit_subjects (key, label) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET label = excluded.label")
+                .bind(key)
+                .bind(label)
+                .execute(&mut *conn)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO audit_log (event_id, commit_pos, seq, stream_id, stream_version, event_type, actor, \
-             occurred_at, correlation_id, causation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             occurred_at, correlation_id, causation_id, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(e.event_id.to_string())
         .bind(e.position.commit as i64)
@@ -37,6 +76,7 @@ impl Projection for AuditProjection {
         .bind(e.occurred_at.0)
         .bind(e.metadata.correlation_id.0.to_string())
         .bind(e.metadata.causation_id.map(|c| c.to_string()))
+        .bind(said)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -45,6 +85,8 @@ impl Projection for AuditProjection {
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
+    /// One event, by its id.
+    pub event_id: Option<String>,
     pub actor: Option<String>,
     pub stream_id: Option<String>,
     pub event_type: Option<String>,
@@ -66,20 +108,26 @@ pub struct AuditEntry {
     pub occurred_at: i64,
     pub correlation_id: String,
     pub causation_id: Option<String>,
+    /// What changed, in words.
+    pub summary: String,
 }
 
 /// Newest first, up to `limit` entries strictly before `before` (a keyset cursor).
 pub async fn query(db: &ReadModelDb, filter: &AuditFilter, before: Option<LogPosition>, limit: u32) -> Result<Vec<AuditEntry>, ProjectionError> {
     let mut sql = String::from(
         "SELECT commit_pos, seq, event_id, stream_id, stream_version, event_type, actor, occurred_at, \
-         correlation_id, causation_id FROM audit_log WHERE 1 = 1",
+         correlation_id, causation_id, summary FROM audit_log WHERE 1 = 1",
     );
     let mut texts: Vec<String> = Vec::new();
     let mut numbers: Vec<i64> = Vec::new();
     // Text conditions first, then numeric ones: placeholders are numbered in that bind order.
-    for (column, value) in
-        [("actor", &filter.actor), ("stream_id", &filter.stream_id), ("event_type", &filter.event_type), ("correlation_id", &filter.correlation_id)]
-    {
+    for (column, value) in [
+        ("event_id", &filter.event_id),
+        ("actor", &filter.actor),
+        ("stream_id", &filter.stream_id),
+        ("event_type", &filter.event_type),
+        ("correlation_id", &filter.correlation_id),
+    ] {
         if let Some(v) = value {
             texts.push(v.clone());
             sql.push_str(&format!(" AND {column} = ${}", texts.len()));
@@ -122,6 +170,7 @@ pub async fn query(db: &ReadModelDb, filter: &AuditFilter, before: Option<LogPos
                 occurred_at: r.try_get(7)?,
                 correlation_id: r.try_get(8)?,
                 causation_id: r.try_get(9)?,
+                summary: r.try_get(10)?,
             })
         })
         .collect()

@@ -9,11 +9,16 @@ use tokio::sync::watch;
 
 use crate::ProjectionError;
 
-const SCHEMA: &[&str] = &[
+/// The runners' own tables: made first, kept across schema versions.
+const BOOKKEEPING: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS projection_checkpoints (
         name TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL,
         events_applied BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS projection_schemas (name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+];
+
+/// The identity projection's tables. (The others are beside their projections.)
+const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS users (
         username TEXT PRIMARY KEY, user_id TEXT NOT NULL, role TEXT NOT NULL, disabled BIGINT NOT NULL,
         password_hash TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
@@ -24,14 +29,6 @@ const SCHEMA: &[&str] = &[
         token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, username TEXT NOT NULL, name TEXT NOT NULL,
         created_at BIGINT NOT NULL, expires_at BIGINT, revoked_at BIGINT)",
     "CREATE INDEX IF NOT EXISTS api_tokens_by_user ON api_tokens (username)",
-    "CREATE TABLE IF NOT EXISTS audit_log (
-        event_id TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL, stream_id TEXT NOT NULL,
-        stream_version BIGINT NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL, occurred_at BIGINT NOT NULL,
-        correlation_id TEXT NOT NULL, causation_id TEXT)",
-    "CREATE INDEX IF NOT EXISTS audit_log_order ON audit_log (commit_pos, seq)",
-    "CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, commit_pos, seq)",
-    "CREATE INDEX IF NOT EXISTS audit_log_stream ON audit_log (stream_id, commit_pos, seq)",
-    "CREATE INDEX IF NOT EXISTS audit_log_type ON audit_log (event_type, commit_pos, seq)",
 ];
 
 /// A projection's progress, for operators.
@@ -78,12 +75,14 @@ impl ReadModelDb {
         if sqlite {
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        for statement in SCHEMA {
+        for statement in BOOKKEEPING {
             sqlx::query(statement).execute(&pool).await?;
         }
         let db = ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) };
+        // Tables in an older shape go before any table is made, so that they are made anew.
         db.drop_outdated(&crate::all()).await?;
-        for statement in crate::catalog::SCHEMA.iter().chain(crate::nodes::SCHEMA).chain(crate::deployments::SCHEMA).chain(crate::logins::SCHEMA) {
+        let tables = SCHEMA.iter().chain(crate::audit::SCHEMA).chain(crate::catalog::SCHEMA).chain(crate::nodes::SCHEMA);
+        for statement in tables.chain(crate::deployments::SCHEMA).chain(crate::logins::SCHEMA) {
             sqlx::query(statement).execute(&db.pool).await?;
         }
         for projection in crate::all() {

@@ -9,6 +9,7 @@
 //! queries here stick to what both understand (`$n` parameters, BIGINT, TEXT, `ON CONFLICT`).
 
 pub mod audit;
+mod audit_summary;
 pub mod catalog;
 mod db;
 pub mod deployments;

@@ -16,7 +16,7 @@ pub const CREATE: &str =
     "mutation($p: String!, $e: String!, $n: String, $t: [TagChoice!]) { createDeployment(project: $p, environment: $e, name: $n, tags: $t) { id name state } }";
 pub const DEPLOYMENT: &str = "query($id: ID!) { deployment(id: $id) { id name state attempt pipelineVersion steps { id state detail } \
     services { name tag healthy healthDetail nodePort url cpuMillicores memoryBytes } failure { step reason exitCode oomKilled } expiresAt expiresInSeconds \
-    history { eventType actor } } }";
+    history { eventType actor summary } } }";
 pub const SAVE: &str = "mutation($p: String!, $i: PipelineInput!) { savePipeline(project: $p, pipeline: $i) { version } }";
 
 /// A platform with one online node, and a catalog to deploy from.
