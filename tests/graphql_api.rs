@@ -427,6 +427,39 @@ async fn subscribe_as_browser(
     ws
 }
 
+/// `nullops up`'s data is its owner's alone: the data dir and its directories 0700, every file
+/// 0600 (SQLite's WAL files and the local agent's among them), and a data dir an earlier
+/// version left readable is tightened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_data_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let backend = Backend::new(Mode::Embedded).await;
+    std::fs::create_dir_all(&backend.data_dir).unwrap();
+    std::fs::set_permissions(&backend.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let left = backend.data_dir.join("notes.txt");
+    std::fs::write(&left, "left by an earlier version").unwrap();
+    std::fs::set_permissions(&left, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start_with(&backend, &[("NULLOPS_NO_LOCAL_AGENT", "false")]).await;
+    let admin = server.admin().await;
+    server.ok(Some(&admin), CREATE_USER, json!({"u": "private", "p": "private-password"})).await;
+    let mut seen = 0;
+    let mut dirs = vec![backend.data_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 8, "the log, read models, keys, their WAL files and the agent's files: {seen}");
+    server.stop().await;
+}
+
 /// A page of another origin can make a signed-in admin's browser send a request with the session
 /// cookie, as a form (`text/plain`, form-encoded) or a `fetch`: none of it is executed. The UI's
 /// own requests (JSON, its own origin) and bearer-token clients are served.

@@ -347,11 +347,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
 async fn command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up { data_dir, local_agent_listen, no_local_agent, serve } => {
+            platform::private_files();
             let backends = platform::Backends::embedded(&data_dir).await?;
             platform::serve(backends, serve, (!no_local_agent).then_some(local_agent_listen)).await
         }
         Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None).await,
         Command::Agent { listen, data_dir, scope, reconcile_secs, network_pool, speak_protocol } => {
+            platform::private_files();
             run_agent(listen, data_dir, scope, Duration::from_secs(reconcile_secs.max(1)), network_pool, speak_protocol).await
         }
         Command::Connector { backends } => platform::run_connector(backends.open().await?).await,

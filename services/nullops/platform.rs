@@ -49,9 +49,9 @@ impl Backends {
         self.read_models.clone()
     }
 
-    /// SQLite files and an in-process bus under `data_dir`.
+    /// SQLite files and an in-process bus under `data_dir`, which only its owner can read.
     pub async fn embedded(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        private_dir(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let lock = File::create(data_dir.join("lock"))?;
         if lock.try_lock().is_err() {
             bail!("another nullops process is using {}", data_dir.display());
@@ -89,6 +89,41 @@ impl Backends {
             _data_dir_lock: None,
         })
     }
+}
+
+/// Files this process creates are its owner's alone (0600, directories 0700): the event log,
+/// read models and keys of `nullops up`, and what SQLite adds beside them, hold secrets'
+/// ciphertext, sessions and the history.
+pub fn private_files() {
+    // SAFETY: umask only sets the process's file mode creation mask; it takes no pointer and
+    // cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates `dir` (0700), or makes an existing one and what it holds (files and directories one
+/// level down, as an earlier version left them) readable by their owner only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+            for inner in std::fs::read_dir(entry.path())? {
+                let inner = inner?;
+                if inner.file_type()?.is_file() {
+                    std::fs::set_permissions(inner.path(), std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        } else if kind.is_file() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 /// Where the master key came from.
