@@ -357,6 +357,29 @@ async fn a_deployment_url_routes_live_streams_and_refuses_what_it_should() {
     // A well-framed request on the same kind of connection is served.
     let fine = raw(ingress, format!("POST /echo HTTP/1.1\r\n{host}Content-Length: 5\r\nConnection: close\r\n\r\nhello").as_bytes()).await;
     assert!(fine.starts_with("HTTP/1.1 200") && fine.contains("\r\nhello\r\n"), "{fine}");
+    // A body whose chunks are not chunks is the client's error (400 with its own code), not
+    // a failing service's (502).
+    let chunked = raw(ingress, format!("POST /count HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n").as_bytes()).await;
+    assert!(chunked.starts_with("HTTP/1.1 400") && chunked.contains("x-nullops-error: MALFORMED_BODY"), "{chunked}");
+    let counted =
+        raw(ingress, format!("POST /count HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").as_bytes()).await;
+    assert!(counted.starts_with("HTTP/1.1 200") && counted.contains("5 bytes"), "{counted}");
+    // Heads hyper cannot take are refused by the ingress itself, with a code, and requests
+    // before them on the connection are answered first.
+    let long_target = format!("GET /{} HTTP/1.1\r\n{host}\r\n", "a".repeat(70_000));
+    let large_header = format!("GET / HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n", "b".repeat(70_000));
+    let not_http = format!("GET / HTTP/1.1\r\n{host}\r\nGET / HTTP/1.1\r\n{host}a header without a colon\r\n\r\n");
+    for (request, status, code) in
+        [(long_target.as_str(), "414", "URI_TOO_LONG"), (large_header.as_str(), "431", "HEADERS_TOO_LARGE"), (not_http.as_str(), "400", "MALFORMED_REQUEST")]
+    {
+        let answer = raw(ingress, request.as_bytes()).await;
+        // The last answer: from the last line that is a status line.
+        let start = answer.match_indices("HTTP/1.1 ").filter(|(i, _)| *i == 0 || answer[..*i].ends_with('\n')).map(|(i, _)| i).last().unwrap_or(0);
+        let last = &answer[start + "HTTP/1.1 ".len()..];
+        assert!(last.starts_with(status) && last.contains(&format!("x-nullops-error: {code}")), "{code}: {answer}");
+    }
+    let both = raw(ingress, not_http.as_bytes()).await;
+    assert!(both.starts_with("HTTP/1.1 200"), "the good request first: {both}");
 
     // Deleted: 404 (how soon is printed). Recreated under its name: the same URL answers again.
     w.delete(&id).await;

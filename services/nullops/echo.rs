@@ -1,6 +1,7 @@
 //! `nullops example echo`: an example service for trying the ingress (packaged as the
 //! `nullops/echo` image by `infra/demo-images.sh`). It answers with the request it received, so
-//! what a proxy changed on the way shows; echoes a POST body to /echo as it streams in; echoes
+//! what a proxy changed on the way shows; echoes a POST body to /echo as it streams in; counts a
+//! POST body to /count once it has all arrived; echoes
 //! WebSocket messages at /ws; and answers /healthz.
 
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/echo", post(|request: Request| async move { Body::from_stream(request.into_body().into_data_stream()) }))
+        // Answers once the whole body has arrived, as most services do: how many bytes it had.
+        .route("/count", post(|body: axum::body::Bytes| async move { format!("{} bytes\n", body.len()) }))
         .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo_messages) }))
         .fallback(any(describe));
     let listener = tokio::net::TcpListener::bind(listen).await?;

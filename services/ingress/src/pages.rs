@@ -7,7 +7,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use crate::framing::Ambiguity;
+use crate::framing::{Ambiguity, HeadError, MAX_HEAD, MAX_HEADERS, MAX_URI};
 use crate::HostError;
 
 /// A response body: the upstream's, streamed, or one of ours.
@@ -39,12 +39,19 @@ pub enum Refusal {
     UpstreamTimeout {
         host: String,
     },
+    /// The request's head is not valid HTTP/1.1, or is too large (refused before it is read).
+    BadHead(HeadError),
+    /// The request's body broke off or is malformed (a chunk that is not a chunk).
+    MalformedBody,
 }
 
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadHost(_) | Refusal::Ambiguous(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadHost(_) | Refusal::Ambiguous(_) | Refusal::MalformedBody => StatusCode::BAD_REQUEST,
+            Refusal::BadHead(HeadError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            Refusal::BadHead(HeadError::UriTooLong) => StatusCode::URI_TOO_LONG,
+            Refusal::BadHead(HeadError::HeadersTooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::NotAProxy => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownHost(_) => StatusCode::NOT_FOUND,
             Refusal::NotRunning { .. } | Refusal::NodeOffline { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -64,6 +71,10 @@ impl Refusal {
             Refusal::NodeOffline { .. } => "NODE_OFFLINE",
             Refusal::UpstreamUnavailable { .. } => "SERVICE_UNAVAILABLE",
             Refusal::UpstreamTimeout { .. } => "SERVICE_TIMEOUT",
+            Refusal::BadHead(HeadError::Malformed(_)) => "MALFORMED_REQUEST",
+            Refusal::BadHead(HeadError::UriTooLong) => "URI_TOO_LONG",
+            Refusal::BadHead(HeadError::HeadersTooLarge) => "HEADERS_TOO_LARGE",
+            Refusal::MalformedBody => "MALFORMED_BODY",
         }
     }
 
@@ -80,25 +91,53 @@ impl Refusal {
             Refusal::NodeOffline { host } => format!("The node running the deployment serving {host} is offline. It is served again when the node reconnects."),
             Refusal::UpstreamUnavailable { host } => format!("The service at {host} does not take connections. Its health and logs in NullOps show why."),
             Refusal::UpstreamTimeout { host } => format!("The service at {host} did not answer in time."),
+            Refusal::BadHead(HeadError::Malformed(why)) => format!("The request is not valid HTTP/1.1 ({why}), so it was not forwarded."),
+            Refusal::BadHead(HeadError::UriTooLong) => format!("The request's target is longer than {MAX_URI} bytes, so it was not forwarded."),
+            Refusal::BadHead(HeadError::HeadersTooLarge) => {
+                format!("The request's headers are over {MAX_HEAD} bytes or {MAX_HEADERS} fields, so it was not forwarded.")
+            }
+            Refusal::MalformedBody => {
+                "The request's body is malformed (a chunked body whose chunks are not chunks, or one cut short), so the service could not take it.".to_owned()
+            }
         }
     }
 
     /// Refusals of a malformed request close the connection: what follows cannot be trusted.
     fn closes(&self) -> bool {
-        matches!(self, Refusal::BadHost(_) | Refusal::Ambiguous(_) | Refusal::NotAProxy)
+        matches!(self, Refusal::BadHost(_) | Refusal::Ambiguous(_) | Refusal::NotAProxy | Refusal::BadHead(_) | Refusal::MalformedBody)
     }
 
-    pub fn response(&self) -> Response<Body> {
+    fn page(&self) -> String {
         let status = self.status();
         let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
-        let page = format!(
+        format!(
             "<!doctype html>\n<html lang=\"en\"><meta charset=\"utf-8\"><title>{title}</title>\
              <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
              <h1>{title}</h1><p>{}</p><p><small>NullOps ingress · {}</small></p></body></html>\n",
             escape(&self.message()),
             self.code()
+        )
+    }
+
+    /// The whole answer as bytes, for a connection hyper no longer serves (a head it was never
+    /// given); it closes the connection.
+    pub fn raw(&self) -> Vec<u8> {
+        let status = self.status();
+        let page = self.page();
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-nullops-error: {}\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.code(),
+            page.len()
         );
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(page))));
+        [head.into_bytes(), page.into_bytes()].concat()
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        let status = self.status();
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(self.page()))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

@@ -3,6 +3,8 @@
 //! after a protocol switch).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Either;
@@ -29,7 +31,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Proxy {
     routes: RouteBook,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Watched>,
     /// Whether clients reach this listener over TLS (for X-Forwarded-Proto).
     https: bool,
 }
@@ -80,9 +82,13 @@ impl Proxy {
         let (parts, body) = request.into_parts();
         let parts = upstream_parts(parts, (&host, port), &public_host, client.ip(), self.https, upgrade)
             .map_err(|_| Refusal::BadHost(HostError::Invalid("it cannot be forwarded")))?;
+        let (body, client_body_broke) = Watched::new(body);
         let upstream = Request::from_parts(parts, body);
         let mut response = match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream)).await {
             Ok(Ok(response)) => response,
+            // The client's body was broken (a malformed chunk, say): the client's fault, not
+            // the service's.
+            Ok(Err(_)) if client_body_broke.load(Ordering::Relaxed) => return Err(Refusal::MalformedBody),
             Ok(Err(e)) => {
                 tracing::debug!(host = %name, error = %e, "upstream failed");
                 return Err(Refusal::UpstreamUnavailable { host: name });
@@ -103,6 +109,43 @@ impl Proxy {
             response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         }
         Ok(response.map(Either::Left))
+    }
+}
+
+/// A client's request body on its way to the service, noting whether reading it failed.
+pub struct Watched {
+    inner: Incoming,
+    broke: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn new(inner: Incoming) -> (Self, Arc<AtomicBool>) {
+        let broke = Arc::new(AtomicBool::new(false));
+        (Watched { inner, broke: broke.clone() }, broke)
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            self.broke.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -106,7 +106,9 @@ async fn http<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: IO, peer:
         async move { Ok::<_, std::convert::Infallible>(proxy.serve(request, peer, verdict).await) }
     });
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);
+    // Half-closed clients are answered: and after a refused head the guard ends hyper's input
+    // while earlier requests may still be in flight.
+    builder.timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT).max_buf_size(MAX_HEAD_BYTES).half_close(true);
     let mut conn = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
     let served = tokio::select! {
         served = conn.as_mut() => served,
