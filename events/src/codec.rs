@@ -125,6 +125,12 @@ macro_rules! current_events {
             (name, version, bytes)
         }
 
+        /// Every event type and its current schema version.
+        pub fn current_types() -> Vec<(&'static str, u16)> {
+            use types::*;
+            vec![$($ty,)*]
+        }
+
         fn decode_current(key: (&str, u16), bytes: &[u8]) -> Option<Result<DomainEvent, String>> {
             use types::*;
             $(if key == $ty {
