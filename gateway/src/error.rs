@@ -156,13 +156,44 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         };
+        let field = match &e {
+            ApiError::InvalidInput(m) => field_of(m),
+            _ => None,
+        };
         async_graphql::Error::new(e.message()).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(secs) = retry {
                 ext.set("retryAfterSeconds", secs);
             }
+            if let Some(field) = field {
+                ext.set("field", field);
+            }
         })
     }
 }
 
+/// The input an INVALID_INPUT message is about: every such message starts `field: `, the
+/// argument or input field's name as the schema spells it (`baseDomain`, `page.first`), so a
+/// client can show the message beside that field.
+fn field_of(message: &str) -> Option<&str> {
+    let (field, _) = message.split_once(": ")?;
+    let mut chars = field.chars();
+    let starts = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    (starts && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')).then_some(field)
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_input_names_its_field_when_its_message_starts_with_one() {
+        let extensions = |e: ApiError| async_graphql::Error::from(e).extensions.map(|x| format!("{x:?}")).unwrap_or_default();
+        assert!(extensions(DomainError::invalid("baseDomain", "\"x\" is not a domain").into()).contains("\"baseDomain\""));
+        assert!(extensions(ApiError::InvalidInput("page.first: use 1 to 500".into())).contains("\"page.first\""));
+        assert!(!extensions(ApiError::InvalidInput("project shop has no pipeline yet: save one first".into())).contains("field"));
+        assert!(!extensions(ApiError::Conflict("name: taken".into())).contains("field"));
+    }
+}

@@ -11,6 +11,7 @@ mod catalog;
 mod context;
 mod deployments;
 pub mod error;
+mod feeds;
 mod frontend;
 mod http;
 pub mod live;

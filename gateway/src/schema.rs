@@ -148,6 +148,9 @@ pub struct AuditFilterInput {
     correlation_id: Option<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    /// Words the entry's summary contains, in any case: the name of what it concerns (a
+    /// project, a deployment, a node, a team, a user).
+    mentions: Option<String>,
 }
 
 impl AuditFilterInput {
@@ -160,6 +163,7 @@ impl AuditFilterInput {
             correlation_id: self.correlation_id.clone(),
             from: self.from.map(|t| t.timestamp_micros()),
             to: self.to.map(|t| t.timestamp_micros()),
+            mentions: self.mentions.as_ref().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()),
         }
     }
 }
@@ -286,6 +290,15 @@ impl IdentityQuery {
         rows.truncate(first as usize);
         let next_cursor = if more { rows.last().map(|r| r.position.to_string()) } else { None };
         Ok(AuditPage { entries: rows.into_iter().map(Into::into).collect(), next_cursor })
+    }
+
+    /// Every type of event the log records, such as `deployment.requested`: what `auditLog`
+    /// and `auditEvents` can be filtered by (admins).
+    async fn audit_event_types(&self, ctx: &Context<'_>) -> ApiResult<Vec<String>> {
+        request(ctx).admin()?;
+        let mut names: Vec<String> = nullops_events::codec::current_types().into_iter().map(|(name, _)| name.to_owned()).collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Where each projection is in the event log (admins).
@@ -473,6 +486,35 @@ impl SubscriptionRoot {
         deployments::updates(ctx, id).await
     }
 
+    /// Each deployment the caller may see (of `project` and/or `environment` when given) again
+    /// whenever it changes: its state, steps, health, lifetime, or its node's link. Ended ones
+    /// come too, once, so that a list drops them. Ask `deployments` first, then follow this.
+    async fn deployments_updated(
+        &self,
+        ctx: &Context<'_>,
+        project: Option<String>,
+        environment: Option<String>,
+    ) -> Result<impl Stream<Item = ApiResult<deployments::DeploymentGql>>, ApiError> {
+        let (app, credential, viewer) = follower(ctx).await?;
+        Ok(crate::feeds::deployments(app, credential, viewer, project, environment))
+    }
+
+    /// Each node the caller may see (of `environment` when given) again whenever it changes: its
+    /// status, trust, allocation, and its usage as its agent reports it (every few seconds). A
+    /// removed node comes with `node: null`.
+    async fn nodes_updated(&self, ctx: &Context<'_>, environment: Option<String>) -> Result<impl Stream<Item = ApiResult<crate::feeds::NodeChange>>, ApiError> {
+        let (app, credential, viewer) = follower(ctx).await?;
+        crate::feeds::nodes(app, credential, viewer, environment).await
+    }
+
+    /// Which part of the catalog changed, as it changes: registries, services and plugins for
+    /// everyone; environments, projects (their pipeline and secrets), teams and users for those
+    /// who may see them; ACCESS when what the caller may see changed. Ask again for what shows.
+    async fn catalog_updated(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = ApiResult<crate::feeds::CatalogChange>>, ApiError> {
+        let (app, credential, viewer) = follower(ctx).await?;
+        Ok(crate::feeds::catalog(app, credential, viewer))
+    }
+
     /// A deployment's log: the last lines, then each new one as it arrives; of one `service`
     /// (or `pipeline`: the steps' progress and the plugins' output) when given.
     async fn deployment_logs(
@@ -492,9 +534,10 @@ impl SubscriptionRoot {
         let app = app(ctx).clone();
         let credential = req.caller()?.credential.clone();
         let filter = filter.unwrap_or_default().to_filter();
+        let mentions = filter.clone();
         let events = tokio_stream_from(app.live.subscribe());
         let entries = events.filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| matches(&filter, e)))).then(move |e| {
-            let (app, credential) = (app.clone(), credential.clone());
+            let (app, credential, mentions) = (app.clone(), credential.clone(), mentions.clone());
             async move {
                 let caller = auth::resolve_credential(&app.read_models, credential).await?;
                 if !caller.principal.is_admin() {
@@ -505,11 +548,19 @@ impl SubscriptionRoot {
                 app.read_models.wait_for(&["audit"], e.position, app.config.consistency_wait).await?;
                 let one = AuditFilter { event_id: Some(e.event_id.to_string()), ..Default::default() };
                 let entry = audit::query(&app.read_models, &one, None, 1).await?.pop();
-                entry.map(AuditEntryGql::from).ok_or_else(|| ApiError::internal("a live event missing from the audit history"))
+                let entry = entry.ok_or_else(|| ApiError::internal("a live event missing from the audit history"))?;
+                Ok(mentions.mentioned_in(&entry.summary).then(|| AuditEntryGql::from(entry)))
             }
         });
-        Ok(crate::live::until_error(entries))
+        Ok(crate::live::until_error(entries.filter_map(|e| std::future::ready(e.transpose()))))
     }
+}
+
+/// What a live feed keeps of its caller: the app, the credential to check again, who they are now.
+async fn follower(ctx: &Context<'_>) -> ApiResult<(Arc<App>, crate::auth::CredentialRef, catalog::Viewer)> {
+    let credential = request(ctx).caller()?.credential.clone();
+    let viewer = catalog::Viewer::of(ctx).await?;
+    Ok((app(ctx).clone(), credential, viewer))
 }
 
 /// A broadcast receiver as a stream; `None` items mark events lost to lagging.

@@ -95,6 +95,16 @@ pub struct AuditFilter {
     pub from: Option<i64>,
     /// Exclusive upper bound.
     pub to: Option<i64>,
+    /// Words the summary contains, in any case: a name (a project's, a deployment's, a node's)
+    /// finds what happened to it wherever it is stored.
+    pub mentions: Option<String>,
+}
+
+impl AuditFilter {
+    /// Whether `summary` holds what `mentions` asks for (the live feed's check; the query's is SQL).
+    pub fn mentioned_in(&self, summary: &str) -> bool {
+        self.mentions.as_ref().is_none_or(|m| summary.to_lowercase().contains(&m.to_lowercase()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +142,12 @@ pub async fn query(db: &ReadModelDb, filter: &AuditFilter, before: Option<LogPos
             texts.push(v.clone());
             sql.push_str(&format!(" AND {column} = ${}", texts.len()));
         }
+    }
+    if let Some(m) = &filter.mentions {
+        // LIKE with its wildcards escaped: the words are matched as written.
+        let escaped = m.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        texts.push(format!("%{escaped}%"));
+        sql.push_str(&format!(" AND LOWER(summary) LIKE ${} ESCAPE '\\'", texts.len()));
     }
     let n = texts.len();
     if let Some(from) = filter.from {

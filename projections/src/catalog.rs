@@ -251,7 +251,7 @@ pub async fn teams_of(db: &ReadModelDb, username: &str) -> Result<Vec<String>, P
         .await?)
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRow {
     pub team: String,
     pub target_kind: String,

@@ -283,6 +283,18 @@ pub async fn record_usage(db: &ReadModelDb, node_id: Uuid, usage: &UsageRow) -> 
     Ok(())
 }
 
+/// When each node's agent last reported its usage (microseconds since the epoch).
+pub async fn usage_samples(db: &ReadModelDb) -> Result<Vec<(Uuid, i64)>, ProjectionError> {
+    let rows = sqlx::query("SELECT node_id, sampled_at FROM node_usage").fetch_all(db.pool()).await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get(0)?;
+            let id = id.parse().map_err(|_| ProjectionError::Corrupt(format!("node_usage: node id {id:?}")))?;
+            Ok((id, r.try_get::<i64, _>(1)?))
+        })
+        .collect()
+}
+
 pub async fn usage(db: &ReadModelDb, node_id: Uuid) -> Result<Option<UsageRow>, ProjectionError> {
     let row =
         sqlx::query("SELECT cpu_cores, cpu_used_millicores, memory_total_bytes, memory_used_bytes, containers, sampled_at FROM node_usage WHERE node_id = $1")

@@ -177,6 +177,10 @@ pub struct IngressArgs {
     /// balancer or a port forward); service URLs name it.
     #[arg(long, env = "NULLOPS_INGRESS_PUBLIC_PORT")]
     ingress_public_port: Option<u16>,
+    /// The address users reach the ingress at (an IP address or a host name): the UI shows each
+    /// environment's DNS record pointing there. Default: the listen address, unless it is 0.0.0.0.
+    #[arg(long, env = "NULLOPS_INGRESS_PUBLIC_ADDRESS")]
+    ingress_public_address: Option<String>,
 }
 
 #[derive(Subcommand)]

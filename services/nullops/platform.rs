@@ -391,7 +391,9 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
 
 /// How users reach an ingress that listens on `port`.
 fn public_origin(args: &IngressArgs, port: u16) -> nullops_ingress::PublicOrigin {
-    nullops_ingress::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port) }
+    let listen = args.ingress_listen.ip();
+    let address = args.ingress_public_address.clone().or_else(|| (!listen.is_unspecified()).then(|| listen.to_string()));
+    nullops_ingress::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port), address }
 }
 
 /// Starts the ingress on `args` with a routing table kept from the read models, and says how

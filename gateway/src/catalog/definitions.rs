@@ -82,6 +82,30 @@ impl DefinitionQuery {
         let all = app.registries.tags(&app.keyring, &registry, &service.image, refresh).await?;
         Ok(tags::selectable(all.to_vec(), pattern.as_ref()))
     }
+
+    /// The tags of `repository` in a saved registry, asked of it live, newest version first;
+    /// only those matching `pattern` when given (admins). Tries a registry's URL and
+    /// credentials, or a service's image and pattern, before a deployment needs them: a failure
+    /// is the registry's error (REGISTRY_UNAVAILABLE, REGISTRY_AUTH_FAILED, NOT_FOUND).
+    async fn registry_tags(
+        &self,
+        ctx: &Context<'_>,
+        registry: String,
+        repository: String,
+        pattern: Option<String>,
+        #[graphql(default = false)] refresh: bool,
+    ) -> ApiResult<Vec<String>> {
+        request(ctx).admin()?;
+        let app = app(ctx);
+        let pattern = pattern.filter(|p| !p.is_empty()).map(|p| TagPattern::parse(&p)).transpose()?;
+        let repository = repository.trim();
+        if repository.is_empty() {
+            return Err(ApiError::InvalidInput("repository: name an image, such as shop/api".into()));
+        }
+        let registry = entry::<RegistryDefinition>(app, kind::REGISTRY, &registry).await?.definition;
+        let all = app.registries.tags(&app.keyring, &registry, repository, refresh).await?;
+        Ok(tags::selectable(all.to_vec(), pattern.as_ref()))
+    }
 }
 
 /// Seals `username:password` for registry `name`, if both are given.

@@ -16,9 +16,10 @@ mod types;
 
 pub use definitions::{DefinitionMutation, DefinitionQuery};
 pub use key_sweep::{sweep_orphaned_keys, SweepError};
-pub use nodes::{NodeMutation, NodeQuery};
+pub use nodes::{NodeGql, NodeMutation, NodeQuery};
 pub use projects::{ProjectMutation, ProjectQuery};
 pub use teams::{TeamMutation, TeamQuery};
+pub(crate) use types::{AccessGql, HealthCheckGql};
 
 use async_graphql::Context;
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CatalogState, CATALOG_KEY};
@@ -105,6 +106,7 @@ async fn entry<T: DeserializeOwned>(app: &App, kind: &'static str, name: &str) -
 }
 
 /// The caller of a query and the grants their teams hold, read once per request.
+#[derive(Clone)]
 pub(crate) struct Viewer {
     principal: Principal,
     grants: Vec<GrantRow>,
@@ -127,8 +129,17 @@ impl Viewer {
         Ok(Viewer { principal, grants })
     }
 
-    fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.principal.is_admin()
+    }
+
+    pub(crate) fn username(&self) -> &str {
+        self.principal.username.as_str()
+    }
+
+    /// Whether `other` sees exactly what this viewer sees (same role, same grants).
+    pub(crate) fn sees_as(&self, other: &Viewer) -> bool {
+        self.principal.role == other.principal.role && self.grants == other.grants
     }
 
     /// Effective access to any of `targets`.

@@ -44,6 +44,12 @@ pub enum NodeStatusGql {
 /// A Docker node and its agent.
 pub struct NodeGql(NodeRow);
 
+impl From<NodeRow> for NodeGql {
+    fn from(row: NodeRow) -> Self {
+        NodeGql(row)
+    }
+}
+
 #[Object(name = "Node")]
 impl NodeGql {
     async fn id(&self) -> ID {

@@ -164,6 +164,17 @@ pub struct HealthCheckGql {
     pub retries: i32,
 }
 
+impl From<nullops_events::catalog::HealthCheck> for HealthCheckGql {
+    fn from(h: nullops_events::catalog::HealthCheck) -> Self {
+        let (http_path, command) = match h.probe {
+            Probe::Http(p) => (Some(p), None),
+            Probe::Command(c) => (None, Some(c)),
+        };
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        HealthCheckGql { http_path, command, interval_seconds: int(h.interval_secs), timeout_seconds: int(h.timeout_secs), retries: int(h.retries) }
+    }
+}
+
 #[derive(SimpleObject, InputObject, Clone)]
 #[graphql(name = "EnvVar", input_name = "EnvVarInput")]
 pub struct EnvVarGql {
@@ -205,19 +216,7 @@ impl From<Entry<ServiceDefinition>> for ServiceGql {
             tag,
             tag_pattern,
             port: i32::from(s.port),
-            health_check: s.health_check.map(|h| {
-                let (http_path, command) = match h.probe {
-                    Probe::Http(p) => (Some(p), None),
-                    Probe::Command(c) => (None, Some(c)),
-                };
-                HealthCheckGql {
-                    http_path,
-                    command,
-                    interval_seconds: h.interval_secs as i32,
-                    timeout_seconds: h.timeout_secs as i32,
-                    retries: h.retries as i32,
-                }
-            }),
+            health_check: s.health_check.map(HealthCheckGql::from),
             env: s.env.into_iter().map(|v| EnvVarGql { name: v.name, value: v.value }).collect(),
             created_at: time(e.created_at),
             updated_at: time(e.updated_at),
@@ -361,7 +360,7 @@ impl PluginInput {
 // Environments
 
 #[derive(SimpleObject)]
-#[graphql(name = "Environment")]
+#[graphql(name = "Environment", complex)]
 pub struct EnvironmentGql {
     pub name: String,
     pub base_domain: String,
@@ -369,6 +368,31 @@ pub struct EnvironmentGql {
     pub cleanup_after_seconds: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[async_graphql::ComplexObject]
+impl EnvironmentGql {
+    /// The DNS record to create so that its URLs reach the ingress; null when none is needed
+    /// (under `localhost`).
+    async fn dns_record(&self, ctx: &async_graphql::Context<'_>) -> Option<DnsRecordGql> {
+        let record = crate::schema::app(ctx).config.ingress.dns_record(&self.name, &self.base_domain)?;
+        let zone_line = format!("{} 300 IN {} {}", record.name, record.kind, record.value.as_deref().unwrap_or("INGRESS-ADDRESS"));
+        Some(DnsRecordGql { name: record.name, r#type: record.kind.to_owned(), value: record.value, zone_line })
+    }
+}
+
+/// A DNS record, as a zone file has it.
+#[derive(SimpleObject)]
+#[graphql(name = "DnsRecord")]
+pub struct DnsRecordGql {
+    /// A wildcard covering every service of every deployment: `*.staging.qa.example.com.`.
+    name: String,
+    /// `A`, `AAAA` or `CNAME`.
+    r#type: String,
+    /// The ingress's address; null until the server is told it (`--ingress-public-address`).
+    value: Option<String>,
+    /// The record as one zone-file line (`INGRESS-ADDRESS` stands for an unknown address).
+    zone_line: String,
 }
 
 impl From<Entry<EnvironmentDefinition>> for EnvironmentGql {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_graphql::{Context, InputObject, Object, ID};
 use futures::{Stream, StreamExt};
 use nullops_domain::catalog::CatalogState;
-use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, Phase};
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, Phase, UserAction};
 use nullops_domain::plan::{resolve, selectable_services};
 use nullops_domain::{DnsLabel, Issuer};
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
@@ -56,14 +56,14 @@ impl DeploymentQuery {
     ) -> ApiResult<Vec<DeploymentGql>> {
         let viewer = Viewer::of(ctx).await?;
         let rows = read::deployments(&app(ctx).read_models, project.as_deref(), environment.as_deref(), include_ended).await?;
-        Ok(rows.into_iter().filter(|r| viewer.access(&targets(r)).is_some()).map(DeploymentGql).collect())
+        Ok(rows.into_iter().filter_map(|r| viewer.access(&targets(&r)).map(|access| DeploymentGql(r, access))).collect())
     }
 
     async fn deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeploymentGql> {
         let viewer = Viewer::of(ctx).await?;
         let row = find(app(ctx), &id).await?;
-        viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
-        Ok(DeploymentGql(row))
+        let access = viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+        Ok(DeploymentGql(row, access))
     }
 }
 
@@ -97,7 +97,7 @@ impl DeploymentMutation {
         let access = caller_access(ctx, &row).await?;
         let action = DeploymentAction::Delete { access, reason: DeletionReason::User };
         change(ctx, row.deployment_id, action).await?;
-        Ok(DeploymentGql(find(app, &id).await?))
+        Ok(DeploymentGql(find(app, &id).await?, seen(access)))
     }
 
     /// Resets the deployment's lifetime in full, from now (FULL access).
@@ -106,7 +106,7 @@ impl DeploymentMutation {
         let row = find(app, &id).await?;
         let access = caller_access(ctx, &row).await?;
         change(ctx, row.deployment_id, DeploymentAction::Extend { access, now: Timestamp::now().0 }).await?;
-        Ok(DeploymentGql(find(app, &id).await?))
+        Ok(DeploymentGql(find(app, &id).await?, seen(access)))
     }
 
     /// Runs a FAILED deployment again, under its name, with the project's latest pipeline
@@ -116,7 +116,7 @@ impl DeploymentMutation {
         let row = find(app, &id).await?;
         let access = caller_access(ctx, &row).await?;
         nullops_domain::access::require(access, Access::Full, &format!("deployment {}", row.name))?;
-        if row.phase != Phase::Failed {
+        if !row.phase.allows(UserAction::Retry) {
             return Err(ApiError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase.name())));
         }
         let state = catalog_state(app).await?;
@@ -128,7 +128,7 @@ impl DeploymentMutation {
             // The saga found no node with room for the new attempt.
             return Err(ApiError::ResourcesExhausted(failure_reason(&placed)));
         }
-        Ok(DeploymentGql(placed))
+        Ok(DeploymentGql(placed, seen(access)))
     }
 
     /// A new deployment of the same project and environment, with the latest pipeline version,
@@ -147,8 +147,13 @@ impl DeploymentMutation {
 }
 
 /// What a deployment is seen and changed through.
-fn targets(row: &DeploymentRow) -> [AccessTarget; 2] {
+pub(crate) fn targets(row: &DeploymentRow) -> [AccessTarget; 2] {
     [AccessTarget::Project(row.project.clone()), AccessTarget::Environment(row.environment.clone())]
+}
+
+/// The access of a caller already found to have some (`caller_access`, `create`).
+fn seen(access: Option<Access>) -> Access {
+    access.unwrap_or(Access::ReadOnly)
 }
 
 fn not_found(id: &ID) -> ApiError {
@@ -292,7 +297,7 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
         change(ctx, deployment_id, DeploymentAction::Create { access, request, name }).await?;
         let row = placement(app, deployment_id, 1).await?;
         match row.rejection {
-            None => return Ok(DeploymentGql(row)),
+            None => return Ok(DeploymentGql(row, seen(access))),
             Some(RejectionCode::NameTaken) => refused = Some(ApiError::Conflict(failure_reason(&row))),
             Some(RejectionCode::NoRoom) => return Err(ApiError::ResourcesExhausted(failure_reason(&row))),
         }
@@ -323,11 +328,11 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
     let app = app(ctx).clone();
     let viewer = Viewer::of(ctx).await?;
     let row = find(&app, &id).await?;
-    viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
     let guard = LiveGuard { credential: request(ctx).caller()?.credential.clone(), targets: targets(&row) };
     let stream_id = format!("deployment-{}", row.deployment_id);
     let events = tokio_stream_from(app.live.subscribe());
-    let first = futures::stream::once(async move { Ok(Some(DeploymentGql(row))) });
+    let access = viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+    let first = futures::stream::once(async move { Ok(Some(DeploymentGql(row, access))) });
     let rest = events
         .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id || may_revoke_access(&e.event_type))))
         .then(move |e| {
@@ -338,10 +343,10 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
                     guard.check(&app, Some(e.position)).await?;
                     return Ok(None);
                 }
-                guard.check(&app, None).await?;
+                let access = guard.check(&app, None).await?;
                 // The read model shows the event before it is served.
                 app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
-                Ok(Some(DeploymentGql(find(&app, &id).await?)))
+                Ok(Some(DeploymentGql(find(&app, &id).await?, access)))
             }
         });
     Ok(until_error(first.chain(rest).filter_map(|item| std::future::ready(item.transpose()))))
@@ -358,12 +363,12 @@ struct LiveGuard {
 impl LiveGuard {
     /// UNAUTHENTICATED or FORBIDDEN once the caller may no longer see it; `after` an event that
     /// may have revoked access, once the read models that say so show it.
-    async fn check(&self, app: &App, after: Option<nullops_events::LogPosition>) -> ApiResult<()> {
+    async fn check(&self, app: &App, after: Option<nullops_events::LogPosition>) -> ApiResult<Access> {
         if let Some(position) = after {
             app.read_models.wait_for(&ACCESS_READ_MODELS, position, app.config.consistency_wait).await?;
         }
         let viewer = Viewer::now(app, &self.credential).await?;
-        viewer.access(&self.targets).map(|_| ()).ok_or_else(|| ApiError::Forbidden("you may no longer see this deployment".into()))
+        viewer.access(&self.targets).ok_or_else(|| ApiError::Forbidden("you may no longer see this deployment".into()))
     }
 }
 
@@ -395,7 +400,7 @@ pub async fn log_lines(ctx: &Context<'_>, id: ID, service: Option<String>) -> Ap
             let batch = match batch {
                 Ok(rows) if !rows.is_empty() || checked.elapsed() >= LOG_ACCESS_EVERY => {
                     checked = tokio::time::Instant::now();
-                    guard.check(&app, None).await.map(|()| rows)
+                    guard.check(&app, None).await.map(|_| rows)
                 }
                 other => other,
             };

@@ -2,7 +2,8 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use nullops_domain::deployment::{status, DeploymentStatus};
+use nullops_domain::deployment::{status, DeploymentStatus, UserAction};
+use nullops_events::catalog::Access;
 use nullops_events::catalog::EnvironmentDefinition;
 use nullops_events::deployment::StepState;
 use nullops_events::deployment::{ChosenVersion, DeploymentFailed, Endpoint, PlannedAction};
@@ -13,6 +14,7 @@ use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes::{self as nodes_read, link};
 use nullops_wire::message::ContainerUsage;
 
+use crate::catalog::{AccessGql, HealthCheckGql};
 use crate::error::ApiResult;
 use crate::schema::{app, time, AuditEntryGql};
 
@@ -79,6 +81,8 @@ pub struct ServiceGql {
     url: String,
     /// Where its port is published on its node, once running.
     node_port: Option<u16>,
+    /// How its health is checked; none: healthy once started.
+    health_check: Option<HealthCheckGql>,
     /// CPU its container uses, as its agent last measured (every few seconds).
     cpu_millicores: Option<u64>,
     memory_bytes: Option<u64>,
@@ -124,7 +128,24 @@ pub struct NodeRefGql {
     online: bool,
 }
 
-pub struct DeploymentGql(pub DeploymentRow);
+/// A deployment, with the access of the caller it is shown to (which actions it offers).
+pub struct DeploymentGql(pub DeploymentRow, pub Access);
+
+/// The API's face of [`UserAction`].
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "DeploymentAction", remote = "nullops_domain::deployment::UserAction")]
+pub enum UserActionGql {
+    /// Stop it being created (`deleteDeployment`); its node rolls back what ran.
+    Cancel,
+    /// Remove it and everything it runs (`deleteDeployment`).
+    Delete,
+    /// Run a failed deployment again under its name (`retryDeployment`).
+    Retry,
+    /// Reset its lifetime in full, from now (`extendDeployment`).
+    Extend,
+    /// Deploy the same services again under a new name (`cloneDeployment`).
+    Clone,
+}
 
 impl DeploymentGql {
     async fn node_online(&self, ctx: &Context<'_>) -> ApiResult<bool> {
@@ -152,6 +173,20 @@ impl DeploymentGql {
         let online = !self.0.phase.on_node() || self.node_online(ctx).await?;
         let shown: DeploymentStatus = status(self.0.phase, online);
         Ok(shown.into())
+    }
+    /// What the caller may do to it now: none without FULL access; else what its phase allows.
+    async fn actions(&self) -> Vec<UserActionGql> {
+        if self.1 != Access::Full {
+            return vec![];
+        }
+        UserAction::ALL.into_iter().filter(|a| self.0.phase.allows(*a)).map(UserActionGql::from).collect()
+    }
+    /// The caller's access to it: READ_ONLY sees, FULL may change.
+    async fn my_access(&self) -> AccessGql {
+        match self.1 {
+            Access::Full => AccessGql::Full,
+            Access::ReadOnly => AccessGql::ReadOnly,
+        }
     }
     /// Runs of it so far: 1, and one more per retry.
     async fn attempt(&self) -> u32 {
@@ -216,12 +251,23 @@ impl DeploymentGql {
         let measured: Vec<ContainerUsage> = usage.and_then(|u| serde_json::from_str(&u.containers).ok()).unwrap_or_default();
         let on_node = self.0.deployment_id.simple().to_string();
         let domain = env.map(|e| e.definition.base_domain).unwrap_or_default();
+        let checks: std::collections::HashMap<&str, Option<nullops_events::catalog::HealthCheck>> = self
+            .0
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                PlannedAction::Service(p) => Some((p.service.as_str(), p.health_check.clone())),
+                PlannedAction::Plugin(_) => None,
+            })
+            .collect();
         Ok(versions
             .into_iter()
             .map(|v| {
                 let h = health.iter().find(|h| h.service == v.service);
                 let used = measured.iter().find(|c| c.deployment == on_node && c.name == v.service);
                 ServiceGql {
+                    health_check: checks.get(v.service.as_str()).cloned().flatten().map(HealthCheckGql::from),
                     cpu_millicores: used.map(|u| u.cpu_millicores),
                     memory_bytes: used.map(|u| u.memory_bytes),
                     url: app.config.ingress.service_url(&v.service, &self.0.name, &self.0.environment, &domain),

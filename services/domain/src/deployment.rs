@@ -170,6 +170,18 @@ impl Phase {
         self.on_node() || self.removing()
     }
 
+    /// Whether a user with FULL access may `action` it in this phase: the rules `decide`
+    /// applies, told ahead so that a client offers only what will be accepted.
+    pub fn allows(self, action: UserAction) -> bool {
+        match action {
+            UserAction::Cancel => self.creating(),
+            UserAction::Delete => matches!(self, Phase::Running | Phase::Failed),
+            UserAction::Retry => self == Phase::Failed,
+            UserAction::Extend => self.live(),
+            UserAction::Clone => true,
+        }
+    }
+
     /// The phase after `event` (`None`: before the request). The only transition function:
     /// the aggregate and the read model both follow it.
     pub fn after(phase: Option<Phase>, event: &DeploymentEvent) -> Option<Phase> {
@@ -193,6 +205,26 @@ impl Phase {
             }
         })
     }
+}
+
+/// What a user may do to a deployment (each needs FULL access), in the words a user would use:
+/// a delete while it is being created is a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserAction {
+    /// Stop it being created; its node rolls back what ran.
+    Cancel,
+    /// Remove it and everything it runs.
+    Delete,
+    /// Run a failed deployment again under its name.
+    Retry,
+    /// Reset its lifetime in full, from now.
+    Extend,
+    /// Deploy the same services again under a new name.
+    Clone,
+}
+
+impl UserAction {
+    pub const ALL: [UserAction; 5] = [UserAction::Cancel, UserAction::Delete, UserAction::Retry, UserAction::Extend, UserAction::Clone];
 }
 
 /// What a deployment shows: its phase, except that one its node should be running shows
@@ -280,7 +312,7 @@ impl Decider for Deployment {
             }
             Retry { access, pipeline_version, plan } => {
                 access::require(*access, Access::Full, &what())?;
-                if phase != Some(Phase::Failed) {
+                if !phase.is_some_and(|p| p.allows(UserAction::Retry)) {
                     return Err(DomainError::Conflict(format!("{} has not failed: only a failed deployment is retried", what())));
                 }
                 Ok(vec![DeploymentEvent::Retried(DeploymentRetried { pipeline_version: *pipeline_version, plan: plan.clone() })])
@@ -299,7 +331,7 @@ impl Decider for Deployment {
             }
             Extend { access, now } => {
                 access::require(*access, Access::Full, &what())?;
-                if phase.is_some_and(|p| p.removing() || p.ended()) {
+                if phase.is_some_and(|p| !p.allows(UserAction::Extend)) {
                     return Err(DomainError::Conflict(format!("{} is being deleted or gone", what())));
                 }
                 let lifetime = state.request.as_ref().map_or(0, |r| r.lifetime_secs);
@@ -632,5 +664,40 @@ mod tests {
         assert_eq!(status(Phase::Running, false), DeploymentStatus::Offline);
         assert_eq!(status(Phase::Failed, false), DeploymentStatus::Failed);
         assert_eq!(status(Phase::Running, true), DeploymentStatus::Running);
+    }
+
+    #[test]
+    fn the_actions_offered_in_each_phase_are_exactly_those_decide_accepts() {
+        let deploying = then(created(), report(RunReport::Started));
+        let histories = vec![
+            requested(),
+            created(),
+            deploying.clone(),
+            running(),
+            failed(),
+            then(deploying, delete()),
+            then(running(), delete()),
+            then(then(created(), delete()), DeploymentAction::Removed),
+            then(then(running(), delete()), DeploymentAction::Removed),
+            then(requested(), DeploymentAction::Unplaceable { code: RejectionCode::NoRoom, reason: "full".into() }),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for given in histories {
+            let p = phase(&given).unwrap();
+            seen.insert(p);
+            let full = Some(Access::Full);
+            let changes = |action| when(&given, user(nullops_events::identity::Role::User), action).is_ok_and(|events| !events.is_empty());
+            let retry = DeploymentAction::Retry { access: full, pipeline_version: 4, plan: DeploymentPlan { steps: vec![], edges: vec![] } };
+            assert_eq!(changes(retry), p.allows(UserAction::Retry), "retry in {p:?}");
+            assert_eq!(changes(DeploymentAction::Extend { access: full, now: HOUR }), p.allows(UserAction::Extend), "extend in {p:?}");
+            let deleted = when(&given, user(nullops_events::identity::Role::User), delete()).unwrap();
+            assert_eq!(!deleted.is_empty(), p.allows(UserAction::Cancel) || p.allows(UserAction::Delete), "delete in {p:?}");
+            assert!(!(p.allows(UserAction::Cancel) && p.allows(UserAction::Delete)), "{p:?} offers both cancel and delete");
+            let mut after = given.clone();
+            after.extend(deleted);
+            let cancelled = matches!(phase(&after), Some(Phase::Cancelling | Phase::Cancelled)) && after.len() > given.len();
+            assert_eq!(cancelled, p.allows(UserAction::Cancel), "a delete in {p:?} is a cancel");
+        }
+        assert_eq!(seen.len(), Phase::ALL.len(), "every phase is covered");
     }
 }

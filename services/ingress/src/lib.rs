@@ -19,5 +19,5 @@ pub mod tls;
 
 pub use host::{parse_host, HostError};
 pub use live::RouteBook;
-pub use routes::{Decision, DeploymentRoute, PublicOrigin, RouteState, RoutingTable};
+pub use routes::{Decision, DeploymentRoute, DnsRecord, PublicOrigin, RouteState, RoutingTable};
 pub use server::Ingress;
