@@ -83,6 +83,15 @@ async fn list_feeds_follow_changes_for_those_who_may_see_them() {
     let seen = read_until(&mut bob_deployments, "deploymentsUpdated", "shop running", running).await;
     assert!(seen.iter().all(|d| d["actions"] == json!([]) && d["myAccess"] == "READ_ONLY" && d["project"] == "shop"), "{seen:?}");
 
+    // Its own feed sends it again as its node reports usage, with no event to say so.
+    let usage = "subscription($id: ID!) { deploymentUpdated(id: $id) { services { memoryBytes } } }";
+    let mut own = subscribe(&w.server, &bob, usage, json!({"id": shop})).await;
+    next_item(&mut own, "deploymentUpdated").await;
+    let again = next_item(&mut own, "deploymentUpdated").await;
+    assert!(again["services"][0]["memoryBytes"].is_u64(), "{again}");
+    let projects = w.server.ok(Some(&bob), "{ projects { name myAccess deployableEnvironments } }", json!({})).await;
+    assert_eq!(projects["projects"], json!([{"name": "shop", "myAccess": "READ_ONLY", "deployableEnvironments": []}]));
+
     // A new pipeline version of shop: bob hears of it (he sees shop), eve does not; eve's
     // first news is of a service, which everyone sees.
     w.save("shop", json!({"nodes": [{"id": "web", "service": "api"}]})).await;

@@ -30,6 +30,8 @@ const DIGEST_DEADLINE: Duration = Duration::from_secs(3);
 pub struct ProjectGql {
     entry: Entry<ProjectDefinition>,
     my_access: Option<Access>,
+    /// Its environments where the caller holds FULL access (on the project or the environment).
+    deployable: Vec<String>,
 }
 
 impl ProjectGql {
@@ -65,6 +67,11 @@ impl ProjectGql {
     /// null when they see it only through a grant on one of its environments.
     async fn my_access(&self) -> Option<AccessGql> {
         self.my_access.map(Into::into)
+    }
+    /// The environments the caller may deploy the project to: those where they hold FULL
+    /// access, on the project or on the environment.
+    async fn deployable_environments(&self) -> &[String] {
+        &self.deployable
     }
     /// Which teams hold which access to the project.
     async fn grants(&self, ctx: &Context<'_>) -> ApiResult<Vec<GrantGql>> {
@@ -125,7 +132,14 @@ fn visible(viewer: &Viewer, entry: Entry<ProjectDefinition>) -> Option<ProjectGq
     let mut targets = vec![own.clone()];
     targets.extend(entry.definition.environments.iter().map(|e| AccessTarget::Environment(e.clone())));
     viewer.access(&targets)?;
-    Some(ProjectGql { my_access: viewer.access(&[own]), entry })
+    let deployable = entry
+        .definition
+        .environments
+        .iter()
+        .filter(|e| viewer.access(&[own.clone(), AccessTarget::Environment((*e).clone())]) == Some(Access::Full))
+        .cloned()
+        .collect();
+    Some(ProjectGql { my_access: viewer.access(&[own]), deployable, entry })
 }
 
 async fn project_for(ctx: &Context<'_>, name: &str) -> ApiResult<ProjectGql> {

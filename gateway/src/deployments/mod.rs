@@ -25,6 +25,7 @@ use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentFailed
 use nullops_events::Timestamp;
 use nullops_projections::catalog as catalog_read;
 use nullops_projections::deployments::{self as read, DeploymentRow};
+use nullops_projections::nodes as nodes_read;
 use uuid::Uuid;
 
 use crate::catalog::{catalog_state, Viewer};
@@ -332,6 +333,32 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
     let stream_id = format!("deployment-{}", row.deployment_id);
     let events = tokio_stream_from(app.live.subscribe());
     let access = viewer.access(&targets(&row)).ok_or_else(|| not_found(&id))?;
+    // Its services' CPU and memory change with each usage report of its node, which no event
+    // says: the feed looks for a newer report now and then, and sends the deployment again.
+    let sampled_first = match row.node_id {
+        Some(node) => nodes_read::usage(&app.read_models, node).await?.map(|u| u.sampled_at),
+        None => None,
+    };
+    let usage = futures::stream::unfold((app.clone(), id.clone(), guard.clone(), sampled_first), |(app, id, guard, sampled)| async move {
+        tokio::time::sleep(USAGE_EVERY).await;
+        let found = async {
+            let row = find(&app, &id).await?;
+            let now = match row.node_id {
+                Some(node) => nodes_read::usage(&app.read_models, node).await?.map(|u| u.sampled_at),
+                None => None,
+            };
+            if now == sampled || !row.phase.on_node() {
+                return Ok((None, now));
+            }
+            let access = guard.check(&app, None).await?;
+            Ok((Some(DeploymentGql(row, access)), now))
+        };
+        let (item, sampled) = match found.await {
+            Ok((item, now)) => (Ok(item), now),
+            Err(e) => (Err(e), sampled),
+        };
+        Some((item, (app, id, guard, sampled)))
+    });
     let first = futures::stream::once(async move { Ok(Some(DeploymentGql(row, access))) });
     let rest = events
         .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id || may_revoke_access(&e.event_type))))
@@ -349,8 +376,12 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
                 Ok(Some(DeploymentGql(find(&app, &id).await?, access)))
             }
         });
+    let rest = futures::stream::select(rest, usage);
     Ok(until_error(first.chain(rest).filter_map(|item| std::future::ready(item.transpose()))))
 }
+
+/// How often a deployment's feed looks for a newer usage report of its node.
+const USAGE_EVERY: Duration = Duration::from_secs(2);
 
 /// What a live feed of one deployment checks before it delivers: that its caller may still
 /// see the deployment (the session or token still good, the user enabled, a grant still held).
