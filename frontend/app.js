@@ -1,141 +1,199 @@
-import { gql, subscribe } from './graphql-client.js';
-import { loadProjects, loadServices, loadTeams } from './catalog.js';
-import { loadNodes } from './nodes.js';
-import { loadDeployments, prepareCreateForm } from './deployments.js';
+// The console's shell: who is signed in, the navigation, the address of every view (a hash
+// route, so the back button works and any view can be shared), the live connection's status,
+// and the time each view takes to show its data (Performance API: `view:ROUTE` measures).
+
+import { gql, onSignedOut, onLiveStatus, closeLive } from './lib/api.js';
+import { h, clear, errorText } from './lib/dom.js';
+import { loadEnums } from './lib/schema.js';
+
+// Route patterns and the modules that show them; `:name` parts become parameters.
+const ROUTES = [
+  ['', 'home'],
+  ['deployments', 'deployments'],
+  ['deployments/new', 'deploy'],
+  ['deployments/:id', 'deployment'],
+  ['projects', 'projects'],
+  ['projects/:name', 'project'],
+  ['projects/:name/pipeline', 'pipeline'],
+  ['catalog', 'catalog'],
+  ['catalog/:tab', 'catalog'],
+  ['environments', 'environments'],
+  ['environments/:name', 'environment'],
+  ['teams', 'teams'],
+  ['teams/:name', 'team'],
+  ['audit', 'audit'],
+  ['account', 'account'],
+];
+
+// The navigation: [route, label, who sees it].
+const NAV = [
+  ['deployments', 'Deployments', 'all'],
+  ['projects', 'Projects', 'all'],
+  ['catalog', 'Catalog', 'all'],
+  ['environments', 'Environments', 'all'],
+  ['teams', 'Teams & users', 'all'],
+  ['audit', 'Audit', 'admin'],
+];
 
 const $ = (id) => document.getElementById(id);
-const el = (tag, text) => { const e = document.createElement(tag); e.textContent = text ?? ''; return e; };
-const when = (iso) => new Date(iso).toLocaleString();
+const session = { me: null };
+let disposeView = () => {};
+let navigation = 0;
+
+function parse(hash) {
+  const raw = hash.replace(/^#\/?/, '');
+  const [path, query = ''] = raw.split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  for (const [pattern, view] of ROUTES) {
+    const want = pattern.split('/').filter(Boolean);
+    if (want.length !== parts.length) continue;
+    const params = {};
+    if (want.every((w, i) => (w.startsWith(':') ? ((params[w.slice(1)] = parts[i]), true) : w === parts[i]))) {
+      return { view, pattern, params, query: new URLSearchParams(query), section: parts[0] ?? '' };
+    }
+  }
+  return null;
+}
+
+export function navigate(path) {
+  location.hash = `#/${path}`;
+}
+
+async function route() {
+  if (!session.me) return;
+  disposeView();
+  disposeView = () => {};
+  const at = parse(location.hash);
+  const main = $('view');
+  markNav(at?.section ?? '');
+  $('nav').classList.remove('open');
+  $('menu-button').setAttribute('aria-expanded', 'false');
+  if (!at) {
+    clear(main, h('section', { class: 'panel' }, h('h1', {}, 'No such page'), h('p', {}, 'This address does not lead anywhere. '), h('a', { href: '#/' }, 'Go to the start')));
+    document.title = 'Not found · NullOps';
+    return;
+  }
+  const n = ++navigation;
+  performance.mark(`nav-${n}`);
+  const ctx = {
+    me: session.me,
+    isAdmin: session.me.role === 'ADMIN',
+    params: at.params,
+    query: at.query,
+    navigate,
+    current: () => n === navigation,
+    title(text) { if (n === navigation) document.title = `${text} · NullOps`; },
+    // The view shows its data: the time since navigation is measured once.
+    ready() {
+      if (n !== navigation || ctx.measured) return;
+      ctx.measured = true;
+      performance.measure(`view:${at.pattern || 'home'}`, `nav-${n}`);
+    },
+  };
+  clear(main, h('p', { class: 'loading' }, 'Loading…'));
+  try {
+    const module = await import(`./views/${at.view}.js`);
+    if (n !== navigation) return;
+    const root = h('div', { class: 'view' });
+    clear(main, root);
+    const dispose = await module.show(root, ctx);
+    if (n !== navigation) { dispose?.(); return; }
+    disposeView = dispose ?? (() => {});
+    const heading = main.querySelector('h1');
+    if (heading && document.activeElement === document.body) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
+  } catch (e) {
+    console.error(e);
+    if (n !== navigation) return;
+    if (e.code === 'UNAUTHENTICATED') return;
+    clear(main, h('section', { class: 'panel' }, h('h1', {}, e.code === 'NOT_FOUND' ? 'Not found' : 'This page could not be shown'),
+      h('p', { class: 'error' }, errorText(e)), h('p', {}, h('a', { href: '#/' }, 'Go to the start'))));
+  }
+}
+
+function markNav(section) {
+  for (const a of $('nav').querySelectorAll('a')) {
+    if (a.dataset.route === section) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+function showNav() {
+  const admin = session.me.role === 'ADMIN';
+  clear($('nav-list'), NAV.filter(([, , who]) => who === 'all' || admin).map(([r, label]) =>
+    h('li', {}, h('a', { href: `#/${r}`, dataset: { route: r } }, label))));
+  clear($('whoami'), h('a', { href: '#/account', title: 'Your account and API tokens' }, session.me.username), ' ',
+    h('span', { class: 'role' }, session.me.role === 'ADMIN' ? 'admin' : 'user'));
+}
+
+function showSignIn(reason) {
+  session.me = null;
+  disposeView();
+  disposeView = () => {};
+  closeLive();
+  document.body.classList.add('signed-out');
+  $('shell').hidden = true;
+  $('login').hidden = false;
+  const error = $('login-error');
+  if (reason) { clear(error, reason); error.hidden = false; } else error.hidden = true;
+  document.title = 'Sign in · NullOps';
+  $('login-username').focus();
+}
+
+async function signedIn(me) {
+  session.me = me;
+  document.body.classList.remove('signed-out');
+  $('login').hidden = true;
+  $('shell').hidden = false;
+  showNav();
+  await loadEnums().catch((e) => console.warn('enum descriptions', e));
+  route();
+}
 
 async function start() {
+  onSignedOut(() => {
+    if (session.me) showSignIn('Your session ended. Sign in again to carry on.');
+  });
+  onLiveStatus((status) => {
+    const banner = $('live-status');
+    banner.hidden = status !== 'reconnecting';
+    document.body.dataset.live = status;
+  });
+  $('menu-button').addEventListener('click', () => {
+    const open = $('nav').classList.toggle('open');
+    $('menu-button').setAttribute('aria-expanded', String(open));
+  });
+  $('sign-out').addEventListener('click', async () => {
+    await gql('mutation { logout }').catch(() => {});
+    showSignIn();
+  });
+  $('login-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const form = new FormData(ev.target);
+    const button = ev.target.querySelector('button');
+    button.disabled = true;
+    try {
+      const { login } = await gql('mutation($u: String!, $p: String!) { login(username: $u, password: $p) { user { username role } } }',
+        { u: form.get('username'), p: form.get('password') });
+      ev.target.reset();
+      await signedIn(login.user);
+    } catch (e) {
+      const error = $('login-error');
+      clear(error, e.code === 'UNAUTHENTICATED' ? 'Wrong username or password.' : errorText(e));
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  window.addEventListener('hashchange', route);
   try {
     const { me } = await gql('{ me { username role } }');
-    showApp(me);
+    await signedIn(me);
   } catch (e) {
-    if (e.code !== 'UNAUTHENTICATED') console.error(e);
-    $('login-view').hidden = false;
+    showSignIn(e.code === 'UNAUTHENTICATED' ? null : e.message);
   }
-}
-
-$('login-form').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  const f = new FormData(ev.target);
-  try {
-    const { login } = await gql('mutation($u: String!, $p: String!) { login(username: $u, password: $p) { user { username role } } }',
-      { u: f.get('username'), p: f.get('password') });
-    $('login-view').hidden = true;
-    showApp(login.user);
-  } catch (e) {
-    $('login-error').textContent = e.message;
-  }
-});
-
-$('logout').addEventListener('click', async () => {
-  await gql('mutation { logout }').catch(() => {});
-  location.reload();
-});
-
-let signedIn = null;
-
-function showApp(me) {
-  signedIn = me.username;
-  $('whoami').textContent = `${me.username} (${me.role.toLowerCase()})`;
-  $('logout').hidden = false;
-  $('app-view').hidden = false;
-  loadTokens();
-  loadProjects().catch((e) => console.error(e));
-  loadServices().catch((e) => console.error(e));
-  loadDeployments().catch((e) => console.error(e));
-  prepareCreateForm().catch((e) => console.error(e));
-  // States arrive live in the open deployment; the list and countdowns refresh now and then.
-  setInterval(() => loadDeployments().catch(() => {}), 5000);
-  if (me.role === 'ADMIN') {
-    $('admin').hidden = false;
-    loadUsers();
-    loadTeams();
-    loadNodes().catch((e) => console.error(e));
-    // Usage changes without events: refresh it now and then; status changes arrive as events.
-    setInterval(() => loadNodes().catch(() => {}), 5000);
-    loadAudit();
-  }
-}
-
-async function loadTokens() {
-  const { apiTokens } = await gql('{ apiTokens { id name createdAt revokedAt } }');
-  const list = $('token-list');
-  list.replaceChildren(...apiTokens.map((t) => {
-    const li = el('li', `${t.name} — created ${when(t.createdAt)}${t.revokedAt ? ' — revoked' : ''}`);
-    if (!t.revokedAt) {
-      const b = el('button', 'Revoke');
-      b.onclick = async () => { await gql('mutation($id: ID!) { revokeApiToken(id: $id) { id } }', { id: t.id }); loadTokens(); };
-      li.append(' ', b);
-    }
-    return li;
-  }));
-}
-
-$('token-form').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  const name = new FormData(ev.target).get('name');
-  const { createApiToken } = await gql('mutation($n: String!) { createApiToken(name: $n) { token } }', { n: name });
-  const p = $('new-token');
-  p.textContent = `Copy it now, it is shown only once: ${createApiToken.token}`;
-  p.hidden = false;
-  ev.target.reset();
-  loadTokens();
-});
-
-async function loadUsers() {
-  const { users } = await gql('{ users { username role disabled } }');
-  $('user-list').replaceChildren(...users.map((u) => {
-    const tr = el('tr');
-    tr.append(el('td', u.username), el('td', u.role), el('td', u.disabled ? 'disabled' : 'active'));
-    const td = el('td');
-    if (u.username !== signedIn) {
-      const b = el('button', u.disabled ? 'Enable' : 'Disable');
-      b.onclick = async () => {
-        const m = u.disabled ? 'enableUser' : 'disableUser';
-        try { await gql(`mutation($u: String!) { ${m}(username: $u) { username } }`, { u: u.username }); }
-        catch (e) { $('user-error').textContent = e.message; }
-        loadUsers();
-      };
-      td.append(b);
-    }
-    tr.append(td);
-    return tr;
-  }));
-}
-
-$('user-form').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  const f = new FormData(ev.target);
-  try {
-    await gql('mutation($u: String!, $p: String!, $r: Role!) { createUser(username: $u, password: $p, role: $r) { username } }',
-      { u: f.get('username'), p: f.get('password'), r: f.get('role') });
-    $('user-error').textContent = '';
-    ev.target.reset();
-    loadUsers();
-  } catch (e) {
-    $('user-error').textContent = e.message;
-  }
-});
-
-function auditRow(e) {
-  const tr = el('tr');
-  tr.append(el('td', when(e.occurredAt)), el('td', e.actor), el('td', e.eventType), el('td', e.stream));
-  return tr;
-}
-
-async function loadAudit() {
-  const fields = 'occurredAt actor eventType stream';
-  const { auditLog } = await gql(`{ auditLog(page: { first: 50 }) { entries { ${fields} } } }`);
-  const body = $('audit-list');
-  body.replaceChildren(...auditLog.entries.map(auditRow));
-  subscribe(`subscription { auditEvents { ${fields} } }`, {}, (d) => {
-    body.prepend(auditRow(d.auditEvents));
-    if (d.auditEvents.eventType.startsWith('node.')) loadNodes().catch(() => {});
-    while (body.children.length > 200) body.lastChild.remove();
-  }, (e) => console.warn('audit feed', e.message));
 }
 
 start();

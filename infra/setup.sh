@@ -91,10 +91,11 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # Python clients for the third-party GraphQL client tests, in a venv of our own.
-if [ ! -x "$STATE_DIR/venv/bin/pytest" ]; then
+# Playwright drives Debian's Chromium (no browser download: the tests name /usr/bin/chromium).
+if ! "$STATE_DIR/venv/bin/python" -c 'import gql, requests, pytest, playwright' >/dev/null 2>&1; then
   log "installing python test clients"
-  python3 -m venv "$STATE_DIR/venv"
-  "$STATE_DIR/venv/bin/pip" install -q 'gql[websockets,requests]' requests pytest
+  [ -x "$STATE_DIR/venv/bin/pip" ] || python3 -m venv "$STATE_DIR/venv"
+  "$STATE_DIR/venv/bin/pip" install -q 'gql[websockets,requests]' requests pytest playwright
 fi
 
 log "ready: postgres://$PG_USER:***@127.0.0.1:5432/nullops nats://127.0.0.1:$NATS_PORT registry 127.0.0.1:$REGISTRY_PORT"

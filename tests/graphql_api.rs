@@ -338,7 +338,14 @@ async fn projections_rebuild_from_the_log(mode: Mode) {
 async fn health_ui_and_graphiql(mode: Mode) {
     let backend = Backend::new(mode).await;
     let server = Server::start(&backend).await;
-    for (path, needle) in [("/healthz", "ok"), ("/readyz", "ready"), ("/", "<title>NullOps</title>"), ("/app.js", "subscribe("), ("/graphiql", "graphiql")] {
+    for (path, needle) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/", "<title>NullOps</title>"),
+        ("/app.js", "import { gql"),
+        ("/lib/api.js", "graphql-transport-ws"),
+        ("/graphiql", "graphiql"),
+    ] {
         let r = server.http.get(server.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         assert!(r.text().await.unwrap().to_lowercase().contains(&needle.to_lowercase()), "{path}");

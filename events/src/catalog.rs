@@ -141,14 +141,25 @@ pub struct Removed {
     pub name: String,
 }
 
-/// A container registry that speaks the Registry HTTP API v2.
+/// A container registry that speaks the Registry HTTP API v2, or the local Docker engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryDefinition {
     pub name: String,
-    /// Base URL, e.g. `https://registry-1.docker.io`.
+    /// Base URL, e.g. `https://registry-1.docker.io`, or [`LOCAL_ENGINE_URL`].
     pub url: String,
     /// `username:password`, sealed.
     pub credentials: Option<Sealed>,
+}
+
+/// The URL of a "registry" that is the images already in the Docker engine: its tags are listed
+/// from the engine beside the control plane (`nullops up`'s), and nodes run the images they
+/// have without pulling. For a single host, and the demo `nullops up` offers.
+pub const LOCAL_ENGINE_URL: &str = "docker-engine://local";
+
+impl RegistryDefinition {
+    pub fn is_local_engine(&self) -> bool {
+        self.url == LOCAL_ENGINE_URL
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -113,12 +113,19 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 
 impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> Self {
+        (&e).into()
+    }
+}
+
+/// A read model error shared by a batch of loads (`loaders.rs`) converts the same way.
+impl From<&ProjectionError> for ApiError {
+    fn from(e: &ProjectionError) -> Self {
         match e {
-            ProjectionError::CatchUpTimeout { ref projection, .. } => {
+            ProjectionError::CatchUpTimeout { projection, .. } => {
                 tracing::warn!(error = %e, "read model lagging");
                 ApiError::NotYetVisible(format!("read model {projection} is behind"))
             }
-            ProjectionError::Database(ref db) if is_unavailable(db) => ApiError::Unavailable,
+            ProjectionError::Database(db) if is_unavailable(db) => ApiError::Unavailable,
             other => ApiError::internal(other),
         }
     }

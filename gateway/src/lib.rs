@@ -9,12 +9,14 @@ pub mod auth;
 mod bootstrap;
 mod catalog;
 mod context;
+pub mod demo;
 mod deployments;
 pub mod error;
 mod feeds;
 mod frontend;
 mod http;
 pub mod live;
+mod loaders;
 mod origin;
 mod schema;
 

@@ -35,8 +35,10 @@ pub struct Mutation(
 );
 
 pub fn build(app: Arc<App>) -> NullOpsSchema {
+    let loaders = crate::loaders::Loaders::new(&app.read_models);
     Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
         .data(app)
+        .data(loaders)
         .limit_depth(16)
         .limit_complexity(2000)
         .extension(crate::http::ErrorCodes)

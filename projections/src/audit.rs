@@ -40,8 +40,8 @@ impl Projection for AuditProjection {
     }
 
     fn schema_version(&self) -> u32 {
-        // 2: each entry's summary.
-        2
+        // 2: each entry's summary; 3: summaries use the labels their own event teaches.
+        3
     }
 
     async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<(), ProjectionError> {
@@ -54,8 +54,11 @@ impl Projection for AuditProjection {
                 labels.insert(key, row.try_get::<String, _>(0)?);
             }
         }
+        // What this event itself teaches counts already: a session's start names its user.
+        let taught = learned(&e.stream_id, &event);
+        labels.extend(taught.iter().cloned());
         let said = summary(&e.stream_id, &event, &|key| labels.get(key).cloned());
-        for (key, label) in learned(&e.stream_id, &event) {
+        for (key, label) in taught {
             sqlx::query("INSERT INTO audit_subjects (key, label) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET label = excluded.label")
                 .bind(key)
                 .bind(label)

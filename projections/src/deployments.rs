@@ -354,6 +354,31 @@ pub async fn health(db: &ReadModelDb, id: Uuid) -> Result<Vec<HealthRow>, Projec
         .collect()
 }
 
+/// The health rows of many deployments at once (a list page), by deployment.
+pub async fn health_of(db: &ReadModelDb, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, Vec<HealthRow>>, ProjectionError> {
+    // Bounded statements: well under every backend's limit on bound parameters.
+    const CHUNK: usize = 500;
+    let mut out: std::collections::HashMap<Uuid, Vec<HealthRow>> = std::collections::HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT deployment_id, service, healthy, detail, changed_at FROM deployment_health WHERE deployment_id IN ({}) ORDER BY service",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for r in query.fetch_all(db.pool()).await? {
+            let id: String = r.try_get(0)?;
+            let Ok(id) = Uuid::parse_str(&id) else { continue };
+            let row = HealthRow { service: r.try_get(1)?, healthy: r.try_get::<i64, _>(2)? != 0, detail: r.try_get(3)?, changed_at: r.try_get(4)? };
+            out.entry(id).or_default().push(row);
+        }
+    }
+    Ok(out)
+}
+
 /// Lines kept per deployment and source.
 pub const LOG_LINES_KEPT: i64 = 5000;
 

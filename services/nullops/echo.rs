@@ -28,9 +28,11 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The request line, the client's address and every header, one per line.
+/// The banner (`ECHO_BANNER`, when set), the request line, the client's address and every
+/// header, one per line.
 async fn describe(ConnectInfo(client): ConnectInfo<SocketAddr>, request: Request) -> Response {
-    let mut text = format!("{} {} {:?}\nclient: {client}\n", request.method(), request.uri(), request.version());
+    let mut text = std::env::var("ECHO_BANNER").map(|b| format!("{b}\n")).unwrap_or_default();
+    text += &format!("{} {} {:?}\nclient: {client}\n", request.method(), request.uri(), request.version());
     for (name, value) in request.headers() {
         text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
     }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_deploy;
 mod bench_ingress;
 mod bench_nodes;
+mod demo;
 mod echo;
 mod local_agent;
 mod platform;
@@ -54,6 +55,10 @@ enum Command {
         /// Run without the local agent (deployments then need other nodes).
         #[arg(long, env = "NULLOPS_NO_LOCAL_AGENT")]
         no_local_agent: bool,
+        /// Do not offer the demo (on a first start: project `demo`, built into the local Docker
+        /// engine from this binary's examples).
+        #[arg(long, env = "NULLOPS_NO_DEMO")]
+        no_demo: bool,
         #[command(flatten)]
         serve: ServeArgs,
     },
@@ -350,10 +355,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
 
 async fn command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Up { data_dir, local_agent_listen, no_local_agent, serve } => {
+        Command::Up { data_dir, local_agent_listen, no_local_agent, no_demo, serve } => {
             platform::private_files();
             let backends = platform::Backends::embedded(&data_dir).await?;
-            platform::serve(backends, serve, (!no_local_agent).then_some(local_agent_listen)).await
+            let local = (!no_local_agent).then_some(platform::LocalNode { listen: local_agent_listen, demo: !no_demo });
+            platform::serve(backends, serve, local).await
         }
         Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None).await,
         Command::Agent { listen, data_dir, scope, reconcile_secs, network_pool, speak_protocol } => {

@@ -249,7 +249,13 @@ pub async fn verify_keys(b: Backends) -> anyhow::Result<()> {
 }
 
 /// Runs the relay, projections, live events and the gateway until SIGINT or SIGTERM.
-pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>) -> anyhow::Result<()> {
+/// `nullops up`'s own node: where its agent listens, and whether the demo is offered.
+pub struct LocalNode {
+    pub listen: SocketAddr,
+    pub demo: bool,
+}
+
+pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let projections = nullops_projections::all();
     let mut tasks = tokio::task::JoinSet::new();
@@ -297,10 +303,12 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     nullops_gateway::bootstrap_catalog(&app).await.map_err(|e| anyhow!("cannot set up the catalog: {}", e.message()))?;
     // The local agent listens (at its address of last time, when it can) before the connector
     // dials and the saga places deployments: after a restart its node is back at once.
-    if let (Some(listen), Some(data_dir)) = (local_agent, &b.data_dir) {
-        match local_agent::start(&b.store, &app.keyring, listen, data_dir).await {
+    let mut offer_demo = false;
+    if let (Some(local), Some(data_dir)) = (&local, &b.data_dir) {
+        match local_agent::start(&b.store, &app.keyring, local.listen, data_dir).await {
             Ok(agent) => {
                 tasks.spawn(agent.serve(shutdown.clone()));
+                offer_demo = local.demo;
             }
             Err(e) => tracing::warn!(error = %e, "the local agent did not start; deployments need another node"),
         }
@@ -313,6 +321,9 @@ pub async fn serve(b: Backends, args: ServeArgs, local_agent: Option<SocketAddr>
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("NullOps is up: http://{addr}/ (GraphQL API at http://{addr}/graphql)");
+    if offer_demo {
+        tasks.spawn(demo(app.clone(), addr));
+    }
     let router = nullops_gateway::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stop = shutdown.clone();
     let serving = axum::serve(listener, router)
@@ -387,6 +398,25 @@ pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
     let status = b.read_models.checkpoint(name).await?;
     println!("rebuilt {name}: {} events applied, at position {}", status.events_applied, at.seq);
     Ok(())
+}
+
+/// Builds the demo's images (in the background: a first build copies this binary into the
+/// engine), then sets the demo up in a catalog that is still empty. Everything else works
+/// meanwhile, and without it.
+async fn demo(app: Arc<App>, addr: SocketAddr) {
+    match crate::demo::ensure_images().await {
+        Ok(0) => {}
+        Ok(built) => tracing::info!(built, "the demo's images are built"),
+        Err(e) => {
+            tracing::warn!(error = %e, "the demo's images could not be built; the demo is not offered");
+            return;
+        }
+    }
+    match nullops_gateway::demo::seed(&app).await {
+        Ok(true) => println!("The demo is ready: deploy project demo at http://{addr}/#/deployments/new?project=demo"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e.message(), "the demo could not be set up"),
+    }
 }
 
 /// How users reach an ingress that listens on `port`.

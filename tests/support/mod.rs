@@ -53,10 +53,12 @@ impl Backend {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nullops"));
         // The platform tests leave the local agent out; the node tests turn it back on.
         // Each platform's ingress on a port of its own.
+        // The demo `nullops up` offers is left out too; its own test turns it on.
         cmd.args(args)
             .env("NULLOPS_LOG", "warn")
             .env_remove("NULLOPS_MASTER_KEY")
             .env("NULLOPS_NO_LOCAL_AGENT", "true")
+            .env("NULLOPS_NO_DEMO", "true")
             .env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0");
         match &self.database_url {
             Some(url) => cmd.env("NULLOPS_DATABASE_URL", url).env("NULLOPS_MASTER_KEY", &self.master_key),

@@ -119,7 +119,8 @@ impl From<Entry<RegistryDefinition>> for RegistryGql {
 #[derive(InputObject)]
 pub struct RegistryInput {
     pub name: String,
-    /// Base URL of a Registry HTTP API v2, e.g. `https://ghcr.io`.
+    /// Base URL of a Registry HTTP API v2, e.g. `https://ghcr.io`; or `docker-engine://local` for the images
+    /// already in the Docker engine (tags listed from the engine beside the server; nothing pulled).
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,

@@ -4,18 +4,17 @@ use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use nullops_domain::deployment::{status, DeploymentStatus, UserAction};
 use nullops_events::catalog::Access;
-use nullops_events::catalog::EnvironmentDefinition;
 use nullops_events::deployment::StepState;
 use nullops_events::deployment::{ChosenVersion, DeploymentFailed, Endpoint, PlannedAction};
 use nullops_events::Timestamp;
 use nullops_projections::audit::{self, AuditFilter};
-use nullops_projections::catalog::{self as catalog_read, kind};
 use nullops_projections::deployments::{self as read, DeploymentRow};
-use nullops_projections::nodes::{self as nodes_read, link};
+use nullops_projections::nodes::link;
 use nullops_wire::message::ContainerUsage;
 
 use crate::catalog::{AccessGql, HealthCheckGql};
 use crate::error::ApiResult;
+use crate::loaders::Loaders;
 use crate::schema::{app, time, AuditEntryGql};
 
 /// The API's face of [`DeploymentStatus`] (and so of the domain's `Phase`): a state added there
@@ -150,8 +149,12 @@ pub enum UserActionGql {
 impl DeploymentGql {
     async fn node_online(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let Some(node_id) = self.0.node_id else { return Ok(false) };
-        Ok(nodes_read::node(&app(ctx).read_models, node_id).await?.is_some_and(|n| n.link == link::ONLINE))
+        Ok(loaders(ctx).nodes.load_one(node_id).await?.is_some_and(|n| n.link == link::ONLINE))
     }
+}
+
+fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    ctx.data_unchecked::<Loaders>()
 }
 
 #[Object(name = "Deployment")]
@@ -197,7 +200,7 @@ impl DeploymentGql {
     }
     async fn node(&self, ctx: &Context<'_>) -> ApiResult<Option<NodeRefGql>> {
         let Some(node_id) = self.0.node_id else { return Ok(None) };
-        let row = nodes_read::node(&app(ctx).read_models, node_id).await?;
+        let row = loaders(ctx).nodes.load_one(node_id).await?;
         Ok(row.map(|n| NodeRefGql { id: ID(n.node_id.to_string()), host: n.host, online: n.link == link::ONLINE }))
     }
     async fn cpu_millicores(&self) -> u32 {
@@ -240,13 +243,15 @@ impl DeploymentGql {
     /// Its services: version, health, URL.
     async fn services(&self, ctx: &Context<'_>) -> ApiResult<Vec<ServiceGql>> {
         let app = app(ctx);
-        let health = read::health(&app.read_models, self.0.deployment_id).await?;
+        let loaders = loaders(ctx);
+        // Ended, it runs nowhere: no health to ask for.
+        let health = if self.0.phase.ended() { Vec::new() } else { loaders.health.load_one(self.0.deployment_id).await?.unwrap_or_default() };
         let versions: Vec<ChosenVersion> = serde_json::from_str(&self.0.versions).unwrap_or_default();
         let endpoints: Vec<Endpoint> = serde_json::from_str(&self.0.endpoints).unwrap_or_default();
-        let env = catalog_read::entry_named::<EnvironmentDefinition>(&app.read_models, kind::ENVIRONMENT, &self.0.environment).await?;
+        let env = loaders.environments.load_one(self.0.environment.clone()).await?;
         let usage = match self.0.node_id {
-            Some(node_id) => nodes_read::usage(&app.read_models, node_id).await?,
-            None => None,
+            Some(node_id) if self.0.phase.on_node() => loaders.usage.load_one(node_id).await?,
+            _ => None,
         };
         let measured: Vec<ContainerUsage> = usage.and_then(|u| serde_json::from_str(&u.containers).ok()).unwrap_or_default();
         let on_node = self.0.deployment_id.simple().to_string();

@@ -85,7 +85,8 @@ impl FromDeployments {
     async fn registry_auth(&self) -> Result<Vec<RegistryAuth>, String> {
         let (catalog, _) = self.catalog.load(&*self.store, "main").await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        for registry in catalog.registries.values() {
+        // The local engine holds its images already: nothing to sign in to.
+        for registry in catalog.registries.values().filter(|r| !r.is_local_engine()) {
             let Some(sealed) = &registry.credentials else { continue };
             let plain = self.keyring.unseal(sealed, &credentials_purpose(&registry.name)).await.map_err(|e| format!("registry {}: {e}", registry.name))?;
             let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| format!("registry {}'s credentials are not UTF-8", registry.name))?);

@@ -172,10 +172,16 @@ fn check_range(field: &'static str, value: u64, range: std::ops::RangeInclusive<
 }
 
 fn check_url(raw: &str) -> Result<(), DomainError> {
+    if raw == nullops_events::catalog::LOCAL_ENGINE_URL {
+        return Ok(());
+    }
     let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://"));
     let host = rest.map(|r| r.trim_end_matches('/')).unwrap_or_default();
     if host.is_empty() || host.contains(['?', '#', ' ', '@']) || raw.len() > 2048 {
-        return Err(DomainError::invalid("url", format!("{raw:?} is not a registry URL such as https://registry.example.com")));
+        return Err(DomainError::invalid(
+            "url",
+            format!("{raw:?} is not a registry URL such as https://registry.example.com (or docker-engine://local for the images in the local Docker engine)"),
+        ));
     }
     Ok(())
 }

@@ -50,9 +50,13 @@ pub fn split_problem(cpu_millis: u32, memory_mib: u32, services: usize) -> Optio
     None
 }
 
-/// The host part of image references from `registry`: none for Docker Hub, else the URL's
-/// `host[:port]`.
+/// The host part of image references from `registry`: none for Docker Hub and the local engine,
+/// else the URL's `host[:port]`.
 pub fn image_host(registry: &RegistryDefinition) -> Option<&str> {
+    // The engine's own images are named as the engine has them.
+    if registry.is_local_engine() {
+        return None;
+    }
     let host = registry.url.split_once("://").map_or(registry.url.as_str(), |(_, rest)| rest);
     let host = host.split('/').next().unwrap_or(host);
     (!matches!(host, "registry-1.docker.io" | "docker.io" | "index.docker.io")).then_some(host)

@@ -3,9 +3,11 @@
 //! It lists tags (following `Link` pagination) and reads manifest digests, authenticating the way
 //! registries ask to in their `WWW-Authenticate` challenge: HTTP Basic, or the bearer-token flow
 //! (fetch a token from the challenge's realm, with Basic credentials when there are any). Every
-//! call is bounded in time, and every error names the registry.
+//! call is bounded in time, and every error names the registry. The local Docker engine serves
+//! as a registry too ([`engine`]).
 
 mod challenge;
+pub mod engine;
 
 use std::time::Duration;
 
@@ -94,6 +96,9 @@ impl RegistryClient {
     }
 
     pub async fn list_tags_paged(&self, registry: &Registry, repository: &str, page_size: u32) -> Result<Vec<String>, RegistryError> {
+        if engine::is_engine(registry) {
+            return self.bounded(registry, engine::tags(registry, repository)).await;
+        }
         self.bounded(registry, async {
             let mut session = Session::new(self, registry, repository)?;
             let mut url = session.endpoint(&format!("tags/list?n={page_size}"))?;
@@ -115,6 +120,9 @@ impl RegistryClient {
 
     /// The digest of `repository:tag` (`sha256:…`), when the registry reports one.
     pub async fn manifest_digest(&self, registry: &Registry, repository: &str, tag: &str) -> Result<Option<String>, RegistryError> {
+        if engine::is_engine(registry) {
+            return Ok(None);
+        }
         self.bounded(registry, async {
             let mut session = Session::new(self, registry, repository)?;
             let url = session.endpoint(&format!("manifests/{tag}"))?;

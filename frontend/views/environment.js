@@ -1,0 +1,186 @@
+// One environment: its domain and the DNS record to create for it, its cleanup timer, and its
+// Docker nodes, live: status, agent version, usage and what is reserved, as bars; add a node
+// (its token and `docker run` line shown once), rotate or revoke its token, disable, enable,
+// remove, and approve a new certificate with the old and new thumbprints side by side.
+
+import { gql, live } from '../lib/api.js';
+import { h, clear, badge, bar, copyButton, facts, keepFocus, notify, pageHead, section, table, statusLine, showError, errorText } from '../lib/dom.js';
+import { bytes, cpu, lifetime, ago, mib } from '../lib/format.js';
+import { describe } from '../lib/schema.js';
+import { confirmAction, formDialog, infoDialog, confirmThen } from '../lib/dialog.js';
+import { field, int, rules, text } from '../lib/forms.js';
+import { followCatalog, stopAll } from '../lib/follow.js';
+import { environmentFields, environmentInput } from './environments.js';
+
+const NODE = `id environment host port status statusDetail enabled thumbprint pendingThumbprint agentVersion changedAt
+  allocated { cpuMillicores memoryMib deployments } usage { cpuCores cpuUsedMillicores memoryTotalBytes memoryUsedBytes sampledAt }`;
+
+// Shows a node's new token and the command that starts its agent: once, with copy buttons.
+function credentials(title, creds, note) {
+  infoDialog({
+    title,
+    body: [
+      h('p', { class: 'callout' }, 'Copy these now: the token is shown only this once (only its hash is kept).'),
+      h('h3', {}, 'Token'), h('div', { class: 'copyable' }, h('pre', { class: 'secret-once', id: 'node-token' }, creds.token), copyButton(creds.token, 'Copy', 'the token')),
+      h('h3', {}, 'Start the agent on the node'), h('div', { class: 'copyable' }, h('pre', { class: 'secret-once', id: 'node-command' }, creds.runCommand), copyButton(creds.runCommand, 'Copy', 'the command')),
+      h('p', { class: 'hint' }, note),
+    ],
+  });
+}
+
+export async function show(root, ctx) {
+  const name = ctx.params.name;
+  const stops = [];
+  const status = statusLine();
+  const head = h('div');
+  const about = h('div');
+  const dnsSlot = h('div');
+  const nodesSlot = h('div', { class: 'table-scroll' });
+  const nodes = new Map();
+  let env = null;
+  const admin = ctx.isAdmin;
+
+  const nodeActions = (n) => {
+    if (!admin) return '';
+    const label = `${n.host}:${n.port}`;
+    const b = (text, run, danger) => h('button', { type: 'button', class: `btn btn-small ${danger ? 'btn-danger' : ''}`, 'aria-label': `${text} node ${label}`, onclick: run }, text);
+    return h('div', { class: 'row-actions' },
+      n.pendingThumbprint ? b('Approve certificate', () => approve(n)) : null,
+      b('Rotate token', () => rotate(n)),
+      n.status !== 'REVOKED' ? b('Revoke', () => revoke(n), true) : null,
+      n.enabled ? b('Disable', () => toggle(n, false)) : b('Enable', () => toggle(n, true)),
+      b('Remove', () => removeNode(n), true));
+  };
+
+  const renderNodes = () => {
+    const rows = [...nodes.values()].sort((a, b) => `${a.host}:${a.port}`.localeCompare(`${b.host}:${b.port}`)).map((n) => {
+      const u = n.usage;
+      const cores = u?.cpuCores ?? 0;
+      return [
+        [h('strong', {}, `${n.host}:${n.port}`), h('br'), h('small', { class: 'muted' }, n.agentVersion ? `agent ${n.agentVersion}` : 'agent not reached yet')],
+        [badge(n.status, describe('NodeStatus', n.status)), n.statusDetail ? [h('br'), h('small', { class: 'wrap' }, n.statusDetail)] : null],
+        u ? [bar(u.cpuUsedMillicores, cores * 1000, `${cpu(u.cpuUsedMillicores)} of ${cores} cores used`, `CPU used on ${n.host}`),
+          bar(n.allocated.cpuMillicores, cores * 1000, `${cpu(n.allocated.cpuMillicores)} reserved`, `CPU reserved on ${n.host}`)] : h('span', { class: 'muted' }, 'no report yet'),
+        u ? [bar(u.memoryUsedBytes, u.memoryTotalBytes, `${bytes(u.memoryUsedBytes)} of ${bytes(u.memoryTotalBytes)} used`, `Memory used on ${n.host}`),
+          bar(n.allocated.memoryMib * 1048576, u.memoryTotalBytes, `${mib(n.allocated.memoryMib)} reserved`, `Memory reserved on ${n.host}`)] : '',
+        [String(n.allocated.deployments), u ? h('small', { class: 'muted' }, h('br'), `measured ${ago(u.sampledAt)}`) : null],
+        nodeActions(n),
+      ];
+    });
+    clear(nodesSlot, table(['Node', 'Status', 'CPU', 'Memory', 'Deployments', ''], rows,
+      { caption: 'Nodes', empty: admin ? 'No node yet: add one, then start its agent with the command shown.' : 'No node yet.' }));
+  };
+
+  const load = async () => {
+    const data = await gql(`query($e: String!) { environments { name baseDomain cleanupAfterSeconds dnsRecord { name type value zoneLine } } nodes(environment: $e) { ${NODE} } }`, { e: name });
+    env = data.environments.find((e) => e.name === name);
+    if (!env) throw Object.assign(new Error(`There is no environment named ${name}, or it is not shared with your teams.`), { code: 'NOT_FOUND' });
+    nodes.clear();
+    data.nodes.forEach((n) => nodes.set(n.id, n));
+    render();
+  };
+
+  const render = () => {
+    ctx.title(`Environment ${env.name}`);
+    clear(head, pageHead(`Environment ${env.name}`, { crumbs: [['#/environments', 'Environments']],
+      actions: admin ? [h('button', { type: 'button', class: 'btn', onclick: edit }, 'Edit'), h('button', { type: 'button', class: 'btn btn-danger', onclick: remove }, 'Delete')] : [] }));
+    clear(about, h('section', { class: 'panel', 'aria-label': 'About' }, facts([
+      ['Service URLs', h('code', {}, `http://SERVICE.DEPLOYMENT.${env.name}.${env.baseDomain}`)],
+      ['Cleanup', `${lifetime(env.cleanupAfterSeconds)} after creation or the last extension (a project may override it)`],
+    ]), status));
+    const r = env.dnsRecord;
+    clear(dnsSlot, r ? [
+      h('p', {}, 'Create this record in your DNS zone so that every deployment\'s URLs reach the ingress:'),
+      h('div', { class: 'copyable' }, h('pre', { class: 'preview', id: 'dns-record' }, r.zoneLine), copyButton(r.zoneLine, 'Copy', 'the DNS record')),
+      r.value ? null : h('p', { class: 'hint' }, 'INGRESS-ADDRESS stands for the address users reach the ingress at; start the server with --ingress-public-address to have it filled in.'),
+    ] : h('p', {}, `No record is needed: names under ${env.baseDomain} resolve to this machine.`));
+    renderNodes();
+  };
+
+  const addNode = () => formDialog({
+    title: `Add a node to ${name}`, submit: 'Add node',
+    intro: 'A node is a Docker host running the NullOps agent. The control plane dials the agent at this address.',
+    fields: [
+      field({ label: 'Host name or IP address', name: 'host', required: true, placeholder: 'node-1.internal', hint: 'Where the control plane reaches the agent.' }),
+      field({ label: 'Agent port', name: 'port', type: 'number', min: 1, max: 65535, value: 5000, required: true, check: rules.port }),
+    ],
+    run: async (d) => {
+      const { addNode: creds } = await gql('mutation($e: String!, $h: String!, $p: Int!) { addNode(environment: $e, host: $h, port: $p) { token runCommand node { id } } }',
+        { e: name, h: text(d, 'host'), p: int(d, 'port') });
+      await load();
+      credentials(`Node ${text(d, 'host')} added`, creds, 'Run the command on the node. It shows here as ONLINE once the control plane reaches it.');
+    },
+  });
+
+  const rotate = async (n) => {
+    await confirmThen({ title: `Rotate the token of ${n.host}:${n.port}?`, message: 'The current token stops working at once and the agent is disconnected until it is restarted with the new one.', action: `Rotate ${n.host}'s token`, danger: false }, status, async () => {
+      const { rotateNodeToken } = await gql('mutation($id: ID!) { rotateNodeToken(id: $id) { token runCommand } }', { id: n.id });
+      credentials(`New token for ${n.host}:${n.port}`, rotateNodeToken, 'Restart the agent with this token: the old one no longer works.');
+    });
+  };
+
+  const revoke = async (n) => {
+    await confirmThen({ title: `Revoke the token of ${n.host}:${n.port}?`, message: 'The agent is disconnected at once and not dialled again until its token is rotated. Its deployments keep running but show OFFLINE.', action: `Revoke ${n.host}'s token` }, status, async () => {
+      await gql('mutation($id: ID!) { revokeNodeToken(id: $id) { id } }', { id: n.id });
+    });
+  };
+
+  const toggle = async (n, enable) => {
+    if (!enable && !(await confirmAction({ title: `Disable ${n.host}:${n.port}?`, message: 'It takes no new deployments and is not dialled; what runs there keeps running. Enable it again after maintenance.', action: `Disable ${n.host}`, danger: false }))) return;
+    try { await gql(`mutation($id: ID!) { ${enable ? 'enableNode' : 'disableNode'}(id: $id) { id } }`, { id: n.id }); } catch (e) { showError(status, e); }
+  };
+
+  const removeNode = async (n) => {
+    await confirmThen({ title: `Remove node ${n.host}:${n.port}?`, message: `It is forgotten and its token destroyed. A node that still runs deployments (${n.allocated.deployments} now) cannot be removed.`, action: `Remove ${n.host}` }, status, async () => {
+      await gql('mutation($id: ID!) { removeNode(id: $id) }', { id: n.id });
+    });
+  };
+
+  const approve = (n) => {
+    const result = h('div');
+    formDialog({
+      title: `Approve the new certificate of ${n.host}:${n.port}?`, submit: 'Approve the new certificate', wide: true,
+      intro: 'The agent presents a certificate other than the one trusted. Approve it only if its agent was reinstalled or its data lost: compare the new thumbprint with the one in the agent\'s startup log on the node.',
+      fields: [h('div', { class: 'side-by-side' },
+        h('div', {}, h('h3', {}, 'Trusted until now'), h('code', { id: 'old-thumbprint' }, n.thumbprint ?? '(none)')),
+        h('div', {}, h('h3', {}, 'Presented now'), h('code', { id: 'new-thumbprint' }, n.pendingThumbprint))), result],
+      run: async () => {
+        await gql('mutation($id: ID!, $t: String!) { approveNodeThumbprint(id: $id, thumbprint: $t) { id } }', { id: n.id, t: n.pendingThumbprint });
+        notify(`The new certificate of ${n.host} is trusted.`);
+      },
+    });
+  };
+
+  const edit = () => formDialog({
+    title: `Edit environment ${env.name}`, submit: 'Save', fields: environmentFields(env),
+    run: async (d) => {
+      await gql('mutation($i: EnvironmentInput!) { updateEnvironment(input: $i) { name } }', { i: environmentInput(d, env.name) });
+      notify(`Environment ${env.name} saved.`);
+      await load();
+    },
+  });
+
+  const remove = async () => {
+    await confirmThen({ title: `Delete environment ${env.name}?`, message: 'Only an environment no project deploys to and no node belongs to can be deleted. Grants on it are removed.', action: `Delete ${env.name}` }, status, async () => {
+      await gql('mutation($n: String!) { deleteEnvironment(name: $n) }', { n: env.name });
+      notify(`Environment ${env.name} deleted.`);
+      ctx.navigate('environments');
+    });
+  };
+
+  await load();
+  clear(root, head, about, section('DNS', [], dnsSlot),
+    section('Nodes', admin ? [h('button', { type: 'button', class: 'btn btn-primary', onclick: addNode }, 'Add node')] : [], nodesSlot));
+  ctx.ready();
+  stops.push(followCatalog(['ENVIRONMENT'], () => load().catch((e) => showError(status, e))));
+  stops.push(live(`subscription($e: String) { nodesUpdated(environment: $e) { id node { ${NODE} } } }`, { e: name }, {
+    next: (d) => {
+      const { id, node } = d.nodesUpdated;
+      if (node) nodes.set(id, node); else nodes.delete(id);
+      keepFocus(nodesSlot, renderNodes);
+    },
+    resync: () => load().catch((e) => showError(status, e)),
+    error: (e) => { clear(status, 'Live updates stopped: ', errorText(e)); },
+  }));
+  return stopAll(stops);
+}
