@@ -31,7 +31,8 @@ export function checkWords(c) {
 function healthCell(s, state) {
   if (ENDED.includes(state)) return h('span', { class: 'muted' }, '—');
   const status = s.healthy === null ? badge('UNKNOWN', 'Not reported yet') : badge(s.healthy ? 'HEALTHY' : 'UNHEALTHY');
-  return [status, s.healthDetail ? [' ', h('small', { class: s.healthy === false ? 'error' : 'muted' }, s.healthDetail)] : null,
+  const detail = s.healthDetail && s.healthDetail.toLowerCase() !== 'healthy' ? s.healthDetail : null;
+  return [status, detail ? [' ', h('small', { class: s.healthy === false ? 'error' : 'muted' }, detail)] : null,
     h('br'), h('small', { class: 'muted' }, checkWords(s.healthCheck))];
 }
 

@@ -24,11 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from conftest import BIN
 
-CHROMIUM = "/usr/bin/chromium"
 REGISTRY = os.environ.get("NULLOPS_TEST_REGISTRY", "127.0.0.1:5050")
 ADMIN = ("admin", "console-admin-password")
 USERS = {"mia": "mia-password-1", "rob": "rob-password-1", "nora": "nora-password-1"}
@@ -56,7 +55,8 @@ def free_port():
 class Server:
     """`nullops up` on fixed ports, so that it can be restarted where open pages expect it."""
 
-    def __init__(self):
+    def __init__(self, demo=False):
+        self.demo = demo
         self.data = tempfile.mkdtemp(prefix="nullops-console-")
         self.port, self.ingress_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -64,13 +64,15 @@ class Server:
         self.start()
 
     def start(self):
-        env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN[1], "NULLOPS_LOG": "warn", "NULLOPS_NO_DEMO": "true"}
+        env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN[1], "NULLOPS_LOG": "warn", "NULLOPS_NO_DEMO": "false" if self.demo else "true"}
         self.proc = subprocess.Popen(
             [BIN, "up", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--ingress-listen", f"127.0.0.1:{self.ingress_port}"],
             env=env, stdout=subprocess.PIPE, text=True)
         lines = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout], daemon=True).start()
-        while not lines.get(timeout=120).startswith("NullOps is up: http://"):
+        ready = "The demo is ready" if self.demo else "NullOps is up: http://"
+        # Building the demo's images from a debug binary takes a while on a busy machine.
+        while not lines.get(timeout=600 if self.demo else 120).startswith(ready):
             pass
 
     def stop(self):
@@ -117,14 +119,6 @@ def server():
     admin.wait_for("every deployment to be gone", lambda: not admin.ok("{ deployments { id } }")["deployments"], timeout=180)
     s.stop()
     print(f"\n[console] screenshots in {SHOTS}\n[console] figures: {json.dumps(figures)}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
