@@ -145,6 +145,8 @@ export function notify(message, tone = '') {
   if (!box) return;
   const n = h('p', { class: `notice ${tone ? `notice-${tone}` : ''}` }, message);
   box.append(n);
+  // The newest few are enough: older ones go at once, each goes after 5 s.
+  while (box.children.length > 3) box.firstElementChild.remove();
   setTimeout(() => n.remove(), 5000);
 }
 

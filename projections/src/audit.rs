@@ -40,8 +40,9 @@ impl Projection for AuditProjection {
     }
 
     fn schema_version(&self) -> u32 {
-        // 2: each entry's summary; 3: summaries use the labels their own event teaches.
-        3
+        // 2: each entry's summary; 3: summaries use the labels their own event teaches;
+        // 4: only where none was known (a rename says the old name).
+        4
     }
 
     async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<(), ProjectionError> {
@@ -54,9 +55,13 @@ impl Projection for AuditProjection {
                 labels.insert(key, row.try_get::<String, _>(0)?);
             }
         }
-        // What this event itself teaches counts already: a session's start names its user.
+        // What this event itself teaches names what was not known yet (a session's start names
+        // its user); a name already known stays for this event's own words (a rename says the
+        // old name).
         let taught = learned(&e.stream_id, &event);
-        labels.extend(taught.iter().cloned());
+        for (key, label) in &taught {
+            labels.entry(key.clone()).or_insert_with(|| label.clone());
+        }
         let said = summary(&e.stream_id, &event, &|key| labels.get(key).cloned());
         for (key, label) in taught {
             sqlx::query("INSERT INTO audit_subjects (key, label) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET label = excluded.label")

@@ -41,9 +41,11 @@ def server(request):
     assert proc.wait(timeout=20) == 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium, driven by Playwright (no browser download)."""
+    """Debian's Chromium, driven by Playwright (no browser download). Per module: Playwright's
+    synchronous API runs an event loop in this thread while it is started, which the asyncio
+    clients of the other tests cannot share."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium")

@@ -79,6 +79,15 @@ class Server:
         self.proc.terminate()
         assert self.proc.wait(timeout=60) == 0
 
+    def clean_up(self):
+        """Deletes every deployment (nothing is left running on the machine's Docker), then stops."""
+        admin = Api(self, *ADMIN)
+        for d in admin.ok("{ deployments { id actions } }")["deployments"]:
+            if "DELETE" in d["actions"] or "CANCEL" in d["actions"]:
+                admin.call("mutation($id: ID!) { deleteDeployment(id: $id) { id } }", id=d["id"])
+        admin.wait_for("every deployment to be gone", lambda: not admin.ok("{ deployments { id } }")["deployments"], timeout=180)
+        self.stop()
+
 
 class Api:
     """GraphQL over HTTP as one user, for what the tests do outside the browser."""
@@ -87,6 +96,13 @@ class Api:
         self.url = server.base + "/graphql"
         self.session = requests.Session()
         self.ok("mutation($u: String!, $p: String!) { login(username: $u, password: $p) { user { username } } }", u=username, p=password)
+
+    @staticmethod
+    def refused(server, username, password):
+        """Whether signing in as `username` is refused (UNAUTHENTICATED)."""
+        body = requests.post(server.base + "/graphql", json={"query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { user { username } } }",
+                                                             "variables": {"u": username, "p": password}}, timeout=60).json()
+        return [e["extensions"]["code"] for e in body.get("errors") or []] == ["UNAUTHENTICATED"]
 
     def call(self, query, **variables):
         body = self.session.post(self.url, json={"query": query, "variables": variables}, timeout=60).json()
@@ -111,13 +127,7 @@ class Api:
 def server():
     s = Server()
     yield s
-    admin = Api(s, *ADMIN)
-    # Nothing is left running on the machine's Docker: every deployment is deleted first.
-    for d in admin.ok("{ deployments { id actions } }")["deployments"]:
-        if "DELETE" in d["actions"] or "CANCEL" in d["actions"]:
-            admin.call("mutation($id: ID!) { deleteDeployment(id: $id) { id } }", id=d["id"])
-    admin.wait_for("every deployment to be gone", lambda: not admin.ok("{ deployments { id } }")["deployments"], timeout=180)
-    s.stop()
+    s.clean_up()
     print(f"\n[console] screenshots in {SHOTS}\n[console] figures: {json.dumps(figures)}")
 
 
@@ -527,6 +537,46 @@ def test_destructive_actions_ask_first(server, browser, world):
     expect(page.locator("#state")).to_have_attribute("data-state", "DELETED", timeout=120_000)
     # What is left to do with a deleted deployment: make it again.
     expect(page.locator("[data-action]")).to_have_attribute("data-action", "CLONE")
+    done(page)
+
+
+def test_users_are_reset_disabled_and_enabled_and_the_audit_says_who_did_what(server, browser, world):
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    go(page, "Teams & users")
+    page.get_by_role("button", name="Reset the password of nora").click()
+    d = dialog(page)
+    d.get_by_label("New password").fill("short")
+    d.get_by_role("button", name="Set password").click()
+    expect(field_error(page, "New password", d)).to_contain_text("at least 10")
+    d.get_by_label("New password").fill("nora-password-2")
+    d.get_by_role("button", name="Set password").click()
+    expect(d).to_be_hidden()
+    USERS["nora"] = "nora-password-2"
+    Api(server, "nora", USERS["nora"])
+    page.get_by_role("button", name="Disable user nora").click()
+    confirm = page.get_by_role("alertdialog")
+    expect(confirm).to_contain_text("nora")
+    confirm.get_by_role("button", name="Disable nora").click()
+    expect(page.get_by_role("button", name="Enable user nora")).to_be_visible()
+    assert Api.refused(server, "nora", USERS["nora"])
+    page.get_by_role("button", name="Enable user nora").click()
+    expect(page.get_by_role("button", name="Disable user nora")).to_be_visible()
+    Api(server, "nora", USERS["nora"])
+
+    # The audit history: filtered by who and by what it is about, in words, and live.
+    go(page, "Audit")
+    page.get_by_label("Who").select_option("mia")
+    entries = page.locator("#audit-list tbody tr")
+    expect(entries.first).to_contain_text("pr-7")
+    assert all("mia" in t for t in page.locator("#audit-list tbody tr td:nth-child(2)").all_inner_texts())
+    page.get_by_label("Who").select_option("")
+    page.get_by_label("About").fill("viewers")
+    expect(entries.first).to_contain_text("viewers")
+    Api(server, *ADMIN).ok("mutation { renameTeam(name: \"viewers\", newName: \"watchers\") { name } }")
+    expect(page.locator("#audit-list tbody")).to_contain_text("team viewers renamed to watchers")
+    assert "s3cret-never-shown" not in page.content()
+    shot(page, "20-audit")
     done(page)
 
 

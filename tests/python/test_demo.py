@@ -7,19 +7,14 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from test_console import ADMIN, Api, Server, done, open_page, shot, sign_in
+from test_console import ADMIN, Server, done, open_page, shot, sign_in
 
 
 @pytest.fixture(scope="module")
 def demo_server():
     s = Server(demo=True)
     yield s
-    admin = Api(s, *ADMIN)
-    for d in admin.ok("{ deployments { id actions } }")["deployments"]:
-        if "DELETE" in d["actions"] or "CANCEL" in d["actions"]:
-            admin.call("mutation($id: ID!) { deleteDeployment(id: $id) { id } }", id=d["id"])
-    admin.wait_for("every deployment to be gone", lambda: not admin.ok("{ deployments { id } }")["deployments"], timeout=180)
-    s.stop()
+    s.clean_up()
 
 
 def test_a_fresh_install_deploys_the_demo_in_a_few_clicks(demo_server, browser):
