@@ -11,10 +11,11 @@ import { field, rules, text } from '../lib/forms.js';
 import { stopAll, ticker } from '../lib/follow.js';
 import { logView } from './logs.js';
 import { versionPickers } from './deploy.js';
+import { stages } from './pipeline.js';
 
 const FIELDS = `id name project environment state attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
   cpuMillicores memoryMib node { host online } failure { step reason exitCode oomKilled }
-  steps { id action state detail changedAt }
+  steps { id action state detail changedAt startedAt after }
   services { name image tag healthy healthDetail url nodePort cpuMillicores memoryBytes
     healthCheck { httpPath command intervalSeconds timeoutSeconds retries } }
   history { occurredAt actor summary }`;
@@ -46,6 +47,32 @@ const ACTIONS = {
   CLONE: { label: 'Clone…' },
 };
 
+// How long a step ran, or has been running.
+function stepTiming(s) {
+  if (!s?.startedAt) return '';
+  const from = Date.parse(s.startedAt);
+  if (s.state === 'RUNNING') return `running for ${seconds((Date.now() - from) / 1000)}`;
+  return s.changedAt ? `took ${seconds((Date.parse(s.changedAt) - from) / 1000)}` : '';
+}
+
+function seconds(s) {
+  return s < 10 ? `${Math.max(0, s).toFixed(1)} s` : duration(s, { precise: true });
+}
+
+// The run drawn as its pipeline: stages left to right (a step starts after those it follows),
+// each step coloured by its state, with its timing; a click shows its log.
+function runGraph(list, openLog) {
+  const edges = list.flatMap((s) => s.after.map((from) => ({ from, to: s.id })));
+  return h('div', { class: 'graph', role: 'list', 'aria-label': 'Pipeline steps' }, stages(list, edges).map((column, i) =>
+    h('div', { class: 'stage', role: 'listitem' }, h('h3', {}, `Stage ${i + 1}`), column.map((s) =>
+      h('button', { type: 'button', class: `node step-node state-${s.state.toLowerCase()}`, dataset: { nodeId: s.id, step: s.id, state: s.state },
+        'aria-label': `${s.id}: ${words(s.state)}. Show its log`, title: describe('StepState', s.state), onclick: () => openLog(s) },
+      h('strong', {}, s.id), h('small', {}, s.action), h('span', {}, badge(s.state)), ' ',
+      h('small', { class: 'elapsed', dataset: { step: s.id } }, stepTiming(s)),
+      s.after.length ? h('small', {}, `after ${s.after.join(', ')}`) : null,
+      s.detail ? h('small', { class: 'detail' }, s.detail) : null)))));
+}
+
 export async function show(root, ctx) {
   const id = ctx.params.id;
   const stops = [];
@@ -53,7 +80,7 @@ export async function show(root, ctx) {
   const head = h('div');
   const summary = h('div');
   const actionError = h('p', { class: 'form-error', role: 'alert', hidden: true });
-  const steps = h('ol', { class: 'steps', id: 'steps' });
+  const steps = h('div', { id: 'steps' });
   const servicesSlot = h('div', { class: 'table-scroll' });
   const historySlot = h('div', { class: 'table-scroll' });
   const logs = logView(id, d.services.map((s) => s.name));
@@ -76,6 +103,7 @@ export async function show(root, ctx) {
 
   const countdown = h('span', { id: 'countdown' });
   const tick = () => {
+    for (const el of steps.querySelectorAll('.elapsed')) el.textContent = stepTiming(d.steps.find((s) => s.id === el.dataset.step));
     if (ENDED.includes(d.state) || d.state === 'DELETING' || d.state === 'CANCELLING') {
       clear(countdown, d.state === 'DELETING' || d.state === 'CANCELLING' ? 'being removed' : 'ended');
       return;
@@ -108,10 +136,8 @@ export async function show(root, ctx) {
         ['Your access', badge(d.myAccess)],
       ]), actionError));
     tick();
-    clear(steps, d.steps.length ? d.steps.map((s) => h('li', { dataset: { step: s.id } },
-      h('span', {}, badge(s.state, describe('StepState', s.state))),
-      h('span', {}, h('strong', {}, s.id), ' ', h('span', { class: 'muted' }, s.action), s.changedAt ? h('small', { class: 'muted' }, ` · ${shortTime(s.changedAt)}`) : null),
-      s.detail ? h('span', { class: 'detail' }, s.detail) : null)) : h('li', { class: 'muted' }, 'No step yet.'));
+    clear(steps, d.steps.length ? runGraph(d.steps, (s) => logs.show(s.action.startsWith('service ') ? s.action.slice(8) : null, s.action.startsWith('service ') ? '' : s.id))
+      : h('p', { class: 'muted' }, 'No step yet.'));
     clear(servicesSlot, table(['Service', 'Version', 'URL', 'Health', 'CPU', 'Memory'], d.services.map((s) => [
       h('strong', {}, s.name),
       h('code', {}, `${s.image}:${s.tag}`),

@@ -102,5 +102,16 @@ export function logView(deploymentId, services) {
       h('div', { class: 'field field-check' }, times, h('label', { for: 'log-times' }, 'Timestamps')),
       download),
     pre, status);
-  return { element, stop: () => stop() };
+  // Shows `service`'s lines (or the pipeline's, null), searched for `text` (empty: all).
+  const show = (service, text = '') => {
+    const wanted = service ?? 'pipeline';
+    if (source.value !== wanted) {
+      source.value = wanted;
+      open();
+    }
+    search.value = text;
+    repaint();
+    pre.scrollIntoView({ block: 'nearest' });
+  };
+  return { element, stop: () => stop(), show };
 }

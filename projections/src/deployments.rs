@@ -27,7 +27,7 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS deployments_by_environment ON deployments (environment, name)",
     "CREATE INDEX IF NOT EXISTS deployments_by_expiry ON deployments (expires_at)",
     "CREATE TABLE IF NOT EXISTS deployment_steps (deployment_id TEXT NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL,
-        detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, step))",
+        detail TEXT NOT NULL, changed_at BIGINT NOT NULL, started_at BIGINT, PRIMARY KEY (deployment_id, step))",
     "CREATE TABLE IF NOT EXISTS deployment_logs (seq BIGINT PRIMARY KEY, deployment_id TEXT NOT NULL, source TEXT NOT NULL,
         at BIGINT NOT NULL, line TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS deployment_logs_by_source ON deployment_logs (deployment_id, source, seq)",
@@ -75,8 +75,9 @@ impl Projection for DeploymentsProjection {
     }
 
     fn schema_version(&self) -> u32 {
-        // 2: the phase names of `Phase` (cancelling, rejected) and the rejection code.
-        2
+        // 2: the phase names of `Phase` (cancelling, rejected) and the rejection code;
+        // 3: when each step started.
+        3
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
@@ -131,14 +132,17 @@ impl Projection for DeploymentsProjection {
             }
             DeploymentEvent::StepChanged(s) => {
                 sqlx::query(
-                    "INSERT INTO deployment_steps (deployment_id, step, state, detail, changed_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (deployment_id, step) DO UPDATE SET state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at",
+                    // A step starts when it turns running; later changes keep that start.
+                    "INSERT INTO deployment_steps (deployment_id, step, state, detail, changed_at, started_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (deployment_id, step) DO UPDATE SET state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at, \
+                     started_at = COALESCE(excluded.started_at, deployment_steps.started_at)",
                 )
                 .bind(id)
                 .bind(s.step.clone())
                 .bind(s.state.name())
                 .bind(s.detail.clone())
                 .bind(at)
+                .bind((s.state == StepState::Running).then_some(at))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -321,17 +325,19 @@ pub struct StepRow {
     pub state: StepState,
     pub detail: String,
     pub changed_at: i64,
+    /// When it turned running (absent if it never ran).
+    pub started_at: Option<i64>,
 }
 
 pub async fn steps(db: &ReadModelDb, id: Uuid) -> Result<Vec<StepRow>, ProjectionError> {
-    let rows = sqlx::query("SELECT step, state, detail, changed_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY changed_at, step")
+    let rows = sqlx::query("SELECT step, state, detail, changed_at, started_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY changed_at, step")
         .bind(id.to_string())
         .fetch_all(db.pool())
         .await?;
     rows.iter()
         .map(|r| {
             let state = StepState::parse(&r.try_get::<String, _>(1)?).ok_or_else(|| ProjectionError::Corrupt("deployment_steps.state".into()))?;
-            Ok(StepRow { step: r.try_get(0)?, state, detail: r.try_get(2)?, changed_at: r.try_get(3)? })
+            Ok(StepRow { step: r.try_get(0)?, state, detail: r.try_get(2)?, changed_at: r.try_get(3)?, started_at: r.try_get::<Option<i64>, _>(4)? })
         })
         .collect()
 }

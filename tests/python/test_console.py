@@ -415,8 +415,16 @@ def test_a_member_deploys_a_picked_version_and_opens_it(server, browser, world):
     site.close()
     expect(page.get_by_role("button", name="Delete")).to_be_visible()
     expect(page.get_by_role("button", name="Clone…")).to_be_visible()
-    page.locator("#log-source").select_option("pipeline")
-    expect(page.locator("#log")).to_contain_text("wait-for-api", timeout=30_000)
+    # The run is drawn as its pipeline: every step done, each with how long it took; a click on
+    # one shows its log.
+    for step in ["api", "wait-for-api", "web"]:
+        expect(page.locator(f"#steps [data-node-id='{step}']")).to_have_attribute("data-state", "SUCCEEDED")
+    expect(page.locator("#steps [data-node-id='web']")).to_contain_text("after wait-for-api")
+    expect(page.locator("#steps [data-node-id='wait-for-api'] .elapsed")).to_contain_text(re.compile(r"took \d"))
+    page.locator("#steps [data-node-id='wait-for-api']").click()
+    expect(page.locator("#log-source")).to_have_value("pipeline")
+    expect(page.locator("#log-search")).to_have_value("wait-for-api")
+    expect(page.locator("#log mark").first).to_have_text("wait-for-api", timeout=30_000)
     shot(page, "13-deployment-running")
     done(page)
 

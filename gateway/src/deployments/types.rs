@@ -65,6 +65,10 @@ pub struct StepGql {
     /// Its last output or error, secrets redacted.
     detail: String,
     changed_at: Option<DateTime<Utc>>,
+    /// When it started running; with `changedAt` once it has finished, how long it took.
+    started_at: Option<DateTime<Utc>>,
+    /// The steps it starts after (the pipeline's edges into it).
+    after: Vec<String>,
 }
 
 #[derive(SimpleObject)]
@@ -236,6 +240,8 @@ impl DeploymentGql {
                     state,
                     detail: row.map(|r| r.detail.clone()).unwrap_or_default(),
                     changed_at: row.map(|r| time(r.changed_at)),
+                    started_at: row.and_then(|r| r.started_at).map(time),
+                    after: self.0.plan.edges.iter().filter(|e| e.to == s.id).map(|e| e.from.clone()).collect(),
                 }
             })
             .collect())
