@@ -2,7 +2,7 @@
 // (a node runs after the nodes it follows), what changed from the version before, and, for
 // FULL access, a new version saved as JSON (the visual editor is to come).
 
-import { gql } from '../lib/api.js';
+import { gql, live } from '../lib/api.js';
 import { h, clear, pageHead, section, table, statusLine, showError, notify } from '../lib/dom.js';
 import { shortTime, who } from '../lib/format.js';
 import { field, formError, onSubmit, rules, submitButton } from '../lib/forms.js';
@@ -76,14 +76,25 @@ export async function show(root, ctx) {
     }
   };
 
-  const load = async () => {
-    ({ project } = await gql(`query($n: String!) { project(name: $n) { name myAccess pipelineVersions { version savedAt savedBy nodes { ${NODE} } edges { from to } } } }`, { n: name }));
-    ctx.title(`Pipeline of ${name}`);
-    clear(versionsSlot, table(['Version', 'Saved', 'By', ''], project.pipelineVersions.map((v) => [
-      `version ${v.version}`, shortTime(v.savedAt), who(v.savedBy),
+  // Deployments keep the version they were made from: how many of those alive now run each.
+  let counted = null;
+  const countDeployments = async (force = false) => {
+    const { deployments } = await gql('query($n: String!) { deployments(project: $n) { pipelineVersion } }', { n: name });
+    const running = (v) => deployments.filter((d) => d.pipelineVersion === v.version).length;
+    const key = JSON.stringify(project.pipelineVersions.map(running));
+    if (!force && key === counted) return;
+    counted = key;
+    clear(versionsSlot, table(['Version', 'Saved', 'By', 'Deployments now', ''], project.pipelineVersions.map((v) => [
+      `version ${v.version}`, shortTime(v.savedAt), who(v.savedBy), String(running(v)),
       h('a', { href: `#/projects/${encodeURIComponent(name)}/pipeline?version=${v.version}`, 'aria-label': `Show version ${v.version}`,
         'aria-current': (chosen ?? project.pipelineVersions[0]?.version) === v.version ? 'true' : null }, 'Show'),
     ]), { caption: 'Versions', empty: 'No version yet.' }));
+  };
+
+  const load = async () => {
+    ({ project } = await gql(`query($n: String!) { project(name: $n) { name myAccess pipelineVersions { version savedAt savedBy nodes { ${NODE} } edges { from to } } } }`, { n: name }));
+    ctx.title(`Pipeline of ${name}`);
+    await countDeployments(true);
     await showVersion();
     if (project.myAccess === 'FULL' && !editSlot.firstChild) {
       const latest = project.pipelineVersions[0];
@@ -109,5 +120,10 @@ export async function show(root, ctx) {
   await load();
   ctx.ready();
   stops.push(followCatalog(['PIPELINE', 'PROJECT'], () => load().catch((e) => showError(status, e))));
+  stops.push(live('subscription($p: String) { deploymentsUpdated(project: $p) { id } }', { p: name }, {
+    next: () => countDeployments().catch((e) => showError(status, e)),
+    resync: () => countDeployments().catch((e) => showError(status, e)),
+    error: (e) => showError(status, e),
+  }));
   return stopAll(stops);
 }

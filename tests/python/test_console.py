@@ -426,6 +426,10 @@ def test_a_member_deploys_a_picked_version_and_opens_it(server, browser, world):
     expect(page.locator("#log-search")).to_have_value("wait-for-api")
     expect(page.locator("#log mark").first).to_have_text("wait-for-api", timeout=30_000)
     shot(page, "13-deployment-running")
+    # The pipeline's page says how many deployments run each version.
+    page.goto("/#/projects/shop/pipeline")
+    expect(page.locator("tr", has_text="version 1").locator("td").nth(3)).to_have_text("1")
+    page.goto(world["deployment_url"])
     done(page)
 
 
