@@ -12,6 +12,7 @@ import { stopAll, ticker } from '../lib/follow.js';
 import { logView } from './logs.js';
 import { versionPickers } from './deploy.js';
 import { stages } from './pipeline.js';
+import { ENDED } from './deployments.js';
 
 const FIELDS = `id name project environment state attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
   cpuMillicores memoryMib node { host online } failure { step reason exitCode oomKilled }
@@ -20,7 +21,8 @@ const FIELDS = `id name project environment state attempt pipelineVersion action
     healthCheck { httpPath command intervalSeconds timeoutSeconds retries } }
   history { occurredAt actor summary }`;
 
-const ENDED = ['CANCELLED', 'DELETED', 'REJECTED'];
+// Runs nowhere: ended, or failed (a failed run removed everything it made).
+const NOWHERE = [...ENDED, 'FAILED'];
 
 // How a service's health is checked, in words.
 export function checkWords(c) {
@@ -30,7 +32,7 @@ export function checkWords(c) {
 }
 
 function healthCell(s, state) {
-  if (ENDED.includes(state)) return h('span', { class: 'muted' }, '—');
+  if (NOWHERE.includes(state)) return h('span', { class: 'muted' }, '—');
   const status = s.healthy === null ? badge('UNKNOWN', 'Not reported yet') : badge(s.healthy ? 'HEALTHY' : 'UNHEALTHY');
   const detail = s.healthDetail && s.healthDetail.toLowerCase() !== 'healthy' ? s.healthDetail : null;
   return [status, detail ? [' ', h('small', { class: s.healthy === false ? 'error' : 'muted' }, detail)] : null,
@@ -52,6 +54,8 @@ function stepTiming(s) {
   if (!s?.startedAt) return '';
   const from = Date.parse(s.startedAt);
   if (s.state === 'RUNNING') return `running for ${seconds((Date.now() - from) / 1000)}`;
+  // Its change was the rollback, not its end.
+  if (s.state === 'ROLLED_BACK') return '';
   return s.changedAt ? `took ${seconds((Date.parse(s.changedAt) - from) / 1000)}` : '';
 }
 
@@ -141,7 +145,7 @@ export async function show(root, ctx) {
     clear(servicesSlot, table(['Service', 'Version', 'URL', 'Health', 'CPU', 'Memory'], d.services.map((s) => [
       h('strong', {}, s.name),
       h('code', {}, `${s.image}:${s.tag}`),
-      ENDED.includes(d.state) ? h('span', { class: 'muted' }, s.url) : [h('a', { href: s.url, target: '_blank', rel: 'noopener' }, s.url), ' ', copyButton(s.url, 'Copy', `${s.name}'s URL`)],
+      NOWHERE.includes(d.state) ? h('span', { class: 'muted' }, s.url) : [h('a', { href: s.url, target: '_blank', rel: 'noopener' }, s.url), ' ', copyButton(s.url, 'Copy', `${s.name}'s URL`)],
       healthCell(s, d.state),
       cpu(s.cpuMillicores),
       bytes(s.memoryBytes),

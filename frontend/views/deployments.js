@@ -8,7 +8,9 @@ import { describe, values } from '../lib/schema.js';
 import { followCatalog, stopAll, ticker } from '../lib/follow.js';
 
 export const FIELDS = 'id name project environment state createdBy createdAt expiresAt actions failure { reason } services { name url healthy }';
-const ENDED = ['CANCELLED', 'DELETED', 'REJECTED'];
+// The states of a deployment that is gone for good (the domain's `Phase::ended`): the one list
+// of them the console keeps.
+export const ENDED = ['CANCELLED', 'DELETED', 'REJECTED'];
 const COLUMNS = ['Name', 'Project → environment', 'State', 'Services', 'Created', 'Expires in'];
 
 export function expiresCell(d) {

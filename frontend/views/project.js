@@ -8,7 +8,7 @@ import { cpu, mib, lifetime, shortTime, who } from '../lib/format.js';
 import { formDialog, confirmThen } from '../lib/dialog.js';
 import { field, formError, int, onSubmit, rules, submitButton, text } from '../lib/forms.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
-import { stateBadge } from './deployments.js';
+import { ENDED, stateBadge } from './deployments.js';
 
 // The fields of a project's form: `p` to edit, null to create.
 export function projectFields(p, environments) {
@@ -60,7 +60,7 @@ export async function show(root, ctx) {
   let shown = null;
 
   const renderDeployments = () => {
-    const list = [...deployments.values()].filter((d) => !['DELETED', 'CANCELLED', 'REJECTED'].includes(d.state));
+    const list = [...deployments.values()].filter((d) => !ENDED.includes(d.state));
     clear(deploymentsSlot, table(['Name', 'Environment', 'State', 'Created by'], list.map((d) => [
       h('a', { href: `#/deployments/${d.id}` }, d.name), d.environment, stateBadge(d), who(d.createdBy),
     ]), { caption: 'Deployments', empty: 'No deployment of it now.' }));
@@ -164,7 +164,7 @@ export async function show(root, ctx) {
   };
 
   const remove = async () => {
-    const live = [...deployments.values()].filter((d) => !['DELETED', 'CANCELLED', 'REJECTED'].includes(d.state)).length;
+    const live = [...deployments.values()].filter((d) => !ENDED.includes(d.state)).length;
     await confirmThen({ title: `Delete project ${p.name}?`,
       message: `Its pipeline versions, its ${p.secrets.length} secret(s) and every team's access to it are removed for good.${live ? ` It has ${live} deployment(s) now.` : ''}`,
       action: `Delete ${p.name}` }, status, async () => {

@@ -513,6 +513,27 @@ def test_changes_made_elsewhere_show_live_and_the_page_reconnects_after_a_restar
     done(page)
 
 
+def test_a_failed_run_shows_the_failed_step_and_what_was_rolled_back(server, browser, world):
+    admin = Api(server, *ADMIN)
+    admin.ok("mutation($s: JSON!) { createPlugin(input: {name: \"migrate\", registry: \"private\", repository: \"nullops-test/script-plugin\", tag: \"1\", "
+             "parametersSchema: $s}) { name } }", s={"type": "object", "properties": {"mode": {"type": "string"}}})
+    admin.ok("mutation { createProject(input: {name: \"fails\", environments: [\"local\"], cpuMillis: 500, memoryMib: 256}) { name } }")
+    admin.ok("""mutation { savePipeline(project: "fails", pipeline: {nodes: [{id: "api", service: "api"}, {id: "migrate", plugin: "migrate", parameters: {mode: "fail"}}],
+        edges: [{from: "api", to: "migrate"}]}) { version } }""")
+    made = admin.ok("mutation { createDeployment(project: \"fails\", environment: \"local\", name: \"broken\") { id } }")["createDeployment"]["id"]
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto(f"/#/deployments/{made}")
+    expect(page.locator("#state")).to_have_attribute("data-state", "FAILED", timeout=DEPLOY)
+    expect(page.locator("#steps [data-node-id='migrate']")).to_have_attribute("data-state", "FAILED")
+    expect(page.locator("#steps [data-node-id='migrate']")).to_contain_text("migration 42 failed")
+    expect(page.locator("#steps [data-node-id='api']")).to_have_attribute("data-state", "ROLLED_BACK")
+    expect(page.get_by_role("alert")).to_contain_text("Step migrate failed")
+    expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    shot(page, "16-failed-run")
+    done(page)
+
+
 def test_destructive_actions_ask_first(server, browser, world):
     page = open_page(browser, server)
     sign_in(page, *ADMIN)
