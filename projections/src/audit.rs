@@ -40,9 +40,9 @@ impl Projection for AuditProjection {
     }
 
     fn schema_version(&self) -> u32 {
-        // 2: each entry's summary; 3: summaries use the labels their own event teaches;
-        // 4: only where none was known (a rename says the old name).
-        4
+        // 2: each entry's summary; 3: a summary also uses the labels its own event teaches,
+        // where none was known before (a sign-in names its user; a rename says the old name).
+        3
     }
 
     async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<(), ProjectionError> {
