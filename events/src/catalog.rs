@@ -261,6 +261,8 @@ pub struct ProjectDefinition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PipelineEvent {
     VersionSaved(PipelineVersionSaved),
+    /// A dry run was asked for: it changes nothing and is kept only as an audit entry.
+    DryRun(PipelineDryRun),
 }
 
 /// An immutable pipeline version.
@@ -269,6 +271,32 @@ pub struct PipelineVersionSaved {
     pub project_id: Uuid,
     pub version: u32,
     pub graph: PipelineGraph,
+    /// What the author said of the change ('' when nothing).
+    pub message: String,
+    /// Where the editor drew each node; not part of what runs, so not compared by a diff.
+    pub layout: Vec<NodePlacement>,
+    /// The version this one was started from, when an author began from an older one.
+    pub based_on: Option<u32>,
+}
+
+/// A node's place on the editor's canvas, in canvas units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlacement {
+    pub node: String,
+    pub x: i32,
+    pub y: i32,
+}
+
+/// What a dry run checked and how it came out; the problems themselves are answered to the
+/// caller, not stored (they may quote parameters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineDryRun {
+    pub environment: String,
+    /// The saved version checked, or `None` for an unsaved draft.
+    pub version: Option<u32>,
+    pub problems: u32,
+    /// The node the deployment would be placed on, when it fits.
+    pub fits_on: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

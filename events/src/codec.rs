@@ -57,7 +57,8 @@ pub mod types {
     pub const PROJECT_CREATED: (&str, u16) = ("project.created", 1);
     pub const PROJECT_UPDATED: (&str, u16) = ("project.updated", 1);
     pub const PROJECT_REMOVED: (&str, u16) = ("project.removed", 1);
-    pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 1);
+    pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 2);
+    pub const PIPELINE_DRY_RUN: (&str, u16) = ("pipeline.dry_run", 1);
     pub const SECRET_CREATED: (&str, u16) = ("secret.created", 1);
     pub const SECRET_UPDATED: (&str, u16) = ("secret.updated", 1);
     pub const NODE_ADDED: (&str, u16) = ("node.added", 1);
@@ -105,6 +106,15 @@ pub mod frozen {
         pub username: String,
         pub password_hash: String,
         pub admin: bool,
+    }
+
+    /// `pipeline.version_saved` v1: before the author's message, the editor's layout and the
+    /// version it was based on. (`PipelineGraph` has not changed shape since.)
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct PipelineVersionSavedV1 {
+        pub project_id: Uuid,
+        pub version: u32,
+        pub graph: crate::catalog::PipelineGraph,
     }
 }
 
@@ -173,6 +183,7 @@ current_events! {
     Catalog(CatalogEvent::ProjectUpdated) => PROJECT_UPDATED,
     Catalog(CatalogEvent::ProjectRemoved) => PROJECT_REMOVED,
     Pipeline(PipelineEvent::VersionSaved) => PIPELINE_VERSION_SAVED,
+    Pipeline(PipelineEvent::DryRun) => PIPELINE_DRY_RUN,
     Secret(SecretEvent::Created) => SECRET_CREATED,
     Secret(SecretEvent::Updated) => SECRET_UPDATED,
     Secret(SecretEvent::Deleted) => SECRET_DELETED,
@@ -230,6 +241,18 @@ pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEven
             username: v1.username,
             password_hash: v1.password_hash,
             role: if v1.admin { Role::Admin } else { Role::User },
+        })
+        .into());
+    }
+    if (event_type, version) == (types::PIPELINE_VERSION_SAVED.0, 1) {
+        let v1: frozen::PipelineVersionSavedV1 = from_bytes(bytes)?;
+        return Ok(PipelineEvent::VersionSaved(PipelineVersionSaved {
+            project_id: v1.project_id,
+            version: v1.version,
+            graph: v1.graph,
+            message: String::new(),
+            layout: Vec::new(),
+            based_on: None,
         })
         .into());
     }

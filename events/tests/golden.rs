@@ -174,8 +174,12 @@ fn samples() -> Vec<DomainEvent> {
                 ],
                 edges: vec![PipelineEdge { from: "db".into(), to: "api".into() }],
             },
+            message: "seed the shop database first".into(),
+            layout: vec![NodePlacement { node: "api".into(), x: 240, y: -16 }, NodePlacement { node: "db".into(), x: 0, y: 0 }],
+            based_on: Some(1),
         })
         .into(),
+        PipelineEvent::DryRun(PipelineDryRun { environment: "staging".into(), version: None, problems: 2, fits_on: Some(id(6)) }).into(),
         SecretEvent::Created(SecretSet { retired_key: None, ..set.clone() }).into(),
         SecretEvent::Updated(set).into(),
         SecretEvent::Deleted(SecretDeleted { name: "DB_PASSWORD".into(), retired_key: id(0xa1) }).into(),
@@ -246,6 +250,15 @@ fn recorded() -> BTreeMap<String, Vec<u8>> {
         .map(|l| l.split_once(' ').expect("`type@version hex`"))
         .map(|(k, v)| (k.to_owned(), unhex(v)))
         .collect()
+}
+
+/// Older schema versions still decode from their recorded bytes, upcast to the current shape.
+#[test]
+fn older_versions_decode_from_their_recorded_bytes() {
+    let golden = recorded();
+    let v1 = golden.get("pipeline.version_saved@1").expect("recorded");
+    let DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) = decode("pipeline.version_saved", 1, v1).expect("decodes") else { panic!("wrong event") };
+    assert_eq!((v.version, v.graph.nodes.len(), v.message.as_str(), v.layout.len(), v.based_on), (2, 2, "", 0, None));
 }
 
 #[test]

@@ -126,7 +126,16 @@ pub async fn seed(app: &App) -> ApiResult<bool> {
         digests: Default::default(),
         limits: (project.cpu_millis, project.memory_mib),
     };
-    let save = PipelineCommand::Save { access: Some(Access::Full), project: PROJECT.into(), project_id: project.project_id, draft, context };
+    let save = PipelineCommand::Save {
+        access: Some(Access::Full),
+        project: PROJECT.into(),
+        project_id: project.project_id,
+        draft,
+        context,
+        message: "the demo: an API, a check that it answers, then a web front".into(),
+        layout: vec![],
+        based_on: None,
+    };
     dispatch::<Pipeline>(app, EventMetadata::system(), &project.project_id.to_string(), save).await?;
     Ok(true)
 }

@@ -18,6 +18,9 @@ pub enum ApiError {
     InvalidInput(String),
     /// No node has room; the message gives the figures asked and the best free.
     ResourcesExhausted(String),
+    /// A pipeline with these problems: INVALID_INPUT on field `pipeline`, each problem also in
+    /// `extensions.problems` as `{node, field, code, message}` for an editor to show on its node.
+    InvalidPipeline(Vec<nullops_domain::pipeline::Problem>),
     RateLimited {
         retry_after_secs: u64,
     },
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many failed attempts; try again in {retry_after_secs} s")
             }
+            ApiError::InvalidPipeline(problems) => DomainError::InvalidPipeline(problems.clone()).to_string(),
             ApiError::NotYetVisible(m) => format!("the change was saved but is not visible yet ({m}); reload shortly"),
             ApiError::Unavailable => "the service is temporarily unavailable; try again".into(),
             ApiError::Internal(id) => format!("internal error (logged with error id {id})"),
@@ -58,7 +62,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
-            ApiError::InvalidInput(_) => "INVALID_INPUT",
+            ApiError::InvalidInput(_) | ApiError::InvalidPipeline(_) => "INVALID_INPUT",
             ApiError::ResourcesExhausted(_) => "RESOURCES_EXHAUSTED",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::NotYetVisible(_) => "NOT_YET_VISIBLE",
@@ -88,6 +92,7 @@ impl From<DomainError> for ApiError {
             DomainError::Forbidden(m) => ApiError::Forbidden(m),
             DomainError::ResourcesExhausted(m) => ApiError::ResourcesExhausted(m),
             e @ DomainError::InvalidInput { .. } => ApiError::InvalidInput(e.to_string()),
+            DomainError::InvalidPipeline(problems) => ApiError::InvalidPipeline(problems),
         }
     }
 }
@@ -165,7 +170,12 @@ impl From<ApiError> for async_graphql::Error {
         };
         let field = match &e {
             ApiError::InvalidInput(m) => field_of(m),
+            ApiError::InvalidPipeline(_) => Some("pipeline"),
             _ => None,
+        };
+        let problems = match &e {
+            ApiError::InvalidPipeline(problems) => problems.iter().map(crate::catalog::types::PipelineProblemGql::from).collect(),
+            _ => Vec::new(),
         };
         async_graphql::Error::new(e.message()).extend_with(|_, ext| {
             ext.set("code", code);
@@ -174,6 +184,9 @@ impl From<ApiError> for async_graphql::Error {
             }
             if let Some(field) = field {
                 ext.set("field", field);
+            }
+            if !problems.is_empty() {
+                ext.set("problems", async_graphql::Value::List(problems.iter().map(|p| p.to_value()).collect()));
             }
         })
     }

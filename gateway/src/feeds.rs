@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_graphql::{Enum, SimpleObject, ID};
 use futures::{Stream, StreamExt};
 use nullops_domain::catalog::CatalogState;
-use nullops_events::catalog::{AccessTarget, CatalogEvent};
+use nullops_events::catalog::{AccessTarget, CatalogEvent, PipelineEvent};
 use nullops_events::codec::types;
 use nullops_events::{DomainEvent, StoredEvent};
 use nullops_projections::{deployments as deployments_read, nodes as nodes_read};
@@ -332,6 +332,8 @@ fn catalog_change(event: &DomainEvent, stream_key: &str, names: &Names) -> Optio
             CatalogEvent::ProjectCreated(p) | CatalogEvent::ProjectUpdated(p) => change(K::Project, Some(&p.name), false, Audience::Project(p.name.clone())),
             CatalogEvent::ProjectRemoved(r) => change(K::Project, Some(&r.name), true, Audience::Admins),
         },
+        // A dry run changes nothing anyone sees but the audit.
+        DomainEvent::Pipeline(PipelineEvent::DryRun(_)) => None,
         DomainEvent::Pipeline(_) | DomainEvent::Secret(_) => {
             let kind = if matches!(event, DomainEvent::Pipeline(_)) { K::Pipeline } else { K::Secret };
             let project = names.projects.get(&Uuid::try_parse(stream_key).ok()?)?;

@@ -10,7 +10,7 @@ mod bootstrap;
 mod catalog;
 mod context;
 pub mod demo;
-mod deployments;
+pub(crate) mod deployments;
 pub mod error;
 mod feeds;
 mod frontend;

@@ -50,6 +50,7 @@ pub fn wanted(stream: &StreamId, event: &DomainEvent) -> Vec<String> {
             CatalogEvent::AccessRevoked(r) => vec![key("team", r.team_id)],
             _ => vec![],
         },
+        DomainEvent::Pipeline(PipelineEvent::DryRun(d)) => std::iter::once(key("project", id)).chain(d.fits_on.map(|n| key("node", n))).collect(),
         DomainEvent::Pipeline(_) | DomainEvent::Secret(_) => vec![key("project", id)],
         DomainEvent::Node(_) => vec![key("node", id)],
         DomainEvent::Capacity(CapacityEvent::Reserved(r)) => vec![key("node", id), key("deployment", r.deployment_id)],
@@ -82,7 +83,18 @@ pub fn summary(stream: &StreamId, event: &DomainEvent, label: &dyn Fn(&str) -> O
         DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
             let services = v.graph.services();
             let plugins = v.graph.nodes.iter().filter(|n| matches!(n.action, NodeAction::RunPlugin { .. })).count();
-            format!("pipeline version {} of project {} saved: {services} service(s), {plugins} plugin step(s)", v.version, called("project", &id))
+            let said = if v.message.is_empty() { String::new() } else { format!(" ({})", v.message) };
+            format!("pipeline version {} of project {} saved: {services} service(s), {plugins} plugin step(s){said}", v.version, called("project", &id))
+        }
+        DomainEvent::Pipeline(PipelineEvent::DryRun(d)) => {
+            let what = d.version.map_or_else(|| "a draft of the pipeline".to_owned(), |v| format!("pipeline version {v}"));
+            let problems = match d.problems {
+                0 => "no problem".to_owned(),
+                1 => "1 problem".to_owned(),
+                n => format!("{n} problems"),
+            };
+            let fits = d.fits_on.map_or_else(|| ", fits on no node now".to_owned(), |n| format!(", fits on node {}", called("node", &n)));
+            format!("dry run of {what} of project {} in environment {}: {problems}{fits}", called("project", &id), d.environment)
         }
         DomainEvent::Secret(e) => {
             let project = called("project", &id);

@@ -24,7 +24,8 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS catalog_entries (kind TEXT NOT NULL, name TEXT NOT NULL, definition TEXT NOT NULL,
         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (kind, name))",
     "CREATE TABLE IF NOT EXISTS pipeline_versions (project_id TEXT NOT NULL, version BIGINT NOT NULL, graph TEXT NOT NULL,
-        saved_at BIGINT NOT NULL, saved_by TEXT NOT NULL, PRIMARY KEY (project_id, version))",
+        saved_at BIGINT NOT NULL, saved_by TEXT NOT NULL, message TEXT NOT NULL, layout TEXT NOT NULL, based_on BIGINT,
+        PRIMARY KEY (project_id, version))",
     "CREATE TABLE IF NOT EXISTS project_secrets (project_id TEXT NOT NULL, name TEXT NOT NULL, key_id TEXT NOT NULL,
         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, updated_by TEXT NOT NULL, PRIMARY KEY (project_id, name))",
 ];
@@ -84,6 +85,11 @@ async fn run(conn: &mut AnyConnection, sql: &str, binds: &[&str]) -> Result<(), 
 impl Projection for CatalogProjection {
     fn name(&self) -> &'static str {
         "catalog"
+    }
+
+    fn schema_version(&self) -> u32 {
+        // 2: a pipeline version's message, layout and the version it was based on.
+        2
     }
 
     fn handles(&self, event_type: &str) -> bool {
@@ -157,15 +163,23 @@ impl Projection for CatalogProjection {
                 }
             },
             DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
-                sqlx::query("INSERT INTO pipeline_versions (project_id, version, graph, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(v.project_id.to_string())
-                    .bind(i64::from(v.version))
-                    .bind(json(&v.graph))
-                    .bind(at)
-                    .bind(actor)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO pipeline_versions (project_id, version, graph, saved_at, saved_by, message, layout, based_on) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(v.project_id.to_string())
+                .bind(i64::from(v.version))
+                .bind(json(&v.graph))
+                .bind(at)
+                .bind(actor)
+                .bind(v.message)
+                .bind(json(&v.layout))
+                .bind(v.based_on.map(i64::from))
+                .execute(&mut *conn)
+                .await?;
             }
+            // A dry run changes nothing here: it is an audit entry only.
+            DomainEvent::Pipeline(PipelineEvent::DryRun(_)) => {}
             DomainEvent::Secret(SecretEvent::Created(s) | SecretEvent::Updated(s)) => {
                 sqlx::query(
                     "INSERT INTO project_secrets (project_id, name, key_id, created_at, updated_at, updated_by) \
@@ -304,21 +318,31 @@ pub struct PipelineVersionRow {
     pub graph: PipelineGraph,
     pub saved_at: i64,
     pub saved_by: String,
+    pub message: String,
+    pub layout: Vec<NodePlacement>,
+    pub based_on: Option<u32>,
 }
 
+const VERSION_COLUMNS: &str = "version, graph, saved_at, saved_by, message, layout, based_on";
+
 fn version_row(r: &sqlx::any::AnyRow) -> Result<PipelineVersionRow, ProjectionError> {
+    let corrupt = |e: &dyn std::fmt::Display| ProjectionError::Corrupt(format!("pipeline version: {e}"));
     let graph: String = r.try_get(1)?;
+    let layout: String = r.try_get(5)?;
     Ok(PipelineVersionRow {
-        version: u32::try_from(r.try_get::<i64, _>(0)?).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
-        graph: serde_json::from_str(&graph).map_err(|e| ProjectionError::Corrupt(format!("pipeline graph: {e}")))?,
+        version: u32::try_from(r.try_get::<i64, _>(0)?).map_err(|e| corrupt(&e))?,
+        graph: serde_json::from_str(&graph).map_err(|e| corrupt(&e))?,
         saved_at: r.try_get(2)?,
         saved_by: r.try_get(3)?,
+        message: r.try_get(4)?,
+        layout: serde_json::from_str(&layout).map_err(|e| corrupt(&e))?,
+        based_on: r.try_get::<Option<i64>, _>(6)?.map(u32::try_from).transpose().map_err(|e| corrupt(&e))?,
     })
 }
 
 /// Every version of a project's pipeline, newest first.
 pub async fn pipeline_versions(db: &ReadModelDb, project_id: Uuid) -> Result<Vec<PipelineVersionRow>, ProjectionError> {
-    let rows = sqlx::query("SELECT version, graph, saved_at, saved_by FROM pipeline_versions WHERE project_id = $1 ORDER BY version DESC")
+    let rows = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM pipeline_versions WHERE project_id = $1 ORDER BY version DESC"))
         .bind(project_id.to_string())
         .fetch_all(db.pool())
         .await?;
@@ -326,7 +350,7 @@ pub async fn pipeline_versions(db: &ReadModelDb, project_id: Uuid) -> Result<Vec
 }
 
 pub async fn pipeline_version(db: &ReadModelDb, project_id: Uuid, version: u32) -> Result<Option<PipelineVersionRow>, ProjectionError> {
-    let row = sqlx::query("SELECT version, graph, saved_at, saved_by FROM pipeline_versions WHERE project_id = $1 AND version = $2")
+    let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM pipeline_versions WHERE project_id = $1 AND version = $2"))
         .bind(project_id.to_string())
         .bind(i64::from(version))
         .fetch_optional(db.pool())

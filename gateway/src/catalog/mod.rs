@@ -7,12 +7,13 @@
 //! the grants in the read model.
 
 mod definitions;
+mod dry_run;
 mod key_sweep;
 mod nodes;
 mod projects;
 pub mod tags;
 mod teams;
-mod types;
+pub(crate) mod types;
 
 pub use definitions::{DefinitionMutation, DefinitionQuery};
 pub use key_sweep::{sweep_orphaned_keys, SweepError};

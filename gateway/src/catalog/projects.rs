@@ -10,7 +10,7 @@ use nullops_domain::catalog::{CatalogAction, CatalogState};
 use nullops_domain::pipeline::{self, DraftAction, DraftNode, Pipeline, PipelineCommand, PipelineContext, PipelineDraft};
 use nullops_domain::secrets::{SecretCommand, Secrets};
 use nullops_domain::SecretName;
-use nullops_events::catalog::{Access, AccessTarget, PipelineEdge, ProjectDefinition};
+use nullops_events::catalog::{Access, AccessTarget, NodeAction, NodePlacement, PipelineDryRun, PipelineEdge, PipelineGraph, ProjectDefinition};
 use nullops_projections::catalog::{self as read, kind, Entry};
 use nullops_store::commands;
 use uuid::Uuid;
@@ -180,7 +180,9 @@ fn full_access(ctx: &Context<'_>, state: &CatalogState, name: &str) -> ApiResult
     Ok((project, held))
 }
 
-fn draft(input: PipelineInput) -> ApiResult<PipelineDraft> {
+/// A draft and the layout it was drawn with.
+fn draft(input: PipelineInput) -> ApiResult<(PipelineDraft, Vec<NodePlacement>)> {
+    let layout = input.layout.into_iter().map(|p| NodePlacement { node: p.node, x: p.x, y: p.y }).collect();
     let nodes = input
         .nodes
         .into_iter()
@@ -194,12 +196,39 @@ fn draft(input: PipelineInput) -> ApiResult<PipelineDraft> {
             Ok(DraftNode { id: n.id, action })
         })
         .collect::<ApiResult<_>>()?;
-    Ok(PipelineDraft { nodes, edges: input.edges.into_iter().map(|e| PipelineEdge { from: e.from, to: e.to }).collect() })
+    Ok((PipelineDraft { nodes, edges: input.edges.into_iter().map(|e| PipelineEdge { from: e.from, to: e.to }).collect() }, layout))
+}
+
+/// A saved graph as a draft, to check it again against the catalog as it is now.
+fn as_draft(graph: &PipelineGraph) -> PipelineDraft {
+    let nodes = graph
+        .nodes
+        .iter()
+        .map(|n| DraftNode {
+            id: n.id.clone(),
+            action: match &n.action {
+                NodeAction::StartService { service } => DraftAction::StartService { service: service.clone() },
+                NodeAction::RunPlugin { plugin, parameters, .. } => {
+                    DraftAction::RunPlugin { plugin: plugin.clone(), parameters: serde_json::from_str(parameters).unwrap_or_default() }
+                }
+            },
+        })
+        .collect();
+    PipelineDraft { nodes, edges: graph.edges.clone() }
+}
+
+/// What a pipeline's context is for `definition` now: the catalog, the project's secrets, and
+/// the digests of the draft's plugin images.
+async fn pipeline_context(app: &App, state: &CatalogState, definition: &ProjectDefinition, draft: &PipelineDraft) -> ApiResult<PipelineContext> {
+    let secrets = commands::load::<Secrets>(&*app.store, &definition.project_id.to_string()).await?.0.keys.into_keys().collect();
+    let digests = plugin_digests(app, state, draft).await;
+    let limits = (definition.cpu_millis, definition.memory_mib);
+    Ok(PipelineContext { services: state.services.clone(), plugins: state.plugins.clone(), secrets, digests, limits })
 }
 
 /// Digests of the images of the plugins a draft uses, as far as their registries tell within
 /// the deadline; a plugin whose registry does not answer is pinned by tag alone.
-async fn plugin_digests(app: &App, state: &CatalogState, draft: &PipelineDraft) -> BTreeMap<String, String> {
+pub(super) async fn plugin_digests(app: &App, state: &CatalogState, draft: &PipelineDraft) -> BTreeMap<String, String> {
     let mut plugins: Vec<&str> = draft
         .nodes
         .iter()
@@ -275,20 +304,99 @@ impl ProjectMutation {
     /// Saves a new version of a project's pipeline (FULL access). The graph is checked whole
     /// and every error names its node; plugin images are pinned by tag and, when the registry
     /// reports one, by digest. Saving the latest version's graph again changes nothing.
-    async fn save_pipeline(&self, ctx: &Context<'_>, project: String, pipeline: PipelineInput) -> ApiResult<PipelineVersionGql> {
+    ///
+    /// `message` says what changed; `basedOn` names the older version an author started from.
+    /// A refusal is INVALID_INPUT with every problem in `extensions.problems`.
+    async fn save_pipeline(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        pipeline: PipelineInput,
+        message: Option<String>,
+        based_on: Option<i32>,
+    ) -> ApiResult<PipelineVersionGql> {
         let app = app(ctx);
         let state = catalog_state(app).await?;
         let (definition, access) = full_access(ctx, &state, &project)?;
-        let draft = draft(pipeline)?;
+        let (draft, layout) = draft(pipeline)?;
         let key = definition.project_id.to_string();
-        let secrets = commands::load::<Secrets>(&*app.store, &key).await?.0.keys.into_keys().collect();
-        let digests = plugin_digests(app, &state, &draft).await;
-        let limits = (definition.cpu_millis, definition.memory_mib);
-        let context = PipelineContext { services: state.services, plugins: state.plugins, secrets, digests, limits };
-        let command = PipelineCommand::Save { access, project: project.clone(), project_id: definition.project_id, draft, context };
+        let context = pipeline_context(app, &state, &definition, &draft).await?;
+        let based_on = based_on
+            .map(|b| u32::try_from(b).map_err(|_| ApiError::InvalidInput(format!("basedOn: project {project} has no pipeline version {b}"))))
+            .transpose()?;
+        let command = PipelineCommand::Save {
+            access,
+            project: project.clone(),
+            project_id: definition.project_id,
+            draft,
+            context,
+            message: message.unwrap_or_default(),
+            layout,
+            based_on,
+        };
         dispatch::<Pipeline>(app, request(ctx).metadata()?, &key, command).await?;
         let latest = read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next();
         Ok(latest.ok_or_else(|| ApiError::internal("saved pipeline missing from read model"))?.into())
+    }
+
+    /// Checks a pipeline for `environment` without deploying or saving anything (FULL access):
+    /// the draft if given, else saved `version`, else the latest. It validates the graph and
+    /// every plugin's parameters, resolves every image against its registry with the chosen
+    /// `tags`, checks every secret it uses is set, gives the stages that would start together,
+    /// and answers whether a node has room now. Only an audit entry is appended.
+    async fn dry_run_pipeline(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        environment: String,
+        version: Option<i32>,
+        draft: Option<PipelineInput>,
+        #[graphql(default)] tags: Vec<crate::deployments::TagChoice>,
+    ) -> ApiResult<DryRunGql> {
+        let app = app(ctx);
+        let state = catalog_state(app).await?;
+        let (definition, access) = full_access(ctx, &state, &project)?;
+        if !definition.environments.contains(&environment) {
+            return Err(ApiError::InvalidInput(format!("environment: project {project} does not deploy to {environment}")));
+        }
+        let chosen = crate::deployments::choices(tags)?;
+        let (draft, version) = match (draft, version) {
+            (Some(_), Some(_)) => return Err(ApiError::InvalidInput("version: give a draft or a version, not both".into())),
+            (Some(input), None) => (self::draft(input)?.0, None),
+            (None, asked) => {
+                let saved = match asked {
+                    Some(v) => {
+                        let number = u32::try_from(v).map_err(|_| ApiError::NotFound(format!("project {project} has no pipeline version {v}")))?;
+                        read::pipeline_version(&app.read_models, definition.project_id, number).await?
+                    }
+                    None => read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next(),
+                };
+                let saved = saved.ok_or_else(|| ApiError::NotFound(format!("project {project} has no such pipeline version: save one first")))?;
+                (as_draft(&saved.graph), Some(saved.version))
+            }
+        };
+        let context = pipeline_context(app, &state, &definition, &draft).await?;
+        let checked = pipeline::check(&draft, &context);
+        let mut problems = checked.problems;
+        let images = super::dry_run::images(app, &state, &draft, &chosen, &mut problems).await;
+        let room = nullops_domain::capacity::Resources { cpu_millis: u64::from(definition.cpu_millis), memory_mib: u64::from(definition.memory_mib) };
+        let preview = super::dry_run::admission(app, &environment, room).await?;
+        let outcome = PipelineDryRun {
+            environment,
+            version,
+            problems: u32::try_from(problems.len()).unwrap_or(u32::MAX),
+            fits_on: preview.node.as_ref().map(|(id, _)| *id),
+        };
+        let command = PipelineCommand::RecordDryRun { access, project, outcome };
+        dispatch::<Pipeline>(app, request(ctx).metadata()?, &definition.project_id.to_string(), command).await?;
+        Ok(DryRunGql {
+            ok: problems.is_empty() && preview.node.is_some(),
+            problems: problems.iter().map(Into::into).collect(),
+            order: checked.stages,
+            images,
+            admission: DryRunAdmissionGql { fits: preview.node.is_some(), node: preview.node.map(|(_, name)| name), message: preview.message },
+            version: version.map(|v| v as i32),
+        })
     }
 
     /// Creates or replaces a project secret (FULL access). The value is encrypted at once and

@@ -498,14 +498,29 @@ pub struct PipelineEdgeGql {
     pub to: String,
 }
 
+/// Where the editor drew a node, in canvas units.
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(name = "NodePlacement", input_name = "NodePlacementInput")]
+pub struct NodePlacementGql {
+    pub node: String,
+    pub x: i32,
+    pub y: i32,
+}
+
 #[derive(SimpleObject)]
 #[graphql(name = "PipelineVersion")]
 pub struct PipelineVersionGql {
     pub version: i32,
     pub saved_at: DateTime<Utc>,
     pub saved_by: String,
+    /// What its author said of it ('' when nothing).
+    pub message: String,
+    /// The version it was started from, when its author began from an older one.
+    pub based_on: Option<i32>,
     pub nodes: Vec<PipelineNodeGql>,
     pub edges: Vec<PipelineEdgeGql>,
+    /// Where the editor drew its nodes; nodes without a place are laid out automatically.
+    pub layout: Vec<NodePlacementGql>,
 }
 
 impl From<nullops_projections::catalog::PipelineVersionRow> for PipelineVersionGql {
@@ -514,6 +529,9 @@ impl From<nullops_projections::catalog::PipelineVersionRow> for PipelineVersionG
             version: v.version as i32,
             saved_at: time(v.saved_at),
             saved_by: v.saved_by,
+            message: v.message,
+            based_on: v.based_on.map(|b| b as i32),
+            layout: v.layout.into_iter().map(|p| NodePlacementGql { node: p.node, x: p.x, y: p.y }).collect(),
             nodes: v
                 .graph
                 .nodes
@@ -554,6 +572,118 @@ pub struct PipelineInput {
     /// `to` starts after `from` has finished.
     #[graphql(default)]
     pub edges: Vec<PipelineEdgeGql>,
+    /// Where the editor drew each node (optional; kept with the version).
+    #[graphql(default)]
+    pub layout: Vec<NodePlacementGql>,
+}
+
+/// What is wrong with a pipeline, by kind (the descriptions say what to do).
+#[derive(Enum, Copy, Clone, PartialEq, Eq, serde::Serialize)]
+#[graphql(name = "PipelineProblemCode", remote = "nullops_domain::pipeline::ProblemCode")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProblemCodeGql {
+    /// The pipeline has no node: add one.
+    EmptyPipeline,
+    /// More nodes than a pipeline may have.
+    TooManyNodes,
+    /// A node id that is not 1 to 63 lower-case letters, digits, '_' or '-'.
+    BadNodeId,
+    /// Two nodes share an id.
+    DuplicateNode,
+    /// An edge names a node that is not in the pipeline.
+    UnknownNode,
+    /// An edge from a node to itself.
+    SelfEdge,
+    /// The edges form a cycle.
+    Cycle,
+    /// A node starts a service the catalog does not have.
+    UnknownService,
+    /// A node runs a plugin the catalog does not have.
+    UnknownPlugin,
+    /// The plugin's parameter schema is not a valid JSON Schema: an admin must fix the plugin.
+    BadSchema,
+    /// A parameter does not match the plugin's schema.
+    BadParameter,
+    /// A parameter the plugin's schema requires is missing.
+    MissingParameter,
+    /// A `${{ }}` expression that is malformed or of an unknown kind.
+    BadExpression,
+    /// An expression uses the outputs of a node that does not run before this one.
+    NotUpstream,
+    /// An expression names a secret the project does not have.
+    UnknownSecret,
+    /// The project's CPU or memory cannot be split among the pipeline's services.
+    OverLimits,
+    /// An image tag is not in its registry (or none was chosen for a selectable service).
+    MissingTag,
+    /// An image's registry could not be asked.
+    ImageUnresolved,
+}
+
+/// One problem of a pipeline, on the node and field it names.
+#[derive(SimpleObject, serde::Serialize)]
+#[graphql(name = "PipelineProblem")]
+pub struct PipelineProblemGql {
+    /// The node's id; none when the problem is the whole graph's.
+    pub node: Option<String>,
+    /// The node's field: `id`, `service`, `plugin`, `parameters.NAME`, `env.NAME`, `edges`, or
+    /// `tags.SERVICE` for a deployment's tag.
+    pub field: Option<String>,
+    pub code: ProblemCodeGql,
+    pub message: String,
+}
+
+impl From<&nullops_domain::pipeline::Problem> for PipelineProblemGql {
+    fn from(p: &nullops_domain::pipeline::Problem) -> Self {
+        PipelineProblemGql { node: p.node.clone(), field: p.field.clone(), code: p.code.into(), message: p.message.clone() }
+    }
+}
+
+impl PipelineProblemGql {
+    /// As an error extension.
+    pub fn to_value(&self) -> async_graphql::Value {
+        async_graphql::to_value(self).unwrap_or_default()
+    }
+}
+
+/// Whether a deployment would be admitted now.
+#[derive(SimpleObject)]
+#[graphql(name = "DryRunAdmission")]
+pub struct DryRunAdmissionGql {
+    pub fits: bool,
+    /// The node (`host:port`) it would be placed on.
+    pub node: Option<String>,
+    /// Where it fits, or how much more room it needs than any node has free.
+    pub message: String,
+}
+
+/// An image a deployment would run, as its registry knows it now.
+#[derive(SimpleObject)]
+#[graphql(name = "DryRunImage")]
+pub struct DryRunImageGql {
+    /// The pipeline node that runs it.
+    pub node: String,
+    /// `registry/repository:tag` as the node would pull it.
+    pub image: String,
+    /// Its digest, when the registry reported one.
+    pub digest: Option<String>,
+    /// Whether the registry has it.
+    pub found: bool,
+}
+
+/// What a dry run found: nothing was deployed or saved.
+#[derive(SimpleObject)]
+#[graphql(name = "DryRun")]
+pub struct DryRunGql {
+    /// No problem and the deployment fits on a node now.
+    pub ok: bool,
+    pub problems: Vec<PipelineProblemGql>,
+    /// The steps that start together, in order (each inner list is one parallel stage).
+    pub order: Vec<Vec<String>>,
+    pub images: Vec<DryRunImageGql>,
+    pub admission: DryRunAdmissionGql,
+    /// The saved version checked; none for a draft.
+    pub version: Option<i32>,
 }
 
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]

@@ -187,7 +187,7 @@ async fn change(ctx: &Context<'_>, deployment_id: Uuid, action: DeploymentAction
     Ok(())
 }
 
-fn choices(tags: Vec<TagChoice>) -> ApiResult<BTreeMap<String, String>> {
+pub(crate) fn choices(tags: Vec<TagChoice>) -> ApiResult<BTreeMap<String, String>> {
     let mut chosen = BTreeMap::new();
     for t in tags {
         if chosen.insert(t.service.clone(), t.tag).is_some() {

@@ -16,6 +16,9 @@ pub enum DomainError {
     /// No node has room for what is asked.
     #[error("{0}")]
     ResourcesExhausted(String),
+    /// A pipeline with these problems (never empty), each naming its node and field.
+    #[error("pipeline: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidPipeline(Vec<crate::pipeline::Problem>),
 }
 
 impl DomainError {

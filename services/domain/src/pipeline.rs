@@ -83,39 +83,106 @@ pub struct PipelineContext {
     pub limits: (u32, u32),
 }
 
-const MAX_NODES: usize = 200;
+/// The most nodes a pipeline may have.
+pub const MAX_NODES: usize = 200;
 
-fn at(node: &str, message: impl std::fmt::Display) -> DomainError {
-    DomainError::invalid("pipeline", format!("node {node:?}: {message}"))
+/// What is wrong with a pipeline, as the API and the editor name it: one code per kind of
+/// problem, so a client can react to a kind without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemCode {
+    /// The pipeline has no node.
+    EmptyPipeline,
+    /// More than [`MAX_NODES`] nodes.
+    TooManyNodes,
+    /// A node id that is not 1 to 63 lower-case letters, digits, '_' or '-'.
+    BadNodeId,
+    /// Two nodes share an id.
+    DuplicateNode,
+    /// An edge names a node that is not in the pipeline.
+    UnknownNode,
+    /// An edge from a node to itself.
+    SelfEdge,
+    /// The edges form a cycle.
+    Cycle,
+    /// A node starts a service the catalog does not have.
+    UnknownService,
+    /// A node runs a plugin the catalog does not have.
+    UnknownPlugin,
+    /// The plugin's parameter schema is not a valid JSON Schema.
+    BadSchema,
+    /// A parameter does not match the plugin's schema.
+    BadParameter,
+    /// A parameter the plugin's schema requires is missing.
+    MissingParameter,
+    /// A `${{ }}` expression that is malformed or of an unknown kind.
+    BadExpression,
+    /// An expression uses the outputs of a node that does not run before.
+    NotUpstream,
+    /// An expression names a secret the project does not have.
+    UnknownSecret,
+    /// The project's CPU or memory cannot be split among the pipeline's services.
+    OverLimits,
+    /// A chosen or pinned image tag is not in its registry.
+    MissingTag,
+    /// An image's registry could not be asked.
+    ImageUnresolved,
 }
 
-fn check_node_id(id: &str) -> Result<(), DomainError> {
-    let ok = (1..=63).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        && id.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(at(id, "an id is 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit"))
+/// One problem of a pipeline: the node it is on (none for the whole graph), the field of that
+/// node (`id`, `service`, `plugin`, `parameters.name`, `edges`, `tags.api`), and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub node: Option<String>,
+    pub field: Option<String>,
+    pub code: ProblemCode,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn at(node: &str, field: &str, code: ProblemCode, message: impl Into<String>) -> Self {
+        Problem { node: Some(node.to_owned()), field: Some(field.to_owned()), code, message: message.into() }
+    }
+    fn whole(code: ProblemCode, message: impl Into<String>) -> Self {
+        Problem { node: None, field: None, code, message: message.into() }
     }
 }
 
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "node {node:?}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Why a node id is not one, if it is not.
+fn node_id_problem(id: &str) -> Option<Problem> {
+    let ok = (1..=63).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    (!ok).then(|| Problem::at(id, "id", ProblemCode::BadNodeId, "an id is 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit"))
+}
+
 /// Node ids in an order where every node comes after all nodes with an edge into it, or the
-/// nodes of one cycle.
+/// nodes of one cycle. Every edge must join two of `ids`.
 fn topological_order(ids: &[&str], edges: &[PipelineEdge]) -> Result<Vec<String>, Vec<String>> {
     let mut incoming: BTreeMap<&str, usize> = ids.iter().map(|id| (*id, 0)).collect();
     for e in edges {
-        *incoming.get_mut(e.to.as_str()).expect("edges were checked") += 1;
+        if let Some(n) = incoming.get_mut(e.to.as_str()) {
+            *n += 1;
+        }
     }
     let mut ready: Vec<&str> = ids.iter().copied().filter(|id| incoming[id] == 0).collect();
     let mut order = Vec::new();
     while let Some(id) = ready.pop() {
         order.push(id.to_owned());
         for e in edges.iter().filter(|e| e.from == id) {
-            let n = incoming.get_mut(e.to.as_str()).expect("edges were checked");
-            *n -= 1;
-            if *n == 0 {
-                ready.push(&e.to);
+            if let Some(n) = incoming.get_mut(e.to.as_str()) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(&e.to);
+                }
             }
         }
     }
@@ -125,10 +192,9 @@ fn topological_order(ids: &[&str], edges: &[PipelineEdge]) -> Result<Vec<String>
     // Walk back along edges among the nodes left over: every one has a predecessor there, so
     // the walk must revisit a node, and what lies between is a cycle.
     let left: BTreeSet<&str> = incoming.iter().filter(|(_, n)| **n > 0).map(|(id, _)| *id).collect();
-    let mut path = vec![*left.iter().next().expect("a cycle leaves nodes")];
-    loop {
-        let last = *path.last().expect("not empty");
-        let prev = edges.iter().find(|e| e.to == last && left.contains(e.from.as_str())).expect("each has a predecessor");
+    let mut path: Vec<&str> = left.iter().next().copied().into_iter().collect();
+    while let Some(&last) = path.last() {
+        let Some(prev) = edges.iter().find(|e| e.to == last && left.contains(e.from.as_str())) else { break };
         if let Some(i) = path.iter().position(|p| *p == prev.from) {
             let mut cycle: Vec<String> = path[i..].iter().rev().map(|s| s.to_string()).collect();
             cycle.push(cycle[0].clone());
@@ -136,103 +202,214 @@ fn topological_order(ids: &[&str], edges: &[PipelineEdge]) -> Result<Vec<String>
         }
         path.push(&prev.from);
     }
+    Err(left.into_iter().map(str::to_owned).collect())
 }
 
-/// Collects every string inside a JSON value.
-fn strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+/// The nodes that start together, in order: a node's stage is one more than the latest stage
+/// of the nodes it follows. `order` is a topological order of the graph.
+pub fn stages(order: &[String], edges: &[PipelineEdge]) -> Vec<Vec<String>> {
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in order {
+        let d = edges.iter().filter(|e| e.to == *id).filter_map(|e| depth.get(e.from.as_str())).map(|d| d + 1).max().unwrap_or(0);
+        depth.insert(id, d);
+    }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for id in order {
+        let d = depth[id.as_str()];
+        if out.len() <= d {
+            out.resize_with(d + 1, Vec::new);
+        }
+        out[d].push(id.clone());
+    }
+    out.iter_mut().for_each(|stage| stage.sort());
+    out
+}
+
+/// Collects every string inside a JSON value, with the dotted path where it is.
+fn strings<'a>(value: &'a serde_json::Value, path: String, out: &mut Vec<(String, &'a str)>) {
     match value {
-        serde_json::Value::String(s) => out.push(s),
-        serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
-        serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        serde_json::Value::String(s) => out.push((path, s)),
+        serde_json::Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| strings(v, format!("{path}.{i}"), out)),
+        serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| strings(v, format!("{path}.{k}"), out)),
         _ => {}
     }
 }
 
-/// Checks a draft against its context and pins its plugin images. Every error names the node.
-pub fn validate(draft: &PipelineDraft, context: &PipelineContext) -> Result<PipelineGraph, DomainError> {
+/// The problems of `parameters` against a plugin's schema, on node `id`.
+fn parameter_problems(id: &str, plugin: &str, schema: &jsonschema::Validator, parameters: &serde_json::Value) -> Vec<Problem> {
+    schema
+        .iter_errors(parameters)
+        .map(|e| {
+            let mut field = String::from("parameters");
+            for part in e.instance_path.to_string().split('/').filter(|p| !p.is_empty()) {
+                field.push('.');
+                field.push_str(part);
+            }
+            if let jsonschema::error::ValidationErrorKind::Required { property } = &e.kind {
+                let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
+                return Problem::at(id, &format!("{field}.{name}"), ProblemCode::MissingParameter, format!("plugin {plugin} needs the parameter {name}"));
+            }
+            let place = if field == "parameters" { String::new() } else { format!(" at {}", &field["parameters.".len()..]) };
+            Problem::at(id, &field, ProblemCode::BadParameter, format!("parameters do not match plugin {plugin}'s schema{place}: {e}"))
+        })
+        .collect()
+}
+
+/// A draft checked: the graph it pins (when nothing is wrong with it), its stages, and every
+/// problem found, each naming its node and field.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    pub graph: Option<PipelineGraph>,
+    /// Empty when the edges do not make an order (a cycle, an unknown node).
+    pub stages: Vec<Vec<String>>,
+    pub problems: Vec<Problem>,
+}
+
+/// Checks a draft against its context and pins its plugin images, finding every problem.
+pub fn check(draft: &PipelineDraft, context: &PipelineContext) -> Checked {
+    use ProblemCode as P;
+    let mut problems = Vec::new();
     if draft.nodes.is_empty() {
-        return Err(DomainError::invalid("pipeline", "add at least one node"));
+        problems.push(Problem::whole(P::EmptyPipeline, "add at least one node"));
     }
     if draft.nodes.len() > MAX_NODES {
-        return Err(DomainError::invalid("pipeline", format!("use at most {MAX_NODES} nodes")));
+        problems.push(Problem::whole(P::TooManyNodes, format!("use at most {MAX_NODES} nodes")));
     }
-    let mut ids = Vec::new();
+    let mut ids: Vec<&str> = Vec::new();
     for node in &draft.nodes {
-        check_node_id(&node.id)?;
+        problems.extend(node_id_problem(&node.id));
         if ids.contains(&node.id.as_str()) {
-            return Err(at(&node.id, "two nodes have this id"));
+            problems.push(Problem::at(&node.id, "id", P::DuplicateNode, "two nodes have this id"));
+        } else {
+            ids.push(&node.id);
         }
-        ids.push(&node.id);
     }
     let mut edges: Vec<PipelineEdge> = draft.edges.clone();
     edges.sort();
     edges.dedup();
+    let mut joined = Vec::new();
     for e in &edges {
-        for end in [&e.from, &e.to] {
-            if !ids.contains(&end.as_str()) {
-                return Err(at(end, format!("the edge {} -> {} names a node that is not in the pipeline", e.from, e.to)));
-            }
-        }
-        if e.from == e.to {
-            return Err(at(&e.from, "an edge cannot lead from a node to itself"));
+        let missing: Vec<&String> = [&e.from, &e.to].into_iter().filter(|end| !ids.contains(&end.as_str())).collect();
+        if let Some(end) = missing.first() {
+            let on = if ids.contains(&e.from.as_str()) { &e.from } else { &e.to };
+            problems.push(Problem::at(
+                on,
+                "edges",
+                P::UnknownNode,
+                format!("the edge {} -> {} names node {end:?}, which is not in the pipeline", e.from, e.to),
+            ));
+        } else if e.from == e.to {
+            problems.push(Problem::at(&e.from, "edges", P::SelfEdge, "an edge cannot lead from a node to itself"));
+        } else {
+            joined.push(e.clone());
         }
     }
-    let order = topological_order(&ids, &edges).map_err(|cycle| at(&cycle[0], format!("the edges form a cycle: {}", cycle.join(" -> "))))?;
+    let order = match topological_order(&ids, &joined) {
+        Ok(order) => Some(order),
+        Err(cycle) => {
+            problems.push(Problem::at(&cycle[0], "edges", P::Cycle, format!("the edges form a cycle: {}", cycle.join(" -> "))));
+            None
+        }
+    };
 
     // Every node's ancestors: the nodes that finish before it starts.
     let mut before: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for id in &order {
+    for id in order.iter().flatten() {
         let mut ancestors = BTreeSet::new();
-        for e in edges.iter().filter(|e| e.to == *id) {
+        for e in joined.iter().filter(|e| e.to == *id) {
             ancestors.insert(e.from.clone());
-            ancestors.extend(before[e.from.as_str()].iter().cloned());
+            ancestors.extend(before.get(e.from.as_str()).into_iter().flatten().cloned());
         }
         before.insert(id, ancestors);
     }
 
     let mut nodes = Vec::new();
     for node in &draft.nodes {
-        let (action, texts): (NodeAction, Vec<&str>) = match &node.action {
-            DraftAction::StartService { service } => {
-                let def = context.services.get(service).ok_or_else(|| at(&node.id, format!("there is no service named {service}")))?;
-                (NodeAction::StartService { service: service.clone() }, def.env.iter().map(|v| v.value.as_str()).collect())
-            }
-            DraftAction::RunPlugin { plugin, parameters } => {
-                let def = context.plugins.get(plugin).ok_or_else(|| at(&node.id, format!("there is no plugin named {plugin}")))?;
-                let schema = compile_schema(&def.parameters_schema).map_err(|m| at(&node.id, format!("plugin {plugin}'s schema: {m}")))?;
-                if let Some(e) = schema.iter_errors(parameters).next() {
-                    let path = e.instance_path.to_string();
-                    let place = if path.is_empty() { String::new() } else { format!(" at {path}") };
-                    return Err(at(&node.id, format!("parameters do not match plugin {plugin}'s schema{place}: {e}")));
+        let (action, texts): (Option<NodeAction>, Vec<(String, &str)>) = match &node.action {
+            DraftAction::StartService { service } => match context.services.get(service) {
+                Some(def) => (
+                    Some(NodeAction::StartService { service: service.clone() }),
+                    def.env.iter().map(|v| (format!("env.{}", v.name), v.value.as_str())).collect(),
+                ),
+                None => {
+                    problems.push(Problem::at(&node.id, "service", P::UnknownService, format!("there is no service named {service}")));
+                    (None, Vec::new())
                 }
-                let image = PinnedImage {
-                    registry: def.registry.clone(),
-                    repository: def.repository.clone(),
-                    tag: def.tag.clone(),
-                    digest: context.digests.get(plugin).cloned(),
-                };
+            },
+            DraftAction::RunPlugin { plugin, parameters } => {
                 let mut texts = Vec::new();
-                strings(parameters, &mut texts);
-                (NodeAction::RunPlugin { plugin: plugin.clone(), image, parameters: parameters.to_string() }, texts)
+                strings(parameters, "parameters".into(), &mut texts);
+                match context.plugins.get(plugin) {
+                    None => {
+                        problems.push(Problem::at(&node.id, "plugin", P::UnknownPlugin, format!("there is no plugin named {plugin}")));
+                        (None, texts)
+                    }
+                    Some(def) => {
+                        match compile_schema(&def.parameters_schema) {
+                            Ok(schema) => problems.extend(parameter_problems(&node.id, plugin, &schema, parameters)),
+                            Err(m) => problems.push(Problem::at(
+                                &node.id,
+                                "plugin",
+                                P::BadSchema,
+                                format!("plugin {plugin}'s schema: {m}; an admin must fix the plugin"),
+                            )),
+                        }
+                        let image = PinnedImage {
+                            registry: def.registry.clone(),
+                            repository: def.repository.clone(),
+                            tag: def.tag.clone(),
+                            digest: context.digests.get(plugin).cloned(),
+                        };
+                        (Some(NodeAction::RunPlugin { plugin: plugin.clone(), image, parameters: parameters.to_string() }), texts)
+                    }
+                }
             }
         };
-        for text in texts {
-            for reference in references(text).map_err(|m| at(&node.id, m))? {
-                match reference {
-                    Reference::Secret(name) if !context.secrets.contains(&name) => {
-                        return Err(at(&node.id, format!("there is no secret named {name} in this project")));
+        for (field, text) in texts {
+            match references(text) {
+                Err(m) => problems.push(Problem::at(&node.id, &field, P::BadExpression, m)),
+                Ok(references) => {
+                    for reference in references {
+                        match reference {
+                            Reference::Secret(name) if !context.secrets.contains(&name) => problems.push(Problem::at(
+                                &node.id,
+                                &field,
+                                P::UnknownSecret,
+                                format!("there is no secret named {name} in this project: set it on the project's page"),
+                            )),
+                            Reference::NodeOutput { node: other, .. }
+                                if order.is_some() && !before.get(node.id.as_str()).is_some_and(|b| b.contains(&other)) =>
+                            {
+                                let why = if ids.contains(&other.as_str()) { "which does not run before it" } else { "which is not in the pipeline" };
+                                problems.push(Problem::at(&node.id, &field, P::NotUpstream, format!("it uses outputs of node {other:?}, {why}")));
+                            }
+                            _ => {}
+                        }
                     }
-                    Reference::NodeOutput { node: other, .. } if !before[node.id.as_str()].contains(&other) => {
-                        let why = if ids.contains(&other.as_str()) { "which does not run before it" } else { "which is not in the pipeline" };
-                        return Err(at(&node.id, format!("it uses outputs of node {other:?}, {why}")));
-                    }
-                    _ => {}
                 }
             }
         }
-        nodes.push(PipelineNode { id: node.id.clone(), action });
+        if let Some(action) = action {
+            nodes.push(PipelineNode { id: node.id.clone(), action });
+        }
     }
-    Ok(PipelineGraph { nodes, edges })
+    let services = nodes.iter().filter(|n| matches!(n.action, NodeAction::StartService { .. })).count();
+    if let Some((_, why)) = crate::plan::split_problem(context.limits.0, context.limits.1, services) {
+        problems.push(Problem::whole(
+            P::OverLimits,
+            format!("the project's limits do not stretch to this pipeline: {why}; raise the project's limits or run fewer services"),
+        ));
+    }
+    let stages = order.as_deref().map(|o| stages(o, &joined)).unwrap_or_default();
+    let graph = problems.is_empty().then_some(PipelineGraph { nodes, edges });
+    Checked { graph, stages, problems }
+}
+
+/// Checks a draft against its context and pins its plugin images, or refuses it with every
+/// problem found.
+pub fn validate(draft: &PipelineDraft, context: &PipelineContext) -> Result<PipelineGraph, DomainError> {
+    let checked = check(draft, context);
+    checked.graph.ok_or(DomainError::InvalidPipeline(checked.problems))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,8 +473,22 @@ pub fn diff(old: &PipelineGraph, new: &PipelineGraph) -> Vec<Change> {
 pub enum PipelineCommand {
     /// `access` is the caller's access to the project, resolved from the catalog by the command
     /// layer together with `context`.
-    Save { access: Option<Access>, project: String, project_id: Uuid, draft: PipelineDraft, context: PipelineContext },
+    Save {
+        access: Option<Access>,
+        project: String,
+        project_id: Uuid,
+        draft: PipelineDraft,
+        context: PipelineContext,
+        message: String,
+        layout: Vec<NodePlacement>,
+        based_on: Option<u32>,
+    },
+    /// Records that a dry run was made (FULL access): its outcome, worked out by the caller.
+    RecordDryRun { access: Option<Access>, project: String, outcome: PipelineDryRun },
 }
+
+/// The longest message a version may carry.
+pub const MAX_MESSAGE_CHARS: usize = 500;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineState {
@@ -313,26 +504,46 @@ impl Decider for Pipeline {
     const KIND: &'static str = "pipeline";
 
     fn decide(command: &PipelineCommand, state: &PipelineState) -> Result<Vec<PipelineEvent>, DomainError> {
-        let PipelineCommand::Save { access, project, project_id, draft, context } = command;
-        access::require(*access, Access::Full, &format!("project {project}"))?;
-        let graph = validate(draft, context)?;
-        if let Some((_, why)) = crate::plan::split_problem(context.limits.0, context.limits.1, graph.services()) {
-            return Err(DomainError::invalid(
-                "pipeline",
-                format!("project {project}'s limits do not stretch to this pipeline: {why}; raise the project's limits or run fewer services"),
-            ));
+        match command {
+            PipelineCommand::Save { access, project, project_id, draft, context, message, layout, based_on } => {
+                access::require(*access, Access::Full, &format!("project {project}"))?;
+                if message.chars().count() > MAX_MESSAGE_CHARS {
+                    return Err(DomainError::invalid("message", format!("say it in at most {MAX_MESSAGE_CHARS} characters")));
+                }
+                let graph = validate(draft, context)?;
+                let latest = state.latest.as_ref().map_or(0, |v| v.version);
+                if let Some(base) = based_on.filter(|b| *b == 0 || *b > latest) {
+                    return Err(DomainError::invalid("basedOn", format!("project {project} has no pipeline version {base}")));
+                }
+                // Only placements of nodes the graph has are kept, one per node.
+                let mut layout: Vec<NodePlacement> = layout.iter().filter(|p| graph.nodes.iter().any(|n| n.id == p.node)).cloned().collect();
+                layout.sort_by(|a, b| a.node.cmp(&b.node));
+                layout.dedup_by(|a, b| a.node == b.node);
+                if state.latest.as_ref().is_some_and(|v| v.graph == graph && v.layout == layout) {
+                    // Saving what is already the latest version changes nothing: scripts can re-apply.
+                    return Ok(vec![]);
+                }
+                Ok(vec![PipelineEvent::VersionSaved(PipelineVersionSaved {
+                    project_id: *project_id,
+                    version: latest + 1,
+                    graph,
+                    message: message.trim().to_owned(),
+                    layout,
+                    based_on: *based_on,
+                })])
+            }
+            PipelineCommand::RecordDryRun { access, project, outcome } => {
+                access::require(*access, Access::Full, &format!("project {project}"))?;
+                Ok(vec![PipelineEvent::DryRun(outcome.clone())])
+            }
         }
-        if state.latest.as_ref().is_some_and(|v| v.graph == graph) {
-            // Saving what is already the latest version changes nothing: scripts can re-apply.
-            return Ok(vec![]);
-        }
-        let version = state.latest.as_ref().map_or(1, |v| v.version + 1);
-        Ok(vec![PipelineEvent::VersionSaved(PipelineVersionSaved { project_id: *project_id, version, graph })])
     }
 
     fn evolve(mut state: PipelineState, event: &PipelineEvent) -> PipelineState {
-        let PipelineEvent::VersionSaved(v) = event;
-        state.latest = Some(v.clone());
+        match event {
+            PipelineEvent::VersionSaved(v) => state.latest = Some(v.clone()),
+            PipelineEvent::DryRun(_) => {}
+        }
         state
     }
 
@@ -383,15 +594,12 @@ mod tests {
     #[test]
     fn a_pipeline_must_fit_its_projects_limits_once_split() {
         let draft = PipelineDraft { nodes: vec![service("a", "api"), service("b", "api")], edges: vec![] };
-        let save = |limits| PipelineCommand::Save {
-            access: Some(Access::Full),
-            project: "shop".into(),
-            project_id: Uuid::nil(),
-            draft: draft.clone(),
-            context: PipelineContext { limits, ..context() },
-        };
+        let save = |limits| save_with(draft.clone(), Some(Access::Full), PipelineContext { limits, ..context() }, "", vec![], None);
         let refused = Pipeline::decide(&save((10, 512)), &PipelineState::default());
-        assert!(matches!(&refused, Err(DomainError::InvalidInput { field: "pipeline", message }) if message.contains("at least 20 millicores")), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(DomainError::InvalidPipeline(p)) if p[0].code == ProblemCode::OverLimits && p[0].message.contains("at least 20 millicores")),
+            "{refused:?}"
+        );
         assert!(Pipeline::decide(&save((20, 512)), &PipelineState::default()).is_ok());
     }
 
@@ -407,14 +615,28 @@ mod tests {
     fn draft(nodes: Vec<DraftNode>, edges: &[(&str, &str)]) -> PipelineDraft {
         PipelineDraft { nodes, edges: edges.iter().map(|(a, b)| edge(a, b)).collect() }
     }
+    /// The first problem of a draft, as the API words it.
     fn rejection(d: PipelineDraft) -> String {
+        problems(d)[0].to_string()
+    }
+    fn problems(d: PipelineDraft) -> Vec<Problem> {
         match validate(&d, &context()) {
-            Err(DomainError::InvalidInput { message, .. }) => message,
+            Err(DomainError::InvalidPipeline(problems)) => problems,
             other => panic!("expected a rejection, got {other:?}"),
         }
     }
     fn save(d: PipelineDraft, access: Option<Access>) -> PipelineCommand {
-        PipelineCommand::Save { access, project: "shop".into(), project_id: Uuid::nil(), draft: d, context: context() }
+        save_with(d, access, context(), "", vec![], None)
+    }
+    fn save_with(
+        d: PipelineDraft,
+        access: Option<Access>,
+        context: PipelineContext,
+        message: &str,
+        layout: Vec<NodePlacement>,
+        based_on: Option<u32>,
+    ) -> PipelineCommand {
+        PipelineCommand::Save { access, project: "shop".into(), project_id: Uuid::nil(), draft: d, context, message: message.into(), layout, based_on }
     }
     fn good() -> PipelineDraft {
         draft(
@@ -443,9 +665,9 @@ mod tests {
     #[test]
     fn parameters_failing_the_schema_are_rejected_naming_the_node_and_place() {
         let m = rejection(draft(vec![plugin("db", json!({"name": "x", "size": "big"}))], &[]));
-        assert!(m.starts_with("node \"db\": parameters do not match plugin create-db's schema at /size"), "{m}");
+        assert!(m.starts_with("node \"db\": parameters do not match plugin create-db's schema at size"), "{m}");
         let m = rejection(draft(vec![plugin("db", json!({}))], &[]));
-        assert!(m.starts_with("node \"db\": parameters do not match") && m.contains("name"), "{m}");
+        assert_eq!(m, "node \"db\": plugin create-db needs the parameter name");
     }
 
     #[test]
@@ -460,18 +682,18 @@ mod tests {
     #[test]
     fn an_unknown_secret_is_rejected_naming_the_node() {
         let m = rejection(draft(vec![plugin("db", json!({"name": "${{ secrets.NOPE }}"}))], &[]));
-        assert_eq!(m, "node \"db\": there is no secret named NOPE in this project");
+        assert_eq!(m, "node \"db\": there is no secret named NOPE in this project: set it on the project's page");
         // A service's variables are checked where the pipeline starts it.
         let mut ctx = context();
         ctx.secrets.clear();
-        let Err(DomainError::InvalidInput { message, .. }) = validate(&draft(vec![service("web", "api")], &[]), &ctx) else { panic!() };
-        assert_eq!(message, "node \"web\": there is no secret named DB_PASSWORD in this project");
+        let Err(DomainError::InvalidPipeline(p)) = validate(&draft(vec![service("web", "api")], &[]), &ctx) else { panic!() };
+        assert_eq!((p[0].node.as_deref(), p[0].field.as_deref(), p[0].code), (Some("web"), Some("env.DB_PASSWORD"), ProblemCode::UnknownSecret));
     }
 
     #[test]
     fn malformed_graphs_are_rejected() {
         assert!(rejection(draft(vec![service("a", "api"), service("a", "api")], &[])).contains("two nodes have this id"));
-        assert!(rejection(draft(vec![service("a", "api")], &[("a", "zz")])).starts_with("node \"zz\""));
+        assert!(rejection(draft(vec![service("a", "api")], &[("a", "zz")])).starts_with("node \"a\": the edge a -> zz names node \"zz\""));
         assert!(rejection(draft(vec![service("a", "api")], &[("a", "a")])).contains("itself"));
         assert!(rejection(draft(vec![plugin("x", json!({"name": "${{ env.HOME }}"}))], &[])).contains("unknown expression"));
         assert!(rejection(draft(vec![service("Bad Id", "api")], &[])).starts_with("node \"Bad Id\""));
@@ -492,6 +714,68 @@ mod tests {
         assert_eq!(v2.version, 2);
         let changes = diff(&v1.graph, &v2.graph);
         assert_eq!(changes, [Change { kind: ChangeKind::Added, subject: "node api2".into(), detail: "start service api".into() }]);
+    }
+
+    #[test]
+    fn every_problem_is_found_at_once_each_with_its_node_field_and_code() {
+        // Given a draft with a missing required parameter, a parameter of the wrong type, an
+        // unset secret and an output of a node that does not run before,
+        let d = draft(
+            vec![
+                plugin("db", json!({"size": "big"})),
+                plugin("seed", json!({"name": "${{ secrets.NOPE }}"})),
+                plugin("late", json!({"name": "${{ nodes.api.outputs.url }}"})),
+                service("api", "api"),
+            ],
+            &[("db", "api")],
+        );
+        // when it is checked, then each is reported on its node and field.
+        let found: Vec<(Option<String>, Option<String>, ProblemCode)> = problems(d).into_iter().map(|p| (p.node, p.field, p.code)).collect();
+        let at = |n: &str, f: &str, c| (Some(n.to_owned()), Some(f.to_owned()), c);
+        for want in [
+            at("db", "parameters.name", ProblemCode::MissingParameter),
+            at("db", "parameters.size", ProblemCode::BadParameter),
+            at("seed", "parameters.name", ProblemCode::UnknownSecret),
+            at("late", "parameters.name", ProblemCode::NotUpstream),
+        ] {
+            assert!(found.contains(&want), "{want:?} not in {found:?}");
+        }
+    }
+
+    #[test]
+    fn the_stages_are_the_steps_that_start_together() {
+        let d = draft(
+            vec![plugin("db", json!({"name": "a"})), plugin("cache", json!({"name": "b"})), service("api", "api"), service("web", "api")],
+            &[("db", "api"), ("cache", "api"), ("api", "web")],
+        );
+        let checked = check(&d, &context());
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        assert_eq!(checked.stages, [vec!["cache".to_owned(), "db".into()], vec!["api".into()], vec!["web".into()]]);
+    }
+
+    #[test]
+    fn a_version_keeps_its_message_and_layout_and_a_new_layout_alone_is_a_new_version() {
+        let with = |layout: Vec<NodePlacement>| save_with(good(), Some(Access::Full), context(), "  first cut ", layout, None);
+        let placed = |x| vec![NodePlacement { node: "db".into(), x, y: 0 }, NodePlacement { node: "ghost".into(), x: 1, y: 1 }];
+        let first = Pipeline::decide(&with(placed(10)), &PipelineState::default()).unwrap();
+        let [PipelineEvent::VersionSaved(v1)] = &first[..] else { panic!() };
+        assert_eq!((v1.message.as_str(), v1.layout.len()), ("first cut", 1), "trimmed; placements of unknown nodes dropped");
+        let state = fold::<Pipeline>(&first);
+        assert_eq!(Pipeline::decide(&with(placed(10)), &state).unwrap(), []);
+        assert_eq!(Pipeline::decide(&with(placed(20)), &state).unwrap().len(), 1);
+        let far = save_with(good(), Some(Access::Full), context(), "", vec![], Some(9));
+        assert!(matches!(Pipeline::decide(&far, &state), Err(DomainError::InvalidInput { field: "basedOn", .. })));
+    }
+
+    #[test]
+    fn a_dry_run_is_recorded_and_changes_no_version() {
+        let state = fold::<Pipeline>(&Pipeline::decide(&save(good(), Some(Access::Full)), &PipelineState::default()).unwrap());
+        let outcome = PipelineDryRun { environment: "staging".into(), version: Some(1), problems: 0, fits_on: None };
+        let run = |access| PipelineCommand::RecordDryRun { access, project: "shop".into(), outcome: outcome.clone() };
+        let events = Pipeline::decide(&run(Some(Access::Full)), &state).unwrap();
+        assert_eq!(events, [PipelineEvent::DryRun(outcome.clone())]);
+        assert_eq!(fold::<Pipeline>(&events).latest, None);
+        assert!(matches!(Pipeline::decide(&run(Some(Access::ReadOnly)), &state), Err(DomainError::Forbidden(_))));
     }
 
     #[test]

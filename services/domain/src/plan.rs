@@ -82,7 +82,7 @@ fn pinned_reference(registry: &RegistryDefinition, image: &PinnedImage) -> Strin
 }
 
 /// The tag a service runs: its pinned tag, or the chosen one, which must match its pattern.
-fn choose_tag(service: &str, mode: &TagMode, chosen: Option<&String>) -> Result<String, DomainError> {
+pub fn choose_tag(service: &str, mode: &TagMode, chosen: Option<&String>) -> Result<String, DomainError> {
     match (mode, chosen) {
         (TagMode::Pinned(tag), None) => Ok(tag.clone()),
         (TagMode::Pinned(tag), Some(other)) if other == tag => Ok(tag.clone()),

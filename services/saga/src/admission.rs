@@ -21,9 +21,29 @@ use crate::SagaError;
 /// A node that could take the deployment, with its size and what its agent last measured.
 struct Candidate {
     node_id: Uuid,
+    /// `host:port`, for people.
+    name: String,
     total: Resources,
     used: Resources,
     free: Resources,
+}
+
+#[derive(Default)]
+struct Candidates {
+    list: Vec<Candidate>,
+    /// Online but not measured yet.
+    unmeasured: usize,
+    /// Enabled, trusted nodes holding a token, but not connected (yet).
+    connecting: usize,
+}
+
+/// What admission would decide now, reserving nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// The node it would go to (id, `host:port`), if any has room.
+    pub node: Option<(Uuid, String)>,
+    /// The answer for people: where it fits, or how much is missing.
+    pub message: String,
 }
 
 /// What admission found for a deployment.
@@ -60,34 +80,73 @@ impl Admission<'_> {
         Ok(out)
     }
 
-    /// Reserves `request` for `deployment_id` on a node of `environment`.
-    pub async fn reserve(&self, environment: &str, deployment_id: Uuid, request: Resources, metadata: &EventMetadata) -> Result<Placement, SagaError> {
-        if let Some(held) = self.holders(environment, deployment_id).await?.first() {
-            return Ok(Placement::Reserved(*held));
-        }
-        let mut candidates = Vec::new();
-        let mut unmeasured = 0;
-        // Enabled, trusted nodes holding a token, but not connected (yet).
-        let mut connecting = 0;
+    /// The online, measured nodes of `environment` with what each has free, most free memory
+    /// first; and how many more could come online or have not reported their size yet.
+    async fn candidates(&self, environment: &str) -> Result<Candidates, SagaError> {
+        let mut found = Candidates::default();
         for row in read::nodes(self.read_models, Some(environment)).await? {
             let link = if row.link == link::ONLINE { Link::Online } else { Link::Offline };
             match node::status(row.enabled, row.has_token, row.pending.is_some(), link) {
                 NodeStatus::Online => {}
                 NodeStatus::Offline | NodeStatus::Pending => {
-                    connecting += 1;
+                    found.connecting += 1;
                     continue;
                 }
                 _ => continue,
             }
             let Some(usage) = read::usage(self.read_models, row.node_id).await? else {
-                unmeasured += 1;
+                found.unmeasured += 1;
                 continue;
             };
             let total = Resources { cpu_millis: u64::from(usage.cpu_cores) * 1000, memory_mib: usage.memory_total_bytes >> 20 };
             let used = Resources { cpu_millis: usage.cpu_used_millicores, memory_mib: usage.memory_used_bytes >> 20 };
             let (capacity, _) = self.capacities.load(self.store, &row.node_id.to_string()).await?;
-            candidates.push(Candidate { node_id: row.node_id, total, used, free: capacity.free(total, used) });
+            found.list.push(Candidate { node_id: row.node_id, name: format!("{}:{}", row.host, row.port), total, used, free: capacity.free(total, used) });
         }
+        found.list.sort_by(|a, b| b.free.memory_mib.cmp(&a.free.memory_mib).then(b.free.cpu_millis.cmp(&a.free.cpu_millis)));
+        Ok(found)
+    }
+
+    /// Whether `request` would be admitted in `environment` now, reserving nothing: the node
+    /// it would go to, or why none would take it.
+    pub async fn preview(&self, environment: &str, request: Resources) -> Result<Preview, SagaError> {
+        let found = self.candidates(environment).await?;
+        if let Some(c) = found.list.iter().find(|c| request.cpu_millis <= c.free.cpu_millis && request.memory_mib <= c.free.memory_mib) {
+            let message = format!(
+                "fits on node {} now: it needs {} millicores and {} MiB of the {} millicores and {} MiB free there",
+                c.name, request.cpu_millis, request.memory_mib, c.free.cpu_millis, c.free.memory_mib
+            );
+            return Ok(Preview { node: Some((c.node_id, c.name.clone())), message });
+        }
+        let message = match found.list.first() {
+            Some(best) => {
+                let mut short = Vec::new();
+                if request.memory_mib > best.free.memory_mib {
+                    short.push(format!("{} MiB", request.memory_mib - best.free.memory_mib));
+                }
+                if request.cpu_millis > best.free.cpu_millis {
+                    short.push(format!("{} millicores", request.cpu_millis - best.free.cpu_millis));
+                }
+                format!(
+                    "needs {} more than any node has free (node {} has the most: {} millicores and {} MiB)",
+                    short.join(" and "),
+                    best.name,
+                    best.free.cpu_millis,
+                    best.free.memory_mib
+                )
+            }
+            None if found.unmeasured > 0 => format!("the online nodes of environment {environment} have not reported their size yet"),
+            None => format!("environment {environment} has no online node"),
+        };
+        Ok(Preview { node: None, message })
+    }
+
+    /// Reserves `request` for `deployment_id` on a node of `environment`.
+    pub async fn reserve(&self, environment: &str, deployment_id: Uuid, request: Resources, metadata: &EventMetadata) -> Result<Placement, SagaError> {
+        if let Some(held) = self.holders(environment, deployment_id).await?.first() {
+            return Ok(Placement::Reserved(*held));
+        }
+        let Candidates { list: candidates, unmeasured, connecting } = self.candidates(environment).await?;
         if candidates.is_empty() && unmeasured > 0 {
             return Ok(Placement::NotYet(format!(
                 "the online nodes of environment {environment} have not reported their size yet; try again in a few seconds"
@@ -98,7 +157,6 @@ impl Admission<'_> {
                 format!("environment {environment} has no online node to run the deployment ({} millicores, {} MiB)", request.cpu_millis, request.memory_mib);
             return Ok(if connecting > 0 { Placement::NotYet(reason) } else { Placement::NoRoom(reason) });
         }
-        candidates.sort_by(|a, b| b.free.memory_mib.cmp(&a.free.memory_mib).then(b.free.cpu_millis.cmp(&a.free.cpu_millis)));
         let mut best_free = Resources::default();
         for c in &candidates {
             let command = CapacityCommand::Reserve { deployment_id, request, total: c.total, used: c.used };
