@@ -9,17 +9,19 @@
 export class ApiError extends Error {
   // `code`: the API's stable code (extensions.code), or NETWORK when the server was not reached.
   // `field`: the input it is about, when the server says (extensions.field).
-  constructor(message, code, field = null) {
+  // `problems`: a refused pipeline's problems, each `{ node, field, code, message }`.
+  constructor(message, code, field = null, problems = []) {
     super(message);
     this.code = code;
     this.field = field;
+    this.problems = problems;
   }
 }
 
 function fromErrors(errors) {
   const first = errors[0] ?? {};
   const ext = first.extensions ?? {};
-  return new ApiError(first.message ?? 'the server refused this', ext.code ?? 'INTERNAL', ext.field ?? null);
+  return new ApiError(first.message ?? 'the server refused this', ext.code ?? 'INTERNAL', ext.field ?? null, ext.problems ?? []);
 }
 
 const listeners = new Set();

@@ -11,7 +11,7 @@ import { field, rules, text } from '../lib/forms.js';
 import { stopAll, ticker } from '../lib/follow.js';
 import { logView } from './logs.js';
 import { versionPickers } from './deploy.js';
-import { stages } from './pipeline.js';
+import { stages } from '../lib/graph.js';
 import { ENDED } from './deployments.js';
 
 const FIELDS = `id name project environment state attempt pipelineVersion actions myAccess createdBy createdAt expiresAt

@@ -26,6 +26,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+import editor
 from conftest import BIN
 
 REGISTRY = os.environ.get("NULLOPS_TEST_REGISTRY", "127.0.0.1:5050")
@@ -336,17 +337,22 @@ def test_an_admin_sets_up_an_empty_install_in_the_browser(server, browser, world
     expect(page.locator("tr", has_text="API_KEY")).to_be_visible()
     assert "s3cret-never-shown" not in page.content()
 
-    # Pipeline: saved as a new version from its page (the visual editor is the next issue).
+    # Pipeline: drawn in the editor (dragged from the palette, joined port to node), saved as version 1.
     page.get_by_role("link", name="Pipeline").click()
     expect(page).to_have_url(re.compile(r"#/projects/shop/pipeline$"))
-    pipeline = {"nodes": [
-        {"id": "api", "service": "api"},
-        {"id": "wait-for-api", "plugin": "http-check", "parameters": {"url": "http://api:8080/healthz", "timeout_secs": 60}},
-        {"id": "web", "service": "web"}],
-        "edges": [{"from": "api", "to": "wait-for-api"}, {"from": "wait-for-api", "to": "web"}]}
-    page.get_by_label("Pipeline (JSON)").fill(json.dumps(pipeline, indent=2))
-    page.get_by_role("button", name="Save as a new version").click()
-    expect(page.get_by_role("list", name="Pipeline version 1")).to_contain_text("wait-for-api")
+    expect(page.locator(".version-line")).to_contain_text("No version saved yet")
+    assert editor.drag_from_palette(page, "api", 60, 80) == "api"
+    check = editor.drag_from_palette(page, "http-check", 300, 80)
+    editor.rename(page, check, "wait-for-api")
+    assert editor.drag_from_palette(page, "web", 540, 80) == "web"
+    editor.connect(page, "api", "wait-for-api")
+    editor.connect(page, "wait-for-api", "web")
+    assert editor.edges(page) == ["api>wait-for-api", "wait-for-api>web"]
+    editor.set_parameter(page, "wait-for-api", "url", "http://api:8080/healthz")
+    editor.set_parameter(page, "wait-for-api", "timeout_secs", "60")
+    page.get_by_label("Message").fill("the shop: api, checked, then web")
+    page.get_by_role("button", name="Save as version 1").click()
+    expect(page.locator("tr", has_text="version 1")).to_contain_text("the shop: api, checked, then web")
     shot(page, "08-pipeline")
 
     # Users and teams: mia (FULL through team qa), rob (READ_ONLY through team viewers), nora (nothing).
@@ -428,7 +434,7 @@ def test_a_member_deploys_a_picked_version_and_opens_it(server, browser, world):
     shot(page, "13-deployment-running")
     # The pipeline's page says how many deployments run each version.
     page.goto("/#/projects/shop/pipeline")
-    expect(page.locator("tr", has_text="version 1").locator("td").nth(3)).to_have_text("1")
+    expect(page.locator("tr", has_text="version 1").locator("td").nth(4)).to_have_text("1")
     page.goto(world["deployment_url"])
     done(page)
 
