@@ -227,6 +227,13 @@ fn mutation_cases() -> Vec<Case> {
             seen_by: Some(SHOP_READERS),
         },
         Case {
+            // A dry run appends its audit entry: allowed means something was appended.
+            query: "mutation { dryRunPipeline(project: \"shop\", environment: \"staging\") { ok } }",
+            variables: |_| json!({}),
+            allowed: SHOP_WRITERS,
+            seen_by: Some(SHOP_READERS),
+        },
+        Case {
             query: "mutation($n: String!) { deleteSecret(project: \"shop\", name: $n) }",
             variables: |who| json!({"n": if who == Full { "D_FULL" } else { "D_ADMIN" }}),
             allowed: SHOP_WRITERS,
@@ -541,7 +548,7 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
         ),
         (json!({"nodes": [db(json!({"name": "x"})), {"id": "api", "service": "nope"}]}), "node \"api\": there is no service named nope"),
         (json!({"nodes": [{"id": "seed", "plugin": "nope"}]}), "node \"seed\": there is no plugin named nope"),
-        (json!({"nodes": [db(json!({"name": 7}))]}), "node \"db\": parameters do not match plugin create-db's schema at /name"),
+        (json!({"nodes": [db(json!({"name": 7}))]}), "node \"db\": parameters do not match plugin create-db's schema at name"),
         (
             json!({"nodes": [db(json!({"name": "x"})), {"id": "seed", "plugin": "create-db", "parameters": {"name": "${{ nodes.db.outputs.url }}"}}]}),
             "node \"seed\": it uses outputs of node \"db\", which does not run before it",
@@ -555,6 +562,17 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
         assert!(r["errors"][0]["message"].as_str().unwrap().contains(message), "{message}: {r}");
         assert_eq!(backend.events_in_log().await, before);
     }
+    // Every problem at once, each on its node and field, with its code.
+    let r = server.gql(Some(&admin), save, json!({"p": {"nodes": [db(json!({})), {"id": "api", "service": "nope"}]}})).await;
+    let problems = &r["errors"][0]["extensions"]["problems"];
+    assert_eq!(
+        problems,
+        &json!([
+            {"node": "db", "field": "parameters.name", "code": "MISSING_PARAMETER", "message": "plugin create-db needs the parameter name"},
+            {"node": "api", "field": "service", "code": "UNKNOWN_SERVICE", "message": "there is no service named nope"}
+        ]),
+        "{r}"
+    );
 
     let v1 = json!({"nodes": [db(json!({"name": "${{ secrets.DB_PASSWORD }}"})), web.clone()], "edges": [{"from": "db", "to": "web"}]});
     let saved = admin_ok(&server, &admin, save, json!({"p": v1})).await;
@@ -566,6 +584,23 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
     let v2 = json!({"nodes": [db(json!({"name": "shop"})), web, {"id": "seed", "plugin": "create-db", "parameters": {"name": "${{ nodes.db.outputs.url }}"}}],
                     "edges": [{"from": "db", "to": "web"}, {"from": "db", "to": "seed"}]});
     assert_eq!(admin_ok(&server, &admin, save, json!({"p": v2})).await["savePipeline"]["version"], 2);
+
+    // A dry run of version 2: no problem, the stages, every image found by digest, and no node
+    // to run it on (staging has none); one event appended, the audit entry.
+    let before = backend.events_in_log().await;
+    let dry = "mutation($t: [TagChoice!]) { dryRunPipeline(project: \"shop\", environment: \"staging\", version: 2, tags: $t) {
+        ok problems { node field code } order images { node found digest } admission { fits node message } version } }";
+    let r = admin_ok(&server, &admin, dry, json!({"t": [{"service": "app", "tag": "v1.0.0"}]})).await["dryRunPipeline"].clone();
+    assert_eq!((&r["ok"], &r["problems"], &r["order"], &r["version"]), (&json!(false), &json!([]), &json!([["db"], ["seed", "web"]]), &json!(2)), "{r}");
+    assert!(r["images"].as_array().unwrap().iter().all(|i| i["found"] == true && i["digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))), "{r}");
+    assert_eq!(r["admission"]["fits"], false);
+    assert!(r["admission"]["message"].as_str().unwrap().contains("environment staging has no online node"), "{r}");
+    assert_eq!(backend.events_in_log().await, before + 1);
+    // Without a tag, and with one the registry does not have: each a MISSING_TAG on its node.
+    let r = admin_ok(&server, &admin, dry, json!({"t": []})).await["dryRunPipeline"].clone();
+    assert_eq!(r["problems"], json!([{"node": "web", "field": "tags.app", "code": "MISSING_TAG"}]), "{r}");
+    let r = admin_ok(&server, &admin, dry, json!({"t": [{"service": "app", "tag": "v9"}]})).await["dryRunPipeline"].clone();
+    assert_eq!(r["problems"], json!([{"node": "web", "field": "image", "code": "MISSING_TAG"}]), "{r}");
 
     // A plugin whose registry does not answer is pinned by tag alone; the save still succeeds.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

@@ -42,9 +42,16 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     for s in ["web", "api"] {
         assert_eq!(service(&d, s)["healthy"], true, "{d}");
     }
-    // Its history in words, naming it.
-    let said: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["summary"].as_str().unwrap()).collect();
+    // Its history in words, naming it (the audit's read model may be a moment behind).
     let name = one["name"].as_str().unwrap();
+    let running = format!("deployment {name} (shop in {}) running", w.environment);
+    support::eventually(MINUTE, "the history to say it runs", || async {
+        let d = w.deployment(&one_id).await;
+        d["history"].as_array().unwrap().iter().any(|h| h["summary"] == running.as_str())
+    })
+    .await;
+    let d = w.deployment(&one_id).await;
+    let said: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["summary"].as_str().unwrap()).collect();
     assert!(said.iter().any(|s| s.starts_with(&format!("deployment {name} of project shop requested in {}", w.environment))), "{said:#?}");
     assert!(said.iter().any(|s| s.ends_with("step wait-web succeeded") && s.contains(name)), "{said:#?}");
     assert!(said.iter().any(|s| *s == format!("deployment {name} (shop in {}) running", w.environment)), "{said:#?}");

@@ -13,7 +13,18 @@ import { followCatalog, stopAll } from '../lib/follow.js';
 import { environmentFields, environmentInput } from './environments.js';
 
 const NODE = `id environment host port status statusDetail enabled thumbprint pendingThumbprint agentVersion changedAt
-  allocated { cpuMillicores memoryMib deployments } usage { cpuCores cpuUsedMillicores memoryTotalBytes memoryUsedBytes sampledAt }`;
+  allocated { cpuMillicores memoryMib deployments } usage { cpuCores cpuUsedMillicores memoryTotalBytes memoryUsedBytes sampledAt }
+  images { image digest present detail }`;
+
+// The images a node holds ahead of deployments: how many of those asked, and each on demand.
+function imagesCell(n) {
+  if (!n.images?.length) return h('span', { class: 'muted' }, '—');
+  const held = n.images.filter((i) => i.present).length;
+  return h('details', { class: 'node-images', dataset: { node: `${n.host}:${n.port}` } },
+    h('summary', {}, `${held} of ${n.images.length} held`),
+    h('ul', {}, n.images.map((i) => h('li', { dataset: { present: String(i.present) } },
+      h('code', {}, i.image), ' ', i.present ? h('span', { class: 'ok-line' }, 'held') : h('span', { class: 'muted' }, i.detail || 'not held')))));
+}
 
 // Shows a node's new token and the command that starts its agent: once, with copy buttons.
 function credentials(title, creds, note) {
@@ -64,10 +75,11 @@ export async function show(root, ctx) {
         u ? [bar(u.memoryUsedBytes, u.memoryTotalBytes, `${bytes(u.memoryUsedBytes)} of ${bytes(u.memoryTotalBytes)} used`, `Memory used on ${n.host}`),
           bar(n.allocated.memoryMib * 1048576, u.memoryTotalBytes, `${mib(n.allocated.memoryMib)} reserved`, `Memory reserved on ${n.host}`)] : '',
         [String(n.allocated.deployments), u ? h('small', { class: 'muted' }, h('br'), `measured ${ago(u.sampledAt)}`) : null],
+        imagesCell(n),
         nodeActions(n),
       ];
     });
-    clear(nodesSlot, table(['Node', 'Status', 'CPU', 'Memory', 'Deployments', ''], rows,
+    clear(nodesSlot, table(['Node', 'Status', 'CPU', 'Memory', 'Deployments', 'Images ahead', ''], rows,
       { caption: 'Nodes', empty: admin ? 'No node yet: add one, then start its agent with the command shown.' : 'No node yet.' }));
   };
 

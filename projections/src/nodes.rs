@@ -4,7 +4,8 @@
 //!
 //! `node_usage` is telemetry, not history: samples arrive every few seconds per node, so they
 //! are not events. The connector overwrites one row per node; nothing else writes it, and a
-//! projection rebuild leaves it alone.
+//! projection rebuild leaves it alone. So is `node_images`: what each agent last said it holds of
+//! the images it was asked to prefetch.
 
 use async_trait::async_trait;
 use nullops_events::capacity::CapacityEvent;
@@ -28,6 +29,7 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS node_usage (node_id TEXT PRIMARY KEY, cpu_cores BIGINT NOT NULL,
         cpu_used_millicores BIGINT NOT NULL, memory_total_bytes BIGINT NOT NULL, memory_used_bytes BIGINT NOT NULL,
         containers TEXT NOT NULL, sampled_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS node_images (node_id TEXT PRIMARY KEY, images TEXT NOT NULL, reported_at BIGINT NOT NULL)",
 ];
 
 /// The `link` column.
@@ -281,6 +283,27 @@ pub async fn record_usage(db: &ReadModelDb, node_id: Uuid, usage: &UsageRow) -> 
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+/// Overwrites what a node holds of the images it was asked to prefetch (`images`: the agent's
+/// report as JSON; the connector's only other write).
+pub async fn record_images(db: &ReadModelDb, node_id: Uuid, images: &str, at: i64) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO node_images (node_id, images, reported_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (node_id) DO UPDATE SET images = excluded.images, reported_at = excluded.reported_at",
+    )
+    .bind(node_id.to_string())
+    .bind(images.to_owned())
+    .bind(at)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// What a node last said it holds of the images it was asked to prefetch: its report as JSON.
+pub async fn images(db: &ReadModelDb, node_id: Uuid) -> Result<Option<String>, ProjectionError> {
+    let row = sqlx::query("SELECT images FROM node_images WHERE node_id = $1").bind(node_id.to_string()).fetch_optional(db.pool()).await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
 /// When each node's agent last reported its usage (microseconds since the epoch).

@@ -42,6 +42,7 @@ pub async fn start(store: &Arc<dyn EventStore>, keyring: &Keyring, listen: Socke
             protocol: PROTOCOL_VERSION,
             reconcile_every: nullops_agent::RECONCILE_EVERY,
             network_pool: Default::default(),
+            prefetch_budget_mib: nullops_agent::prefetch::DEFAULT_BUDGET_MIB,
         })
     };
     // Any free port was asked for: the one of last time if it is still free, so that the node's

@@ -86,6 +86,10 @@ enum Command {
         /// The IPv4 range deployment networks take their /24s from (one per deployment).
         #[arg(long, env = "NULLOPS_AGENT_NETWORK_POOL", default_value = nullops_agent::subnets::DEFAULT_POOL, value_parser = nullops_agent::subnets::Pool::parse)]
         network_pool: nullops_agent::subnets::Pool,
+        /// What images pulled ahead of deployments (the plugins and pinned services of the
+        /// environment's pipelines) may take on the Docker engine's disk, in MiB.
+        #[arg(long, env = "NULLOPS_AGENT_PREFETCH_BUDGET_MIB", default_value_t = nullops_agent::prefetch::DEFAULT_BUDGET_MIB)]
+        prefetch_budget_mib: u64,
         /// Speak another protocol version (compatibility tests only).
         #[arg(long, hide = true)]
         speak_protocol: Option<u32>,
@@ -362,9 +366,10 @@ async fn command(command: Command) -> anyhow::Result<()> {
             platform::serve(backends, serve, local).await
         }
         Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None).await,
-        Command::Agent { listen, data_dir, scope, reconcile_secs, network_pool, speak_protocol } => {
+        Command::Agent { listen, data_dir, scope, reconcile_secs, network_pool, prefetch_budget_mib, speak_protocol } => {
             platform::private_files();
-            run_agent(listen, data_dir, scope, Duration::from_secs(reconcile_secs.max(1)), network_pool, speak_protocol).await
+            let reconcile_every = Duration::from_secs(reconcile_secs.max(1));
+            run_agent(listen, data_dir, scope, reconcile_every, network_pool, prefetch_budget_mib, speak_protocol).await
         }
         Command::Connector { backends } => platform::run_connector(backends.open().await?).await,
         Command::Example { example: ExampleCommand::Echo { listen } } => echo::serve(listen).await,
@@ -397,13 +402,14 @@ async fn run_agent(
     scope: String,
     reconcile_every: Duration,
     network_pool: nullops_agent::subnets::Pool,
+    prefetch_budget_mib: u64,
     speak_protocol: Option<u32>,
 ) -> anyhow::Result<()> {
     // Never fail open: no token, no agent.
     let token = std::env::var("NULLOPS_AGENT_TOKEN").ok().and_then(|t| nullops_wire::NodeToken::from_configured(&t));
     let token = token.context("NULLOPS_AGENT_TOKEN is not set or empty: set it to the token addNode returned")?;
     let protocol = speak_protocol.unwrap_or(nullops_wire::PROTOCOL_VERSION);
-    let config = nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol, reconcile_every, network_pool };
+    let config = nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol, reconcile_every, network_pool, prefetch_budget_mib };
     let agent = nullops_agent::Agent::bind(config).await?;
     // The thumbprint is what an admin compares before approving a new certificate.
     println!("NullOps agent listening on {} (protocol {protocol}); certificate thumbprint {}", agent.local_addr(), agent.thumbprint());

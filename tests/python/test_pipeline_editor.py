@@ -7,13 +7,15 @@ an unset secret and then answers where the deployment would go, appending only a
 The tests run in file order on one server, as one story. Screenshots go to NULLOPS_SHOTS."""
 
 import re
+import subprocess
+import uuid
 
 import pytest
 from playwright.sync_api import expect
 
 import editor
 from editor import node
-from test_console import ADMIN, REGISTRY, VERSION, Api, Server, done, open_page, report, shot, sign_in
+from test_console import ADMIN, DEPLOY, REGISTRY, VERSION, Api, Server, done, open_page, report, shot, sign_in
 
 
 SCHEMA = {"type": "object", "required": ["url"], "properties": {
@@ -264,6 +266,59 @@ def test_the_servers_problems_are_marked_on_the_nodes_they_name(server, browser)
     finally:
         define_check(admin, SCHEMA)
     done(page)
+
+
+def docker(*args):
+    subprocess.run(["docker", *args], check=True, capture_output=True)
+
+
+def test_a_plugin_added_to_a_pipeline_is_on_the_node_before_any_deployment_which_then_pulls_nothing(server, browser):
+    admin = Api(server, *ADMIN)
+    # An image of the example plugin the node has never held (a label of its own makes its
+    # manifest new): only the registry has it.
+    tag = f"prefetch-{uuid.uuid4().hex[:8]}"
+    repository = f"{REGISTRY}/nullops/http-check"
+    subprocess.run(["docker", "build", "-q", "--label", f"nullops.test={tag}", "-t", f"{repository}:{tag}", "-"],
+                   input=f"FROM {repository}:{VERSION}\n", text=True, check=True, capture_output=True)
+    docker("push", "-q", f"{repository}:{tag}")
+    pushed = subprocess.run(["docker", "image", "inspect", "-f", "{{index .RepoDigests 0}}", f"{repository}:{tag}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    docker("rmi", f"{repository}:{tag}")
+    assert subprocess.run(["docker", "image", "inspect", pushed], capture_output=True).returncode != 0, "the node must not hold it yet"
+    try:
+        admin.ok("""mutation($s: JSON!, $t: String!) { createPlugin(input: {name: "fresh-check", registry: "private", repository: "nullops/http-check", tag: $t,
+            parametersSchema: $s, joinsDeploymentNetwork: true}) { name } }""", s=SCHEMA, t=tag)
+        admin.ok("""mutation { createProject(input: {name: "warm", environments: ["local"], cpuMillis: 1000, memoryMib: 512}) { name } }""")
+        saved = admin.ok("""mutation($i: PipelineInput!) { savePipeline(project: "warm", pipeline: $i) { nodes { id image { digest } } } }""",
+                         i={"nodes": [{"id": "api", "service": "api"}, {"id": "check", "plugin": "fresh-check", "parameters": {"url": "http://api:8080/healthz"}}],
+                            "edges": [{"from": "api", "to": "check"}]})["savePipeline"]
+        digest = next(n for n in saved["nodes"] if n["id"] == "check")["image"]["digest"]
+        assert digest and digest.startswith("sha256:"), saved
+        wanted = f"{repository}@{digest}"
+        assert wanted == pushed, (wanted, pushed)
+
+        def held():
+            nodes = admin.ok('{ nodes(environment: "local") { images { image present } } }')["nodes"]
+            return any(i["image"] == wanted and i["present"] for n in nodes for i in n["images"])
+        admin.wait_for(f"the node to hold {wanted}", held, timeout=180)
+
+        page = signed_in(browser, server)
+        page.goto("/#/environments/local")
+        images = page.locator(".node-images").first
+        images.locator("summary").click()
+        expect(images.locator("li", has_text=wanted)).to_have_attribute("data-present", "true")
+        shot(page, "editor-07-node-images")
+        done(page)
+
+        made = admin.ok('mutation { createDeployment(project: "warm", environment: "local", name: "warm-1") { id } }')["createDeployment"]["id"]
+        admin.wait_for("warm-1 RUNNING", lambda: admin.ok("query($id: ID!) { deployment(id: $id) { state } }", id=made)["deployment"]["state"] == "RUNNING",
+                       timeout=DEPLOY // 1000)
+        lines = [line["text"] for line in admin.ok('query($id: ID!) { deployment(id: $id) { logs(service: "pipeline", tail: 500) { text } } }', id=made)["deployment"]["logs"]]
+        assert any("check" in line for line in lines), lines
+        assert not any(line.startswith("pulled image") for line in lines), lines
+        admin.ok("mutation($id: ID!) { deleteDeployment(id: $id) { id } }", id=made)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{repository}:{tag}", wanted], capture_output=True)
 
 
 def test_a_hundred_node_pipeline_stays_responsive(server, browser):

@@ -121,6 +121,27 @@ impl NodeGql {
                 .collect(),
         }))
     }
+    /// The images the node was asked to hold ahead of deployments (the plugins and pinned
+    /// services of its environment's latest pipelines), as its agent last reported them.
+    async fn images(&self, ctx: &Context<'_>) -> ApiResult<Vec<NodeImageGql>> {
+        let Some(json) = read::images(&app(ctx).read_models, self.0.node_id).await? else { return Ok(vec![]) };
+        let held: Vec<nullops_wire::message::HeldImage> = serde_json::from_str(&json).map_err(|e| ApiError::internal(format!("node images: {e}")))?;
+        Ok(held.into_iter().map(|h| NodeImageGql { image: h.image, digest: h.digest, present: h.present, detail: h.detail }).collect())
+    }
+}
+
+/// An image a node was asked to hold.
+#[derive(SimpleObject)]
+#[graphql(name = "NodeImage")]
+pub struct NodeImageGql {
+    /// As the node pulls it: `host/repository:tag` or `host/repository@sha256:…`.
+    image: String,
+    /// The registry manifest's digest, when the node holds it and knows one.
+    digest: Option<String>,
+    /// Whether the node holds it now: a deployment that needs it starts without a pull.
+    present: bool,
+    /// Why it is not held (a failed pull, the agent's disk budget), or "pulling".
+    detail: String,
 }
 
 /// Resources the control plane has promised to deployments on a node.

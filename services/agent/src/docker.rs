@@ -457,8 +457,35 @@ impl Engine {
         self.started(&id, deployment, spec.port).await
     }
 
+    /// The engine's digest of `image` (when it knows one) and its size in bytes, if it has it.
+    pub(crate) async fn inspect_image(&self, image: &str) -> Option<(Option<String>, u64)> {
+        let found = self.client.inspect_image(image).await.ok()?;
+        let repository = image.split_once('@').map_or_else(|| image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(image, |(r, _)| r), |(r, _)| r);
+        let digest = image.split_once('@').map(|(_, d)| d.to_owned()).or_else(|| {
+            let digests = found.repo_digests.unwrap_or_default();
+            digests
+                .iter()
+                .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repository))
+                .or(digests.first())
+                .and_then(|d| d.split_once('@'))
+                .map(|(_, d)| d.to_owned())
+        });
+        Some((digest, u64::try_from(found.size.unwrap_or(0)).unwrap_or(0)))
+    }
+
+    /// Pulls `image` unless the engine has it: how long the pull took, or `None` when there was
+    /// none.
+    pub(crate) async fn ensure_image(&self, image: &str, auth: &[RegistryAuth]) -> Result<Option<Duration>, String> {
+        if self.client.inspect_image(image).await.is_ok() {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        self.pull(image, auth).await?;
+        Ok(Some(started.elapsed()))
+    }
+
     /// Pulls `image`, with the credentials of its registry when `auth` has them.
-    async fn pull(&self, image: &str, auth: &[RegistryAuth]) -> Result<(), String> {
+    pub(crate) async fn pull(&self, image: &str, auth: &[RegistryAuth]) -> Result<(), String> {
         let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
         let registry = registry_of(image);
         let credentials = auth.iter().find(|a| a.registry == registry).map(|a| DockerCredentials {

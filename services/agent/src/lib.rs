@@ -14,6 +14,7 @@ mod handshake;
 pub mod identity;
 mod logs;
 pub mod plugin_run;
+pub mod prefetch;
 mod probe;
 mod runner;
 mod session;
@@ -73,6 +74,9 @@ pub struct AgentConfig {
     pub reconcile_every: Duration,
     /// Where deployment networks take their subnets.
     pub network_pool: subnets::Pool,
+    /// What images pulled ahead of need may take on the engine's disk, in MiB
+    /// ([`prefetch::DEFAULT_BUDGET_MIB`] unless set).
+    pub prefetch_budget_mib: u64,
 }
 
 /// The default of [`AgentConfig::reconcile_every`].
@@ -122,6 +126,9 @@ struct Shared {
     current: Mutex<Option<CancellationToken>>,
     runs: Arc<runner::Runs>,
     logs: Arc<logs::LogBook>,
+    /// The images the control plane last asked the node to hold, and what it holds of them.
+    prefetch: watch::Sender<prefetch::Wanted>,
+    held: watch::Receiver<Vec<nullops_wire::message::HeldImage>>,
     hostname: String,
     docker_version: String,
 }
@@ -135,7 +142,9 @@ pub struct Agent {
     shared: Arc<Shared>,
     actual_tx: watch::Sender<Option<Actual>>,
     usage_tx: watch::Sender<Option<Usage>>,
+    held_tx: watch::Sender<Vec<nullops_wire::message::HeldImage>>,
     reconcile_every: Duration,
+    prefetch_budget_mib: u64,
 }
 
 impl Agent {
@@ -163,6 +172,8 @@ impl Agent {
         let runs = runner::Runs::restore(runs_before, logs.clone());
         let (actual_tx, actual) = watch::channel(None);
         let (usage_tx, usage) = watch::channel(None);
+        let (prefetch, _) = watch::channel(prefetch::Wanted::default());
+        let (held_tx, held) = watch::channel(Vec::new());
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let shared = Arc::new(Shared {
             protocol: config.protocol,
@@ -174,6 +185,8 @@ impl Agent {
             current: Mutex::new(None),
             runs,
             logs,
+            prefetch,
+            held,
             hostname,
             docker_version,
         });
@@ -185,7 +198,9 @@ impl Agent {
             shared,
             actual_tx,
             usage_tx,
+            held_tx,
             reconcile_every: config.reconcile_every,
+            prefetch_budget_mib: config.prefetch_budget_mib,
         })
     }
 
@@ -199,11 +214,12 @@ impl Agent {
 
     /// Serves until `shutdown`.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, reconcile_every, .. } = self;
+        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, held_tx, reconcile_every, prefetch_budget_mib, .. } = self;
         let mut tasks = tokio::task::JoinSet::new();
         let engine_changed = Arc::new(tokio::sync::Notify::new());
         tasks.spawn(watch_engine(engine.clone(), engine_changed.clone(), shutdown.clone()));
         tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, engine_changed, reconcile_every, shutdown.clone()));
+        tasks.spawn(prefetch::run(engine.clone(), shared.prefetch.subscribe(), held_tx, prefetch_budget_mib, shutdown.clone()));
         tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
         let handshakes = Arc::new(Handshakes::default());
         loop {

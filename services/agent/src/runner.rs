@@ -379,8 +379,17 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
 
 /// Starts a service and waits until its probe passes: the service's step succeeds with its
 /// address (`host`, `port`) as outputs.
+/// Says in the pipeline's log that a step waited for its image to be pulled (an image the node
+/// held, prefetched or from an earlier run, says nothing).
+fn pulled(logs: &LogBook, d: &DesiredDeployment, image: &str, took: Option<Duration>) {
+    if let Some(took) = took {
+        logs.write(&d.id, PIPELINE_LOG, &format!("pulled image {image} in {:.1} s (the node did not hold it)", took.as_secs_f64()), &d.secrets.0);
+    }
+}
+
 async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, network: &str, service: &ServiceStep, outputs: &Outputs) -> StepResult {
     let spec = fill_container(&service.container, outputs, &d.secrets.0).map_err(Failure::new)?;
+    pulled(&runs.logs, d, &spec.image, engine.ensure_image(&spec.image, &d.registry_auth).await.map_err(Failure::new)?);
     let started = engine.create_and_start(&d.id, d.node(), network, &spec, &d.registry_auth).await.map_err(Failure::new)?;
     let name = spec.name.clone();
     runs.logs.follow(engine, &started.id, &d.id, &name, 0, d.secrets.0.clone());
@@ -510,6 +519,7 @@ async fn run_plugin(engine: &Engine, logs: &LogBook, d: &DesiredDeployment, step
         labels: HashMap::from([(LABEL_DEPLOYMENT.to_owned(), d.id.clone()), (LABEL_NODE.to_owned(), d.node().to_owned())]),
         registry_auth: d.registry_auth.clone(),
     };
+    pulled(logs, d, &plugin.image, engine.ensure_image(&plugin.image, &d.registry_auth).await.map_err(Failure::new)?);
     let outcome = engine.run_plugin(&run).await.map_err(Failure::new)?;
     logs.write(&d.id, PIPELINE_LOG, &outcome.log, &d.secrets.0);
     let log_tail = tail(&outcome.log, 512);

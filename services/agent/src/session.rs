@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::handshake::AgentSocket;
-use crate::{Desired, Refused, Shared};
+use crate::{prefetch, Desired, Refused, Shared};
 
 /// The control plane pings every second; this long without any frame means it is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +77,8 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
     }
     let mut actual = shared.actual.clone();
     let mut usage = shared.usage.clone();
+    let mut held = shared.held.clone();
+    held.mark_unchanged();
     actual.mark_unchanged();
     // The latest sample at once: the control plane needs the node's size to place deployments.
     let latest = usage.borrow_and_update().clone();
@@ -136,6 +138,13 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
                     return End::Gone(e);
                 }
             }
+            changed = held.changed() => {
+                if changed.is_err() { return End::Replaced }
+                let images = held.borrow_and_update().clone();
+                if let Err(e) = send(ws, &FromAgent::Images { images }).await {
+                    return End::Gone(e);
+                }
+            }
         }
     }
 }
@@ -148,7 +157,20 @@ struct Parts {
 }
 
 async fn handle(ws: &mut AgentSocket, shared: &Shared, parts: &mut Parts, message: ToAgent) -> Result<(), End> {
-    let ToAgent::DesiredState { request_id, deployments, more } = message;
+    let (request_id, deployments, more) = match message {
+        ToAgent::DesiredState { request_id, deployments, more } => (request_id, deployments, more),
+        ToAgent::Prefetch { images, registry_auth } => {
+            let wanted = prefetch::Wanted { images, auth: registry_auth };
+            shared.prefetch.send_if_modified(|old| {
+                let changed = *old != wanted;
+                *old = wanted;
+                changed
+            });
+            // The connection may be new while the list is not: say what is held now.
+            let images = shared.held.borrow().clone();
+            return send(ws, &FromAgent::Images { images }).await.map_err(End::Gone);
+        }
+    };
     if parts.request_id != Some(request_id) {
         *parts = Parts { request_id: Some(request_id), deployments: vec![] };
     }

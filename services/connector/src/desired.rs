@@ -2,28 +2,30 @@
 //! run, with the project's secrets and the registries' credentials unsealed for this one send
 //! (they live in memory only, here and on the agent).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use nullops_domain::catalog::{credentials_purpose, Catalog};
-use nullops_domain::plan::{image_host, service_share};
+use nullops_domain::plan::{image_host, images_in_use, service_share};
 use nullops_domain::secrets::{secret_purpose, Secrets as ProjectSecrets};
 use nullops_events::catalog::Probe;
 use nullops_events::deployment::{PlannedAction, PlannedStep};
 use nullops_keyring::Keyring;
+use nullops_projections::catalog::pipeline_versions;
 use nullops_projections::deployments::{on_node, DeploymentRow};
 use nullops_projections::ReadModelDb;
 use nullops_store::commands::{load, StateCache};
 use nullops_store::EventStore;
 use nullops_wire::message::{
-    check_deployment, registry_of, ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RegistryAuth, Secrets, ServiceStep, Step, StepAction,
+    check_deployment, is_image_reference, registry_of, ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RegistryAuth, Secrets,
+    ServiceStep, Step, StepAction, MAX_PREFETCH_IMAGES,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::{DesiredStates, NodeDesired};
+use crate::{DesiredStates, NodeDesired, Prefetch};
 
 /// The platform's source of desired states.
 pub struct FromDeployments {
@@ -67,7 +69,33 @@ impl FromDeployments {
                 Err(reason) => desired.refused.push((row.deployment_id, reason)),
             }
         }
+        desired.prefetch = self.prefetch(node_id, auth).await?;
         Ok(desired)
+    }
+
+    /// What the node should hold: the images the latest pipeline of every project of its
+    /// environment would run (at most what one message may name).
+    async fn prefetch(&self, node_id: Uuid, auth: Option<Vec<RegistryAuth>>) -> Result<Prefetch, String> {
+        let Some(node) = nullops_projections::nodes::node(&self.read_models, node_id).await.map_err(|e| e.to_string())? else {
+            return Ok(Prefetch::default());
+        };
+        let (catalog, _) = self.catalog.load(&*self.store, "main").await.map_err(|e| e.to_string())?;
+        let mut images: BTreeSet<String> = BTreeSet::new();
+        for project in catalog.projects.values().filter(|p| p.environments.contains(&node.environment)) {
+            let latest = pipeline_versions(&self.read_models, project.project_id).await.map_err(|e| e.to_string())?.into_iter().next();
+            for (_, image) in latest.iter().flat_map(|v| images_in_use(&v.graph, &catalog)) {
+                images.insert(image);
+            }
+        }
+        let images: Vec<String> = images.into_iter().filter(|i| is_image_reference(i)).take(MAX_PREFETCH_IMAGES).collect();
+        let auth = match auth {
+            Some(auth) => auth,
+            None if images.is_empty() => vec![],
+            None => self.registry_auth().await?,
+        };
+        let registries: HashSet<&str> = images.iter().map(|i| registry_of(i)).collect();
+        let auth = auth.into_iter().filter(|a| registries.contains(a.registry.as_str())).collect();
+        Ok(Prefetch { images, auth })
     }
 
     async fn secrets(&self, project_id: Uuid) -> Result<Secrets, String> {

@@ -23,7 +23,7 @@ use nullops_bus::Bus;
 use nullops_keyring::Keyring;
 use nullops_projections::ReadModelDb;
 use nullops_store::EventStore;
-use nullops_wire::message::DesiredDeployment;
+use nullops_wire::message::{DesiredDeployment, RegistryAuth};
 use uuid::Uuid;
 
 pub use backoff::Backoff;
@@ -38,6 +38,23 @@ pub struct NodeDesired {
     /// Deployments the node cannot be given (`nullops_wire::message::check_deployment`): left
     /// out of `run`, to be failed with the reason.
     pub refused: Vec<(Uuid, String)>,
+    /// The images the node should hold before a deployment needs them.
+    pub prefetch: Prefetch,
+}
+
+impl NodeDesired {
+    /// Whether `other` asks the same of the node's deployments (the prefetch aside).
+    pub fn same_deployments(&self, other: &NodeDesired) -> bool {
+        self.run == other.run && self.removing == other.removing && self.refused == other.refused
+    }
+}
+
+/// The images of the latest pipelines of the node's environment (see
+/// `nullops_domain::plan::images_in_use`), and the credentials of their registries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefetch {
+    pub images: Vec<String>,
+    pub auth: Vec<RegistryAuth>,
 }
 
 /// Where a node's desired state comes from: the deployments assigned to it.

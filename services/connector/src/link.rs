@@ -12,9 +12,9 @@ use nullops_domain::node::{CertThumbprint, Link, Node, NodeAction, NodeCommand};
 use nullops_domain::Issuer;
 use nullops_events::node::Refusal;
 use nullops_events::EventMetadata;
-use nullops_projections::nodes::{record_usage, UsageRow};
+use nullops_projections::nodes::{record_images, record_usage, UsageRow};
 use nullops_store::commands::{execute, CommandError};
-use nullops_wire::message::{decode_from_agent, desired_state_parts, encode, Usage};
+use nullops_wire::message::{decode_from_agent, desired_state_parts, encode, HeldImage, Usage};
 use nullops_wire::{FromAgent, RequestId, ToAgent, PROTOCOL_VERSION};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -205,6 +205,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
     if let Err(e) = send_desired(&mut link, request_id, &desired).await {
         return e;
     }
+    if let Err(e) = send_prefetch(&mut link, &desired).await {
+        return e;
+    }
     // The views of deployments last recorded, so that only changes are.
     let mut recorded = HashMap::new();
     // Deployments the agent no longer has whose removal could not be recorded yet: tried again
@@ -235,15 +238,21 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
             // Any change, to what runs or to what is being removed, is sent: the agent's answer
             // to it is what tells that a removed deployment is gone.
             Ok(()) = desired_changed.changed() => match connector.desired.for_node(node_id).await {
-                Ok(now) if now != desired => {
-                    refuse(connector, node_id, &now).await;
-                    request_id = RequestId::new();
-                    if let Err(e) = send_desired(&mut link, request_id, &now).await {
-                        return e;
+                Ok(now) => {
+                    if !now.same_deployments(&desired) {
+                        refuse(connector, node_id, &now).await;
+                        request_id = RequestId::new();
+                        if let Err(e) = send_desired(&mut link, request_id, &now).await {
+                            return e;
+                        }
+                    }
+                    if now.prefetch != desired.prefetch {
+                        if let Err(e) = send_prefetch(&mut link, &now).await {
+                            return e;
+                        }
                     }
                     desired = now;
                 }
-                Ok(now) => desired = now,
                 Err(e) => tracing::warn!(node = %node_id, error = %e, "cannot read the node's desired state; keeping the last one"),
             },
             frame = link.next() => {
@@ -287,6 +296,7 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                     }
                     Ok(FromAgent::Usage(usage)) => write_usage(connector, node_id, usage, &assigned).await,
                     Ok(FromAgent::Logs { lines }) => reports::record_logs(connector, node_id, lines, &assigned).await,
+                    Ok(FromAgent::Images { images }) => write_images(connector, node_id, &images).await,
                     Ok(FromAgent::Hello { .. }) => {
                         close(link, "unexpected hello").await;
                         return "the agent broke the protocol (a second hello)".into();
@@ -321,6 +331,18 @@ async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, ass
     if let Err(e) = record_usage(&connector.read_models, node_id, &row).await {
         tracing::warn!(node = %node_id, error = %e, "cannot store the node's usage");
     }
+}
+
+async fn write_images(connector: &Connector, node_id: Uuid, images: &[HeldImage]) {
+    let json = serde_json::to_string(images).expect("images serialize");
+    if let Err(e) = record_images(&connector.read_models, node_id, &json, nullops_events::Timestamp::now().0).await {
+        tracing::warn!(node = %node_id, error = %e, "cannot store the images the node holds");
+    }
+}
+
+/// Tells the agent which images to hold (the whole list, every time).
+async fn send_prefetch(link: &mut AgentLink, desired: &NodeDesired) -> Result<(), String> {
+    send(link, &ToAgent::Prefetch { images: desired.prefetch.images.clone(), registry_auth: desired.prefetch.auth.clone() }).await
 }
 
 async fn send(link: &mut AgentLink, message: &ToAgent) -> Result<(), String> {

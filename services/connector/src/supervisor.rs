@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nullops_bus::Delivery;
+use nullops_domain::catalog::Catalog;
 use nullops_domain::deployment::Deployment;
 use nullops_domain::node::{token_purpose, CertThumbprint, Node, NodeState};
+use nullops_domain::pipeline::Pipeline;
 use nullops_domain::Decider;
 use nullops_events::codec::types;
 use nullops_events::LogPosition;
@@ -28,6 +30,11 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// The deployment events after which its node runs something else (progress reports do not).
 const CHANGES_DESIRED_STATE: [&str; 4] =
     [types::DEPLOYMENT_SCHEDULED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_DELETION_REQUESTED.0];
+/// The catalog events after which the images nodes should hold may differ (a pipeline saved, a
+/// plugin, service, project or registry changed): every link works its prefetch out again.
+fn changes_prefetch(event_type: &str) -> bool {
+    event_type == types::PIPELINE_VERSION_SAVED.0 || ["plugin.", "service.", "project.", "registry."].iter().any(|p| event_type.starts_with(p))
+}
 /// How long a deployment change may take to reach the read model before its node is told.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopping link may take to record its disconnection.
@@ -90,6 +97,14 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                     } else if stream.kind() == Deployment::KIND && CHANGES_DESIRED_STATE.contains(&message.event.event_type.as_str()) {
                         if let Ok(deployment_id) = stream.key().parse() {
                             deployment_changed(connector, &links, deployment_id, message.event.position).await;
+                        }
+                    } else if [Pipeline::KIND, Catalog::KIND].contains(&stream.kind()) && changes_prefetch(&message.event.event_type) {
+                        // The pipeline versions are read from the catalog read model.
+                        if let Err(e) = connector.read_models.wait_for(&["catalog"], message.event.position, READ_MODEL_WAIT).await {
+                            tracing::warn!(error = %e, "the catalog read model lags; working the prefetch out from what it has");
+                        }
+                        for running in links.values() {
+                            running.desired_changed.send_modify(|v| *v += 1);
                         }
                     }
                 }

@@ -33,6 +33,10 @@ impl Drop for Running {
 }
 
 async fn agent_speaking(protocol: u32) -> Running {
+    agent_with(protocol, nullops_agent::prefetch::DEFAULT_BUDGET_MIB).await
+}
+
+async fn agent_with(protocol: u32, prefetch_budget_mib: u64) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let token = NodeToken::generate();
     let scope = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
@@ -44,6 +48,7 @@ async fn agent_speaking(protocol: u32) -> Running {
         protocol,
         reconcile_every: Duration::from_millis(500),
         network_pool: Default::default(),
+        prefetch_budget_mib,
     };
     let agent = Agent::bind(config).await.expect("agent binds");
     let (addr, thumbprint) = (agent.local_addr(), agent.thumbprint());
@@ -422,6 +427,84 @@ async fn images_are_pulled_with_the_credentials_sent_and_never_saved() {
     assert_eq!(running_state(&settled(&mut link).await), vec![ContainerState::Running]);
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(agent.dir.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(saved["desired"][0]["registry_auth"], serde_json::json!([]), "credentials never reach the agent's disk: {saved}");
+}
+
+/// A tag of the demo image that only the password-protected registry has, pushed and removed
+/// from the engine (so a run must pull it), untagged again on drop.
+fn only_in_registry(scope: &str, suffix: &str) -> (String, Untag) {
+    let image = format!("127.0.0.1:5050/nullops/demo:{scope}-{suffix}");
+    docker(&["tag", "127.0.0.1:5050/nullops/demo:v1", &image]);
+    docker(&["push", "-q", &image]);
+    docker(&["rmi", &image]);
+    (image.clone(), Untag(image))
+}
+
+fn registry_auth() -> RegistryAuth {
+    RegistryAuth { registry: "127.0.0.1:5050".into(), username: "nullops".into(), password: "nullops".into() }
+}
+
+/// Reports until `done` says so of one; the log lines seen meanwhile.
+async fn until_report(link: &mut AgentLink, done: impl Fn(&FromAgent) -> bool) -> (FromAgent, Vec<String>) {
+    let mut lines = Vec::new();
+    loop {
+        let report = next_report(link).await;
+        if let FromAgent::Logs { lines: more } = &report {
+            lines.extend(more.iter().map(|l| l.text.clone()));
+        }
+        if done(&report) {
+            return (report, lines);
+        }
+    }
+}
+
+fn is_settled(report: &FromAgent) -> bool {
+    matches!(report, FromAgent::ActualState { deployments, .. } if deployments.iter().all(|d| d.run.phase != RunPhase::Deploying))
+}
+
+#[tokio::test]
+async fn prefetched_images_are_held_before_a_deployment_needs_them_so_its_run_pulls_nothing() {
+    let agent = agent_speaking(PROTOCOL_VERSION).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    let (held, _untag_held) = only_in_registry(&agent.scope, "held");
+    let (cold, _untag_cold) = only_in_registry(&agent.scope, "cold");
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+
+    // Asked to hold an image, the node pulls it and says so, with its digest.
+    link.send(Message::text(encode(&ToAgent::Prefetch { images: vec![held.clone()], registry_auth: vec![registry_auth()] }))).await.unwrap();
+    let (report, _) = until_report(&mut link, |r| matches!(r, FromAgent::Images { images } if !images.is_empty() && images.iter().all(|i| i.present))).await;
+    let FromAgent::Images { images } = report else { unreachable!() };
+    assert_eq!(images[0].image, held);
+    assert!(images[0].digest.as_deref().is_some_and(|d| d.starts_with("sha256:")), "{images:?}");
+
+    // A deployment of the held image starts without a pull; one of another image pulls it.
+    let run = |id: &str, image: &str| DesiredDeployment {
+        registry_auth: vec![registry_auth()],
+        ..DesiredDeployment::new(id, vec![Step::service(ContainerSpec { name: "web".into(), image: image.into(), ..Default::default() })])
+    };
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![run("pr-1", &held)], more: false })))
+        .await
+        .unwrap();
+    let (report, lines) = until_report(&mut link, is_settled).await;
+    assert_eq!(running_state(&report), vec![ContainerState::Running]);
+    assert!(!lines.iter().any(|l| l.starts_with("pulled image")), "{lines:?}");
+    let both = vec![run("pr-1", &held), run("pr-2", &cold)];
+    link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: both, more: false }))).await.unwrap();
+    let (_, lines) = until_report(&mut link, |r| is_settled(r) && matches!(r, FromAgent::ActualState { deployments, .. } if deployments.len() == 2)).await;
+    assert!(lines.iter().any(|l| l.starts_with(&format!("pulled image {cold}"))), "{lines:?}");
+}
+
+#[tokio::test]
+async fn prefetching_stays_within_its_disk_budget() {
+    let agent = agent_with(PROTOCOL_VERSION, 0).await;
+    let _cleanup = Cleanup(agent.scope.clone());
+    let (image, _untag) = only_in_registry(&agent.scope, "budget");
+    let mut link = dial(&target(&agent, None)).await.expect("connects").link;
+    link.send(Message::text(encode(&ToAgent::Prefetch { images: vec![image.clone()], registry_auth: vec![registry_auth()] }))).await.unwrap();
+    let (report, _) = until_report(&mut link, |r| matches!(r, FromAgent::Images { images } if images.iter().any(|i| i.detail.contains("budget")))).await;
+    let FromAgent::Images { images } = report else { unreachable!() };
+    assert!(!images[0].present, "{images:?}");
+    let inspected = Command::new("docker").args(["image", "inspect", &image]).output().expect("docker runs");
+    assert!(!inspected.status.success(), "nothing was pulled");
 }
 
 /// Removes a local image tag on drop.

@@ -114,6 +114,25 @@ pub fn selectable_services<'a>(graph: &PipelineGraph, catalog: &'a CatalogState)
         .collect()
 }
 
+/// The images a deployment of `graph` would run whatever tags are chosen, as its plan names
+/// them (so a node that holds them pulls nothing): every plugin's pinned image and every pinned
+/// service's, each with the name of its registry. A selectable service's tag is chosen per
+/// deployment, so it is not known here. Entries the catalog no longer has are left out.
+pub fn images_in_use(graph: &PipelineGraph, catalog: &CatalogState) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for node in &graph.nodes {
+        let found = match &node.action {
+            NodeAction::StartService { service } => catalog.services.get(service).and_then(|def| match &def.tag {
+                TagMode::Pinned(tag) => catalog.registries.get(&def.registry).map(|r| (def.registry.clone(), image_reference(r, &def.image, tag))),
+                TagMode::Selectable(_) => None,
+            }),
+            NodeAction::RunPlugin { image, .. } => catalog.registries.get(&image.registry).map(|r| (image.registry.clone(), pinned_reference(r, image))),
+        };
+        out.extend(found);
+    }
+    out
+}
+
 /// Resolves `graph` with the chosen `tags` (service to tag) against `catalog`. Every service of
 /// the graph must be known and every chosen tag must name one of its services.
 pub fn resolve(graph: &PipelineGraph, tags: &BTreeMap<String, String>, catalog: &CatalogState) -> Result<(DeploymentPlan, Vec<ChosenVersion>), DomainError> {

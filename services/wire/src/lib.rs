@@ -20,7 +20,8 @@ pub use thumbprint::Thumbprint;
 
 /// The protocol this build speaks. Mixed versions are refused, never half-understood.
 /// 2: desired states in parts (`more`), deployments refused one by one.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: images prefetched ahead of deployments (`Prefetch`, `Images`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Upgrade request header: the protocol version the control plane speaks. The agent answers a
 /// mismatch with [`STATUS_INCOMPATIBLE`] and the same header naming its own version.

@@ -44,6 +44,16 @@ pub enum ToAgent {
         #[serde(default)]
         more: bool,
     },
+    /// The images the node should hold before any deployment needs them (the plugins and pinned
+    /// services of the latest pipelines of its environment's projects), sent on every connect
+    /// and whenever that list changes; the whole list each time. The agent pulls what it lacks,
+    /// a few at a time and within its disk budget, and answers [`FromAgent::Images`].
+    Prefetch {
+        images: Vec<String>,
+        /// Credentials for the registries of `images`: used to pull, held in memory only.
+        #[serde(default)]
+        registry_auth: Vec<RegistryAuth>,
+    },
 }
 
 /// From an agent to the control plane.
@@ -60,6 +70,31 @@ pub enum FromAgent {
     /// Lines of deployments' logs: their pipelines' progress and plugins' output while they
     /// run, their services' output after; secrets redacted.
     Logs { lines: Vec<LogLine> },
+    /// What the node holds of the images it was asked to prefetch, after every change.
+    Images { images: Vec<HeldImage> },
+}
+
+/// One image a node was asked to hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldImage {
+    /// As asked: `host/repository:tag` or `host/repository@sha256:…`.
+    pub image: String,
+    /// The engine's digest of it (`sha256:…` of the registry's manifest), when held and known.
+    #[serde(default)]
+    pub digest: Option<String>,
+    pub present: bool,
+    /// Why it is not held (a failed pull, the disk budget), or what is going on ("pulling").
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Most images one prefetch may name, and bytes of one image reference.
+pub const MAX_PREFETCH_IMAGES: usize = 256;
+pub const MAX_IMAGE_REFERENCE: usize = 512;
+
+/// Whether `image` can be an image reference: not empty, not too long, no blanks or controls.
+pub fn is_image_reference(image: &str) -> bool {
+    !image.is_empty() && image.len() <= MAX_IMAGE_REFERENCE && !image.chars().any(|ch| ch.is_whitespace() || ch.is_control())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,6 +412,15 @@ pub fn decode_to_agent(frame: &[u8]) -> Result<ToAgent, FrameError> {
             Err(FrameError::Invalid(format!("{} deployments, at most {MAX_DEPLOYMENTS}", deployments.len())))
         }
         ToAgent::DesiredState { .. } => Ok(message),
+        ToAgent::Prefetch { images, registry_auth } => {
+            if images.len() > MAX_PREFETCH_IMAGES || registry_auth.len() > MAX_PREFETCH_IMAGES {
+                return Err(FrameError::Invalid(format!("a prefetch of over {MAX_PREFETCH_IMAGES} images")));
+            }
+            match images.iter().find(|i| !is_image_reference(i)) {
+                Some(bad) => Err(FrameError::Invalid(format!("{bad:?} is not an image reference"))),
+                None => Ok(message),
+            }
+        }
     }
 }
 
@@ -435,6 +479,10 @@ pub fn decode_from_agent(frame: &[u8]) -> Result<FromAgent, FrameError> {
         FromAgent::Usage(u) => u.containers.len() <= MAX_DEPLOYMENTS * 4,
         FromAgent::Logs { lines } => {
             lines.len() <= MAX_LOG_LINES && lines.iter().all(|l| l.text.len() <= MAX_LOG_LINE_BYTES && l.source.len() <= 63 && l.deployment.len() <= 63)
+        }
+        FromAgent::Images { images } => {
+            images.len() <= MAX_PREFETCH_IMAGES
+                && images.iter().all(|i| i.image.len() <= MAX_IMAGE_REFERENCE && i.digest.as_ref().is_none_or(|d| d.len() <= 128) && i.detail.len() <= 1024)
         }
     };
     if !bounded {
@@ -533,7 +581,7 @@ pub fn validate_deployment(d: &DesiredDeployment) -> Result<(), String> {
                 &plugin.image
             }
         };
-        if image.is_empty() || image.len() > 512 || image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        if !is_image_reference(image) {
             return invalid(format!("image of step {} in deployment {} is not an image reference", step.id, d.id));
         }
     }
@@ -603,6 +651,21 @@ mod tests {
     }
 
     #[test]
+    fn a_prefetch_names_image_references_only_and_its_answer_is_bounded() {
+        let ok = ToAgent::Prefetch { images: vec!["127.0.0.1:5050/nullops/http-check@sha256:ab".into()], registry_auth: vec![] };
+        assert_eq!(decode_to_agent(encode(&ok).as_bytes()), Ok(ok));
+        for bad in ["", "a b", "x\n"] {
+            let frame = encode(&ToAgent::Prefetch { images: vec![bad.into()], registry_auth: vec![] });
+            assert!(matches!(decode_to_agent(frame.as_bytes()), Err(FrameError::Invalid(_))), "{bad:?}");
+        }
+        let many = ToAgent::Prefetch { images: vec!["x".into(); MAX_PREFETCH_IMAGES + 1], registry_auth: vec![] };
+        assert!(decode_to_agent(encode(&many).as_bytes()).is_err());
+        let held = |detail: String| FromAgent::Images { images: vec![HeldImage { image: "x".into(), digest: None, present: false, detail }] };
+        assert!(decode_from_agent(encode(&held("pulling".into())).as_bytes()).is_ok());
+        assert!(decode_from_agent(encode(&held("d".repeat(2000))).as_bytes()).is_err());
+    }
+
+    #[test]
     fn an_unsafe_field_refuses_its_deployment_not_the_frame() {
         for (id, name, image) in [("PR 42", "api", "x"), ("pr", "../etc", "x"), ("pr", "api", "a b"), ("pr", "api", "")] {
             let frame = encode(&ToAgent::DesiredState {
@@ -617,7 +680,7 @@ mod tests {
         let twice = vec![DesiredDeployment::new("a", vec![]); 2];
         assert!(matches!(validate_desired(&twice), Err(FrameError::Invalid(m)) if m.contains("twice")));
         // Steps that need each other, or a step that is not there, are refused.
-        let ToAgent::DesiredState { deployments, .. } = desired("pr", "api", "x");
+        let ToAgent::DesiredState { deployments, .. } = desired("pr", "api", "x") else { unreachable!("a desired state") };
         let mut looped = deployments[0].clone();
         let mut db = Step::service(ContainerSpec { name: "db".into(), image: "x".into(), ..Default::default() });
         db.needs = vec!["api".into()];
@@ -661,7 +724,7 @@ mod tests {
         let mut carried = vec![];
         for (i, part) in parts.iter().enumerate() {
             assert!(encode(part).len() <= MAX_FRAME_BYTES);
-            let ToAgent::DesiredState { deployments, more, .. } = decode_to_agent(encode(part).as_bytes()).unwrap();
+            let Ok(ToAgent::DesiredState { deployments, more, .. }) = decode_to_agent(encode(part).as_bytes()) else { panic!("a desired state part") };
             assert_eq!(more, i + 1 < parts.len());
             carried.extend(deployments);
         }
