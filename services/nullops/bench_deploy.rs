@@ -7,6 +7,11 @@
 //! of /healthz from inside the container), probed every 200 ms while starting. Rounds alternate
 //! which side goes first; medians are compared. The platform is a `nullops up` child process
 //! with its local agent, driven over GraphQL like any client.
+//!
+//! Then the same three services from an image the node does not hold (a fresh image per round,
+//! a 16 MiB layer of its own): pulled by the run (a selectable tag, chosen at deploy time), or
+//! prefetched (a pinned tag the pipeline names, so the node pulls it as soon as the service
+//! changes, and the deployment is made once the node says it holds it).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -202,6 +207,106 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// A fresh image of the demo's with a 16 MiB layer of its own, pushed and then removed from the
+/// engine, so a node that wants it must pull that layer. Its tag.
+async fn fresh_image(dir: &Path) -> anyhow::Result<String> {
+    let tag = format!("b{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+    let context = dir.join(format!("image-{tag}"));
+    std::fs::create_dir_all(&context)?;
+    let blob: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ tag.as_bytes()[i as usize % tag.len()]).collect();
+    std::fs::write(context.join("blob"), blob)?;
+    std::fs::write(context.join("Dockerfile"), format!("FROM {IMAGE}\nCOPY blob /blob\n"))?;
+    let image = format!("{PULL_REPOSITORY}:{tag}");
+    for args in [vec!["build", "-q", "-t", &image, context.to_str().unwrap_or_default()], vec!["push", "-q", &image], vec!["rmi", &image]] {
+        let out = tokio::process::Command::new("docker").args(&args).output().await?;
+        if !out.status.success() {
+            bail!("docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&context);
+    Ok(tag)
+}
+
+/// Where [`fresh_image`] pushes.
+const PULL_REPOSITORY: &str = "127.0.0.1:5050/nullops/bench-pull";
+
+impl Platform {
+    /// Projects `cold` (three selectable services, the tag chosen per deployment: pulled by the
+    /// run) and `warm` (three pinned services: prefetched once their tag changes).
+    async fn setup_pulls(&self) -> anyhow::Result<()> {
+        for (project, mode) in [("cold", "SELECTABLE"), ("warm", "PINNED")] {
+            for i in 1..=3 {
+                let input = pull_service(&format!("{project}{i}"), mode, (mode == "PINNED").then_some("v1"));
+                self.gql("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": input})).await?;
+            }
+            self.gql(
+                "mutation($p: String!) { createProject(input: {name: $p, environments: [\"local\"], cpuMillis: 600, memoryMib: 384}) { name } }",
+                json!({"p": project}),
+            )
+            .await?;
+            let nodes: Vec<Value> = (1..=3).map(|i| json!({"id": format!("s{i}"), "service": format!("{project}{i}")})).collect();
+            self.gql(
+                "mutation($p: String!, $i: PipelineInput!) { savePipeline(project: $p, pipeline: $i) { version } }",
+                json!({"p": project, "i": {"nodes": nodes}}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A deployment of `project` with `tags`: the time to RUNNING; then deleted (untimed).
+    async fn timed(&self, project: &str, tags: Value) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let created = self
+            .gql(
+                "mutation($p: String!, $t: [TagChoice!]) { createDeployment(project: $p, environment: \"local\", tags: $t) { id } }",
+                json!({"p": project, "t": tags}),
+            )
+            .await?;
+        let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
+        self.reaches(&id, "RUNNING").await?;
+        let took = start.elapsed();
+        self.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
+        self.reaches(&id, "DELETED").await?;
+        Ok(took)
+    }
+
+    /// Cold: a fresh image, pulled by the run.
+    async fn cold_round(&self, dir: &Path) -> anyhow::Result<Duration> {
+        let tag = fresh_image(dir).await?;
+        let tags: Vec<Value> = (1..=3).map(|i| json!({"service": format!("cold{i}"), "tag": tag})).collect();
+        self.timed("cold", json!(tags)).await
+    }
+
+    /// Prefetched: a fresh image pinned by the warm services, held by the node before timing.
+    async fn warm_round(&self, dir: &Path) -> anyhow::Result<Duration> {
+        let tag = fresh_image(dir).await?;
+        for i in 1..=3 {
+            let input = pull_service(&format!("warm{i}"), "PINNED", Some(&tag));
+            self.gql("mutation($i: ServiceInput!) { updateService(input: $i) { name } }", json!({"i": input})).await?;
+        }
+        let wanted = format!("{PULL_REPOSITORY}:{tag}");
+        let deadline = Instant::now() + ROUND_LIMIT;
+        loop {
+            let nodes = self.gql("{ nodes(environment: \"local\") { images { image present } } }", json!({})).await?;
+            let held = nodes["nodes"][0]["images"].as_array().is_some_and(|all| all.iter().any(|i| i["image"] == wanted.as_str() && i["present"] == true));
+            if held {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the node did not prefetch {wanted}: {nodes}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.timed("warm", json!([])).await
+    }
+}
+
+fn pull_service(name: &str, mode: &str, tag: Option<&str>) -> Value {
+    let health = json!({"command": ["/bin/busybox", "sh", "-c", PROBE], "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
+    json!({"name": name, "registry": "local", "image": "nullops/bench-pull", "tagMode": mode, "tag": tag, "port": 8080, "healthCheck": health})
+}
+
 pub async fn deploy(rounds: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("nullops-bench-deploy-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
@@ -236,7 +341,30 @@ pub async fn deploy(rounds: usize) -> anyhow::Result<()> {
     );
     println!("  nullops:                            {:8.0} ms  (all: {:?})", ms(median(ours.clone())), ours.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
     println!("  ratio nullops / compose:            {:8.2}x  (target: at most 1.2x)", ms(median(ours)) / ms(median(theirs)));
+
+    // Pulled by the run, or held before it: alternating, fresh images each round.
+    platform.setup_pulls().await?;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            cold.push(platform.cold_round(&dir).await?);
+            warm.push(platform.warm_round(&dir).await?);
+        } else {
+            warm.push(platform.warm_round(&dir).await?);
+            cold.push(platform.cold_round(&dir).await?);
+        }
+    }
+    println!("createDeployment to RUNNING, 3 services of an image with a 16 MiB layer the node lacked ({rounds} rounds, medians):");
+    println!("  pulled by the run:                  {:8.0} ms  (all: {:?})", ms(median(cold.clone())), cold.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
+    println!("  prefetched before:                  {:8.0} ms  (all: {:?})", ms(median(warm.clone())), warm.iter().map(|d| ms(*d).round()).collect::<Vec<_>>());
+    println!("  ratio prefetched / pulled:          {:8.2}x", ms(median(warm)) / ms(median(cold)));
     drop(platform);
+    let _ = tokio::process::Command::new("sh")
+        .args(["-c", &format!("docker images -q {PULL_REPOSITORY} | xargs -r docker rmi -f")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
