@@ -127,16 +127,9 @@ impl Platform {
         Ok(())
     }
 
-    /// One deployment: the time to RUNNING; then deleted and waited for (untimed).
+    /// One deployment of project `bench`: the time to RUNNING; then deleted and waited for (untimed).
     async fn round(&self) -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        let created = self.gql("mutation { createDeployment(project: \"bench\", environment: \"local\") { id } }", json!({})).await?;
-        let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
-        self.reaches(&id, "RUNNING").await?;
-        let took = start.elapsed();
-        self.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
-        self.reaches(&id, "DELETED").await?;
-        Ok(took)
+        self.timed("bench", json!([])).await
     }
 
     /// Polls deployment `id` until it is in `state` (bounded; an error if it fails).
