@@ -451,6 +451,7 @@ export function pipelineEditor({ catalog, secrets: secretNames = [], readOnly = 
       const target = document.elementFromPoint(ev.clientX, ev.clientY)?.closest('.enode:not(.enode-ghost)');
       if (target && target.dataset.nodeId !== g.from) addEdge(g.from, target.dataset.nodeId);
       else if (target) say('Edge refused: an edge cannot lead from a node to itself.', true);
+      else say(`No edge: drop it on the node that should run after ${g.from}.`);
     } else if (g.kind === 'move' && g.moved) {
       changed();
       say(`Moved ${g.id}.`);

@@ -277,6 +277,14 @@ export async function show(root, ctx) {
   await drawDiff();
   ctx.ready();
 
+  // Closing or reloading the tab with a drawing not saved asks first.
+  const unsaved = (ev) => {
+    if (!dirty) return;
+    ev.preventDefault();
+    ev.returnValue = '';
+  };
+  window.addEventListener('beforeunload', unsaved);
+  stops.push(() => window.removeEventListener('beforeunload', unsaved));
   stops.push(followCatalog(['PIPELINE', 'PROJECT', 'SECRET'], () => reloadVersions().catch((e) => showError(status, e))));
   stops.push(live('subscription($p: String) { deploymentsUpdated(project: $p) { id } }', { p: name }, {
     next: () => countDeployments().then((changed) => changed && drawVersions()).catch((e) => showError(status, e)),
