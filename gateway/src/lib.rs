@@ -24,6 +24,7 @@ pub use bootstrap::{bootstrap_admin, bootstrap_catalog};
 pub use catalog::tags::TagLister;
 pub use catalog::{sweep_orphaned_keys, SweepError};
 pub use http::router;
+pub use schema::sdl;
 
 use std::sync::Arc;
 use std::time::Duration;

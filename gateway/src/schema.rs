@@ -45,6 +45,12 @@ pub fn build(app: Arc<App>) -> NullOpsSchema {
         .finish()
 }
 
+/// The schema in SDL, as `gateway/schema.graphql` keeps it for clients that check their queries
+/// against it when they are built (the `nullops` CLI).
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot).finish().sdl()
+}
+
 pub(crate) fn app<'a>(ctx: &Context<'a>) -> &'a Arc<App> {
     ctx.data_unchecked::<Arc<App>>()
 }
@@ -574,4 +580,20 @@ pub(crate) fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Arc<StoredE
             Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     })
+}
+
+#[cfg(test)]
+mod sdl_tests {
+    /// Clients check their queries against `gateway/schema.graphql` when they are built: it must
+    /// be this schema. `NULLOPS_WRITE_SCHEMA=1 cargo test -p nullops-gateway sdl` writes it.
+    #[test]
+    fn the_committed_schema_is_the_schema() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
+        let now = super::sdl();
+        if std::env::var("NULLOPS_WRITE_SCHEMA").is_ok() {
+            std::fs::write(&path, &now).expect("write the schema");
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(committed == now, "gateway/schema.graphql is not the schema: write it again with NULLOPS_WRITE_SCHEMA=1 cargo test -p nullops-gateway sdl");
+    }
 }

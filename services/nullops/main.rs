@@ -5,6 +5,7 @@ mod bench;
 mod bench_deploy;
 mod bench_ingress;
 mod bench_nodes;
+mod cli;
 mod demo;
 mod echo;
 mod local_agent;
@@ -35,6 +36,10 @@ struct Cli {
 enum TopCommand {
     #[command(flatten)]
     Platform(Command),
+    /// The client commands (`login`, `deploy`, `deployments`, `logs`, …): their output is for
+    /// people and scripts, and their exit code says how it went.
+    #[command(flatten)]
+    Client(cli::ClientCommand),
     /// Run an example plugin (reads its input on stdin, writes its result on stdout).
     Plugin {
         #[command(subcommand)]
@@ -350,6 +355,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         TopCommand::Plugin { plugin: PluginCommand::HttpCheck } => Ok(plugins::http_check()),
         TopCommand::Plugin { plugin: PluginCommand::RenderConfig } => Ok(plugins::render_config()),
+        // Logs only on request: stdout and stderr are the command's.
+        TopCommand::Client(client) => Ok(std::process::ExitCode::from(u8::try_from(cli::run(client).await).unwrap_or(2))),
         TopCommand::Platform(platform) => {
             init_logging(&cli.log_format);
             command(platform).await.map(|()| std::process::ExitCode::SUCCESS)

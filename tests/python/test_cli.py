@@ -1,0 +1,151 @@
+"""The `nullops` CLI as a CI job drives it, against `nullops up` with the tests' private registry:
+sign in once (the token saved with mode 0600) or pass NULLOPS_URL/NULLOPS_TOKEN; deploy and
+wait (exit 0 with URLs that answer through the ingress), a failing pipeline (exit 1 with the
+failure), a wait that runs out (exit 3), a bad token (exit 2, UNAUTHENTICATED); lists and gets
+as the API's JSON; logs followed as they are written; delete and wait."""
+
+import json
+import os
+import queue
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import BIN
+from test_console import ADMIN, REGISTRY, VERSION, Api, Server
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    admin = Api(s, *ADMIN)
+    admin.ok(f"""mutation {{ createRegistry(input: {{name: "private", url: "http://{REGISTRY}", username: "nullops", password: "nullops"}}) {{ name }} }}""")
+    admin.ok(f"""mutation {{ createService(input: {{name: "api", registry: "private", image: "nullops/echo", tagMode: PINNED, tag: "{VERSION}", port: 8080,
+        healthCheck: {{httpPath: "/healthz"}}}}) {{ name }} }}""")
+    admin.ok("""mutation { createService(input: {name: "web", registry: "private", image: "nullops/demo", tagMode: SELECTABLE, tagPattern: "v*", port: 8080}) { name } }""")
+    admin.ok("""mutation($s: JSON!) { createPlugin(input: {name: "script", registry: "private", repository: "nullops-test/script-plugin", tag: "1",
+        parametersSchema: $s}) { name } }""", s={"type": "object", "properties": {"mode": {"type": "string"}}})
+    pipelines = {
+        "shop": {"nodes": [{"id": "api", "service": "api"}, {"id": "web", "service": "web"}]},
+        "fails": {"nodes": [{"id": "api", "service": "api"}, {"id": "migrate", "plugin": "script", "parameters": {"mode": "fail"}}],
+                  "edges": [{"from": "api", "to": "migrate"}]},
+        "hangs": {"nodes": [{"id": "forever", "plugin": "script", "parameters": {"mode": "sleep"}}]},
+        "slow": {"nodes": [{"id": "nap", "plugin": "script", "parameters": {"mode": "slow"}}, {"id": "api", "service": "api"}],
+                 "edges": [{"from": "nap", "to": "api"}]},
+    }
+    for name, pipeline in pipelines.items():
+        admin.ok("mutation($n: String!) { createProject(input: {name: $n, environments: [\"local\"], cpuMillis: 1000, memoryMib: 512}) { name } }", n=name)
+        admin.ok("mutation($n: String!, $i: PipelineInput!) { savePipeline(project: $n, pipeline: $i) { version } }", n=name, i=pipeline)
+    yield s
+    s.clean_up()
+
+
+@pytest.fixture(scope="module")
+def home():
+    """A config directory of the tests' own: `login` writes there."""
+    return tempfile.mkdtemp(prefix="nullops-cli-")
+
+
+def cli(server, home, *args, token=None, stdin=None, timeout=300):
+    env = {**os.environ, "XDG_CONFIG_HOME": home}
+    env.pop("NULLOPS_URL", None)
+    env.pop("NULLOPS_TOKEN", None)
+    if token is not None:
+        env.update(NULLOPS_URL=server.base, NULLOPS_TOKEN=token)
+    return subprocess.run([BIN, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def test_login_saves_a_token_only_its_owner_can_read(server, home):
+    r = cli(server, home, "login", "--url", server.base, "--username", ADMIN[0], stdin=ADMIN[1] + "\n")
+    assert r.returncode == 0, r.stderr
+    assert f"Signed in to {server.base} as admin" in r.stdout
+    path = os.path.join(home, "nullops", "config.json")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    who = cli(server, home, "whoami", "-o", "json")
+    assert who.returncode == 0 and json.loads(who.stdout) == {"username": "admin", "role": "ADMIN"}, who
+    # A wrong password changes nothing saved.
+    before = open(path).read()
+    bad = cli(server, home, "login", "--url", server.base, "--username", ADMIN[0], stdin="wrong-password\n")
+    assert bad.returncode == 2 and bad.stderr.startswith("UNAUTHENTICATED: "), bad
+    assert open(path).read() == before
+
+
+def test_a_bad_token_is_exit_2_with_the_apis_code(server, home):
+    r = cli(server, home, "deployments", "ls", token="nat_not-a-token")
+    assert r.returncode == 2
+    assert r.stderr.startswith("UNAUTHENTICATED: "), r.stderr
+    r = cli(server, home, "deployments", "ls", "-o", "json", token="nat_not-a-token")
+    assert json.loads(r.stderr)["code"] == "UNAUTHENTICATED"
+    r = cli(server, home, "deploy", "shop", "--env", "local", "--tag", "nonsense")
+    assert r.returncode == 2 and "SERVICE=TAG" in r.stderr, r.stderr
+
+
+def test_deploy_and_wait_exits_0_with_urls_that_answer_through_the_ingress(server, home):
+    r = cli(server, home, "deploy", "shop", "--env", "local", "--name", "ci-1", "--tag", "web=v1", "--wait", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["name"], d["project"], d["environment"], d["state"]) == ("ci-1", "shop", "local", "RUNNING")
+    assert {s["name"]: s["tag"] for s in d["services"]} == {"api": VERSION, "web": "v1"}
+    for s in d["services"]:
+        assert s["healthy"] is True, d
+        # The URL's host names the service and deployment; the ingress routes by it.
+        host = s["url"].split("//", 1)[1].split("/", 1)[0].split(":")[0]
+        body = requests.get(f"http://127.0.0.1:{server.ingress_port}/", headers={"Host": host}, timeout=30)
+        assert body.status_code == 200, (s, body.status_code, body.text)
+    # Human output: its URLs.
+    human = cli(server, home, "deployments", "get", "ci-1")
+    assert human.returncode == 0 and "ci-1  RUNNING" in human.stdout and d["services"][0]["url"] in human.stdout, human.stdout
+    listed = cli(server, home, "deployments", "ls", "--project", "shop", "-o", "json")
+    assert [x["name"] for x in json.loads(listed.stdout)] == ["ci-1"]
+    assert "ci-1" in cli(server, home, "deployments", "ls").stdout
+
+
+def test_a_failing_pipeline_exits_1_with_the_failure(server, home):
+    r = cli(server, home, "deploy", "fails", "--env", "local", "--name", "ci-broken", "--wait")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "FAILED: deployment ci-broken at step migrate: " in r.stderr and "migration 42 failed" in r.stderr, r.stderr
+    as_json = cli(server, home, "deployments", "get", "ci-broken", "-o", "json")
+    assert json.loads(as_json.stdout)["failure"]["step"] == "migrate"
+
+
+def test_a_wait_that_runs_out_exits_3(server, home):
+    r = cli(server, home, "deploy", "hangs", "--env", "local", "--name", "ci-hangs", "--wait", "--timeout", "3s")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "TIMEOUT: deployment ci-hangs is DEPLOYING after 3 s" in r.stderr
+    gone = cli(server, home, "delete", "ci-hangs", "--wait", "-o", "json")
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["state"] in ("CANCELLED", "DELETED")
+
+
+def test_logs_follow_prints_lines_as_they_are_written(server, home):
+    made = cli(server, home, "deploy", "slow", "--env", "local", "--name", "ci-slow", "-o", "json")
+    assert made.returncode == 0, made.stderr
+    env = {**os.environ, "XDG_CONFIG_HOME": home}
+    follower = subprocess.Popen([BIN, "logs", "ci-slow", "-f"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
+    try:
+        seen = []
+        deadline = time.monotonic() + 240
+        # The nap step takes 6 s: its end is written while the follower runs.
+        while not any("every step succeeded" in line for line in seen):
+            assert time.monotonic() < deadline, seen
+            assert follower.poll() is None, (seen, follower.stderr.read())
+            try:
+                seen.append(lines.get(timeout=5))
+            except queue.Empty:
+                pass
+        started = next(i for i, line in enumerate(seen) if "step nap started" in line)
+        done = next(i for i, line in enumerate(seen) if "step nap succeeded" in line)
+        assert started < done, seen
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+    tail = cli(server, home, "logs", "ci-slow", "--tail", "2")
+    assert tail.returncode == 0 and len(tail.stdout.strip().splitlines()) == 2, tail.stdout
