@@ -16,7 +16,7 @@ mkdir -p "$STATE_DIR"
 log() { printf '[infra] %s\n' "$*"; }
 
 need_pkgs=()
-for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose nginx wrk lld; do
+for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose nginx wrk lld openssl ca-certificates; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import BIN
-from test_console import ADMIN, REGISTRY, VERSION, Api, Server
+from test_console import ADMIN, REGISTRY, VERSION, Api, Server, free_port
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def server():
                  "edges": [{"from": "nap", "to": "api"}]},
     }
     for name, pipeline in pipelines.items():
-        admin.ok("mutation($n: String!) { createProject(input: {name: $n, environments: [\"local\"], cpuMillis: 1000, memoryMib: 512}) { name } }", n=name)
+        admin.ok("mutation($n: String!) { createProject(input: {name: $n, environments: [\"local\"], cpuMillis: 200, memoryMib: 256}) { name } }", n=name)
         admin.ok("mutation($n: String!, $i: PipelineInput!) { savePipeline(project: $n, pipeline: $i) { version } }", n=name, i=pipeline)
     yield s
     s.clean_up()
@@ -149,3 +149,59 @@ def test_logs_follow_prints_lines_as_they_are_written(server, home):
         follower.wait(timeout=30)
     tail = cli(server, home, "logs", "ci-slow", "--tail", "2")
     assert tail.returncode == 0 and len(tail.stdout.strip().splitlines()) == 2, tail.stdout
+
+
+def test_https_and_wss_through_a_tls_proxy_with_the_systems_trust(server, home):
+    """Behind a TLS-terminating proxy (nginx here, with a certificate the test made and trusts
+    through SSL_CERT_FILE), queries go over https and the live wait over wss."""
+    tmp = tempfile.mkdtemp(prefix="nullops-cli-tls-")
+    # A certificate authority of the test's own, and the proxy's certificate signed by it.
+    ca, ca_key = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "ca-key.pem")
+    cert, key, csr = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.csr")
+    ext = os.path.join(tmp, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
+    for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=NullOps test CA", "-keyout", ca_key, "-out", ca],
+                 ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr],
+                 ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", cert]):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
+events {{}}
+http {{
+  access_log off;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    location / {{
+      proxy_pass {server.base};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+""")
+    proxy = subprocess.Popen(["/usr/sbin/nginx", "-c", conf, "-p", tmp], stderr=subprocess.PIPE)
+    try:
+        token = Api(server, *ADMIN).ok('mutation { createApiToken(name: "ci-tls") { token } }')["createApiToken"]["token"]
+        env = {**os.environ, "XDG_CONFIG_HOME": home, "NULLOPS_URL": f"https://localhost:{port}", "NULLOPS_TOKEN": token, "SSL_CERT_FILE": ca}
+        run = lambda *args: subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=300)
+        deadline = time.monotonic() + 30
+        while (who := run("whoami")).returncode != 0:
+            assert time.monotonic() < deadline and proxy.poll() is None, (who.stderr, proxy.stderr.read() if proxy.poll() is not None else "")
+            time.sleep(0.2)
+        assert who.stdout.strip() == "admin (admin)"
+        r = run("deploy", "shop", "--env", "local", "--name", "ci-tls", "--tag", "web=v2", "--wait", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["state"] == "RUNNING"
+        # Without trusting the certificate, the CLI refuses the server.
+        untrusted = subprocess.run([BIN, "whoami"], env={**env, "SSL_CERT_FILE": os.devnull}, capture_output=True, text=True, timeout=60)
+        assert untrusted.returncode == 2 and untrusted.stderr.startswith("NETWORK: "), untrusted.stderr
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)

@@ -333,7 +333,12 @@ async fn execute(command: ClientCommand) -> Result<Outcome, CliError> {
 }
 
 /// Runs mutation `Q` on the deployment named or numbered `wanted`: the deployment after it.
-async fn act<Q: graphql_client::GraphQLQuery>(client: &Client, wanted: &str, variables: impl FnOnce(String) -> Q::Variables, field: &str) -> Result<Value, CliError> {
+async fn act<Q: graphql_client::GraphQLQuery>(
+    client: &Client,
+    wanted: &str,
+    variables: impl FnOnce(String) -> Q::Variables,
+    field: &str,
+) -> Result<Value, CliError> {
     let id = find(client, wanted).await?["id"].as_str().unwrap_or_default().to_owned();
     Ok(client.run::<Q>(variables(id)).await?[field].clone())
 }
