@@ -205,3 +205,23 @@ http {{
     finally:
         proxy.terminate()
         proxy.wait(timeout=30)
+
+
+def test_extend_clone_retry_and_tags(server, home):
+    before = json.loads(cli(server, home, "deployments", "get", "ci-1", "-o", "json").stdout)
+    extended = cli(server, home, "extend", "ci-1", "-o", "json")
+    assert extended.returncode == 0, extended.stderr
+    assert json.loads(extended.stdout)["expiresAt"] >= before["expiresAt"]
+    cloned = cli(server, home, "clone", "ci-1", "--name", "ci-2", "--tag", "web=v2", "-o", "json")
+    assert cloned.returncode == 0, cloned.stderr
+    c = json.loads(cloned.stdout)
+    assert (c["name"], {s["name"]: s["tag"] for s in c["services"]}["web"]) == ("ci-2", "v2")
+    retried = cli(server, home, "retry", "ci-broken", "-o", "json")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["attempt"] == 2
+    refused = cli(server, home, "retry", "ci-1")
+    assert refused.returncode == 2 and refused.stderr.split(":")[0] in ("CONFLICT", "INVALID_INPUT"), refused.stderr
+    tags = cli(server, home, "tags", "web")
+    assert tags.returncode == 0 and {"v1", "v2"} <= set(tags.stdout.split()), tags.stdout
+    missing = cli(server, home, "deployments", "get", "no-such-deployment")
+    assert missing.returncode == 2 and missing.stderr.startswith("NOT_FOUND: "), missing.stderr
