@@ -97,6 +97,80 @@ pub enum CatalogEvent {
     ProjectCreated(ProjectDefinition),
     ProjectUpdated(ProjectDefinition),
     ProjectRemoved(Removed),
+    WebhookCreated(WebhookDefinition),
+    WebhookSecretRotated(WebhookSecretRotated),
+    WebhookDeleted(WebhookDeleted),
+}
+
+/// An endpoint that is told of what happens, signed with its secret (Standard Webhooks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDefinition {
+    pub webhook_id: Uuid,
+    /// `http://` or `https://`; loopback and private addresses are allowed (admins decide).
+    pub url: String,
+    /// What it is told of.
+    pub topics: Vec<WebhookTopic>,
+    /// Only events of this project, when given.
+    pub project: Option<String>,
+    /// Only events in this environment, when given.
+    pub environment: Option<String>,
+    /// The signing secret (`whsec_` and base64 of 32 random bytes), sealed.
+    pub secret: Sealed,
+}
+
+/// What a webhook can be told of: one home for the names the API and the deliveries use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum WebhookTopic {
+    DeploymentCreated,
+    DeploymentRunning,
+    DeploymentFailed,
+    DeploymentDeleted,
+    DeploymentExpired,
+    NodeOffline,
+    NodeOnline,
+    PipelineSaved,
+}
+
+impl WebhookTopic {
+    pub const ALL: [WebhookTopic; 8] = [
+        WebhookTopic::DeploymentCreated,
+        WebhookTopic::DeploymentRunning,
+        WebhookTopic::DeploymentFailed,
+        WebhookTopic::DeploymentDeleted,
+        WebhookTopic::DeploymentExpired,
+        WebhookTopic::NodeOffline,
+        WebhookTopic::NodeOnline,
+        WebhookTopic::PipelineSaved,
+    ];
+
+    /// The CloudEvents `type` of a delivery: `io.nullops.deployment.running` and so on.
+    pub fn cloud_event_type(self) -> &'static str {
+        match self {
+            WebhookTopic::DeploymentCreated => "io.nullops.deployment.created",
+            WebhookTopic::DeploymentRunning => "io.nullops.deployment.running",
+            WebhookTopic::DeploymentFailed => "io.nullops.deployment.failed",
+            WebhookTopic::DeploymentDeleted => "io.nullops.deployment.deleted",
+            WebhookTopic::DeploymentExpired => "io.nullops.deployment.expired",
+            WebhookTopic::NodeOffline => "io.nullops.node.offline",
+            WebhookTopic::NodeOnline => "io.nullops.node.online",
+            WebhookTopic::PipelineSaved => "io.nullops.pipeline.saved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecretRotated {
+    pub webhook_id: Uuid,
+    pub secret: Sealed,
+    /// The data key of the secret it replaces: destroy it.
+    pub retired_key: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDeleted {
+    pub webhook_id: Uuid,
+    /// The data key of its secret: destroy it.
+    pub retired_key: Uuid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

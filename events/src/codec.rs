@@ -57,6 +57,9 @@ pub mod types {
     pub const PROJECT_CREATED: (&str, u16) = ("project.created", 1);
     pub const PROJECT_UPDATED: (&str, u16) = ("project.updated", 1);
     pub const PROJECT_REMOVED: (&str, u16) = ("project.removed", 1);
+    pub const WEBHOOK_CREATED: (&str, u16) = ("webhook.created", 1);
+    pub const WEBHOOK_SECRET_ROTATED: (&str, u16) = ("webhook.secret_rotated", 1);
+    pub const WEBHOOK_DELETED: (&str, u16) = ("webhook.deleted", 1);
     pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 2);
     pub const PIPELINE_DRY_RUN: (&str, u16) = ("pipeline.dry_run", 1);
     pub const SECRET_CREATED: (&str, u16) = ("secret.created", 1);
@@ -182,6 +185,9 @@ current_events! {
     Catalog(CatalogEvent::ProjectCreated) => PROJECT_CREATED,
     Catalog(CatalogEvent::ProjectUpdated) => PROJECT_UPDATED,
     Catalog(CatalogEvent::ProjectRemoved) => PROJECT_REMOVED,
+    Catalog(CatalogEvent::WebhookCreated) => WEBHOOK_CREATED,
+    Catalog(CatalogEvent::WebhookSecretRotated) => WEBHOOK_SECRET_ROTATED,
+    Catalog(CatalogEvent::WebhookDeleted) => WEBHOOK_DELETED,
     Pipeline(PipelineEvent::VersionSaved) => PIPELINE_VERSION_SAVED,
     Pipeline(PipelineEvent::DryRun) => PIPELINE_DRY_RUN,
     Secret(SecretEvent::Created) => SECRET_CREATED,

@@ -152,6 +152,17 @@ fn samples() -> Vec<DomainEvent> {
         CatalogEvent::ProjectCreated(project()).into(),
         CatalogEvent::ProjectUpdated(ProjectDefinition { cleanup_after_secs: None, ..project() }).into(),
         CatalogEvent::ProjectRemoved(Removed { name: "shop".into() }).into(),
+        CatalogEvent::WebhookCreated(WebhookDefinition {
+            webhook_id: id(0xb0),
+            url: "https://ci.example.com/hooks/nullops".into(),
+            topics: vec![WebhookTopic::DeploymentRunning, WebhookTopic::DeploymentFailed],
+            project: Some("shop".into()),
+            environment: None,
+            secret: sealed(),
+        })
+        .into(),
+        CatalogEvent::WebhookSecretRotated(WebhookSecretRotated { webhook_id: id(0xb0), secret: sealed(), retired_key: id(0xa2) }).into(),
+        CatalogEvent::WebhookDeleted(WebhookDeleted { webhook_id: id(0xb0), retired_key: id(0xa3) }).into(),
         PipelineEvent::VersionSaved(PipelineVersionSaved {
             project_id: id(3),
             version: 2,

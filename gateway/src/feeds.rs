@@ -272,6 +272,8 @@ pub enum CatalogKind {
     User,
     /// What the caller may see changed (a grant, a team membership): ask again for every list.
     Access,
+    /// A webhook (admins): `name` is its id.
+    Webhook,
 }
 
 /// Something in the catalog changed.
@@ -311,6 +313,9 @@ fn catalog_change(event: &DomainEvent, stream_key: &str, names: &Names) -> Optio
     let team = |id: &Uuid| names.teams.get(id).map(String::as_str);
     match event {
         DomainEvent::Catalog(e) => match e {
+            CatalogEvent::WebhookCreated(w) => change(K::Webhook, Some(&w.webhook_id.to_string()), false, Audience::Admins),
+            CatalogEvent::WebhookSecretRotated(w) => change(K::Webhook, Some(&w.webhook_id.to_string()), false, Audience::Admins),
+            CatalogEvent::WebhookDeleted(w) => change(K::Webhook, Some(&w.webhook_id.to_string()), true, Audience::Admins),
             CatalogEvent::TeamCreated(t) => change(K::Team, Some(&t.name), false, Audience::Team(t.team_id)),
             CatalogEvent::TeamRenamed(t) => change(K::Team, Some(&t.name), false, Audience::Team(t.team_id)),
             CatalogEvent::TeamDeleted(_) => change(K::Team, None, true, Audience::Admins),

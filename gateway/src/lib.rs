@@ -19,6 +19,7 @@ pub mod live;
 mod loaders;
 mod origin;
 mod schema;
+pub mod webhooks;
 
 pub use bootstrap::{bootstrap_admin, bootstrap_catalog};
 pub use catalog::tags::TagLister;

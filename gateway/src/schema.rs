@@ -22,7 +22,15 @@ use crate::{dispatch, App};
 pub type NullOpsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 #[derive(MergedObject, Default)]
-pub struct Query(IdentityQuery, catalog::TeamQuery, catalog::DefinitionQuery, catalog::ProjectQuery, catalog::NodeQuery, deployments::DeploymentQuery);
+pub struct Query(
+    IdentityQuery,
+    catalog::TeamQuery,
+    catalog::DefinitionQuery,
+    catalog::ProjectQuery,
+    catalog::NodeQuery,
+    deployments::DeploymentQuery,
+    crate::webhooks::WebhookQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(
@@ -32,6 +40,7 @@ pub struct Mutation(
     catalog::ProjectMutation,
     catalog::NodeMutation,
     deployments::DeploymentMutation,
+    crate::webhooks::WebhookMutation,
 );
 
 pub fn build(app: Arc<App>) -> NullOpsSchema {

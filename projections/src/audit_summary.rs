@@ -29,6 +29,7 @@ pub fn learned(stream: &StreamId, event: &DomainEvent) -> Vec<(String, String)> 
         DomainEvent::Catalog(CatalogEvent::TeamCreated(t)) => vec![(key("team", t.team_id), t.name.clone())],
         DomainEvent::Catalog(CatalogEvent::TeamRenamed(t)) => vec![(key("team", t.team_id), t.name.clone())],
         DomainEvent::Catalog(CatalogEvent::ProjectCreated(p) | CatalogEvent::ProjectUpdated(p)) => vec![(key("project", p.project_id), p.name.clone())],
+        DomainEvent::Catalog(CatalogEvent::WebhookCreated(w)) => vec![(key("webhook", w.webhook_id), w.url.clone())],
         DomainEvent::Node(NodeEvent::Added(n)) => vec![(key("node", id), format!("{}:{} ({})", n.host, n.port, n.environment))],
         DomainEvent::Node(NodeEvent::Moved(m)) => vec![(key("node", id), format!("{}:{}", m.host, m.port))],
         DomainEvent::Deployment(DeploymentEvent::Requested(r)) => vec![(key("deployment", id), format!("{} ({} in {})", r.name, r.project, r.environment))],
@@ -48,6 +49,8 @@ pub fn wanted(stream: &StreamId, event: &DomainEvent) -> Vec<String> {
             CatalogEvent::TeamMemberAdded(m) | CatalogEvent::TeamMemberRemoved(m) => vec![key("team", m.team_id)],
             CatalogEvent::AccessGranted(g) => vec![key("team", g.team_id)],
             CatalogEvent::AccessRevoked(r) => vec![key("team", r.team_id)],
+            CatalogEvent::WebhookSecretRotated(w) => vec![key("webhook", w.webhook_id)],
+            CatalogEvent::WebhookDeleted(w) => vec![key("webhook", w.webhook_id)],
             _ => vec![],
         },
         DomainEvent::Pipeline(PipelineEvent::DryRun(d)) => std::iter::once(key("project", id)).chain(d.fits_on.map(|n| key("node", n))).collect(),
@@ -79,7 +82,7 @@ pub fn summary(stream: &StreamId, event: &DomainEvent, label: &dyn Fn(&str) -> O
             ApiTokenEvent::Created(t) => format!("API token {} created for {}", t.name, t.username),
             ApiTokenEvent::Revoked(_) => format!("API token {} revoked", called("apitoken", &id)),
         },
-        DomainEvent::Catalog(e) => catalog(e, &|team| called("team", &team)),
+        DomainEvent::Catalog(e) => catalog(e, &|team| called("team", &team), &|hook| called("webhook", &hook)),
         DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
             let services = v.graph.services();
             let plugins = v.graph.nodes.iter().filter(|n| matches!(n.action, NodeAction::RunPlugin { .. })).count();
@@ -156,8 +159,20 @@ fn access(a: Access) -> &'static str {
     }
 }
 
-fn catalog(e: &CatalogEvent, team: &dyn Fn(uuid::Uuid) -> String) -> String {
+fn catalog(e: &CatalogEvent, team: &dyn Fn(uuid::Uuid) -> String, webhook: &dyn Fn(uuid::Uuid) -> String) -> String {
     match e {
+        CatalogEvent::WebhookCreated(w) => {
+            let topics: Vec<&str> = w.topics.iter().map(|t| t.cloud_event_type()).collect();
+            let scope = match (&w.project, &w.environment) {
+                (Some(p), Some(e)) => format!(" of project {p} in environment {e}"),
+                (Some(p), None) => format!(" of project {p}"),
+                (None, Some(e)) => format!(" in environment {e}"),
+                (None, None) => String::new(),
+            };
+            format!("webhook to {} created for {}{scope}", w.url, topics.join(", "))
+        }
+        CatalogEvent::WebhookSecretRotated(w) => format!("the signing secret of webhook {} rotated", webhook(w.webhook_id)),
+        CatalogEvent::WebhookDeleted(w) => format!("webhook {} deleted", webhook(w.webhook_id)),
         CatalogEvent::TeamCreated(t) => format!("team {} created", t.name),
         CatalogEvent::TeamRenamed(t) => format!("team {} renamed to {}", team(t.team_id), t.name),
         CatalogEvent::TeamDeleted(t) => format!("team {} deleted", team(t.team_id)),

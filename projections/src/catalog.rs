@@ -144,6 +144,9 @@ impl Projection for CatalogProjection {
                     )
                     .await?
                 }
+                // Webhooks are read from the catalog aggregate's state (their secrets are sealed
+                // there); no table of their own.
+                C::WebhookCreated(_) | C::WebhookSecretRotated(_) | C::WebhookDeleted(_) => {}
                 C::RegistryAdded(r) => put(conn, kind::REGISTRY, &r.name, json(&r), at).await?,
                 C::RegistryChanged(e) => put(conn, kind::REGISTRY, &e.definition.name, json(&e.definition), at).await?,
                 C::RegistryRemoved(e) => remove(conn, kind::REGISTRY, &e.name).await?,

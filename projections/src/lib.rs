@@ -17,6 +17,7 @@ pub mod identity;
 pub mod logins;
 pub mod nodes;
 pub mod runner;
+pub mod webhooks;
 
 pub use db::{ReadModelDb, Status};
 

@@ -46,7 +46,7 @@ async fn change_catalog(ctx: &Context<'_>, action: CatalogAction) -> ApiResult<E
 }
 
 /// Runs a catalog command as the caller that carries a value sealed under `fresh_key`.
-async fn change_catalog_sealing(ctx: &Context<'_>, action: CatalogAction, fresh_key: Option<Uuid>) -> ApiResult<Executed> {
+pub(crate) async fn change_catalog_sealing(ctx: &Context<'_>, action: CatalogAction, fresh_key: Option<Uuid>) -> ApiResult<Executed> {
     let (app, req) = (app(ctx), request(ctx));
     let by = req.principal()?.clone();
     let command = CatalogCommand { by: Issuer::User(by), action };
@@ -82,6 +82,8 @@ async fn dispatch_keyed<D: Decider>(
         DomainEvent::Node(NodeEvent::TokenRotated(r)) => r.retired_key,
         DomainEvent::Node(NodeEvent::TokenRevoked(r)) => Some(r.retired_key),
         DomainEvent::Node(NodeEvent::Removed(r)) => r.retired_key,
+        DomainEvent::Catalog(CatalogEvent::WebhookSecretRotated(r)) => Some(r.retired_key),
+        DomainEvent::Catalog(CatalogEvent::WebhookDeleted(d)) => Some(d.retired_key),
         _ => None,
     });
     for key_id in retired {

@@ -95,6 +95,28 @@ pub enum CatalogAction {
     RemoveProject {
         name: String,
     },
+    /// `webhook_id` is fresh and `secret` sealed by the command layer.
+    CreateWebhook(WebhookDefinition),
+    RotateWebhookSecret {
+        webhook_id: Uuid,
+        secret: Sealed,
+    },
+    DeleteWebhook {
+        webhook_id: Uuid,
+    },
+}
+
+/// The most webhooks a catalog holds.
+pub const MAX_WEBHOOKS: usize = 100;
+
+/// Whether `raw` can be a webhook's endpoint: an http(s) URL with a host, no credentials in it.
+fn check_webhook_url(raw: &str) -> Result<(), DomainError> {
+    let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://")).unwrap_or_default();
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(['@', ' ']) || raw.len() > 2048 || raw.chars().any(char::is_control) {
+        return Err(DomainError::invalid("url", format!("{raw:?} is not an http:// or https:// URL such as https://ci.example.com/hooks/nullops")));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,6 +134,7 @@ pub struct CatalogState {
     pub plugins: BTreeMap<String, PluginDefinition>,
     pub environments: BTreeMap<String, EnvironmentDefinition>,
     pub projects: BTreeMap<String, ProjectDefinition>,
+    pub webhooks: BTreeMap<Uuid, WebhookDefinition>,
 }
 
 impl CatalogState {
@@ -145,6 +168,11 @@ pub struct Catalog;
 /// The associated data that binds sealed registry credentials to their registry.
 pub fn credentials_purpose(registry: &str) -> String {
     format!("registry:{registry}")
+}
+
+/// What a webhook's signing secret is sealed for.
+pub fn webhook_secret_purpose(webhook_id: Uuid) -> String {
+    format!("webhook:{webhook_id}")
 }
 
 fn exists<T>(map: &BTreeMap<String, T>, kind: &str, name: &str) -> Result<(), DomainError> {
@@ -404,6 +432,33 @@ impl crate::Decider for Catalog {
                 unused("registry", name, users)?;
                 CatalogEvent::RegistryRemoved(RegistryRemoved { name: name.clone(), retired_key: current.credentials.as_ref().map(|c| c.key_id) })
             }
+            CreateWebhook(w) => {
+                check_webhook_url(&w.url)?;
+                if w.topics.is_empty() {
+                    return Err(DomainError::invalid("events", "choose at least one event to be told of"));
+                }
+                if let Some(p) = &w.project {
+                    exists(&state.projects, "project", p)?;
+                }
+                if let Some(e) = &w.environment {
+                    exists(&state.environments, "environment", e)?;
+                }
+                if state.webhooks.len() >= MAX_WEBHOOKS {
+                    return Err(DomainError::Conflict(format!("there are {MAX_WEBHOOKS} webhooks already: delete one first")));
+                }
+                let mut w = w.clone();
+                w.topics.sort();
+                w.topics.dedup();
+                CatalogEvent::WebhookCreated(w)
+            }
+            RotateWebhookSecret { webhook_id, secret } => {
+                let current = state.webhooks.get(webhook_id).ok_or_else(|| DomainError::NotFound(format!("no webhook {webhook_id}")))?;
+                CatalogEvent::WebhookSecretRotated(WebhookSecretRotated { webhook_id: *webhook_id, secret: secret.clone(), retired_key: current.secret.key_id })
+            }
+            DeleteWebhook { webhook_id } => {
+                let current = state.webhooks.get(webhook_id).ok_or_else(|| DomainError::NotFound(format!("no webhook {webhook_id}")))?;
+                CatalogEvent::WebhookDeleted(WebhookDeleted { webhook_id: *webhook_id, retired_key: current.secret.key_id })
+            }
             CreateService(s) => {
                 absent(&state.services, "service", &s.name)?;
                 check_service(s, state)?;
@@ -453,7 +508,13 @@ impl crate::Decider for Catalog {
             }
             RemoveEnvironment { name } => {
                 exists(&state.environments, "environment", name)?;
-                let users = state.projects.values().filter(|p| p.environments.contains(name)).map(|p| format!("project {}", p.name)).collect();
+                let users = state
+                    .projects
+                    .values()
+                    .filter(|p| p.environments.contains(name))
+                    .map(|p| format!("project {}", p.name))
+                    .chain(state.webhooks.values().filter(|w| w.environment.as_ref() == Some(name)).map(|w| format!("webhook {}", w.url)))
+                    .collect();
                 unused("environment", name, users)?;
                 CatalogEvent::EnvironmentRemoved(Removed { name: name.clone() })
             }
@@ -474,6 +535,7 @@ impl crate::Decider for Catalog {
             }
             RemoveProject { name } => {
                 state.project(name)?;
+                unused("project", name, state.webhooks.values().filter(|w| w.project.as_ref() == Some(name)).map(|w| format!("webhook {}", w.url)).collect())?;
                 CatalogEvent::ProjectRemoved(Removed { name: name.clone() })
             }
         };
@@ -546,6 +608,17 @@ impl crate::Decider for Catalog {
                 state.projects.remove(&e.name);
                 state.grants.retain(|(_, target), _| *target != AccessTarget::Project(e.name.clone()));
             }
+            WebhookCreated(w) => {
+                state.webhooks.insert(w.webhook_id, w.clone());
+            }
+            WebhookSecretRotated(e) => {
+                if let Some(w) = state.webhooks.get_mut(&e.webhook_id) {
+                    w.secret = e.secret.clone();
+                }
+            }
+            WebhookDeleted(e) => {
+                state.webhooks.remove(&e.webhook_id);
+            }
         }
         state
     }
@@ -555,6 +628,54 @@ impl crate::Decider for Catalog {
             DomainEvent::Catalog(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+    use crate::{fold, Decider};
+
+    fn admin(action: CatalogAction) -> CatalogCommand {
+        CatalogCommand { by: Issuer::System, action }
+    }
+    fn sealed(key: u128) -> Sealed {
+        Sealed { key_id: Uuid::from_u128(key), nonce: vec![0; 12], ciphertext: vec![1; 48] }
+    }
+    fn hook(url: &str, topics: Vec<WebhookTopic>) -> WebhookDefinition {
+        WebhookDefinition { webhook_id: Uuid::from_u128(9), url: url.into(), topics, project: None, environment: None, secret: sealed(1) }
+    }
+
+    #[test]
+    fn a_webhook_is_an_http_url_with_events_its_secret_rotates_and_its_keys_are_retired() {
+        let given = Catalog::decide(
+            &admin(CatalogAction::CreateWebhook(hook("http://127.0.0.1:9000/in", vec![WebhookTopic::NodeOnline, WebhookTopic::NodeOnline]))),
+            &CatalogState::default(),
+        )
+        .unwrap();
+        let state = fold::<Catalog>(&given);
+        assert_eq!(state.webhooks[&Uuid::from_u128(9)].topics, [WebhookTopic::NodeOnline], "topics once each");
+        for bad in ["ftp://x", "http://", "https://user:pw@host/", "http://a b"] {
+            let refused = Catalog::decide(&admin(CatalogAction::CreateWebhook(hook(bad, vec![WebhookTopic::NodeOnline]))), &state);
+            assert!(matches!(refused, Err(DomainError::InvalidInput { field: "url", .. })), "{bad}: {refused:?}");
+        }
+        assert!(matches!(
+            Catalog::decide(&admin(CatalogAction::CreateWebhook(hook("http://x/", vec![]))), &state),
+            Err(DomainError::InvalidInput { field: "events", .. })
+        ));
+        let rotated = Catalog::decide(&admin(CatalogAction::RotateWebhookSecret { webhook_id: Uuid::from_u128(9), secret: sealed(2) }), &state).unwrap();
+        assert_eq!(
+            rotated,
+            [CatalogEvent::WebhookSecretRotated(WebhookSecretRotated { webhook_id: Uuid::from_u128(9), secret: sealed(2), retired_key: Uuid::from_u128(1) })]
+        );
+        let state = fold::<Catalog>(&[given, rotated].concat());
+        let deleted = Catalog::decide(&admin(CatalogAction::DeleteWebhook { webhook_id: Uuid::from_u128(9) }), &state).unwrap();
+        assert_eq!(deleted, [CatalogEvent::WebhookDeleted(WebhookDeleted { webhook_id: Uuid::from_u128(9), retired_key: Uuid::from_u128(2) })]);
+        let user = CatalogCommand {
+            by: Issuer::User(Principal { username: Username::parse("bob").unwrap(), role: nullops_events::identity::Role::User }),
+            action: CatalogAction::DeleteWebhook { webhook_id: Uuid::from_u128(9) },
+        };
+        assert!(matches!(Catalog::decide(&user, &state), Err(DomainError::Forbidden(_))));
     }
 }
 

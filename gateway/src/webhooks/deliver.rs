@@ -1,0 +1,297 @@
+//! The `webhooks` process: a checkpointed saga (lease `saga:webhooks`, one runner at a time)
+//! that turns each event a webhook is told of into a delivery row (idempotent: made again after
+//! a crash, never twice), and sends the due ones: CloudEvents 1.0 in structured mode, signed as
+//! Standard Webhooks says, one subject's deliveries in the order of their events, retried with
+//! growing pauses, at least once (a crash between an answer and its record sends the same
+//! `webhook-id` again). Redirects are never followed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nullops_domain::catalog::{webhook_secret_purpose, Catalog};
+use nullops_events::catalog::{PipelineEvent, WebhookDefinition, WebhookTopic};
+use nullops_events::deployment::{DeletionReason, DeploymentEvent, PlannedAction};
+use nullops_events::node::NodeEvent;
+use nullops_events::{DomainEvent, StoredEvent, Timestamp};
+use nullops_projections::webhooks::{self as rows, AttemptRow, DeliveryRow};
+use nullops_saga::{Saga, SagaError};
+use nullops_store::commands::StateCache;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::sign;
+use crate::App;
+
+/// Sends at once, across all endpoints.
+const CONCURRENCY: usize = 8;
+/// Bound on one attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts before a delivery is given up (about an hour and a half of pauses).
+pub const MAX_ATTEMPTS: u32 = 200;
+/// The longest pause between attempts.
+const MAX_PAUSE_SECS: i64 = 30;
+/// Deliveries looked at per tick.
+const SCAN: u32 = 1000;
+/// How long an event's read model may take to show it before the delivery is made from what
+/// it has.
+const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
+
+pub struct WebhookProcess {
+    app: Arc<App>,
+    catalog: StateCache<Catalog>,
+    http: reqwest::Client,
+    /// Deliveries being sent now (webhook, event id): not picked again meanwhile.
+    in_flight: Arc<Mutex<HashSet<(Uuid, String)>>>,
+}
+
+impl WebhookProcess {
+    pub fn new(app: Arc<App>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client with no TLS customisation builds");
+        WebhookProcess { app, catalog: StateCache::new(1), http, in_flight: Arc::default() }
+    }
+
+    /// What `event` tells webhooks: its topic, subject, project and environment, and the data.
+    async fn describe(&self, stored: &StoredEvent, event: &DomainEvent, catalog: &nullops_domain::catalog::CatalogState) -> Result<Option<Told>, SagaError> {
+        let key = stored.stream_id.key();
+        let app = &self.app;
+        Ok(match event {
+            DomainEvent::Deployment(e) => {
+                let topic = match e {
+                    DeploymentEvent::Requested(_) => WebhookTopic::DeploymentCreated,
+                    DeploymentEvent::Running(_) => WebhookTopic::DeploymentRunning,
+                    DeploymentEvent::Failed(_) => WebhookTopic::DeploymentFailed,
+                    DeploymentEvent::Removed(_) => WebhookTopic::DeploymentDeleted,
+                    DeploymentEvent::DeletionRequested(d) if d.reason == DeletionReason::Expired => WebhookTopic::DeploymentExpired,
+                    _ => return Ok(None),
+                };
+                let Ok(deployment_id) = Uuid::try_parse(key) else { return Ok(None) };
+                let _ = app.read_models.wait_for(&["deployments"], stored.position, READ_MODEL_WAIT).await;
+                let Some(row) = nullops_projections::deployments::deployment(&app.read_models, deployment_id).await? else { return Ok(None) };
+                let domain = catalog.environments.get(&row.environment).map(|e| e.base_domain.clone()).unwrap_or_default();
+                let urls: BTreeMap<String, String> = row
+                    .plan
+                    .steps
+                    .iter()
+                    .filter_map(|s| match &s.action {
+                        PlannedAction::Service(svc) => {
+                            Some((svc.service.clone(), app.config.ingress.service_url(&svc.service, &row.name, &row.environment, &domain)))
+                        }
+                        PlannedAction::Plugin(_) => None,
+                    })
+                    .collect();
+                let failure: Option<Value> = row.failure.as_deref().and_then(|f| serde_json::from_str(f).ok());
+                let state = match topic {
+                    WebhookTopic::DeploymentCreated => "PENDING",
+                    WebhookTopic::DeploymentRunning => "RUNNING",
+                    WebhookTopic::DeploymentFailed => "FAILED",
+                    WebhookTopic::DeploymentExpired => "DELETING",
+                    _ => "DELETED",
+                };
+                let data = json!({
+                    "deployment": {
+                        "id": row.deployment_id, "name": row.name, "project": row.project, "projectId": row.project_id,
+                        "environment": row.environment, "state": state, "attempt": row.attempt, "pipelineVersion": row.pipeline_version,
+                        "node": row.node_id, "urls": urls, "createdBy": row.created_by, "expiresAt": time(row.expires_at),
+                        "failure": failure.map(|f| json!({"step": f["step"], "reason": f["reason"], "exitCode": f["exit_code"], "oomKilled": f["oom_killed"]})),
+                    },
+                });
+                Some(Told { topic, subject: format!("deployment/{deployment_id}"), project: Some(row.project), environment: Some(row.environment), data })
+            }
+            DomainEvent::Node(e) => {
+                let topic = match e {
+                    NodeEvent::Connected(_) => WebhookTopic::NodeOnline,
+                    NodeEvent::Disconnected(_) => WebhookTopic::NodeOffline,
+                    _ => return Ok(None),
+                };
+                let Ok(node_id) = Uuid::try_parse(key) else { return Ok(None) };
+                let _ = app.read_models.wait_for(&["nodes"], stored.position, READ_MODEL_WAIT).await;
+                let Some(node) = nullops_projections::nodes::node(&app.read_models, node_id).await? else { return Ok(None) };
+                let reason = match e {
+                    NodeEvent::Disconnected(d) => Some(d.reason.clone()),
+                    _ => None,
+                };
+                let data = json!({"node": {"id": node_id, "host": node.host, "port": node.port, "environment": node.environment}, "reason": reason});
+                Some(Told { topic, subject: format!("node/{node_id}"), project: None, environment: Some(node.environment), data })
+            }
+            DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
+                let Some(project) = catalog.projects.values().find(|p| p.project_id == v.project_id) else { return Ok(None) };
+                let data = json!({"project": project.name, "projectId": project.project_id, "version": v.version, "message": v.message});
+                Some(Told {
+                    topic: WebhookTopic::PipelineSaved,
+                    subject: format!("project/{}", project.project_id),
+                    project: Some(project.name.clone()),
+                    environment: None,
+                    data,
+                })
+            }
+            _ => None,
+        })
+    }
+}
+
+/// What an event tells.
+struct Told {
+    topic: WebhookTopic,
+    subject: String,
+    project: Option<String>,
+    environment: Option<String>,
+    data: Value,
+}
+
+fn time(micros: i64) -> String {
+    crate::schema::time(micros).to_rfc3339()
+}
+
+/// Whether webhook `w` is told of `told`.
+fn wants(w: &WebhookDefinition, told: &Told) -> bool {
+    w.topics.contains(&told.topic)
+        && w.project.as_ref().is_none_or(|p| told.project.as_ref() == Some(p))
+        && w.environment.as_ref().is_none_or(|e| told.environment.as_ref() == Some(e))
+}
+
+/// The pause before attempt `attempts + 1`: 1, 2, 4 … s, at most [`MAX_PAUSE_SECS`].
+fn pause_micros(attempts: u32) -> i64 {
+    (1i64 << attempts.saturating_sub(1).min(10)).min(MAX_PAUSE_SECS) * 1_000_000
+}
+
+#[async_trait]
+impl Saga for WebhookProcess {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("deployment.") || event_type.starts_with("node.") || event_type == nullops_events::codec::types::PIPELINE_VERSION_SAVED.0
+    }
+
+    async fn react(&self, stored: &StoredEvent) -> Result<(), SagaError> {
+        let (catalog, _) = self.catalog.load(&*self.app.store, "main").await?;
+        if catalog.webhooks.is_empty() {
+            return Ok(());
+        }
+        let event = stored.decode()?.event;
+        let Some(told) = self.describe(stored, &event, &catalog).await? else { return Ok(()) };
+        for w in catalog.webhooks.values().filter(|w| wants(w, &told)) {
+            let body = json!({
+                "specversion": "1.0",
+                "id": stored.event_id.to_string(),
+                "source": "nullops",
+                "type": told.topic.cloud_event_type(),
+                "subject": told.subject,
+                "time": time(stored.occurred_at.0),
+                "datacontenttype": "application/json",
+                "data": {"actor": stored.metadata.actor.to_stored(), "occurredAt": time(stored.occurred_at.0), "event": stored.event_type, "details": told.data},
+            });
+            let row = DeliveryRow {
+                webhook_id: w.webhook_id,
+                event_id: stored.event_id.to_string(),
+                topic: told.topic.cloud_event_type().to_owned(),
+                subject: told.subject.clone(),
+                position: (i64::try_from(stored.position.commit).unwrap_or(i64::MAX), i64::try_from(stored.position.seq).unwrap_or(i64::MAX)),
+                body: body.to_string(),
+                made_at: Timestamp::now().0,
+                attempts: 0,
+                next_at: Timestamp::now().0,
+                state: rows::state::PENDING.to_owned(),
+            };
+            rows::enqueue(&self.app.read_models, &row).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is due: each subject's oldest pending delivery of each webhook.
+    async fn tick(&self) -> Result<(), SagaError> {
+        let pending = rows::pending(&self.app.read_models, SCAN).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let (catalog, _) = self.catalog.load(&*self.app.store, "main").await?;
+        let now = Timestamp::now().0;
+        let mut heads = HashSet::new();
+        for d in pending {
+            // Only the oldest of a subject goes: the order of its events is kept.
+            if !heads.insert((d.webhook_id, d.subject.clone())) || d.next_at > now {
+                continue;
+            }
+            let Some(webhook) = catalog.webhooks.get(&d.webhook_id).cloned() else {
+                rows::abandon(&self.app.read_models, d.webhook_id).await?;
+                continue;
+            };
+            {
+                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+                if in_flight.len() >= CONCURRENCY || !in_flight.insert((d.webhook_id, d.event_id.clone())) {
+                    continue;
+                }
+            }
+            let (app, http, in_flight) = (self.app.clone(), self.http.clone(), self.in_flight.clone());
+            tokio::spawn(async move {
+                send(&app, &http, &webhook, &d).await;
+                in_flight.lock().expect("in-flight lock").remove(&(d.webhook_id, d.event_id.clone()));
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One attempt at `d`, recorded.
+async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) {
+    let attempt = d.attempts + 1;
+    let started = Instant::now();
+    let outcome = match app.keyring.unseal(&webhook.secret, &webhook_secret_purpose(webhook.webhook_id)).await {
+        Err(e) => Err((None, format!("the signing secret cannot be read: {e}"))),
+        Ok(secret) => {
+            let secret = String::from_utf8_lossy(&secret).into_owned();
+            let timestamp = Timestamp::now().0 / 1_000_000;
+            match sign::signature(&secret, &d.event_id, timestamp, &d.body) {
+                None => Err((None, "the signing secret is not a whsec_ secret".to_owned())),
+                Some(signature) => {
+                    let request = http
+                        .post(&webhook.url)
+                        .header("content-type", "application/cloudevents+json")
+                        .header("webhook-id", &d.event_id)
+                        .header("webhook-timestamp", timestamp.to_string())
+                        .header("webhook-signature", signature)
+                        .body(d.body.clone());
+                    match request.send().await {
+                        Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+                        Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
+                        Err(e) => Err((
+                            None,
+                            if e.is_timeout() { format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()) } else { format!("cannot be reached: {e}") },
+                        )),
+                    }
+                }
+            }
+        }
+    };
+    let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let now = Timestamp::now().0;
+    let (row, next_at, state) = match outcome {
+        Ok(status) => (AttemptRow { attempt, at: now, status: Some(status), error: String::new(), millis }, now, rows::state::DELIVERED),
+        Err((status, error)) => {
+            tracing::info!(webhook = %webhook.webhook_id, url = %webhook.url, attempt, %error, "a webhook delivery failed; it will be tried again");
+            let state = if attempt >= MAX_ATTEMPTS { rows::state::ABANDONED } else { rows::state::PENDING };
+            (AttemptRow { attempt, at: now, status, error, millis }, now + pause_micros(attempt), state)
+        }
+    };
+    if let Err(e) = rows::attempted(&app.read_models, d, &row, next_at, state).await {
+        tracing::warn!(webhook = %webhook.webhook_id, error = %e, "cannot record a webhook delivery attempt; it will be sent again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_grow_and_stop_growing() {
+        assert_eq!((1..=7).map(pause_micros).map(|m| m / 1_000_000).collect::<Vec<_>>(), [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(pause_micros(u32::MAX) / 1_000_000, 30);
+    }
+}

@@ -1,0 +1,172 @@
+//! Webhook deliveries: one row per webhook and event it is told of (`webhook_deliveries`), and
+//! one per attempt to deliver it (`webhook_attempts`). Working data like `node_usage`, not
+//! history: only the gateway's `webhooks` process writes it (a row is made, idempotently, when
+//! the process reacts to the event, so a crash before the checkpoint moves makes it again and
+//! loses nothing); a projection rebuild leaves it alone.
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::{ProjectionError, ReadModelDb};
+
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS webhook_deliveries (webhook_id TEXT NOT NULL, event_id TEXT NOT NULL, topic TEXT NOT NULL,
+        subject TEXT NOT NULL, commit_pos BIGINT NOT NULL, seq_pos BIGINT NOT NULL, body TEXT NOT NULL, made_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL, next_at BIGINT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (webhook_id, event_id))",
+    "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (state, next_at)",
+    "CREATE TABLE IF NOT EXISTS webhook_attempts (webhook_id TEXT NOT NULL, event_id TEXT NOT NULL, attempt BIGINT NOT NULL,
+        at BIGINT NOT NULL, status BIGINT, error TEXT NOT NULL, millis BIGINT NOT NULL, PRIMARY KEY (webhook_id, event_id, attempt))",
+];
+
+/// The `state` column.
+pub mod state {
+    /// Not delivered yet: tried at `next_at`.
+    pub const PENDING: &str = "pending";
+    /// A 2xx answer came.
+    pub const DELIVERED: &str = "delivered";
+    /// Given up after the most attempts, or its webhook was deleted.
+    pub const ABANDONED: &str = "abandoned";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub topic: String,
+    /// What it is about (a deployment, a node, a project): deliveries of one subject go out in
+    /// the order of their events.
+    pub subject: String,
+    pub position: (i64, i64),
+    /// The CloudEvent, as sent.
+    pub body: String,
+    pub made_at: i64,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub at: i64,
+    /// The HTTP status answered, if any.
+    pub status: Option<u16>,
+    /// Why it failed ('' when it did not).
+    pub error: String,
+    pub millis: i64,
+}
+
+const COLUMNS: &str = "webhook_id, event_id, topic, subject, commit_pos, seq_pos, body, made_at, attempts, next_at, state";
+
+fn row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, ProjectionError> {
+    let id: String = r.try_get(0)?;
+    Ok(DeliveryRow {
+        webhook_id: id.parse().map_err(|_| ProjectionError::Corrupt(format!("webhook_deliveries: webhook id {id:?}")))?,
+        event_id: r.try_get(1)?,
+        topic: r.try_get(2)?,
+        subject: r.try_get(3)?,
+        position: (r.try_get(4)?, r.try_get(5)?),
+        body: r.try_get(6)?,
+        made_at: r.try_get(7)?,
+        attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(u32::MAX),
+        next_at: r.try_get(9)?,
+        state: r.try_get(10)?,
+    })
+}
+
+/// Makes a delivery, unless one of the same webhook and event exists.
+pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), ProjectionError> {
+    sqlx::query(&format!("INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"))
+        .bind(d.webhook_id.to_string())
+        .bind(d.event_id.clone())
+        .bind(d.topic.clone())
+        .bind(d.subject.clone())
+        .bind(d.position.0)
+        .bind(d.position.1)
+        .bind(d.body.clone())
+        .bind(d.made_at)
+        .bind(i64::from(d.attempts))
+        .bind(d.next_at)
+        .bind(d.state.clone())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Pending deliveries, each subject's oldest first (at most `limit`).
+pub async fn pending(db: &ReadModelDb, limit: u32) -> Result<Vec<DeliveryRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE state = $1 ORDER BY commit_pos, seq_pos LIMIT $2"))
+        .bind(state::PENDING)
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(row).collect()
+}
+
+/// A webhook's deliveries, newest first.
+pub async fn of_webhook(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Result<Vec<DeliveryRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY commit_pos DESC, seq_pos DESC LIMIT $2"))
+        .bind(webhook_id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(row).collect()
+}
+
+/// Records an attempt and what the delivery is now.
+pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, next_at: i64, state: &str) -> Result<(), ProjectionError> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (webhook_id, event_id, attempt, at, status, error, millis) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(d.webhook_id.to_string())
+    .bind(d.event_id.clone())
+    .bind(i64::from(attempt.attempt))
+    .bind(attempt.at)
+    .bind(attempt.status.map(i64::from))
+    .bind(attempt.error.clone())
+    .bind(attempt.millis)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE webhook_deliveries SET attempts = $1, next_at = $2, state = $3 WHERE webhook_id = $4 AND event_id = $5")
+        .bind(i64::from(attempt.attempt))
+        .bind(next_at)
+        .bind(state.to_owned())
+        .bind(d.webhook_id.to_string())
+        .bind(d.event_id.clone())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Gives up what is still pending for a deleted webhook.
+pub async fn abandon(db: &ReadModelDb, webhook_id: Uuid) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE webhook_deliveries SET state = $1 WHERE webhook_id = $2 AND state = $3")
+        .bind(state::ABANDONED)
+        .bind(webhook_id.to_string())
+        .bind(state::PENDING)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The attempts at one delivery, in order.
+pub async fn attempts(db: &ReadModelDb, webhook_id: Uuid, event_id: &str) -> Result<Vec<AttemptRow>, ProjectionError> {
+    let rows = sqlx::query("SELECT attempt, at, status, error, millis FROM webhook_attempts WHERE webhook_id = $1 AND event_id = $2 ORDER BY attempt")
+        .bind(webhook_id.to_string())
+        .bind(event_id.to_owned())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AttemptRow {
+                attempt: u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                at: r.try_get(1)?,
+                status: r.try_get::<Option<i64>, _>(2)?.and_then(|s| u16::try_from(s).ok()),
+                error: r.try_get(3)?,
+                millis: r.try_get(4)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,205 @@
+"""Webhooks out, received by a real HTTP server in the test and verified with the
+`standardwebhooks` library: every event of a deployment's life in order, CloudEvents 1.0 with
+valid signatures; a receiver that is down gets the backlog after; a rotated secret signs what
+comes next; the server SIGKILLed mid-delivery loses nothing (duplicates keep their id)."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from standardwebhooks import Webhook
+
+from test_console import ADMIN, REGISTRY, VERSION, Api, Server
+
+LIFE = ["io.nullops.deployment.created", "io.nullops.deployment.running", "io.nullops.deployment.deleted"]
+
+
+class Receiver:
+    """An HTTP endpoint that keeps what it is sent; `down` makes it answer 503, `slow` wait."""
+
+    def __init__(self):
+        self.got = []
+        self.down = False
+        self.slow = 0.0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                with receiver.lock:
+                    receiver.got.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "down": receiver.down})
+                time.sleep(receiver.slow)
+                self.send_response(503 if receiver.down else 204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def accepted(self, subject=None):
+        """What it answered 2xx to, in arrival order, as (headers, CloudEvent)."""
+        with self.lock:
+            out = [(g["headers"], json.loads(g["body"])) for g in self.got if not g["down"]]
+        return [(h, e) for h, e in out if subject is None or e["subject"] == subject]
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    admin = Api(s, *ADMIN)
+    admin.ok(f"""mutation {{ createRegistry(input: {{name: "private", url: "http://{REGISTRY}", username: "nullops", password: "nullops"}}) {{ name }} }}""")
+    admin.ok(f"""mutation {{ createService(input: {{name: "api", registry: "private", image: "nullops/echo", tagMode: PINNED, tag: "{VERSION}", port: 8080}}) {{ name }} }}""")
+    admin.ok("""mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }""")
+    admin.ok("""mutation { createProject(input: {name: "other", environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }""")
+    for project in ["shop", "other"]:
+        admin.ok('mutation($p: String!) { savePipeline(project: $p, pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }', p=project)
+    yield s
+    s.clean_up()
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hook(server, receiver):
+    admin = Api(server, *ADMIN)
+    made = admin.ok("""mutation($u: String!) { createWebhook(input: {url: $u, events: [DEPLOYMENT_CREATED, DEPLOYMENT_RUNNING, DEPLOYMENT_DELETED],
+        project: "shop"}) { secret webhook { id url events project } } }""", u=receiver.url)["createWebhook"]
+    assert made["secret"].startswith("whsec_")
+    return {"id": made["webhook"]["id"], "secret": made["secret"]}
+
+
+def life(admin, name):
+    """Creates deployment `name` of shop, waits for RUNNING, deletes it, waits for it to go."""
+    made = admin.ok('mutation($n: String!) { createDeployment(project: "shop", environment: "local", name: $n) { id } }', n=name)["createDeployment"]["id"]
+    state = lambda: admin.ok("query($id: ID!) { deployment(id: $id) { state } }", id=made)["deployment"]["state"]
+    admin.wait_for(f"{name} RUNNING", lambda: state() == "RUNNING", timeout=240)
+    admin.ok("mutation($id: ID!) { deleteDeployment(id: $id) { id } }", id=made)
+    admin.wait_for(f"{name} gone", lambda: state() == "DELETED", timeout=240)
+    return made
+
+
+def first_of_each(events):
+    """Event types in the order they first arrived (a repeat keeps its id)."""
+    seen = []
+    for _, e in events:
+        if e["type"] not in seen:
+            seen.append(e["type"])
+    return seen
+
+
+def test_bad_endpoints_and_events_are_refused_beside_their_field(server, receiver):
+    admin = Api(server, *ADMIN)
+    for url in ["ftp://ci.example.com/", "http://user:pw@ci.example.com/", "not a url"]:
+        _, errors = admin.call('mutation($u: String!) { createWebhook(input: {url: $u, events: [NODE_ONLINE]}) { secret } }', u=url)
+        assert errors[0]["extensions"]["code"] == "INVALID_INPUT" and errors[0]["extensions"]["field"] == "url", errors
+    _, errors = admin.call('mutation($u: String!) { createWebhook(input: {url: $u, events: []}) { secret } }', u=receiver.url)
+    assert errors[0]["extensions"]["field"] == "events", errors
+    _, errors = admin.call('mutation($u: String!) { createWebhook(input: {url: $u, events: [NODE_ONLINE], project: "nope"}) { secret } }', u=receiver.url)
+    assert errors[0]["extensions"]["code"] == "NOT_FOUND", errors
+    member = admin.ok('mutation { createUser(username: "dev", password: "dev-password-1") { username } }')
+    assert member
+    dev = Api(server, "dev", "dev-password-1")
+    _, errors = dev.call("{ webhooks { id } }")
+    assert errors[0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_a_receiver_gets_every_event_of_a_deployments_life_in_order_signed(server, receiver, hook):
+    admin = Api(server, *ADMIN)
+    made = life(admin, "hooked-1")
+    subject = f"deployment/{made}"
+    admin.wait_for("three deliveries", lambda: len(first_of_each(receiver.accepted(subject))) == 3, timeout=120)
+    got = receiver.accepted(subject)
+    assert first_of_each(got) == LIFE
+    verifier = Webhook(hook["secret"])
+    for g in [g for g in receiver.got if not g["down"] and json.loads(g["body"])["subject"] == subject]:
+        verifier.verify(g["body"], g["headers"])
+    for headers, event in got:
+        assert headers["webhook-id"] == event["id"]
+        assert headers["content-type"] == "application/cloudevents+json"
+        assert (event["specversion"], event["source"], event["datacontenttype"]) == ("1.0", "nullops", "application/json")
+        d = event["data"]["details"]["deployment"]
+        assert (d["id"], d["name"], d["project"], d["environment"]) == (made, "hooked-1", "shop", "local")
+        # Who caused it: the admin asked for it; the platform reported it running and gone.
+        assert event["data"]["actor"] == ("user:admin" if event["type"] == LIFE[0] else "system"), event
+    running = next(e for _, e in got if e["type"] == "io.nullops.deployment.running")
+    assert running["data"]["details"]["deployment"]["urls"]["api"].startswith("http://api.hooked-1.local.localhost")
+    # Each attempt is visible to admins.
+    deliveries = admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { eventId event state attempts { status error } } } }", id=hook["id"])["webhook"]["deliveries"]
+    mine = [d for d in deliveries if d["eventId"] in {e["id"] for _, e in got}]
+    assert len(mine) == 3 and all(d["state"] == "DELIVERED" and d["attempts"][-1]["status"] == 204 for d in mine), mine
+    # Another project's deployment is not told (the webhook is shop's).
+    assert not [e for _, e in receiver.accepted() if e["data"]["details"].get("deployment", {}).get("project") == "other"]
+
+
+def test_a_receiver_down_gets_the_backlog_after(server, receiver, hook):
+    admin = Api(server, *ADMIN)
+    receiver.down = True
+    try:
+        made = life(admin, "hooked-2")
+        # Refused five times while down: 1 + 2 + 4 + 8 + 16 s of pauses, about 30 s.
+        def refused_often():
+            deliveries = admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { subject attempts { status } } } }", id=hook["id"])["webhook"]["deliveries"]
+            return any(d["subject"] == f"deployment/{made}" and len(d["attempts"]) >= 5 and d["attempts"][0]["status"] == 503 for d in deliveries)
+        admin.wait_for("the first delivery refused five times (about 30 s down)", refused_often, timeout=180)
+    finally:
+        receiver.down = False
+    admin.wait_for("the backlog", lambda: len(first_of_each(receiver.accepted(f"deployment/{made}"))) == 3, timeout=180)
+    assert first_of_each(receiver.accepted(f"deployment/{made}")) == LIFE
+
+
+def test_a_rotated_secret_signs_what_comes_next(server, receiver, hook):
+    admin = Api(server, *ADMIN)
+    rotated = admin.ok("mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }", id=hook["id"])["rotateWebhookSecret"]["secret"]
+    assert rotated != hook["secret"]
+    made = life(admin, "hooked-3")
+    subject = f"deployment/{made}"
+    admin.wait_for("three deliveries", lambda: len(first_of_each(receiver.accepted(subject))) == 3, timeout=120)
+    for g in [g for g in receiver.got if not g["down"] and json.loads(g["body"])["subject"] == subject]:
+        Webhook(rotated).verify(g["body"], g["headers"])
+        with pytest.raises(Exception):
+            Webhook(hook["secret"]).verify(g["body"], g["headers"])
+    hook["secret"] = rotated
+
+
+def test_a_server_killed_mid_delivery_loses_nothing(server, receiver, hook):
+    admin = Api(server, *ADMIN)
+    receiver.slow = 5.0
+    try:
+        made = admin.ok('mutation { createDeployment(project: "shop", environment: "local", name: "hooked-4") { id } }')["createDeployment"]["id"]
+        subject = f"deployment/{made}"
+        state = lambda api: api.ok("query($id: ID!) { deployment(id: $id) { state } }", id=made)["deployment"]["state"]
+        admin.wait_for("hooked-4 RUNNING", lambda: state(admin) == "RUNNING", timeout=240)
+        # Its running event is on its way (the receiver holds it): kill the server now.
+        def running_in_flight():
+            with receiver.lock:
+                return any(json.loads(g["body"])["subject"] == subject and json.loads(g["body"])["type"] == LIFE[1] for g in receiver.got)
+        admin.wait_for("the running event in flight", running_in_flight, timeout=120)
+        server.proc.kill()
+        server.proc.wait(timeout=30)
+        server.start()
+    finally:
+        receiver.slow = 0.0
+    admin = Api(server, *ADMIN)
+    admin.wait_for("created and running delivered", lambda: first_of_each(receiver.accepted(subject))[:2] == LIFE[:2], timeout=180)
+    deliveries = admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { subject event state } } }", id=hook["id"])["webhook"]["deliveries"]
+    admin.wait_for("both recorded delivered", lambda: all(
+        d["state"] == "DELIVERED" for d in admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { subject state } } }", id=hook["id"])["webhook"]["deliveries"]
+        if d["subject"] == subject), timeout=120)
+    assert {d["event"] for d in deliveries if d["subject"] == subject} >= set(LIFE[:2])
+    # A repeat is the same event: same id, same body.
+    by_id = {}
+    with receiver.lock:
+        for g in [g for g in receiver.got if json.loads(g["body"])["subject"] == subject]:
+            by_id.setdefault(g["headers"]["webhook-id"], set()).add(g["body"])
+    assert all(len(bodies) == 1 for bodies in by_id.values()), by_id
