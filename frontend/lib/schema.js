@@ -4,7 +4,7 @@
 
 import { gql } from './api.js';
 
-const ENUMS = ['DeploymentState', 'StepState', 'NodeStatus', 'DeploymentAction', 'Access', 'TagMode', 'Role'];
+const ENUMS = ['DeploymentState', 'StepState', 'NodeStatus', 'DeploymentAction', 'Access', 'TagMode', 'Role', 'WebhookEvent'];
 const known = new Map();
 
 export async function loadEnums() {

@@ -4,6 +4,9 @@ valid signatures; a receiver that is down gets the backlog after; a rotated secr
 comes next; the server SIGKILLed mid-delivery loses nothing (duplicates keep their id)."""
 
 import json
+import os
+import re
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks import Webhook
 
+from conftest import BIN
 from test_console import ADMIN, REGISTRY, VERSION, Api, Server
 
 LIFE = ["io.nullops.deployment.created", "io.nullops.deployment.running", "io.nullops.deployment.deleted"]
@@ -138,6 +142,13 @@ def test_a_receiver_gets_every_event_of_a_deployments_life_in_order_signed(serve
     deliveries = admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { eventId event state attempts { status error } } } }", id=hook["id"])["webhook"]["deliveries"]
     mine = [d for d in deliveries if d["eventId"] in {e["id"] for _, e in got}]
     assert len(mine) == 3 and all(d["state"] == "DELIVERED" and d["attempts"][-1]["status"] == 204 for d in mine), mine
+    # And to the CLI.
+    token = admin.ok('mutation { createApiToken(name: "hooks") { token } }')["createApiToken"]["token"]
+    env = {**os.environ, "NULLOPS_URL": server.base, "NULLOPS_TOKEN": token}
+    listed = subprocess.run([BIN, "webhooks", "ls", "-o", "json"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and [w["url"] for w in json.loads(listed.stdout)] == [receiver.url], listed
+    table = subprocess.run([BIN, "webhooks", "deliveries", hook["id"]], env=env, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0 and "io.nullops.deployment.running" in table.stdout and "DELIVERED" in table.stdout, table.stdout
     # Another project's deployment is not told (the webhook is shop's).
     assert not [e for _, e in receiver.accepted() if e["data"]["details"].get("deployment", {}).get("project") == "other"]
 
@@ -203,3 +214,44 @@ def test_a_server_killed_mid_delivery_loses_nothing(server, receiver, hook):
         for g in [g for g in receiver.got if json.loads(g["body"])["subject"] == subject]:
             by_id.setdefault(g["headers"]["webhook-id"], set()).add(g["body"])
     assert all(len(bodies) == 1 for bodies in by_id.values()), by_id
+
+
+def test_an_admin_adds_a_webhook_in_the_console_and_sees_its_deliveries(server, receiver, browser):
+    from playwright.sync_api import expect
+    from test_console import done, open_page, shot, sign_in
+
+    page = open_page(browser, server, width=1280, height=900)
+    sign_in(page, *ADMIN)
+    page.goto("/#/catalog/webhooks")
+    page.get_by_role("button", name="Add webhook").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("URL").fill(receiver.url + "/console")
+    dialog.get_by_label("deployment created").check()
+    dialog.get_by_label("Only project").select_option("other")
+    dialog.get_by_role("button", name="Add webhook").click()
+    secret = page.locator("#webhook-secret")
+    expect(secret).to_have_text(re.compile(r"^whsec_"))
+    signing = secret.text_content()
+    shot(page, "webhooks-01-secret-once")
+    page.get_by_role("dialog").get_by_role("button", name="Done").click()
+    row = page.locator("tr", has_text=receiver.url + "/console")
+    expect(row).to_contain_text("deployment created")
+    expect(row).to_contain_text("project other")
+
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createDeployment(project: "other", environment: "local", name: "told-in-console") { id } }')
+    admin.wait_for("the console's webhook told", lambda: any(
+        g["headers"].get("webhook-id") and json.loads(g["body"])["data"]["details"]["deployment"]["name"] == "told-in-console" for g in receiver.got), timeout=120)
+    got = next(g for g in receiver.got if json.loads(g["body"])["data"]["details"]["deployment"]["name"] == "told-in-console")
+    Webhook(signing).verify(got["body"], got["headers"])
+    page.get_by_role("button", name=f"Deliveries to {receiver.url}/console").click()
+    deliveries = page.get_by_role("dialog")
+    refresh = deliveries.get_by_role("button", name="Refresh")
+    expect(deliveries).to_contain_text("io.nullops.deployment.created")
+
+    def answered():
+        refresh.click()
+        return "answered 204" in deliveries.inner_text()
+    admin.wait_for("the attempt shown", answered, timeout=60)
+    shot(page, "webhooks-02-deliveries")
+    done(page)

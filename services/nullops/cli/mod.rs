@@ -159,6 +159,11 @@ pub enum ClientCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Webhooks and what was delivered to them (admins).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// The tags of a service that a deployment may choose.
     Tags {
         service: String,
@@ -183,6 +188,22 @@ pub enum DeploymentsCommand {
     /// One, by name or id.
     Get {
         deployment: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Every webhook, with how its recent deliveries went.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A webhook's recent deliveries, each with its attempts.
+    Deliveries {
+        /// The webhook's id.
+        webhook: String,
         #[command(flatten)]
         target: Target,
     },
@@ -221,7 +242,8 @@ pub async fn run(command: ClientCommand) -> i32 {
         | ClientCommand::Extend { target, .. }
         | ClientCommand::Retry { target, .. }
         | ClientCommand::Clone { target, .. }
-        | ClientCommand::Tags { target, .. } => target.output,
+        | ClientCommand::Tags { target, .. }
+        | ClientCommand::Webhooks { command: WebhooksCommand::Ls { target } | WebhooksCommand::Deliveries { target, .. } } => target.output,
     };
     match execute(command).await {
         Ok(outcome) => outcome as i32,
@@ -320,6 +342,18 @@ async fn execute(command: ClientCommand) -> Result<Outcome, CliError> {
             let tags = (!tags.is_empty()).then(|| tags.iter().map(|(s, t)| clone_deployment::TagChoice { service: s.clone(), tag: t.clone() }).collect());
             let d = client.run::<CloneDeployment>(clone_deployment::Variables { id, name, tags }).await?["cloneDeployment"].clone();
             output::print(target.output, &d, output::deployment);
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Webhooks { command: WebhooksCommand::Ls { target } } => {
+            let data = connect(&target)?.run::<Webhooks>(webhooks::Variables {}).await?;
+            output::print(target.output, &data["webhooks"], output::webhook_table);
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Webhooks { command: WebhooksCommand::Deliveries { webhook, target } } => {
+            let data = connect(&target)?.run::<Webhooks>(webhooks::Variables {}).await?;
+            let found = data["webhooks"].as_array().into_iter().flatten().find(|w| w["id"] == webhook.as_str()).cloned();
+            let found = found.ok_or_else(|| CliError::new("NOT_FOUND", format!("no webhook {webhook}")))?;
+            output::print(target.output, &found["deliveries"], output::delivery_table);
             Ok(Outcome::Done)
         }
         ClientCommand::Tags { service, target } => {

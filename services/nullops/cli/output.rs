@@ -45,6 +45,69 @@ pub fn deployment(d: &Value) -> String {
     out
 }
 
+/// Rows under a header, each column as wide as its widest cell.
+fn columns<const N: usize>(head: [&str; N], rows: Vec<[String; N]>, empty: &str) -> String {
+    if rows.is_empty() {
+        return empty.into();
+    }
+    let head = head.map(str::to_owned);
+    let widths: Vec<usize> = (0..N).map(|i| rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    std::iter::once(&head)
+        .chain(&rows)
+        .map(|r| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Webhooks as a table: where, what, and how their recent deliveries went.
+pub fn webhook_table(list: &Value) -> String {
+    let rows = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            let deliveries = w["deliveries"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let count = |state: &str| deliveries.iter().filter(|d| d["state"] == state).count();
+            let scope = [w["project"].as_str().map(|p| format!("project {p}")), w["environment"].as_str().map(|e| format!("environment {e}"))];
+            let scope = scope.into_iter().flatten().collect::<Vec<_>>().join(", ");
+            let events = w["events"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_lowercase).collect::<Vec<_>>().join(",");
+            [
+                text(&w["id"]).to_owned(),
+                text(&w["url"]).to_owned(),
+                events,
+                if scope.is_empty() { "all".into() } else { scope },
+                format!("{} delivered, {} pending, {} abandoned", count("DELIVERED"), count("PENDING"), count("ABANDONED")),
+            ]
+        })
+        .collect();
+    columns(["ID", "URL", "EVENTS", "OF", "RECENT DELIVERIES"], rows, "No webhooks.")
+}
+
+/// A webhook's deliveries as a table, with their last attempt.
+pub fn delivery_table(list: &Value) -> String {
+    let rows = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let attempts = d["attempts"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let last = attempts.last().map_or_else(String::new, |a| match a["status"].as_u64() {
+                Some(status) if a["error"].as_str().unwrap_or_default().is_empty() => format!("{status}"),
+                _ => text(&a["error"]).to_owned(),
+            });
+            [
+                text(&d["madeAt"]).to_owned(),
+                text(&d["event"]).to_owned(),
+                text(&d["subject"]).to_owned(),
+                text(&d["state"]).to_owned(),
+                attempts.len().to_string(),
+                last,
+            ]
+        })
+        .collect();
+    columns(["MADE", "EVENT", "SUBJECT", "STATE", "ATTEMPTS", "LAST"], rows, "No deliveries.")
+}
+
 /// Deployments as a table.
 pub fn deployment_table(list: &Value) -> String {
     let rows: Vec<[String; 5]> = list
@@ -57,16 +120,7 @@ pub fn deployment_table(list: &Value) -> String {
             [text(&d["name"]).to_owned(), text(&d["project"]).to_owned(), text(&d["environment"]).to_owned(), text(&d["state"]).to_owned(), services]
         })
         .collect();
-    if rows.is_empty() {
-        return "No deployments.".into();
-    }
-    let head = ["NAME", "PROJECT", "ENVIRONMENT", "STATE", "SERVICES"].map(str::to_owned);
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    std::iter::once(&head)
-        .chain(&rows)
-        .map(|r| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
+    columns(["NAME", "PROJECT", "ENVIRONMENT", "STATE", "SERVICES"], rows, "No deployments.")
 }
 
 /// The one-line progress of a deployment being followed.

@@ -33,4 +33,5 @@ operations!(
     Logs,
     DeploymentUpdated,
     DeploymentLogs,
+    Webhooks,
 );
