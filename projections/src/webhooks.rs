@@ -151,6 +151,28 @@ pub async fn abandon(db: &ReadModelDb, webhook_id: Uuid) -> Result<(), Projectio
     Ok(())
 }
 
+/// Forgets deliveries that ended (delivered or given up) before `before` (microseconds), with
+/// their attempts: how long what was sent stays visible. How many went.
+pub async fn prune(db: &ReadModelDb, before: i64) -> Result<u64, ProjectionError> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query(
+        "DELETE FROM webhook_attempts WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = webhook_attempts.webhook_id \
+         AND d.event_id = webhook_attempts.event_id AND d.state <> $1 AND d.made_at < $2)",
+    )
+    .bind(state::PENDING)
+    .bind(before)
+    .execute(&mut *tx)
+    .await?;
+    let gone = sqlx::query("DELETE FROM webhook_deliveries WHERE state <> $1 AND made_at < $2")
+        .bind(state::PENDING)
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(gone)
+}
+
 /// The attempts at one delivery, in order.
 pub async fn attempts(db: &ReadModelDb, webhook_id: Uuid, event_id: &str) -> Result<Vec<AttemptRow>, ProjectionError> {
     let rows = sqlx::query("SELECT attempt, at, status, error, millis FROM webhook_attempts WHERE webhook_id = $1 AND event_id = $2 ORDER BY attempt")
@@ -169,4 +191,48 @@ pub async fn attempts(db: &ReadModelDb, webhook_id: Uuid, event_id: &str) -> Res
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(event: &str, subject: &str, position: i64, made_at: i64) -> DeliveryRow {
+        DeliveryRow {
+            webhook_id: Uuid::from_u128(1),
+            event_id: event.into(),
+            topic: "io.nullops.deployment.running".into(),
+            subject: subject.into(),
+            position: (position, 0),
+            body: "{}".into(),
+            made_at,
+            attempts: 0,
+            next_at: made_at,
+            state: state::PENDING.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_made_once_tried_in_order_and_forgotten_only_when_ended_and_old() {
+        let path = std::env::temp_dir().join(format!("nullops-webhooks-{}.db", Uuid::now_v7()));
+        let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        let (old_done, old_waiting, new_done) =
+            (delivery("a", "deployment/1", 1, 10), delivery("b", "deployment/2", 2, 10), delivery("c", "deployment/1", 3, 1_000));
+        for d in [&old_done, &old_waiting, &new_done, &old_done] {
+            enqueue(&db, d).await.unwrap();
+        }
+        assert_eq!(pending(&db, 10).await.unwrap().iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "once each, in event order");
+        let ok = |attempt| AttemptRow { attempt, at: 20, status: Some(204), error: String::new(), millis: 3 };
+        attempted(&db, &old_done, &ok(1), 20, state::DELIVERED).await.unwrap();
+        attempted(&db, &new_done, &ok(1), 1_000, state::DELIVERED).await.unwrap();
+        let refused = AttemptRow { attempt: 1, at: 20, status: Some(503), error: "answered 503".into(), millis: 3 };
+        attempted(&db, &old_waiting, &refused, 2_000_000, state::PENDING).await.unwrap();
+        assert_eq!(attempts(&db, old_waiting.webhook_id, "b").await.unwrap(), [refused]);
+
+        assert_eq!(prune(&db, 500).await.unwrap(), 1, "only the old delivered one");
+        let left: Vec<String> = of_webhook(&db, Uuid::from_u128(1), 10).await.unwrap().into_iter().map(|d| d.event_id).collect();
+        assert_eq!(left, ["c", "b"], "newest first; what still waits is kept however old");
+        assert!(attempts(&db, old_done.webhook_id, "a").await.unwrap().is_empty(), "its attempts went with it");
+        let _ = std::fs::remove_file(path);
+    }
 }

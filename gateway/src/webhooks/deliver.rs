@@ -34,6 +34,9 @@ pub const MAX_ATTEMPTS: u32 = 200;
 const MAX_PAUSE_SECS: i64 = 30;
 /// Deliveries looked at per tick.
 const SCAN: u32 = 1000;
+/// How long ended deliveries stay visible, and how often the old ones are forgotten.
+const KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How long an event's read model may take to show it before the delivery is made from what
 /// it has.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
@@ -44,6 +47,8 @@ pub struct WebhookProcess {
     http: reqwest::Client,
     /// Deliveries being sent now (webhook, event id): not picked again meanwhile.
     in_flight: Arc<Mutex<HashSet<(Uuid, String)>>>,
+    /// When ended deliveries were last forgotten.
+    pruned: Mutex<Option<Instant>>,
 }
 
 impl WebhookProcess {
@@ -53,7 +58,7 @@ impl WebhookProcess {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client with no TLS customisation builds");
-        WebhookProcess { app, catalog: StateCache::new(1), http, in_flight: Arc::default() }
+        WebhookProcess { app, catalog: StateCache::new(1), http, in_flight: Arc::default(), pruned: Mutex::new(None) }
     }
 
     /// What `event` tells webhooks: its topic, subject, project and environment, and the data.
@@ -207,6 +212,21 @@ impl Saga for WebhookProcess {
 
     /// Sends what is due: each subject's oldest pending delivery of each webhook.
     async fn tick(&self) -> Result<(), SagaError> {
+        let prune = {
+            let mut last = self.pruned.lock().expect("prune lock");
+            let due = last.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if prune {
+            let before = Timestamp::now().0 - i64::try_from(KEEP_FOR.as_micros()).unwrap_or(i64::MAX);
+            let gone = rows::prune(&self.app.read_models, before).await?;
+            if gone > 0 {
+                tracing::info!(deliveries = gone, "forgot webhook deliveries that ended over a week ago");
+            }
+        }
         let pending = rows::pending(&self.app.read_models, SCAN).await?;
         if pending.is_empty() {
             return Ok(());
