@@ -17,17 +17,14 @@ import pytest
 import requests
 
 from conftest import BIN
-from test_console import ADMIN, REGISTRY, VERSION, Api, Server, free_port
+from test_console import ADMIN, VERSION, Api, Server, free_port, private_catalog
 
 
 @pytest.fixture(scope="module")
 def server():
     s = Server()
     admin = Api(s, *ADMIN)
-    admin.ok(f"""mutation {{ createRegistry(input: {{name: "private", url: "http://{REGISTRY}", username: "nullops", password: "nullops"}}) {{ name }} }}""")
-    admin.ok(f"""mutation {{ createService(input: {{name: "api", registry: "private", image: "nullops/echo", tagMode: PINNED, tag: "{VERSION}", port: 8080,
-        healthCheck: {{httpPath: "/healthz"}}}}) {{ name }} }}""")
-    admin.ok("""mutation { createService(input: {name: "web", registry: "private", image: "nullops/demo", tagMode: SELECTABLE, tagPattern: "v*", port: 8080}) { name } }""")
+    private_catalog(admin, api_health=True)
     admin.ok("""mutation($s: JSON!) { createPlugin(input: {name: "script", registry: "private", repository: "nullops-test/script-plugin", tag: "1",
         parametersSchema: $s}) { name } }""", s={"type": "object", "properties": {"mode": {"type": "string"}}})
     pipelines = {

@@ -124,6 +124,16 @@ class Api:
             time.sleep(0.2)
 
 
+def private_catalog(admin, api_health=False, web=True):
+    """What the API-driven test modules deploy from: the tests' private registry, service `api`
+    (the echo image, pinned) and, with `web`, service `web` (the demo image, tags `v*`)."""
+    admin.ok(f"""mutation {{ createRegistry(input: {{name: "private", url: "http://{REGISTRY}", username: "nullops", password: "nullops"}}) {{ name }} }}""")
+    health = ', healthCheck: {httpPath: "/healthz"}' if api_health else ""
+    admin.ok(f"""mutation {{ createService(input: {{name: "api", registry: "private", image: "nullops/echo", tagMode: PINNED, tag: "{VERSION}", port: 8080{health}}}) {{ name }} }}""")
+    if web:
+        admin.ok("""mutation { createService(input: {name: "web", registry: "private", image: "nullops/demo", tagMode: SELECTABLE, tagPattern: "v*", port: 8080}) { name } }""")
+
+
 @pytest.fixture(scope="module")
 def server():
     s = Server()

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 import editor
 from editor import node
-from test_console import ADMIN, DEPLOY, REGISTRY, VERSION, Api, Server, done, open_page, report, shot, sign_in
+from test_console import ADMIN, DEPLOY, REGISTRY, VERSION, Api, Server, done, open_page, private_catalog, report, shot, sign_in
 
 
 SCHEMA = {"type": "object", "required": ["url"], "properties": {
@@ -28,9 +28,7 @@ SCHEMA = {"type": "object", "required": ["url"], "properties": {
 def server():
     s = Server()
     admin = Api(s, *ADMIN)
-    admin.ok(f"""mutation {{ createRegistry(input: {{name: "private", url: "http://{REGISTRY}", username: "nullops", password: "nullops"}}) {{ name }} }}""")
-    admin.ok(f"""mutation {{ createService(input: {{name: "api", registry: "private", image: "nullops/echo", tagMode: PINNED, tag: "{VERSION}", port: 8080}}) {{ name }} }}""")
-    admin.ok("""mutation { createService(input: {name: "web", registry: "private", image: "nullops/demo", tagMode: SELECTABLE, tagPattern: "v*", port: 8080}) { name } }""")
+    private_catalog(admin)
     admin.ok("""mutation($s: JSON!) { createPlugin(input: {name: "http-check", registry: "private", repository: "nullops/http-check", tag: "%s",
         description: "Waits until a URL answers", parametersSchema: $s, joinsDeploymentNetwork: true}) { name } }""" % VERSION, s=SCHEMA)
     admin.ok("""mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 1000, memoryMib: 512}) { name } }""")

@@ -12,10 +12,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from playwright.sync_api import expect
 from standardwebhooks import Webhook
 
 from conftest import BIN
-from test_console import ADMIN, REGISTRY, VERSION, Api, Server
+from test_console import ADMIN, Api, Server, done, open_page, private_catalog, shot, sign_in
 
 LIFE = ["io.nullops.deployment.created", "io.nullops.deployment.running", "io.nullops.deployment.deleted"]
 
@@ -57,8 +58,7 @@ class Receiver:
 def server():
     s = Server()
     admin = Api(s, *ADMIN)
-    admin.ok(f"""mutation {{ createRegistry(input: {{name: "private", url: "http://{REGISTRY}", username: "nullops", password: "nullops"}}) {{ name }} }}""")
-    admin.ok(f"""mutation {{ createService(input: {{name: "api", registry: "private", image: "nullops/echo", tagMode: PINNED, tag: "{VERSION}", port: 8080}}) {{ name }} }}""")
+    private_catalog(admin, web=False)
     admin.ok("""mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }""")
     admin.ok("""mutation { createProject(input: {name: "other", environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }""")
     for project in ["shop", "other"]:
@@ -217,9 +217,6 @@ def test_a_server_killed_mid_delivery_loses_nothing(server, receiver, hook):
 
 
 def test_an_admin_adds_a_webhook_in_the_console_and_sees_its_deliveries(server, receiver, browser):
-    from playwright.sync_api import expect
-    from test_console import done, open_page, shot, sign_in
-
     page = open_page(browser, server, width=1280, height=900)
     sign_in(page, *ADMIN)
     page.goto("/#/catalog/webhooks")
