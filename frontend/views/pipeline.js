@@ -10,10 +10,9 @@ import { gql, live } from '../lib/api.js';
 import { h, clear, pageHead, section, table, statusLine, showError, notify, errorText } from '../lib/dom.js';
 import { shortTime, who, plural } from '../lib/format.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
-import { diffMarks, stages } from '../lib/graph.js';
+import { diffMarks, tidy } from '../lib/graph.js';
 import { pipelineEditor } from './pipeline-editor.js';
 
-export { stages };
 
 const NODE = 'id kind service plugin parameters image { registry repository tag digest }';
 const VERSION = `version savedAt savedBy message basedOn nodes { ${NODE} } edges { from to } layout { node x y }`;
@@ -225,7 +224,7 @@ export async function show(root, ctx) {
     const marks = diffMarks(p.pipelineDiff);
     const old = p.pipelineVersion;
     const oldPlaced = new Map(old.layout.map((l) => [l.node, l]));
-    const oldAuto = new Map(stages(old.nodes, old.edges).flatMap((st, i) => st.map((n, j) => [n.id, { x: 24 + i * 240, y: 24 + j * 104 }])));
+    const oldAuto = tidy(old.nodes, old.edges);
     marks.removed = {
       nodes: old.nodes.filter((n) => marks.nodes.get(n.id)?.kind === 'removed').map((n) => ({ id: n.id, what: n.kind === 'SERVICE' ? `service ${n.service}` : `plugin ${n.plugin}`, ...(oldPlaced.get(n.id) ?? oldAuto.get(n.id)) })),
       edges: old.edges.filter((e) => marks.edges.get(`${e.from}>${e.to}`)?.kind === 'removed'),
