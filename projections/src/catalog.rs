@@ -352,6 +352,15 @@ pub async fn pipeline_versions(db: &ReadModelDb, project_id: Uuid) -> Result<Vec
     rows.iter().map(version_row).collect()
 }
 
+/// A project's latest pipeline version, if one was saved.
+pub async fn latest_pipeline_version(db: &ReadModelDb, project_id: Uuid) -> Result<Option<PipelineVersionRow>, ProjectionError> {
+    let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM pipeline_versions WHERE project_id = $1 ORDER BY version DESC LIMIT 1"))
+        .bind(project_id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(version_row).transpose()
+}
+
 pub async fn pipeline_version(db: &ReadModelDb, project_id: Uuid, version: u32) -> Result<Option<PipelineVersionRow>, ProjectionError> {
     let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM pipeline_versions WHERE project_id = $1 AND version = $2"))
         .bind(project_id.to_string())

@@ -80,7 +80,7 @@ impl ProjectGql {
     }
     /// The latest pipeline version, if one was saved.
     async fn pipeline(&self, ctx: &Context<'_>) -> ApiResult<Option<PipelineVersionGql>> {
-        Ok(read::pipeline_versions(&app(ctx).read_models, self.project_id()).await?.into_iter().next().map(Into::into))
+        Ok(read::latest_pipeline_version(&app(ctx).read_models, self.project_id()).await?.map(Into::into))
     }
     /// Every pipeline version, newest first.
     async fn pipeline_versions(&self, ctx: &Context<'_>) -> ApiResult<Vec<PipelineVersionGql>> {
@@ -217,18 +217,17 @@ fn as_draft(graph: &PipelineGraph) -> PipelineDraft {
     PipelineDraft { nodes, edges: graph.edges.clone() }
 }
 
-/// What a pipeline's context is for `definition` now: the catalog, the project's secrets, and
-/// the digests of the draft's plugin images.
-async fn pipeline_context(app: &App, state: &CatalogState, definition: &ProjectDefinition, draft: &PipelineDraft) -> ApiResult<PipelineContext> {
+/// What a pipeline's context is for `definition` now: the catalog and the project's secrets,
+/// with `digests` to pin plugin images by.
+async fn pipeline_context(app: &App, state: &CatalogState, definition: &ProjectDefinition, digests: BTreeMap<String, String>) -> ApiResult<PipelineContext> {
     let secrets = commands::load::<Secrets>(&*app.store, &definition.project_id.to_string()).await?.0.keys.into_keys().collect();
-    let digests = plugin_digests(app, state, draft).await;
     let limits = (definition.cpu_millis, definition.memory_mib);
     Ok(PipelineContext { services: state.services.clone(), plugins: state.plugins.clone(), secrets, digests, limits })
 }
 
 /// Digests of the images of the plugins a draft uses, as far as their registries tell within
 /// the deadline; a plugin whose registry does not answer is pinned by tag alone.
-pub(super) async fn plugin_digests(app: &App, state: &CatalogState, draft: &PipelineDraft) -> BTreeMap<String, String> {
+async fn plugin_digests(app: &App, state: &CatalogState, draft: &PipelineDraft) -> BTreeMap<String, String> {
     let mut plugins: Vec<&str> = draft
         .nodes
         .iter()
@@ -277,7 +276,7 @@ impl ProjectMutation {
         // Its services share the new limits: as many as its latest pipeline runs.
         let services = match catalog_state(app(ctx)).await?.projects.get(&name) {
             Some(current) => {
-                let latest = read::pipeline_versions(&app(ctx).read_models, current.project_id).await?.into_iter().next();
+                let latest = read::latest_pipeline_version(&app(ctx).read_models, current.project_id).await?;
                 latest.map_or(0, |v| v.graph.services())
             }
             None => 0,
@@ -320,7 +319,7 @@ impl ProjectMutation {
         let (definition, access) = full_access(ctx, &state, &project)?;
         let (draft, layout) = draft(pipeline)?;
         let key = definition.project_id.to_string();
-        let context = pipeline_context(app, &state, &definition, &draft).await?;
+        let context = pipeline_context(app, &state, &definition, plugin_digests(app, &state, &draft).await).await?;
         let based_on = based_on
             .map(|b| u32::try_from(b).map_err(|_| ApiError::InvalidInput(format!("basedOn: project {project} has no pipeline version {b}"))))
             .transpose()?;
@@ -335,7 +334,7 @@ impl ProjectMutation {
             based_on,
         };
         dispatch::<Pipeline>(app, request(ctx).metadata()?, &key, command).await?;
-        let latest = read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next();
+        let latest = read::latest_pipeline_version(&app.read_models, definition.project_id).await?;
         Ok(latest.ok_or_else(|| ApiError::internal("saved pipeline missing from read model"))?.into())
     }
 
@@ -369,13 +368,14 @@ impl ProjectMutation {
                         let number = u32::try_from(v).map_err(|_| ApiError::NotFound(format!("project {project} has no pipeline version {v}")))?;
                         read::pipeline_version(&app.read_models, definition.project_id, number).await?
                     }
-                    None => read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next(),
+                    None => read::latest_pipeline_version(&app.read_models, definition.project_id).await?,
                 };
                 let saved = saved.ok_or_else(|| ApiError::NotFound(format!("project {project} has no such pipeline version: save one first")))?;
                 (as_draft(&saved.graph), Some(saved.version))
             }
         };
-        let context = pipeline_context(app, &state, &definition, &draft).await?;
+        // Nothing is pinned by a dry run: its image lookups below find each digest once.
+        let context = pipeline_context(app, &state, &definition, BTreeMap::new()).await?;
         let checked = pipeline::check(&draft, &context);
         let mut problems = checked.problems;
         let images = super::dry_run::images(app, &state, &draft, &chosen, &mut problems).await;

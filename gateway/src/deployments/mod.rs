@@ -204,7 +204,7 @@ fn versions_of(row: &DeploymentRow) -> BTreeMap<String, String> {
 
 async fn latest_pipeline(app: &App, state: &CatalogState, project: &str) -> ApiResult<(u32, nullops_events::catalog::PipelineGraph)> {
     let definition = state.project(project)?;
-    let latest = catalog_read::pipeline_versions(&app.read_models, definition.project_id).await?.into_iter().next();
+    let latest = catalog_read::latest_pipeline_version(&app.read_models, definition.project_id).await?;
     let latest = latest.ok_or_else(|| ApiError::InvalidInput(format!("project {project} has no pipeline yet: save one first")))?;
     Ok((latest.version, latest.graph))
 }

@@ -13,7 +13,7 @@ use nullops_domain::secrets::{secret_purpose, Secrets as ProjectSecrets};
 use nullops_events::catalog::Probe;
 use nullops_events::deployment::{PlannedAction, PlannedStep};
 use nullops_keyring::Keyring;
-use nullops_projections::catalog::pipeline_versions;
+use nullops_projections::catalog::latest_pipeline_version;
 use nullops_projections::deployments::{on_node, DeploymentRow};
 use nullops_projections::ReadModelDb;
 use nullops_store::commands::{load, StateCache};
@@ -82,7 +82,7 @@ impl FromDeployments {
         let (catalog, _) = self.catalog.load(&*self.store, "main").await.map_err(|e| e.to_string())?;
         let mut images: BTreeSet<String> = BTreeSet::new();
         for project in catalog.projects.values().filter(|p| p.environments.contains(&node.environment)) {
-            let latest = pipeline_versions(&self.read_models, project.project_id).await.map_err(|e| e.to_string())?.into_iter().next();
+            let latest = latest_pipeline_version(&self.read_models, project.project_id).await.map_err(|e| e.to_string())?;
             for (_, image) in latest.iter().flat_map(|v| images_in_use(&v.graph, &catalog)) {
                 images.insert(image);
             }
