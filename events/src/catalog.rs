@@ -100,6 +100,109 @@ pub enum CatalogEvent {
     WebhookCreated(WebhookDefinition),
     WebhookSecretRotated(WebhookSecretRotated),
     WebhookDeleted(WebhookDeleted),
+    RepositoryLinked(RepositoryLinked),
+    RepositoryUnlinked(RepositoryUnlinked),
+}
+
+/// A forge whose pull requests open previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+}
+
+impl Forge {
+    pub const ALL: [Forge; 2] = [Forge::GitHub, Forge::GitLab];
+
+    /// The path segment of its hook: `/hooks/github/<project>`.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::GitLab => "gitlab",
+        }
+    }
+
+    /// The public forge's API, used when a link names none.
+    pub fn public_api(self) -> &'static str {
+        match self {
+            Forge::GitHub => "https://api.github.com",
+            Forge::GitLab => "https://gitlab.com/api/v4",
+        }
+    }
+
+    /// What it calls a pull request.
+    pub fn request_noun(self) -> &'static str {
+        match self {
+            Forge::GitHub => "pull request",
+            Forge::GitLab => "merge request",
+        }
+    }
+}
+
+/// Which tag of the linked service a pull request's preview runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PreviewTagRule {
+    /// `pr-<number>`: CI pushes the branch's image under the request's number.
+    PrNumber,
+    /// The head commit's first seven hex digits: CI pushes every commit's image.
+    ShortSha,
+}
+
+impl PreviewTagRule {
+    /// The tag for request `number` at head commit `sha`.
+    pub fn tag(self, number: u64, sha: &str) -> String {
+        match self {
+            PreviewTagRule::PrNumber => format!("pr-{number}"),
+            PreviewTagRule::ShortSha => sha.chars().take(7).collect(),
+        }
+    }
+}
+
+/// A project's repository: its pull requests deploy previews of `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryLink {
+    pub project: String,
+    pub forge: Forge,
+    /// `owner/name` (GitHub) or the project's path with its groups (GitLab).
+    pub repository: String,
+    /// The forge's API root, e.g. `https://api.github.com`.
+    pub api_url: String,
+    /// Where previews are deployed: one of the project's environments.
+    pub environment: String,
+    /// The selectable service whose tag follows the pull request.
+    pub service: String,
+    pub tag_rule: PreviewTagRule,
+    /// The hook's secret and the API token (a [`ForgeCredentials`] as JSON), sealed together.
+    pub credentials: Sealed,
+}
+
+/// What a repository link's `credentials` hold in clear.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeCredentials {
+    /// What the forge signs its hooks with (GitHub) or sends as `X-Gitlab-Token` (GitLab).
+    pub webhook_secret: String,
+    /// What statuses and comments are posted with.
+    pub token: String,
+}
+
+impl std::fmt::Debug for ForgeCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForgeCredentials(..)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryLinked {
+    pub link: RepositoryLink,
+    /// The data key of the credentials of the link it replaces: destroy it.
+    pub retired_key: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryUnlinked {
+    pub project: String,
+    /// The data key of its credentials: destroy it.
+    pub retired_key: Uuid,
 }
 
 /// An endpoint that is told of what happens, signed with its secret (Standard Webhooks).

@@ -12,6 +12,7 @@ use crate::deployment::*;
 use crate::deployment_names::*;
 use crate::identity::*;
 use crate::node::*;
+use crate::preview::*;
 use crate::DomainEvent;
 
 /// A stored payload that could not be decoded. Names where it lives so an operator can find it.
@@ -60,6 +61,9 @@ pub mod types {
     pub const WEBHOOK_CREATED: (&str, u16) = ("webhook.created", 1);
     pub const WEBHOOK_SECRET_ROTATED: (&str, u16) = ("webhook.secret_rotated", 1);
     pub const WEBHOOK_DELETED: (&str, u16) = ("webhook.deleted", 1);
+    pub const REPOSITORY_LINKED: (&str, u16) = ("repository.linked", 1);
+    pub const REPOSITORY_UNLINKED: (&str, u16) = ("repository.unlinked", 1);
+    pub const PREVIEW_REQUESTED: (&str, u16) = ("preview.requested", 1);
     pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 2);
     pub const PIPELINE_DRY_RUN: (&str, u16) = ("pipeline.dry_run", 1);
     pub const SECRET_CREATED: (&str, u16) = ("secret.created", 1);
@@ -188,6 +192,9 @@ current_events! {
     Catalog(CatalogEvent::WebhookCreated) => WEBHOOK_CREATED,
     Catalog(CatalogEvent::WebhookSecretRotated) => WEBHOOK_SECRET_ROTATED,
     Catalog(CatalogEvent::WebhookDeleted) => WEBHOOK_DELETED,
+    Catalog(CatalogEvent::RepositoryLinked) => REPOSITORY_LINKED,
+    Catalog(CatalogEvent::RepositoryUnlinked) => REPOSITORY_UNLINKED,
+    Preview(PreviewEvent::Requested) => PREVIEW_REQUESTED,
     Pipeline(PipelineEvent::VersionSaved) => PIPELINE_VERSION_SAVED,
     Pipeline(PipelineEvent::DryRun) => PIPELINE_DRY_RUN,
     Secret(SecretEvent::Created) => SECRET_CREATED,

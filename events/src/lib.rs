@@ -14,6 +14,7 @@ pub mod deployment_names;
 pub mod envelope;
 pub mod identity;
 pub mod node;
+pub mod preview;
 
 pub use codec::DecodeError;
 pub use envelope::{Actor, CorrelationId, EventId, EventMetadata, LogPosition, NewEvent, RecordedEvent, StoredEvent, StreamId, Timestamp};
@@ -31,6 +32,7 @@ pub enum DomainEvent {
     Capacity(capacity::CapacityEvent),
     DeploymentName(deployment_names::DeploymentNameEvent),
     Deployment(deployment::DeploymentEvent),
+    Preview(preview::PreviewEvent),
 }
 
 impl From<identity::UserEvent> for DomainEvent {
@@ -46,6 +48,11 @@ impl From<identity::SessionEvent> for DomainEvent {
 impl From<identity::ApiTokenEvent> for DomainEvent {
     fn from(e: identity::ApiTokenEvent) -> Self {
         DomainEvent::ApiToken(e)
+    }
+}
+impl From<preview::PreviewEvent> for DomainEvent {
+    fn from(e: preview::PreviewEvent) -> Self {
+        DomainEvent::Preview(e)
     }
 }
 impl From<catalog::CatalogEvent> for DomainEvent {

@@ -16,6 +16,7 @@ use nullops_events::deployment::*;
 use nullops_events::deployment_names::*;
 use nullops_events::identity::*;
 use nullops_events::node::*;
+use nullops_events::preview::*;
 use nullops_events::{DomainEvent, Timestamp};
 use uuid::Uuid;
 
@@ -163,6 +164,36 @@ fn samples() -> Vec<DomainEvent> {
         .into(),
         CatalogEvent::WebhookSecretRotated(WebhookSecretRotated { webhook_id: id(0xb0), secret: sealed(), retired_key: id(0xa2) }).into(),
         CatalogEvent::WebhookDeleted(WebhookDeleted { webhook_id: id(0xb0), retired_key: id(0xa3) }).into(),
+        CatalogEvent::RepositoryLinked(RepositoryLinked {
+            link: RepositoryLink {
+                project: "shop".into(),
+                forge: Forge::GitHub,
+                repository: "acme/shop".into(),
+                api_url: "https://api.github.com".into(),
+                environment: "staging".into(),
+                service: "api".into(),
+                tag_rule: PreviewTagRule::PrNumber,
+                credentials: sealed(),
+            },
+            retired_key: Some(id(0xa4)),
+        })
+        .into(),
+        CatalogEvent::RepositoryUnlinked(RepositoryUnlinked { project: "shop".into(), retired_key: id(0xa5) }).into(),
+        PreviewEvent::Requested(PreviewRequested {
+            project_id: id(3),
+            project: "shop".into(),
+            number: 7,
+            forge: Forge::GitLab,
+            delivery: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            action: "opened".into(),
+            wish: PreviewWish::Deploy { deployment_id: id(0xc0) },
+            head_sha: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
+            tag: "pr-7".into(),
+            title: "Faster checkout".into(),
+            url: "https://github.com/acme/shop/pull/7".into(),
+            sender: "octocat".into(),
+        })
+        .into(),
         PipelineEvent::VersionSaved(PipelineVersionSaved {
             project_id: id(3),
             version: 2,

@@ -18,6 +18,7 @@ use futures::{Stream, StreamExt};
 use nullops_domain::catalog::CatalogState;
 use nullops_events::catalog::{AccessTarget, CatalogEvent, PipelineEvent};
 use nullops_events::codec::types;
+use nullops_events::preview::PreviewEvent;
 use nullops_events::{DomainEvent, StoredEvent};
 use nullops_projections::{deployments as deployments_read, nodes as nodes_read};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -336,7 +337,12 @@ fn catalog_change(event: &DomainEvent, stream_key: &str, names: &Names) -> Optio
             CatalogEvent::EnvironmentRemoved(r) => change(K::Environment, Some(&r.name), true, Audience::Admins),
             CatalogEvent::ProjectCreated(p) | CatalogEvent::ProjectUpdated(p) => change(K::Project, Some(&p.name), false, Audience::Project(p.name.clone())),
             CatalogEvent::ProjectRemoved(r) => change(K::Project, Some(&r.name), true, Audience::Admins),
+            // A project's page shows its link (its secrets never).
+            CatalogEvent::RepositoryLinked(l) => change(K::Project, Some(&l.link.project), false, Audience::Project(l.link.project.clone())),
+            CatalogEvent::RepositoryUnlinked(u) => change(K::Project, Some(&u.project), false, Audience::Project(u.project.clone())),
         },
+        // A project's page lists its previews.
+        DomainEvent::Preview(PreviewEvent::Requested(r)) => change(K::Project, Some(&r.project), false, Audience::Project(r.project.clone())),
         // A dry run changes nothing anyone sees but the audit.
         DomainEvent::Pipeline(PipelineEvent::DryRun(_)) => None,
         DomainEvent::Pipeline(_) | DomainEvent::Secret(_) => {
@@ -383,7 +389,7 @@ async fn catalog_changes(app: Arc<App>, viewer: Viewer, input: Input) -> ApiResu
     if access_changed {
         changes.push(CatalogChange { kind: CatalogKind::Access, name: None, removed: false });
     }
-    if !matches!(event.stream_id.kind(), "catalog" | "pipeline" | "secrets" | "user") {
+    if !matches!(event.stream_id.kind(), "catalog" | "pipeline" | "secrets" | "user" | "preview") {
         return Ok(changes);
     }
     let decoded = match nullops_events::codec::decode(&event.event_type, event.schema_version, &event.payload) {

@@ -8,11 +8,12 @@
 //! Every match here is exhaustive: a new event does not compile until it is described.
 
 use nullops_events::capacity::CapacityEvent;
-use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, NodeAction, PipelineEvent, SecretEvent, TagMode};
+use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, NodeAction, PipelineEvent, PreviewTagRule, SecretEvent, TagMode};
 use nullops_events::deployment::{DeletionReason, DeploymentEvent, StepState};
 use nullops_events::deployment_names::DeploymentNameEvent;
 use nullops_events::identity::{ApiTokenEvent, Role, SessionEvent, UserEvent};
 use nullops_events::node::{NodeEvent, Refusal};
+use nullops_events::preview::{PreviewEvent, PreviewWish};
 use nullops_events::{DomainEvent, StreamId};
 
 /// Labels are looked up by keys of these shapes.
@@ -61,7 +62,7 @@ pub fn wanted(stream: &StreamId, event: &DomainEvent) -> Vec<String> {
         DomainEvent::DeploymentName(DeploymentNameEvent::Claimed(c) | DeploymentNameEvent::Released(c)) => vec![key("deployment", c.deployment_id)],
         DomainEvent::Deployment(DeploymentEvent::Scheduled(s)) => vec![key("deployment", id), key("node", s.node_id)],
         DomainEvent::Deployment(_) => vec![key("deployment", id)],
-        DomainEvent::User(_) => vec![],
+        DomainEvent::User(_) | DomainEvent::Preview(_) => vec![],
     }
 }
 
@@ -132,7 +133,22 @@ pub fn summary(stream: &StreamId, event: &DomainEvent, label: &dyn Fn(&str) -> O
             }
         }
         DomainEvent::Deployment(e) => deployment(&called("deployment", &id), e, &|node| called("node", &node)),
+        DomainEvent::Preview(PreviewEvent::Requested(r)) => {
+            let what = match &r.wish {
+                PreviewWish::Deploy { .. } => {
+                    format!("deploy {} at commit {} with tag {}", nullops_events::preview::preview_name(r.number), short_sha(&r.head_sha), r.tag)
+                }
+                PreviewWish::Remove { merged: true } => format!("merged: remove {}", nullops_events::preview::preview_name(r.number)),
+                PreviewWish::Remove { merged: false } => format!("remove {}", nullops_events::preview::preview_name(r.number)),
+            };
+            format!("{} {} #{} of project {} {} by {}: {what}", r.forge.slug(), r.forge.request_noun(), r.number, r.project, r.action, r.sender)
+        }
     }
+}
+
+/// A commit's first seven hex digits.
+fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }
 
 fn user(username: &str, e: &UserEvent) -> String {
@@ -173,6 +189,23 @@ fn catalog(e: &CatalogEvent, team: &dyn Fn(uuid::Uuid) -> String, webhook: &dyn 
         }
         CatalogEvent::WebhookSecretRotated(w) => format!("the signing secret of webhook {} rotated", webhook(w.webhook_id)),
         CatalogEvent::WebhookDeleted(w) => format!("webhook {} deleted", webhook(w.webhook_id)),
+        CatalogEvent::RepositoryLinked(l) => {
+            let l = &l.link;
+            let tag = match l.tag_rule {
+                PreviewTagRule::PrNumber => "pr-<number>",
+                PreviewTagRule::ShortSha => "<short commit>",
+            };
+            format!(
+                "project {} linked to {} repository {}: its {}s deploy service {} tagged {tag} to environment {}",
+                l.project,
+                l.forge.slug(),
+                l.repository,
+                l.forge.request_noun(),
+                l.service,
+                l.environment
+            )
+        }
+        CatalogEvent::RepositoryUnlinked(u) => format!("project {} unlinked from its repository", u.project),
         CatalogEvent::TeamCreated(t) => format!("team {} created", t.name),
         CatalogEvent::TeamRenamed(t) => format!("team {} renamed to {}", team(t.team_id), t.name),
         CatalogEvent::TeamDeleted(t) => format!("team {} deleted", team(t.team_id)),

@@ -144,9 +144,9 @@ impl Projection for CatalogProjection {
                     )
                     .await?
                 }
-                // Webhooks are read from the catalog aggregate's state (their secrets are sealed
-                // there); no table of their own.
-                C::WebhookCreated(_) | C::WebhookSecretRotated(_) | C::WebhookDeleted(_) => {}
+                // Webhooks and repository links are read from the catalog aggregate's state
+                // (their secrets are sealed there); no table of their own.
+                C::WebhookCreated(_) | C::WebhookSecretRotated(_) | C::WebhookDeleted(_) | C::RepositoryLinked(_) | C::RepositoryUnlinked(_) => {}
                 C::RegistryAdded(r) => put(conn, kind::REGISTRY, &r.name, json(&r), at).await?,
                 C::RegistryChanged(e) => put(conn, kind::REGISTRY, &e.definition.name, json(&e.definition), at).await?,
                 C::RegistryRemoved(e) => remove(conn, kind::REGISTRY, &e.name).await?,
@@ -205,6 +205,7 @@ impl Projection for CatalogProjection {
             | DomainEvent::ApiToken(_)
             | DomainEvent::Node(_)
             | DomainEvent::Capacity(_)
+            | DomainEvent::Preview(_)
             | DomainEvent::Deployment(_)
             | DomainEvent::DeploymentName(_) => {}
         }

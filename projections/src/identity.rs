@@ -80,7 +80,8 @@ impl Projection for IdentityProjection {
             | DomainEvent::Node(_)
             | DomainEvent::Capacity(_)
             | DomainEvent::Deployment(_)
-            | DomainEvent::DeploymentName(_) => return Ok(()),
+            | DomainEvent::DeploymentName(_)
+            | DomainEvent::Preview(_) => return Ok(()),
         };
         query.execute(&mut *conn).await?;
         Ok(())

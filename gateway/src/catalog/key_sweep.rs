@@ -3,7 +3,7 @@
 //! Keys are retired by the gateway right after the event that retires them is appended, and a
 //! refused command's fresh key is discarded at once; a crash in between leaves a key behind whose
 //! value is superseded yet still decryptable. The sweep closes that window: a key is live while
-//! the catalog's registry credentials or webhook secrets, a project's current secrets or a node's token hash name it, and any other key
+//! the catalog's registry credentials, webhook secrets or repository links' credentials, a project's current secrets or a node's token hash name it, and any other key
 //! older than the grace period (far longer than any command takes from sealing to appending) is
 //! destroyed. Every new kind of sealed value must be added to `live_keys`.
 
@@ -24,6 +24,7 @@ async fn live_keys(store: &dyn EventStore, read_models: &ReadModelDb) -> Result<
     let (catalog, _) = commands::load::<Catalog>(store, CATALOG_KEY).await?;
     let mut live: BTreeSet<Uuid> = catalog.registries.values().filter_map(|r| r.credentials.as_ref().map(|c| c.key_id)).collect();
     live.extend(catalog.webhooks.values().map(|w| w.secret.key_id));
+    live.extend(catalog.links.values().map(|l| l.credentials.key_id));
     for project in catalog.projects.values() {
         let (secrets, _) = commands::load::<Secrets>(store, &project.project_id.to_string()).await?;
         live.extend(secrets.keys.values());

@@ -84,6 +84,8 @@ async fn dispatch_keyed<D: Decider>(
         DomainEvent::Node(NodeEvent::Removed(r)) => r.retired_key,
         DomainEvent::Catalog(CatalogEvent::WebhookSecretRotated(r)) => Some(r.retired_key),
         DomainEvent::Catalog(CatalogEvent::WebhookDeleted(d)) => Some(d.retired_key),
+        DomainEvent::Catalog(CatalogEvent::RepositoryLinked(l)) => l.retired_key,
+        DomainEvent::Catalog(CatalogEvent::RepositoryUnlinked(u)) => Some(u.retired_key),
         _ => None,
     });
     for key_id in retired {

@@ -104,17 +104,43 @@ pub enum CatalogAction {
     DeleteWebhook {
         webhook_id: Uuid,
     },
+    /// Links (or links again) a project's repository; `credentials` sealed by the command
+    /// layer for [`repository_credentials_purpose`].
+    LinkRepository(RepositoryLink),
+    UnlinkRepository {
+        project: String,
+    },
 }
 
 /// The most webhooks a catalog holds.
 pub const MAX_WEBHOOKS: usize = 100;
 
-/// Whether `raw` can be a webhook's endpoint: an http(s) URL with a host, no credentials in it.
-fn check_webhook_url(raw: &str) -> Result<(), DomainError> {
+/// Whether `raw` can be a webhook's endpoint or a forge's API (`field`): an http(s) URL with a
+/// host, no credentials in it.
+fn check_http_url(field: &'static str, raw: &str, example: &str) -> Result<(), DomainError> {
     let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://")).unwrap_or_default();
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.contains(['@', ' ']) || raw.len() > 2048 || raw.chars().any(char::is_control) {
-        return Err(DomainError::invalid("url", format!("{raw:?} is not an http:// or https:// URL such as https://ci.example.com/hooks/nullops")));
+        return Err(DomainError::invalid(field, format!("{raw:?} is not an http:// or https:// URL such as {example}")));
+    }
+    Ok(())
+}
+
+/// Whether `raw` names a repository on `forge`: `owner/name` on GitHub, `group[/subgroup…]/name`
+/// on GitLab, each part letters, digits, `.`, `_` or `-`.
+fn check_forge_repository(forge: Forge, raw: &str) -> Result<(), DomainError> {
+    let parts: Vec<&str> = raw.split('/').collect();
+    let well_formed = parts.iter().all(|p| !p.is_empty() && p.len() <= 100 && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
+    let counted = match forge {
+        Forge::GitHub => parts.len() == 2,
+        Forge::GitLab => (2..=20).contains(&parts.len()),
+    };
+    if !well_formed || !counted {
+        let example = match forge {
+            Forge::GitHub => "acme/shop",
+            Forge::GitLab => "acme/web/shop",
+        };
+        return Err(DomainError::invalid("repository", format!("{raw:?} is not a {} repository path such as {example}", forge.slug())));
     }
     Ok(())
 }
@@ -135,6 +161,8 @@ pub struct CatalogState {
     pub environments: BTreeMap<String, EnvironmentDefinition>,
     pub projects: BTreeMap<String, ProjectDefinition>,
     pub webhooks: BTreeMap<Uuid, WebhookDefinition>,
+    /// Repository links by project name.
+    pub links: BTreeMap<String, RepositoryLink>,
 }
 
 impl CatalogState {
@@ -168,6 +196,11 @@ pub struct Catalog;
 /// The associated data that binds sealed registry credentials to their registry.
 pub fn credentials_purpose(registry: &str) -> String {
     format!("registry:{registry}")
+}
+
+/// What a repository link's credentials are sealed for.
+pub fn repository_credentials_purpose(project_id: Uuid) -> String {
+    format!("repository:{project_id}")
 }
 
 /// What a webhook's signing secret is sealed for.
@@ -433,7 +466,7 @@ impl crate::Decider for Catalog {
                 CatalogEvent::RegistryRemoved(RegistryRemoved { name: name.clone(), retired_key: current.credentials.as_ref().map(|c| c.key_id) })
             }
             CreateWebhook(w) => {
-                check_webhook_url(&w.url)?;
+                check_http_url("url", &w.url, "https://ci.example.com/hooks/nullops")?;
                 if w.topics.is_empty() {
                     return Err(DomainError::invalid("events", "choose at least one event to be told of"));
                 }
@@ -459,6 +492,27 @@ impl crate::Decider for Catalog {
                 let current = state.webhooks.get(webhook_id).ok_or_else(|| DomainError::NotFound(format!("no webhook {webhook_id}")))?;
                 CatalogEvent::WebhookDeleted(WebhookDeleted { webhook_id: *webhook_id, retired_key: current.secret.key_id })
             }
+            LinkRepository(link) => {
+                let project = state.project(&link.project)?;
+                check_forge_repository(link.forge, &link.repository)?;
+                check_http_url("apiUrl", &link.api_url, link.forge.public_api())?;
+                if !project.environments.contains(&link.environment) {
+                    return Err(DomainError::invalid("environment", format!("project {} does not deploy to {}", link.project, link.environment)));
+                }
+                let service = state.services.get(&link.service).ok_or_else(|| DomainError::invalid("service", format!("no service named {}", link.service)))?;
+                if !matches!(service.tag, TagMode::Selectable(_)) {
+                    return Err(DomainError::invalid(
+                        "service",
+                        format!("service {} runs a pinned tag: a preview needs a service whose tag is chosen per deployment", link.service),
+                    ));
+                }
+                let current = state.links.get(&link.project);
+                CatalogEvent::RepositoryLinked(RepositoryLinked { link: link.clone(), retired_key: current.map(|c| c.credentials.key_id) })
+            }
+            UnlinkRepository { project } => {
+                let current = state.links.get(project).ok_or_else(|| DomainError::NotFound(format!("project {project} has no linked repository")))?;
+                CatalogEvent::RepositoryUnlinked(RepositoryUnlinked { project: project.clone(), retired_key: current.credentials.key_id })
+            }
             CreateService(s) => {
                 absent(&state.services, "service", &s.name)?;
                 check_service(s, state)?;
@@ -474,6 +528,7 @@ impl crate::Decider for Catalog {
             }
             RemoveService { name } => {
                 exists(&state.services, "service", name)?;
+                unused("service", name, state.links.values().filter(|l| l.service == *name).map(|l| format!("the repository link of project {}", l.project)).collect())?;
                 CatalogEvent::ServiceRemoved(Removed { name: name.clone() })
             }
             CreatePlugin(p) => {
@@ -514,6 +569,7 @@ impl crate::Decider for Catalog {
                     .filter(|p| p.environments.contains(name))
                     .map(|p| format!("project {}", p.name))
                     .chain(state.webhooks.values().filter(|w| w.environment.as_ref() == Some(name)).map(|w| format!("webhook {}", w.url)))
+                    .chain(state.links.values().filter(|l| l.environment == *name).map(|l| format!("the repository link of project {}", l.project)))
                     .collect();
                 unused("environment", name, users)?;
                 CatalogEvent::EnvironmentRemoved(Removed { name: name.clone() })
@@ -535,7 +591,14 @@ impl crate::Decider for Catalog {
             }
             RemoveProject { name } => {
                 state.project(name)?;
-                unused("project", name, state.webhooks.values().filter(|w| w.project.as_ref() == Some(name)).map(|w| format!("webhook {}", w.url)).collect())?;
+                let users = state
+                    .webhooks
+                    .values()
+                    .filter(|w| w.project.as_ref() == Some(name))
+                    .map(|w| format!("webhook {}", w.url))
+                    .chain(state.links.get(name).map(|l| format!("its link to repository {}", l.repository)))
+                    .collect();
+                unused("project", name, users)?;
                 CatalogEvent::ProjectRemoved(Removed { name: name.clone() })
             }
         };
@@ -618,6 +681,12 @@ impl crate::Decider for Catalog {
             }
             WebhookDeleted(e) => {
                 state.webhooks.remove(&e.webhook_id);
+            }
+            RepositoryLinked(e) => {
+                state.links.insert(e.link.project.clone(), e.link.clone());
+            }
+            RepositoryUnlinked(e) => {
+                state.links.remove(&e.project);
             }
         }
         state
@@ -732,6 +801,59 @@ mod tests {
     }
     fn sealed(key: u128) -> Sealed {
         Sealed { key_id: Uuid::from_u128(key), nonce: vec![0; 12], ciphertext: vec![1, 2, 3] }
+    }
+    fn link(key: u128) -> RepositoryLink {
+        RepositoryLink {
+            project: "shop".into(),
+            forge: Forge::GitHub,
+            repository: "acme/shop".into(),
+            api_url: "http://127.0.0.1:9999".into(),
+            environment: "staging".into(),
+            service: "api".into(),
+            tag_rule: PreviewTagRule::PrNumber,
+            credentials: sealed(key),
+        }
+    }
+
+    #[test]
+    fn a_repository_link_names_the_projects_environment_and_a_selectable_service_and_retires_its_old_keys() {
+        let given = vec![
+            CatalogEvent::EnvironmentCreated(environment("staging")),
+            CatalogEvent::EnvironmentCreated(environment("prod")),
+            CatalogEvent::RegistryAdded(registry("local")),
+            CatalogEvent::ServiceCreated(service("api", "local")),
+            CatalogEvent::ServiceCreated(ServiceDefinition { tag: TagMode::Pinned("1".into()), ..service("db", "local") }),
+            CatalogEvent::ProjectCreated(project("shop", &["staging"])),
+        ];
+        let linked = when(&given, CatalogAction::LinkRepository(link(1))).unwrap();
+        assert_eq!(linked, [CatalogEvent::RepositoryLinked(RepositoryLinked { link: link(1), retired_key: None })]);
+        let given = [given, linked].concat();
+        // Linked again (a new token): the old credentials' key is retired.
+        assert_eq!(
+            when(&given, CatalogAction::LinkRepository(link(2))).unwrap(),
+            [CatalogEvent::RepositoryLinked(RepositoryLinked { link: link(2), retired_key: Some(Uuid::from_u128(1)) })]
+        );
+        for (bad, field) in [
+            (RepositoryLink { repository: "acme".into(), ..link(3) }, "repository"),
+            (RepositoryLink { repository: "acme/shop/x".into(), ..link(3) }, "repository"),
+            (RepositoryLink { api_url: "git@github.com".into(), ..link(3) }, "apiUrl"),
+            (RepositoryLink { environment: "prod".into(), ..link(3) }, "environment"),
+            (RepositoryLink { service: "db".into(), ..link(3) }, "service"),
+            (RepositoryLink { service: "nope".into(), ..link(3) }, "service"),
+        ] {
+            let refused = when(&given, CatalogAction::LinkRepository(bad.clone()));
+            assert!(matches!(refused, Err(DomainError::InvalidInput { field: f, .. }) if f == field), "{bad:?}: {refused:?}");
+        }
+        assert!(when(&given, CatalogAction::LinkRepository(RepositoryLink { forge: Forge::GitLab, repository: "acme/web/shop".into(), ..link(3) })).is_ok());
+        // What a link uses stays until it is unlinked.
+        assert!(matches!(when(&given, CatalogAction::RemoveService { name: "api".into() }), Err(DomainError::Conflict(_))));
+        assert!(matches!(when(&given, CatalogAction::RemoveProject { name: "shop".into() }), Err(DomainError::Conflict(_))));
+        let unlinked = when(&given, CatalogAction::UnlinkRepository { project: "shop".into() }).unwrap();
+        assert_eq!(unlinked, [CatalogEvent::RepositoryUnlinked(RepositoryUnlinked { project: "shop".into(), retired_key: Uuid::from_u128(1) })]);
+        let given = [given, unlinked].concat();
+        assert!(fold::<Catalog>(&given).links.is_empty());
+        assert!(when(&given, CatalogAction::RemoveService { name: "api".into() }).is_ok());
+        assert!(matches!(when(&given, CatalogAction::UnlinkRepository { project: "shop".into() }), Err(DomainError::NotFound(_))));
     }
 
     #[test]

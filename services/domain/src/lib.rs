@@ -15,6 +15,7 @@ pub mod names;
 pub mod node;
 pub mod pipeline;
 pub mod plan;
+pub mod preview;
 pub mod run;
 pub mod secrets;
 pub mod tags;
