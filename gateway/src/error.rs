@@ -72,6 +72,21 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of this error where it is answered outside GraphQL (the forge hooks).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::Unauthenticated(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::InvalidInput(_) | ApiError::InvalidPipeline(_) => 400,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::ResourcesExhausted(_) | ApiError::Unavailable | ApiError::NotYetVisible(_) => 503,
+            ApiError::Upstream { .. } => 502,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
     pub fn sign_in() -> Self {
         ApiError::Unauthenticated("sign in first: send 'Authorization: Bearer <token>' or the session cookie".into())
     }

@@ -41,10 +41,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .merge(crate::frontend::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(crate::previews::hook_routes(app.clone()))
         .with_state(Gateway { app, schema })
 }
 
-fn traceparent(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<String> {
     headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned)
 }
 

@@ -18,6 +18,7 @@ mod http;
 pub mod live;
 mod loaders;
 mod origin;
+pub mod previews;
 mod schema;
 pub mod webhooks;
 

@@ -30,6 +30,7 @@ pub struct Query(
     catalog::NodeQuery,
     deployments::DeploymentQuery,
     crate::webhooks::WebhookQuery,
+    crate::previews::PreviewQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -41,6 +42,7 @@ pub struct Mutation(
     catalog::NodeMutation,
     deployments::DeploymentMutation,
     crate::webhooks::WebhookMutation,
+    crate::previews::PreviewMutation,
 );
 
 pub fn build(app: Arc<App>) -> NullOpsSchema {

@@ -16,6 +16,7 @@ pub mod deployments;
 pub mod identity;
 pub mod logins;
 pub mod nodes;
+pub mod previews;
 pub mod runner;
 pub mod webhooks;
 

@@ -319,6 +319,8 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>) -> an
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(saga), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
     let webhooks = nullops_gateway::webhooks::WebhookProcess::new(app.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(webhooks), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
+    let previews = nullops_gateway::previews::PreviewProcess::new(app.clone());
+    tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(previews), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;

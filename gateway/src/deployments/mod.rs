@@ -21,8 +21,8 @@ use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand
 use nullops_domain::plan::{resolve, selectable_services};
 use nullops_domain::{DnsLabel, Issuer};
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
-use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentFailed, DeploymentRequested, RejectionCode};
-use nullops_events::Timestamp;
+use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentFailed, DeploymentRequested, PlannedAction, RejectionCode};
+use nullops_events::{EventMetadata, Timestamp};
 use nullops_projections::catalog as catalog_read;
 use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes as nodes_read;
@@ -238,7 +238,7 @@ async fn placement(app: &App, deployment_id: uuid::Uuid, attempt: u32) -> ApiRes
     }
 }
 
-fn failure_reason(row: &DeploymentRow) -> String {
+pub(crate) fn failure_reason(row: &DeploymentRow) -> String {
     let failure: Option<DeploymentFailed> = row.failure.as_deref().and_then(|f| serde_json::from_str(f).ok());
     failure.map_or_else(|| format!("deployment {} could not be placed", row.name), |f| f.reason)
 }
@@ -253,6 +253,41 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
     if access.is_none() {
         return Err(ApiError::NotFound(format!("no project named {project}")));
     }
+    let ask = Ask { project, environment, name, chosen, deployment_id: None };
+    let row = request_deployment(app, Issuer::User(principal), access, request(ctx).metadata()?, ask).await?;
+    Ok(DeploymentGql(row, seen(access)))
+}
+
+/// Each service `row` runs and its URL through the ingress.
+pub(crate) fn service_urls(app: &App, catalog: &CatalogState, row: &DeploymentRow) -> BTreeMap<String, String> {
+    let domain = catalog.environments.get(&row.environment).map(|e| e.base_domain.clone()).unwrap_or_default();
+    row.plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            PlannedAction::Service(svc) => Some((svc.service.clone(), app.config.ingress.service_url(&svc.service, &row.name, &row.environment, &domain))),
+            PlannedAction::Plugin(_) => None,
+        })
+        .collect()
+}
+
+/// What a new deployment is asked to be.
+pub(crate) struct Ask<'a> {
+    pub project: &'a str,
+    pub environment: &'a str,
+    /// Generated when absent.
+    pub name: Option<String>,
+    pub chosen: BTreeMap<String, String>,
+    /// Its id, when the caller must know it before asking (a process that may ask again after
+    /// a crash); fresh when absent.
+    pub deployment_id: Option<Uuid>,
+}
+
+/// Asks for a deployment of `ask.project`'s latest pipeline as `by` (whose access is `access`)
+/// and waits for the saga to place it: the deployment placed, or why it cannot be.
+pub(crate) async fn request_deployment(app: &App, by: Issuer, access: Option<Access>, metadata: EventMetadata, ask: Ask<'_>) -> ApiResult<DeploymentRow> {
+    let Ask { project, environment, name, chosen, deployment_id } = ask;
+    let state = catalog_state(app).await?;
     let definition = state.project(project)?.clone();
     let env = state.environments.get(environment).ok_or_else(|| ApiError::NotFound(format!("no environment named {environment}")))?.clone();
     if !definition.environments.iter().any(|e| e == environment) {
@@ -277,7 +312,7 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
             refused = Some(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
             continue;
         }
-        let deployment_id = uuid::Uuid::now_v7();
+        let deployment_id = deployment_id.unwrap_or_else(uuid::Uuid::now_v7);
         let lifetime_secs = definition.cleanup_after_secs.unwrap_or(env.cleanup_after_secs);
         let now = Timestamp::now().0;
         let expires_at = now.saturating_add(i64::try_from(lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
@@ -295,10 +330,11 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
             lifetime_secs,
             expires_at,
         };
-        change(ctx, deployment_id, DeploymentAction::Create { access, request, name }).await?;
+        let command = DeploymentCommand { by: by.clone(), action: DeploymentAction::Create { access, request, name } };
+        dispatch::<Deployment>(app, metadata.clone(), &deployment_id.to_string(), command).await?;
         let row = placement(app, deployment_id, 1).await?;
         match row.rejection {
-            None => return Ok(DeploymentGql(row, seen(access))),
+            None => return Ok(row),
             Some(RejectionCode::NameTaken) => refused = Some(ApiError::Conflict(failure_reason(&row))),
             Some(RejectionCode::NoRoom) => return Err(ApiError::ResourcesExhausted(failure_reason(&row))),
         }

@@ -5,14 +5,14 @@
 //! growing pauses, at least once (a crash between an answer and its record sends the same
 //! `webhook-id` again). Redirects are never followed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nullops_domain::catalog::{webhook_secret_purpose, Catalog};
 use nullops_events::catalog::{PipelineEvent, WebhookDefinition, WebhookTopic};
-use nullops_events::deployment::{DeletionReason, DeploymentEvent, PlannedAction};
+use nullops_events::deployment::{DeletionReason, DeploymentEvent};
 use nullops_events::node::NodeEvent;
 use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use nullops_projections::webhooks::{self as rows, AttemptRow, DeliveryRow};
@@ -78,18 +78,7 @@ impl WebhookProcess {
                 let Ok(deployment_id) = Uuid::try_parse(key) else { return Ok(None) };
                 let _ = app.read_models.wait_for(&["deployments"], stored.position, READ_MODEL_WAIT).await;
                 let Some(row) = nullops_projections::deployments::deployment(&app.read_models, deployment_id).await? else { return Ok(None) };
-                let domain = catalog.environments.get(&row.environment).map(|e| e.base_domain.clone()).unwrap_or_default();
-                let urls: BTreeMap<String, String> = row
-                    .plan
-                    .steps
-                    .iter()
-                    .filter_map(|s| match &s.action {
-                        PlannedAction::Service(svc) => {
-                            Some((svc.service.clone(), app.config.ingress.service_url(&svc.service, &row.name, &row.environment, &domain)))
-                        }
-                        PlannedAction::Plugin(_) => None,
-                    })
-                    .collect();
+                let urls = crate::deployments::service_urls(app, catalog, &row);
                 let failure: Option<Value> = row.failure.as_deref().and_then(|f| serde_json::from_str(f).ok());
                 let state = match topic {
                     WebhookTopic::DeploymentCreated => "PENDING",

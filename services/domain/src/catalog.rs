@@ -528,7 +528,11 @@ impl crate::Decider for Catalog {
             }
             RemoveService { name } => {
                 exists(&state.services, "service", name)?;
-                unused("service", name, state.links.values().filter(|l| l.service == *name).map(|l| format!("the repository link of project {}", l.project)).collect())?;
+                unused(
+                    "service",
+                    name,
+                    state.links.values().filter(|l| l.service == *name).map(|l| format!("the repository link of project {}", l.project)).collect(),
+                )?;
                 CatalogEvent::ServiceRemoved(Removed { name: name.clone() })
             }
             CreatePlugin(p) => {

@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn deliveries_are_remembered_up_to_a_bound() {
-        let given: Vec<PreviewEvent> = (0..REMEMBERED_DELIVERIES + 5).map(|i| PreviewEvent::Requested(hook(&format!("d{i}"), deploy(i as u128), &format!("{i}")))).collect();
+        let given: Vec<PreviewEvent> =
+            (0..REMEMBERED_DELIVERIES + 5).map(|i| PreviewEvent::Requested(hook(&format!("d{i}"), deploy(i as u128), &format!("{i}")))).collect();
         let state = fold::<Preview>(&given);
         assert_eq!(state.deliveries.len(), REMEMBERED_DELIVERIES);
         assert_eq!(state.deliveries.front().map(String::as_str), Some("d5"));
