@@ -1,0 +1,274 @@
+"""Pull-request previews, driven by the forges' recorded hook payloads (tests/fixtures/forge)
+signed as GitHub and GitLab sign them, against a small fake of each forge's API that records
+the commit statuses and comments posted to it. Images are "pushed by CI" by tagging them in the
+tests' real registry; the previews answer through the real ingress."""
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from test_console import ADMIN, REGISTRY, Api, Server, done, open_page, private_catalog, shot, sign_in
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "forge")
+SECRET = "hook-secret-" + uuid.uuid4().hex
+TOKEN = "forge-token-" + uuid.uuid4().hex
+SHA_A, SHA_B = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "e4c1b9a0f3d2c5b6a7988776655443322110ffee"
+MANIFESTS = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, " \
+            "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def payload(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def push_tag(image, source, tag):
+    """What CI does: the image's `source` tag also as `tag`, through the registry's API."""
+    auth = ("nullops", "nullops")
+    got = requests.get(f"http://{REGISTRY}/v2/{image}/manifests/{source}", headers={"Accept": MANIFESTS}, auth=auth, timeout=30)
+    assert got.status_code == 200, got.text
+    put = requests.put(f"http://{REGISTRY}/v2/{image}/manifests/{tag}", data=got.content,
+                       headers={"Content-Type": got.headers["Content-Type"]}, auth=auth, timeout=30)
+    assert put.status_code == 201, put.text
+
+
+class FakeForge:
+    """GitHub's statuses and issue comments, and GitLab's commit statuses and merge request
+    notes, as far as previews use them; every call needs the token."""
+
+    def __init__(self):
+        self.statuses = []  # (forge, repository, sha, body)
+        self.comments = {}  # id -> {"forge", "path", "body", "edits"}
+        self.calls = []
+        self.lock = threading.Lock()
+        forge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self, status, body=None):
+                data = json.dumps(body or {}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def handle_any(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                path = self.path
+                with forge.lock:
+                    forge.calls.append((self.command, path))
+                if path.startswith("/github/"):
+                    if self.headers.get("Authorization") != f"Bearer {TOKEN}" or "github" not in self.headers.get("Accept", ""):
+                        return self.answer(401, {"message": "Bad credentials"})
+                    m = re.fullmatch(r"/github/repos/([^/]+/[^/]+)/(statuses/(\w+)|issues/(\d+)/comments|issues/comments/(\d+))", path)
+                    kind = "github"
+                elif path.startswith("/gitlab/"):
+                    if self.headers.get("PRIVATE-TOKEN") != TOKEN:
+                        return self.answer(401, {"message": "401 Unauthorized"})
+                    m = re.fullmatch(r"/gitlab/projects/([^/]+)/(statuses/(\w+)|merge_requests/(\d+)/notes|merge_requests/\d+/notes/(\d+))", path)
+                    kind = "gitlab"
+                else:
+                    m = None
+                if not m:
+                    return self.answer(404, {"message": "Not Found"})
+                repository, _, sha, number, comment = m.groups()
+                with forge.lock:
+                    if sha and self.command == "POST":
+                        forge.statuses.append((kind, repository, sha, body))
+                        return self.answer(201, {"id": len(forge.statuses), **body})
+                    if number and self.command == "POST":
+                        new = str(1000 + len(forge.comments))
+                        forge.comments[new] = {"forge": kind, "repository": repository, "number": int(number), "body": body["body"], "edits": 0}
+                        return self.answer(201, {"id": int(new), "body": body["body"]})
+                    if comment and self.command in ("PATCH", "PUT") and comment in forge.comments:
+                        forge.comments[comment]["body"] = body["body"]
+                        forge.comments[comment]["edits"] += 1
+                        return self.answer(200, {"id": int(comment), "body": body["body"]})
+                return self.answer(404, {"message": "Not Found"})
+
+            do_POST = do_PATCH = do_PUT = handle_any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def statuses_of(self, sha):
+        with self.lock:
+            return [(s["state"], s.get("description"), s.get("target_url")) for _, _, h, s in self.statuses if h == sha]
+
+    def comments_of(self, kind):
+        with self.lock:
+            return [c for c in self.comments.values() if c["forge"] == kind]
+
+
+@pytest.fixture(scope="module")
+def forge():
+    f = FakeForge()
+    yield f
+    f.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    admin = Api(s, *ADMIN)
+    private_catalog(admin, web=False)
+    admin.ok("""mutation { createService(input: {name: "site", registry: "private", image: "nullops/demo", tagMode: SELECTABLE, port: 8080,
+        healthCheck: {httpPath: "/healthz"}}) { name } }""")
+    for project in ["shop", "store", "other"]:
+        admin.ok('mutation($p: String!) { createProject(input: {name: $p, environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }', p=project)
+        admin.ok('mutation($p: String!) { savePipeline(project: $p, pipeline: {nodes: [{id: "site", service: "site"}]}) { version } }', p=project)
+    yield s
+    s.clean_up()
+
+
+def github_hook(server, project, event, body, delivery, secret=SECRET, signature=None):
+    sig = signature if signature is not None else "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "User-Agent": "GitHub-Hookshot/5a1c3e7"}
+    if sig:
+        headers["X-Hub-Signature-256"] = sig
+    return requests.post(f"{server.base}/hooks/github/{project}", data=body, headers=headers, timeout=60)
+
+
+def gitlab_hook(server, project, body, delivery, token=SECRET):
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": token,
+               "X-Gitlab-Event-UUID": str(uuid.uuid4()), "Idempotency-Key": delivery, "User-Agent": "GitLab/17.6.0"}
+    return requests.post(f"{server.base}/hooks/gitlab/{project}", data=body, headers=headers, timeout=60)
+
+
+def preview(admin, project, number=7):
+    found = [p for p in admin.ok("""query($p: String!) { previews(project: $p) { number name state message headSha tag deploymentId action } }""",
+                                  p=project)["previews"] if p["number"] == number]
+    return found[0] if found else None
+
+
+def live_named(admin, name):
+    return [d for d in admin.ok("{ deployments { id name state project } }")["deployments"] if d["name"] == name]
+
+
+def through_ingress(server, url):
+    host = url.split("//", 1)[1].split("/", 1)[0].split(":")[0]
+    return requests.get(f"http://127.0.0.1:{server.ingress_port}/", headers={"Host": host}, timeout=30)
+
+
+def link(admin, forge, project, provider, repository, rule):
+    api = f"{forge.base}/{provider.lower()}"
+    return admin.ok("""mutation($p: String!, $f: Forge!, $r: String!, $a: String!, $s: String!, $t: String!, $rule: PreviewTagRule!) {
+        linkRepository(project: $p, provider: $f, repository: $r, apiUrl: $a, webhookSecret: $s, token: $t, service: "site", tagRule: $rule) {
+          project provider repository apiUrl environment service tagRule hookPath } }""",
+                    p=project, f=provider, r=repository, a=api, s=SECRET, t=TOKEN, rule=rule)["linkRepository"]
+
+
+def test_a_github_pull_request_opens_updates_and_closes_its_preview(server, forge):
+    admin = Api(server, *ADMIN)
+    linked = link(admin, forge, "shop", "GITHUB", "acme/shop", "SHORT_SHA")
+    assert linked == {"project": "shop", "provider": "GITHUB", "repository": "acme/shop", "apiUrl": f"{forge.base}/github", "environment": "local",
+                      "service": "site", "tagRule": "SHORT_SHA", "hookPath": "/hooks/github/shop"}
+    shown = json.dumps(admin.ok('{ repositoryLink(project: "shop") { project provider repository apiUrl hookPath } }'))
+    assert SECRET not in shown and TOKEN not in shown
+
+    # CI pushed the head commit's image; the forge says the request was opened.
+    push_tag("nullops/demo", "v1", SHA_A[:7])
+    opened = payload("github-pull_request-opened.json")
+    first = github_hook(server, "shop", "pull_request", opened, "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert first.status_code == 202 and first.json() == {"preview": "pr-7", "recorded": True}, first.text
+    again = github_hook(server, "shop", "pull_request", opened, "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert again.status_code == 200 and again.json()["recorded"] is False, again.text
+
+    running = admin.wait_for("pr-7 running", lambda: (p := preview(admin, "shop")) and p["state"] == "RUNNING" and p, timeout=240)
+    assert (running["headSha"], running["tag"], running["action"]) == (SHA_A, SHA_A[:7], "opened")
+    assert [d["state"] for d in live_named(admin, "pr-7")] == ["RUNNING"], "one deployment for the delivery sent twice"
+    url = running["message"]
+    assert url.startswith("http://site.pr-7.local.") and "nullops demo v1" in through_ingress(server, url).text
+    # The forge was told: pending, then success with the URL; one comment with the URL.
+    statuses = admin.wait_for("the success status", lambda: (s := forge.statuses_of(SHA_A)) and s[-1][0] == "success" and s)
+    assert statuses[0][0] == "pending" and statuses[-1] == ("success", "Preview pr-7 is running", url), statuses
+    comments = admin.wait_for("the comment", lambda: (c := forge.comments_of("github")) and url in c[0]["body"] and c)
+    assert len(comments) == 1 and comments[0]["repository"] == "acme/shop" and comments[0]["number"] == 7
+
+    # A new commit: the preview is made again from the new commit's image.
+    push_tag("nullops/demo", "v2", SHA_B[:7])
+    pushed = github_hook(server, "shop", "pull_request", payload("github-pull_request-synchronize.json"), "9a1c2e3f-cc79-11e3-8f1e-4c9367dc0958")
+    assert pushed.status_code == 202, pushed.text
+    again = admin.wait_for("pr-7 running the new commit", lambda: (p := preview(admin, "shop")) and p["headSha"] == SHA_B and p["state"] == "RUNNING" and p, timeout=240)
+    assert again["deploymentId"] != running["deploymentId"] and again["tag"] == SHA_B[:7]
+    assert "nullops demo v2" in through_ingress(server, again["message"]).text
+    assert [d["id"] for d in live_named(admin, "pr-7")] == [again["deploymentId"]], "the old commit's preview is gone"
+    admin.wait_for("the new commit's success", lambda: (s := forge.statuses_of(SHA_B)) and s[-1][0] == "success")
+    comments = admin.wait_for("the comment updated", lambda: (c := forge.comments_of("github")) and SHA_B[:7] in c[0]["body"] and c)
+    assert len(comments) == 1 and comments[0]["edits"] >= 1, "one comment, kept up to date"
+
+    # Merged: deleted, and the comment says so.
+    closed = github_hook(server, "shop", "pull_request", payload("github-pull_request-closed.json"), "b4f1d0e2-cc7a-11e3-9c1a-4c9367dc0958")
+    assert closed.status_code == 202, closed.text
+    admin.wait_for("pr-7 removed", lambda: preview(admin, "shop")["state"] == "REMOVED", timeout=240)
+    assert live_named(admin, "pr-7") == []
+    comment = admin.wait_for("the comment says deleted", lambda: (c := forge.comments_of("github")) and "deleted" in c[0]["body"] and c[0])
+    assert len(forge.comments_of("github")) == 1 and "merged" in comment["body"]
+    # The audit tells what the forge asked for, and never the secrets.
+    audit = json.dumps(admin.ok('{ auditLog(filter: {eventType: "preview.requested"}, page: {first: 50}) { entries { summary actor } } }'))
+    assert "github pull request #7 of project shop opened by octocat" in audit and SECRET not in audit and TOKEN not in audit
+
+
+def test_unsigned_or_badly_signed_hooks_and_unlinked_projects_get_401_and_change_nothing(server, forge):
+    admin = Api(server, *ADMIN)
+    if not admin.ok('{ repositoryLink(project: "shop") { project } }')["repositoryLink"]:
+        link(admin, forge, "shop", "GITHUB", "acme/shop", "SHORT_SHA")
+    before = admin.ok('{ previews(project: "shop") { number state headSha } }')
+    recorded = lambda: admin.ok('{ auditLog(filter: {eventType: "preview.requested"}, page: {first: 500}) { entries { eventId } } }')["auditLog"]["entries"]
+    events_before = recorded()
+    opened = payload("github-pull_request-opened.json").replace(b'"number": 7', b'"number": 8')
+    for attempt in [
+        github_hook(server, "shop", "pull_request", opened, str(uuid.uuid4()), secret="not-the-secret"),
+        github_hook(server, "shop", "pull_request", opened, str(uuid.uuid4()), signature=""),
+        github_hook(server, "shop", "pull_request", opened, str(uuid.uuid4()), signature="sha256=00"),
+        github_hook(server, "nope", "pull_request", opened, str(uuid.uuid4())),
+        github_hook(server, "other", "pull_request", opened, str(uuid.uuid4())),
+        gitlab_hook(server, "shop", payload("gitlab-merge_request-open.json"), str(uuid.uuid4())),
+    ]:
+        assert attempt.status_code == 401, attempt.text
+        assert attempt.json()["error"]["code"] == "UNAUTHENTICATED"
+    # Nothing tells an unknown project from a bad signature.
+    assert len({a.text for a in [github_hook(server, "nope", "pull_request", opened, "x"), github_hook(server, "shop", "pull_request", opened, "x", secret="no")]}) == 1
+    assert admin.ok('{ previews(project: "shop") { number state headSha } }') == before
+    assert live_named(admin, "pr-8") == []
+    assert recorded() == events_before, "nothing recorded"
+    # A ping verifies; a hook from another repository is refused by name.
+    assert github_hook(server, "shop", "ping", b'{"zen": "Design for failure."}', str(uuid.uuid4())).status_code == 200
+    elsewhere = github_hook(server, "shop", "pull_request", opened.replace(b'"full_name": "acme/shop"', b'"full_name": "acme/other"'), str(uuid.uuid4()))
+    assert elsewhere.status_code == 422 and elsewhere.json()["error"]["code"] == "WRONG_REPOSITORY", elsewhere.text
+
+
+def test_a_gitlab_merge_request_waits_for_its_tag_then_deploys(server, forge):
+    admin = Api(server, *ADMIN)
+    link(admin, forge, "store", "GITLAB", "acme/web/shop", "PR_NUMBER")
+    # The hook comes before CI has pushed pr-7.
+    made = gitlab_hook(server, "store", payload("gitlab-merge_request-open.json"), "c1f3e0a2-5b2d-4c3e-9f1a-2b7d8e6f0a11")
+    assert made.status_code == 202, made.text
+    waiting = admin.wait_for("waiting for the tag", lambda: (p := preview(admin, "store")) and p["state"] == "WAITING_FOR_TAG" and p)
+    assert "nullops/demo:pr-7" in waiting["message"]
+    admin.wait_for("a pending status", lambda: any(s[0] == "pending" and "nullops/demo:pr-7" in s[1] for s in forge.statuses_of(SHA_A)))
+    push_tag("nullops/demo", "v1", "pr-7")
+    running = admin.wait_for("pr-7 of store running", lambda: (p := preview(admin, "store")) and p["state"] == "RUNNING" and p, timeout=240)
+    assert "nullops demo v1" in through_ingress(server, running["message"]).text
+    statuses = admin.wait_for("gitlab told success", lambda: [s for s in forge.statuses_of(SHA_A) if s[0] == "success" and "pr-7.local" in (s[2] or "")])
+    assert statuses
+    with forge.lock:
+        assert any(k == "gitlab" and r == "acme%2Fweb%2Fshop" for k, r, _, _ in forge.statuses)
+    assert len(forge.comments_of("gitlab")) == 1
+    merged = gitlab_hook(server, "store", payload("gitlab-merge_request-merge.json"), "d2a4f1b3-6c3e-4d4f-8a2b-3c8e9f7a1b22")
+    assert merged.status_code == 202, merged.text
+    admin.wait_for("pr-7 of store removed", lambda: preview(admin, "store")["state"] == "REMOVED", timeout=240)
+    admin.wait_for("the note says deleted", lambda: "deleted" in forge.comments_of("gitlab")[0]["body"])
