@@ -4,7 +4,7 @@
 
 import { gql } from './api.js';
 
-const ENUMS = ['DeploymentState', 'StepState', 'NodeStatus', 'DeploymentAction', 'Access', 'TagMode', 'Role', 'WebhookEvent'];
+const ENUMS = ['DeploymentState', 'StepState', 'NodeStatus', 'DeploymentAction', 'Access', 'TagMode', 'Role', 'WebhookEvent', 'Forge', 'PreviewTagRule', 'PreviewState'];
 const known = new Map();
 
 export async function loadEnums() {

@@ -1,6 +1,6 @@
 // One project: where it deploys and within what limits (admins edit), its pipeline, its secrets
-// (set, replaced and deleted by FULL access; values never shown), who has access, and its
-// deployments, live.
+// (set, replaced and deleted by FULL access; values never shown), who has access, its
+// deployments, live, and its pull-request previews (project-previews.js).
 
 import { gql, live } from '../lib/api.js';
 import { h, clear, badge, facts, notify, pageHead, redraw, section, table, statusLine, showError } from '../lib/dom.js';
@@ -9,6 +9,7 @@ import { formDialog, confirmThen } from '../lib/dialog.js';
 import { field, formError, int, onSubmit, rules, submitButton, text } from '../lib/forms.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
 import { ENDED, stateBadge } from './deployments.js';
+import { previewsSection } from './project-previews.js';
 
 // The fields of a project's form: `p` to edit, null to create.
 export function projectFields(p, environments) {
@@ -54,6 +55,8 @@ export async function show(root, ctx) {
   const secretsSlot = h('div');
   const grantsSlot = h('div', { class: 'table-scroll' });
   const deploymentsSlot = h('div', { class: 'table-scroll' });
+  const previewsSlot = h('div');
+  let previews = null;
   const status = statusLine();
   const deployments = new Map();
   let p = null;
@@ -175,14 +178,19 @@ export async function show(root, ctx) {
   };
 
   await load();
+  previews = previewsSection(previewsSlot, ctx, p);
+  await previews.load();
+  stops.push(previews.stop);
   clear(root, head, about,
     h('div', { class: 'grid-2' }, section('Pipeline', [], pipelineSlot), section('Access', [], grantsSlot)),
     section('Secrets', [], secretsSlot),
-    section('Deployments', [], deploymentsSlot));
+    section('Deployments', [], deploymentsSlot),
+    section('Pull-request previews', [], previewsSlot));
   ctx.ready();
-  stops.push(followCatalog(['PROJECT', 'PIPELINE', 'SECRET', 'TEAM'], () => load(true).catch((e) => showError(status, e))));
+  const reloadPreviews = () => previews.load().catch((e) => showError(status, e));
+  stops.push(followCatalog(['PROJECT', 'PIPELINE', 'SECRET', 'TEAM'], () => { load(true).catch((e) => showError(status, e)); reloadPreviews(); }));
   stops.push(live('subscription($p: String) { deploymentsUpdated(project: $p) { id name environment state createdBy failure { reason } } }', { p: name }, {
-    next: (d) => { deployments.set(d.deploymentsUpdated.id, d.deploymentsUpdated); renderDeployments(); },
+    next: (d) => { deployments.set(d.deploymentsUpdated.id, d.deploymentsUpdated); renderDeployments(); reloadPreviews(); },
     resync: () => load(true).catch((e) => showError(status, e)),
     error: (e) => showError(status, e),
   }));

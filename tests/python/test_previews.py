@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from test_console import ADMIN, REGISTRY, Api, Server, done, open_page, private_catalog, shot, sign_in
+from test_console import ADMIN, REGISTRY, Api, Server, dialog, done, field_error, open_page, private_catalog, shot, sign_in
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "forge")
 SECRET = "hook-secret-" + uuid.uuid4().hex
@@ -272,3 +272,44 @@ def test_a_gitlab_merge_request_waits_for_its_tag_then_deploys(server, forge):
     assert merged.status_code == 202, merged.text
     admin.wait_for("pr-7 of store removed", lambda: preview(admin, "store")["state"] == "REMOVED", timeout=240)
     admin.wait_for("the note says deleted", lambda: "deleted" in forge.comments_of("gitlab")[0]["body"])
+
+
+def test_an_admin_links_a_repository_in_the_browser_and_watches_a_preview_come_up(server, forge, browser):
+    admin = Api(server, *ADMIN)
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto("/#/projects/other")
+    previews = page.get_by_role("region", name="Pull-request previews")
+    expect(previews.get_by_text("Not linked to a repository")).to_be_visible()
+    previews.get_by_role("button", name="Link a repository").click()
+    form = dialog(page)
+    form.get_by_label("Forge").select_option("GITHUB")
+    form.get_by_label("Repository").fill("acme")
+    form.get_by_label("API URL").fill(f"{forge.base}/github")
+    form.get_by_label("Tag rule").select_option("SHORT_SHA")
+    form.get_by_label("Hook secret").fill(SECRET)
+    form.get_by_label("API token").fill(TOKEN)
+    form.get_by_role("button", name="Link repository").click()
+    # The server's refusal, beside its field; nothing typed is lost.
+    expect(field_error(page, "Repository", form)).to_contain_text("not a github repository path such as acme/shop")
+    shot(page, "previews-link-refused")
+    form.get_by_label("Repository").fill("acme/other")
+    form.get_by_label("Hook secret").fill(SECRET)
+    form.get_by_label("API token").fill(TOKEN)
+    form.get_by_role("button", name="Link repository").click()
+    expect(previews.locator("#hook-url")).to_have_text(f"{server.base}/hooks/github/other")
+    assert SECRET not in page.content() and TOKEN not in page.content()
+
+    # The forge's hook for pull request #9 arrives; the page follows it to RUNNING by itself.
+    opened = payload("github-pull_request-opened.json").replace(b'"number": 7', b'"number": 9').replace(b'/pull/7', b'/pull/9').replace(b'"full_name": "acme/shop"', b'"full_name": "acme/other"')
+    push_tag("nullops/demo", "v1", SHA_A[:7])
+    assert github_hook(server, "other", "pull_request", opened, str(uuid.uuid4())).status_code == 202
+    row = previews.get_by_role("row").filter(has_text="#9")
+    expect(row.locator(".badge")).to_have_text(re.compile("^running$", re.I), timeout=240_000)
+    expect(row.get_by_role("link", name="pr-9", exact=True)).to_be_visible()
+    expect(row.locator('a[href^="http://site.pr-9.local."]')).to_be_visible()
+    shot(page, "previews-running")
+    done(page)
+    closed = payload("github-pull_request-closed.json").replace(b'"number": 7', b'"number": 9').replace(b'/pull/7', b'/pull/9').replace(b'"full_name": "acme/shop"', b'"full_name": "acme/other"')
+    assert github_hook(server, "other", "pull_request", closed, str(uuid.uuid4())).status_code == 202
+    admin.wait_for("pr-9 removed", lambda: preview(admin, "other", 9)["state"] == "REMOVED", timeout=240)
