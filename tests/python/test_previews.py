@@ -49,6 +49,7 @@ class FakeForge:
         self.statuses = []  # (forge, repository, sha, body)
         self.comments = {}  # id -> {"forge", "path", "body", "edits"}
         self.calls = []
+        self.down = False  # answer 502 to everything, as a forge having a bad day
         self.lock = threading.Lock()
         forge = self
 
@@ -66,6 +67,8 @@ class FakeForge:
                 path = self.path
                 with forge.lock:
                     forge.calls.append((self.command, path))
+                    if forge.down:
+                        return self.answer(502, {"message": "Bad Gateway"})
                 if path.startswith("/github/"):
                     if self.headers.get("Authorization") != f"Bearer {TOKEN}" or "github" not in self.headers.get("Accept", ""):
                         return self.answer(401, {"message": "Bad credentials"})
@@ -251,27 +254,41 @@ def test_unsigned_or_badly_signed_hooks_and_unlinked_projects_get_401_and_change
     assert elsewhere.status_code == 422 and elsewhere.json()["error"]["code"] == "WRONG_REPOSITORY", elsewhere.text
 
 
-def test_a_gitlab_merge_request_waits_for_its_tag_then_deploys(server, forge):
+def test_a_gitlab_merge_request_waits_for_its_tag_then_deploys_across_a_crash_and_a_forge_outage(server, forge):
     admin = Api(server, *ADMIN)
     link(admin, forge, "store", "GITLAB", "acme/web/shop", "PR_NUMBER")
-    # The hook comes before CI has pushed pr-7.
-    made = gitlab_hook(server, "store", payload("gitlab-merge_request-open.json"), "c1f3e0a2-5b2d-4c3e-9f1a-2b7d8e6f0a11")
-    assert made.status_code == 202, made.text
-    waiting = admin.wait_for("waiting for the tag", lambda: (p := preview(admin, "store")) and p["state"] == "WAITING_FOR_TAG" and p)
-    assert "nullops/demo:pr-7" in waiting["message"]
-    admin.wait_for("a pending status", lambda: any(s[0] == "pending" and "nullops/demo:pr-7" in s[1] for s in forge.statuses_of(SHA_A)))
-    push_tag("nullops/demo", "v1", "pr-7")
-    running = admin.wait_for("pr-7 of store running", lambda: (p := preview(admin, "store")) and p["state"] == "RUNNING" and p, timeout=240)
+    # A request number whose tag no earlier run pushed to the registry.
+    n = 100 + uuid.uuid4().int % 100_000
+    mr = lambda name: payload(name).replace(b'"iid": 7', f'"iid": {n}'.encode()).replace(b"merge_requests/7", f"merge_requests/{n}".encode())
+    tag, name = f"pr-{n}", f"pr-{n}"
+    # The hook comes before CI has pushed the tag, while the forge's API is down.
+    forge.down = True
+    made = gitlab_hook(server, "store", mr("gitlab-merge_request-open.json"), str(uuid.uuid4()))
+    assert made.status_code == 202 and made.json()["preview"] == name, made.text
+    waiting = admin.wait_for("waiting for the tag", lambda: (p := preview(admin, "store", n)) and p["state"] == "WAITING_FOR_TAG" and p)
+    assert f"nullops/demo:{tag}" in waiting["message"]
+    admin.wait_for("a status tried while the forge is down", lambda: any("/gitlab/" in path for _, path in forge.calls))
+    # The platform is killed outright and started again: what it was waiting for is still waited for.
+    server.proc.kill()
+    server.proc.wait(timeout=60)
+    server.start()
+    admin = Api(server, *ADMIN)
+    assert preview(admin, "store", n)["state"] == "WAITING_FOR_TAG"
+    forge.down = False
+    pending = lambda: [s for s in forge.statuses_of(SHA_A) if s[0] == "pending" and f"nullops/demo:{tag}" in s[1]]
+    admin.wait_for("a pending status once the forge is back", pending, timeout=180)
+    push_tag("nullops/demo", "v1", tag)
+    running = admin.wait_for(f"{name} of store running", lambda: (p := preview(admin, "store", n)) and p["state"] == "RUNNING" and p, timeout=240)
     assert "nullops demo v1" in through_ingress(server, running["message"]).text
-    statuses = admin.wait_for("gitlab told success", lambda: [s for s in forge.statuses_of(SHA_A) if s[0] == "success" and "pr-7.local" in (s[2] or "")])
-    assert statuses
+    admin.wait_for("gitlab told success", lambda: [s for s in forge.statuses_of(SHA_A) if s[0] == "success" and f"{name}.local" in (s[2] or "")])
     with forge.lock:
-        assert any(k == "gitlab" and r == "acme%2Fweb%2Fshop" for k, r, _, _ in forge.statuses)
-    assert len(forge.comments_of("gitlab")) == 1
-    merged = gitlab_hook(server, "store", payload("gitlab-merge_request-merge.json"), "d2a4f1b3-6c3e-4d4f-8a2b-3c8e9f7a1b22")
+        assert {r for k, r, _, _ in forge.statuses if k == "gitlab"} == {"acme%2Fweb%2Fshop"}
+    notes = [c for c in forge.comments_of("gitlab") if c["number"] == n]
+    assert len(notes) == 1 and running["message"] in notes[0]["body"]
+    merged = gitlab_hook(server, "store", mr("gitlab-merge_request-merge.json"), str(uuid.uuid4()))
     assert merged.status_code == 202, merged.text
-    admin.wait_for("pr-7 of store removed", lambda: preview(admin, "store")["state"] == "REMOVED", timeout=240)
-    admin.wait_for("the note says deleted", lambda: "deleted" in forge.comments_of("gitlab")[0]["body"])
+    admin.wait_for(f"{name} of store removed", lambda: preview(admin, "store", n)["state"] == "REMOVED", timeout=240)
+    admin.wait_for("the note says deleted", lambda: "deleted" in [c for c in forge.comments_of("gitlab") if c["number"] == n][0]["body"])
 
 
 def test_an_admin_links_a_repository_in_the_browser_and_watches_a_preview_come_up(server, forge, browser):
