@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what NullOps and its tests need on a fresh Debian 12 machine:
 # PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium, docker-compose (the deploy
-# benchmark's baseline), nginx and wrk (the ingress benchmark's baseline and load), static busybox (for test images) and the Python test clients;
+# benchmark's baseline), nginx and wrk (the ingress benchmark's baseline and load), Prometheus (the metrics tests scrape
+# with it), static busybox (for test images) and the Python test clients;
 # checks that the machine's Docker Engine answers.
 # Idempotent: every step checks before it acts, so running it twice is harmless.
 set -euo pipefail
@@ -16,7 +17,7 @@ mkdir -p "$STATE_DIR"
 log() { printf '[infra] %s\n' "$*"; }
 
 need_pkgs=()
-for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose nginx wrk lld openssl ca-certificates; do
+for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose nginx wrk lld openssl ca-certificates prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -26,6 +27,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
   # The package starts a default nginx on port 80; the benchmark runs its own.
   if [ -s /run/nginx.pid ]; then nginx -s quit 2>/dev/null || true; fi
+  # Likewise Prometheus (and its node exporter): the tests start their own.
+  if command -v service >/dev/null; then service prometheus stop >/dev/null 2>&1 || true; service prometheus-node-exporter stop >/dev/null 2>&1 || true; fi
 fi
 
 # PostgreSQL: the Debian cluster runs as user postgres; there is no systemd here.

@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::frontend::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(crate::previews::hook_routes(app.clone()))
+        .merge(axum::Router::new().route("/metrics", get(crate::metrics::api_handler)).with_state(app.clone()))
         .with_state(Gateway { app, schema })
 }
 

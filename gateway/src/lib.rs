@@ -17,6 +17,7 @@ mod frontend;
 mod http;
 pub mod live;
 mod loaders;
+pub mod metrics;
 mod origin;
 pub mod previews;
 mod schema;

@@ -53,6 +53,7 @@ pub fn build(app: Arc<App>) -> NullOpsSchema {
         .limit_depth(16)
         .limit_complexity(2000)
         .extension(crate::http::ErrorCodes)
+        .extension(crate::metrics::LiveSubscriptions)
         .finish()
 }
 

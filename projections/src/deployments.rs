@@ -9,11 +9,15 @@
 use async_trait::async_trait;
 use nullops_domain::deployment::Phase;
 use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, DeploymentPlan, DeploymentRunning, Endpoint, EndpointsChanged, RejectionCode, StepState};
-use nullops_events::{DomainEvent, StoredEvent};
+use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::{Projection, ProjectionError, ReadModelDb};
+
+/// Only a deployment that became RUNNING this recently (microseconds) is timed: a projection
+/// rebuilt from an old log must not count its history again.
+const TIME_TO_RUNNING_RECENT: i64 = 3_600_000_000;
 
 pub struct DeploymentsProjection;
 
@@ -160,6 +164,13 @@ impl Projection for DeploymentsProjection {
                 .await?;
             }
             DeploymentEvent::Running(DeploymentRunning { endpoints }) | DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints }) => {
+                if matches!(event, DeploymentEvent::Running(_)) && Timestamp::now().0.saturating_sub(at) < TIME_TO_RUNNING_RECENT {
+                    let created: Option<i64> =
+                        sqlx::query_scalar("SELECT created_at FROM deployments WHERE deployment_id = $1").bind(id.clone()).fetch_optional(&mut *conn).await?;
+                    if let Some(created) = created {
+                        nullops_metrics::metrics().time_to_running_seconds.observe(at.saturating_sub(created) as f64 / 1e6);
+                    }
+                }
                 sqlx::query(&set("endpoints = $3")).bind(at).bind(id).bind(json(endpoints)).execute(&mut *conn).await?;
             }
             DeploymentEvent::Failed(f) => {
@@ -263,6 +274,20 @@ pub async fn deployments(
 }
 
 /// The live deployment of `environment` named `name`, if any.
+/// How many deployments are in each phase that has not ended.
+pub async fn count_by_phase(db: &ReadModelDb) -> Result<Vec<(Phase, i64)>, ProjectionError> {
+    let sql = format!("SELECT phase, COUNT(*) FROM deployments WHERE phase NOT IN ({}) GROUP BY phase", phases_where(Phase::ended));
+    let rows = sqlx::query(&sql).fetch_all(db.pool()).await?;
+    let mut counts = Vec::new();
+    for r in &rows {
+        let name: String = r.try_get(0)?;
+        if let Some(phase) = Phase::ALL.into_iter().find(|p| p.name() == name) {
+            counts.push((phase, r.try_get::<i64, _>(1)?));
+        }
+    }
+    Ok(counts)
+}
+
 pub async fn by_name(db: &ReadModelDb, environment: &str, name: &str) -> Result<Option<DeploymentRow>, ProjectionError> {
     let sql = format!("{SELECT} WHERE environment = $1 AND name = $2 AND phase NOT IN ({})", phases_where(Phase::ended));
     let found = sqlx::query(&sql).bind(environment.to_owned()).bind(name.to_owned()).fetch_optional(db.pool()).await?;

@@ -26,6 +26,11 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, env = "NULLOPS_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
+    /// Also serve Prometheus metrics at http://ADDRESS/metrics, without authentication (the
+    /// API's own /metrics needs an admin's token). Choose the address with care: 127.0.0.1:9464
+    /// keeps them on this machine.
+    #[arg(long, env = "NULLOPS_METRICS_LISTEN", global = true)]
+    metrics_listen: Option<SocketAddr>,
     #[command(subcommand)]
     command: TopCommand,
 }
@@ -359,28 +364,35 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         TopCommand::Client(client) => Ok(std::process::ExitCode::from(u8::try_from(cli::run(client).await).unwrap_or(2))),
         TopCommand::Platform(platform) => {
             init_logging(&cli.log_format);
-            command(platform).await.map(|()| std::process::ExitCode::SUCCESS)
+            command(platform, cli.metrics_listen).await.map(|()| std::process::ExitCode::SUCCESS)
         }
     }
 }
 
-async fn command(command: Command) -> anyhow::Result<()> {
+async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow::Result<()> {
     match command {
         Command::Up { data_dir, local_agent_listen, no_local_agent, no_demo, serve } => {
             platform::private_files();
             let backends = platform::Backends::embedded(&data_dir).await?;
             let local = (!no_local_agent).then_some(platform::LocalNode { listen: local_agent_listen, demo: !no_demo });
-            platform::serve(backends, serve, local).await
+            platform::serve(backends, serve, local, metrics_listen).await
         }
-        Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None).await,
+        Command::Server { backends, serve } => platform::serve(backends.open().await?, serve, None, metrics_listen).await,
         Command::Agent { listen, data_dir, scope, reconcile_secs, network_pool, prefetch_budget_mib, speak_protocol } => {
             platform::private_files();
+            platform::serve_metrics(metrics_listen, None).await?;
             let reconcile_every = Duration::from_secs(reconcile_secs.max(1));
             run_agent(listen, data_dir, scope, reconcile_every, network_pool, prefetch_budget_mib, speak_protocol).await
         }
-        Command::Connector { backends } => platform::run_connector(backends.open().await?).await,
+        Command::Connector { backends } => {
+            platform::serve_metrics(metrics_listen, None).await?;
+            platform::run_connector(backends.open().await?).await
+        }
         Command::Example { example: ExampleCommand::Echo { listen } } => echo::serve(listen).await,
-        Command::Ingress { backends, ingress } => platform::run_ingress(backends.open().await?, &ingress).await,
+        Command::Ingress { backends, ingress } => {
+            platform::serve_metrics(metrics_listen, None).await?;
+            platform::run_ingress(backends.open().await?, &ingress).await
+        }
         Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => platform::rebuild(backend.open().await?, &name).await,
         Command::Keys { command: KeysCommand::Rotate { backend } } => platform::rotate_keys(backend.open().await?).await,
         Command::Keys { command: KeysCommand::Sweep { grace_secs, backend } } => {

@@ -255,7 +255,22 @@ pub struct LocalNode {
     pub demo: bool,
 }
 
-pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>) -> anyhow::Result<()> {
+/// Serves `/metrics` without authentication on `listen`, when given: the platform's state too
+/// when `app` is given, else what this process counts.
+pub async fn serve_metrics(listen: Option<SocketAddr>, app: Option<Arc<nullops_gateway::App>>) -> anyhow::Result<()> {
+    let Some(listen) = listen else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("the metrics cannot listen on {listen}"))?;
+    println!("Metrics at http://{}/metrics", listener.local_addr()?);
+    let router = nullops_gateway::metrics::open_router(app);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
+pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metrics_listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let projections = nullops_projections::all();
     let mut tasks = tokio::task::JoinSet::new();
@@ -322,6 +337,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>) -> an
     let previews = nullops_gateway::previews::PreviewProcess::new(app.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(previews), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
 
+    serve_metrics(metrics_listen, Some(app.clone())).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("NullOps is up: http://{addr}/ (GraphQL API at http://{addr}/graphql)");

@@ -56,8 +56,9 @@ def free_port():
 class Server:
     """`nullops up` on fixed ports, so that it can be restarted where open pages expect it."""
 
-    def __init__(self, demo=False):
+    def __init__(self, demo=False, extra=()):
         self.demo = demo
+        self.extra = list(extra)
         self.data = tempfile.mkdtemp(prefix="nullops-console-")
         self.port, self.ingress_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -67,7 +68,7 @@ class Server:
     def start(self):
         env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN[1], "NULLOPS_LOG": "warn", "NULLOPS_NO_DEMO": "false" if self.demo else "true"}
         self.proc = subprocess.Popen(
-            [BIN, "up", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--ingress-listen", f"127.0.0.1:{self.ingress_port}"],
+            [BIN, "up", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--ingress-listen", f"127.0.0.1:{self.ingress_port}", *self.extra],
             env=env, stdout=subprocess.PIPE, text=True)
         lines = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout], daemon=True).start()

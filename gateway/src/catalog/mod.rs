@@ -10,6 +10,7 @@ mod definitions;
 mod dry_run;
 mod key_sweep;
 mod nodes;
+pub(crate) use nodes::node_status;
 mod projects;
 pub mod tags;
 mod teams;

@@ -41,6 +41,18 @@ pub enum NodeStatusGql {
     Offline,
 }
 
+/// A node's status as its read-model row tells it.
+pub(crate) fn node_status(r: &NodeRow) -> node::NodeStatus {
+    let link = match r.link.as_str() {
+        link::ONLINE => Link::Online,
+        link::OFFLINE => Link::Offline,
+        link::TOKEN_REFUSED => Link::Refused(Refusal::Token),
+        link::INCOMPATIBLE => Link::Refused(Refusal::Incompatible { agent_protocol: 0 }),
+        _ => Link::Pending,
+    };
+    node::status(r.enabled, r.has_token, r.pending.is_some(), link)
+}
+
 /// A Docker node and its agent.
 pub struct NodeGql(NodeRow);
 
@@ -65,15 +77,7 @@ impl NodeGql {
         self.0.port
     }
     async fn status(&self) -> NodeStatusGql {
-        let r = &self.0;
-        let link = match r.link.as_str() {
-            link::ONLINE => Link::Online,
-            link::OFFLINE => Link::Offline,
-            link::TOKEN_REFUSED => Link::Refused(Refusal::Token),
-            link::INCOMPATIBLE => Link::Refused(Refusal::Incompatible { agent_protocol: 0 }),
-            _ => Link::Pending,
-        };
-        node::status(r.enabled, r.has_token, r.pending.is_some(), link).into()
+        node_status(&self.0).into()
     }
     /// Why the connection is as it is: the last disconnection's cause, a refusal's reason.
     async fn status_detail(&self) -> &str {

@@ -495,11 +495,17 @@ impl Engine {
             ..Default::default()
         });
         let pull = self.client.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
-        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+        let started = std::time::Instant::now();
+        let pulled = match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("cannot pull {image}: {e}")),
             Err(_) => Err(format!("pulling {image} took over {} s", PULL_TIMEOUT.as_secs())),
-        }
+        };
+        let metrics = nullops_metrics::metrics();
+        let outcome = if pulled.is_ok() { nullops_metrics::PullOutcome::pulled } else { nullops_metrics::PullOutcome::failed };
+        metrics.image_pulls.get_or_create(&nullops_metrics::PullLabels { outcome }).inc();
+        metrics.image_pull_seconds.observe(started.elapsed().as_secs_f64());
+        pulled
     }
 
     async fn managed(&self, running_only: bool) -> Result<Vec<Managed>, bollard::errors::Error> {

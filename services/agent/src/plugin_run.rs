@@ -58,8 +58,34 @@ impl PluginOutcome {
     }
 }
 
+/// The repository of `image`, without its registry's tag or digest: a plugin's name as the
+/// metrics label it (bounded by the catalog's plugins).
+fn repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
 impl Engine {
+    /// Runs a plugin to its end (or its timeout), counted in the node's metrics.
     pub async fn run_plugin(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
+        let started = std::time::Instant::now();
+        let outcome = self.run_plugin_once(run).await;
+        let metrics = nullops_metrics::metrics();
+        let plugin = repository(run.image).to_owned();
+        let result = match &outcome {
+            Ok(o) if o.timed_out => nullops_metrics::PluginOutcome::timed_out,
+            Ok(o) if o.succeeded() => nullops_metrics::PluginOutcome::succeeded,
+            _ => nullops_metrics::PluginOutcome::failed,
+        };
+        metrics.plugin_runs.get_or_create(&nullops_metrics::PluginLabels { plugin: plugin.clone(), outcome: result }).inc();
+        metrics.plugin_seconds.get_or_create(&nullops_metrics::NameLabel { name: plugin }).observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn run_plugin_once(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
         // Marked before the container exists, so a sweep in between cannot take it.
         let run_id = uuid::Uuid::now_v7().to_string();
         let _in_progress = self.plugin_run(&run_id);
@@ -152,4 +178,14 @@ fn keep(buffer: &mut Vec<u8>, bytes: &[u8], limit: usize, over: &mut bool) {
     let room = limit.saturating_sub(buffer.len());
     buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
     *over |= bytes.len() > room;
+}
+
+#[cfg(test)]
+mod repository_tests {
+    #[test]
+    fn a_plugins_label_is_its_repository() {
+        assert_eq!(super::repository("127.0.0.1:5050/nullops/http-check@sha256:abc"), "127.0.0.1:5050/nullops/http-check");
+        assert_eq!(super::repository("127.0.0.1:5050/nullops/http-check:1.2"), "127.0.0.1:5050/nullops/http-check");
+        assert_eq!(super::repository("127.0.0.1:5050/nullops/http-check"), "127.0.0.1:5050/nullops/http-check");
+    }
 }

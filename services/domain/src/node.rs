@@ -113,6 +113,22 @@ pub enum NodeStatus {
     Offline,
 }
 
+impl NodeStatus {
+    /// Its name in metrics' labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NodeStatus::Disabled => "disabled",
+            NodeStatus::Revoked => "revoked",
+            NodeStatus::Untrusted => "untrusted",
+            NodeStatus::TokenRefused => "token_refused",
+            NodeStatus::Incompatible => "incompatible",
+            NodeStatus::Pending => "pending",
+            NodeStatus::Online => "online",
+            NodeStatus::Offline => "offline",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeState {
     pub registration: Option<NodeAdded>,

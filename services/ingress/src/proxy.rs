@@ -51,13 +51,28 @@ impl Proxy {
 
     /// Answers `request` from `client`; `verdict` is the framing guard's on its head.
     pub async fn serve(&self, request: Request<Incoming>, client: SocketAddr, verdict: Option<Verdict>) -> Response<Body> {
-        match self.forward(request, client, verdict).await {
+        let started = std::time::Instant::now();
+        // The deployment the host names, once the route table knows it (never the host as sent).
+        let mut routed = None;
+        let response = match self.forward(request, client, verdict, &mut routed).await {
             Ok(response) => response,
             Err(refusal) => refusal.response(),
-        }
+        };
+        let metrics = nullops_metrics::metrics();
+        let (environment, deployment) = routed.unwrap_or_default();
+        let class = nullops_metrics::StatusClass::of(response.status().as_u16());
+        metrics.ingress_requests.get_or_create(&nullops_metrics::IngressLabels { environment, deployment, class }).inc();
+        metrics.ingress_seconds.observe(started.elapsed().as_secs_f64());
+        response
     }
 
-    async fn forward(&self, mut request: Request<Incoming>, client: SocketAddr, verdict: Option<Verdict>) -> Result<Response<Body>, Refusal> {
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+        verdict: Option<Verdict>,
+        routed: &mut Option<(String, String)>,
+    ) -> Result<Response<Body>, Refusal> {
         if let Some(Err(ambiguity)) = verdict {
             return Err(Refusal::Ambiguous(ambiguity));
         }
@@ -70,6 +85,13 @@ impl Proxy {
         if !matches!(decision, Decision::Forward { .. }) {
             // About to refuse: not on the word of a table older than the read models.
             decision = self.routes.confirmed().await.route(&name);
+        }
+        if !matches!(decision, Decision::Unknown) {
+            // `service.deployment.environment.domain`, as the table matched it.
+            let mut labels = name.split('.').skip(1);
+            if let (Some(deployment), Some(environment)) = (labels.next(), labels.next()) {
+                *routed = Some((environment.to_owned(), deployment.to_owned()));
+            }
         }
         let (host, port) = match decision {
             Decision::Forward { host, port } => (host, port),

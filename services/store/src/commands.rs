@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use nullops_domain::{Decider, DomainError};
 use nullops_events::{DecodeError, DomainEvent, EventMetadata, LogPosition, NewEvent};
+use nullops_metrics::Outcome;
 use rand::Rng;
 
 use crate::{EventStore, StoreError};
@@ -95,6 +96,26 @@ pub async fn execute_with<D: Decider>(
     command: &D::Command,
     metadata: &EventMetadata,
 ) -> Result<Executed, CommandError> {
+    let started = std::time::Instant::now();
+    let result = decide_and_append::<D>(store, cache, key, command, metadata).await;
+    let outcome = match &result {
+        Ok(executed) if executed.events.is_empty() => Outcome::unchanged,
+        Ok(_) => Outcome::ok,
+        Err(CommandError::Domain(_)) => Outcome::refused,
+        Err(CommandError::Contention { .. }) => Outcome::contended,
+        Err(_) => Outcome::error,
+    };
+    nullops_metrics::metrics().command(D::KIND, outcome, started.elapsed());
+    result
+}
+
+async fn decide_and_append<D: Decider>(
+    store: &dyn EventStore,
+    cache: Option<&StateCache<D>>,
+    key: &str,
+    command: &D::Command,
+    metadata: &EventMetadata,
+) -> Result<Executed, CommandError> {
     let stream = D::stream_id(key);
     for attempt in 0..MAX_ATTEMPTS {
         let (state, version) = match cache {
@@ -106,7 +127,10 @@ pub async fn execute_with<D: Decider>(
             return Ok(Executed { last: None, event_types: vec![], events });
         }
         let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata.clone())).collect();
-        match store.append(&stream, version, &new).await {
+        let appending = std::time::Instant::now();
+        let appended = store.append(&stream, version, &new).await;
+        nullops_metrics::metrics().append_seconds.observe(appending.elapsed().as_secs_f64());
+        match appended {
             Ok(appended) => return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events }),
             Err(StoreError::Conflict { .. }) => {
                 // Jittered, growing pause so racing writers do not collide again in lockstep.
