@@ -61,7 +61,9 @@ impl RequestContext {
 
     /// Metadata for events this request causes, acting as `actor`.
     pub fn metadata_as(&self, actor: Actor) -> EventMetadata {
-        EventMetadata { actor, correlation_id: self.correlation_id, causation_id: None, trace_context: self.traceparent.clone() }
+        // The span the events are appended in, when traced: what they cause joins its trace.
+        let trace_context = nullops_telemetry::traceparent().or_else(|| self.traceparent.clone());
+        EventMetadata { actor, correlation_id: self.correlation_id, causation_id: None, trace_context }
     }
 
     /// Metadata for events caused by the authenticated caller.

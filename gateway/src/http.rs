@@ -17,6 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
+use tracing::Instrument;
 
 use crate::context::RequestContext;
 use crate::schema::{self, NullOpsSchema};
@@ -82,8 +83,12 @@ async fn graphql_post(
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("the body must be a JSON object with a \"query\" string: {e}")),
     };
-    let ctx = RequestContext::resolve(&gw.app, auth::token_from_headers(&headers), addr.ip(), traceparent(&headers)).await;
-    let mut response = gw.schema.execute(request.data(ctx)).await;
+    // One span per request, a child of the caller's when it sent a traceparent. Only the
+    // operation's name is recorded, never its variables.
+    let span = tracing::info_span!("graphql", operation = request.operation_name.as_deref().unwrap_or(""));
+    nullops_telemetry::follows(&span, traceparent(&headers).as_deref());
+    let ctx = RequestContext::resolve(&gw.app, auth::token_from_headers(&headers), addr.ip(), traceparent(&headers)).instrument(span.clone()).await;
+    let mut response = gw.schema.execute(request.data(ctx)).instrument(span).await;
     for error in &mut response.errors {
         if error.extensions.as_ref().is_none_or(|e| e.get("code").is_none()) {
             // Every resolver error carries a code; the executor's own (argument and variable

@@ -37,6 +37,7 @@ use nullops_events::EventMetadata;
 use nullops_projections::{Projection, ReadModelDb};
 use nullops_store::commands::{self, Executed, StateCache};
 use nullops_store::EventStore;
+use tracing::Instrument;
 
 use crate::error::ApiResult;
 
@@ -104,7 +105,8 @@ pub async fn dispatch_with<D: Decider>(
     let executed = commands::execute_with::<D>(&*app.store, cache, key, &command, &metadata).await?;
     if let Some(last) = executed.last {
         let touched: Vec<&str> = app.projections.iter().filter(|p| executed.event_types.iter().any(|t| p.handles(t))).map(|p| p.name()).collect();
-        app.read_models.wait_for(&touched, last, app.config.consistency_wait).await?;
+        let waiting = tracing::info_span!("read_models.wait", projections = touched.join(",").as_str());
+        app.read_models.wait_for(&touched, last, app.config.consistency_wait).instrument(waiting).await?;
     }
     Ok(executed)
 }

@@ -26,7 +26,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         project_id TEXT NOT NULL, environment TEXT NOT NULL, node_id TEXT, phase TEXT NOT NULL, rejection TEXT,
         attempt BIGINT NOT NULL, pipeline_version BIGINT NOT NULL, versions TEXT NOT NULL, plan TEXT NOT NULL,
         cpu_millis BIGINT NOT NULL, memory_mib BIGINT NOT NULL, lifetime_secs BIGINT NOT NULL, expires_at BIGINT NOT NULL,
-        failure TEXT, endpoints TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL)",
+        failure TEXT, endpoints TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL,
+        trace_context TEXT)",
     "CREATE INDEX IF NOT EXISTS deployments_by_node ON deployments (node_id, phase)",
     "CREATE INDEX IF NOT EXISTS deployments_by_environment ON deployments (environment, name)",
     "CREATE INDEX IF NOT EXISTS deployments_by_expiry ON deployments (expires_at)",
@@ -80,8 +81,8 @@ impl Projection for DeploymentsProjection {
 
     fn schema_version(&self) -> u32 {
         // 2: the phase names of `Phase` (cancelling, rejected) and the rejection code;
-        // 3: when each step started.
-        3
+        // 3: when each step started; 4: the trace context of its placement.
+        4
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
@@ -132,7 +133,13 @@ impl Projection for DeploymentsProjection {
                 }
             }
             DeploymentEvent::Scheduled(s) => {
-                sqlx::query(&set("node_id = $3")).bind(at).bind(id).bind(s.node_id.to_string()).execute(&mut *conn).await?;
+                sqlx::query(&set("node_id = $3, trace_context = $4"))
+                    .bind(at)
+                    .bind(id)
+                    .bind(s.node_id.to_string())
+                    .bind(stored.metadata.trace_context.clone())
+                    .execute(&mut *conn)
+                    .await?;
             }
             DeploymentEvent::StepChanged(s) => {
                 sqlx::query(
@@ -221,10 +228,12 @@ pub struct DeploymentRow {
     pub created_by: String,
     pub created_at: i64,
     pub changed_at: i64,
+    /// The W3C trace context its run belongs to (its placement's), when traced.
+    pub trace_context: Option<String>,
 }
 
 const SELECT: &str = "SELECT deployment_id, name, project, project_id, environment, node_id, phase, rejection, attempt, pipeline_version, \
-    versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, created_at, changed_at FROM deployments";
+    versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, created_at, changed_at, trace_context FROM deployments";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
     let corrupt = |what: &str| ProjectionError::Corrupt(format!("deployments.{what}"));
@@ -251,6 +260,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
         created_by: r.try_get(18)?,
         created_at: r.try_get(19)?,
         changed_at: r.try_get(20)?,
+        trace_context: r.try_get(21)?,
     })
 }
 

@@ -343,15 +343,11 @@ impl BackendArgs {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str) -> nullops_telemetry::Telemetry {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("NULLOPS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let format = if format == "json" { nullops_telemetry::LogFormat::Json } else { nullops_telemetry::LogFormat::Text };
+    nullops_telemetry::init(format, filter)
 }
 
 #[tokio::main]
@@ -363,7 +359,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         // Logs only on request: stdout and stderr are the command's.
         TopCommand::Client(client) => Ok(std::process::ExitCode::from(u8::try_from(cli::run(client).await).unwrap_or(2))),
         TopCommand::Platform(platform) => {
-            init_logging(&cli.log_format);
+            // Held to the end: dropping it sends the spans not sent yet.
+            let _telemetry = init_logging(&cli.log_format);
             command(platform, cli.metrics_listen).await.map(|()| std::process::ExitCode::SUCCESS)
         }
     }

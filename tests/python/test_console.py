@@ -56,9 +56,10 @@ def free_port():
 class Server:
     """`nullops up` on fixed ports, so that it can be restarted where open pages expect it."""
 
-    def __init__(self, demo=False, extra=()):
+    def __init__(self, demo=False, extra=(), env=None):
         self.demo = demo
         self.extra = list(extra)
+        self.env = dict(env or {})
         self.data = tempfile.mkdtemp(prefix="nullops-console-")
         self.port, self.ingress_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -66,11 +67,13 @@ class Server:
         self.start()
 
     def start(self):
-        env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN[1], "NULLOPS_LOG": "warn", "NULLOPS_NO_DEMO": "false" if self.demo else "true"}
+        env = {**os.environ, "NULLOPS_ADMIN_PASSWORD": ADMIN[1], "NULLOPS_LOG": "warn", "NULLOPS_NO_DEMO": "false" if self.demo else "true", **self.env}
         self.proc = subprocess.Popen(
             [BIN, "up", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--ingress-listen", f"127.0.0.1:{self.ingress_port}", *self.extra],
             env=env, stdout=subprocess.PIPE, text=True)
         lines = queue.Queue()
+        # What it prints, for the tests that read its logs.
+        self.lines = lines
         threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout], daemon=True).start()
         ready = "The demo is ready" if self.demo else "NullOps is up: http://"
         # Building the demo's images from a debug binary takes a while on a busy machine.

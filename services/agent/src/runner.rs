@@ -21,6 +21,7 @@ use nullops_wire::message::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::docker::{Engine, LABEL_DEPLOYMENT, LABEL_NODE};
 use crate::logs::LogBook;
@@ -138,7 +139,10 @@ impl Runs {
                     };
                     let record = RunRecord { attempt: d.attempt, status, outputs: Outputs::new() };
                     entries.insert(d.id.clone(), Entry { record, active: Some(cancel.clone()), leftovers: false, watched: false });
-                    tokio::spawn(run(engine.clone(), d.clone(), self.clone(), cancel));
+                    // The run joins the trace of the placement that asked for it.
+                    let span = tracing::info_span!("agent.run", deployment = d.id.as_str(), attempt = d.attempt, steps = d.steps.len());
+                    nullops_telemetry::follows(&span, d.trace.as_deref());
+                    tokio::spawn(run(engine.clone(), d.clone(), self.clone(), cancel).instrument(span));
                 }
             }
         }
@@ -387,10 +391,17 @@ fn pulled(logs: &LogBook, d: &DesiredDeployment, image: &str, took: Option<Durat
     }
 }
 
+#[tracing::instrument(name = "agent.service", skip_all, fields(service = service.container.name.as_str()))]
 async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, network: &str, service: &ServiceStep, outputs: &Outputs) -> StepResult {
     let spec = fill_container(&service.container, outputs, &d.secrets.0).map_err(Failure::new)?;
-    pulled(&runs.logs, d, &spec.image, engine.ensure_image(&spec.image, &d.registry_auth).await.map_err(Failure::new)?);
-    let started = engine.create_and_start(&d.id, d.node(), network, &spec, &d.registry_auth).await.map_err(Failure::new)?;
+    let image = spec.image.as_str();
+    let ensured = engine.ensure_image(image, &d.registry_auth).instrument(tracing::info_span!("agent.pull", image)).await.map_err(Failure::new)?;
+    pulled(&runs.logs, d, &spec.image, ensured);
+    let started = engine
+        .create_and_start(&d.id, d.node(), network, &spec, &d.registry_auth)
+        .instrument(tracing::info_span!("agent.start", container = spec.name.as_str()))
+        .await
+        .map_err(Failure::new)?;
     let name = spec.name.clone();
     runs.logs.follow(engine, &started.id, &d.id, &name, 0, d.secrets.0.clone());
     let healthy = |detail: String| ServiceHealth { service: name.clone(), healthy: true, detail };
@@ -409,7 +420,7 @@ async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, networ
             };
             return Err(Failure { reason, exit_code: exited.exit_code, oom_killed: exited.oom_killed });
         }
-        let last = match check(engine, &started, &spec, probe).await {
+        let last = match check(engine, &started, &spec, probe).instrument(tracing::info_span!("agent.probe", service = name.as_str())).await {
             Ok(()) => {
                 runs.health(&d.id, healthy("healthy".into()));
                 return Ok((produced, "healthy".into()));
@@ -499,6 +510,7 @@ async fn watch(engine: Engine, d: DesiredDeployment, outputs: Outputs, runs: Arc
 }
 
 /// Runs a plugin step: its outputs are what it returned.
+#[tracing::instrument(name = "agent.plugin", skip_all, fields(step = step, image = plugin.image.as_str()))]
 async fn run_plugin(engine: &Engine, logs: &LogBook, d: &DesiredDeployment, step: &str, network: &str, plugin: &PluginStep, outputs: &Outputs) -> StepResult {
     let mut used = BTreeSet::new();
     let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(Failure::new)?;

@@ -148,8 +148,15 @@ mod tests {
         let id = RequestId::new();
         let spec = ContainerSpec { name: "web".into(), image: "web:1".into(), ..Default::default() };
         let secrets = Secrets([("DB_PASSWORD".to_owned(), "hunter22".to_owned())].into());
-        let desired =
-            DesiredDeployment { id: "pr-1".into(), attempt: 1, steps: vec![Step::service(spec)], secrets, registry_auth: vec![], context: Default::default() };
+        let desired = DesiredDeployment {
+            id: "pr-1".into(),
+            attempt: 1,
+            steps: vec![Step::service(spec)],
+            secrets,
+            registry_auth: vec![],
+            context: Default::default(),
+            trace: None,
+        };
         state.record(id, vec![desired]);
         file.save(&state).unwrap();
         let saved = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();

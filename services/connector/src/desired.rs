@@ -156,7 +156,8 @@ pub fn desired_deployment(row: &DeploymentRow) -> DesiredDeployment {
         ("name".to_owned(), row.name.clone()),
         ("node".to_owned(), row.node_id.map(|n| n.to_string()).unwrap_or_default()),
     ]);
-    DesiredDeployment { attempt: row.attempt, context, ..DesiredDeployment::new(wire_id(row.deployment_id), steps) }
+    let trace = row.trace_context.clone();
+    DesiredDeployment { attempt: row.attempt, context, trace, ..DesiredDeployment::new(wire_id(row.deployment_id), steps) }
 }
 
 /// `share`: each service's CPU and memory.

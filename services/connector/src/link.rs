@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::dial::{dial, AgentLink, DialError, Target};
@@ -202,7 +203,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
     };
     refuse(connector, node_id, &desired).await;
     let mut request_id = RequestId::new();
-    if let Err(e) = send_desired(&mut link, request_id, &desired).await {
+    // The runs sent on this link (id, attempt): each is traced once, when first sent.
+    let mut announced = HashSet::new();
+    if let Err(e) = send_desired(&mut link, request_id, &desired, &mut announced).await {
         return e;
     }
     if let Err(e) = send_prefetch(&mut link, &desired).await {
@@ -242,7 +245,7 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                     if !now.same_deployments(&desired) {
                         refuse(connector, node_id, &now).await;
                         request_id = RequestId::new();
-                        if let Err(e) = send_desired(&mut link, request_id, &now).await {
+                        if let Err(e) = send_desired(&mut link, request_id, &now, &mut announced).await {
                             return e;
                         }
                     }
@@ -278,7 +281,8 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                         }
                         tracing::debug!(node = %node_id, request = %answered.0, deployments = known.len(), "agent reports its state");
                         let present: HashSet<String> = known.iter().map(|d| d.id.clone()).collect();
-                        reports::record_views(connector, node_id, known, &mut recorded).await;
+                        let trace_of = |id: &str| desired.run.iter().find(|d| d.id == id).and_then(|d| d.trace.clone());
+                        reports::record_views(connector, node_id, known, &mut recorded, &trace_of).await;
                         // Having applied our latest request, the agent no longer has what it
                         // does not report.
                         if answered == request_id {
@@ -349,12 +353,31 @@ async fn send(link: &mut AgentLink, message: &ToAgent) -> Result<(), String> {
     send_message(link, Message::text(encode(message))).await
 }
 
-/// Sends a node's desired state, in as many frames as it takes.
-async fn send_desired(link: &mut AgentLink, request_id: RequestId, desired: &NodeDesired) -> Result<(), String> {
-    for part in desired_state_parts(request_id, desired.run.clone()) {
-        send(link, &part).await?;
+/// Sends a node's desired state, in as many frames as it takes. A traced run not sent on this
+/// link before (`announced`) has the send as a span of its trace.
+async fn send_desired(link: &mut AgentLink, request_id: RequestId, desired: &NodeDesired, announced: &mut HashSet<(String, u32)>) -> Result<(), String> {
+    let spans: Vec<tracing::Span> = desired
+        .run
+        .iter()
+        .filter(|d| d.trace.is_some() && announced.insert((d.id.clone(), d.attempt)))
+        .map(|d| {
+            let span = tracing::info_span!("connector.send", deployment = d.id.as_str(), attempt = d.attempt);
+            nullops_telemetry::follows(&span, d.trace.as_deref());
+            span
+        })
+        .collect();
+    // Bounded: what the node no longer runs is forgotten.
+    announced.retain(|(id, attempt)| desired.run.iter().any(|d| d.id == *id && d.attempt == *attempt));
+    let sending = async {
+        for part in desired_state_parts(request_id, desired.run.clone()) {
+            send(link, &part).await?;
+        }
+        Ok(())
+    };
+    match spans.first() {
+        Some(span) => sending.instrument(span.clone()).await,
+        None => sending.await,
     }
-    Ok(())
 }
 
 /// Fails the deployments the node cannot be given, with the reason (the others are sent).

@@ -15,6 +15,7 @@ use nullops_events::EventMetadata;
 use nullops_projections::deployments::{self as logs, LogRow};
 use nullops_store::commands::{execute, CommandError};
 use nullops_wire::message::{ActualDeployment, LogLine, RunPhase, StepRunState};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Connector;
@@ -48,8 +49,15 @@ fn reports(actual: &ActualDeployment) -> Vec<RunReport> {
     out
 }
 
-/// Records an agent's views that changed since `last`.
-pub async fn record_views(connector: &Connector, node_id: Uuid, views: Vec<ActualDeployment>, last: &mut HashMap<String, ActualDeployment>) {
+/// Records an agent's views that changed since `last`; `trace_of` gives a deployment's trace
+/// context, so that what the agent reports joins the trace of the run.
+pub async fn record_views(
+    connector: &Connector,
+    node_id: Uuid,
+    views: Vec<ActualDeployment>,
+    last: &mut HashMap<String, ActualDeployment>,
+    trace_of: &impl Fn(&str) -> Option<String>,
+) {
     for view in views {
         if last.get(&view.id) == Some(&view) {
             continue;
@@ -59,7 +67,9 @@ pub async fn record_views(connector: &Connector, node_id: Uuid, views: Vec<Actua
             continue;
         };
         let action = DeploymentAction::Report { attempt: view.attempt, reports: reports(&view) };
-        match record(connector, deployment_id, action).await {
+        let span = tracing::info_span!("connector.record", deployment = %deployment_id, attempt = view.attempt);
+        nullops_telemetry::follows(&span, trace_of(&view.id).as_deref());
+        match record(connector, deployment_id, action).instrument(span).await {
             Ok(()) => {
                 last.insert(view.id.clone(), view);
             }
@@ -94,7 +104,8 @@ pub async fn record_refused(connector: &Connector, node_id: Uuid, deployment_id:
 /// Executes a report as the platform.
 async fn record(connector: &Connector, deployment_id: Uuid, action: DeploymentAction) -> Result<(), CommandError> {
     let command = DeploymentCommand { by: Issuer::System, action };
-    execute::<Deployment>(&*connector.store, &deployment_id.to_string(), &command, &EventMetadata::system()).await.map(|_| ())
+    let metadata = EventMetadata { trace_context: nullops_telemetry::traceparent(), ..EventMetadata::system() };
+    execute::<Deployment>(&*connector.store, &deployment_id.to_string(), &command, &metadata).await.map(|_| ())
 }
 
 /// Stores log lines of the deployments assigned to the node (`assigned`); others are refused.

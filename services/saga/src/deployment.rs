@@ -178,7 +178,8 @@ impl Saga for DeploymentSaga {
             actor: Actor::System,
             correlation_id: event.metadata.correlation_id,
             causation_id: Some(event.event_id.0),
-            trace_context: event.metadata.trace_context.clone(),
+            // This reaction's span (a child of the event's), when traced.
+            trace_context: nullops_telemetry::traceparent().or_else(|| event.metadata.trace_context.clone()),
         };
         if state.phase == Some(Phase::Pending) {
             return self.place(deployment_id, &request, &metadata).await;

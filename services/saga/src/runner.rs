@@ -14,6 +14,7 @@ use nullops_bus::Bus;
 use nullops_events::LogPosition;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{Saga, SagaError};
 
@@ -102,7 +103,10 @@ impl SagaRunner {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                self.saga.react(event).await?;
+                // The reaction joins the trace of the command whose event it reacts to.
+                let span = tracing::info_span!("saga.react", saga = self.saga.name(), event = event.event_type.as_str());
+                nullops_telemetry::follows(&span, event.metadata.trace_context.as_deref());
+                self.saga.react(event).instrument(span).await?;
                 self.store.save_checkpoint(&name, event.position).await?;
                 *checkpoint = event.position;
             }

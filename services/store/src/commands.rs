@@ -8,6 +8,7 @@ use nullops_domain::{Decider, DomainError};
 use nullops_events::{DecodeError, DomainEvent, EventMetadata, LogPosition, NewEvent};
 use nullops_metrics::Outcome;
 use rand::Rng;
+use tracing::Instrument;
 
 use crate::{EventStore, StoreError};
 
@@ -89,6 +90,7 @@ pub async fn execute<D: Decider>(store: &dyn EventStore, key: &str, command: &D:
 }
 
 /// [`execute`], loading the aggregate through `cache` when given.
+#[tracing::instrument(name = "command", skip_all, fields(aggregate = D::KIND))]
 pub async fn execute_with<D: Decider>(
     store: &dyn EventStore,
     cache: Option<&StateCache<D>>,
@@ -128,7 +130,7 @@ async fn decide_and_append<D: Decider>(
         }
         let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata.clone())).collect();
         let appending = std::time::Instant::now();
-        let appended = store.append(&stream, version, &new).await;
+        let appended = store.append(&stream, version, &new).instrument(tracing::info_span!("store.append", events = new.len())).await;
         nullops_metrics::metrics().append_seconds.observe(appending.elapsed().as_secs_f64());
         match appended {
             Ok(appended) => return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events }),

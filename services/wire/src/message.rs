@@ -141,6 +141,10 @@ pub struct DesiredDeployment {
     /// environment, name, node (which also labels its containers).
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// The W3C `traceparent` of the placement that asked for this run, when traced: the
+    /// agent's spans of the run join its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 fn first_attempt() -> u32 {
@@ -150,7 +154,7 @@ fn first_attempt() -> u32 {
 impl DesiredDeployment {
     /// Attempt 1 of `steps`, with no secrets, credentials or context.
     pub fn new(id: impl Into<String>, steps: Vec<Step>) -> Self {
-        DesiredDeployment { id: id.into(), attempt: 1, steps, secrets: Secrets::default(), registry_auth: vec![], context: BTreeMap::new() }
+        DesiredDeployment { id: id.into(), attempt: 1, steps, secrets: Secrets::default(), registry_auth: vec![], context: BTreeMap::new(), trace: None }
     }
 
     /// The control plane's id of the node it runs on (`context.node`), "" when not given.
@@ -637,6 +641,7 @@ mod tests {
             secrets: Secrets::default(),
             registry_auth: vec![],
             context: BTreeMap::new(),
+            trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         }
     }
 
