@@ -22,6 +22,7 @@ const ROUTES = [
   ['teams', 'teams'],
   ['teams/:name', 'team'],
   ['audit', 'audit'],
+  ['health', 'health'],
   ['account', 'account'],
 ];
 
@@ -33,6 +34,7 @@ const NAV = [
   ['environments', 'Environments', 'all'],
   ['teams', 'Teams & users', 'all'],
   ['audit', 'Audit', 'admin'],
+  ['health', 'Health', 'admin'],
 ];
 
 const $ = (id) => document.getElementById(id);

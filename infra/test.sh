@@ -27,9 +27,10 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 cargo build --bins --tests --workspace
-# From this build: the agent image, the image agents run in the tests, and the demo service and
+# From this build: the agent and server images, the image agents run in the tests, and the demo service and
 # example plugin images (pushed to the local registry).
 bash infra/agent-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
+bash infra/server-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
 bash tests/fixtures/busybox-image.sh
 bash infra/demo-images.sh target/x86_64-unknown-linux-gnu/debug/nullops
 bash tests/fixtures/deploy-images.sh

@@ -58,7 +58,8 @@ export function mib(n) {
 
 export function cpu(millicores) {
   if (millicores === null || millicores === undefined) return '—';
-  return millicores >= 1000 ? `${(millicores / 1000).toFixed(2)} CPU` : `${millicores} m`;
+  const m = Math.round(millicores);
+  return m >= 1000 ? `${(m / 1000).toFixed(2)} CPU` : `${m} m`;
 }
 
 export function plural(n, one, many = `${one}s`) {

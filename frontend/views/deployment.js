@@ -13,6 +13,7 @@ import { logView } from './logs.js';
 import { versionPickers } from './deploy.js';
 import { stages } from '../lib/graph.js';
 import { ENDED } from './deployments.js';
+import { deploymentCharts } from './charts.js';
 
 const FIELDS = `id name project environment state attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
   cpuMillicores memoryMib node { host online } failure { step reason exitCode oomKilled }
@@ -153,15 +154,22 @@ export async function show(root, ctx) {
     clear(historySlot, table(['When', 'Who', 'What'], d.history.slice().reverse().map((e) => [shortTime(e.occurredAt), who(e.actor), e.summary]), { caption: 'History' }));
   };
 
+  const chartsSlot = h('div');
+  const charts = deploymentCharts(chartsSlot, id);
   clear(root, head, summary, section('Services', [], servicesSlot), section('Pipeline steps', [], steps),
+    section('Usage and traffic', [], chartsSlot),
     section('Logs', [], logs.element),
     section('History', [], h('p', { class: 'intro' }, 'Who did what to it, newest first.'), historySlot));
   render(d);
   ctx.ready();
+  charts.now();
+  stops.push(charts.stop);
+  // Samples come every 10 s whether or not the deployment changes.
+  stops.push(ticker(() => charts.poke(), 10_000));
 
   stops.push(ticker(tick, 1000));
   stops.push(live(`subscription($id: ID!) { deploymentUpdated(id: $id) { ${FIELDS} } }`, { id }, {
-    next: (data) => keepFocus(root, () => render(data.deploymentUpdated)),
+    next: (data) => { keepFocus(root, () => render(data.deploymentUpdated)); charts.poke(); },
     resync: async () => render((await gql(`query($id: ID!) { deployment(id: $id) { ${FIELDS} } }`, { id })).deployment),
     error: (e) => { clear(actionError, 'Live updates stopped: ', errorText(e)); actionError.hidden = false; },
   }));

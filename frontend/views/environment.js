@@ -11,6 +11,7 @@ import { confirmAction, formDialog, infoDialog, confirmThen } from '../lib/dialo
 import { field, int, rules, text } from '../lib/forms.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
 import { environmentFields, environmentInput } from './environments.js';
+import { nodeCharts } from './charts.js';
 
 const NODE = `id environment host port status statusDetail enabled thumbprint pendingThumbprint agentVersion changedAt
   allocated { cpuMillicores memoryMib deployments } usage { cpuCores cpuUsedMillicores memoryTotalBytes memoryUsedBytes sampledAt }
@@ -47,6 +48,8 @@ export async function show(root, ctx) {
   const about = h('div');
   const dnsSlot = h('div');
   const nodesSlot = h('div', { class: 'table-scroll' });
+  const chartsSlot = h('div');
+  const charts = nodeCharts(chartsSlot, name);
   const nodes = new Map();
   let env = null;
   const admin = ctx.isAdmin;
@@ -181,15 +184,19 @@ export async function show(root, ctx) {
   };
 
   await load();
+  await charts.now();
   clear(root, head, about, section('DNS', [], dnsSlot),
-    section('Nodes', admin ? [h('button', { type: 'button', class: 'btn btn-primary', onclick: addNode }, 'Add node')] : [], nodesSlot));
+    section('Nodes', admin ? [h('button', { type: 'button', class: 'btn btn-primary', onclick: addNode }, 'Add node')] : [], nodesSlot),
+    section('Usage over the last hour', [], chartsSlot));
   ctx.ready();
+  stops.push(charts.stop);
   stops.push(followCatalog(['ENVIRONMENT'], () => load().catch((e) => showError(status, e))));
   stops.push(live(`subscription($e: String) { nodesUpdated(environment: $e) { id node { ${NODE} } } }`, { e: name }, {
     next: (d) => {
       const { id, node } = d.nodesUpdated;
       if (node) nodes.set(id, node); else nodes.delete(id);
       keepFocus(nodesSlot, renderNodes);
+      charts.poke();
     },
     resync: () => load().catch((e) => showError(status, e)),
     error: (e) => { clear(status, 'Live updates stopped: ', errorText(e)); },

@@ -8,6 +8,7 @@
 pub mod auth;
 mod bootstrap;
 mod catalog;
+pub mod charts;
 mod context;
 pub mod demo;
 pub(crate) mod deployments;

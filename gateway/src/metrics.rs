@@ -23,12 +23,36 @@ use crate::App;
 /// Events counted behind a projection, at most (the count is a read of the log).
 const LAG_COUNT_LIMIT: u32 = 10_000;
 
-/// Reads the platform's state into the metrics.
-pub async fn refresh(app: &App) -> Result<(), ApiError> {
-    let mut state = nullops_metrics::State::default();
+/// Each node's agent status and how many nodes have it.
+pub(crate) async fn agent_counts(app: &App) -> Result<Vec<(&'static str, i64)>, ApiError> {
     let mut agents: std::collections::BTreeMap<&'static str, i64> = Default::default();
     for n in nodes::nodes(&app.read_models, None).await? {
         *agents.entry(crate::catalog::node_status(&n).name()).or_default() += 1;
+    }
+    Ok(agents.into_iter().collect())
+}
+
+/// How far behind the log each projection is.
+pub(crate) async fn projection_lags(app: &App) -> Result<Vec<ProjectionLag>, ApiError> {
+    let now = Timestamp::now().0;
+    let mut lags = Vec::new();
+    for p in &app.projections {
+        let at: LogPosition = app.read_models.checkpoint(p.name()).await?.position;
+        let behind = app.store.read_all(at, LAG_COUNT_LIMIT).await.map_err(ApiError::internal)?;
+        let behind: Vec<_> = behind.into_iter().filter(|e| p.handles(&e.event_type)).collect();
+        lags.push(ProjectionLag {
+            name: p.name().to_owned(),
+            events: i64::try_from(behind.len()).unwrap_or(i64::MAX),
+            seconds: behind.first().map_or(0.0, |e| now.saturating_sub(e.occurred_at.0).max(0) as f64 / 1e6),
+        });
+    }
+    Ok(lags)
+}
+
+/// Reads the platform's state into the metrics.
+pub async fn refresh(app: &App) -> Result<(), ApiError> {
+    let mut state = nullops_metrics::State::default();
+    for n in nodes::nodes(&app.read_models, None).await? {
         let usage = nodes::usage(&app.read_models, n.node_id).await?;
         let allocation = nodes::allocation(&app.read_models, n.node_id).await?;
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -43,19 +67,9 @@ pub async fn refresh(app: &App) -> Result<(), ApiError> {
             memory_total_bytes: usage.as_ref().map(|u| big(u.memory_total_bytes)),
         });
     }
-    state.agents = agents.into_iter().collect();
+    state.agents = agent_counts(app).await?;
     state.deployments = deployments::count_by_phase(&app.read_models).await?.into_iter().map(|(p, n)| (p.name(), n)).collect();
-    let now = Timestamp::now().0;
-    for p in &app.projections {
-        let at: LogPosition = app.read_models.checkpoint(p.name()).await?.position;
-        let behind = app.store.read_all(at, LAG_COUNT_LIMIT).await.map_err(ApiError::internal)?;
-        let behind: Vec<_> = behind.into_iter().filter(|e| p.handles(&e.event_type)).collect();
-        state.projections.push(ProjectionLag {
-            name: p.name().to_owned(),
-            events: i64::try_from(behind.len()).unwrap_or(i64::MAX),
-            seconds: behind.first().map_or(0.0, |e| now.saturating_sub(e.occurred_at.0).max(0) as f64 / 1e6),
-        });
-    }
+    state.projections = projection_lags(app).await?;
     metrics().set_state(&state);
     Ok(())
 }

@@ -31,6 +31,7 @@ pub struct Query(
     deployments::DeploymentQuery,
     crate::webhooks::WebhookQuery,
     crate::previews::PreviewQuery,
+    crate::charts::ChartsQuery,
 );
 
 #[derive(MergedObject, Default)]

@@ -82,7 +82,13 @@ impl ReadModelDb {
         // Tables in an older shape go before any table is made, so that they are made anew.
         db.drop_outdated(&crate::all()).await?;
         let tables = SCHEMA.iter().chain(crate::audit::SCHEMA).chain(crate::catalog::SCHEMA).chain(crate::nodes::SCHEMA);
-        for statement in tables.chain(crate::deployments::SCHEMA).chain(crate::logins::SCHEMA).chain(crate::webhooks::SCHEMA).chain(crate::previews::SCHEMA) {
+        for statement in tables
+            .chain(crate::deployments::SCHEMA)
+            .chain(crate::logins::SCHEMA)
+            .chain(crate::webhooks::SCHEMA)
+            .chain(crate::previews::SCHEMA)
+            .chain(crate::samples::SCHEMA)
+        {
             sqlx::query(statement).execute(&db.pool).await?;
         }
         for projection in crate::all() {

@@ -18,6 +18,7 @@ pub mod logins;
 pub mod nodes;
 pub mod previews;
 pub mod runner;
+pub mod samples;
 pub mod webhooks;
 
 pub use db::{ReadModelDb, Status};

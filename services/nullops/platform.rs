@@ -332,6 +332,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
     tasks.spawn(crate::reaper::run(b.store.clone(), b.read_models.clone(), shutdown.clone()));
     let saga = nullops_saga::DeploymentSaga::new(b.store.clone(), b.read_models.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(saga), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
+    tasks.spawn(nullops_gateway::charts::sample_forever(app.clone(), shutdown.clone()));
     let webhooks = nullops_gateway::webhooks::WebhookProcess::new(app.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(webhooks), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
     let previews = nullops_gateway::previews::PreviewProcess::new(app.clone());
@@ -470,7 +471,30 @@ async fn start_ingress(
     println!("NullOps ingress is up: {}://{addr}/ (serving SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN)", if ingress.is_tls() { "https" } else { "http" });
     tasks.spawn(nullops_ingress::live::follow(routes, b.read_models.clone(), b.bus.clone(), shutdown.clone()));
     tasks.spawn(ingress.serve(shutdown.clone()));
+    tasks.spawn(sample_traffic(b.read_models.clone(), shutdown.clone()));
     Ok(public_origin(args, addr.port()))
+}
+
+/// Writes what the ingress answered per deployment into the traffic chart's samples, every
+/// sampling window (its only write: telemetry, beside the read models).
+async fn sample_traffic(read_models: nullops_projections::ReadModelDb, shutdown: CancellationToken) {
+    use nullops_projections::samples::{self, Series};
+    let mut every = tokio::time::interval(Duration::from_secs(samples::SAMPLE_SECS as u64));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = nullops_events::Timestamp::now().0;
+        for ((environment, deployment), (requests, errors)) in nullops_ingress::traffic::take() {
+            let series = Series::Traffic { environment, deployment };
+            let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            if let Err(e) = samples::add(&read_models, &series, now, big(requests), big(errors)).await {
+                tracing::warn!(error = %e, "cannot store a traffic sample");
+            }
+        }
+    }
 }
 
 /// `nullops ingress`: only the ingress, routing from the read models the servers keep.

@@ -121,3 +121,50 @@ def test_the_apis_metrics_need_an_admins_token(platform):
     dev = requests.post(f"{server.base}/graphql", json={"query": 'mutation { login(username: "dev", password: "dev-password-1") { token } }'}, timeout=30).json()
     refused = requests.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {dev['data']['login']['token']}"}, timeout=10)
     assert refused.status_code == 403
+
+
+def test_the_console_draws_nodes_deployments_and_the_platforms_health_live(platform, browser):
+    from playwright.sync_api import expect
+
+    from test_console import done, open_page, shot, sign_in
+    server, _, _ = platform
+    admin = Api(server, *ADMIN)
+    if not any(p["name"] == "shop" for p in admin.ok("{ projects { name } }")["projects"]):
+        private_catalog(admin, web=False)
+        admin.ok('mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 300, memoryMib: 96}) { name } }')
+        admin.ok('mutation { savePipeline(project: "shop", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    made = admin.ok('mutation { createDeployment(project: "shop", environment: "local", name: "charts") { id } }')["createDeployment"]["id"]
+    d = admin.wait_for("charts running", lambda: (x := admin.ok('query($id: ID!) { deployment(id: $id) { state services { url } } }', id=made)["deployment"])
+                       and x["state"] == "RUNNING" and x, timeout=240)
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+
+    # A node's CPU and memory: samples arrive every 10 s and the chart grows by itself.
+    page.goto("/#/environments/local")
+    cpu = page.get_by_role("region", name="Usage over the last hour").locator("figure").filter(has_text="CPU of").first
+    expect(cpu).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"), timeout=60_000)
+    first = int(cpu.get_attribute("data-points"))
+    expect(cpu).not_to_have_attribute("data-points", str(first), timeout=60_000)
+    assert int(cpu.get_attribute("data-points")) > first
+    expect(cpu.locator("path[data-series=reserved]")).to_be_visible()
+    shot(page, "charts-node")
+
+    # A deployment's services and its traffic through the ingress.
+    host = d["services"][0]["url"].split("//", 1)[1].split("/", 1)[0].split(":")[0]
+    for _ in range(20):
+        requests.get(f"http://127.0.0.1:{server.ingress_port}/", headers={"Host": host}, timeout=10)
+    page.goto(f"/#/deployments/{made}")
+    charts = page.get_by_role("region", name="Usage and traffic")
+    expect(charts.locator("figure").filter(has_text="CPU by service")).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"), timeout=60_000)
+    traffic = charts.locator("figure").filter(has_text="Requests per second")
+    expect(traffic).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"), timeout=60_000)
+    expect(traffic.get_by_role("img")).to_have_attribute("aria-label", re.compile(r"requests/s \d"))
+    shot(page, "charts-deployment")
+
+    # The platform's health: every read model, caught up, and the commands decided.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Health").click()
+    lag = page.get_by_role("region", name="Read models")
+    expect(lag.get_by_role("row").filter(has_text="deployments")).to_contain_text("caught up")
+    expect(page.get_by_role("region", name="Commands").locator("figure")).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"), timeout=60_000)
+    shot(page, "charts-health")
+    done(page)

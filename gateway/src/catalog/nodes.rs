@@ -108,6 +108,11 @@ impl NodeGql {
         let a = read::allocation(&app(ctx).read_models, self.0.node_id).await?;
         Ok(NodeAllocationGql { cpu_millicores: a.cpu_millis, memory_mib: a.memory_mib, deployments: a.deployments })
     }
+    /// Its CPU and memory in use and reserved over the last `minutes` (at most a day), sampled every 10 s
+    /// (longer spans averaged into at most 360 points).
+    async fn usage_history(&self, ctx: &Context<'_>, #[graphql(default = 60)] minutes: i32) -> ApiResult<Vec<crate::charts::NodeSample>> {
+        crate::charts::node_history(ctx, self.0.node_id, minutes).await
+    }
     /// What the agent last reported using; none before its first report.
     async fn usage(&self, ctx: &Context<'_>) -> ApiResult<Option<NodeUsageGql>> {
         let Some(u) = read::usage(&app(ctx).read_models, self.0.node_id).await? else { return Ok(None) };

@@ -293,6 +293,26 @@ impl DeploymentGql {
             .collect())
     }
     /// Why its last run failed.
+    /// Each service's CPU and memory over the deployment's life (the last day at most),
+    /// sampled every 10 s (longer spans averaged into at most 360 points).
+    async fn usage_history(&self, ctx: &Context<'_>) -> ApiResult<Vec<crate::charts::ServiceUsage>> {
+        let services = self
+            .0
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                nullops_events::deployment::PlannedAction::Service(svc) => Some(svc.service.clone()),
+                nullops_events::deployment::PlannedAction::Plugin(_) => None,
+            })
+            .collect();
+        crate::charts::service_histories(ctx, self.0.deployment_id, services, self.0.created_at).await
+    }
+    /// Its requests through the ingress over its life (the last day at most): requests per
+    /// second and the share answered 5xx, per 10 s (longer spans averaged).
+    async fn traffic(&self, ctx: &Context<'_>) -> ApiResult<Vec<crate::charts::TrafficSample>> {
+        crate::charts::traffic(ctx, &self.0.environment, &self.0.name, self.0.created_at).await
+    }
     async fn failure(&self) -> Option<FailureGql> {
         let f: DeploymentFailed = serde_json::from_str(self.0.failure.as_deref()?).ok()?;
         Some(FailureGql { step: f.step, reason: f.reason, exit_code: f.exit_code, oom_killed: f.oom_killed })

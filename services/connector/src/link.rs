@@ -13,6 +13,7 @@ use nullops_domain::Issuer;
 use nullops_events::node::Refusal;
 use nullops_events::EventMetadata;
 use nullops_projections::nodes::{record_images, record_usage, UsageRow};
+use nullops_projections::samples::{self, Series};
 use nullops_store::commands::{execute, CommandError};
 use nullops_wire::message::{decode_from_agent, desired_state_parts, encode, HeldImage, Usage};
 use nullops_wire::{FromAgent, RequestId, ToAgent, PROTOCOL_VERSION};
@@ -334,6 +335,24 @@ async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, ass
     };
     if let Err(e) = record_usage(&connector.read_models, node_id, &row).await {
         tracing::warn!(node = %node_id, error = %e, "cannot store the node's usage");
+    }
+    // The charts' samples: the node's, and each service's.
+    let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut series = vec![(Series::Node(node_id), big(usage.cpu_used_millicores), big(usage.memory_used_bytes))];
+    match nullops_projections::nodes::allocation(&connector.read_models, node_id).await {
+        Ok(a) => series.push((Series::NodeReserved(node_id), big(a.cpu_millis), big(a.memory_mib.saturating_mul(1 << 20)))),
+        Err(e) => tracing::warn!(node = %node_id, error = %e, "cannot read what the node has reserved"),
+    }
+    for c in &usage.containers {
+        if let Ok(deployment) = Uuid::try_parse(&c.deployment) {
+            series.push((Series::Service { deployment, service: c.name.clone() }, big(c.cpu_millicores), big(c.memory_bytes)));
+        }
+    }
+    for (s, cpu, memory) in series {
+        if let Err(e) = samples::record(&connector.read_models, &s, row.sampled_at, cpu, memory).await {
+            tracing::warn!(node = %node_id, error = %e, "cannot store a usage sample");
+            break;
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod traffic;
 
 pub use host::{parse_host, HostError};
 pub use live::RouteBook;

@@ -183,6 +183,10 @@ pub struct Metrics {
     pub plugin_seconds: Histograms<NameLabel>,
     pub image_pulls: Family<PullLabels, Counter>,
     pub image_pull_seconds: Histogram,
+    /// Commands decided and appended (or unchanged), and refused or failed, since the start:
+    /// what the console's command-rate chart samples.
+    pub commands_done: AtomicU64,
+    pub commands_not_done: AtomicU64,
 }
 
 impl Metrics {
@@ -206,6 +210,8 @@ impl Metrics {
             plugin_seconds: Family::new_with_constructor(slow),
             image_pulls: Family::default(),
             image_pull_seconds: slow(),
+            commands_done: AtomicU64::new(0),
+            commands_not_done: AtomicU64::new(0),
             registry: Registry::default(),
         };
         r.register("commands", "Commands decided, by aggregate and outcome", m.commands.clone());
@@ -241,6 +247,8 @@ impl Metrics {
     /// Records a command decided for an aggregate of kind `aggregate`.
     pub fn command(&self, aggregate: &'static str, outcome: Outcome, took: Duration) {
         self.commands.get_or_create(&CommandLabels { aggregate, outcome }).inc();
+        let total = if matches!(outcome, Outcome::ok | Outcome::unchanged) { &self.commands_done } else { &self.commands_not_done };
+        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.command_seconds.get_or_create(&AggregateLabel { aggregate }).observe(took.as_secs_f64());
     }
 
