@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from test_console import ADMIN, Api, free_port
+from test_console import ADMIN, Api, free_port, private_catalog
 from test_traces import Receiver
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -87,3 +87,45 @@ def test_the_server_image_serves_its_api_metrics_traces_and_json_logs(container)
 def test_the_production_prometheus_configuration_is_valid():
     out = subprocess.run(["promtool", "check", "config", os.path.join(ROOT, "infra", "production", "prometheus.yml")], capture_output=True, text=True)
     assert out.returncode == 0 and "SUCCESS" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_in_production_one_deployment_is_one_trace_across_the_server_and_the_agent_container(container):
+    base, _, receiver, _ = container
+    admin = Api(base, *ADMIN)
+    scope = f"t{uuid.uuid4().hex[:8]}"
+    agent_port = free_port()
+    admin.ok('mutation { createEnvironment(input: {name: "prod", baseDomain: "localhost", cleanupAfterSeconds: 3600}) { name } }')
+    made = admin.ok('mutation($p: Int!) { addNode(environment: "prod", host: "127.0.0.1", port: $p) { token node { id } } }', p=agent_port)["addNode"]
+    agent = f"nullops-agent-{scope}"
+    env = {"NULLOPS_AGENT_TOKEN": made["token"], "NULLOPS_AGENT_LISTEN": f"127.0.0.1:{agent_port}", "NULLOPS_AGENT_SCOPE": scope,
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "nullops-agent", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    args = ["docker", "run", "-d", "--name", agent, "--network", "host", "-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{agent}:/data"]
+    args += [a for k, v in env.items() for a in ("-e", f"{k}={v}")] + ["nullops/agent:latest"]
+    subprocess.run(args, check=True, capture_output=True)
+    try:
+        admin.wait_for("the node online", lambda: admin.ok('{ nodes(environment: "prod") { status } }')["nodes"][0]["status"] == "ONLINE", timeout=120)
+        private_catalog(admin, api_health=True, web=False)
+        admin.ok('mutation { createProject(input: {name: "shop", environments: ["prod"], cpuMillis: 300, memoryMib: 96}) { name } }')
+        admin.ok('mutation { savePipeline(project: "shop", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+        trace = uuid.uuid4().hex
+        answer = admin.session.post(admin.url, json={"query": 'mutation { createDeployment(project: "shop", environment: "prod", name: "p1") { id } }'},
+                                    headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}, timeout=60).json()
+        assert not answer.get("errors"), answer
+        deployment = answer["data"]["createDeployment"]["id"]
+        state = lambda: admin.ok('query($id: ID!) { deployment(id: $id) { state } }', id=deployment)["deployment"]["state"]
+        admin.wait_for("p1 running", lambda: state() == "RUNNING", timeout=240)
+        wanted = {("nullops-server", "graphql"), ("nullops-server", "saga.react"), ("nullops-server", "connector.send"), ("nullops-server", "connector.record"),
+                  ("nullops-agent", "agent.run"), ("nullops-agent", "agent.pull"), ("nullops-agent", "agent.start"), ("nullops-agent", "agent.probe")}
+        spans = admin.wait_for("both processes' spans", lambda: (s := receiver.of_trace(trace)) and wanted <= {(x["service"], x["name"]) for x in s} and s, timeout=120)
+        by_id = {s["id"]: s for s in spans}
+        run = next(s for s in spans if s["name"] == "agent.run")
+        # The agent's run is a child of the server's placement, across the wire.
+        assert by_id[run["parent"]]["service"] == "nullops-server", by_id.get(run["parent"])
+        admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=deployment)
+        admin.wait_for("p1 gone", lambda: state() == "DELETED", timeout=240)
+    finally:
+        subprocess.run(["docker", "rm", "-f", agent], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", agent], capture_output=True)
+        leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=nullops.scope={scope}"], capture_output=True, text=True).stdout.split()
+        if leftovers:
+            subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
