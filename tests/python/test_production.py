@@ -93,12 +93,13 @@ def test_in_production_one_deployment_is_one_trace_across_the_server_and_the_age
     base, _, receiver, _ = container
     admin = Api(base, *ADMIN)
     scope = f"t{uuid.uuid4().hex[:8]}"
-    agent_port = free_port()
+    agent_port, agent_metrics = free_port(), free_port()
     admin.ok('mutation { createEnvironment(input: {name: "prod", baseDomain: "localhost", cleanupAfterSeconds: 3600}) { name } }')
     made = admin.ok('mutation($p: Int!) { addNode(environment: "prod", host: "127.0.0.1", port: $p) { token node { id } } }', p=agent_port)["addNode"]
     agent = f"nullops-agent-{scope}"
     env = {"NULLOPS_AGENT_TOKEN": made["token"], "NULLOPS_AGENT_LISTEN": f"127.0.0.1:{agent_port}", "NULLOPS_AGENT_SCOPE": scope,
-           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "nullops-agent", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "nullops-agent", "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "NULLOPS_METRICS_LISTEN": f"127.0.0.1:{agent_metrics}"}
     args = ["docker", "run", "-d", "--name", agent, "--network", "host", "-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{agent}:/data"]
     args += [a for k, v in env.items() for a in ("-e", f"{k}={v}")] + ["nullops/agent:latest"]
     subprocess.run(args, check=True, capture_output=True)
@@ -121,6 +122,9 @@ def test_in_production_one_deployment_is_one_trace_across_the_server_and_the_age
         run = next(s for s in spans if s["name"] == "agent.run")
         # The agent's run is a child of the server's placement, across the wire.
         assert by_id[run["parent"]]["service"] == "nullops-server", by_id.get(run["parent"])
+        # The agent serves its own metrics (its image pulls, timed).
+        text = requests.get(f"http://127.0.0.1:{agent_metrics}/metrics", timeout=10).text
+        assert "# TYPE nullops_image_pull_duration_seconds histogram" in text and text.endswith("# EOF\n"), text[-500:]
         admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=deployment)
         admin.wait_for("p1 gone", lambda: state() == "DELETED", timeout=240)
     finally:
