@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The cost of observability, on a release build, in one run: append throughput (16 writers, as
 # its ratio to pgbench in the same round, which takes the machine's noise out), command-to-read-
-# model p99, and requests/s through the ingress, each with traces on (OTLP/HTTP to a local sink,
-# 10% of traces sampled) against traces off. Metrics are always on: what is measured is the
-# platform as shipped, with and without tracing. Prints each figure and the ratio on / off.
+# model p99, and requests/s through the ingress, each with nothing recorded (NULLOPS_METRICS=off,
+# no traces), with metrics, and with metrics and traces (OTLP/HTTP to a local sink, 10% of
+# traces sampled). Prints each figure and its ratios to the first.
 # Usage: bench-observability.sh [BINARY]   (default: the release build, built first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,7 @@ fi
 seconds=${NULLOPS_BENCH_SECONDS:-3}
 admin=${NULLOPS_TEST_DATABASE_URL:-postgres://nullops:nullops@127.0.0.1:5432/nullops}
 db="bench_obs_$(date +%s)"
-psql "$admin" -qc "CREATE DATABASE ${db}_off"
-psql "$admin" -qc "CREATE DATABASE ${db}_on"
+for run in off metrics on; do psql "$admin" -qc "CREATE DATABASE ${db}_$run"; done
 work=$(mktemp -d)
 # A sink that takes every export and answers 200, as a collector would.
 python3 -c '
@@ -31,25 +30,28 @@ server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
 print(server.server_address[1], flush=True)
 server.serve_forever()' >"$work/sink.port" &
 sink=$!
-trap 'kill $sink 2>/dev/null; psql "$admin" -qc "DROP DATABASE ${db}_off"; psql "$admin" -qc "DROP DATABASE ${db}_on"; rm -rf "$work"' EXIT
+trap 'kill $sink 2>/dev/null; for run in off metrics on; do psql "$admin" -qc "DROP DATABASE ${db}_$run"; done; rm -rf "$work"' EXIT
 for _ in $(seq 1 50); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
 traces_on=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(cat "$work/sink.port")" OTEL_SERVICE_NAME=bench OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
 export NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222
 
 result() { grep "^RESULT $1=" "$2" | cut -d= -f2; }
-"$binary" bench events --database-url "${admin%/*}/${db}_off" --seconds "$seconds" --commands 1000 >"$work/events_off"
-env "${traces_on[@]}" "$binary" bench events --database-url "${admin%/*}/${db}_on" --seconds "$seconds" --commands 1000 >"$work/events_on"
-"$binary" bench ingress --rounds 3 --seconds "$seconds" >"$work/ingress_off"
-env "${traces_on[@]}" "$binary" bench ingress --rounds 3 --seconds "$seconds" >"$work/ingress_on"
 rps() { awk '/nullops ingress/ { print $3 }' "$1"; }
+# Each setting runs the same benchmarks: nothing recorded, metrics, metrics and traces.
+declare -A setting=([off]="NULLOPS_METRICS=off" [metrics]="NULLOPS_METRICS=on" [on]="NULLOPS_METRICS=on ${traces_on[*]}")
+for run in off metrics on; do
+  # shellcheck disable=SC2086
+  env ${setting[$run]} "$binary" bench events --database-url "${admin%/*}/${db}_$run" --seconds "$seconds" --commands 1000 >"$work/events_$run"
+  # shellcheck disable=SC2086
+  env ${setting[$run]} "$binary" bench ingress --rounds 3 --seconds "$seconds" >"$work/ingress_$run"
+done
 
-report() { # NAME OFF ON WHICH-IS-BETTER
-  awk -v n="$1" -v off="$2" -v on="$3" -v better="$4" 'BEGIN {
-    r = on / off
-    printf "  %-34s off %10.2f   on %10.2f   on/off %.3fx  (%s is better)\n", n, off, on, r, better
-    printf "RESULT observability_%s_ratio=%.3f\n", n, r }'
+report() { # NAME OFF METRICS ON BETTER
+  awk -v n="$1" -v off="$2" -v m="$3" -v on="$4" -v better="$5" 'BEGIN {
+    printf "  %-30s nothing %9.2f   metrics %9.2f (%.3fx)   metrics+traces %9.2f (%.3fx)   (%s is better)\n", n, off, m, m / off, on, on / off, better
+    printf "RESULT observability_%s_metrics_ratio=%.3f\nRESULT observability_%s_metrics_traces_ratio=%.3f\n", n, m / off, n, on / off }'
 }
-echo "== the cost of traces (10% sampled, OTLP/HTTP) with metrics on, release build =="
-report append_vs_pgbench_16_writers "$(result append_ratio_writers_16 "$work/events_off")" "$(result append_ratio_writers_16 "$work/events_on")" higher
-report command_to_read_model_p99_ms "$(result command_to_projection_p99_ms "$work/events_off")" "$(result command_to_projection_p99_ms "$work/events_on")" lower
-report ingress_requests_per_second "$(rps "$work/ingress_off")" "$(rps "$work/ingress_on")" higher
+echo "== the cost of observability (traces 10% sampled, OTLP/HTTP), release build, ratios to nothing recorded =="
+report append_vs_pgbench_16 "$(result append_ratio_writers_16 "$work/events_off")" "$(result append_ratio_writers_16 "$work/events_metrics")" "$(result append_ratio_writers_16 "$work/events_on")" higher
+report command_to_model_p99_ms "$(result command_to_projection_p99_ms "$work/events_off")" "$(result command_to_projection_p99_ms "$work/events_metrics")" "$(result command_to_projection_p99_ms "$work/events_on")" lower
+report ingress_requests_per_s "$(rps "$work/ingress_off")" "$(rps "$work/ingress_metrics")" "$(rps "$work/ingress_on")" higher

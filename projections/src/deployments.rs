@@ -171,11 +171,12 @@ impl Projection for DeploymentsProjection {
                 .await?;
             }
             DeploymentEvent::Running(DeploymentRunning { endpoints }) | DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints }) => {
-                if matches!(event, DeploymentEvent::Running(_)) && Timestamp::now().0.saturating_sub(at) < TIME_TO_RUNNING_RECENT {
+                let recording = nullops_metrics::recording().filter(|_| Timestamp::now().0.saturating_sub(at) < TIME_TO_RUNNING_RECENT);
+                if let (Some(metrics), true) = (recording, matches!(event, DeploymentEvent::Running(_))) {
                     let created: Option<i64> =
                         sqlx::query_scalar("SELECT created_at FROM deployments WHERE deployment_id = $1").bind(id.clone()).fetch_optional(&mut *conn).await?;
                     if let Some(created) = created {
-                        nullops_metrics::metrics().time_to_running_seconds.observe(at.saturating_sub(created) as f64 / 1e6);
+                        metrics.time_to_running_seconds.observe(at.saturating_sub(created) as f64 / 1e6);
                     }
                 }
                 sqlx::query(&set("endpoints = $3")).bind(at).bind(id).bind(json(endpoints)).execute(&mut *conn).await?;

@@ -501,10 +501,11 @@ impl Engine {
             Ok(Err(e)) => Err(format!("cannot pull {image}: {e}")),
             Err(_) => Err(format!("pulling {image} took over {} s", PULL_TIMEOUT.as_secs())),
         };
-        let metrics = nullops_metrics::metrics();
-        let outcome = if pulled.is_ok() { nullops_metrics::PullOutcome::pulled } else { nullops_metrics::PullOutcome::failed };
-        metrics.image_pulls.get_or_create(&nullops_metrics::PullLabels { outcome }).inc();
-        metrics.image_pull_seconds.observe(started.elapsed().as_secs_f64());
+        if let Some(metrics) = nullops_metrics::recording() {
+            let outcome = if pulled.is_ok() { nullops_metrics::PullOutcome::pulled } else { nullops_metrics::PullOutcome::failed };
+            metrics.image_pulls.get_or_create(&nullops_metrics::PullLabels { outcome }).inc();
+            metrics.image_pull_seconds.observe(started.elapsed().as_secs_f64());
+        }
         pulled
     }
 

@@ -73,15 +73,16 @@ impl Engine {
     pub async fn run_plugin(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
         let started = std::time::Instant::now();
         let outcome = self.run_plugin_once(run).await;
-        let metrics = nullops_metrics::metrics();
-        let plugin = repository(run.image).to_owned();
-        let result = match &outcome {
-            Ok(o) if o.timed_out => nullops_metrics::PluginOutcome::timed_out,
-            Ok(o) if o.succeeded() => nullops_metrics::PluginOutcome::succeeded,
-            _ => nullops_metrics::PluginOutcome::failed,
-        };
-        metrics.plugin_runs.get_or_create(&nullops_metrics::PluginLabels { plugin: plugin.clone(), outcome: result }).inc();
-        metrics.plugin_seconds.get_or_create(&nullops_metrics::NameLabel { name: plugin }).observe(started.elapsed().as_secs_f64());
+        if let Some(metrics) = nullops_metrics::recording() {
+            let plugin = repository(run.image).to_owned();
+            let result = match &outcome {
+                Ok(o) if o.timed_out => nullops_metrics::PluginOutcome::timed_out,
+                Ok(o) if o.succeeded() => nullops_metrics::PluginOutcome::succeeded,
+                _ => nullops_metrics::PluginOutcome::failed,
+            };
+            metrics.plugin_runs.get_or_create(&nullops_metrics::PluginLabels { plugin: plugin.clone(), outcome: result }).inc();
+            metrics.plugin_seconds.get_or_create(&nullops_metrics::NameLabel { name: plugin }).observe(started.elapsed().as_secs_f64());
+        }
         outcome
     }
 

@@ -58,14 +58,15 @@ impl Proxy {
             Ok(response) => response,
             Err(refusal) => refusal.response(),
         };
-        let metrics = nullops_metrics::metrics();
         let (environment, deployment) = routed.unwrap_or_default();
         let class = nullops_metrics::StatusClass::of(response.status().as_u16());
         if !deployment.is_empty() {
             crate::traffic::count(&environment, &deployment, class == nullops_metrics::StatusClass::ServerError);
         }
-        metrics.ingress_requests.get_or_create(&nullops_metrics::IngressLabels { environment, deployment, class }).inc();
-        metrics.ingress_seconds.observe(started.elapsed().as_secs_f64());
+        if let Some(metrics) = nullops_metrics::recording() {
+            metrics.ingress_requests.get_or_create(&nullops_metrics::IngressLabels { environment, deployment, class }).inc();
+            metrics.ingress_seconds.observe(started.elapsed().as_secs_f64());
+        }
         response
     }
 

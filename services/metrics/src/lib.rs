@@ -327,9 +327,18 @@ pub struct ProjectionLag {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-/// This process's metrics.
+/// Whether the work records metrics: yes unless `NULLOPS_METRICS=off` (what the benchmark of
+/// their cost compares against).
+static RECORDING: LazyLock<bool> = LazyLock::new(|| std::env::var("NULLOPS_METRICS").map_or(true, |v| v != "off"));
+
+/// This process's metrics, to serve and to set the platform's state into.
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// This process's metrics, to record the work into; none when they are turned off.
+pub fn recording() -> Option<&'static Metrics> {
+    RECORDING.then_some(&*METRICS)
 }
 
 #[cfg(test)]

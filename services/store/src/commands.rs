@@ -107,7 +107,9 @@ pub async fn execute_with<D: Decider>(
         Err(CommandError::Contention { .. }) => Outcome::contended,
         Err(_) => Outcome::error,
     };
-    nullops_metrics::metrics().command(D::KIND, outcome, started.elapsed());
+    if let Some(m) = nullops_metrics::recording() {
+        m.command(D::KIND, outcome, started.elapsed());
+    }
     result
 }
 
@@ -131,7 +133,9 @@ async fn decide_and_append<D: Decider>(
         let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata.clone())).collect();
         let appending = std::time::Instant::now();
         let appended = store.append(&stream, version, &new).instrument(tracing::info_span!("store.append", events = new.len())).await;
-        nullops_metrics::metrics().append_seconds.observe(appending.elapsed().as_secs_f64());
+        if let Some(m) = nullops_metrics::recording() {
+            m.append_seconds.observe(appending.elapsed().as_secs_f64());
+        }
         match appended {
             Ok(appended) => return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events }),
             Err(StoreError::Conflict { .. }) => {
