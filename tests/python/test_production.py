@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from test_console import ADMIN, Api, free_port, private_catalog
+from conftest import BIN
 from test_traces import Receiver
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -59,7 +60,7 @@ def container():
             assert state == "true", subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout[-3000:]
             assert time.monotonic() < until, "the server did not become ready"
             time.sleep(0.2)
-        yield base, metrics, receiver, name
+        yield base, metrics, receiver, name, env
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         receiver.server.shutdown()
@@ -67,7 +68,7 @@ def container():
 
 
 def test_the_server_image_serves_its_api_metrics_traces_and_json_logs(container):
-    base, metrics, receiver, name = container
+    base, metrics, receiver, name, _ = container
     size = int(subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", "nullops/server:latest"], capture_output=True, text=True, check=True).stdout)
     assert size < 200 * 1024 * 1024, f"the image holds only the binary and the CA roots: {size} bytes"
     admin = Api(base, *ADMIN)
@@ -90,7 +91,7 @@ def test_the_production_prometheus_configuration_is_valid():
 
 
 def test_in_production_one_deployment_is_one_trace_across_the_server_and_the_agent_container(container):
-    base, _, receiver, _ = container
+    base, _, receiver, _, _ = container
     admin = Api(base, *ADMIN)
     scope = f"t{uuid.uuid4().hex[:8]}"
     agent_port, agent_metrics = free_port(), free_port()
@@ -133,3 +134,24 @@ def test_in_production_one_deployment_is_one_trace_across_the_server_and_the_age
         leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=nullops.scope={scope}"], capture_output=True, text=True).stdout.split()
         if leftovers:
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+
+
+def test_the_connector_and_the_ingress_serve_their_own_metrics(container):
+    _, _, _, _, env = container
+    for command in (["connector"], ["ingress", "--ingress-listen", f"127.0.0.1:{free_port()}"]):
+        port = free_port()
+        proc = subprocess.Popen([BIN, *command, "--metrics-listen", f"127.0.0.1:{port}"], env={**os.environ, **env, "NULLOPS_LOG": "warn"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            until = time.monotonic() + 60
+            while True:
+                try:
+                    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                    break
+                except requests.RequestException:
+                    assert proc.poll() is None and time.monotonic() < until, f"{command[0]} serves no metrics"
+                    time.sleep(0.2)
+            assert "# TYPE nullops_ingress_request_duration_seconds histogram" in text and text.endswith("# EOF\n"), (command, text[-300:])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
