@@ -37,21 +37,35 @@ export NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222
 
 result() { grep "^RESULT $1=" "$2" | cut -d= -f2; }
 rps() { awk '/nullops ingress/ { print $3 }' "$1"; }
-# Each setting runs the same benchmarks: nothing recorded, metrics, metrics and traces.
+# Each setting runs the same benchmarks, the settings interleaved round by round (the machine's
+# drift hits them alike); each figure is the median of its rounds.
+rounds=${NULLOPS_BENCH_ROUNDS:-3}
 declare -A setting=([off]="NULLOPS_METRICS=off" [metrics]="NULLOPS_METRICS=on" [on]="NULLOPS_METRICS=on ${traces_on[*]}")
-for run in off metrics on; do
-  # shellcheck disable=SC2086
-  env ${setting[$run]} "$binary" bench events --database-url "${admin%/*}/${db}_$run" --seconds "$seconds" --commands 1000 >"$work/events_$run"
-  # shellcheck disable=SC2086
-  env ${setting[$run]} "$binary" bench ingress --rounds 3 --seconds "$seconds" >"$work/ingress_$run"
+for round in $(seq 1 "$rounds"); do
+  for run in off metrics on; do
+    # shellcheck disable=SC2086
+    env ${setting[$run]} "$binary" bench events --database-url "${admin%/*}/${db}_$run" --seconds 1 --commands 2000 >"$work/events_${run}_$round"
+    # shellcheck disable=SC2086
+    env ${setting[$run]} "$binary" bench ingress --rounds 1 --seconds "$seconds" >"$work/ingress_${run}_$round"
+  done
 done
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+figure() { # KIND RUN: the median over rounds
+  for round in $(seq 1 "$rounds"); do
+    case $1 in
+      append) result append_ratio_writers_16 "$work/events_${2}_$round" ;;
+      p99) result command_to_projection_p99_ms "$work/events_${2}_$round" ;;
+      rps) rps "$work/ingress_${2}_$round" ;;
+    esac
+  done | median
+}
 
 report() { # NAME OFF METRICS ON BETTER
   awk -v n="$1" -v off="$2" -v m="$3" -v on="$4" -v better="$5" 'BEGIN {
     printf "  %-30s nothing %9.2f   metrics %9.2f (%.3fx)   metrics+traces %9.2f (%.3fx)   (%s is better)\n", n, off, m, m / off, on, on / off, better
     printf "RESULT observability_%s_metrics_ratio=%.3f\nRESULT observability_%s_metrics_traces_ratio=%.3f\n", n, m / off, n, on / off }'
 }
-echo "== the cost of observability (traces 10% sampled, OTLP/HTTP), release build, ratios to nothing recorded =="
-report append_vs_pgbench_16 "$(result append_ratio_writers_16 "$work/events_off")" "$(result append_ratio_writers_16 "$work/events_metrics")" "$(result append_ratio_writers_16 "$work/events_on")" higher
-report command_to_model_p99_ms "$(result command_to_projection_p99_ms "$work/events_off")" "$(result command_to_projection_p99_ms "$work/events_metrics")" "$(result command_to_projection_p99_ms "$work/events_on")" lower
-report ingress_requests_per_s "$(rps "$work/ingress_off")" "$(rps "$work/ingress_metrics")" "$(rps "$work/ingress_on")" higher
+echo "== the cost of observability (traces 10% sampled, OTLP/HTTP), release build, medians of $rounds interleaved rounds, ratios to nothing recorded =="
+report append_vs_pgbench_16 "$(figure append off)" "$(figure append metrics)" "$(figure append on)" higher
+report command_to_model_p99_ms "$(figure p99 off)" "$(figure p99 metrics)" "$(figure p99 on)" lower
+report ingress_requests_per_s "$(figure rps off)" "$(figure rps metrics)" "$(figure rps on)" higher
