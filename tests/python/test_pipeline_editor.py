@@ -8,6 +8,7 @@ The tests run in file order on one server, as one story. Screenshots go to NULLO
 
 import re
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -321,7 +322,16 @@ def test_a_plugin_added_to_a_pipeline_is_on_the_node_before_any_deployment_which
 
 def drag_frames(page, node_id, moves=30):
     """Drags node `node_id` in `moves` steps; the durations of the editor's drag frames (ms)."""
-    box = node(page, node_id).bounding_box()
+    target = node(page, node_id)
+    target.scroll_into_view_if_needed()
+    # Where it is once the canvas has settled (a busy machine may still be laying it out).
+    box, deadline = target.bounding_box(), time.monotonic() + 10
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        again = target.bounding_box()
+        if again == box:
+            break
+        box = again
     page.evaluate("performance.clearMeasures('editor:drag-frame')")
     page.mouse.move(box["x"] + 30, box["y"] + 10)
     page.mouse.down()
