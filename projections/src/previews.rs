@@ -91,6 +91,22 @@ pub struct Progress {
     pub failures: u32,
 }
 
+impl Progress {
+    /// A request just recorded: nothing done or posted for it yet, to be looked at at once.
+    pub fn requested() -> Self {
+        Progress {
+            phase: PreviewPhase::Requested,
+            message: String::new(),
+            settled: false,
+            next_at: 0,
+            reported: String::new(),
+            comment_id: String::new(),
+            comment: String::new(),
+            failures: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviewRow {
     pub project_id: Uuid,
@@ -264,16 +280,7 @@ mod tests {
             position: (position, 0),
             requested_at: 10,
             tag_deadline: 100,
-            progress: Progress {
-                phase: PreviewPhase::Requested,
-                message: String::new(),
-                settled: false,
-                next_at: 0,
-                reported: String::new(),
-                comment_id: String::new(),
-                comment: String::new(),
-                failures: 0,
-            },
+            progress: Progress::requested(),
         }
     }
 

@@ -119,16 +119,7 @@ impl Saga for PreviewProcess {
             position: (i64::try_from(stored.position.commit).unwrap_or(i64::MAX), i64::try_from(stored.position.seq).unwrap_or(i64::MAX)),
             requested_at: at,
             tag_deadline: at.saturating_add(micros(TAG_WAIT)),
-            progress: Progress {
-                phase: PreviewPhase::Requested,
-                message: String::new(),
-                settled: false,
-                next_at: 0,
-                reported: String::new(),
-                comment_id: String::new(),
-                comment: String::new(),
-                failures: 0,
-            },
+            progress: Progress::requested(),
         };
         rows::record(&self.app.read_models, &row).await?;
         Ok(())
