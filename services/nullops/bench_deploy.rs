@@ -41,10 +41,16 @@ pub(crate) struct Platform {
 
 impl Platform {
     pub async fn start(data_dir: &Path) -> anyhow::Result<Platform> {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// Starts it with more variables in its environment.
+    pub async fn start_with(data_dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Platform> {
         let exe = std::env::current_exe()?;
         let mut child = tokio::process::Command::new(exe)
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NULLOPS_ADMIN_PASSWORD", PASSWORD)
             .env("NULLOPS_NO_LOCAL_AGENT", "false")
             .env("NULLOPS_LOG", "warn")
@@ -73,6 +79,15 @@ impl Platform {
         let login = platform.gql("mutation($p: String!) { login(username: \"admin\", password: $p) { token } }", json!({"p": PASSWORD})).await?;
         platform.token = login["login"]["token"].as_str().context("no token")?.to_owned();
         Ok(platform)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+
+    /// Kills it and waits until it has exited (its data directory is free again).
+    pub async fn stop(mut self) {
+        let _ = self._child.kill().await;
     }
 
     pub async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {

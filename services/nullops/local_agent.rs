@@ -43,6 +43,8 @@ pub async fn start(store: &Arc<dyn EventStore>, keyring: &Keyring, listen: Socke
             reconcile_every: nullops_agent::RECONCILE_EVERY,
             network_pool: Default::default(),
             prefetch_budget_mib: nullops_agent::prefetch::DEFAULT_BUDGET_MIB,
+            // Only `nullops bench idle` sets this, for its baseline.
+            reconcile_paused: std::env::var(crate::bench_idle::PAUSE_RECONCILE).is_ok_and(|v| v == "1"),
         })
     };
     // Any free port was asked for: the one of last time if it is still free, so that the node's

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_deploy;
+mod bench_idle;
 mod bench_ingress;
 mod bench_nodes;
 mod cli;
@@ -285,6 +286,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What an idle `nullops up` costs (its CPU, the engine's, the agent's engine calls), with
+    /// no deployment and with many, against the same platform with the reconcile loop stopped.
+    Idle {
+        /// Running deployments in the second half.
+        #[arg(long, default_value_t = 20)]
+        deployments: usize,
+        /// Seconds per measured window.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Time from createDeployment to RUNNING of three services, against docker-compose up of
     /// the same containers until healthy.
     Deploy {
@@ -400,6 +411,7 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
             bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
         }
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
+        Command::Bench { command: BenchCommand::Idle { deployments, seconds } } => bench_idle::idle(deployments, seconds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::Deploy { rounds } } => bench_deploy::deploy(rounds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::Ingress { rounds, seconds, connections } } => {
             bench_ingress::ingress(rounds, seconds, connections).await.context("benchmark failed")
@@ -425,7 +437,8 @@ async fn run_agent(
     let token = std::env::var("NULLOPS_AGENT_TOKEN").ok().and_then(|t| nullops_wire::NodeToken::from_configured(&t));
     let token = token.context("NULLOPS_AGENT_TOKEN is not set or empty: set it to the token addNode returned")?;
     let protocol = speak_protocol.unwrap_or(nullops_wire::PROTOCOL_VERSION);
-    let config = nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol, reconcile_every, network_pool, prefetch_budget_mib };
+    let config =
+        nullops_agent::AgentConfig { listen, data_dir, token, scope, protocol, reconcile_every, network_pool, prefetch_budget_mib, reconcile_paused: false };
     let agent = nullops_agent::Agent::bind(config).await?;
     // The thumbprint is what an admin compares before approving a new certificate.
     println!("NullOps agent listening on {} (protocol {protocol}); certificate thumbprint {}", agent.local_addr(), agent.thumbprint());

@@ -96,6 +96,14 @@ pub struct Started {
     pub host_port: Option<u16>,
 }
 
+/// A running service container of this agent's scope, as the last reconcile pass saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningContainer {
+    pub deployment: String,
+    pub name: String,
+    pub id: String,
+}
+
 /// Why a started container is not running.
 pub struct Exited {
     pub exit_code: Option<i64>,
@@ -550,21 +558,15 @@ impl Engine {
         Box::pin(self.client.events(Some(bollard::query_parameters::EventsOptions { filters: Some(filters), ..Default::default() })))
     }
 
-    /// Every running service container of this scope: deployment, name and container id.
-    pub async fn running_containers(&self) -> Vec<(String, String, String)> {
-        self.managed(true).await.unwrap_or_default().into_iter().map(|m| (m.deployment, m.name, m.id)).collect()
+    /// Every running service container of this scope.
+    pub async fn running_containers(&self) -> Vec<RunningContainer> {
+        self.managed(true).await.unwrap_or_default().into_iter().map(|m| RunningContainer { deployment: m.deployment, name: m.name, id: m.id }).collect()
     }
 
-    /// CPU and memory of every running managed container.
-    pub async fn container_usage(&self) -> Vec<ContainerUsage> {
-        let running = match self.managed(true).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list containers for stats");
-                return vec![];
-            }
-        };
-        futures::stream::iter(running)
+    /// CPU and memory of `containers` as the engine's stats give them: one API call each, so
+    /// only for containers whose control group the agent cannot read (see `cgroup.rs`).
+    pub async fn container_stats(&self, containers: Vec<RunningContainer>) -> Vec<ContainerUsage> {
+        futures::stream::iter(containers)
             .map(|m| async move {
                 let options = StatsOptions { stream: false, one_shot: false };
                 let sample = tokio::time::timeout(STATS_TIMEOUT, self.client.stats(&m.id, Some(options)).next()).await;

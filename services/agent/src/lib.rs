@@ -8,6 +8,7 @@
 //! `handshake.rs` checks each incoming connection, `session.rs` serves one, `docker.rs` and
 //! `usage.rs` touch the machine, `state.rs` and `identity.rs` keep what must survive restarts.
 
+mod cgroup;
 mod docker;
 mod files;
 mod handshake;
@@ -77,6 +78,9 @@ pub struct AgentConfig {
     /// What images pulled ahead of need may take on the engine's disk, in MiB
     /// ([`prefetch::DEFAULT_BUDGET_MIB`] unless set).
     pub prefetch_budget_mib: u64,
+    /// The reconcile loop does not run: the baseline of `nullops bench idle` (the same agent
+    /// serving its session, its engine untouched). Never set otherwise.
+    pub reconcile_paused: bool,
 }
 
 /// The default of [`AgentConfig::reconcile_every`].
@@ -145,6 +149,7 @@ pub struct Agent {
     held_tx: watch::Sender<Vec<nullops_wire::message::HeldImage>>,
     reconcile_every: Duration,
     prefetch_budget_mib: u64,
+    reconcile_paused: bool,
 }
 
 impl Agent {
@@ -201,6 +206,7 @@ impl Agent {
             held_tx,
             reconcile_every: config.reconcile_every,
             prefetch_budget_mib: config.prefetch_budget_mib,
+            reconcile_paused: config.reconcile_paused,
         })
     }
 
@@ -214,13 +220,20 @@ impl Agent {
 
     /// Serves until `shutdown`.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, held_tx, reconcile_every, prefetch_budget_mib, .. } = self;
+        let Agent { listener, tls, engine, shared, actual_tx, usage_tx, held_tx, reconcile_every, prefetch_budget_mib, reconcile_paused, .. } = self;
         let mut tasks = tokio::task::JoinSet::new();
         let engine_changed = Arc::new(tokio::sync::Notify::new());
         tasks.spawn(watch_engine(engine.clone(), engine_changed.clone(), shutdown.clone()));
-        tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, engine_changed, reconcile_every, shutdown.clone()));
+        // The running containers each reconcile pass found, for the usage loop: it needs no
+        // listing of its own.
+        let (running_tx, running) = watch::channel(Vec::new());
+        if reconcile_paused {
+            tracing::warn!("the reconcile loop is paused: this agent leaves its engine as it is");
+        } else {
+            tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, running_tx, engine_changed, reconcile_every, shutdown.clone()));
+        }
         tasks.spawn(prefetch::run(engine.clone(), shared.prefetch.subscribe(), held_tx, prefetch_budget_mib, shutdown.clone()));
-        tasks.spawn(usage_loop(engine, usage_tx, shutdown.clone()));
+        tasks.spawn(usage_loop(engine, usage_tx, running, shutdown.clone()));
         let handshakes = Arc::new(Handshakes::default());
         loop {
             let (tcp, peer) = tokio::select! {
@@ -294,6 +307,7 @@ async fn reconcile_loop(
     engine: docker::Engine,
     shared: Arc<Shared>,
     actual: watch::Sender<Option<Actual>>,
+    running: watch::Sender<Vec<docker::RunningContainer>>,
     engine_changed: Arc<tokio::sync::Notify>,
     every: Duration,
     shutdown: CancellationToken,
@@ -307,7 +321,14 @@ async fn reconcile_loop(
         // Only what the control plane sent is applied: the saved state before any connection
         // is just a memory, the next connection brings the truth.
         if target.request_id.is_some() {
-            let mut deployments = apply(&engine, &shared.runs, &shared.logs, &target.deployments).await;
+            let (mut deployments, running_now) = apply(&engine, &shared.runs, &shared.logs, &target.deployments).await;
+            running.send_if_modified(|last| {
+                let changed = *last != running_now;
+                if changed {
+                    *last = running_now;
+                }
+                changed
+            });
             deployments.extend(target.refused.iter().map(Refused::report));
             deployments.sort_by(|a, b| a.id.cmp(&b.id));
             let now = Some(Actual { request_id: target.request_id, deployments });
@@ -337,10 +358,13 @@ async fn reconcile_loop(
 }
 
 /// Follows the engine's events about this agent's containers and wakes the reconcile loop on
-/// each death, removal or OOM kill; resubscribes (at most every 200 ms) when the stream ends.
+/// each death, removal or OOM kill; resubscribes when the stream ends, after a pause that grows
+/// while the stream keeps ending at once (an engine that refuses it must not cost a pass every
+/// few milliseconds).
 async fn watch_engine(engine: docker::Engine, changed: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
-    const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
+    let mut pause = RESUBSCRIBE_MIN;
     while !shutdown.is_cancelled() {
+        let subscribed = tokio::time::Instant::now();
         let mut events = engine.container_events();
         loop {
             let changed_now = tokio::select! {
@@ -353,13 +377,35 @@ async fn watch_engine(engine: docker::Engine, changed: Arc<tokio::sync::Notify>,
                 break;
             }
         }
-        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+        pause = resubscribe_pause(pause, subscribed.elapsed());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(200);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(10);
+
+/// The pause before subscribing again to the engine's events: the least after a stream that
+/// lasted, doubling (up to 10 s) after one that ended within a second.
+fn resubscribe_pause(last: Duration, lasted: Duration) -> Duration {
+    if lasted >= Duration::from_secs(1) {
+        RESUBSCRIBE_MIN
+    } else {
+        (last * 2).min(RESUBSCRIBE_MAX)
     }
 }
 
 /// One pass: runs in step with `desired`, the engine in step with the runs; what each
-/// deployment's run and containers are now.
-async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<logs::LogBook>, desired: &[DesiredDeployment]) -> Vec<ActualDeployment> {
+/// deployment's run and containers are now, and which containers run.
+async fn apply(
+    engine: &docker::Engine,
+    runs: &Arc<runner::Runs>,
+    logs: &Arc<logs::LogBook>,
+    desired: &[DesiredDeployment],
+) -> (Vec<ActualDeployment>, Vec<docker::RunningContainer>) {
     runs.sync(engine, desired);
     let view = runs.view();
     let in_run: HashSet<String> = view.iter().filter(|(_, v)| v.active).map(|(id, _)| id.clone()).collect();
@@ -379,9 +425,10 @@ async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<log
     for d in desired.iter().filter(|d| maintained.iter().any(|m| m.id == d.id)) {
         runs.watch_health(engine, d);
     }
-    for (deployment, name, id) in engine.running_containers().await {
-        if let Some(d) = maintained.iter().find(|m| m.id == deployment).and_then(|m| desired.iter().find(|d| d.id == m.id)) {
-            logs.follow(engine, &id, &deployment, &name, now, d.secrets.0.clone());
+    let running = engine.running_containers().await;
+    for c in &running {
+        if let Some(d) = maintained.iter().find(|m| m.id == c.deployment).and_then(|m| desired.iter().find(|d| d.id == m.id)) {
+            logs.follow(engine, &c.id, &c.deployment, &c.name, now, d.secrets.0.clone());
         }
     }
     // Desired deployments, and those still being cancelled.
@@ -410,7 +457,7 @@ async fn apply(engine: &docker::Engine, runs: &Arc<runner::Runs>, logs: &Arc<log
         })
         .collect();
     actual.sort_by(|a, b| a.id.cmp(&b.id));
-    actual
+    (actual, running)
 }
 
 impl Shared {
@@ -423,8 +470,14 @@ impl Shared {
     }
 }
 
-async fn usage_loop(engine: docker::Engine, usage: watch::Sender<Option<Usage>>, shutdown: CancellationToken) {
+async fn usage_loop(
+    engine: docker::Engine,
+    usage: watch::Sender<Option<Usage>>,
+    running: watch::Receiver<Vec<docker::RunningContainer>>,
+    shutdown: CancellationToken,
+) {
     let mut sampler = usage::Sampler::default();
+    let mut containers = usage::ContainerSampler::default();
     let mut every = tokio::time::interval(USAGE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -433,8 +486,33 @@ async fn usage_loop(engine: docker::Engine, usage: watch::Sender<Option<Usage>>,
             _ = every.tick() => {}
         }
         // The node's own figures always (a new connection gets them at once, and admission
-        // needs them); the containers' cost engine calls, so only while someone listens.
-        let containers = if usage.receiver_count() > 1 { engine.container_usage().await } else { vec![] };
-        usage.send_replace(Some(sampler.sample(containers).await));
+        // needs them); the containers' only while someone listens.
+        let sampled = if usage.receiver_count() > 1 {
+            let now = running.borrow().clone();
+            containers.sample(&engine, now).await
+        } else {
+            vec![]
+        };
+        usage.send_replace(Some(sampler.sample(sampled).await));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_stream_that_keeps_failing_is_resubscribed_ever_more_slowly() {
+        let quick = Duration::from_millis(5);
+        let mut pause = RESUBSCRIBE_MIN;
+        let pauses: Vec<Duration> = (0..8)
+            .map(|_| {
+                pause = resubscribe_pause(pause, quick);
+                pause
+            })
+            .collect();
+        assert_eq!(pauses[0], Duration::from_millis(400));
+        assert_eq!(*pauses.last().unwrap(), RESUBSCRIBE_MAX);
+        assert_eq!(resubscribe_pause(RESUBSCRIBE_MAX, Duration::from_secs(60)), RESUBSCRIBE_MIN);
     }
 }

@@ -111,26 +111,34 @@ impl Runs {
     /// Starts, stops and forgets runs so that they match `desired`: a deployment without a run
     /// of its attempt gets one (once an older attempt's rollback is over), a run of a
     /// deployment no longer desired is cancelled, and a finished one forgotten.
+    ///
+    /// Wakes the reconcile loop only when it changed something: a pass that finds the runs in
+    /// step with `desired` must not wake the loop for another pass (an idle agent stays idle).
     pub fn sync(self: &Arc<Self>, engine: &Engine, desired: &[DesiredDeployment]) {
         let mut entries = self.entries.lock().expect("runs lock");
         let wanted: HashMap<&str, &DesiredDeployment> = desired.iter().map(|d| (d.id.as_str(), d)).collect();
+        let before = entries.len();
         entries.retain(|id, entry| match (wanted.get(id.as_str()), &entry.active) {
             (Some(_), _) => true,
             (None, Some(cancel)) => {
+                // Cancelling is the run's own change to report (it finishes), not this pass's.
                 cancel.cancel();
                 true
             }
             (None, None) => false,
         });
+        let mut changed = entries.len() != before;
         for d in desired {
             match entries.get(&d.id) {
                 Some(e) if e.record.attempt == d.attempt => {
                     if e.leftovers && e.active.is_none() {
                         self.start_rollback(engine, &d.id, &mut entries);
+                        changed = true;
                     }
                 }
                 Some(Entry { active: Some(cancel), .. }) => cancel.cancel(),
                 _ => {
+                    changed = true;
                     let cancel = CancellationToken::new();
                     let status = RunStatus {
                         phase: RunPhase::Deploying,
@@ -147,7 +155,9 @@ impl Runs {
             }
         }
         drop(entries);
-        self.changed.send_replace(());
+        if changed {
+            self.changed.send_replace(());
+        }
     }
 
     /// Removes what an interrupted run left, marking its started steps rolled back, then
@@ -175,11 +185,19 @@ impl Runs {
         });
     }
 
+    /// Changes a run's record; wakes the reconcile loop only when the record is different.
     fn update(&self, id: &str, change: impl FnOnce(&mut RunRecord)) {
-        if let Some(entry) = self.entries.lock().expect("runs lock").get_mut(id) {
-            change(&mut entry.record);
+        let changed = match self.entries.lock().expect("runs lock").get_mut(id) {
+            Some(entry) => {
+                let before = entry.record.clone();
+                change(&mut entry.record);
+                entry.record != before
+            }
+            None => false,
+        };
+        if changed {
+            self.changed.send_replace(());
         }
-        self.changed.send_replace(());
     }
 
     fn step(&self, id: &str, step: &str, state: StepRunState, detail: String) {
@@ -233,10 +251,10 @@ impl Runs {
 
     /// The run's task ended.
     fn finish(&self, id: &str) {
-        if let Some(entry) = self.entries.lock().expect("runs lock").get_mut(id) {
-            entry.active = None;
+        let finished = self.entries.lock().expect("runs lock").get_mut(id).is_some_and(|entry| entry.active.take().is_some());
+        if finished {
+            self.changed.send_replace(());
         }
-        self.changed.send_replace(());
     }
 }
 
@@ -475,18 +493,40 @@ async fn watch(engine: Engine, d: DesiredDeployment, outputs: Outputs, runs: Arc
         return;
     };
     let mut failures: HashMap<String, u32> = HashMap::new();
+    // Each service's container as last looked up. A probe that passes needs no word from the
+    // engine, so a healthy deployment costs the engine nothing between changes; a failed
+    // probe looks again (the container may be stopped, which is the reconcile's to report, or
+    // recreated at another address).
+    let mut known: HashMap<String, crate::docker::Started> = HashMap::new();
     loop {
         tokio::time::sleep(Duration::from_secs(u64::from(every))).await;
         if !runs.runs_still(&d.id, d.attempt) {
             break;
         }
         for (spec, probe) in &probes {
-            let Some(started) = engine.service_container(&d.id, &spec.name, spec.port).await else { continue };
-            if engine.exited(&started.id).await.is_some() {
-                continue;
-            }
+            let started = match known.remove(&spec.name) {
+                Some(started) => started,
+                None => match engine.service_container(&d.id, &spec.name, spec.port).await {
+                    Some(started) => started,
+                    None => continue,
+                },
+            };
+            let mut outcome = check(&engine, &started, spec, probe).await;
+            let started = if outcome.is_ok() {
+                started
+            } else {
+                let Some(now) = engine.service_container(&d.id, &spec.name, spec.port).await else { continue };
+                if engine.exited(&now.id).await.is_some() {
+                    continue;
+                }
+                if now.id != started.id || now.ip != started.ip {
+                    outcome = check(&engine, &now, spec, probe).await;
+                }
+                now
+            };
+            known.insert(spec.name.clone(), started);
             let was = runs.healthy(&d.id, &spec.name);
-            match check(&engine, &started, spec, probe).await {
+            match outcome {
                 Ok(()) => {
                     failures.remove(&spec.name);
                     if was != Some(true) {
@@ -601,5 +641,39 @@ mod tests {
         let own = StepStatus { id: "migrate".into(), state: StepRunState::Failed, detail: "exit code 1".into() };
         assert!(matches!(interrupted_failure(&[own]), RunPhase::Failed { reason, .. } if reason == "exit code 1"));
         assert!(matches!(interrupted_failure(&[]), RunPhase::Failed { step: None, .. }));
+    }
+
+    fn running(attempt: u32) -> RunRecord {
+        RunRecord {
+            attempt,
+            status: RunStatus { phase: RunPhase::Running, steps: vec![step("web", StepRunState::Succeeded)], health: vec![] },
+            outputs: Outputs::new(),
+        }
+    }
+
+    fn desired(id: &str, attempt: u32) -> DesiredDeployment {
+        DesiredDeployment { id: id.into(), attempt, steps: vec![], secrets: Default::default(), registry_auth: vec![], context: BTreeMap::new(), trace: None }
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_finds_the_runs_in_step_does_not_wake_the_loop_again() {
+        // Given a finished run of the desired attempt
+        let engine = Engine::connect("test", Default::default()).unwrap();
+        let runs = Runs::restore(BTreeMap::from([("d1".to_owned(), running(1))]), Arc::new(LogBook::default()));
+        let mut woken = runs.subscribe();
+        woken.mark_unchanged();
+        // When the reconcile syncs the same desired state, again and again
+        for _ in 0..3 {
+            runs.sync(&engine, &[desired("d1", 1)]);
+        }
+        // Then nothing woke the loop
+        assert!(!woken.has_changed().unwrap());
+        // And a record written as it already is wakes nothing either
+        runs.update("d1", |r| r.status.phase = RunPhase::Running);
+        assert!(!woken.has_changed().unwrap());
+        // While a real change does: the run is forgotten when no longer desired
+        runs.sync(&engine, &[]);
+        assert!(woken.has_changed().unwrap());
+        assert!(runs.view().is_empty());
     }
 }

@@ -1,7 +1,14 @@
 //! The node's own CPU and memory, read from /proc (inside the agent's container /proc shows the
 //! host's totals, which is what capacity is about).
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
 use nullops_wire::message::{ContainerUsage, Usage};
+
+use crate::cgroup;
+use crate::docker::{Engine, RunningContainer};
 
 /// Cumulative CPU time counters from the first line of /proc/stat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +66,44 @@ impl Sampler {
         self.sustained += CPU_SMOOTHING * (used as f64 - self.sustained);
         let (memory_total_bytes, memory_used_bytes) = meminfo.as_deref().and_then(parse_meminfo).unwrap_or_default();
         Usage { cpu_cores: cores, cpu_used_millicores: self.sustained.round() as u64, memory_total_bytes, memory_used_bytes, containers }
+    }
+}
+
+/// Samples the running containers from their control groups, each reading against its
+/// previous one; the engine is asked (one call each) only for those whose group cannot be read.
+#[derive(Default)]
+pub struct ContainerSampler {
+    /// Each container's CPU time at its last reading, and when.
+    last: HashMap<String, (u64, Instant)>,
+}
+
+impl ContainerSampler {
+    pub async fn sample(&mut self, engine: &Engine, running: Vec<RunningContainer>) -> Vec<ContainerUsage> {
+        let ids: Vec<String> = running.iter().map(|c| c.id.clone()).collect();
+        let readings =
+            tokio::task::spawn_blocking(move || ids.iter().map(|id| cgroup::read(Path::new(cgroup::ROOT), id)).collect::<Vec<_>>()).await.unwrap_or_default();
+        let now = Instant::now();
+        let mut last = HashMap::with_capacity(running.len());
+        let mut sampled = Vec::with_capacity(running.len());
+        let mut unreadable = Vec::new();
+        for (c, reading) in running.into_iter().zip(readings.into_iter().chain(std::iter::repeat(None))) {
+            let Some(reading) = reading else {
+                unreadable.push(c);
+                continue;
+            };
+            let cpu_millicores = match self.last.get(&c.id) {
+                Some((cpu_ns, at)) => cgroup::millicores(*cpu_ns, reading.cpu_ns, now.duration_since(*at).as_nanos() as u64),
+                None => 0,
+            };
+            last.insert(c.id.clone(), (reading.cpu_ns, now));
+            sampled.push(ContainerUsage { deployment: c.deployment, name: c.name, cpu_millicores, memory_bytes: reading.memory_bytes });
+        }
+        // Containers gone since are forgotten with the old map.
+        self.last = last;
+        if !unreadable.is_empty() {
+            sampled.extend(engine.container_stats(unreadable).await);
+        }
+        sampled
     }
 }
 

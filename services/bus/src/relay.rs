@@ -81,7 +81,8 @@ async fn relay_while_leader(store: &dyn EventStore, bus: &dyn Bus, shutdown: &Ca
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = appended.changed() => {}
-            _ = tokio::time::sleep(IDLE_POLL) => {}
+            // Appends of other processes tell no signal here.
+            _ = tokio::time::sleep(IDLE_POLL), if !store.signals_every_append() => {}
         }
     }
     if saved != checkpoint {

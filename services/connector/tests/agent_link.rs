@@ -49,6 +49,7 @@ async fn agent_with(protocol: u32, prefetch_budget_mib: u64) -> Running {
         reconcile_every: Duration::from_millis(500),
         network_pool: Default::default(),
         prefetch_budget_mib,
+        reconcile_paused: false,
     };
     let agent = Agent::bind(config).await.expect("agent binds");
     let (addr, thumbprint) = (agent.local_addr(), agent.thumbprint());

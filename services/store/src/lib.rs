@@ -58,6 +58,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// Bumped after every append made through this handle, so local followers wake at once.
     fn append_signal(&self) -> watch::Receiver<u64>;
 
+    /// Whether [`EventStore::append_signal`] tells of every append to this log, so that a
+    /// follower never needs to poll: true where one process owns the log (the embedded store,
+    /// by its data directory's lock), false where other processes append too.
+    fn signals_every_append(&self) -> bool {
+        false
+    }
+
     /// Named reader positions kept by the store itself (the bus relay's).
     async fn load_checkpoint(&self, name: &str) -> Result<LogPosition, StoreError>;
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<(), StoreError>;

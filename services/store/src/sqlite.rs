@@ -132,6 +132,11 @@ impl EventStore for SqliteEventStore {
         self.appended.subscribe()
     }
 
+    fn signals_every_append(&self) -> bool {
+        // One handle per log: `nullops up` holds its data directory's lock.
+        true
+    }
+
     async fn load_checkpoint(&self, name: &str) -> Result<LogPosition, StoreError> {
         let row = sqlx::query("SELECT commit_pos, seq FROM store_checkpoints WHERE name = $1").bind(name).fetch_optional(&self.readers).await?;
         match row {
