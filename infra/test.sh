@@ -40,6 +40,17 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+# Consistency under load: the API suites (both storage modes, several servers sharing one
+# store) again with both cores kept busy. A token one server returned, a throttle count, a
+# revoked grant: each must hold whatever the load, without the tests waiting longer.
+stress-ng --cpu 2 --timeout 600 --quiet &
+burner=$!
+under_load=0
+cargo nextest run --test graphql_api --test live_access --no-fail-fast || under_load=$?
+kill "$burner" 2>/dev/null || true
+wait "$burner" 2>/dev/null || true
+[ "$under_load" -eq 0 ] || { echo "the API suites failed with both cores busy"; exit "$under_load"; }
+
 # The websockets transport of gql leaves a closed socket to the garbage collector on teardown.
 NULLOPS_BIN="$PWD/target/x86_64-unknown-linux-gnu/debug/nullops" "$INFRA_DIR/venv/bin/pytest" -q \
   -W ignore::pytest.PytestUnraisableExceptionWarning tests/python
