@@ -659,4 +659,47 @@ async fn limits_too_small_to_split_among_the_services_are_refused_when_saved() {
     server.stop().await;
 }
 
-in_both_modes!(authorization_matrix, tags_from_the_real_registry, secrets_stay_sealed_and_die_with_their_keys, pipelines_are_validated_versioned_and_diffed);
+/// 160 `setSecret`s to one project, 16 at a time, none of them conflicting in what it asks: each
+/// succeeds (no CONFLICT), and every secret is there. In production the writes go through two
+/// servers, so they race across processes too.
+async fn concurrent_writes_to_one_stream_all_succeed(mode: Mode) {
+    let backend = Backend::new(mode).await;
+    let server = Server::start(&backend).await;
+    let second = match mode {
+        Mode::Production => Some(Server::start(&backend).await),
+        Mode::Embedded => None,
+    };
+    let admin = server.admin().await;
+    admin_ok(&server, &admin, ENV_INPUT, json!({"i": {"name": "staging", "baseDomain": "qa.example.com"}})).await;
+    admin_ok(&server, &admin, PROJECT_INPUT, project("shop")).await;
+    let servers: Vec<&Server> = std::iter::once(&server).chain(second.as_ref()).collect();
+    let writers = (0..16).map(|w| {
+        let (target, admin) = (servers[w % servers.len()], admin.clone());
+        async move {
+            let mut refused = Vec::new();
+            for i in 0..10 {
+                let r = target.gql(Some(&admin), SET_SECRET, json!({"p": "shop", "n": format!("S_{w}_{i}"), "v": "value"})).await;
+                if r.get("errors").is_some() {
+                    refused.push(r);
+                }
+            }
+            refused
+        }
+    });
+    let refused: Vec<Value> = futures::future::join_all(writers).await.into_iter().flatten().collect();
+    assert!(refused.is_empty(), "{} of 160 concurrent writes refused, e.g. {}", refused.len(), refused[0]);
+    let listed = admin_ok(&server, &admin, "{ project(name: \"shop\") { secrets { name } } }", json!({})).await;
+    assert_eq!(listed["project"]["secrets"].as_array().unwrap().len(), 160);
+    if let Some(second) = second {
+        second.stop().await;
+    }
+    server.stop().await;
+}
+
+in_both_modes!(
+    authorization_matrix,
+    tags_from_the_real_registry,
+    secrets_stay_sealed_and_die_with_their_keys,
+    pipelines_are_validated_versioned_and_diffed,
+    concurrent_writes_to_one_stream_all_succeed
+);

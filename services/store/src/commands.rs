@@ -12,8 +12,23 @@ use tracing::Instrument;
 
 use crate::{EventStore, StoreError};
 
-/// How often a command is decided again after losing a race on its stream.
+/// How often a command is decided again after losing a race on its stream to another process
+/// (within a process, commands on one stream take turns: see [`turn`]).
 const MAX_ATTEMPTS: u32 = 8;
+
+/// Commands on one stream within this process take turns: each decides against the state the
+/// one before it appended, so concurrent requests to one aggregate never race each other into a
+/// version conflict (the embedded mode has no other process, so none at all). Streams share
+/// [`STRIPES`] locks by hash: memory stays bounded whatever the number of streams, and two
+/// streams sharing a lock only wait for each other's few milliseconds.
+const STRIPES: usize = 256;
+
+fn turn(stream: &nullops_events::StreamId) -> &'static tokio::sync::Mutex<()> {
+    static LOCKS: std::sync::OnceLock<Vec<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    let locks = LOCKS.get_or_init(|| (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+    let hash = stream.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    &locks[(hash % STRIPES as u64) as usize]
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -121,6 +136,7 @@ async fn decide_and_append<D: Decider>(
     metadata: &EventMetadata,
 ) -> Result<Executed, CommandError> {
     let stream = D::stream_id(key);
+    let _turn = turn(&stream).lock().await;
     for attempt in 0..MAX_ATTEMPTS {
         let (state, version) = match cache {
             Some(cache) => cache.load(store, key).await?,
