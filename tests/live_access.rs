@@ -87,3 +87,71 @@ async fn live_feeds_end_when_access_ends() {
         assert!(!unseen.to_string().contains(&name), "{mutation} names the deployment: {unseen}");
     }
 }
+
+/// `nodesUpdated` tells a caller only of the nodes they may see: a node of an environment they
+/// have no grant for is never named (not even as gone), and filtering by a hidden environment's
+/// name answers as for one that does not exist. A node shown and then put out of sight is sent
+/// as gone, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_feed_names_only_nodes_the_caller_may_see() {
+    let backend = support::Backend::new(Mode::Embedded).await;
+    let server = support::Server::start(&backend).await;
+    let admin = server.admin().await;
+    let ok = |query: &'static str, variables: Value| {
+        let (server, admin) = (&server, admin.clone());
+        async move { server.ok(Some(&admin), query, variables).await }
+    };
+    for name in ["hidden", "seen"] {
+        ok("mutation($n: String!) { createEnvironment(input: {name: $n, baseDomain: \"qa.example.com\"}) { name } }", json!({"n": name})).await;
+    }
+    let add = "mutation($e: String!, $p: Int!) { addNode(environment: $e, host: \"127.0.0.9\", port: $p) { node { id } } }";
+    let hidden = ok(add, json!({"e": "hidden", "p": 5101})).await["addNode"]["node"]["id"].as_str().unwrap().to_owned();
+    let seen = ok(add, json!({"e": "seen", "p": 5102})).await["addNode"]["node"]["id"].as_str().unwrap().to_owned();
+    ok("mutation { createUser(username: \"bob\", password: \"bob-password-1\") { username } }", json!({})).await;
+    ok("mutation { createTeam(name: \"qa\") { name } }", json!({})).await;
+    ok("mutation { addTeamMember(team: \"qa\", username: \"bob\") { name } }", json!({})).await;
+    ok("mutation { grantAccess(team: \"qa\", target: {kind: ENVIRONMENT, name: \"seen\"}, access: READ_ONLY) { name } }", json!({})).await;
+    let bob = server.login("bob", "bob-password-1").await;
+    const FEED: &str = "subscription($e: String) { nodesUpdated(environment: $e) { id node { id enabled } } }";
+    let mut all = subscribe(&server, &bob, FEED, json!({"e": null})).await;
+    let mut filtered = subscribe(&server, &bob, FEED, json!({"e": "hidden"})).await;
+
+    // The hidden node changes first, then the seen one: bob hears of the seen one only.
+    let disable = "mutation($id: ID!) { disableNode(id: $id) { id } }";
+    ok(disable, json!({"id": hidden})).await;
+    ok(disable, json!({"id": seen})).await;
+    // (The connector's dial attempts change the seen node too: bob may hear of those first.)
+    loop {
+        let change = next_json(&mut all).await["payload"]["data"]["nodesUpdated"].clone();
+        assert_eq!(change["id"], json!(seen), "a node bob may not see was named: {change}");
+        if change["node"]["enabled"] == json!(false) {
+            break;
+        }
+    }
+
+    // Once bob may see the hidden environment, its node's next change is the filtered feed's
+    // first message: the change before the grant was never sent there.
+    ok("mutation { grantAccess(team: \"qa\", target: {kind: ENVIRONMENT, name: \"hidden\"}, access: READ_ONLY) { name } }", json!({})).await;
+    ok("mutation($id: ID!) { enableNode(id: $id) { id } }", json!({"id": hidden})).await;
+    // Had the feed named the hidden node before the grant, it would have come as gone (null).
+    loop {
+        let change = next_json(&mut filtered).await["payload"]["data"]["nodesUpdated"].clone();
+        assert_eq!(change["id"], json!(hidden));
+        assert!(change["node"].is_object(), "the hidden node was named before bob could see it: {change}");
+        if change["node"]["enabled"] == json!(true) {
+            break;
+        }
+    }
+
+    // Shown, then out of sight: sent as gone, once.
+    ok("mutation { revokeAccess(team: \"qa\", target: {kind: ENVIRONMENT, name: \"hidden\"}) { name } }", json!({})).await;
+    ok(disable, json!({"id": hidden})).await;
+    loop {
+        let change = next_json(&mut filtered).await["payload"]["data"]["nodesUpdated"].clone();
+        if change == json!({"id": hidden, "node": null}) {
+            break;
+        }
+        assert_eq!(change["node"]["enabled"], json!(true), "only earlier changes before the revocation: {change}");
+    }
+    server.stop().await;
+}

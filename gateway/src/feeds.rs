@@ -199,16 +199,21 @@ pub struct NodeChange {
     node: Option<NodeGql>,
 }
 
+/// What one `nodesUpdated` feed remembers between inputs.
+#[derive(Default)]
+struct NodeFeed {
+    /// When each node's agent last reported usage, as the feed last looked.
+    sampled: HashMap<Uuid, i64>,
+    /// The nodes this caller has been shown (or saw when subscribing): only these may be sent
+    /// as gone. A node the caller never could see is never named, not even by its id.
+    shown: std::collections::HashSet<Uuid>,
+}
+
 /// The nodes of `environment` (all when none) that `input` changed, as `viewer` may see them:
 /// on an event of a node or of its capacity, that node; on the timer, those whose agent
-/// reported usage since the last look (`sampled`).
-async fn changed_nodes(
-    app: Arc<App>,
-    viewer: Viewer,
-    input: Input,
-    environment: Option<String>,
-    sampled: Arc<Mutex<HashMap<Uuid, i64>>>,
-) -> ApiResult<Vec<NodeChange>> {
+/// reported usage since the last look. A node that went out of sight (removed, or access to its
+/// environment revoked) is sent as gone, once, and only to a caller who was shown it.
+async fn changed_nodes(app: Arc<App>, viewer: Viewer, input: Input, environment: Option<String>, feed: Arc<Mutex<NodeFeed>>) -> ApiResult<Vec<NodeChange>> {
     let ids: Vec<Uuid> = match input {
         Input::Event { event, .. } => {
             let is_node = matches!(event.stream_id.kind(), "node" | "capacity");
@@ -222,23 +227,32 @@ async fn changed_nodes(
         }
         Input::Timer => {
             let samples = nodes_read::usage_samples(&app.read_models).await?;
-            let mut seen = sampled.lock().map_err(|_| ApiError::internal("node usage memory poisoned"))?;
-            samples.into_iter().filter(|(id, at)| seen.insert(*id, *at) != Some(*at)).map(|(id, _)| id).collect()
+            let mut feed = feed.lock().map_err(|_| ApiError::internal("node feed memory poisoned"))?;
+            samples.into_iter().filter(|(id, at)| feed.sampled.insert(*id, *at) != Some(*at)).map(|(id, _)| id).collect()
         }
     };
-    let mut changes = Vec::with_capacity(ids.len());
+    let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = nodes_read::node(&app.read_models, id).await?;
-        let wanted = |r: &nodes_read::NodeRow| environment.as_ref().is_none_or(|e| *e == r.environment);
-        let visible = |r: &nodes_read::NodeRow| viewer.access(&[AccessTarget::Environment(r.environment.clone())]).is_some();
-        match row {
-            Some(r) if !wanted(&r) => {}
-            Some(r) if visible(&r) => changes.push(NodeChange { id: ID(id.to_string()), node: Some(NodeGql::from(r)) }),
+        rows.push((id, nodes_read::node(&app.read_models, id).await?));
+    }
+    let mut feed = feed.lock().map_err(|_| ApiError::internal("node feed memory poisoned"))?;
+    let mut changes = Vec::with_capacity(rows.len());
+    for (id, row) in rows {
+        match row.filter(|r| environment.as_ref().is_none_or(|e| *e == r.environment)) {
+            Some(r) if node_visible(&viewer, &r) => {
+                feed.shown.insert(id);
+                changes.push(NodeChange { id: ID(id.to_string()), node: Some(NodeGql::from(r)) });
+            }
             // Removed, or out of sight: a page showing it drops it.
-            _ => changes.push(NodeChange { id: ID(id.to_string()), node: None }),
+            _ if feed.shown.remove(&id) => changes.push(NodeChange { id: ID(id.to_string()), node: None }),
+            _ => {}
         }
     }
     Ok(changes)
+}
+
+fn node_visible(viewer: &Viewer, node: &nodes_read::NodeRow) -> bool {
+    viewer.access(&[AccessTarget::Environment(node.environment.clone())]).is_some()
 }
 
 pub(crate) async fn nodes(
@@ -249,8 +263,10 @@ pub(crate) async fn nodes(
 ) -> ApiResult<impl Stream<Item = ApiResult<NodeChange>>> {
     // What agents have reported so far is what the page has: only newer reports are news.
     let sampled: HashMap<Uuid, i64> = nodes_read::usage_samples(&app.read_models).await?.into_iter().collect();
-    let sampled = Arc::new(Mutex::new(sampled));
-    Ok(follow(app, credential, viewer, Some(USAGE_EVERY), move |app, viewer, input| changed_nodes(app, viewer, input, environment.clone(), sampled.clone())))
+    // What the matching `nodes` query shows the caller now.
+    let shown = nodes_read::nodes(&app.read_models, environment.as_deref()).await?.iter().filter(|r| node_visible(&viewer, r)).map(|r| r.node_id).collect();
+    let feed = Arc::new(Mutex::new(NodeFeed { sampled, shown }));
+    Ok(follow(app, credential, viewer, Some(USAGE_EVERY), move |app, viewer, input| changed_nodes(app, viewer, input, environment.clone(), feed.clone())))
 }
 
 // ---------------------------------------------------------------------------------------------
