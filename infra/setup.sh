@@ -40,6 +40,18 @@ for _ in $(seq 1 50); do
   runuser -u postgres -- pg_isready -q -h 127.0.0.1 && break
   sleep 0.2
 done
+# The suites run tests side by side, several with two production servers, each server with its
+# own pools: Debian's 100 connections are too few for that.
+PG_MAX_CONNECTIONS=400
+if [ "$(runuser -u postgres -- psql -tAc 'SHOW max_connections')" -lt "$PG_MAX_CONNECTIONS" ]; then
+  log "raising postgresql max_connections to $PG_MAX_CONNECTIONS"
+  runuser -u postgres -- psql -qc "ALTER SYSTEM SET max_connections = $PG_MAX_CONNECTIONS"
+  pg_ctlcluster --skip-systemctl-redirect 15 main restart
+  for _ in $(seq 1 50); do
+    runuser -u postgres -- pg_isready -q -h 127.0.0.1 && break
+    sleep 0.2
+  done
+fi
 if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'" | grep -q 1; then
   log "creating role $PG_USER"
   runuser -u postgres -- psql -qc "CREATE ROLE $PG_USER LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'"

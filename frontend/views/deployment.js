@@ -34,6 +34,11 @@ export function checkWords(c) {
 
 function healthCell(s, state) {
   if (NOWHERE.includes(state)) return h('span', { class: 'muted' }, '—');
+  // Nobody can look while its node is away: say what was last seen, not that it is healthy.
+  if (state === 'OFFLINE') {
+    return [badge('UNKNOWN', 'Its node is offline'), ' ',
+      h('small', { class: 'muted' }, `node offline; last seen ${s.healthy === false ? 'unhealthy' : 'healthy'}`)];
+  }
   const status = s.healthy === null ? badge('UNKNOWN', 'Not reported yet') : badge(s.healthy ? 'HEALTHY' : 'UNHEALTHY');
   const detail = s.healthDetail && s.healthDetail.toLowerCase() !== 'healthy' ? s.healthDetail : null;
   return [status, detail ? [' ', h('small', { class: s.healthy === false ? 'error' : 'muted' }, detail)] : null,

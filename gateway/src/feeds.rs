@@ -29,7 +29,7 @@ use crate::auth::CredentialRef;
 use crate::catalog::{catalog_state, NodeGql, Viewer};
 use crate::deployments::{targets, DeploymentGql};
 use crate::error::{ApiError, ApiResult};
-use crate::live::{may_revoke_access, until_error, ACCESS_READ_MODELS};
+use crate::live::{may_revoke_access, node_link_changed, until_error, ACCESS_READ_MODELS};
 use crate::App;
 
 /// How often a feed checks that its caller's credential still holds while it delivers (a
@@ -163,8 +163,8 @@ async fn changed_deployments(
             app.read_models.wait_for(&["deployments"], event.position, app.config.consistency_wait).await?;
             deployments_read::deployment(&app.read_models, id).await?.into_iter().collect()
         }
-        "node" if [types::NODE_CONNECTED.0, types::NODE_DISCONNECTED.0].contains(&event.event_type.as_str()) => {
-            let Ok(id) = Uuid::try_parse(event.stream_id.key()) else { return Ok(vec![]) };
+        "node" => {
+            let Some(id) = node_link_changed(&event) else { return Ok(vec![]) };
             app.read_models.wait_for(&["nodes"], event.position, app.config.consistency_wait).await?;
             deployments_read::on_node(&app.read_models, id).await?
         }

@@ -34,6 +34,13 @@ pub(crate) fn may_revoke_access(event_type: &str) -> bool {
     MAY_REVOKE_ACCESS.contains(&event_type)
 }
 
+/// The node whose link `event` changed (its agent connected or was lost): the deployments on it
+/// read OFFLINE while it is, so every feed showing one of them sends it again.
+pub(crate) fn node_link_changed(event: &StoredEvent) -> Option<uuid::Uuid> {
+    let link = event.stream_id.kind() == "node" && [types::NODE_CONNECTED.0, types::NODE_DISCONNECTED.0].contains(&event.event_type.as_str());
+    link.then(|| uuid::Uuid::try_parse(event.stream_id.key()).ok()).flatten()
+}
+
 /// Ends `stream` after its first error: the client learns why, then the feed closes.
 pub(crate) fn until_error<T>(stream: impl Stream<Item = crate::error::ApiResult<T>>) -> impl Stream<Item = crate::error::ApiResult<T>> {
     stream.scan(false, |ended, item| {

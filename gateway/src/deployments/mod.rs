@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::catalog::{catalog_state, Viewer};
 use crate::error::{ApiError, ApiResult};
-use crate::live::{may_revoke_access, until_error, ACCESS_READ_MODELS};
+use crate::live::{may_revoke_access, node_link_changed, until_error, ACCESS_READ_MODELS};
 use crate::schema::{app, request, tokio_stream_from};
 use crate::{dispatch, App};
 pub use types::{DeploymentGql, LogLineGql};
@@ -396,22 +396,33 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
         Some((item, (app, id, guard, sampled)))
     });
     let first = futures::stream::once(async move { Ok(Some(DeploymentGql(row, access))) });
-    let rest = events
-        .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| e.stream_id.as_str() == stream_id || may_revoke_access(&e.event_type))))
-        .then(move |e| {
-            let (app, id, guard) = (app.clone(), id.clone(), guard.clone());
-            async move {
-                let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
-                if may_revoke_access(&e.event_type) {
-                    guard.check(&app, Some(e.position)).await?;
+    // Its own events, its node's link (the deployment reads OFFLINE while the node is: what the
+    // list shows, the page shows), and what may end the caller's access.
+    let concerns =
+        move |e: &nullops_events::StoredEvent| e.stream_id.as_str() == stream_id || may_revoke_access(&e.event_type) || node_link_changed(e).is_some();
+    let rest = events.filter(move |e| std::future::ready(e.as_deref().is_none_or(&concerns))).then(move |e| {
+        let (app, id, guard) = (app.clone(), id.clone(), guard.clone());
+        async move {
+            let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
+            if may_revoke_access(&e.event_type) {
+                guard.check(&app, Some(e.position)).await?;
+                return Ok(None);
+            }
+            if let Some(node) = node_link_changed(&e) {
+                app.read_models.wait_for(&["nodes"], e.position, app.config.consistency_wait).await?;
+                let row = find(&app, &id).await?;
+                if row.node_id != Some(node) {
                     return Ok(None);
                 }
                 let access = guard.check(&app, None).await?;
-                // The read model shows the event before it is served.
-                app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
-                Ok(Some(DeploymentGql(find(&app, &id).await?, access)))
+                return Ok(Some(DeploymentGql(row, access)));
             }
-        });
+            let access = guard.check(&app, None).await?;
+            // The read model shows the event before it is served.
+            app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
+            Ok(Some(DeploymentGql(find(&app, &id).await?, access)))
+        }
+    });
     let rest = futures::stream::select(rest, usage);
     Ok(until_error(first.chain(rest).filter_map(|item| std::future::ready(item.transpose()))))
 }

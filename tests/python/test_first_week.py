@@ -1,0 +1,93 @@
+"""What a user meets in their first week, walked in Chromium with real input: each test here
+failed before its fix (issue 22)."""
+
+import os
+import signal
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import BIN
+from test_console import ADMIN, Api, Server, free_port, open_page, done, shot, sign_in, private_catalog
+
+# Generous bounds: the machine may be busy; each wait ends as soon as the page shows the state.
+LONG = 60_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.clean_up()
+
+
+class StandaloneAgent:
+    """A `nullops agent` process as a node of its own environment, on this machine's engine."""
+
+    def __init__(self, admin, environment):
+        self.port = free_port()
+        self.scope = f"t{uuid.uuid4().hex[:8]}"
+        made = admin.ok('mutation($e: String!, $p: Int!) { addNode(environment: $e, host: "127.0.0.1", port: $p) { token node { id } } }',
+                        e=environment, p=self.port)["addNode"]
+        self.node = made["node"]["id"]
+        env = {**os.environ, "NULLOPS_AGENT_TOKEN": made["token"], "NULLOPS_AGENT_LISTEN": f"127.0.0.1:{self.port}", "NULLOPS_AGENT_SCOPE": self.scope,
+               "NULLOPS_AGENT_DATA_DIR": tempfile.mkdtemp(prefix="nullops-agent-"), "NULLOPS_LOG": "warn"}
+        self.proc = subprocess.Popen([BIN, "agent"], env=env, stdout=subprocess.DEVNULL)
+
+    def pause(self):
+        """The node goes silent, as a host that hangs or drops off the network does."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        self.resume()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def test_a_deployments_own_page_follows_the_loss_of_its_node(server, browser):
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createEnvironment(input: {name: "edge", baseDomain: "localhost"}) { name } }')
+    agent = StandaloneAgent(admin, "edge")
+    try:
+        node_status = lambda: admin.ok('{ nodes(environment: "edge") { status } }')["nodes"][0]["status"]
+        admin.wait_for("the edge node online", lambda: node_status() == "ONLINE")
+        private_catalog(admin, web=False)
+        admin.ok('mutation { createProject(input: {name: "edgeshop", environments: ["edge"], cpuMillis: 100, memoryMib: 32}) { name } }')
+        admin.ok('mutation { savePipeline(project: "edgeshop", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+        made = admin.ok('mutation { createDeployment(project: "edgeshop", environment: "edge", name: "lost") { id } }')["createDeployment"]["id"]
+        state = lambda: admin.ok('query($id: ID!) { deployment(id: $id) { state } }', id=made)["deployment"]["state"]
+        admin.wait_for("lost running", lambda: state() == "RUNNING", timeout=180)
+
+        page = open_page(browser, server)
+        sign_in(page, *ADMIN)
+        page.goto(f"/#/deployments/{made}")
+        expect(page.locator("#state")).to_have_attribute("data-state", "RUNNING", timeout=LONG)
+        node_fact = page.locator("dt:has-text('Node') + dd")
+        expect(node_fact).to_contain_text("online", ignore_case=True)
+
+        # The node is lost with the page open: the page says so live, as the list does.
+        agent.pause()
+        expect(page.locator("#state")).to_have_attribute("data-state", "OFFLINE", timeout=LONG)
+        expect(node_fact).to_contain_text("offline", ignore_case=True)
+        # Its service's health is not claimed while nobody can look.
+        expect(page.get_by_role("table", name="Services")).to_contain_text("node offline; last seen healthy")
+        shot(page, "first-week-node-lost")
+        # And back.
+        agent.resume()
+        expect(page.locator("#state")).to_have_attribute("data-state", "RUNNING", timeout=LONG)
+        expect(node_fact).to_contain_text("online", ignore_case=True)
+        done(page)
+    finally:
+        # Deleted while its agent still runs, so that nothing is left on the engine.
+        agent.resume()
+        for d in admin.ok('{ deployments(environment: "edge") { id actions } }')["deployments"]:
+            if "DELETE" in d["actions"] or "CANCEL" in d["actions"]:
+                admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=d["id"])
+        admin.wait_for("the edge deployments gone", lambda: not admin.ok('{ deployments(environment: "edge") { id } }')["deployments"], timeout=180)
+        agent.stop()
