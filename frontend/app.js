@@ -41,6 +41,11 @@ const $ = (id) => document.getElementById(id);
 const session = { me: null };
 let disposeView = () => {};
 let navigation = 0;
+// The address of the view on screen, and what that view asks before it is left (its unsaved
+// work): every way out inside the app (the navigation bar, a link, back and forward) changes
+// the address, so every one is asked.
+let shownHash = null;
+let leaveGuard = null;
 
 function parse(hash) {
   const raw = hash.replace(/^#\/?/, '');
@@ -61,10 +66,45 @@ export function navigate(path) {
   location.hash = `#/${path}`;
 }
 
+// A change of address not made by a link (back, forward, a typed address): asks the view on
+// screen first when it guards its leaving. While it asks, the address is put back (without an
+// event) so that it names what is shown; once the person chooses to leave, the address they
+// asked for is followed.
+async function addressChanged() {
+  const target = location.hash;
+  if (leaveGuard && target !== shownHash) {
+    history.replaceState(null, '', shownHash || '#/');
+    const guard = leaveGuard;
+    if (!(await guard())) return;
+    if (guard !== leaveGuard) return;
+    leaveGuard = null;
+    location.hash = target;
+    return;
+  }
+  await route();
+}
+
+// A click on a link inside the app while the view guards its leaving: asked before the address
+// changes, so that staying leaves the history as it was.
+async function linkClicked(ev) {
+  if (!leaveGuard || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  const link = ev.target.closest?.('a[href^="#/"]');
+  if (!link || link.target === '_blank') return;
+  const target = link.getAttribute('href');
+  if (target === shownHash) return;
+  ev.preventDefault();
+  const guard = leaveGuard;
+  if (!(await guard()) || guard !== leaveGuard) return;
+  leaveGuard = null;
+  location.hash = target;
+}
+
 async function route() {
   if (!session.me) return;
   disposeView();
   disposeView = () => {};
+  leaveGuard = null;
+  shownHash = location.hash;
   const at = parse(location.hash);
   const main = $('view');
   markNav(at?.section ?? '');
@@ -84,6 +124,9 @@ async function route() {
     query: at.query,
     navigate,
     current: () => n === navigation,
+    // `ask` answers whether the view may be left (a promise of a boolean); it is asked for every
+    // navigation inside the app while this view is shown.
+    guardLeave(ask) { if (n === navigation) leaveGuard = ask; },
     title(text) { if (n === navigation) document.title = `${text} · NullOps`; },
     // The view shows its data: the time since navigation is measured once.
     ready() {
@@ -189,7 +232,8 @@ async function start() {
       button.disabled = false;
     }
   });
-  window.addEventListener('hashchange', route);
+  window.addEventListener('hashchange', addressChanged);
+  document.addEventListener('click', linkClicked, true);
   try {
     const { me } = await gql('{ me { username role } }');
     await signedIn(me);

@@ -52,11 +52,11 @@ export function infoDialog({ title, body, onClose }) {
 
 // Asks before a destructive action. `action` names it and its object ("Delete deployment
 // pr-42"); resolves true when confirmed.
-export function confirmAction({ title, message, action, danger = true }) {
+export function confirmAction({ title, message, action, danger = true, keep = 'Keep it' }) {
   return new Promise((resolve) => {
     let confirmed = false;
     const yes = h('button', { type: 'button', class: `btn ${danger ? 'btn-danger' : 'btn-primary'}` }, action);
-    const no = h('button', { type: 'button', class: 'btn', autofocus: true }, 'Keep it');
+    const no = h('button', { type: 'button', class: 'btn', autofocus: true }, keep);
     const dialog = frame(title, h('div', { class: 'dialog-body' }, h('p', {}, message)), h('div', { class: 'dialog-actions' }, no, yes));
     dialog.setAttribute('role', 'alertdialog');
     yes.addEventListener('click', () => { confirmed = true; dialog.close('confirm'); });

@@ -12,6 +12,7 @@ import { shortTime, who, plural } from '../lib/format.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
 import { diffMarks, tidy } from '../lib/graph.js';
 import { pipelineEditor } from './pipeline-editor.js';
+import { confirmAction } from '../lib/dialog.js';
 
 
 const NODE = 'id kind service plugin parameters image { registry repository tag digest }';
@@ -284,6 +285,13 @@ export async function show(root, ctx) {
   };
   window.addEventListener('beforeunload', unsaved);
   stops.push(() => window.removeEventListener('beforeunload', unsaved));
+  // Leaving inside the app (the navigation bar, a link, back) asks too.
+  ctx.guardLeave(async () => !dirty || confirmAction({
+    title: 'Leave without saving?',
+    message: 'Your changes to this pipeline are not saved as a version. If you leave, they are lost.',
+    action: 'Leave without saving',
+    keep: 'Keep editing',
+  }));
   stops.push(followCatalog(['PIPELINE', 'PROJECT', 'SECRET'], () => reloadVersions().catch((e) => showError(status, e))));
   stops.push(live('subscription($p: String) { deploymentsUpdated(project: $p) { id } }', { p: name }, {
     next: () => countDeployments().then((changed) => changed && drawVersions()).catch((e) => showError(status, e)),

@@ -2,6 +2,7 @@
 failed before its fix (issue 22)."""
 
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -11,7 +12,8 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import BIN
-from test_console import ADMIN, Api, Server, free_port, open_page, done, shot, sign_in, private_catalog
+import editor
+from test_console import ADMIN, Api, Server, free_port, go, open_page, done, shot, sign_in, private_catalog
 
 # Generous bounds: the machine may be busy; each wait ends as soon as the page shows the state.
 LONG = 60_000
@@ -20,6 +22,7 @@ LONG = 60_000
 @pytest.fixture(scope="module")
 def server():
     s = Server()
+    private_catalog(Api(s, *ADMIN))
     yield s
     s.clean_up()
 
@@ -57,7 +60,6 @@ def test_a_deployments_own_page_follows_the_loss_of_its_node(server, browser):
     try:
         node_status = lambda: admin.ok('{ nodes(environment: "edge") { status } }')["nodes"][0]["status"]
         admin.wait_for("the edge node online", lambda: node_status() == "ONLINE")
-        private_catalog(admin, web=False)
         admin.ok('mutation { createProject(input: {name: "edgeshop", environments: ["edge"], cpuMillis: 100, memoryMib: 32}) { name } }')
         admin.ok('mutation { savePipeline(project: "edgeshop", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
         made = admin.ok('mutation { createDeployment(project: "edgeshop", environment: "edge", name: "lost") { id } }')["createDeployment"]["id"]
@@ -91,3 +93,39 @@ def test_a_deployments_own_page_follows_the_loss_of_its_node(server, browser):
                 admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=d["id"])
         admin.wait_for("the edge deployments gone", lambda: not admin.ok('{ deployments(environment: "edge") { id } }')["deployments"], timeout=180)
         agent.stop()
+
+
+def test_the_editor_asks_before_an_unsaved_drawing_is_left_inside_the_app(server, browser):
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createProject(input: {name: "drawing", environments: ["local"], cpuMillis: 200, memoryMib: 64}) { name } }')
+    page = open_page(browser, server, width=1440, height=1000)
+    sign_in(page, *ADMIN)
+    page.goto("/#/projects/drawing/pipeline")
+    expect(page.locator(".version-line")).to_contain_text("No version saved yet")
+    assert editor.drag_from_palette(page, "api", 40, 60) == "api"
+    expect(page.get_by_role("status").filter(has_text="Unsaved changes.")).to_be_visible()
+    ask = page.get_by_role("alertdialog", name="Leave without saving?")
+
+    # The navigation bar: asked; "Keep editing" keeps the drawing where it was.
+    go(page, "Deployments")
+    expect(ask).to_be_visible()
+    shot(page, "first-week-leave-unsaved")
+    ask.get_by_role("button", name="Keep editing").click()
+    expect(ask).to_be_hidden()
+    assert page.evaluate("location.hash") == "#/projects/drawing/pipeline"
+    assert editor.node_ids(page) == ["api"]
+
+    # The back button: asked too, and kept.
+    page.go_back()
+    expect(ask).to_be_visible()
+    ask.get_by_role("button", name="Keep editing").click()
+    assert editor.node_ids(page) == ["api"]
+    expect(page.get_by_role("heading", name=re.compile("drawing"))).to_be_visible()
+
+    # A link in the page, and leaving for real.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Projects").click()
+    expect(ask).to_be_visible()
+    ask.get_by_role("button", name="Leave without saving").click()
+    expect(page.locator("#view h1")).to_have_text("Projects")
+    assert page.evaluate("location.hash") == "#/projects"
+    done(page)
