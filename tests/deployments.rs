@@ -207,8 +207,11 @@ async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {
     let id = w.create("shop", tags.clone()).await["id"].as_str().unwrap().to_owned();
     support::eventually(MINUTE, "the sleeping step runs", || async { step(&w.deployment(&id).await, "migrate")["state"] == "RUNNING" }).await;
     w.ok("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await;
-    w.reaches(&id, "CANCELLED", Duration::from_secs(30)).await;
+    let cancelled = w.reaches(&id, "CANCELLED", Duration::from_secs(30)).await;
     assert_eq!(w.leftovers(&id), "", "a cancel leaves nothing labelled");
+    // The steps settle with their run: rolled back, the one it cancelled too (not running for ever).
+    assert_eq!(step(&cancelled, "migrate")["state"], "ROLLED_BACK", "{cancelled}");
+    assert_eq!(step(&cancelled, "web")["state"], "ROLLED_BACK", "{cancelled}");
 
     // A secret reaches the plugin's stdin, and no log, event or answer shows it.
     w.save("shop", with_step("script", json!({"mode": "secret", "expect": "${{ secrets.DB_PASSWORD }}"}))).await;

@@ -367,7 +367,23 @@ impl Decider for Deployment {
                 Ok(vec![DeploymentEvent::Failed(DeploymentFailed { step: None, reason: reason.clone(), exit_code: None, oom_killed: false })])
             }
             Refuse { .. } => none,
-            Removed if phase.is_some_and(Phase::removing) => Ok(vec![DeploymentEvent::Removed(DeploymentRemoved {})]),
+            Removed if phase.is_some_and(Phase::removing) => {
+                // The run's last word can be lost with it (an agent forgets a cancelled run once
+                // its rollback is done): a step the log still has running went with the rest, and
+                // so did every step a cancelled run had finished (a cancel rolls back all it made).
+                // Their states settle with the run instead of running for ever.
+                let cancelled = phase == Some(Phase::Cancelling);
+                let mut events: Vec<DeploymentEvent> = state
+                    .steps
+                    .iter()
+                    .filter(|(_, s)| **s == StepState::Running || (cancelled && **s == StepState::Succeeded))
+                    .map(|(step, _)| {
+                        DeploymentEvent::StepChanged(StepChanged { step: step.clone(), state: StepState::RolledBack, detail: ROLLED_BACK_WITH_THE_RUN.into() })
+                    })
+                    .collect();
+                events.push(DeploymentEvent::Removed(DeploymentRemoved {}));
+                Ok(events)
+            }
             // Late or repeated.
             Removed => none,
         }
@@ -414,6 +430,9 @@ impl Decider for Deployment {
         }
     }
 }
+
+/// The detail of a step that was still running when its run was removed.
+pub const ROLLED_BACK_WITH_THE_RUN: &str = "rolled back: its run was cancelled or removed while it ran";
 
 /// What a report adds to the log: only what is new and fits the phase (a step or a health the
 /// log already has, a late "running" after a cancel, a second failure change nothing).
@@ -566,6 +585,24 @@ mod tests {
         assert_eq!(phase(&then(cancelling.clone(), DeploymentAction::Removed)), Some(Phase::Cancelled));
         // Deleting twice is one deletion.
         assert_eq!(when(&cancelling, Issuer::System, delete()), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_step_still_running_when_its_cancelled_run_is_removed_settles_as_rolled_back() {
+        // Given a run cancelled while step db runs, whose last report (the rollback) was lost
+        let running_step = StepChanged { step: "db".into(), state: StepState::Running, detail: String::new() };
+        let done_step = StepChanged { step: "web".into(), state: StepState::Succeeded, detail: String::new() };
+        let deploying = then(then(then(created(), report(RunReport::Started)), report(RunReport::Step(running_step))), report(RunReport::Step(done_step)));
+        let cancelling = then(deploying, delete());
+        // When the node says everything is removed
+        let events = when(&cancelling, Issuer::System, DeploymentAction::Removed).unwrap();
+        // Then the running step and the finished one are rolled back with the run
+        let rolled_back =
+            |step: &str| DeploymentEvent::StepChanged(StepChanged { step: step.into(), state: StepState::RolledBack, detail: ROLLED_BACK_WITH_THE_RUN.into() });
+        assert_eq!(events, vec![rolled_back("db"), rolled_back("web"), DeploymentEvent::Removed(DeploymentRemoved {})]);
+        // While a deployment that ran and is deleted keeps its steps as they ran
+        let deleting = then(running(), delete());
+        assert_eq!(when(&deleting, Issuer::System, DeploymentAction::Removed), Ok(vec![DeploymentEvent::Removed(DeploymentRemoved {})]));
     }
 
     #[test]
