@@ -351,3 +351,37 @@ async fn a_service_over_its_memory_is_killed_and_the_deployment_shows_it() {
     assert!(d["failure"]["reason"].as_str().unwrap().contains("out of memory (limit 32 MiB)"), "{d}");
     assert_eq!(w.leftovers(&id), "");
 }
+
+/// A health check the image does not serve is visible while the service starts: its step says
+/// what the probe got (recorded once per new answer, in the history too), not only how long it
+/// has been running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_is_visible_while_the_service_starts() {
+    let w = World::new(Mode::Embedded).await;
+    let health = json!({"httpPath": "/nope", "intervalSeconds": 1, "timeoutSeconds": 1, "retries": 3});
+    let input = json!({"name": "broken", "registry": "local", "image": "nullops/demo", "tagMode": "PINNED", "tag": "v1", "port": 8080, "healthCheck": health});
+    w.ok("mutation($i: ServiceInput!) { createService(input: $i) { name } }", json!({"i": input})).await;
+    w.ok(
+        "mutation($i: ProjectInput!) { createProject(input: $i) { name } }",
+        json!({"i": {"name": "probing", "environments": [w.environment], "cpuMillis": 20, "memoryMib": 64}}),
+    )
+    .await;
+    w.save("probing", json!({"nodes": [{"id": "broken", "service": "broken"}]})).await;
+    let id = w.create("probing", json!([])).await["id"].as_str().unwrap().to_owned();
+    let said = "not healthy yet: GET /nope answered 404";
+    let d = support::until(MINUTE, "the probe's answer on the step", || async {
+        let d = w.deployment(&id).await;
+        if step(&d, "broken")["detail"].as_str().unwrap_or("").starts_with(said) {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    assert_eq!(d["state"], "DEPLOYING", "{d}");
+    assert_eq!(step(&d, "broken")["state"], "RUNNING", "{d}");
+    let told: Vec<String> = d["history"].as_array().unwrap().iter().map(|e| e["summary"].as_str().unwrap().to_owned()).filter(|s| s.contains(said)).collect();
+    assert_eq!(told.len(), 1, "the answer is recorded once: {told:?}");
+    w.ok("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await;
+    w.reaches(&id, "CANCELLED", MINUTE).await;
+}

@@ -33,7 +33,9 @@ export function servicesTab({ body, actions, data, ctx, reload, status }) {
     const check = s?.healthCheck;
     const probe = check?.httpPath ? 'http' : check?.command ? 'command' : 'none';
     const probeField = field({ label: 'Health check', name: 'probe', value: probe, options: [['none', 'None: healthy once started'], ['http', 'HTTP GET on its port'], ['command', 'A command in the container']] });
-    const httpField = field({ label: 'Path', name: 'httpPath', value: check?.httpPath ?? '/healthz', hint: 'Healthy when it answers 2xx or 3xx.', 'data-field': 'healthCheck' });
+    // No path is assumed: a path the image does not serve fails every deployment after a long wait.
+    const httpField = field({ label: 'Path', name: 'httpPath', value: check?.httpPath ?? '', placeholder: '/health',
+      hint: 'A path this image serves; healthy when it answers 2xx or 3xx.', 'data-field': 'healthCheck' });
     const commandField = field({ label: 'Command', name: 'command', value: (check?.command ?? []).join(' '), placeholder: 'pg_isready -U postgres', hint: 'Healthy when it exits 0. Words are split at spaces.' });
     const timing = h('div', { class: 'inline-form' },
       field({ label: 'Every (s)', name: 'intervalSeconds', type: 'number', min: 1, value: check?.intervalSeconds ?? 10 }),

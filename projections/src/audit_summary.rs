@@ -298,6 +298,8 @@ fn deployment(d: &str, e: &DeploymentEvent, node: &dyn Fn(uuid::Uuid) -> String)
         DeploymentEvent::Retried(r) => format!("deployment {d} retried with pipeline version {}", r.pipeline_version),
         DeploymentEvent::Scheduled(s) => format!("deployment {d} placed on node {}", node(s.node_id)),
         DeploymentEvent::RunStarted(_) => format!("deployment {d}: its run started"),
+        // A running step that says something new: a starting service's probe answer.
+        DeploymentEvent::StepChanged(s) if s.state == StepState::Running && !s.detail.is_empty() => format!("deployment {d}: step {}: {}", s.step, s.detail),
         DeploymentEvent::StepChanged(s) => format!("deployment {d}: step {} {}", s.step, step_state(s.state)),
         DeploymentEvent::HealthChanged(h) if h.healthy => format!("deployment {d}: service {} healthy", h.service),
         DeploymentEvent::HealthChanged(h) => format!("deployment {d}: service {} unhealthy: {}", h.service, h.detail),

@@ -143,10 +143,11 @@ impl Projection for DeploymentsProjection {
             }
             DeploymentEvent::StepChanged(s) => {
                 sqlx::query(
-                    // A step starts when it turns running; later changes keep that start.
+                    // A step starts when it first turns running (a retry starts with no steps);
+                    // later changes, a running step's new detail too, keep that start.
                     "INSERT INTO deployment_steps (deployment_id, step, state, detail, changed_at, started_at) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (deployment_id, step) DO UPDATE SET state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at, \
-                     started_at = COALESCE(excluded.started_at, deployment_steps.started_at)",
+                     started_at = COALESCE(deployment_steps.started_at, excluded.started_at)",
                 )
                 .bind(id)
                 .bind(s.step.clone())

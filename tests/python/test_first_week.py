@@ -129,3 +129,35 @@ def test_the_editor_asks_before_an_unsaved_drawing_is_left_inside_the_app(server
     expect(page.locator("#view h1")).to_have_text("Projects")
     assert page.evaluate("location.hash") == "#/projects"
     done(page)
+
+
+def test_a_failing_health_check_is_visible_while_the_service_starts_and_no_path_is_assumed(server, browser):
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    # The form assumes no path: HTTP asks for one the image serves.
+    page.goto("/#/catalog/services")
+    page.get_by_role("button", name="Add service").click()
+    form = page.get_by_role("dialog")
+    form.get_by_label("Health check").select_option("http")
+    expect(form.get_by_label("Path", exact=True)).to_have_value("")
+    form.get_by_role("button", name="Close").click()
+
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createService(input: {name: "broken", registry: "private", image: "nullops/demo", tagMode: PINNED, tag: "v1", port: 8080, '
+             'healthCheck: {httpPath: "/nope", intervalSeconds: 1, timeoutSeconds: 1, retries: 3}}) { name } }')
+    admin.ok('mutation { createProject(input: {name: "probing", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    admin.ok('mutation { savePipeline(project: "probing", pipeline: {nodes: [{id: "broken", service: "broken"}]}) { version } }')
+    made = admin.ok('mutation { createDeployment(project: "probing", environment: "local", name: "probing") { id } }')["createDeployment"]["id"]
+    page.goto(f"/#/deployments/{made}")
+    # The step says what the probe gets while the service starts, live.
+    step = page.locator(".step-node[data-step='broken']")
+    expect(step).to_have_attribute("data-state", "RUNNING", timeout=LONG)
+    expect(step).to_contain_text("not healthy yet: GET /nope answered 404", timeout=LONG)
+    # The step's time runs from its start, not from its latest answer.
+    steps = admin.ok('query($id: ID!) { deployment(id: $id) { steps { id startedAt changedAt detail } } }', id=made)["deployment"]["steps"]
+    (broken,) = [s for s in steps if s["id"] == "broken"]
+    assert broken["detail"].startswith("not healthy yet") and broken["startedAt"] < broken["changedAt"], broken
+    shot(page, "first-week-probe-answer")
+    admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)
+    expect(page.locator("#state")).to_have_attribute("data-state", "CANCELLED", timeout=LONG)
+    done(page)

@@ -260,7 +260,7 @@ impl ServiceInput {
                 probe: match (h.http_path, h.command) {
                     (Some(path), None) => Probe::Http(path),
                     (None, Some(argv)) => Probe::Command(argv),
-                    _ => return Err(ApiError::InvalidInput("healthCheck: give either httpPath or command".into())),
+                    _ => return Err(ApiError::InvalidInput("healthCheck: give the path the image serves (httpPath) or a command to run in it".into())),
                 },
                 interval_secs: count("healthCheck.intervalSeconds", h.interval_seconds)?,
                 timeout_secs: count("healthCheck.timeoutSeconds", h.timeout_seconds)?,

@@ -332,7 +332,7 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
                     let d = &d;
                     running.push(Box::pin(async move {
                         let result = match &step.action {
-                            StepAction::Service(service) => run_service(engine, runs, d, network, service, &outputs).await,
+                            StepAction::Service(service) => run_service(engine, runs, d, &step.id, network, service, &outputs).await,
                             StepAction::Plugin(plugin) => run_plugin(engine, &runs.logs, d, &step.id, network, plugin, &outputs).await,
                         };
                         (step.id.clone(), result)
@@ -410,7 +410,7 @@ fn pulled(logs: &LogBook, d: &DesiredDeployment, image: &str, took: Option<Durat
 }
 
 #[tracing::instrument(name = "agent.service", skip_all, fields(service = service.container.name.as_str()))]
-async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, network: &str, service: &ServiceStep, outputs: &Outputs) -> StepResult {
+async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, step: &str, network: &str, service: &ServiceStep, outputs: &Outputs) -> StepResult {
     let spec = fill_container(&service.container, outputs, &d.secrets.0).map_err(Failure::new)?;
     let image = spec.image.as_str();
     let ensured = engine.ensure_image(image, &d.registry_auth).instrument(tracing::info_span!("agent.pull", image)).await.map_err(Failure::new)?;
@@ -429,6 +429,9 @@ async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, networ
         return Ok((produced, "running".into()));
     };
     let deadline = Instant::now() + STARTUP_GRACE + Duration::from_secs(u64::from(probe.interval_secs) * u64::from(probe.retries));
+    // What the step says while the service starts: the probe's latest answer, said again only
+    // when it changes (each is a record in the deployment's history).
+    let mut said = String::new();
     loop {
         if let Some(exited) = engine.exited(&started.id).await {
             let reason = if exited.oom_killed {
@@ -448,8 +451,18 @@ async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, networ
         if Instant::now() >= deadline {
             return Err(Failure::new(format!("service {name} did not become healthy in {} s: {last}", deadline_secs(probe))));
         }
+        let now = starting_detail(&last, deadline_secs(probe));
+        if now != said {
+            runs.step(&d.id, step, StepRunState::Running, cut(&redact(&now, &d.secrets.0)));
+            said = now;
+        }
         tokio::time::sleep(STARTUP_PROBE_EVERY.min(Duration::from_secs(u64::from(probe.interval_secs.max(1))))).await;
     }
+}
+
+/// A starting service's step while its probe fails: what the probe got, and how long it may.
+fn starting_detail(answer: &str, deadline_secs: u64) -> String {
+    format!("not healthy yet: {answer} (gives up after {deadline_secs} s)")
 }
 
 fn deadline_secs(probe: &HealthProbe) -> u64 {

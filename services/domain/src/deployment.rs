@@ -275,6 +275,8 @@ pub struct DeploymentState {
     pub attempt: u32,
     /// The current run's pipeline nodes and services, as last reported.
     pub steps: BTreeMap<String, StepState>,
+    /// What each step last said (a starting service's latest probe answer, while it runs).
+    pub step_details: BTreeMap<String, String>,
     pub health: BTreeMap<String, bool>,
     /// Where its services are published, once running.
     pub endpoints: Vec<Endpoint>,
@@ -405,11 +407,13 @@ impl Decider for Deployment {
                 }
                 state.attempt += 1;
                 state.steps.clear();
+                state.step_details.clear();
                 state.health.clear();
             }
             DeploymentEvent::Scheduled(s) => state.node_id = Some(s.node_id),
             DeploymentEvent::StepChanged(s) => {
                 state.steps.insert(s.step.clone(), s.state);
+                state.step_details.insert(s.step.clone(), s.detail.clone());
             }
             DeploymentEvent::HealthChanged(h) => {
                 state.health.insert(h.service.clone(), h.healthy);
@@ -440,7 +444,13 @@ fn decide_report(report: &RunReport, state: &DeploymentState) -> Vec<DeploymentE
     let Some(phase) = state.phase else { return vec![] };
     match report {
         RunReport::Started if phase == Phase::Scheduled => vec![DeploymentEvent::RunStarted(RunStarted {})],
-        RunReport::Step(step) if matches!(phase, Phase::Deploying | Phase::Running | Phase::Cancelling) && state.steps.get(&step.step) != Some(&step.state) => {
+        // A new state, or what a running step says changed (a starting service's probe answers
+        // otherwise now): the agent reports such a detail only when it changes.
+        RunReport::Step(step)
+            if matches!(phase, Phase::Deploying | Phase::Running | Phase::Cancelling)
+                && (state.steps.get(&step.step) != Some(&step.state)
+                    || (step.state == StepState::Running && state.step_details.get(&step.step).map_or("", String::as_str) != step.detail)) =>
+        {
             vec![DeploymentEvent::StepChanged(step.clone())]
         }
         RunReport::Health(h) if matches!(phase, Phase::Deploying | Phase::Running) && state.health.get(&h.service) != Some(&h.healthy) => {
@@ -603,6 +613,19 @@ mod tests {
         // While a deployment that ran and is deleted keeps its steps as they ran
         let deleting = then(running(), delete());
         assert_eq!(when(&deleting, Issuer::System, DeploymentAction::Removed), Ok(vec![DeploymentEvent::Removed(DeploymentRemoved {})]));
+    }
+
+    #[test]
+    fn a_starting_services_new_probe_answer_is_recorded_once() {
+        // Given a service step that started
+        let step = |detail: &str| StepChanged { step: "web".into(), state: StepState::Running, detail: detail.into() };
+        let started = then(then(created(), report(RunReport::Started)), report(RunReport::Step(step(""))));
+        // When its probe answers 404, twice
+        let answered = then(started, report(RunReport::Step(step("not healthy yet: GET /healthz answered 404"))));
+        // Then that is recorded once, and a new answer again
+        assert_eq!(when(&answered, Issuer::System, report(RunReport::Step(step("not healthy yet: GET /healthz answered 404")))), Ok(vec![]));
+        let newer = step("not healthy yet: GET /healthz answered 503");
+        assert_eq!(when(&answered, Issuer::System, report(RunReport::Step(newer.clone()))), Ok(vec![DeploymentEvent::StepChanged(newer)]));
     }
 
     #[test]
