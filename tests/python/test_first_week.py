@@ -161,3 +161,27 @@ def test_a_failing_health_check_is_visible_while_the_service_starts_and_no_path_
     admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)
     expect(page.locator("#state")).to_have_attribute("data-state", "CANCELLED", timeout=LONG)
     done(page)
+
+
+def test_a_preview_link_that_could_never_deploy_is_refused_beside_its_rule(server, browser):
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createProject(input: {name: "previewed", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto("/#/projects/previewed")
+    previews = page.get_by_role("region", name="Pull-request previews")
+    previews.get_by_role("button", name="Link a repository").click()
+    form = page.get_by_role("dialog")
+    form.get_by_label("Repository").fill("acme/shop")
+    form.get_by_label("API URL").fill("http://127.0.0.1:9/github")
+    # Service web admits only v* tags: a pr-<number> tag could never deploy it.
+    form.get_by_label("Service").select_option("web")
+    form.get_by_label("Tag rule").select_option("PR_NUMBER")
+    form.get_by_label("Hook secret").fill("a-long-hook-secret")
+    form.get_by_label("API token").fill("a-token")
+    form.get_by_role("button", name="Link repository").click()
+    error = form.locator(f"#{form.get_by_label('Tag rule').get_attribute('id')}-error")
+    expect(error).to_contain_text("tag pattern v* does not admit pr-1")
+    shot(page, "first-week-preview-rule-refused")
+    assert admin.ok('{ repositoryLink(project: "previewed") { project } }')["repositoryLink"] is None
+    done(page)

@@ -126,6 +126,33 @@ fn check_http_url(field: &'static str, raw: &str, example: &str) -> Result<(), D
     Ok(())
 }
 
+/// Tags a preview tag rule gives, as examples: a service's pattern must admit every one, or
+/// some (usually every) pull request's preview could never deploy.
+fn preview_examples(rule: PreviewTagRule) -> [String; 5] {
+    match rule {
+        PreviewTagRule::PrNumber => [1u64, 7, 42, 123, 4567].map(|n| rule.tag(n, "")),
+        PreviewTagRule::ShortSha => ["1a2b3c4", "deadbee", "0123456", "abcdef0", "9f8e7d6"].map(|sha| rule.tag(0, sha)),
+    }
+}
+
+/// Whether the previews of a link with `rule` can deploy `service`: its tag pattern (if any)
+/// admits the tags the rule gives; else why not, naming the pattern and a tag it refuses.
+fn previews_can_deploy(rule: PreviewTagRule, service: &ServiceDefinition) -> Result<(), String> {
+    let TagMode::Selectable(Some(pattern)) = &service.tag else { return Ok(()) };
+    let Ok(glob) = TagPattern::parse(pattern) else { return Ok(()) };
+    match preview_examples(rule).into_iter().find(|tag| !glob.matches(tag)) {
+        None => Ok(()),
+        Some(tag) => Err(format!(
+            "service {}'s tag pattern {pattern} does not admit {tag}, a tag the previews' rule gives: previews could never deploy it; widen the pattern (e.g. to {}) or choose another rule",
+            service.name,
+            match rule {
+                PreviewTagRule::PrNumber => "pr-*",
+                PreviewTagRule::ShortSha => "*",
+            }
+        )),
+    }
+}
+
 /// Whether `raw` names a repository on `forge`: `owner/name` on GitHub, `group[/subgroup…]/name`
 /// on GitLab, each part letters, digits, `.`, `_` or `-`.
 fn check_forge_repository(forge: Forge, raw: &str) -> Result<(), DomainError> {
@@ -506,6 +533,7 @@ impl crate::Decider for Catalog {
                         format!("service {} runs a pinned tag: a preview needs a service whose tag is chosen per deployment", link.service),
                     ));
                 }
+                previews_can_deploy(link.tag_rule, service).map_err(|why| DomainError::invalid("tagRule", why))?;
                 let current = state.links.get(&link.project);
                 CatalogEvent::RepositoryLinked(RepositoryLinked { link: link.clone(), retired_key: current.map(|c| c.credentials.key_id) })
             }
@@ -521,6 +549,11 @@ impl crate::Decider for Catalog {
             UpdateService(s) => {
                 exists(&state.services, "service", &s.name)?;
                 check_service(s, state)?;
+                // A linked repository's previews must still be able to deploy it.
+                for link in state.links.values().filter(|l| l.service == s.name) {
+                    previews_can_deploy(link.tag_rule, s)
+                        .map_err(|why| DomainError::invalid("tagPattern", format!("{why} (the repository link of project {} uses it)", link.project)))?;
+                }
                 if state.services.get(&s.name) == Some(s) {
                     return Ok(vec![]);
                 }
@@ -825,7 +858,7 @@ mod tests {
             CatalogEvent::EnvironmentCreated(environment("staging")),
             CatalogEvent::EnvironmentCreated(environment("prod")),
             CatalogEvent::RegistryAdded(registry("local")),
-            CatalogEvent::ServiceCreated(service("api", "local")),
+            CatalogEvent::ServiceCreated(ServiceDefinition { tag: TagMode::Selectable(Some("pr-*".into())), ..service("api", "local") }),
             CatalogEvent::ServiceCreated(ServiceDefinition { tag: TagMode::Pinned("1".into()), ..service("db", "local") }),
             CatalogEvent::ProjectCreated(project("shop", &["staging"])),
         ];
@@ -858,6 +891,36 @@ mod tests {
         assert!(fold::<Catalog>(&given).links.is_empty());
         assert!(when(&given, CatalogAction::RemoveService { name: "api".into() }).is_ok());
         assert!(matches!(when(&given, CatalogAction::UnlinkRepository { project: "shop".into() }), Err(DomainError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_link_whose_previews_could_never_deploy_its_service_is_refused() {
+        // Given a service whose pattern admits only v* tags
+        let versioned = |pattern: &str| ServiceDefinition { tag: TagMode::Selectable(Some(pattern.into())), ..service("api", "local") };
+        let given = vec![
+            CatalogEvent::EnvironmentCreated(environment("staging")),
+            CatalogEvent::RegistryAdded(registry("local")),
+            CatalogEvent::ServiceCreated(versioned("v*")),
+            CatalogEvent::ProjectCreated(project("shop", &["staging"])),
+        ];
+        // When a link's previews would tag pr-<number>, or a commit's short sha
+        for rule in [PreviewTagRule::PrNumber, PreviewTagRule::ShortSha] {
+            let refused = when(&given, CatalogAction::LinkRepository(RepositoryLink { tag_rule: rule, ..link(1) }));
+            // Then it is refused beside the rule, naming the pattern and a tag it refuses
+            let Err(DomainError::InvalidInput { field, message }) = refused else { panic!("{rule:?}: {refused:?}") };
+            assert_eq!(field, "tagRule");
+            assert!(message.contains("v*") && message.contains(&rule.tag(1, "1a2b3c4")), "{message}");
+        }
+        // A pattern that admits them is fine, and is then kept so
+        let given = [given, vec![CatalogEvent::ServiceUpdated(versioned("pr-*"))]].concat();
+        let linked = when(&given, CatalogAction::LinkRepository(link(1))).unwrap();
+        let given = [given, linked].concat();
+        let narrowed = when(&given, CatalogAction::UpdateService(versioned("pr-1?")));
+        assert!(
+            matches!(&narrowed, Err(DomainError::InvalidInput { field, message }) if *field == "tagPattern" && message.contains("project shop")),
+            "{narrowed:?}"
+        );
+        assert!(when(&given, CatalogAction::UpdateService(versioned("*"))).is_ok());
     }
 
     #[test]
