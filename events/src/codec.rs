@@ -63,7 +63,7 @@ pub mod types {
     pub const WEBHOOK_DELETED: (&str, u16) = ("webhook.deleted", 1);
     pub const REPOSITORY_LINKED: (&str, u16) = ("repository.linked", 1);
     pub const REPOSITORY_UNLINKED: (&str, u16) = ("repository.unlinked", 1);
-    pub const PREVIEW_REQUESTED: (&str, u16) = ("preview.requested", 1);
+    pub const PREVIEW_REQUESTED: (&str, u16) = ("preview.requested", 2);
     pub const PIPELINE_VERSION_SAVED: (&str, u16) = ("pipeline.version_saved", 2);
     pub const PIPELINE_DRY_RUN: (&str, u16) = ("pipeline.dry_run", 1);
     pub const SECRET_CREATED: (&str, u16) = ("secret.created", 1);
@@ -113,6 +113,24 @@ pub mod frozen {
         pub username: String,
         pub password_hash: String,
         pub admin: bool,
+    }
+
+    /// `preview.requested` v1: before the forge's `updated_at`. (`Forge` and `PreviewWish` have
+    /// not changed shape since.)
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct PreviewRequestedV1 {
+        pub project_id: Uuid,
+        pub project: String,
+        pub number: u64,
+        pub forge: crate::catalog::Forge,
+        pub delivery: String,
+        pub action: String,
+        pub wish: crate::preview::PreviewWish,
+        pub head_sha: String,
+        pub tag: String,
+        pub title: String,
+        pub url: String,
+        pub sender: String,
     }
 
     /// `pipeline.version_saved` v1: before the author's message, the editor's layout and the
@@ -266,6 +284,25 @@ pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEven
             message: String::new(),
             layout: Vec::new(),
             based_on: None,
+        })
+        .into());
+    }
+    if (event_type, version) == (types::PREVIEW_REQUESTED.0, 1) {
+        let v1: frozen::PreviewRequestedV1 = from_bytes(bytes)?;
+        return Ok(crate::preview::PreviewEvent::Requested(crate::preview::PreviewRequested {
+            project_id: v1.project_id,
+            project: v1.project,
+            number: v1.number,
+            forge: v1.forge,
+            delivery: v1.delivery,
+            action: v1.action,
+            wish: v1.wish,
+            head_sha: v1.head_sha,
+            tag: v1.tag,
+            title: v1.title,
+            url: v1.url,
+            sender: v1.sender,
+            updated_at: 0,
         })
         .into());
     }

@@ -52,4 +52,8 @@ pub struct PreviewRequested {
     pub url: String,
     /// Who on the forge caused it.
     pub sender: String,
+    /// When the forge last changed the pull request, as its signed payload says (`updated_at`),
+    /// in microseconds since the epoch; 0 when it did not say (and in schema version 1). A hook
+    /// older than one recorded is a replay: a closed request is not reopened by it.
+    pub updated_at: i64,
 }

@@ -192,6 +192,7 @@ fn samples() -> Vec<DomainEvent> {
             title: "Faster checkout".into(),
             url: "https://github.com/acme/shop/pull/7".into(),
             sender: "octocat".into(),
+            updated_at: 1_764_407_692_000_000,
         })
         .into(),
         PipelineEvent::VersionSaved(PipelineVersionSaved {
@@ -301,6 +302,9 @@ fn older_versions_decode_from_their_recorded_bytes() {
     let v1 = golden.get("pipeline.version_saved@1").expect("recorded");
     let DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) = decode("pipeline.version_saved", 1, v1).expect("decodes") else { panic!("wrong event") };
     assert_eq!((v.version, v.graph.nodes.len(), v.message.as_str(), v.layout.len(), v.based_on), (2, 2, "", 0, None));
+    let v1 = golden.get("preview.requested@1").expect("recorded");
+    let DomainEvent::Preview(PreviewEvent::Requested(r)) = decode("preview.requested", 1, v1).expect("decodes") else { panic!("wrong event") };
+    assert_eq!((r.number, r.tag.as_str(), r.sender.as_str(), r.updated_at), (7, "pr-7", "octocat", 0), "the forge's time is unknown before v2");
 }
 
 #[test]

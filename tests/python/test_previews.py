@@ -220,6 +220,12 @@ def test_a_github_pull_request_opens_updates_and_closes_its_preview(server, forg
     assert live_named(admin, "pr-7") == []
     comment = admin.wait_for("the comment says deleted", lambda: (c := forge.comments_of("github")) and "deleted" in c[0]["body"] and c[0])
     assert len(forge.comments_of("github")) == 1 and "merged" in comment["body"]
+    # The captured "opened" hook, signed as it was, sent again under a delivery id of the
+    # sender's choosing (the id is not signed): it speaks of an older state of the request, and
+    # the closed request stays closed.
+    replayed = github_hook(server, "shop", "pull_request", opened, str(uuid.uuid4()))
+    assert replayed.status_code == 200 and replayed.json()["recorded"] is False, replayed.text
+    assert preview(admin, "shop")["state"] == "REMOVED" and live_named(admin, "pr-7") == []
     # The audit tells what the forge asked for, and never the secrets.
     audit = json.dumps(admin.ok('{ auditLog(filter: {eventType: "preview.requested"}, page: {first: 50}) { entries { summary actor } } }'))
     assert "github pull request #7 of project shop opened by octocat" in audit and SECRET not in audit and TOKEN not in audit

@@ -166,6 +166,7 @@ async fn receive(
         title: cut(&request.title, 200),
         url: cut(&request.url, 500),
         sender: cut(&request.sender, 100),
+        updated_at: request.updated_at,
     };
     let metadata =
         EventMetadata { actor: Actor::System, correlation_id: CorrelationId::new(), causation_id: None, trace_context: crate::http::traceparent(&headers) };

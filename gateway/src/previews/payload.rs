@@ -31,6 +31,18 @@ pub struct RequestHook {
     pub sender: String,
     /// `owner/name` or GitLab's path with namespace, as the forge names it.
     pub repository: String,
+    /// The request's `updated_at`, in microseconds since the epoch; 0 when absent or unreadable.
+    pub updated_at: i64,
+}
+
+/// A forge's time: GitHub writes RFC 3339 (`2026-11-29T09:14:52Z`), GitLab
+/// `2026-11-29 09:14:52 UTC` (and RFC 3339 in newer hooks). Microseconds since the epoch, or 0.
+fn forge_time(raw: Option<&str>) -> i64 {
+    let Some(raw) = raw.map(str::trim) else { return 0 };
+    let parsed = chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S UTC").map(|t| t.and_utc()));
+    parsed.map_or(0, |t| t.timestamp_micros())
 }
 
 #[derive(Deserialize)]
@@ -49,6 +61,7 @@ struct GitHubPull {
     #[serde(default)]
     merged: bool,
     head: GitHubHead,
+    updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +101,7 @@ pub fn github(event: &str, body: &[u8]) -> Result<Hook, String> {
         url: e.pull_request.html_url.unwrap_or_default(),
         sender: e.sender.map(|s| s.login).unwrap_or_default(),
         repository: e.repository.full_name,
+        updated_at: forge_time(e.pull_request.updated_at.as_deref()),
     }))
 }
 
@@ -116,6 +130,7 @@ struct GitLabRequest {
     title: Option<String>,
     url: Option<String>,
     last_commit: GitLabCommit,
+    updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +165,7 @@ pub fn gitlab(event: &str, body: &[u8]) -> Result<Hook, String> {
         url: e.object_attributes.url.unwrap_or_default(),
         sender: e.user.map(|u| u.username).unwrap_or_default(),
         repository: e.project.path_with_namespace,
+        updated_at: forge_time(e.object_attributes.updated_at.as_deref()),
     }))
 }
 
@@ -166,8 +182,14 @@ mod tests {
         assert_eq!(opened.head_sha.len(), 40);
         let Hook::Request(closed) = github("pull_request", &fixture("github-pull_request-closed.json")).unwrap() else { panic!("a request") };
         assert_eq!(closed.ask, Ask::Remove { merged: true });
+        // The forge's times, in both its formats: later events are later.
+        assert_eq!(opened.updated_at, 1_795_943_692_000_000, "2026-11-29T09:14:52Z");
+        assert!(closed.updated_at > opened.updated_at);
         let Hook::Request(mr) = gitlab("Merge Request Hook", &fixture("gitlab-merge_request-open.json")).unwrap() else { panic!("a request") };
         assert_eq!((mr.number, mr.ask, mr.repository.as_str()), (7, Ask::Deploy, "acme/web/shop"));
+        assert_eq!(mr.updated_at, opened.updated_at, "2026-11-29 09:14:52 UTC");
+        assert_eq!(forge_time(Some("yesterday")), 0);
+        assert_eq!(forge_time(None), 0);
         assert_eq!(github("ping", b"{}").unwrap(), Hook::Ping);
         assert!(matches!(github("push", b"{}").unwrap(), Hook::Ignored(_)));
         assert!(matches!(github("pull_request", &fixture("github-pull_request-opened.json").replace_action("labeled")).unwrap(), Hook::Ignored(_)));

@@ -32,6 +32,9 @@ pub struct PreviewState {
     /// The latest deliveries recorded, oldest first.
     pub deliveries: VecDeque<String>,
     pub latest: Option<PreviewRequested>,
+    /// The newest forge time recorded (`updated_at`): the pull request as the forge last said
+    /// it was. A hook about an older state is a replay.
+    pub updated_at: i64,
 }
 
 pub struct Preview;
@@ -62,6 +65,12 @@ impl Decider for Preview {
         if state.deliveries.contains(&request.delivery) || state.latest.as_ref().is_some_and(|old| same_ask(old, request)) {
             return Ok(vec![]);
         }
+        // The delivery id is not signed, the forge's time is: a signed hook captured earlier and
+        // sent again under a new delivery id speaks of an older state of the pull request (an
+        // "opened" after its "closed"), and changes nothing.
+        if request.updated_at > 0 && request.updated_at < state.updated_at {
+            return Ok(vec![]);
+        }
         Ok(vec![PreviewEvent::Requested(request.clone())])
     }
 
@@ -71,6 +80,7 @@ impl Decider for Preview {
             state.deliveries.pop_front();
         }
         state.deliveries.push_back(r.delivery.clone());
+        state.updated_at = state.updated_at.max(r.updated_at);
         state.latest = Some(r.clone());
         state
     }
@@ -103,7 +113,11 @@ mod tests {
             title: "Faster checkout".into(),
             url: "https://github.com/acme/shop/pull/7".into(),
             sender: "octocat".into(),
+            updated_at: 0,
         }
+    }
+    fn at(request: PreviewRequested, updated_at: i64) -> PreviewRequested {
+        PreviewRequested { updated_at, ..request }
     }
     fn deploy(id: u128) -> PreviewWish {
         PreviewWish::Deploy { deployment_id: Uuid::from_u128(id) }
@@ -132,6 +146,21 @@ mod tests {
         // Reopened on the same commit: deployed again.
         assert_eq!(when(&given, hook("d6", deploy(13), "bbb")).unwrap().len(), 1);
         assert!(matches!(when(&given, hook("", deploy(14), "ccc")), Err(DomainError::InvalidInput { field: "delivery", .. })));
+    }
+
+    #[test]
+    fn a_signed_hook_replayed_under_a_new_delivery_id_does_not_reopen_a_closed_request() {
+        // Given a pull request opened at t=100 and closed at t=200
+        let opened = at(hook("d1", deploy(10), "aaa"), 100);
+        let closed = at(hook("d2", PreviewWish::Remove { merged: false }, "aaa"), 200);
+        let given = [PreviewEvent::Requested(opened.clone()), PreviewEvent::Requested(closed)];
+        // When the "opened" hook is sent again with a delivery id of the attacker's choosing
+        let replayed = PreviewRequested { delivery: "forged".into(), wish: deploy(11), ..opened };
+        // Then nothing is recorded
+        assert_eq!(when(&given, replayed).unwrap(), []);
+        // While the forge's real reopening, later, is
+        let reopened = at(hook("d3", deploy(12), "aaa"), 300);
+        assert_eq!(when(&given, reopened.clone()).unwrap(), [PreviewEvent::Requested(reopened)]);
     }
 
     #[test]
