@@ -13,6 +13,9 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::WebSocketStream;
 
+use nullops_metrics::Refusal;
+use nullops_telemetry::Quieted;
+
 use crate::Shared;
 
 /// A peer must start its TLS handshake this soon after connecting: a silent socket is dropped
@@ -35,34 +38,52 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, tls: &tokio_rustls::TlsAcc
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_inner(tcp, tls, shared)).await {
         Ok(Ok(ws)) => Some(ws),
-        Ok(Err(reason)) => {
-            tracing::warn!(%peer, %reason, "refused a connection");
+        Ok(Err((why, reason))) => {
+            refused(why, &peer, &reason);
             None
         }
         Err(_) => {
-            tracing::warn!(%peer, "refused a connection: handshake took over {} s", HANDSHAKE_TIMEOUT.as_secs());
+            refused(Refusal::slow, &peer, &format!("handshake took over {} s", HANDSHAKE_TIMEOUT.as_secs()));
             None
+        }
+    }
+}
+
+/// How often each kind of refusal is logged: anyone who can reach the port can cause them.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts a refused connection, and logs it unless one of its kind was logged within a minute.
+pub(crate) fn refused(why: Refusal, peer: &SocketAddr, reason: &str) {
+    static QUIET: [Quieted; 5] = [const { Quieted::new(REFUSAL_LOG_EVERY) }; 5];
+    if let Some(metrics) = nullops_metrics::recording() {
+        metrics.agent_refused_connections.get_or_create(&nullops_metrics::RefusalLabels { reason: why }).inc();
+    }
+    if let Some(quiet) = QUIET[why as usize].allow() {
+        if quiet > 0 {
+            tracing::warn!(%peer, %reason, "refused a connection ({quiet} more of this kind in the last minute; see nullops_agent_refused_connections_total)");
+        } else {
+            tracing::warn!(%peer, %reason, "refused a connection");
         }
     }
 }
 
 // The refusal's size is tungstenite's: its handshake callback returns `Result<Response, ErrorResponse>`.
 #[allow(clippy::result_large_err)]
-async fn accept_inner(tcp: TcpStream, tls: &tokio_rustls::TlsAcceptor, shared: &Shared) -> Result<AgentSocket, String> {
+async fn accept_inner(tcp: TcpStream, tls: &tokio_rustls::TlsAcceptor, shared: &Shared) -> Result<AgentSocket, (Refusal, String)> {
     let _ = tcp.set_nodelay(true);
-    let stream = tls.accept(tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let stream = tls.accept(tcp).await.map_err(|e| (Refusal::tls, format!("TLS handshake failed: {e}")))?;
     let mut exporter = [0u8; EXPORTER_LEN];
-    stream.get_ref().1.export_keying_material(&mut exporter, EXPORTER_LABEL, None).map_err(|e| format!("TLS exporter: {e}"))?;
+    stream.get_ref().1.export_keying_material(&mut exporter, EXPORTER_LABEL, None).map_err(|e| (Refusal::tls, format!("TLS exporter: {e}")))?;
     let mut refusal = None;
     let check = |request: &Request, response: Response| match admit(request, &exporter, shared) {
         Ok(()) => Ok(response),
-        Err((status, reason)) => {
+        Err((why, status, reason)) => {
             let mut error = ErrorResponse::new(Some(reason.clone()));
             *error.status_mut() = status;
             if status.as_u16() == STATUS_INCOMPATIBLE {
                 error.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from(shared.protocol));
             }
-            refusal = Some(reason);
+            refusal = Some((why, reason));
             Err(error)
         }
     };
@@ -70,19 +91,20 @@ async fn accept_inner(tcp: TcpStream, tls: &tokio_rustls::TlsAcceptor, shared: &
     match (upgraded, refusal) {
         (Ok(ws), _) => Ok(ws),
         (Err(_), Some(reason)) => Err(reason),
-        (Err(e), None) => Err(format!("WebSocket upgrade failed: {e}")),
+        (Err(e), None) => Err((Refusal::request, format!("WebSocket upgrade failed: {e}"))),
     }
 }
 
-fn admit(request: &Request, exporter: &[u8; EXPORTER_LEN], shared: &Shared) -> Result<(), (StatusCode, String)> {
+fn admit(request: &Request, exporter: &[u8; EXPORTER_LEN], shared: &Shared) -> Result<(), (Refusal, StatusCode, String)> {
     if request.uri().path() != AGENT_PATH {
-        return Err((StatusCode::NOT_FOUND, format!("no endpoint at {}", request.uri().path())));
+        return Err((Refusal::request, StatusCode::NOT_FOUND, format!("no endpoint at {}", request.uri().path())));
     }
     let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
     let protocol = header(PROTOCOL_HEADER).and_then(|v| v.parse::<u32>().ok());
     if protocol != Some(shared.protocol) {
         let theirs = protocol.map_or("none".to_owned(), |p| p.to_string());
         return Err((
+            Refusal::protocol,
             StatusCode::from_u16(STATUS_INCOMPATIBLE).expect("426 is a status"),
             format!("protocol {theirs} requested; this agent speaks {}", shared.protocol),
         ));
@@ -90,6 +112,6 @@ fn admit(request: &Request, exporter: &[u8; EXPORTER_LEN], shared: &Shared) -> R
     let proof = header(PROOF_HEADER).and_then(AuthProof::parse);
     match proof {
         Some(proof) if shared.token_hash.verify(exporter, &proof) => Ok(()),
-        _ => Err((StatusCode::UNAUTHORIZED, "the node token proof is missing or wrong".to_owned())),
+        _ => Err((Refusal::token, StatusCode::UNAUTHORIZED, "the node token proof is missing or wrong".to_owned())),
     }
 }

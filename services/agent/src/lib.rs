@@ -253,7 +253,7 @@ impl Agent {
             tokio::spawn(async move {
                 let ws = tokio::select! {
                     _ = dropped.cancelled() => {
-                        tracing::warn!(%peer, "dropped a connection still in its handshake: {MAX_HANDSHAKES} newer ones came");
+                        handshake::refused(nullops_metrics::Refusal::slow, &peer, &format!("still in its handshake when {MAX_HANDSHAKES} newer ones came"));
                         None
                     }
                     ws = handshake::accept(tcp, peer, &tls, &shared) => ws,

@@ -151,6 +151,27 @@ pub enum PullOutcome {
     failed,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: Refusal,
+}
+
+/// Why an agent refused an incoming connection.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Refusal {
+    /// Not TLS, or a TLS handshake that failed.
+    tls,
+    /// A path other than the agent's, or a request that is not a WebSocket upgrade.
+    request,
+    /// Another protocol version.
+    protocol,
+    /// No proof of the node token, or a wrong one.
+    token,
+    /// The handshake took too long, or newer ones crowded it out.
+    slow,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn fast() -> Histogram {
@@ -183,6 +204,7 @@ pub struct Metrics {
     pub plugin_seconds: Histograms<NameLabel>,
     pub image_pulls: Family<PullLabels, Counter>,
     pub image_pull_seconds: Histogram,
+    pub agent_refused_connections: Family<RefusalLabels, Counter>,
     /// Commands decided and appended (or unchanged), and refused or failed, since the start:
     /// what the console's command-rate chart samples.
     pub commands_done: AtomicU64,
@@ -210,6 +232,7 @@ impl Metrics {
             plugin_seconds: Family::new_with_constructor(slow),
             image_pulls: Family::default(),
             image_pull_seconds: slow(),
+            agent_refused_connections: Family::default(),
             commands_done: AtomicU64::new(0),
             commands_not_done: AtomicU64::new(0),
             registry: Registry::default(),
@@ -241,6 +264,11 @@ impl Metrics {
         r.register_with_unit("plugin_run_duration", "How long a plugin ran", Unit::Seconds, m.plugin_seconds.clone());
         r.register("image_pulls", "Images this node's agent pulled, by outcome", m.image_pulls.clone());
         r.register_with_unit("image_pull_duration", "How long an image pull took", Unit::Seconds, m.image_pull_seconds.clone());
+        r.register(
+            "agent_refused_connections",
+            "Incoming connections this node's agent refused, by reason (logged at most once a minute per reason)",
+            m.agent_refused_connections.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 

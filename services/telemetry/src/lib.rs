@@ -159,9 +159,52 @@ pub fn follows(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// A warning that may repeat without bound (a port someone hammers): said at most once per
+/// `every`, each time with how many were kept quiet since, so a flood costs a line a minute
+/// and its size still shows. Count the events themselves in a metric.
+pub struct Quieted {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Quieted {
+    pub const fn new(every: std::time::Duration) -> Self {
+        Quieted { every, state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// `Some(kept quiet since the last one)` when this occurrence should be logged; else
+    /// `None`, and it is counted as kept quiet.
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(std::time::Instant::now())
+    }
+
+    fn allow_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, quiet) = &mut *state;
+        if last.is_some_and(|at| now.duration_since(at) < self.every) {
+            *quiet += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(quiet))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_said_once_a_window_with_how_many_were_kept_quiet() {
+        let q = Quieted::new(std::time::Duration::from_secs(60));
+        let t0 = std::time::Instant::now();
+        assert_eq!(q.allow_at(t0), Some(0));
+        for i in 1..=1000 {
+            assert_eq!(q.allow_at(t0 + std::time::Duration::from_millis(i)), None);
+        }
+        assert_eq!(q.allow_at(t0 + std::time::Duration::from_secs(61)), Some(1000));
+        assert_eq!(q.allow_at(t0 + std::time::Duration::from_secs(62)), None);
+    }
 
     #[test]
     fn a_traceparent_received_is_the_parent_and_is_passed_on() {
