@@ -36,6 +36,9 @@ async fn identity_lifecycle(mode: Mode) {
     }
     let r = server.gql(Some(&alice), CREATE_USER, json!({"u": "mallory", "p": "mallory-password"})).await;
     assert_eq!(code(&r), "FORBIDDEN");
+    // Who asks is checked before what is asked: a user learns nothing about the input.
+    let r = server.gql(Some(&alice), "mutation { approveNodeThumbprint(id: \"not-an-id\", thumbprint: \"garbage\") { id } }", json!({})).await;
+    assert_eq!(code(&r), "FORBIDDEN", "{r}");
 
     // Disabling ends alice's session at once: the mutation returns only once that is visible.
     server.ok(Some(&admin), "mutation { disableUser(username: \"alice\") { disabled } }", json!({})).await;
@@ -196,9 +199,15 @@ async fn failed_logins_are_throttled(mode: Mode) {
     for _ in 0..5 {
         assert_eq!(code(&login_from(&server, &attacker, "not-the-password").await), "UNAUTHENTICATED");
     }
-    let r = login_from(&server, &attacker, "not-the-password").await;
+    let query = "mutation($p: String!) { login(username: \"admin\", password: $p) { token } }";
+    let answer = attacker.post(server.url("/graphql")).json(&json!({"query": query, "variables": {"p": "not-the-password"}})).send().await.unwrap();
+    // The HTTP header says when to try again, as the error does.
+    let header = answer.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let r: Value = answer.json().await.unwrap();
     assert_eq!(code(&r), "RATE_LIMITED");
-    assert!(r["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+    let secs = r["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap();
+    assert!(secs >= 1);
+    assert_eq!(header, Some(secs), "Retry-After");
     // From that address even the right password waits...
     assert_eq!(code(&login_from(&server, &attacker, ADMIN_PASSWORD).await), "RATE_LIMITED");
     // ...but the user, from their own address, signs in at once.

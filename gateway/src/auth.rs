@@ -187,11 +187,13 @@ impl LoginThrottle {
         LoginThrottle { db }
     }
 
-    /// The keys of an attempt, each with its free failures.
+    /// The keys of an attempt, each with its free failures. The user name is kept only as a
+    /// hash: people type their password into it, and a failure is kept for 15 minutes.
     fn keys(username: &str, addr: IpAddr) -> [(String, u32); 2] {
         let source = source(addr);
         let username: String = username.chars().take(MAX_KEY_USERNAME).collect();
-        [(format!("addr:{source}"), FREE_ADDRESS_FAILURES), (format!("pair:{username}|{source}"), FREE_PAIR_FAILURES)]
+        let user = identity::hex(&token_hash(&format!("login-throttle:{username}")));
+        [(format!("addr:{source}"), FREE_ADDRESS_FAILURES), (format!("pair:{}|{source}", &user[..32]), FREE_PAIR_FAILURES)]
     }
 
     /// Refuses the attempt while either key is in its waiting period.
@@ -244,6 +246,17 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(token_hash(&a), token_hash(&a));
         assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn a_throttle_key_never_holds_what_was_typed_as_the_user_name() {
+        let typed = "my-Secret-passw0rd";
+        let [(addr, _), (pair, _)] = LoginThrottle::keys(typed, "10.0.0.7".parse().unwrap());
+        assert_eq!(addr, "addr:10.0.0.7");
+        assert!(pair.starts_with("pair:") && pair.ends_with("|10.0.0.7") && !pair.contains(typed), "{pair}");
+        // The same name from the same place is the same key; another name is another.
+        assert_eq!(LoginThrottle::keys(typed, "10.0.0.7".parse().unwrap())[1].0, pair);
+        assert_ne!(LoginThrottle::keys("alice", "10.0.0.7".parse().unwrap())[1].0, pair);
     }
 
     #[test]

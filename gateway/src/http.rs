@@ -89,11 +89,21 @@ async fn graphql_post(
     nullops_telemetry::follows(&span, traceparent(&headers).as_deref());
     let ctx = RequestContext::resolve(&gw.app, auth::token_from_headers(&headers), addr.ip(), traceparent(&headers)).instrument(span.clone()).await;
     let mut response = gw.schema.execute(request.data(ctx)).instrument(span).await;
+    let mut retry_after: Option<u64> = None;
     for error in &mut response.errors {
         if error.extensions.as_ref().is_none_or(|e| e.get("code").is_none()) {
             // Every resolver error carries a code; the executor's own (argument and variable
             // coercion) are about the input.
             error.extensions.get_or_insert_with(Default::default).set("code", "INVALID_INPUT");
+        }
+        // A rate-limited answer says when to try again in the header HTTP clients know too.
+        if let Some(async_graphql::Value::Number(secs)) = error.extensions.as_ref().and_then(|e| e.get("retryAfterSeconds")) {
+            retry_after = retry_after.max(secs.as_u64());
+        }
+    }
+    if let Some(secs) = retry_after {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            response.http_headers.insert(header::RETRY_AFTER, value);
         }
     }
     let mut http = match serde_json::to_vec(&response) {

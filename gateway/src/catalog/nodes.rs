@@ -315,6 +315,8 @@ impl NodeMutation {
     /// Trusts the certificate an untrusted node's agent now presents (admins). `thumbprint` must
     /// be exactly the pending one: check it against `nullops agent`'s startup log on the node.
     async fn approve_node_thumbprint(&self, ctx: &Context<'_>, id: ID, thumbprint: String) -> ApiResult<NodeGql> {
+        // Who asks first: a caller who may not approve learns nothing about the input.
+        request(ctx).admin()?;
         let thumbprint = CertThumbprint::parse(&thumbprint).map_err(|m| ApiError::InvalidInput(format!("thumbprint: {m}")))?;
         Ok(NodeGql(change_node(ctx, parse_id(&id)?, |_| NodeAction::ApproveThumbprint { thumbprint }, None).await?))
     }
