@@ -336,3 +336,29 @@ def test_an_admin_links_a_repository_in_the_browser_and_watches_a_preview_come_u
     closed = payload("github-pull_request-closed.json").replace(b'"number": 7', b'"number": 9').replace(b'/pull/7', b'/pull/9').replace(b'"full_name": "acme/shop"', b'"full_name": "acme/other"')
     assert github_hook(server, "other", "pull_request", closed, str(uuid.uuid4())).status_code == 202
     admin.wait_for("pr-9 removed", lambda: preview(admin, "other", 9)["state"] == "REMOVED", timeout=240)
+
+
+def test_previews_touch_only_the_deployments_they_made(server, forge):
+    admin = Api(server, *ADMIN)
+    if not admin.ok('{ repositoryLink(project: "shop") { project } }')["repositoryLink"]:
+        link(admin, forge, "shop", "GITHUB", "acme/shop", "SHORT_SHA")
+    push_tag("nullops/demo", "v1", SHA_A[:7])
+    # Someone made a pr-11 of the project by hand.
+    made = admin.ok('mutation { createDeployment(project: "shop", environment: "local", name: "pr-11", tags: [{service: "site", tag: "v1"}]) { id } }')["createDeployment"]["id"]
+    state = lambda: admin.ok('query($id: ID!) { deployment(id: $id) { state } }', id=made)["deployment"]["state"]
+    admin.wait_for("the hand-made pr-11 running", lambda: state() == "RUNNING", timeout=240)
+    as_11 = lambda name: payload(name).replace(b'"number": 7', b'"number": 11').replace(b'/pull/7', b'/pull/11')
+
+    # Pull request #11 opens: its preview does not replace what it did not make, and says why.
+    opened = github_hook(server, "shop", "pull_request", as_11("github-pull_request-opened.json"), str(uuid.uuid4()))
+    assert opened.status_code == 202, opened.text
+    failed = admin.wait_for("the preview refused", lambda: (p := preview(admin, "shop", 11)) and p["state"] == "FAILED" and p, timeout=120)
+    assert "did not make" in failed["message"] and "admin" in failed["message"], failed
+    assert state() == "RUNNING"
+    # Closed: removed as a preview, and the hand-made deployment is left as it is.
+    closed = github_hook(server, "shop", "pull_request", as_11("github-pull_request-closed.json"), str(uuid.uuid4()))
+    assert closed.status_code == 202, closed.text
+    admin.wait_for("the preview removed", lambda: preview(admin, "shop", 11)["state"] == "REMOVED", timeout=120)
+    assert state() == "RUNNING", "a preview deletes only what it made"
+    admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)
+    admin.wait_for("pr-11 deleted", lambda: state() == "DELETED", timeout=240)

@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nullops_domain::catalog::CatalogState;
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, Phase};
-use nullops_domain::preview::preview_name;
+use nullops_domain::preview::{preview_key, preview_name, Preview};
 use nullops_domain::Issuer;
 use nullops_events::catalog::{Access, RepositoryLink};
 use nullops_events::codec::types;
@@ -31,6 +31,7 @@ use nullops_events::{DomainEvent, EventMetadata, StoredEvent, Timestamp};
 use nullops_projections::deployments as deployments_read;
 use nullops_projections::previews::{self as rows, PreviewPhase, PreviewRow, Progress};
 use nullops_saga::{Saga, SagaError};
+use nullops_store::commands::load;
 
 use super::forge::{self, ForgeApi, StatusState};
 use crate::catalog::catalog_state;
@@ -224,6 +225,21 @@ async fn drive(app: &App, catalog: &CatalogState, link: &RepositoryLink, row: &P
     if let Some(h) = &holder {
         if h.project != link.project {
             return Ok(Outcome::failed(format!("environment {environment} already has a deployment named {name}, of project {}", h.project)));
+        }
+        // Previews touch only what they made: a deployment someone made by hand under the
+        // preview's name is theirs, never replaced or deleted here.
+        let (preview, _) = load::<Preview>(&*app.store, &preview_key(row.project_id, row.number)).await?;
+        if !preview.made(h.deployment_id) {
+            return Ok(match row.deployment_id {
+                Some(_) => Outcome::failed(format!(
+                    "environment {environment} already has a deployment named {name} that this preview did not make (by {}): delete or rename it to let the preview deploy",
+                    h.created_by
+                )),
+                None => Outcome::settled(
+                    PreviewPhase::Removed,
+                    format!("the {} was closed; {name} in {environment} is not the preview's (by {}) and is left as it is", forge_noun(link), h.created_by),
+                ),
+            });
         }
     }
     let Some(deployment_id) = row.deployment_id else {

@@ -35,6 +35,21 @@ pub struct PreviewState {
     /// The newest forge time recorded (`updated_at`): the pull request as the forge last said
     /// it was. A hook about an older state is a replay.
     pub updated_at: i64,
+    /// The deployments this preview asked for, newest last (the last [`REMEMBERED_DEPLOYMENTS`]):
+    /// the only ones the previews process may replace or delete. A hand-made deployment that
+    /// happens to hold the name `pr-<number>` is not the preview's.
+    pub made: VecDeque<Uuid>,
+}
+
+/// How many of its deployments a preview remembers: one per commit asked for, and only the
+/// latest can still hold the name.
+pub const REMEMBERED_DEPLOYMENTS: usize = 100;
+
+impl PreviewState {
+    /// Whether deployment `id` is one this preview asked for.
+    pub fn made(&self, id: Uuid) -> bool {
+        self.made.contains(&id)
+    }
 }
 
 pub struct Preview;
@@ -81,6 +96,12 @@ impl Decider for Preview {
         }
         state.deliveries.push_back(r.delivery.clone());
         state.updated_at = state.updated_at.max(r.updated_at);
+        if let PreviewWish::Deploy { deployment_id } = r.wish {
+            if state.made.len() >= REMEMBERED_DEPLOYMENTS {
+                state.made.pop_front();
+            }
+            state.made.push_back(deployment_id);
+        }
         state.latest = Some(r.clone());
         state
     }
@@ -161,6 +182,14 @@ mod tests {
         // While the forge's real reopening, later, is
         let reopened = at(hook("d3", deploy(12), "aaa"), 300);
         assert_eq!(when(&given, reopened.clone()).unwrap(), [PreviewEvent::Requested(reopened)]);
+    }
+
+    #[test]
+    fn a_preview_knows_the_deployments_it_asked_for() {
+        let given = [PreviewEvent::Requested(hook("d1", deploy(10), "aaa")), PreviewEvent::Requested(hook("d2", deploy(11), "bbb"))];
+        let state = fold::<Preview>(&given);
+        assert!(state.made(Uuid::from_u128(10)) && state.made(Uuid::from_u128(11)));
+        assert!(!state.made(Uuid::from_u128(12)), "a deployment someone else made under the same name");
     }
 
     #[test]
