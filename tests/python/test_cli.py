@@ -73,6 +73,67 @@ def test_login_saves_a_token_only_its_owner_can_read(server, home):
     assert open(path).read() == before
 
 
+class Recorder:
+    """A server that is not NullOps: records the headers of every request it gets."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.headers = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                recorder.headers.append({k.lower(): v for k, v in self.headers.items()})
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                body = json.dumps({"data": None, "errors": [{"message": "who are you?", "extensions": {"code": "UNAUTHENTICATED"}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_saved_token_goes_only_to_its_server_and_never_through_arguments_or_links(server):
+    home = tempfile.mkdtemp(prefix="nullops-cli-")
+    assert cli(server, home, "login", "--url", server.base, "--username", ADMIN[0], stdin=ADMIN[1] + "\n").returncode == 0
+    saved = json.load(open(os.path.join(home, "nullops", "config.json")))["token"]
+    # Another server named by --url or NULLOPS_URL gets no token from the file.
+    other = Recorder()
+    r = cli(server, home, "whoami", "--url", other.base)
+    assert r.returncode == 2 and r.stderr.startswith("UNAUTHENTICATED: "), r
+    env = {**os.environ, "XDG_CONFIG_HOME": home, "NULLOPS_URL": other.base}
+    env.pop("NULLOPS_TOKEN", None)
+    subprocess.run([BIN, "whoami"], env=env, capture_output=True, text=True, timeout=60)
+    assert len(other.headers) == 2 and all("authorization" not in h for h in other.headers), other.headers
+    assert all(saved not in json.dumps(h) for h in other.headers)
+    other.server.shutdown()
+
+    # A token in the arguments is refused, saying how to give it instead; stdin works.
+    token = Api(server, *ADMIN).ok('mutation { createApiToken(name: "cli-stdin") { token } }')["createApiToken"]["token"]
+    r = cli(server, home, "login", "--url", server.base, "--token", token)
+    assert r.returncode == 2 and "--with-token" in r.stderr and token not in r.stderr, r
+    r = cli(server, home, "login", "--url", server.base, "--with-token", stdin=token + "\n")
+    assert r.returncode == 0 and "as admin" in r.stdout, r
+    assert json.load(open(os.path.join(home, "nullops", "config.json")))["token"] == token
+
+    # A symbolic link where the configuration goes is not written through.
+    elsewhere = tempfile.mkdtemp(prefix="nullops-cli-target-")
+    target = os.path.join(elsewhere, "stolen.json")
+    linked = tempfile.mkdtemp(prefix="nullops-cli-linked-")
+    os.makedirs(os.path.join(linked, "nullops"))
+    os.symlink(target, os.path.join(linked, "nullops", "config.json"))
+    r = cli(server, linked, "login", "--url", server.base, "--with-token", stdin=token + "\n")
+    assert r.returncode == 2 and "symbolic link" in r.stderr, r
+    assert not os.path.exists(target)
+
+
 def test_a_bad_token_is_exit_2_with_the_apis_code(server, home):
     r = cli(server, home, "deployments", "ls", token="nat_not-a-token")
     assert r.returncode == 2

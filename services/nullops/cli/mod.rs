@@ -78,8 +78,13 @@ pub enum ClientCommand {
         target: Target,
         #[arg(long)]
         username: Option<String>,
-        /// An API token (from the console's Account page) instead of a password.
-        #[arg(long, env = "NULLOPS_TOKEN", hide_env_values = true)]
+        /// Sign in with an API token (from the console's Account page) read from stdin, instead
+        /// of a password; NULLOPS_TOKEN, when set, is used instead of stdin.
+        #[arg(long)]
+        with_token: bool,
+        /// Refused: a token in the arguments is seen by every local user (`ps`). Use
+        /// --with-token or NULLOPS_TOKEN.
+        #[arg(long, hide = true)]
         token: Option<String>,
     },
     /// Who the saved (or NULLOPS_TOKEN) credentials are.
@@ -271,7 +276,7 @@ type TagChoice = create_deployment::TagChoice;
 
 async fn execute(command: ClientCommand) -> Result<Outcome, CliError> {
     match command {
-        ClientCommand::Login { target, username, token } => login(target, username, token).await,
+        ClientCommand::Login { target, username, with_token, token } => login(target, username, with_token, token.is_some()).await,
         ClientCommand::Whoami { target } => {
             let data = connect(&target)?.run::<Whoami>(whoami::Variables {}).await?;
             output::print(target.output, &data["me"], |me| {
@@ -439,15 +444,29 @@ async fn follow(client: &Client, start: &Value, until: &[&str], timeout: Duratio
     }
 }
 
-async fn login(target: Target, username: Option<String>, token: Option<String>) -> Result<Outcome, CliError> {
+async fn login(target: Target, username: Option<String>, with_token: bool, token_in_arguments: bool) -> Result<Outcome, CliError> {
+    if token_in_arguments {
+        return Err(CliError::new(
+            "USAGE",
+            "a token given as --token VALUE is seen by every user of this machine (in the process list): pipe it in with nullops login --with-token, or set NULLOPS_TOKEN",
+        ));
+    }
     let url = target
         .url
         .clone()
         .or_else(|| config::resolve(None).0)
         .ok_or_else(|| CliError::new("USAGE", "give the server: nullops login --url http://HOST:PORT"))?;
-    let token = match token {
-        Some(token) => token,
-        None => {
+    let from_env = std::env::var("NULLOPS_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let token = match (with_token, from_env) {
+        (_, Some(token)) => token.trim().to_owned(),
+        (true, None) => {
+            let token = output::ask("API token: ", false)?;
+            if token.trim().is_empty() {
+                return Err(CliError::new("USAGE", "no token on stdin: pipe the API token in, e.g. nullops login --with-token < token.txt"));
+            }
+            token.trim().to_owned()
+        }
+        (false, None) => {
             let username = match username {
                 Some(u) => u,
                 None => output::ask("Username: ", true)?,
