@@ -14,6 +14,7 @@ pub(crate) const SCHEMA: &[&str] = &[
         subject TEXT NOT NULL, commit_pos BIGINT NOT NULL, seq_pos BIGINT NOT NULL, body TEXT NOT NULL, made_at BIGINT NOT NULL,
         attempts BIGINT NOT NULL, next_at BIGINT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (webhook_id, event_id))",
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (state, next_at)",
+    "CREATE INDEX IF NOT EXISTS webhook_deliveries_pending_of ON webhook_deliveries (webhook_id, state, commit_pos, seq_pos)",
     "CREATE TABLE IF NOT EXISTS webhook_attempts (webhook_id TEXT NOT NULL, event_id TEXT NOT NULL, attempt BIGINT NOT NULL,
         at BIGINT NOT NULL, status BIGINT, error TEXT NOT NULL, millis BIGINT NOT NULL, PRIMARY KEY (webhook_id, event_id, attempt))",
 ];
@@ -93,14 +94,23 @@ pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), Projection
     Ok(())
 }
 
-/// Pending deliveries, each subject's oldest first (at most `limit`).
-pub async fn pending(db: &ReadModelDb, limit: u32) -> Result<Vec<DeliveryRow>, ProjectionError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE state = $1 ORDER BY commit_pos, seq_pos LIMIT $2"))
+/// Up to `limit` of one webhook's pending deliveries, oldest first: each webhook is scanned on
+/// its own, so one's backlog never hides another's deliveries.
+pub async fn pending_of(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Result<Vec<DeliveryRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 AND state = $2 ORDER BY commit_pos, seq_pos LIMIT $3"))
+        .bind(webhook_id.to_string())
         .bind(state::PENDING)
         .bind(i64::from(limit))
         .fetch_all(db.pool())
         .await?;
     rows.iter().map(row).collect()
+}
+
+/// The webhooks that have pending deliveries.
+pub async fn pending_webhooks(db: &ReadModelDb) -> Result<Vec<Uuid>, ProjectionError> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT webhook_id FROM webhook_deliveries WHERE state = $1").bind(state::PENDING).fetch_all(db.pool()).await?;
+    Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
 }
 
 /// A webhook's deliveries, newest first.
@@ -221,7 +231,13 @@ mod tests {
         for d in [&old_done, &old_waiting, &new_done, &old_done] {
             enqueue(&db, d).await.unwrap();
         }
-        assert_eq!(pending(&db, 10).await.unwrap().iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "once each, in event order");
+        assert_eq!(
+            pending_of(&db, old_done.webhook_id, 10).await.unwrap().iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"],
+            "once each, in event order"
+        );
+        assert!(pending_of(&db, Uuid::from_u128(99), 10).await.unwrap().is_empty(), "another webhook's are its own");
+        assert_eq!(pending_webhooks(&db).await.unwrap(), [old_done.webhook_id]);
         let ok = |attempt| AttemptRow { attempt, at: 20, status: Some(204), error: String::new(), millis: 3 };
         attempted(&db, &old_done, &ok(1), 20, state::DELIVERED).await.unwrap();
         attempted(&db, &new_done, &ok(1), 1_000, state::DELIVERED).await.unwrap();

@@ -252,3 +252,58 @@ def test_an_admin_adds_a_webhook_in_the_console_and_sees_its_deliveries(server, 
     admin.wait_for("the attempt shown", answered, timeout=60)
     shot(page, "webhooks-02-deliveries")
     done(page)
+
+
+class Hanging:
+    """An endpoint that accepts connections and never answers: the worst a receiver can do."""
+
+    def __init__(self):
+        import socket
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.held = []
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
+        threading.Thread(target=self.hold, daemon=True).start()
+
+    def hold(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self):
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_hanging_endpoint_with_a_backlog_does_not_hold_up_another(server, receiver):
+    admin = Api(server, *ADMIN)
+    hanging = Hanging()
+    stuck = admin.ok('mutation($u: String!) { createWebhook(input: {url: $u, events: [PIPELINE_SAVED]}) { webhook { id } } }', u=hanging.url)["createWebhook"]["webhook"]["id"]
+    try:
+        # A backlog of twelve subjects for the hanging endpoint: each attempt hangs until its timeout.
+        for i in range(12):
+            admin.ok('mutation($p: String!) { createProject(input: {name: $p, environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }', p=f"backlog-{i}")
+            admin.ok('mutation($p: String!) { savePipeline(project: $p, pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }', p=f"backlog-{i}")
+        admin.wait_for("the hanging endpoint held by several attempts", lambda: len(hanging.held) >= 2, timeout=60)
+        healthy = admin.ok('mutation($u: String!) { createWebhook(input: {url: $u, events: [PIPELINE_SAVED], project: "shop"}) { webhook { id } } }',
+                           u=receiver.url)["createWebhook"]["webhook"]["id"]
+        saved = time.monotonic()
+        admin.ok('mutation { savePipeline(project: "shop", pipeline: {nodes: [{id: "api-2", service: "api"}]}, message: "told at once") { version } }')
+        told = lambda: [e for _, e in receiver.accepted() if "pipeline" in e["type"]]
+        admin.wait_for("the healthy endpoint told", told, timeout=60)
+        took = time.monotonic() - saved
+        print(f"[webhooks figure] a healthy endpoint beside a hanging one with a backlog was told in {took:.2f} s")
+        # Every attempt at the hanging endpoint hangs for its 10 s timeout: sharing send slots with
+        # it, the healthy endpoint would wait for one to end.
+        assert took < 8, f"told after {took:.1f} s"
+        # The hanging endpoint holds only its own share of sends.
+        assert len(hanging.held) <= 4, len(hanging.held)
+        admin.ok("mutation($id: ID!) { deleteWebhook(id: $id) }", id=healthy)
+    finally:
+        admin.ok("mutation($id: ID!) { deleteWebhook(id: $id) }", id=stuck)
+        hanging.close()

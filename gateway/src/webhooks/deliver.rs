@@ -5,7 +5,7 @@
 //! growing pauses, at least once (a crash between an answer and its record sends the same
 //! `webhook-id` again). Redirects are never followed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,15 +25,17 @@ use super::sign;
 use crate::App;
 
 /// Sends at once, across all endpoints.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 32;
+/// Sends at once to one webhook: a slow or hanging endpoint holds only these, never the others'.
+const PER_WEBHOOK: usize = 4;
 /// Bound on one attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts before a delivery is given up (about an hour and a half of pauses).
 pub const MAX_ATTEMPTS: u32 = 200;
 /// The longest pause between attempts.
 const MAX_PAUSE_SECS: i64 = 30;
-/// Deliveries looked at per tick.
-const SCAN: u32 = 1000;
+/// A webhook's pending deliveries looked at per tick (each webhook is scanned on its own).
+const SCAN: u32 = 200;
 /// How long ended deliveries stay visible, and how often the old ones are forgotten.
 const KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -45,8 +47,9 @@ pub struct WebhookProcess {
     app: Arc<App>,
     catalog: StateCache<Catalog>,
     http: reqwest::Client,
-    /// Deliveries being sent now (webhook, event id): not picked again meanwhile.
-    in_flight: Arc<Mutex<HashSet<(Uuid, String)>>>,
+    /// Each webhook's endpoint as this process knows it: what is being sent to it now, and its
+    /// pause after failures.
+    endpoints: Arc<Mutex<HashMap<Uuid, Endpoint>>>,
     /// When ended deliveries were last forgotten.
     pruned: Mutex<Option<Instant>>,
 }
@@ -58,7 +61,7 @@ impl WebhookProcess {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client with no TLS customisation builds");
-        WebhookProcess { app, catalog: StateCache::new(1), http, in_flight: Arc::default(), pruned: Mutex::new(None) }
+        WebhookProcess { app, catalog: StateCache::new(1), http, endpoints: Arc::default(), pruned: Mutex::new(None) }
     }
 
     /// What `event` tells webhooks: its topic, subject, project and environment, and the data.
@@ -216,40 +219,94 @@ impl Saga for WebhookProcess {
                 tracing::info!(deliveries = gone, "forgot webhook deliveries that ended over a week ago");
             }
         }
-        let pending = rows::pending(&self.app.read_models, SCAN).await?;
-        if pending.is_empty() {
-            return Ok(());
-        }
         let (catalog, _) = self.catalog.load(&*self.app.store, "main").await?;
+        // Deliveries of webhooks deleted since are given up.
+        for id in rows::pending_webhooks(&self.app.read_models).await? {
+            if !catalog.webhooks.contains_key(&id) {
+                rows::abandon(&self.app.read_models, id).await?;
+                self.endpoints.lock().expect("endpoints lock").remove(&id);
+            }
+        }
         let now = Timestamp::now().0;
-        let mut heads = HashSet::new();
-        for d in pending {
-            // Only the oldest of a subject goes: the order of its events is kept.
-            if !heads.insert((d.webhook_id, d.subject.clone())) || d.next_at > now {
-                continue;
-            }
-            let Some(webhook) = catalog.webhooks.get(&d.webhook_id).cloned() else {
-                rows::abandon(&self.app.read_models, d.webhook_id).await?;
-                continue;
+        for webhook in catalog.webhooks.values() {
+            let (idle, room) = {
+                let endpoints = self.endpoints.lock().expect("endpoints lock");
+                let busy: usize = endpoints.values().map(|e| e.sending.len()).sum();
+                let endpoint = endpoints.get(&webhook.webhook_id).cloned().unwrap_or_default();
+                (endpoint.paused_until <= now && endpoint.sending.len() < PER_WEBHOOK, CONCURRENCY.saturating_sub(busy))
             };
-            {
-                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-                if in_flight.len() >= CONCURRENCY || !in_flight.insert((d.webhook_id, d.event_id.clone())) {
-                    continue;
-                }
+            if !idle || room == 0 {
+                continue;
             }
-            let (app, http, in_flight) = (self.app.clone(), self.http.clone(), self.in_flight.clone());
-            tokio::spawn(async move {
-                send(&app, &http, &webhook, &d).await;
-                in_flight.lock().expect("in-flight lock").remove(&(d.webhook_id, d.event_id.clone()));
-            });
+            let pending = rows::pending_of(&self.app.read_models, webhook.webhook_id, SCAN).await?;
+            let chosen = {
+                let mut endpoints = self.endpoints.lock().expect("endpoints lock");
+                let endpoint = endpoints.entry(webhook.webhook_id).or_default();
+                let chosen = choose(&pending, endpoint, now, room);
+                endpoint.sending.extend(chosen.iter().map(|&i| pending[i].event_id.clone()));
+                chosen
+            };
+            for i in chosen {
+                let d = pending[i].clone();
+                let (app, http, endpoints, webhook) = (self.app.clone(), self.http.clone(), self.endpoints.clone(), webhook.clone());
+                tokio::spawn(async move {
+                    let delivered = send(&app, &http, &webhook, &d).await;
+                    let mut endpoints = endpoints.lock().expect("endpoints lock");
+                    let endpoint = endpoints.entry(webhook.webhook_id).or_default();
+                    endpoint.sending.remove(&d.event_id);
+                    endpoint.answered(delivered, Timestamp::now().0);
+                });
+            }
         }
         Ok(())
     }
 }
 
-/// One attempt at `d`, recorded.
-async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) {
+/// One webhook's endpoint, as this process knows it between ticks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Endpoint {
+    /// Event ids being sent to it now.
+    sending: HashSet<String>,
+    /// Failed attempts in a row: a dead endpoint backs off as a whole, alone.
+    failures: u32,
+    /// Nothing more is sent to it before this (microseconds).
+    paused_until: i64,
+}
+
+impl Endpoint {
+    fn answered(&mut self, delivered: bool, now: i64) {
+        if delivered {
+            self.failures = 0;
+            self.paused_until = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.paused_until = now + pause_micros(self.failures);
+        }
+    }
+}
+
+/// Which of one webhook's pending deliveries (oldest first) to send now, as indexes: each
+/// subject's oldest (the order of its events is kept), when it is due and not being sent, while
+/// the endpoint is not paused after failures, up to the webhook's own share ([`PER_WEBHOOK`])
+/// and the `room` left in the process. What other webhooks have pending plays no part.
+fn choose(pending: &[DeliveryRow], endpoint: &Endpoint, now: i64, room: usize) -> Vec<usize> {
+    if endpoint.paused_until > now {
+        return vec![];
+    }
+    let free = PER_WEBHOOK.saturating_sub(endpoint.sending.len()).min(room);
+    let mut heads = HashSet::new();
+    pending
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| heads.insert(d.subject.as_str()))
+        .filter(|(_, d)| d.next_at <= now && !endpoint.sending.contains(&d.event_id))
+        .map(|(i, _)| i)
+        .take(free)
+        .collect()
+}
+
+/// One attempt at `d`, recorded; whether it was delivered.
+async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> bool {
     let attempt = d.attempts + 1;
     let started = Instant::now();
     let outcome = match app.keyring.unseal(&webhook.secret, &webhook_secret_purpose(webhook.webhook_id)).await {
@@ -281,6 +338,7 @@ async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d:
     };
     let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let now = Timestamp::now().0;
+    let delivered = outcome.is_ok();
     let (row, next_at, state) = match outcome {
         Ok(status) => (AttemptRow { attempt, at: now, status: Some(status), error: String::new(), millis }, now, rows::state::DELIVERED),
         Err((status, error)) => {
@@ -292,11 +350,62 @@ async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d:
     if let Err(e) = rows::attempted(&app.read_models, d, &row, next_at, state).await {
         tracing::warn!(webhook = %webhook.webhook_id, error = %e, "cannot record a webhook delivery attempt; it will be sent again");
     }
+    delivered
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(webhook: u128, n: i64, subject: &str, next_at: i64) -> DeliveryRow {
+        DeliveryRow {
+            webhook_id: Uuid::from_u128(webhook),
+            event_id: format!("e{n}"),
+            topic: "io.nullops.deployment.created".into(),
+            subject: subject.into(),
+            position: (n, 0),
+            body: String::new(),
+            made_at: 0,
+            attempts: 0,
+            next_at,
+            state: rows::state::PENDING.into(),
+        }
+    }
+
+    #[test]
+    fn a_backlog_or_a_dead_endpoint_of_one_webhook_never_delays_another() {
+        // Given webhook 1 with 5000 deliveries pending for a dead endpoint, and webhook 2 with one
+        let backlog: Vec<DeliveryRow> = (0..5000).map(|n| delivery(1, n, &format!("deployment/{n}"), 0)).collect();
+        let healthy = vec![delivery(2, 1, "deployment/x", 0)];
+        let mut dead = Endpoint::default();
+        // When webhook 1 is chosen for, it gets its own share only
+        let first = choose(&backlog, &dead, 10, CONCURRENCY);
+        assert_eq!(first.len(), PER_WEBHOOK);
+        dead.sending.extend(first.iter().map(|&i| backlog[i].event_id.clone()));
+        // And webhook 2, chosen for on its own, is sent at once
+        assert_eq!(choose(&healthy, &Endpoint::default(), 10, CONCURRENCY - PER_WEBHOOK), vec![0]);
+        // While webhook 1 hangs, it gets nothing more
+        assert_eq!(choose(&backlog, &dead, 10, CONCURRENCY), Vec::<usize>::new());
+        // Once its attempts fail, it pauses as a whole, growing with each failure in a row
+        dead.sending.clear();
+        dead.answered(false, 10);
+        assert_eq!(choose(&backlog, &dead, 10 + pause_micros(1) - 1, CONCURRENCY), Vec::<usize>::new());
+        assert_eq!(choose(&backlog, &dead, 10 + pause_micros(1), CONCURRENCY).len(), PER_WEBHOOK);
+        dead.answered(false, 20);
+        assert_eq!(dead.paused_until, 20 + pause_micros(2));
+        dead.answered(true, 30);
+        assert_eq!((dead.failures, dead.paused_until), (0, 0));
+    }
+
+    #[test]
+    fn each_subject_goes_in_the_order_of_its_events() {
+        // The oldest of a subject waits for its pause: the newer ones of the subject wait too.
+        let pending = vec![delivery(1, 1, "deployment/a", 100), delivery(1, 2, "deployment/a", 0), delivery(1, 3, "deployment/b", 0)];
+        assert_eq!(choose(&pending, &Endpoint::default(), 50, CONCURRENCY), vec![2]);
+        assert_eq!(choose(&pending, &Endpoint::default(), 100, CONCURRENCY), vec![0, 2]);
+        // The process's own room bounds it too.
+        assert_eq!(choose(&pending, &Endpoint::default(), 100, 1), vec![0]);
+    }
 
     #[test]
     fn pauses_grow_and_stop_growing() {
