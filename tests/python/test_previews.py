@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -336,6 +337,32 @@ def test_an_admin_links_a_repository_in_the_browser_and_watches_a_preview_come_u
     closed = payload("github-pull_request-closed.json").replace(b'"number": 7', b'"number": 9').replace(b'/pull/7', b'/pull/9').replace(b'"full_name": "acme/shop"', b'"full_name": "acme/other"')
     assert github_hook(server, "other", "pull_request", closed, str(uuid.uuid4())).status_code == 202
     admin.wait_for("pr-9 removed", lambda: preview(admin, "other", 9)["state"] == "REMOVED", timeout=240)
+
+
+def test_a_hooks_answer_takes_as_long_whether_the_project_is_linked_or_not(server, forge):
+    admin = Api(server, *ADMIN)
+    if not admin.ok('{ repositoryLink(project: "shop") { project } }')["repositoryLink"]:
+        link(admin, forge, "shop", "GITHUB", "acme/shop", "SHORT_SHA")
+    body = payload("github-pull_request-opened.json")
+    session = requests.Session()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+
+    def took(project):
+        started = time.perf_counter()
+        r = session.post(f"{server.base}/hooks/github/{project}", data=body, headers=headers, timeout=60)
+        assert r.status_code == 401
+        return time.perf_counter() - started
+
+    # Interleaved, so that drift in the machine's speed hits both alike; medians.
+    linked, unknown = [], []
+    for _ in range(200):
+        linked.append(took("shop"))
+        unknown.append(took("no-such-project"))
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    ratio = median(linked) / median(unknown)
+    print(f"[previews figure] 401 for a linked project {median(linked) * 1e3:.2f} ms, unknown {median(unknown) * 1e3:.2f} ms: ratio {ratio:.2f}")
+    # Before, the unknown project skipped the data key and the signature: about 1.3x faster.
+    assert 0.83 < ratio < 1.2, ratio
 
 
 def test_previews_touch_only_the_deployments_they_made(server, forge):

@@ -2,8 +2,8 @@
 //! hooks, verified with the project's link (GitHub: `X-Hub-Signature-256`, the HMAC-SHA256 of
 //! the body under the hook's secret; GitLab: `X-Gitlab-Token`, the secret itself), recorded as
 //! `preview.requested` once per delivery. An unknown or unlinked project answers as a bad
-//! signature does (401), so nothing tells which projects exist. The `previews` process does
-//! the rest.
+//! signature does (401), after the same work (`decoy_check`), so neither the answer nor its
+//! timing tells which projects exist or are linked. The `previews` process does the rest.
 
 use std::sync::Arc;
 
@@ -101,6 +101,8 @@ async fn receive(
         }
     };
     let Some(link) = catalog.links.get(&project).filter(|l| l.forge == forge).cloned() else {
+        decoy_check(&app, forge, &headers, &body).await;
+        tracing::info!(project = %cut(&project, 100), forge = forge.slug(), "a forge hook was refused: no repository of this forge is linked to this project");
         return refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", NOT_VERIFIED);
     };
     let credentials = match unseal(&app, &catalog, &link).await {
@@ -181,6 +183,15 @@ async fn receive(
 }
 
 /// The link's secret and token, in clear.
+/// What checking a linked project's hook costs, done for a project that is unknown or not
+/// linked: a data key looked up (one that never existed) and the signature computed, so the
+/// answer's timing does not tell which projects exist or are linked.
+async fn decoy_check(app: &App, forge: Forge, headers: &HeaderMap, body: &[u8]) -> bool {
+    let decoy = nullops_events::catalog::Sealed { key_id: uuid::Uuid::now_v7(), nonce: vec![0; 12], ciphertext: vec![0; 64] };
+    let _ = app.keyring.unseal(&decoy, "hook-decoy").await;
+    verified(forge, headers, body, "a secret no link has: the decoy of a hook check")
+}
+
 pub(crate) async fn unseal(app: &App, catalog: &CatalogState, link: &RepositoryLink) -> Result<ForgeCredentials, String> {
     let project_id = catalog.projects.get(&link.project).map(|p| p.project_id).ok_or_else(|| format!("project {} no longer exists", link.project))?;
     let clear = app
