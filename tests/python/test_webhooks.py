@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from standardwebhooks import Webhook
 
 from conftest import BIN
-from test_console import ADMIN, Api, Server, done, open_page, private_catalog, shot, sign_in
+from test_console import ADMIN, Api, Server, done, free_port, open_page, private_catalog, shot, sign_in
 
 LIFE = ["io.nullops.deployment.created", "io.nullops.deployment.running", "io.nullops.deployment.deleted"]
 
@@ -307,3 +307,18 @@ def test_a_hanging_endpoint_with_a_backlog_does_not_hold_up_another(server, rece
     finally:
         admin.ok("mutation($id: ID!) { deleteWebhook(id: $id) }", id=stuck)
         hanging.close()
+
+
+def test_a_failed_delivery_says_why_in_our_words(server):
+    admin = Api(server, *ADMIN)
+    port = free_port()  # nothing listens there
+    made = admin.ok('mutation($u: String!) { createWebhook(input: {url: $u, events: [PIPELINE_SAVED], project: "other"}) { webhook { id } } }',
+                    u=f"http://127.0.0.1:{port}/hooks")["createWebhook"]["webhook"]["id"]
+    try:
+        admin.ok('mutation { savePipeline(project: "other", pipeline: {nodes: [{id: "api-3", service: "api"}]}) { version } }')
+        errors = lambda: [a["error"] for d in admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { attempts { error } } } }", id=made)["webhook"]["deliveries"]
+                          for a in d["attempts"]]
+        said = admin.wait_for("a failed attempt", errors, timeout=60)
+        assert said[0] == "connection refused: nothing listens at the endpoint's address", said
+    finally:
+        admin.ok("mutation($id: ID!) { deleteWebhook(id: $id) }", id=made)

@@ -262,6 +262,34 @@ impl Saga for WebhookProcess {
     }
 }
 
+/// Why an attempt got no answer, as a person reads it in the deliveries' list: a class of
+/// failure in our words (the library's text goes to the log).
+fn unanswered(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
+    }
+    // The I/O error beneath, if any, tells refused from unreachable.
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused: nothing listens at the endpoint's address".into(),
+                std::io::ErrorKind::TimedOut => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof => {
+                    "the endpoint closed the connection before answering".into()
+                }
+                _ => "the endpoint cannot be reached (its name, route or TLS)".into(),
+            };
+        }
+        source = inner.source();
+    }
+    if e.is_connect() {
+        "the endpoint cannot be reached (its name, route or TLS)".into()
+    } else {
+        "the request failed before the endpoint answered".into()
+    }
+}
+
 /// One webhook's endpoint, as this process knows it between ticks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Endpoint {
@@ -327,10 +355,10 @@ async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d:
                     match request.send().await {
                         Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
                         Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
-                        Err(e) => Err((
-                            None,
-                            if e.is_timeout() { format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()) } else { format!("cannot be reached: {e}") },
-                        )),
+                        Err(e) => {
+                            tracing::info!(webhook = %webhook.webhook_id, error = %e, "a webhook delivery got no answer");
+                            Err((None, unanswered(&e)))
+                        }
                     }
                 }
             }

@@ -58,7 +58,10 @@ pub async fn dial(target: &Target) -> Result<Connected, DialError> {
     let addr = (target.host.as_str(), target.port);
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(DialError::Unreachable(format!("cannot connect: {e}"))),
+        Ok(Err(e)) => {
+            tracing::debug!(host = %target.host, port = target.port, error = %e, "cannot connect to the agent");
+            return Err(DialError::Unreachable(crate::words::connect_failed(&authority(&target.host, target.port), &e)));
+        }
         Err(_) => return Err(DialError::Unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
     };
     let _ = tcp.set_nodelay(true);
@@ -84,7 +87,10 @@ async fn handshake(tcp: TcpStream, target: &Target) -> Result<Connected, DialErr
             let seen = *presented.lock().expect("presented lock");
             return Err(match (seen, target.pinned) {
                 (Some(presented), Some(pinned)) if presented != pinned => DialError::Mismatch { presented },
-                _ => DialError::Unreachable(format!("TLS handshake failed: {e}")),
+                _ => {
+                    tracing::debug!(host = %target.host, error = %e, "TLS handshake with the agent failed");
+                    DialError::Unreachable(crate::words::tls_failed())
+                }
             });
         }
     };
@@ -109,7 +115,10 @@ async fn handshake(tcp: TcpStream, target: &Target) -> Result<Connected, DialErr
                 status => DialError::Protocol(format!("the agent answered HTTP {status}")),
             })
         }
-        Err(e) => return Err(DialError::Unreachable(format!("WebSocket upgrade failed: {e}"))),
+        Err(e) => {
+            tracing::debug!(host = %target.host, error = %e, "WebSocket upgrade with the agent failed");
+            return Err(DialError::Unreachable(crate::words::upgrade_failed()));
+        }
     };
     match link.next().await {
         Some(Ok(Message::Text(text))) => match decode_from_agent(text.as_bytes()) {

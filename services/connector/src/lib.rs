@@ -13,6 +13,7 @@ mod link;
 pub mod pin;
 mod reports;
 mod supervisor;
+mod words;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -263,7 +263,10 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                 silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
                 let text = match frame {
                     None => return "the agent closed the connection".into(),
-                    Some(Err(e)) => return format!("connection lost: {e}"),
+                    Some(Err(e)) => {
+                        tracing::info!(node = %node_id, error = %e, "the link to the agent broke");
+                        return crate::words::connection_lost(&e);
+                    }
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(frame))) => return format!("the agent closed the connection{}", frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()),
