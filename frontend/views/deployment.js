@@ -143,7 +143,7 @@ export async function show(root, ctx) {
         ['Node', d.node ? [d.node.host, ' ', badge(d.node.online ? 'ONLINE' : 'OFFLINE')] : 'not placed'],
         ['Limits', `${cpu(d.cpuMillicores)}, ${mib(d.memoryMib)} for the whole deployment`],
         ['Run', `attempt ${d.attempt}, pipeline version ${d.pipelineVersion}`],
-        ['Your access', badge(d.myAccess)],
+        ['Your access', d.myAccess ? badge(d.myAccess) : [badge('NONE', 'You may no longer act on it'), ' ', h('small', { class: 'muted' }, 'no longer: ask an admin for access')]],
       ]), actionError));
     tick();
     clear(steps, d.steps.length ? runGraph(d.steps, (s) => logs.show(s.action.startsWith('service ') ? s.action.slice(8) : null, s.action.startsWith('service ') ? '' : s.id))
@@ -176,7 +176,12 @@ export async function show(root, ctx) {
   stops.push(live(`subscription($id: ID!) { deploymentUpdated(id: $id) { ${FIELDS} } }`, { id }, {
     next: (data) => { keepFocus(root, () => render(data.deploymentUpdated)); charts.poke(); },
     resync: async () => render((await gql(`query($id: ID!) { deployment(id: $id) { ${FIELDS} } }`, { id })).deployment),
-    error: (e) => { clear(actionError, 'Live updates stopped: ', errorText(e)); actionError.hidden = false; },
+    error: (e) => {
+      // Access ended (a grant revoked, the account disabled): what it allowed goes with it.
+      if (['FORBIDDEN', 'UNAUTHENTICATED', 'NOT_FOUND'].includes(e.code)) keepFocus(root, () => render({ ...d, actions: [], myAccess: null }));
+      clear(actionError, 'Live updates stopped: ', errorText(e));
+      actionError.hidden = false;
+    },
   }));
   return stopAll(stops);
 }

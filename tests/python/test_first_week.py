@@ -185,3 +185,29 @@ def test_a_preview_link_that_could_never_deploy_is_refused_beside_its_rule(serve
     shot(page, "first-week-preview-rule-refused")
     assert admin.ok('{ repositoryLink(project: "previewed") { project } }')["repositoryLink"] is None
     done(page)
+
+
+def test_actions_follow_access_live(server, browser):
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createUser(username: "fay", password: "fay-password-1") { username } }')
+    admin.ok('mutation { createTeam(name: "fayteam") { name } }')
+    admin.ok('mutation { addTeamMember(team: "fayteam", username: "fay") { name } }')
+    admin.ok('mutation { createProject(input: {name: "granted", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    admin.ok('mutation { savePipeline(project: "granted", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    admin.ok('mutation { grantAccess(team: "fayteam", target: {kind: PROJECT, name: "granted"}, access: FULL) { name } }')
+    made = admin.ok('mutation { createDeployment(project: "granted", environment: "local", name: "granted") { id } }')["createDeployment"]["id"]
+    page = open_page(browser, server)
+    sign_in(page, "fay", "fay-password-1")
+    page.goto(f"/#/deployments/{made}")
+    expect(page.locator("[data-action='DELETE'], [data-action='CANCEL']").first).to_be_visible(timeout=LONG)
+    facts = page.locator("dt:has-text('Your access') + dd")
+    expect(facts).to_contain_text("full", ignore_case=True)
+
+    # The grant is revoked with the page open: its actions go, and it says so.
+    admin.ok('mutation { revokeAccess(team: "fayteam", target: {kind: PROJECT, name: "granted"}) { name } }')
+    expect(page.locator("[data-action]")).to_have_count(0)
+    expect(facts).to_contain_text("no longer")
+    expect(page.get_by_role("alert")).to_contain_text("Live updates stopped")
+    shot(page, "first-week-access-revoked")
+    done(page)
+    admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)
