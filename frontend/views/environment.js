@@ -146,7 +146,21 @@ export async function show(root, ctx) {
   };
 
   const removeNode = async (n) => {
-    await confirmThen({ title: `Remove node ${n.host}:${n.port}?`, message: `It is forgotten and its token destroyed. A node that still runs deployments (${n.allocated.deployments} now) cannot be removed.`, action: `Remove ${n.host}` }, status, async () => {
+    // A node that holds deployments cannot be removed: say so, name them all, and offer no
+    // button that must fail.
+    const { deployments } = await gql('query($e: String!) { deployments(environment: $e) { id name project node { id } } }', { e: name });
+    const holding = deployments.filter((d) => d.node?.id === n.id);
+    if (holding.length) {
+      const dialog = infoDialog({
+        title: `Node ${n.host}:${n.port} cannot be removed yet`,
+        body: [h('p', {}, `It runs ${holding.length === 1 ? 'a deployment' : `${holding.length} deployments`}. Delete ${holding.length === 1 ? 'it' : 'them'} first (or let ${holding.length === 1 ? 'it' : 'them'} expire), then remove the node:`),
+          h('ul', { class: 'blockers' }, holding.map((d) => h('li', {}, h('a', { href: `#/deployments/${encodeURIComponent(d.id)}` }, d.name), ` (${d.project})`)))],
+      });
+      // Following a link to a deployment leaves the dialog behind.
+      dialog.addEventListener('click', (ev) => { if (ev.target.closest('a')) dialog.close('done'); });
+      return;
+    }
+    await confirmThen({ title: `Remove node ${n.host}:${n.port}?`, message: 'It is forgotten and its token destroyed; its agent is no longer dialled.', action: `Remove ${n.host}` }, status, async () => {
       await gql('mutation($id: ID!) { removeNode(id: $id) }', { id: n.id });
     });
   };

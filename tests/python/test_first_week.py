@@ -211,3 +211,29 @@ def test_actions_follow_access_live(server, browser):
     shot(page, "first-week-access-revoked")
     done(page)
     admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)
+
+
+def test_a_node_that_runs_deployments_says_why_it_cannot_be_removed_and_offers_no_button_that_must_fail(server, browser):
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createProject(input: {name: "holder", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    admin.ok('mutation { savePipeline(project: "holder", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    made = [admin.ok('mutation($n: String!) { createDeployment(project: "holder", environment: "local", name: $n) { id } }', n=n)["createDeployment"]["id"]
+            for n in ["holding-a", "holding-b"]]
+    state = lambda i: admin.ok('query($id: ID!) { deployment(id: $id) { state } }', id=i)["deployment"]["state"]
+    admin.wait_for("both placed", lambda: all(state(i) in ("DEPLOYING", "RUNNING") for i in made), timeout=120)
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto("/#/environments/local")
+    page.get_by_role("button", name="Remove").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("cannot be removed yet")
+    expect(dialog.get_by_role("link", name="holding-a")).to_be_visible()
+    expect(dialog.get_by_role("link", name="holding-b")).to_be_visible()
+    expect(dialog.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)
+    shot(page, "first-week-node-cannot-be-removed")
+    dialog.get_by_role("link", name="holding-a").click()
+    expect(page.get_by_role("heading", name="holding-a")).to_be_visible()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    done(page)
+    for i in made:
+        admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=i)
