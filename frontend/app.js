@@ -153,9 +153,18 @@ async function route() {
     console.error(e);
     if (n !== navigation) return;
     if (e.code === 'UNAUTHENTICATED') return;
-    clear(main, h('section', { class: 'panel' }, h('h1', {}, e.code === 'NOT_FOUND' ? 'Not found' : 'This page could not be shown'),
+    clear(main, e.code === 'FORBIDDEN' ? refusal(e.message) : h('section', { class: 'panel' }, h('h1', {}, e.code === 'NOT_FOUND' ? 'Not found' : 'This page could not be shown'),
       h('p', { class: 'error' }, errorText(e)), h('p', {}, h('a', { href: '#/' }, 'Go to the start'))));
   }
+}
+
+// What every page a user may not use shows, the same way: what it is for, and what to do.
+// A view throws an error with code FORBIDDEN and a sentence saying why; the router shows this.
+function refusal(why) {
+  document.title = 'Not for you · NullOps';
+  return h('section', { class: 'panel refusal', role: 'alert', dataset: { code: 'FORBIDDEN' } },
+    h('h1', {}, 'You may not use this page'), h('p', {}, why),
+    h('p', {}, 'An admin can grant your team access, or make you an admin. ', h('a', { href: '#/' }, 'Go to the start')));
 }
 
 function markNav(section) {

@@ -24,7 +24,10 @@ export const CATALOG_QUERY = `{ registries { name url hasCredentials updatedAt }
 
 export async function show(root, ctx) {
   const tabs = TABS.filter(([, , , , adminOnly]) => !adminOnly || ctx.isAdmin);
-  const tab = tabs.find(([id]) => id === (ctx.params.tab ?? 'registries'));
+  const wanted = ctx.params.tab ?? 'registries';
+  const tab = tabs.find(([id]) => id === wanted);
+  const hidden = TABS.find(([id, , , , adminOnly]) => id === wanted && adminOnly);
+  if (!tab && hidden) throw Object.assign(new Error(`The catalog's ${hidden[1].toLowerCase()} are for admins.`), { code: 'FORBIDDEN' });
   if (!tab) throw Object.assign(new Error('There is no such part of the catalog.'), { code: 'NOT_FOUND' });
   const [id, label, render, kinds, , query = CATALOG_QUERY] = tab;
   const stops = [];

@@ -77,6 +77,13 @@ export async function show(root, ctx) {
     return;
   }
   const want = ctx.query.get('project');
+  if (want && !deployable.some((p) => p.name === want)) {
+    // Asked for a project this user may not deploy: say so, never another project's form.
+    const seen = projects.some((p) => p.name === want);
+    throw Object.assign(new Error(seen
+      ? `You may look at project ${want} but not deploy it: deploying needs FULL access, which an admin grants to your team.`
+      : `There is no project ${want} that you may deploy.`), { code: seen ? 'FORBIDDEN' : 'NOT_FOUND' });
+  }
   const projectSelect = field({ label: 'Project', name: 'project', options: deployable.map((p) => p.name), value: want ?? deployable[0].name, required: true });
   const envSlot = h('div');
   const versionSlot = h('fieldset', { class: 'group' }, h('legend', {}, 'Versions'));

@@ -83,7 +83,8 @@ export async function show(root, ctx) {
       ];
     });
     clear(nodesSlot, table(['Node', 'Status', 'CPU', 'Memory', 'Deployments', 'Images ahead', ''], rows,
-      { caption: 'Nodes', empty: admin ? 'No node yet: add one, then start its agent with the command shown.' : 'No node yet.' }));
+      { caption: 'Nodes', empty: admin ? 'No node yet: add one, then start its agent with the command shown.'
+        : 'No node you may see: nodes are shown to admins and to teams granted this environment.' }));
   };
 
   const load = async () => {

@@ -13,6 +13,7 @@ const QUERY = `{ platformHealth(minutes: 60) { projections { name lagEvents lagS
 const points = (samples, key) => samples.map((s) => [Date.parse(s.at), s[key]]);
 
 export async function show(root, ctx) {
+  if (!ctx.isAdmin) throw Object.assign(new Error('The platform\'s health (read models, agents, commands) is for admins.'), { code: 'FORBIDDEN' });
   ctx.title('Platform health');
   const status = statusLine();
   const lagSlot = h('div', { class: 'table-scroll' });

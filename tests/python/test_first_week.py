@@ -237,3 +237,33 @@ def test_a_node_that_runs_deployments_says_why_it_cannot_be_removed_and_offers_n
     done(page)
     for i in made:
         admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=i)
+
+
+def test_every_page_a_user_may_not_use_says_so_the_same_way(server, browser):
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createUser(username: "rea", password: "rea-password-1") { username } }')
+    admin.ok('mutation { createTeam(name: "readers") { name } }')
+    admin.ok('mutation { addTeamMember(team: "readers", username: "rea") { name } }')
+    admin.ok('mutation { createProject(input: {name: "looked", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    admin.ok('mutation { savePipeline(project: "looked", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    admin.ok('mutation { createProject(input: {name: "deployed", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    admin.ok('mutation { savePipeline(project: "deployed", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    admin.ok('mutation { grantAccess(team: "readers", target: {kind: PROJECT, name: "looked"}, access: READ_ONLY) { name } }')
+    admin.ok('mutation { grantAccess(team: "readers", target: {kind: PROJECT, name: "deployed"}, access: FULL) { name } }')
+    page = open_page(browser, server)
+    sign_in(page, "rea", "rea-password-1")
+    refusal = page.locator(".refusal[data-code='FORBIDDEN']")
+    for path, why in [("/#/audit", "audit history is for admins"), ("/#/health", "health"), ("/#/catalog/webhooks", "webhooks are for admins"),
+                      ("/#/deployments/new?project=looked", "not deploy it")]:
+        page.goto(path)
+        expect(refusal).to_be_visible()
+        expect(refusal.get_by_role("heading", level=1)).to_have_text("You may not use this page")
+        expect(refusal).to_contain_text(why)
+        # Never another page's form or an empty admin page behind it.
+        expect(page.locator("#deploy-form")).to_have_count(0)
+        shot(page, f"first-week-refusal-{path.split('/')[-1].split('?')[0]}")
+        page.goto("/#/")
+    # A project the user may deploy still opens its form.
+    page.goto("/#/deployments/new?project=deployed")
+    expect(page.locator("#deploy-form select[name='project']")).to_have_value("deployed")
+    done(page)
