@@ -139,7 +139,8 @@ async function route() {
   try {
     const module = await import(`./views/${at.view}.js`);
     if (n !== navigation) return;
-    const root = h('div', { class: 'view' });
+    // "Loading…" stays until the view draws its first data (it replaces root's content then).
+    const root = h('div', { class: 'view' }, h('p', { class: 'loading' }, 'Loading…'));
     clear(main, root);
     const dispose = await module.show(root, ctx);
     if (n !== navigation) { dispose?.(); return; }

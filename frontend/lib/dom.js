@@ -143,7 +143,9 @@ export function facts(pairs) {
 export function notify(message, tone = '') {
   const box = document.getElementById('notices');
   if (!box) return;
-  const n = h('p', { class: `notice ${tone ? `notice-${tone}` : ''}` }, message);
+  const n = h('p', { class: `notice ${tone ? `notice-${tone}` : ''}`, title: 'Click to dismiss' }, message);
+  // A notice never stands in the way: a click dismisses it at once.
+  n.addEventListener('click', () => n.remove());
   box.append(n);
   // The newest few are enough: older ones go at once, each goes after 5 s.
   while (box.children.length > 3) box.firstElementChild.remove();

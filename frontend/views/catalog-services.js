@@ -61,6 +61,9 @@ export function servicesTab({ body, actions, data, ctx, reload, status }) {
     let asked = 0;
     const refreshPreview = () => {
       clearTimeout(timer);
+      // An answer about what was typed before is not shown while the person types on.
+      asked += 1;
+      clear(preview, 'Waiting for you to finish typing…');
       timer = setTimeout(async () => {
         const registry = registryField.querySelector('select').value;
         const image = imageField.querySelector('input').value.trim();

@@ -267,3 +267,36 @@ def test_every_page_a_user_may_not_use_says_so_the_same_way(server, browser):
     page.goto("/#/deployments/new?project=deployed")
     expect(page.locator("#deploy-form select[name='project']")).to_have_value("deployed")
     done(page)
+
+
+def test_small_things_a_first_week_meets(server, browser):
+    admin = Api(server, *ADMIN)
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    # A run's first log line says which run it is and how many steps it has.
+    admin.ok('mutation { createProject(input: {name: "wording", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
+    admin.ok('mutation { savePipeline(project: "wording", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    made = admin.ok('mutation { createDeployment(project: "wording", environment: "local", name: "wording") { id } }')["createDeployment"]["id"]
+    page.goto(f"/#/deployments/{made}")
+    expect(page.locator(".log")).to_contain_text("run 1 started: 1 step", timeout=LONG)
+    # The tag-pattern preview never shows an answer about what was typed before.
+    page.goto("/#/catalog/services")
+    page.get_by_role("button", name="Add service").click()
+    form = page.get_by_role("dialog")
+    form.get_by_label("Image", exact=True).fill("nullops/demo")
+    form.get_by_label("Selectable by whoever deploys").check()
+    form.get_by_label("Tag pattern").fill("v*")
+    preview = form.locator("#tag-preview")
+    expect(preview).to_contain_text("v1")
+    form.get_by_label("Tag pattern").press_sequentially("9z", delay=20)
+    expect(preview).not_to_contain_text("v1")
+    expect(preview).to_contain_text("No tag of nullops/demo matches v*9z")
+    form.get_by_role("button", name="Close").click()
+    # A notice is dismissed with a click.
+    page.evaluate("import('/lib/dom.js').then((m) => m.notify('A notice in the way'))")
+    notice = page.locator(".notice", has_text="A notice in the way")
+    expect(notice).to_be_visible()
+    notice.click()
+    expect(notice).to_have_count(0)
+    done(page)
+    admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)

@@ -309,7 +309,8 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
     let started = Instant::now();
     let secrets = &d.secrets.0;
     let log = |text: &str| runs.logs.write(&d.id, PIPELINE_LOG, text, secrets);
-    log(&format!("run {} of {} steps started", d.attempt, d.steps.len()));
+    let steps = d.steps.len();
+    log(&format!("run {} started: {steps} step{}", d.attempt, if steps == 1 { "" } else { "s" }));
     let needs: BTreeMap<String, BTreeSet<String>> = d.steps.iter().map(|s| (s.id.clone(), s.needs.iter().cloned().collect())).collect();
     let mut plan = RunPlan::from_needs(needs);
     let mut outputs = Outputs::new();
