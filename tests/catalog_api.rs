@@ -159,7 +159,7 @@ fn mutation_cases() -> Vec<Case> {
         },
         Case {
             query: REGISTRY_INPUT,
-            variables: |_| json!({"i": {"name": "m-reg", "url": REGISTRY, "username": "u", "password": "p"}}),
+            variables: |_| json!({"i": {"name": "m-reg", "url": REGISTRY, "username": "nullops", "password": "nullops"}}),
             allowed: ADMINS,
             seen_by: None,
         },
@@ -375,13 +375,15 @@ async fn tags_from_the_real_registry(mode: Mode) {
     assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
 
     // Wrong credentials: a clear error naming the registry.
-    admin_ok(
-        &server,
-        &admin,
-        "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { hasCredentials } }",
-        json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "wrong"}}),
-    )
-    .await;
+    // Wrong credentials are refused when saved, with the registry's answer beside the password.
+    let update = "mutation($i: RegistryUpdateInput!) { updateRegistry(input: $i) { hasCredentials } }";
+    let refused = server.gql(Some(&admin), update, json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "wrong"}})).await;
+    assert_eq!((code(&refused), refused["errors"][0]["extensions"]["field"].as_str()), ("INVALID_INPUT", Some("password")), "{refused}");
+    // Saved while the registry could not be asked, then pointed back at it: the tag listing says
+    // the registry refused them.
+    let unreachable = "http://127.0.0.1:9";
+    admin_ok(&server, &admin, update, json!({"i": {"name": "local", "url": unreachable, "username": "nullops", "password": "wrong"}})).await;
+    admin_ok(&server, &admin, update, json!({"i": {"name": "local", "url": REGISTRY}})).await;
     let r = tags("versions").await;
     assert_eq!(code(&r), "REGISTRY_AUTH_FAILED", "{r}");
     assert_eq!(r["errors"][0]["message"], "registry local refused access: it rejected the credentials");
@@ -411,7 +413,14 @@ async fn secrets_stay_sealed_and_die_with_their_keys(mode: Mode) {
     let (registry_password, first, second, kept) =
         (format!("registry-pass-{tag}"), format!("first-value-{tag}"), format!("second-value-{tag}"), format!("kept-value-{tag}"));
     admin_ok(&server, &admin, REGISTRY_INPUT, json!({"i": {"name": "local", "url": REGISTRY, "username": "nullops", "password": "nullops"}})).await;
-    admin_ok(&server, &admin, REGISTRY_INPUT, json!({"i": {"name": "decoy", "url": REGISTRY, "username": "someone", "password": registry_password}})).await;
+    // A registry that cannot be asked now (nothing listens there): its credentials are kept unchecked.
+    admin_ok(
+        &server,
+        &admin,
+        REGISTRY_INPUT,
+        json!({"i": {"name": "decoy", "url": "http://127.0.0.1:9", "username": "someone", "password": registry_password}}),
+    )
+    .await;
     admin_ok(&server, &admin, SERVICE_INPUT, service("app", "catalog-test/app", Some("v*"))).await;
     admin_ok(&server, &admin, ENV_INPUT, json!({"i": {"name": "staging", "baseDomain": "qa.example.com"}})).await;
     admin_ok(&server, &admin, PROJECT_INPUT, project("shop")).await;
@@ -429,7 +438,7 @@ async fn secrets_stay_sealed_and_die_with_their_keys(mode: Mode) {
     for expected in [
         "secret DB_PASSWORD of project shop set",
         "secret DB_PASSWORD of project shop replaced",
-        "registry decoy added at http://127.0.0.1:5050, with credentials",
+        "registry decoy added at http://127.0.0.1:9, with credentials",
     ] {
         assert!(summaries.contains(&expected), "{expected:?} in {summaries:#?}");
     }

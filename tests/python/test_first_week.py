@@ -300,3 +300,26 @@ def test_small_things_a_first_week_meets(server, browser):
     expect(notice).to_have_count(0)
     done(page)
     admin.ok('mutation($id: ID!) { deleteDeployment(id: $id) { id } }', id=made)
+
+
+def test_registry_credentials_the_registry_refuses_are_refused_when_saved(server, browser):
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto("/#/catalog/registries")
+    page.get_by_role("button", name="Add registry").click()
+    form = page.get_by_role("dialog")
+    form.get_by_label("Name", exact=True).fill("mistyped")
+    form.get_by_label("URL").fill("http://127.0.0.1:5050")
+    form.get_by_label("Username").fill("nullops")
+    form.get_by_label("Password or token").fill("not-the-password")
+    form.get_by_role("button", name="Add registry").click()
+    error = form.locator(f"#{form.get_by_label('Password or token').get_attribute('id')}-error")
+    expect(error).to_contain_text("refused these credentials")
+    shot(page, "first-week-registry-refused")
+    # Nothing typed is lost: corrected, it is saved.
+    expect(form.get_by_label("URL")).to_have_value("http://127.0.0.1:5050")
+    form.get_by_label("Password or token").fill("nullops")
+    form.get_by_role("button", name="Add registry").click()
+    expect(form).to_be_hidden()
+    expect(page.locator("tr", has_text="mistyped")).to_contain_text("stored")
+    done(page)

@@ -109,6 +109,29 @@ impl DefinitionQuery {
 }
 
 /// Seals `username:password` for registry `name`, if both are given.
+/// Refuses credentials the registry itself rejects, saying so beside the password: found now,
+/// not when a deployment cannot pull. A registry that cannot be asked now (down, or not
+/// reachable from here) is not held against the credentials.
+async fn credentials_accepted(app: &App, name: &str, url: &str, username: Option<&str>, password: Option<&str>) -> ApiResult<()> {
+    let (Some(username), Some(password)) = (username, password) else { return Ok(()) };
+    let registry = nullops_registry::Registry {
+        name: name.to_owned(),
+        url: url.trim_end_matches('/').to_owned(),
+        credentials: Some(nullops_registry::Credentials { username: username.to_owned(), password: zeroize::Zeroizing::new(password.to_owned()) }),
+    };
+    match app.registries.client().check_credentials(&registry).await {
+        Err(nullops_registry::RegistryError::Unauthorized { reason, .. }) => Err(ApiError::InvalidInput(format!(
+            "password: the registry at {} refused these credentials ({reason}): check the user name and password",
+            registry.url
+        ))),
+        Err(e) => {
+            tracing::info!(registry = %name, error = %e, "registry credentials could not be checked on save");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
 async fn seal_credentials(app: &App, name: &str, username: Option<String>, password: Option<String>) -> ApiResult<Option<Sealed>> {
     match (username, password) {
         (None, None) => Ok(None),
@@ -140,6 +163,7 @@ impl DefinitionMutation {
         request(ctx).admin()?;
         let app = app(ctx);
         DnsLabel::parse("name", &input.name)?;
+        credentials_accepted(app, &input.name, &input.url, input.username.as_deref(), input.password.as_deref()).await?;
         let credentials = seal_credentials(app, &input.name, input.username, input.password).await?;
         let definition = RegistryDefinition { name: input.name.clone(), url: input.url.trim_end_matches('/').to_owned(), credentials: credentials.clone() };
         change_catalog_sealing(ctx, CatalogAction::AddRegistry(definition), credentials.map(|c| c.key_id)).await?;
@@ -154,6 +178,7 @@ impl DefinitionMutation {
         if input.clear_credentials && (input.username.is_some() || input.password.is_some()) {
             return Err(ApiError::InvalidInput("clearCredentials: do not also give new credentials".into()));
         }
+        credentials_accepted(app, &input.name, &input.url, input.username.as_deref(), input.password.as_deref()).await?;
         let sealed = seal_credentials(app, &input.name, input.username, input.password).await?;
         let credentials = match &sealed {
             Some(s) => CredentialsChange::Set(s.clone()),

@@ -118,6 +118,21 @@ impl RegistryClient {
         .await
     }
 
+    /// Whether the registry accepts `registry`'s credentials: the API's base (`GET /v2/`),
+    /// through its authentication challenge. `Unauthorized` when it rejects them; the other
+    /// errors say it could not be asked.
+    pub async fn check_credentials(&self, registry: &Registry) -> Result<(), RegistryError> {
+        if engine::is_engine(registry) || registry.credentials.is_none() {
+            return Ok(());
+        }
+        self.bounded(registry, async {
+            let mut session = Session::new(self, registry, "")?;
+            let url = session.base.join("/v2/").map_err(|e| session.protocol(e.to_string()))?;
+            session.send(Method::GET, url).await.map(drop)
+        })
+        .await
+    }
+
     /// The digest of `repository:tag` (`sha256:…`), when the registry reports one.
     pub async fn manifest_digest(&self, registry: &Registry, repository: &str, tag: &str) -> Result<Option<String>, RegistryError> {
         if engine::is_engine(registry) {
@@ -235,8 +250,16 @@ impl<'a> Session<'a> {
             if let Some(s) = service {
                 query.append_pair("service", s);
             }
-            let fallback = format!("repository:{}:pull", self.repository);
-            query.append_pair("scope", scope.unwrap_or(&fallback));
+            // The API's base (a credentials check) names no repository: no scope is asked.
+            match (scope, self.repository.is_empty()) {
+                (Some(scope), _) => {
+                    query.append_pair("scope", scope);
+                }
+                (None, false) => {
+                    query.append_pair("scope", &format!("repository:{}:pull", self.repository));
+                }
+                (None, true) => {}
+            }
         }
         let mut request = self.client.http.get(url);
         if let Some(basic) = self.basic() {
