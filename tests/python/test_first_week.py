@@ -323,3 +323,36 @@ def test_registry_credentials_the_registry_refuses_are_refused_when_saved(server
     expect(form).to_be_hidden()
     expect(page.locator("tr", has_text="mistyped")).to_contain_text("stored")
     done(page)
+
+
+def plugin_containers(scope):
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=nullops.scope={scope}", "--filter", "label=nullops.plugin-run",
+                          "--format", "{{.ID}}"], capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_a_stop_during_a_plugin_step_leaves_no_plugin_container_running():
+    own = Server()
+    try:
+        admin = Api(own, *ADMIN)
+        private_catalog(admin, web=False)
+        admin.ok("""mutation($s: JSON!) { createPlugin(input: {name: "script", registry: "private", repository: "nullops-test/script-plugin", tag: "1",
+            parametersSchema: $s, timeoutSeconds: 600}) { name } }""", s={"type": "object", "properties": {"mode": {"type": "string"}}})
+        admin.ok('mutation { createProject(input: {name: "sleepy", environments: ["local"], cpuMillis: 400, memoryMib: 128}) { name } }')
+        admin.ok('mutation { savePipeline(project: "sleepy", pipeline: {nodes: [{id: "nap", plugin: "script", parameters: {mode: "sleep"}}]}) { version } }')
+        node = admin.ok('{ nodes(environment: "local") { id } }')["nodes"][0]["id"]
+        scope = "local-" + node.replace("-", "")[:12]
+        made = admin.ok('mutation { createDeployment(project: "sleepy", environment: "local", name: "sleepy") { id } }')["createDeployment"]["id"]
+        step = lambda: admin.ok('query($id: ID!) { deployment(id: $id) { steps { id state } } }', id=made)["deployment"]["steps"]
+        admin.wait_for("the plugin step running", lambda: any(s["id"] == "nap" and s["state"] == "RUNNING" for s in step()), timeout=120)
+        admin.wait_for("its container", lambda: plugin_containers(scope), timeout=60)
+        # SIGTERM: the platform stops, and takes the plugin's container with it.
+        own.stop()
+        assert plugin_containers(scope) == [], "a plugin container outlived the platform's stop"
+        # Started again, the interrupted run is rolled back and says so.
+        own.start()
+        admin = Api(own, *ADMIN)
+        admin.wait_for("the interrupted run failed", lambda: admin.ok('query($id: ID!) { deployment(id: $id) { state } }', id=made)["deployment"]["state"] == "FAILED",
+                       timeout=120)
+    finally:
+        own.clean_up()

@@ -328,6 +328,26 @@ impl Engine {
         PluginRunGuard { runs: self.plugin_runs.clone(), run_id: run_id.to_owned() }
     }
 
+    /// Removes the containers of the plugin runs in progress (the agent is stopping); how many.
+    pub(crate) async fn end_plugin_runs(&self) -> usize {
+        let running: HashSet<String> = self.plugin_runs.lock().expect("plugin runs lock").clone();
+        if running.is_empty() {
+            return 0;
+        }
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), LABEL_PLUGIN_RUN.to_owned()])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let Ok(containers) = self.client.list_containers(Some(options)).await else { return 0 };
+        let mut ended = 0;
+        for c in containers {
+            let run = c.labels.as_ref().and_then(|l| l.get(LABEL_PLUGIN_RUN)).cloned().unwrap_or_default();
+            let Some(id) = c.id.filter(|_| running.contains(&run)) else { continue };
+            if self.client.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await.is_ok() {
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     /// Removes plugin containers of this scope that no run in progress owns: left by a crash of
     /// the agent between starting a plugin and removing it.
     async fn sweep_plugin_leftovers(&self, _in_run: &HashSet<String>) {

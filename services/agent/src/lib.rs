@@ -233,7 +233,7 @@ impl Agent {
             tasks.spawn(reconcile_loop(engine.clone(), shared.clone(), actual_tx, running_tx, engine_changed, reconcile_every, shutdown.clone()));
         }
         tasks.spawn(prefetch::run(engine.clone(), shared.prefetch.subscribe(), held_tx, prefetch_budget_mib, shutdown.clone()));
-        tasks.spawn(usage_loop(engine, usage_tx, running, shutdown.clone()));
+        tasks.spawn(usage_loop(engine.clone(), usage_tx, running, shutdown.clone()));
         let handshakes = Arc::new(Handshakes::default());
         loop {
             let (tcp, peer) = tokio::select! {
@@ -268,8 +268,19 @@ impl Agent {
             current.cancel();
         }
         tasks.shutdown().await;
+        // A plugin's container cannot outlive this process's run of it (its input and output
+        // are attached here): each one in progress is ended now, not left running until the
+        // next start. Services keep running: the next start takes them over.
+        match tokio::time::timeout(STOP_PLUGINS_WITHIN, engine.end_plugin_runs()).await {
+            Ok(0) => {}
+            Ok(ended) => tracing::info!(plugins = ended, "ended the plugin containers of runs in progress"),
+            Err(_) => tracing::warn!("could not end every plugin container within {} s; the next start sweeps the rest", STOP_PLUGINS_WITHIN.as_secs()),
+        }
     }
 }
+
+/// Bound on ending the plugin containers in progress when the agent stops.
+const STOP_PLUGINS_WITHIN: Duration = Duration::from_secs(3);
 
 /// The handshakes going on, oldest first, each with a token that drops it.
 #[derive(Default)]
