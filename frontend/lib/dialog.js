@@ -44,9 +44,10 @@ export function formDialog({ title, fields, submit = 'Save', run, intro, wide })
 }
 
 // Shows `body` (and a Close button) in a dialog: for things shown once, such as a token.
-export function infoDialog({ title, body, onClose }) {
+export function infoDialog({ title, body, onClose, wide }) {
   const dialog = frame(title, h('div', { class: 'dialog-body' }, body),
     h('div', { class: 'dialog-actions' }, h('button', { type: 'button', class: 'btn btn-primary', onclick: () => dialog.close('done') }, 'Done')));
+  if (wide) dialog.classList.add('dialog-wide');
   return open(dialog, { onClose });
 }
 

@@ -10,7 +10,7 @@ import { field, text } from '../lib/forms.js';
 import { describe, values } from '../lib/schema.js';
 
 export const WEBHOOKS_QUERY = `{ webhooks { id url events project environment
-  deliveries(first: 50) { eventId event subject state madeAt nextAttemptAt attempts { attempt at status error millis } } }
+  deliveries(first: 50) { eventId event subject about state madeAt nextAttemptAt attempts { attempt at status error millis } } }
   projects { name } environments { name } }`;
 
 function showSecret(title, secret) {
@@ -20,12 +20,24 @@ function showSecret(title, secret) {
   ] });
 }
 
+// One attempt in a line.
+function attemptText(a) {
+  return [`${shortTime(a.at)}: `, a.error ? h('span', { class: 'error' }, a.error) : `answered ${a.status}`, ` (${a.millis} ms)`];
+}
+
+// A delivery's attempts: the latest in a line, the earlier ones folded away behind their count.
+function attemptsCell(d) {
+  if (!d.attempts.length) return h('span', { class: 'muted' }, d.nextAttemptAt ? `first attempt ${shortTime(d.nextAttemptAt)}` : 'none');
+  const [latest, ...earlier] = [...d.attempts].reverse();
+  const next = d.nextAttemptAt ? h('small', { class: 'muted' }, ` — next ${shortTime(d.nextAttemptAt)}`) : null;
+  return [h('div', {}, `#${latest.attempt} `, attemptText(latest), next),
+    earlier.length ? h('details', { class: 'earlier-attempts' }, h('summary', {}, `${earlier.length} earlier attempt${earlier.length === 1 ? '' : 's'}`),
+      h('ol', { class: 'attempts' }, earlier.reverse().map((a) => h('li', {}, attemptText(a))))) : null];
+}
+
 function deliveriesTable(w) {
-  return table(['Made', 'Event', 'About', 'State', 'Attempts'], w.deliveries.map((d) => [
-    shortTime(d.madeAt), h('code', {}, d.event), d.subject, badge(d.state),
-    d.attempts.length ? h('ol', { class: 'attempts' }, d.attempts.map((a) => h('li', {},
-      `${shortTime(a.at)}: `, a.error ? h('span', { class: 'error' }, a.error) : `answered ${a.status}`, ` (${a.millis} ms)`)))
-      : h('span', { class: 'muted' }, d.nextAttemptAt ? `first attempt ${shortTime(d.nextAttemptAt)}` : 'none'),
+  return table(['Made', 'Event', 'About', 'State', 'Latest attempt'], w.deliveries.map((d) => [
+    shortTime(d.madeAt), h('code', {}, d.event.replace(/^io\.nullops\./, '')), h('span', { title: d.subject }, d.about), badge(d.state), attemptsCell(d),
   ]), { caption: `Deliveries to ${w.url}`, empty: 'Nothing delivered yet.' });
 }
 
@@ -76,7 +88,7 @@ export function webhooksTab({ body, actions, data, reload, status }) {
     const fresh = async () => (await gql(WEBHOOKS_QUERY)).webhooks.find((x) => x.id === w.id) ?? w;
     const slot = h('div', { class: 'table-scroll' }, deliveriesTable(await fresh()));
     const refresh = h('button', { type: 'button', class: 'btn btn-small', onclick: async () => clear(slot, deliveriesTable(await fresh())) }, 'Refresh');
-    infoDialog({ title: `Deliveries to ${w.url}`, body: [h('p', {}, 'The last deliveries, newest first, each with its attempts. ', refresh), slot] })
+    infoDialog({ title: `Deliveries to ${w.url}`, wide: true, body: [h('p', {}, 'The last deliveries, newest first, each with its latest attempt (earlier ones folded). ', refresh), slot] })
       .classList.add('dialog-wide');
   }
 

@@ -244,7 +244,9 @@ def test_an_admin_adds_a_webhook_in_the_console_and_sees_its_deliveries(server, 
     page.get_by_role("button", name=f"Deliveries to {receiver.url}/console").click()
     deliveries = page.get_by_role("dialog")
     refresh = deliveries.get_by_role("button", name="Refresh")
-    expect(deliveries).to_contain_text("io.nullops.deployment.created")
+    expect(deliveries).to_contain_text("deployment.created")
+    # What it is about, in words, not a stream id.
+    expect(deliveries).to_contain_text("deployment told-in-console (other in local)")
 
     def answered():
         refresh.click()

@@ -70,6 +70,7 @@ impl WebhookGql {
         for d in rows::of_webhook(&app.read_models, self.0.webhook_id, first).await? {
             let attempts = rows::attempts(&app.read_models, d.webhook_id, &d.event_id).await?;
             out.push(DeliveryGql {
+                about: about(&d.subject, &d.body),
                 event_id: d.event_id,
                 event: d.topic,
                 subject: d.subject,
@@ -86,6 +87,41 @@ impl WebhookGql {
     }
 }
 
+/// What a delivery is about, in words, from the CloudEvent it carries (as it was when made):
+/// `deployment pr-7 (shop in staging)`, `node 10.0.0.5:5000`, `project shop, pipeline version
+/// 4`; its subject when the body says none of these.
+fn about(subject: &str, body: &str) -> String {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else { return subject.to_owned() };
+    let details = &event["data"]["details"];
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    if let Some(name) = text(&details["deployment"]["name"]) {
+        let project = text(&details["deployment"]["project"]).unwrap_or_default();
+        let environment = text(&details["deployment"]["environment"]).unwrap_or_default();
+        return format!("deployment {name} ({project} in {environment})");
+    }
+    if let (Some(host), Some(port)) = (text(&details["node"]["host"]), details["node"]["port"].as_u64()) {
+        return format!("node {host}:{port}");
+    }
+    if let (Some(project), Some(version)) = (text(&details["project"]), details["version"].as_u64()) {
+        return format!("project {project}, pipeline version {version}");
+    }
+    subject.to_owned()
+}
+
+#[cfg(test)]
+mod about_tests {
+    use super::about;
+
+    #[test]
+    fn a_delivery_says_what_it_is_about_in_words() {
+        let deployment = r#"{"data": {"details": {"deployment": {"name": "pr-7", "project": "shop", "environment": "staging"}}}}"#;
+        assert_eq!(about("deployment/0191", deployment), "deployment pr-7 (shop in staging)");
+        assert_eq!(about("node/1", r#"{"data": {"details": {"node": {"host": "10.0.0.5", "port": 5000}}}}"#), "node 10.0.0.5:5000");
+        assert_eq!(about("project/1", r#"{"data": {"details": {"project": "shop", "version": 4}}}"#), "project shop, pipeline version 4");
+        assert_eq!(about("project/1", "not json"), "project/1");
+    }
+}
+
 /// One event sent to one webhook.
 #[derive(SimpleObject)]
 #[graphql(name = "WebhookDelivery")]
@@ -95,6 +131,8 @@ pub struct DeliveryGql {
     /// The CloudEvent's `type`.
     event: String,
     subject: String,
+    /// What it is about, in words: the deployment's name, the node's address, the project.
+    about: String,
     /// PENDING, DELIVERED or ABANDONED.
     state: String,
     made_at: DateTime<Utc>,
