@@ -434,9 +434,52 @@ fn describe(action: &NodeAction) -> String {
     match action {
         NodeAction::StartService { service } => format!("start service {service}"),
         NodeAction::RunPlugin { plugin, image, parameters } => {
-            let digest = image.digest.as_deref().map(|d| format!("@{d}")).unwrap_or_default();
-            format!("run plugin {plugin} ({}/{}:{}{digest}) with {parameters}", image.registry, image.repository, image.tag)
+            format!("run plugin {plugin} ({}:{} from registry {}) with {parameters}", image.repository, image.tag, image.registry)
         }
+    }
+}
+
+/// A digest as people compare them: its first 12 hex digits.
+fn short_digest(digest: Option<&str>) -> String {
+    digest.map_or_else(|| "none".to_owned(), |d| d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect())
+}
+
+/// A parameter's value as it reads in a diff: strings bare, anything else as JSON.
+fn parameter_text(value: Option<&serde_json::Value>) -> String {
+    match value {
+        None => "(unset)".into(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Only what changed between two actions of one node: `mode: short → long`, `service api →
+/// web`, the image's tag or digest; the whole action only when its kind changed.
+fn changed_fields(old: &NodeAction, new: &NodeAction) -> String {
+    match (old, new) {
+        (NodeAction::StartService { service: a }, NodeAction::StartService { service: b }) => format!("service {a} → {b}"),
+        (NodeAction::RunPlugin { plugin: pa, image: ia, parameters: xa }, NodeAction::RunPlugin { plugin: pb, image: ib, parameters: xb }) => {
+            let mut parts = Vec::new();
+            if pa != pb {
+                parts.push(format!("plugin {pa} → {pb}"));
+            }
+            if (&ia.registry, &ia.repository, &ia.tag) != (&ib.registry, &ib.repository, &ib.tag) {
+                parts.push(format!("image {}:{} → {}:{}", ia.repository, ia.tag, ib.repository, ib.tag));
+            } else if ia.digest != ib.digest {
+                parts.push(format!("image digest {} → {}", short_digest(ia.digest.as_deref()), short_digest(ib.digest.as_deref())));
+            }
+            let parse = |x: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(x).unwrap_or_default();
+            let (before, after) = (parse(xa), parse(xb));
+            let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+            for key in keys {
+                let (was, now) = (before.get(key), after.get(key));
+                if was != now {
+                    parts.push(format!("{key}: {} → {}", parameter_text(was), parameter_text(now)));
+                }
+            }
+            parts.join("; ")
+        }
+        _ => format!("{} → {}", describe(old), describe(new)),
     }
 }
 
@@ -449,7 +492,7 @@ pub fn diff(old: &PipelineGraph, new: &PipelineGraph) -> Vec<Change> {
         match new_nodes.get(id) {
             None => changes.push(Change { kind: ChangeKind::Removed, subject: format!("node {id}"), detail: describe(action) }),
             Some(now) if now != action => {
-                changes.push(Change { kind: ChangeKind::Changed, subject: format!("node {id}"), detail: format!("{} => {}", describe(action), describe(now)) })
+                changes.push(Change { kind: ChangeKind::Changed, subject: format!("node {id}"), detail: changed_fields(action, now) })
             }
             Some(_) => {}
         }
@@ -714,6 +757,30 @@ mod tests {
         assert_eq!(v2.version, 2);
         let changes = diff(&v1.graph, &v2.graph);
         assert_eq!(changes, [Change { kind: ChangeKind::Added, subject: "node api2".into(), detail: "start service api".into() }]);
+    }
+
+    #[test]
+    fn a_changed_node_shows_only_what_changed() {
+        let image =
+            |tag: &str, digest: &str| PinnedImage { registry: "reg".into(), repository: "reg/plugin-ok".into(), tag: tag.into(), digest: Some(digest.into()) };
+        let run = |tag: &str, digest: &str, parameters: &str| NodeAction::RunPlugin {
+            plugin: "check".into(),
+            image: image(tag, digest),
+            parameters: parameters.into(),
+        };
+        let graph = |action: NodeAction| PipelineGraph { nodes: vec![PipelineNode { id: "db".into(), action }], edges: vec![] };
+        // One parameter changed: that parameter, not the node twice with its digest.
+        let changes = diff(&graph(run("1", "sha256:aaaa", r#"{"mode":"short","n":1}"#)), &graph(run("1", "sha256:aaaa", r#"{"mode":"long","n":1}"#)));
+        assert_eq!(changes, [Change { kind: ChangeKind::Changed, subject: "node db".into(), detail: "mode: short → long".into() }]);
+        // A new tag, a parameter set and one unset.
+        let changes = diff(&graph(run("1", "sha256:aaaa", r#"{"mode":"short"}"#)), &graph(run("2", "sha256:bbbb", r#"{"n":2}"#)));
+        assert_eq!(changes[0].detail, "image reg/plugin-ok:1 → reg/plugin-ok:2; mode: short → (unset); n: (unset) → 2");
+        // Only the digest (the tag was pushed again).
+        let changes = diff(&graph(run("1", "sha256:aaaaaaaaaaaaaaaa", "{}")), &graph(run("1", "sha256:bbbbbbbbbbbbbbbb", "{}")));
+        assert_eq!(changes[0].detail, "image digest aaaaaaaaaaaa → bbbbbbbbbbbb");
+        // A whole new kind of step is shown whole, the registry apart from the repository.
+        let changes = diff(&graph(NodeAction::StartService { service: "api".into() }), &graph(run("1", "sha256:aaaa", "{}")));
+        assert_eq!(changes[0].detail, "start service api → run plugin check (reg/plugin-ok:1 from registry reg) with {}");
     }
 
     #[test]
