@@ -27,17 +27,47 @@ function imagesCell(n) {
       h('code', {}, i.image), ' ', i.present ? h('span', { class: 'ok-line' }, 'held') : h('span', { class: 'muted' }, i.detail || 'not held')))));
 }
 
-// Shows a node's new token and the command that starts its agent: once, with copy buttons.
-function credentials(title, creds, note) {
-  infoDialog({
-    title,
+// A command to copy, under its heading.
+function copyable(heading, id, text, what) {
+  return [h('h3', {}, heading), h('div', { class: 'copyable' }, h('pre', { class: 'secret-once', id }, text), copyButton(text, 'Copy', what))];
+}
+
+// Whether the control plane reaches the node's agent, in words, as the node is now.
+function reached(n) {
+  if (!n) return 'Waiting for the node…';
+  if (n.status === 'ONLINE') return `Connected: the agent at ${n.host}:${n.port} answers (agent ${n.agentVersion ?? 'unknown'}).`;
+  return `Not reached yet at ${n.host}:${n.port}${n.statusDetail ? `: ${n.statusDetail}` : ''}. It is tried again every few seconds.`;
+}
+
+// Shows a node's new token and the ways to start its agent (once, with copy buttons), and then
+// whether the control plane reaches it, live.
+function credentials(title, creds, note, environment) {
+  const load = `curl -fsS ${window.location.origin}${creds.imagePath} | docker load`;
+  const found = h('p', { class: 'reach', role: 'status', 'aria-live': 'polite', id: 'node-reach' }, reached(null));
+  const dialog = infoDialog({
+    title, wide: true,
     body: [
       h('p', { class: 'callout' }, 'Copy these now: the token is shown only this once (only its hash is kept).'),
-      h('h3', {}, 'Token'), h('div', { class: 'copyable' }, h('pre', { class: 'secret-once', id: 'node-token' }, creds.token), copyButton(creds.token, 'Copy', 'the token')),
-      h('h3', {}, 'Start the agent on the node'), h('div', { class: 'copyable' }, h('pre', { class: 'secret-once', id: 'node-command' }, creds.runCommand), copyButton(creds.runCommand, 'Copy', 'the command')),
+      ...copyable('Token', 'node-token', creds.token, 'the token'),
+      ...copyable('1. On the node: load the agent\'s image from this server', 'node-load', load, 'the image command'),
+      ...copyable('2. Start the agent', 'node-command', creds.runCommand, 'the command'),
+      h('details', {}, h('summary', {}, 'Or run it as a process, without Docker\'s image'),
+        ...copyable('With the nullops binary on the node', 'node-agent-command', creds.agentCommand, 'the agent command')),
       h('p', { class: 'hint' }, note),
+      h('h3', {}, 'What the control plane finds'), found,
     ],
+    onClose: () => stop(),
   });
+  // The dialog follows the node until it is closed.
+  const id = creds.node.id;
+  const show = (n) => { found.textContent = reached(n); found.dataset.status = n?.status ?? ''; };
+  gql(`query($e: String!) { nodes(environment: $e) { ${NODE} } }`, { e: environment }).then(({ nodes }) => show(nodes.find((n) => n.id === id))).catch(() => {});
+  const stop = live(`subscription($e: String) { nodesUpdated(environment: $e) { id node { ${NODE} } } }`, { e: environment }, {
+    next: ({ nodesUpdated: u }) => { if (u.id === id) show(u.node); },
+    resync: () => {},
+    error: () => {},
+  });
+  return dialog;
 }
 
 export async function show(root, ctx) {
@@ -121,17 +151,17 @@ export async function show(root, ctx) {
       field({ label: 'Agent port', name: 'port', type: 'number', min: 1, max: 65535, value: 5000, required: true, check: rules.port }),
     ],
     run: async (d) => {
-      const { addNode: creds } = await gql('mutation($e: String!, $h: String!, $p: Int!) { addNode(environment: $e, host: $h, port: $p) { token runCommand node { id } } }',
+      const { addNode: creds } = await gql('mutation($e: String!, $h: String!, $p: Int!) { addNode(environment: $e, host: $h, port: $p) { token runCommand agentCommand imagePath node { id } } }',
         { e: name, h: text(d, 'host'), p: int(d, 'port') });
       await load();
-      credentials(`Node ${text(d, 'host')} added`, creds, 'Run the command on the node. It shows here as ONLINE once the control plane reaches it.');
+      credentials(`Node ${text(d, 'host')} added`, creds, 'Run the two commands on the node (or the process instead). Its agent listens only on the address given.', name);
     },
   });
 
   const rotate = async (n) => {
     await confirmThen({ title: `Rotate the token of ${n.host}:${n.port}?`, message: 'The current token stops working at once and the agent is disconnected until it is restarted with the new one.', action: `Rotate ${n.host}'s token`, danger: false }, status, async () => {
-      const { rotateNodeToken } = await gql('mutation($id: ID!) { rotateNodeToken(id: $id) { token runCommand } }', { id: n.id });
-      credentials(`New token for ${n.host}:${n.port}`, rotateNodeToken, 'Restart the agent with this token: the old one no longer works.');
+      const { rotateNodeToken } = await gql('mutation($id: ID!) { rotateNodeToken(id: $id) { token runCommand agentCommand imagePath node { id } } }', { id: n.id });
+      credentials(`New token for ${n.host}:${n.port}`, rotateNodeToken, 'Restart the agent with this token: the old one no longer works.', name);
     });
   };
 

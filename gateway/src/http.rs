@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(crate::frontend::routes())
+        .merge(crate::agent_image::routes().with_state(app.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(crate::previews::hook_routes(app.clone()))
         .merge(axum::Router::new().route("/metrics", get(crate::metrics::api_handler)).with_state(app.clone()))

@@ -5,6 +5,7 @@
 //! Queries read read models only; subscriptions are fed from the bus ([`live`]). The gateway never
 //! writes to a read model.
 
+pub mod agent_image;
 pub mod auth;
 mod bootstrap;
 mod catalog;
@@ -22,6 +23,7 @@ pub mod metrics;
 mod origin;
 pub mod previews;
 mod schema;
+pub mod tarball;
 pub mod webhooks;
 
 pub use bootstrap::{bootstrap_admin, bootstrap_catalog};

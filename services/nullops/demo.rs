@@ -63,8 +63,7 @@ async fn label_of(docker: &Docker, image: &str) -> Option<String> {
     inspected.config?.labels?.get(BINARY_LABEL).cloned()
 }
 
-/// A tar archive as it is streamed to the engine.
-type Archive = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+use nullops_gateway::tarball::{self, Archive};
 
 async fn build(docker: &Docker, name: &str, identity: &str, body: Archive, bound: Duration) -> anyhow::Result<()> {
     let options = BuildImageOptions {
@@ -89,67 +88,11 @@ async fn build(docker: &Docker, name: &str, identity: &str, body: Archive, bound
 
 /// A tar archive, streamed: `Dockerfile`, and the file at `binary` as `nullops` when given.
 async fn tar_stream(dockerfile: &str, binary: Option<(std::path::PathBuf, u64)>) -> anyhow::Result<Archive> {
-    let mut head = Vec::with_capacity(2048);
-    head.extend_from_slice(&tar_header("Dockerfile", dockerfile.len() as u64, 0o644)?);
-    head.extend_from_slice(dockerfile.as_bytes());
-    head.resize(head.len() + padding(dockerfile.len() as u64), 0);
+    let head = tarball::entry("Dockerfile", dockerfile.as_bytes(), 0o644)?;
     let mut parts: Vec<Archive> = vec![futures::stream::once(async { Ok(Bytes::from(head)) }).boxed()];
     if let Some((path, len)) = binary {
-        let file = tokio::fs::File::open(&path).await.with_context(|| format!("reading {}", path.display()))?;
-        parts.push(futures::stream::once(futures::future::ready(tar_header("nullops", len, 0o755).map(Bytes::from))).boxed());
-        parts.push(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed());
-        parts.push(futures::stream::once(async move { Ok(Bytes::from(vec![0u8; padding(len)])) }).boxed());
+        parts.push(tarball::file_entry("nullops", &path, len, 0o755).await.with_context(|| format!("reading {}", path.display()))?);
     }
-    // Two empty blocks end the archive.
-    parts.push(futures::stream::once(async { Ok(Bytes::from(vec![0u8; 1024])) }).boxed());
+    parts.push(futures::stream::once(async { Ok(Bytes::from_static(&tarball::END)) }).boxed());
     Ok(futures::stream::iter(parts).flatten().boxed())
-}
-
-fn padding(len: u64) -> usize {
-    ((512 - len % 512) % 512) as usize
-}
-
-/// A ustar header for a regular file.
-fn tar_header(name: &str, size: u64, mode: u32) -> std::io::Result<Vec<u8>> {
-    if name.len() > 99 || size >= 8 << 30 {
-        return Err(std::io::Error::other(format!("{name} does not fit a tar header")));
-    }
-    let mut h = vec![0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    let octal = |h: &mut [u8], at: usize, width: usize, value: u64| {
-        let text = format!("{value:0w$o}", w = width - 1);
-        h[at..at + width - 1].copy_from_slice(text.as_bytes());
-    };
-    octal(&mut h, 100, 8, u64::from(mode));
-    octal(&mut h, 108, 8, 0);
-    octal(&mut h, 116, 8, 0);
-    octal(&mut h, 124, 12, size);
-    octal(&mut h, 136, 12, 0);
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    // The checksum is computed with its own field as spaces.
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-    let text = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(text.as_bytes());
-    Ok(h)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tar_headers_are_ustar_with_a_valid_checksum() {
-        let h = tar_header("Dockerfile", 1234, 0o644).unwrap();
-        assert_eq!(&h[257..262], b"ustar");
-        assert_eq!(&h[124..135], b"00000002322");
-        let stored = u64::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
-        let mut blank = h.clone();
-        blank[148..156].copy_from_slice(b"        ");
-        assert_eq!(stored, blank.iter().map(|&b| u64::from(b)).sum::<u64>());
-        assert_eq!(padding(512), 0);
-        assert_eq!(padding(513), 511);
-    }
 }

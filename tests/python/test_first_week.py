@@ -356,3 +356,44 @@ def test_a_stop_during_a_plugin_step_leaves_no_plugin_container_running():
                        timeout=120)
     finally:
         own.clean_up()
+
+
+def test_the_node_install_line_works_and_the_dialog_says_what_it_finds(server, browser):
+    import requests
+    admin = Api(server, *ADMIN)
+    admin.ok('mutation { createEnvironment(input: {name: "installed", baseDomain: "localhost"}) { name } }')
+    port = free_port()
+    page = open_page(browser, server, width=1440, height=1000)
+    sign_in(page, *ADMIN)
+    page.goto("/#/environments/installed")
+    page.get_by_role("button", name="Add node").click()
+    form = page.get_by_role("dialog")
+    form.get_by_label("Host name or IP address").fill("127.0.0.1")
+    form.get_by_label("Agent port").fill(str(port))
+    form.get_by_role("button", name=re.compile("^Add")).click()
+    shown = page.get_by_role("dialog")
+    expect(shown.locator("#node-command")).to_contain_text(f"-p 127.0.0.1:{port}:5000")
+    load, run = shown.locator("#node-load").inner_text(), shown.locator("#node-command").inner_text()
+    assert load == f"curl -fsS {server.base}/agent-image.tar | docker load", load
+    assert f"--listen 127.0.0.1:{port}" in shown.locator("#node-agent-command").text_content()
+    expect(shown.locator("#node-reach")).to_contain_text("Not reached yet")
+
+    # On the node: the image comes from the server (here fetched as curl would), then the command runs.
+    image = requests.get(f"{server.base}/agent-image.tar", timeout=300)
+    assert image.status_code == 200 and image.headers["content-type"] == "application/x-tar"
+    loaded = subprocess.run(["docker", "load"], input=image.content, capture_output=True, timeout=300)
+    assert loaded.returncode == 0 and b"nullops/agent:" in loaded.stdout, loaded
+    name = f"nullops-agent-{uuid.uuid4().hex[:8]}"
+    command = run.replace("--name nullops-agent", f"--name {name}").replace("nullops-agent:/data", f"{name}:/data").replace("\\\n", " ")
+    try:
+        started = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr
+        # Bound to the address given, not every interface.
+        ports = subprocess.run(["docker", "port", name], capture_output=True, text=True, check=True).stdout
+        assert f"127.0.0.1:{port}" in ports and "0.0.0.0" not in ports, ports
+        expect(shown.locator("#node-reach")).to_contain_text("Connected: the agent at", timeout=LONG)
+        shot(page, "first-week-node-installed")
+        done(page)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)

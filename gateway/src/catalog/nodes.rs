@@ -11,6 +11,8 @@ use nullops_events::catalog::AccessTarget;
 use nullops_events::node::Refusal;
 use nullops_projections::nodes::{self as read, link, NodeRow};
 use nullops_store::commands::load;
+
+use crate::agent_image::{AGENT_IMAGE, AGENT_IMAGE_PATH};
 use nullops_wire::NodeToken;
 use uuid::Uuid;
 
@@ -20,7 +22,6 @@ use crate::schema::{app, request, time};
 use crate::App;
 
 /// The image `addNode` tells admins to run.
-const AGENT_IMAGE: &str = concat!("nullops/agent:", env!("CARGO_PKG_VERSION"));
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(name = "NodeStatus", remote = "nullops_domain::node::NodeStatus")]
@@ -190,16 +191,40 @@ pub struct NodeCredentials {
     node: NodeGql,
     /// The agent's NULLOPS_AGENT_TOKEN. Only its hash is kept: copy it now.
     token: String,
-    /// The command that starts the agent on the node, with the token filled in.
+    /// Runs the agent's container on the node, with the token filled in and its port bound to
+    /// the node's address only. Its image comes from this server: load it first with
+    /// `curl -fsS SERVER/agent-image.tar | docker load` (`imagePath`).
     run_command: String,
+    /// Or runs the agent as a process, the same `nullops` binary: `nullops agent`.
+    agent_command: String,
+    /// Where this server serves the agent's image, for `docker load`.
+    image_path: String,
 }
 
-fn run_command(port: u16, token: &NodeToken) -> String {
-    format!(
-        "docker run -d --name nullops-agent --restart unless-stopped -p {port}:5000 -e NULLOPS_AGENT_TOKEN={} \
-         -v /var/run/docker.sock:/var/run/docker.sock -v nullops-agent:/data {AGENT_IMAGE}",
-        token.expose()
-    )
+impl NodeCredentials {
+    fn new(node: NodeRow, token: &NodeToken) -> Self {
+        let (run_command, agent_command) = install_commands(&node.host, node.port, token);
+        NodeCredentials { node: NodeGql(node), token: token.expose().to_owned(), run_command, agent_command, image_path: AGENT_IMAGE_PATH.to_owned() }
+    }
+}
+
+/// How to start the agent on a node at `host:port`: as a container of the image this server
+/// serves, and as a process. The agent listens on the address the admin gave when it is an IP
+/// address (a name may resolve to any of the node's addresses: then on all of them).
+fn install_commands(host: &str, port: u16, token: &NodeToken) -> (String, String) {
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
+    let (publish, listen) = match ip {
+        Some(std::net::IpAddr::V6(v6)) => (format!("[{v6}]:{port}:5000"), format!("[{v6}]:{port}")),
+        Some(ip) => (format!("{ip}:{port}:5000"), format!("{ip}:{port}")),
+        None => (format!("{port}:5000"), format!("0.0.0.0:{port}")),
+    };
+    let token = token.expose();
+    let docker = format!(
+        "docker run -d --name nullops-agent --restart unless-stopped -p {publish} -e NULLOPS_AGENT_TOKEN={token} \
+         -v /var/run/docker.sock:/var/run/docker.sock -v nullops-agent:/data {AGENT_IMAGE}"
+    );
+    let process = format!("NULLOPS_AGENT_TOKEN={token} nullops agent --listen {listen} --data-dir /var/lib/nullops-agent");
+    (docker, process)
 }
 
 async fn node_row(app: &App, node_id: Uuid) -> ApiResult<NodeRow> {
@@ -272,7 +297,7 @@ impl NodeMutation {
         let token = NodeToken::generate();
         let add = |sealed: Option<_>| NodeAction::Add { node_id, environment, environment_exists, host, port, token_hash: sealed.expect("sealed") };
         let row = change_node(ctx, node_id, add, Some(&token)).await?;
-        Ok(NodeCredentials { node: NodeGql(row), run_command: run_command(port, &token), token: token.expose().to_owned() })
+        Ok(NodeCredentials::new(row, &token))
     }
 
     /// Issues a new token (admins): the old one stops working at once, the live connection is
@@ -281,8 +306,7 @@ impl NodeMutation {
         let node_id = parse_id(&id)?;
         let token = NodeToken::generate();
         let row = change_node(ctx, node_id, |sealed| NodeAction::RotateToken { token_hash: sealed.expect("sealed") }, Some(&token)).await?;
-        let port = row.port;
-        Ok(NodeCredentials { node: NodeGql(row), run_command: run_command(port, &token), token: token.expose().to_owned() })
+        Ok(NodeCredentials::new(row, &token))
     }
 
     /// Revokes the node's token (admins): the agent is disconnected at once and not dialled again
