@@ -41,7 +41,24 @@ impl Lab {
         let scope = format!("NULLOPS_AGENT_SCOPE=t{}-{agent}", self.id);
         let volume = format!("{name}:/data");
         let ip = self.ip(host);
-        let mut args = vec!["run", "-d", "--name", &name, "--network", &self.network, "--ip", &ip, "-e", &env, "-e", &scope];
+        // Every refused connection is logged at debug level (warnings of one kind come once a
+        // minute): the tests count them to see the connector's redials.
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &self.network,
+            "--ip",
+            &ip,
+            "-e",
+            &env,
+            "-e",
+            &scope,
+            "-e",
+            "NULLOPS_LOG=info,nullops_agent::handshake=debug",
+        ];
         args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", &volume, "nullops/agent:latest"]);
         args.extend(extra);
         must(&args);

@@ -58,12 +58,13 @@ pub(crate) fn refused(why: Refusal, peer: &SocketAddr, reason: &str) {
     if let Some(metrics) = nullops_metrics::recording() {
         metrics.agent_refused_connections.get_or_create(&nullops_metrics::RefusalLabels { reason: why }).inc();
     }
-    if let Some(quiet) = QUIET[why as usize].allow() {
-        if quiet > 0 {
-            tracing::warn!(%peer, %reason, "refused a connection ({quiet} more of this kind in the last minute; see nullops_agent_refused_connections_total)");
-        } else {
-            tracing::warn!(%peer, %reason, "refused a connection");
+    match QUIET[why as usize].allow() {
+        Some(0) => tracing::warn!(%peer, %reason, "refused a connection"),
+        Some(quiet) => {
+            tracing::warn!(%peer, %reason, "refused a connection ({quiet} more of this kind in the last minute; see nullops_agent_refused_connections_total)")
         }
+        // Each one is still there for whoever turns this module's debug level on.
+        None => tracing::debug!(%peer, %reason, "refused a connection"),
     }
 }
 
