@@ -27,6 +27,21 @@ def server():
     s.clean_up()
 
 
+def project_running_api(admin, name):
+    """A project on the local environment whose pipeline starts service api."""
+    admin.ok('mutation($n: String!) { createProject(input: {name: $n, environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }', n=name)
+    admin.ok('mutation($n: String!) { savePipeline(project: $n, pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }', n=name)
+
+
+def add_dialog(browser, server, path, button):
+    """An admin's page at `path` with the dialog its `button` opens."""
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto(path)
+    page.get_by_role("button", name=button).click()
+    return page, page.get_by_role("dialog")
+
+
 class StandaloneAgent:
     """A `nullops agent` process as a node of its own environment, on this machine's engine."""
 
@@ -132,12 +147,8 @@ def test_the_editor_asks_before_an_unsaved_drawing_is_left_inside_the_app(server
 
 
 def test_a_failing_health_check_is_visible_while_the_service_starts_and_no_path_is_assumed(server, browser):
-    page = open_page(browser, server)
-    sign_in(page, *ADMIN)
     # The form assumes no path: HTTP asks for one the image serves.
-    page.goto("/#/catalog/services")
-    page.get_by_role("button", name="Add service").click()
-    form = page.get_by_role("dialog")
+    page, form = add_dialog(browser, server, "/#/catalog/services", "Add service")
     form.get_by_label("Health check").select_option("http")
     expect(form.get_by_label("Path", exact=True)).to_have_value("")
     form.get_by_role("button", name="Close").click()
@@ -192,8 +203,7 @@ def test_actions_follow_access_live(server, browser):
     admin.ok('mutation { createUser(username: "fay", password: "fay-password-1") { username } }')
     admin.ok('mutation { createTeam(name: "fayteam") { name } }')
     admin.ok('mutation { addTeamMember(team: "fayteam", username: "fay") { name } }')
-    admin.ok('mutation { createProject(input: {name: "granted", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
-    admin.ok('mutation { savePipeline(project: "granted", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    project_running_api(admin, "granted")
     admin.ok('mutation { grantAccess(team: "fayteam", target: {kind: PROJECT, name: "granted"}, access: FULL) { name } }')
     made = admin.ok('mutation { createDeployment(project: "granted", environment: "local", name: "granted") { id } }')["createDeployment"]["id"]
     page = open_page(browser, server)
@@ -215,8 +225,7 @@ def test_actions_follow_access_live(server, browser):
 
 def test_a_node_that_runs_deployments_says_why_it_cannot_be_removed_and_offers_no_button_that_must_fail(server, browser):
     admin = Api(server, *ADMIN)
-    admin.ok('mutation { createProject(input: {name: "holder", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
-    admin.ok('mutation { savePipeline(project: "holder", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    project_running_api(admin, "holder")
     made = [admin.ok('mutation($n: String!) { createDeployment(project: "holder", environment: "local", name: $n) { id } }', n=n)["createDeployment"]["id"]
             for n in ["holding-a", "holding-b"]]
     state = lambda i: admin.ok('query($id: ID!) { deployment(id: $id) { state } }', id=i)["deployment"]["state"]
@@ -244,10 +253,8 @@ def test_every_page_a_user_may_not_use_says_so_the_same_way(server, browser):
     admin.ok('mutation { createUser(username: "rea", password: "rea-password-1") { username } }')
     admin.ok('mutation { createTeam(name: "readers") { name } }')
     admin.ok('mutation { addTeamMember(team: "readers", username: "rea") { name } }')
-    admin.ok('mutation { createProject(input: {name: "looked", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
-    admin.ok('mutation { savePipeline(project: "looked", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
-    admin.ok('mutation { createProject(input: {name: "deployed", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
-    admin.ok('mutation { savePipeline(project: "deployed", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    project_running_api(admin, "looked")
+    project_running_api(admin, "deployed")
     admin.ok('mutation { grantAccess(team: "readers", target: {kind: PROJECT, name: "looked"}, access: READ_ONLY) { name } }')
     admin.ok('mutation { grantAccess(team: "readers", target: {kind: PROJECT, name: "deployed"}, access: FULL) { name } }')
     page = open_page(browser, server)
@@ -274,8 +281,7 @@ def test_small_things_a_first_week_meets(server, browser):
     page = open_page(browser, server)
     sign_in(page, *ADMIN)
     # A run's first log line says which run it is and how many steps it has.
-    admin.ok('mutation { createProject(input: {name: "wording", environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }')
-    admin.ok('mutation { savePipeline(project: "wording", pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }')
+    project_running_api(admin, "wording")
     made = admin.ok('mutation { createDeployment(project: "wording", environment: "local", name: "wording") { id } }')["createDeployment"]["id"]
     page.goto(f"/#/deployments/{made}")
     expect(page.locator(".log")).to_contain_text("run 1 started: 1 step", timeout=LONG)
@@ -303,11 +309,7 @@ def test_small_things_a_first_week_meets(server, browser):
 
 
 def test_registry_credentials_the_registry_refuses_are_refused_when_saved(server, browser):
-    page = open_page(browser, server)
-    sign_in(page, *ADMIN)
-    page.goto("/#/catalog/registries")
-    page.get_by_role("button", name="Add registry").click()
-    form = page.get_by_role("dialog")
+    page, form = add_dialog(browser, server, "/#/catalog/registries", "Add registry")
     form.get_by_label("Name", exact=True).fill("mistyped")
     form.get_by_label("URL").fill("http://127.0.0.1:5050")
     form.get_by_label("Username").fill("nullops")
