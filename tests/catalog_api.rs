@@ -668,6 +668,65 @@ async fn limits_too_small_to_split_among_the_services_are_refused_when_saved() {
     server.stop().await;
 }
 
+/// Outgoing URLs (registries, webhooks, forges) that point at the platform itself or inside a
+/// network no admin allowed are refused where they are saved, on their field, saying what to
+/// do; what is allowed by name is called. Loopback stands for every private range here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_urls_reach_neither_the_platform_nor_unallowed_private_addresses() {
+    push("egress-test/app", &["v1"]);
+    let backend = Backend::new(Mode::Embedded).await;
+    // Given an admin who allows the name localhost only
+    let server = Server::start_with(&backend, &[("NULLOPS_ALLOWED_PRIVATE_TARGETS", "localhost")]).await;
+    let admin = server.admin().await;
+    let api = server.addr.port();
+    let ingress = server.ingress.expect("an ingress").port();
+    let refused_on = |r: &Value, field: &str, says: &str| {
+        assert_eq!((code(r), r["errors"][0]["extensions"]["field"].as_str()), ("INVALID_INPUT", Some(field)), "{r}");
+        let message = r["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains("os error") && !message.contains("tcp"), "our words only: {message}");
+    };
+    let webhook = "mutation($u: String!) { createWebhook(input: {url: $u, events: [PIPELINE_SAVED]}) { webhook { id } } }";
+    // When a webhook points at the platform's own API or ingress, even by an allowed name
+    for port in [api, ingress] {
+        let r = server.gql(Some(&admin), webhook, json!({"u": format!("http://localhost:{port}/graphql")})).await;
+        refused_on(&r, "url", &format!("localhost port {port} is NullOps itself"));
+    }
+    // Or at an address no admin allowed: the cloud's metadata service, loopback by address
+    let r = server.gql(Some(&admin), webhook, json!({"u": "http://169.254.169.254/latest/meta-data/"})).await;
+    refused_on(&r, "url", "169.254.169.254 is a link-local address: NullOps calls such addresses only where its server allows them by name or range (NULLOPS_ALLOWED_PRIVATE_TARGETS)");
+    let r = server.gql(Some(&admin), REGISTRY_INPUT, json!({"i": {"name": "inside", "url": "http://127.0.0.1:5050"}})).await;
+    refused_on(&r, "url", "127.0.0.1 is a loopback address");
+    let r = server.gql(Some(&admin), REGISTRY_INPUT, json!({"i": {"name": "inside", "url": "http://[::ffff:127.0.0.1]:5050"}})).await;
+    refused_on(&r, "url", "is a loopback address");
+    let r = server.gql(Some(&admin), REGISTRY_INPUT, json!({"i": {"name": "inside", "url": "http://10.20.30.40"}})).await;
+    refused_on(&r, "url", "10.20.30.40 is a private address");
+    // Then nothing was stored
+    let stored = admin_ok(&server, &admin, "{ registries { name } webhooks { id } }", json!({})).await;
+    assert_eq!(stored, json!({"registries": [{"name": "docker-hub"}], "webhooks": []}));
+    // And what is allowed by name is saved and called: the credentials are checked, the tags listed
+    let local = json!({"i": {"name": "local", "url": "http://localhost:5050", "username": "nullops", "password": "wrong"}});
+    let r = server.gql(Some(&admin), REGISTRY_INPUT, local).await;
+    refused_on(&r, "password", "refused these credentials");
+    let local = json!({"i": {"name": "local", "url": "http://localhost:5050", "username": "nullops", "password": "nullops"}});
+    admin_ok(&server, &admin, REGISTRY_INPUT, local).await;
+    admin_ok(&server, &admin, SERVICE_INPUT, service("app", "egress-test/app", None)).await;
+    let tags = admin_ok(&server, &admin, "{ availableTags(service: \"app\", refresh: true) }", json!({})).await;
+    assert_eq!(tags["availableTags"], json!(["v1"]));
+    // A forge's API by an allowed name is linked
+    admin_ok(&server, &admin, ENV_INPUT, json!({"i": {"name": "staging", "baseDomain": "qa.example.com"}})).await;
+    admin_ok(&server, &admin, PROJECT_INPUT, project("shop")).await;
+    let link = "mutation($u: String!) { linkRepository(project: \"shop\", provider: GITLAB, repository: \"team/shop\", apiUrl: $u, \
+                webhookSecret: \"a-webhook-secret\", token: \"glpat-token\", service: \"app\") { apiUrl } }";
+    let r = server.gql(Some(&admin), link, json!({"u": format!("http://127.0.0.1:{ingress}/api/v4")})).await;
+    refused_on(&r, "apiUrl", &format!("127.0.0.1 port {ingress} is NullOps itself"));
+    let r = server.gql(Some(&admin), link, json!({"u": "http://10.20.30.40/api/v4"})).await;
+    refused_on(&r, "apiUrl", "10.20.30.40 is a private address");
+    let linked = admin_ok(&server, &admin, link, json!({"u": "http://localhost:9/api/v4"})).await;
+    assert_eq!(linked["linkRepository"]["apiUrl"], "http://localhost:9/api/v4");
+    server.stop().await;
+}
+
 /// 160 `setSecret`s to one project, 16 at a time, none of them conflicting in what it asks: each
 /// succeeds (no CONFLICT), and every secret is there. In production the writes go through two
 /// servers, so they race across processes too.

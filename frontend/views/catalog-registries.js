@@ -25,7 +25,7 @@ export function registriesTab({ body, actions, data, ctx, reload, status }) {
   function edit(r) {
     const fields = [
       r ? null : field({ label: 'Name', name: 'name', required: true, check: rules.dnsLabel, hint: 'How services and plugins refer to it, such as ghcr or company.' }),
-      field({ label: 'URL', name: 'url', type: 'url', required: true, value: r?.url, placeholder: 'https://registry.example.com', hint: 'The base URL of its HTTP API v2.' }),
+      field({ label: 'URL', name: 'url', type: 'url', required: true, value: r?.url, placeholder: 'https://registry.example.com', hint: 'The base URL of its HTTP API v2. Inside a private network only where the server allows it (NULLOPS_ALLOWED_PRIVATE_TARGETS).' }),
       r?.hasCredentials ? h('p', { class: 'hint' }, 'Credentials are stored. Enter a username and password to replace them, or remove them.') : null,
       field({ label: 'Username', name: 'username', autocomplete: 'off', hint: r ? 'Leave both empty to keep what is stored.' : 'Leave both empty for an anonymous registry.' }),
       field({ label: 'Password or token', name: 'password', type: 'password', autocomplete: 'new-password' }),

@@ -68,7 +68,7 @@ export function webhooksTab({ body, actions, data, reload, status }) {
     formDialog({
       title: 'Add a webhook', submit: 'Add webhook', wide: true,
       fields: [
-        field({ label: 'URL', name: 'url', type: 'url', required: true, placeholder: 'https://ci.example.com/hooks/nullops', hint: 'http:// or https://; loopback and private addresses are allowed.' }),
+        field({ label: 'URL', name: 'url', type: 'url', required: true, placeholder: 'https://ci.example.com/hooks/nullops', hint: 'http:// or https://. Addresses inside private networks only where the server allows them (NULLOPS_ALLOWED_PRIVATE_TARGETS).' }),
         events,
         field({ label: 'Only project', name: 'project', options: [['', 'every project'], ...data.projects.map((p) => p.name)] }),
         field({ label: 'Only environment', name: 'environment', options: [['', 'every environment'], ...data.environments.map((e) => e.name)] }),

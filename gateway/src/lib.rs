@@ -54,6 +54,9 @@ pub struct App {
     pub live: live::Live,
     pub keyring: Arc<nullops_keyring::Keyring>,
     pub registries: TagLister,
+    /// Where the platform's own calls (webhooks, forges, registries) may go: URLs are vetted
+    /// with it on save, and every client that calls them resolves through it.
+    pub egress: Arc<nullops_egress::Egress>,
     /// The catalog as this process last decided it: commands and checks read only newer events.
     pub catalog: StateCache<nullops_domain::catalog::Catalog>,
     pub config: GatewayConfig,

@@ -55,6 +55,8 @@ impl Platform {
             .env("NULLOPS_NO_LOCAL_AGENT", "false")
             .env("NULLOPS_LOG", "warn")
             .env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0")
+            // The benchmarks' registry is the machine's own.
+            .env("NULLOPS_ALLOWED_PRIVATE_TARGETS", "127.0.0.0/8")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;

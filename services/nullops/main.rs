@@ -177,6 +177,12 @@ pub struct ServeArgs {
     /// cookie, comma-separated (e.g. https://nullops.example.com when a proxy rewrites Host).
     #[arg(long, env = "NULLOPS_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// Names and ranges inside private networks that webhooks, forges and registries may be
+    /// at, comma-separated: host names, *.domain wildcards, addresses and ranges such as
+    /// 10.0.0.0/8. Loopback, link-local, private and this machine's own addresses are refused
+    /// otherwise; NullOps's own listeners always.
+    #[arg(long, env = "NULLOPS_ALLOWED_PRIVATE_TARGETS", default_value = "")]
+    allowed_private_targets: String,
     #[command(flatten)]
     ingress: IngressArgs,
 }

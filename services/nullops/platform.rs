@@ -256,11 +256,15 @@ pub struct LocalNode {
 }
 
 /// Serves `/metrics` without authentication on `listen`, when given: the platform's state too
-/// when `app` is given, else what this process counts.
+/// when `app` is given (which then never calls it), else what this process counts.
 pub async fn serve_metrics(listen: Option<SocketAddr>, app: Option<Arc<nullops_gateway::App>>) -> anyhow::Result<()> {
     let Some(listen) = listen else { return Ok(()) };
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("the metrics cannot listen on {listen}"))?;
-    println!("Metrics at http://{}/metrics", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    if let Some(app) = &app {
+        app.egress.listening(addr);
+    }
+    println!("Metrics at http://{addr}/metrics");
     let router = nullops_gateway::metrics::open_router(app);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -271,6 +275,7 @@ pub async fn serve_metrics(listen: Option<SocketAddr>, app: Option<Arc<nullops_g
 }
 
 pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metrics_listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let egress = Arc::new(nullops_egress::Egress::new(&args.allowed_private_targets).map_err(|e| anyhow!(e))?);
     let shutdown = CancellationToken::new();
     let projections = nullops_projections::all();
     let mut tasks = tokio::task::JoinSet::new();
@@ -288,7 +293,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
     let ingress = if args.no_ingress {
         public_origin(&args.ingress, args.ingress.ingress_listen.port())
     } else {
-        start_ingress(&b, &args.ingress, &mut tasks, &shutdown).await?
+        start_ingress(&b, &args.ingress, &mut tasks, &shutdown, &egress).await?
     };
     let app = Arc::new(App {
         store: b.store.clone(),
@@ -298,7 +303,8 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
         throttle: nullops_gateway::auth::LoginThrottle::new(b.read_models.clone()),
         live,
         keyring,
-        registries: TagLister::new(REGISTRY_DEADLINE),
+        registries: TagLister::new(REGISTRY_DEADLINE, egress.clone()),
+        egress,
         catalog: StateCache::new(1),
         config: GatewayConfig {
             session_ttl: Duration::from_secs(args.session_ttl_secs),
@@ -322,6 +328,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
     if let (Some(local), Some(data_dir)) = (&local, &b.data_dir) {
         match local_agent::start(&b.store, &app.keyring, local.listen, data_dir).await {
             Ok(agent) => {
+                app.egress.listening(agent.local_addr());
                 tasks.spawn(agent.serve(shutdown.clone()));
                 offer_demo = local.demo;
             }
@@ -341,6 +348,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
     serve_metrics(metrics_listen, Some(app.clone())).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    app.egress.listening(addr);
     println!("NullOps is up: http://{addr}/ (GraphQL API at http://{addr}/graphql)");
     if offer_demo {
         tasks.spawn(demo(app.clone(), addr));
@@ -454,6 +462,7 @@ async fn start_ingress(
     args: &IngressArgs,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &CancellationToken,
+    egress: &nullops_egress::Egress,
 ) -> anyhow::Result<nullops_ingress::PublicOrigin> {
     let tls = match (&args.ingress_tls_cert, &args.ingress_tls_key) {
         (Some(cert), Some(key)) => Some(nullops_ingress::tls::server_config(cert, key)?),
@@ -468,6 +477,7 @@ async fn start_ingress(
         .await
         .with_context(|| format!("the ingress cannot listen on {}", args.ingress_listen))?;
     let addr = ingress.local_addr();
+    egress.listening(addr);
     println!("NullOps ingress is up: {}://{addr}/ (serving SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN)", if ingress.is_tls() { "https" } else { "http" });
     tasks.spawn(nullops_ingress::live::follow(routes, b.read_models.clone(), b.bus.clone(), shutdown.clone()));
     tasks.spawn(ingress.serve(shutdown.clone()));
@@ -501,7 +511,8 @@ async fn sample_traffic(read_models: nullops_projections::ReadModelDb, shutdown:
 pub async fn run_ingress(b: Backends, args: &IngressArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    start_ingress(&b, args, &mut tasks, &shutdown).await?;
+    // Alone, it makes no calls of its own that its listener could be the target of.
+    start_ingress(&b, args, &mut tasks, &shutdown, &nullops_egress::Egress::default()).await?;
     wait_for_signal().await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from standardwebhooks import Webhook
 
 from conftest import BIN
-from test_console import ADMIN, Api, Server, done, free_port, open_page, private_catalog, shot, sign_in
+from test_console import ADMIN, Api, Server, done, field_error, free_port, open_page, private_catalog, shot, sign_in
 
 LIFE = ["io.nullops.deployment.created", "io.nullops.deployment.running", "io.nullops.deployment.deleted"]
 
@@ -321,6 +321,58 @@ def test_a_failed_delivery_says_why_in_our_words(server):
         errors = lambda: [a["error"] for d in admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { attempts { error } } } }", id=made)["webhook"]["deliveries"]
                           for a in d["attempts"]]
         said = admin.wait_for("a failed attempt", errors, timeout=60)
-        assert said[0] == "connection refused: nothing listens at the endpoint's address", said
+        assert said[0] == "connection refused: nothing listens at its address", said
     finally:
         admin.ok("mutation($id: ID!) { deleteWebhook(id: $id) }", id=made)
+
+
+def test_calls_go_only_where_an_admin_allows_and_the_console_says_why(browser):
+    """Issue 22, defect 20. A webhook saved for `localhost` while the admin allowed that name is
+    not called once the allowance is withdrawn: a name is judged each time it is resolved for a
+    connection, not once when it was saved. The attempt says why in our words. The console
+    refuses the platform's own address, and the cloud's metadata service, beside the URL field."""
+    receiver = Receiver()
+    s = Server(env={"NULLOPS_ALLOWED_PRIVATE_TARGETS": "localhost"})
+    try:
+        admin = Api(s, *ADMIN)
+        admin.ok("""mutation { createProject(input: {name: "egress", environments: ["local"], cpuMillis: 200, memoryMib: 128}) { name } }""")
+        admin.ok("""mutation { createService(input: {name: "web", registry: "docker-hub", image: "library/nginx", tagMode: PINNED, tag: "1", port: 80}) { name } }""")
+        url = f"http://localhost:{receiver.server.server_address[1]}/hooks"
+        made = admin.ok('mutation($u: String!) { createWebhook(input: {url: $u, events: [PIPELINE_SAVED]}) { webhook { id } } }', u=url)["createWebhook"]["webhook"]["id"]
+        save = lambda n: admin.ok('mutation($n: String!) { savePipeline(project: "egress", pipeline: {nodes: [{id: $n, service: "web"}]}) { version } }', n=n)
+        attempts = lambda: [a for d in admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { attempts { status error } } } }", id=made)["webhook"]["deliveries"]
+                            for a in d["attempts"]]
+        save("first")
+        admin.wait_for("the first save told", lambda: len(receiver.accepted()) == 1, timeout=60)
+        # The admin withdraws the allowance.
+        s.stop()
+        s.env["NULLOPS_ALLOWED_PRIVATE_TARGETS"] = ""
+        s.start()
+        admin = Api(s, *ADMIN)
+        save("second")
+        refused = admin.wait_for("an attempt refused", lambda: [a for a in attempts() if a["status"] is None], timeout=60)
+        assert refused[0]["error"].startswith("not called: localhost (") and " is a loopback address: " in refused[0]["error"], refused
+        assert refused[0]["error"].endswith("NullOps calls such addresses only where its server allows them by name or range (NULLOPS_ALLOWED_PRIVATE_TARGETS)"), refused
+        assert len(receiver.accepted()) == 1, "nothing reached the receiver"
+
+        page = open_page(browser, s, width=1280, height=900)
+        sign_in(page, *ADMIN)
+        page.goto("/#/catalog/webhooks")
+        page.get_by_role("button", name="Add webhook").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("URL").fill(f"http://127.0.0.1:{s.port}/graphql")
+        dialog.get_by_label("pipeline saved").check()
+        dialog.get_by_role("button", name="Add webhook").click()
+        error = field_error(page, "URL", dialog)
+        expect(error).to_contain_text(f"127.0.0.1 port {s.port} is NullOps itself (its API, ingress, agent or metrics): it never calls itself")
+        shot(page, "webhooks-03-own-address-refused")
+        dialog.get_by_label("URL").fill("http://169.254.169.254/latest/meta-data/")
+        dialog.get_by_role("button", name="Add webhook").click()
+        expect(error).to_contain_text("169.254.169.254 is a link-local address")
+        expect(error).to_contain_text("NULLOPS_ALLOWED_PRIVATE_TARGETS")
+        shot(page, "webhooks-04-metadata-refused")
+        done(page)
+        assert [w["url"] for w in admin.ok("{ webhooks { url } }")["webhooks"]] == [url], "nothing more stored"
+    finally:
+        receiver.server.shutdown()
+        s.clean_up()

@@ -59,7 +59,9 @@ impl Backend {
             .env_remove("NULLOPS_MASTER_KEY")
             .env("NULLOPS_NO_LOCAL_AGENT", "true")
             .env("NULLOPS_NO_DEMO", "true")
-            .env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0");
+            .env("NULLOPS_INGRESS_LISTEN", "127.0.0.1:0")
+            // Registries, webhook receivers and forges stand in on loopback here.
+            .env("NULLOPS_ALLOWED_PRIVATE_TARGETS", "127.0.0.0/8,::1,localhost");
         match &self.database_url {
             Some(url) => cmd.env("NULLOPS_DATABASE_URL", url).env("NULLOPS_MASTER_KEY", &self.master_key),
             None => cmd.env("NULLOPS_DATA_DIR", &self.data_dir).env_remove("NULLOPS_DATABASE_URL"),

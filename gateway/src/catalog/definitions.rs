@@ -163,6 +163,7 @@ impl DefinitionMutation {
         request(ctx).admin()?;
         let app = app(ctx);
         DnsLabel::parse("name", &input.name)?;
+        super::callable(app, "url", &input.url).await?;
         credentials_accepted(app, &input.name, &input.url, input.username.as_deref(), input.password.as_deref()).await?;
         let credentials = seal_credentials(app, &input.name, input.username, input.password).await?;
         let definition = RegistryDefinition { name: input.name.clone(), url: input.url.trim_end_matches('/').to_owned(), credentials: credentials.clone() };
@@ -178,6 +179,7 @@ impl DefinitionMutation {
         if input.clear_credentials && (input.username.is_some() || input.password.is_some()) {
             return Err(ApiError::InvalidInput("clearCredentials: do not also give new credentials".into()));
         }
+        super::callable(app, "url", &input.url).await?;
         credentials_accepted(app, &input.name, &input.url, input.username.as_deref(), input.password.as_deref()).await?;
         let sealed = seal_credentials(app, &input.name, input.username, input.password).await?;
         let credentials = match &sealed {

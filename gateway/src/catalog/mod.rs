@@ -26,6 +26,7 @@ pub(crate) use types::{AccessGql, HealthCheckGql};
 use async_graphql::Context;
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CatalogState, CATALOG_KEY};
 use nullops_domain::{access, Issuer, Principal};
+use nullops_egress::Refusal;
 use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, SecretEvent};
 use nullops_events::node::NodeEvent;
 use nullops_events::DomainEvent;
@@ -152,5 +153,15 @@ impl Viewer {
     pub(crate) fn access(&self, targets: &[AccessTarget]) -> Option<Access> {
         let held = self.grants.iter().filter(|g| targets.iter().any(|t| t.kind() == g.target_kind && t.name() == g.target_name)).map(|g| g.access);
         access::effective(self.is_admin(), held)
+    }
+}
+
+/// Refuses a URL the platform must not call (itself, or an address inside a network that no
+/// admin allowed) as INVALID_INPUT on `field`, when it is saved rather than when it is first
+/// called. A malformed URL is left to the catalog's own check, which says what shape it needs.
+pub(crate) async fn callable(app: &App, field: &str, url: &str) -> ApiResult<()> {
+    match app.egress.vet(url).await {
+        Err(refusal @ (Refusal::Inside { .. } | Refusal::OwnListener { .. })) => Err(ApiError::InvalidInput(format!("{field}: {refusal}"))),
+        Ok(_) | Err(Refusal::Scheme | Refusal::NoHost | Refusal::NoSuchName { .. }) => Ok(()),
     }
 }

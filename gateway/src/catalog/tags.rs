@@ -28,9 +28,9 @@ pub struct TagLister {
 }
 
 impl TagLister {
-    /// `deadline` bounds every registry call.
-    pub fn new(deadline: Duration) -> Self {
-        TagLister { client: RegistryClient::new(deadline), cache: Mutex::new(HashMap::new()) }
+    /// `deadline` bounds every registry call; `egress` says where they may go.
+    pub fn new(deadline: Duration, egress: Arc<nullops_egress::Egress>) -> Self {
+        TagLister { client: RegistryClient::new(deadline, egress), cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn client(&self) -> &RegistryClient {

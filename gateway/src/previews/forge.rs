@@ -2,8 +2,10 @@
 //! one comment on the request, kept up to date. GitHub's REST API (statuses, issue comments)
 //! and GitLab's v4 API (commit statuses, merge request notes), at the link's `apiUrl`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use nullops_egress::{Egress, Failure};
 use nullops_events::catalog::{Forge, RepositoryLink};
 use serde_json::{json, Value};
 
@@ -34,19 +36,17 @@ impl StatusState {
 }
 
 /// The HTTP client every forge call goes through: bounded, no redirects followed (the token
-/// must not be sent on to another host).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(CALL_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("nullops/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("an HTTP client with no TLS customisation builds")
+/// must not be sent on to another host), names resolved as `egress` allows.
+pub fn client(egress: &Arc<Egress>) -> reqwest::Client {
+    egress.client(
+        reqwest::Client::builder().timeout(CALL_TIMEOUT).redirect(reqwest::redirect::Policy::none()).user_agent(concat!("nullops/", env!("CARGO_PKG_VERSION"))),
+    )
 }
 
 /// One linked repository's API, with its token.
 pub struct ForgeApi<'a> {
     pub http: &'a reqwest::Client,
+    pub egress: &'a Egress,
     pub link: &'a RepositoryLink,
     pub token: &'a str,
 }
@@ -73,16 +73,25 @@ impl ForgeApi<'_> {
     /// Sends `request`; the answer's JSON when it is a success. The error names the call, never
     /// the token.
     async fn send(&self, what: &str, request: reqwest::RequestBuilder) -> Result<Value, CallError> {
-        let answer = request.send().await.map_err(|e| CallError {
+        let unanswered = |failure: Failure| CallError {
             status: None,
-            message: if e.is_timeout() { format!("{what}: no answer within {} s", CALL_TIMEOUT.as_secs()) } else { format!("{what}: {e}") },
+            message: match failure {
+                Failure::TimedOut => format!("{what}: no answer within {} s", CALL_TIMEOUT.as_secs()),
+                f => format!("{what}: {f}"),
+            },
+        };
+        let request = request.build().map_err(|_| unanswered(Failure::Failed))?;
+        self.egress.admit(request.url()).await.map_err(|refusal| unanswered(Failure::Refused(refusal)))?;
+        let answer = self.http.execute(request).await.map_err(|e| {
+            tracing::info!(forge = ?self.link.forge, error = %e, "a forge call got no answer");
+            unanswered(nullops_egress::failure(&e))
         })?;
         let status = answer.status();
         if !status.is_success() {
             return Err(CallError { status: Some(status.as_u16()), message: format!("{what}: the forge answered {status}") });
         }
         // Bounded: an answer is a small JSON object.
-        let bytes = answer.bytes().await.map_err(|e| CallError { status: None, message: format!("{what}: {e}") })?;
+        let bytes = answer.bytes().await.map_err(|e| unanswered(nullops_egress::failure(&e)))?;
         Ok(serde_json::from_slice(&bytes[..bytes.len().min(1 << 20)]).unwrap_or(Value::Null))
     }
 

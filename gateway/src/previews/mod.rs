@@ -225,6 +225,9 @@ impl PreviewMutation {
             return Err(ApiError::InvalidInput("token: give the forge's API token that may post commit statuses and comments".into()));
         }
         let forge = Forge::from(provider);
+        if let Some(url) = api_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            crate::catalog::callable(app, "apiUrl", url).await?;
+        }
         let credentials = ForgeCredentials { webhook_secret, token: token.trim().to_owned() };
         let clear = zeroize::Zeroizing::new(serde_json::to_vec(&credentials).map_err(ApiError::internal)?);
         let sealed = app.keyring.seal(&clear, &repository_credentials_purpose(project_id)).await?;

@@ -63,7 +63,8 @@ pub struct PreviewProcess {
 
 impl PreviewProcess {
     pub fn new(app: Arc<App>) -> Self {
-        PreviewProcess { app, http: forge::client(), in_flight: Arc::default() }
+        let http = forge::client(&app.egress);
+        PreviewProcess { app, http, in_flight: Arc::default() }
     }
 }
 
@@ -392,7 +393,7 @@ async fn tell_forge(
         return Ok(());
     }
     let credentials = super::hooks::unseal(app, catalog, link).await?;
-    let api = ForgeApi { http, link, token: &credentials.token };
+    let api = ForgeApi { http, egress: &app.egress, link, token: &credentials.token };
     if let (true, Some((state, description, url)), Some(key)) = (status_due, &outcome.status, status_key) {
         api.status(&row.head_sha, *state, description, url.as_deref()).await.map_err(|e| e.message)?;
         progress.reported = key;

@@ -21,6 +21,8 @@ use nullops_store::commands::StateCache;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use nullops_egress::Failure;
+
 use super::sign;
 use crate::App;
 
@@ -56,11 +58,7 @@ pub struct WebhookProcess {
 
 impl WebhookProcess {
     pub fn new(app: Arc<App>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client with no TLS customisation builds");
+        let http = app.egress.client(reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).redirect(reqwest::redirect::Policy::none()));
         WebhookProcess { app, catalog: StateCache::new(1), http, endpoints: Arc::default(), pruned: Mutex::new(None) }
     }
 
@@ -264,29 +262,10 @@ impl Saga for WebhookProcess {
 
 /// Why an attempt got no answer, as a person reads it in the deliveries' list: a class of
 /// failure in our words (the library's text goes to the log).
-fn unanswered(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
-    }
-    // The I/O error beneath, if any, tells refused from unreachable.
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused: nothing listens at the endpoint's address".into(),
-                std::io::ErrorKind::TimedOut => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof => {
-                    "the endpoint closed the connection before answering".into()
-                }
-                _ => "the endpoint cannot be reached (its name, route or TLS)".into(),
-            };
-        }
-        source = inner.source();
-    }
-    if e.is_connect() {
-        "the endpoint cannot be reached (its name, route or TLS)".into()
-    } else {
-        "the request failed before the endpoint answered".into()
+fn unanswered(failure: &Failure) -> String {
+    match failure {
+        Failure::TimedOut => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+        f => f.to_string(),
     }
 }
 
@@ -337,33 +316,7 @@ fn choose(pending: &[DeliveryRow], endpoint: &Endpoint, now: i64, room: usize) -
 async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> bool {
     let attempt = d.attempts + 1;
     let started = Instant::now();
-    let outcome = match app.keyring.unseal(&webhook.secret, &webhook_secret_purpose(webhook.webhook_id)).await {
-        Err(e) => Err((None, format!("the signing secret cannot be read: {e}"))),
-        Ok(secret) => {
-            let secret = String::from_utf8_lossy(&secret).into_owned();
-            let timestamp = Timestamp::now().0 / 1_000_000;
-            match sign::signature(&secret, &d.event_id, timestamp, &d.body) {
-                None => Err((None, "the signing secret is not a whsec_ secret".to_owned())),
-                Some(signature) => {
-                    let request = http
-                        .post(&webhook.url)
-                        .header("content-type", "application/cloudevents+json")
-                        .header("webhook-id", &d.event_id)
-                        .header("webhook-timestamp", timestamp.to_string())
-                        .header("webhook-signature", signature)
-                        .body(d.body.clone());
-                    match request.send().await {
-                        Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
-                        Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
-                        Err(e) => {
-                            tracing::info!(webhook = %webhook.webhook_id, error = %e, "a webhook delivery got no answer");
-                            Err((None, unanswered(&e)))
-                        }
-                    }
-                }
-            }
-        }
-    };
+    let outcome = post(app, http, webhook, d).await;
     let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let now = Timestamp::now().0;
     let delivered = outcome.is_ok();
@@ -379,6 +332,36 @@ async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d:
         tracing::warn!(webhook = %webhook.webhook_id, error = %e, "cannot record a webhook delivery attempt; it will be sent again");
     }
     delivered
+}
+
+/// Posts `d` to the webhook's endpoint, signed: the status it answered, or why it did not
+/// deliver (the status when it answered, and what a person reads).
+async fn post(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> Result<u16, (Option<u16>, String)> {
+    let secret = app
+        .keyring
+        .unseal(&webhook.secret, &webhook_secret_purpose(webhook.webhook_id))
+        .await
+        .map_err(|e| (None, format!("the signing secret cannot be read: {e}")))?;
+    let secret = String::from_utf8_lossy(&secret).into_owned();
+    let timestamp = Timestamp::now().0 / 1_000_000;
+    let signature = sign::signature(&secret, &d.event_id, timestamp, &d.body).ok_or((None, "the signing secret is not a whsec_ secret".to_owned()))?;
+    let url = reqwest::Url::parse(&webhook.url).map_err(|_| (None, "its URL is not a URL".to_owned()))?;
+    app.egress.admit(&url).await.map_err(|refusal| (None, unanswered(&Failure::Refused(refusal))))?;
+    let request = http
+        .post(url)
+        .header("content-type", "application/cloudevents+json")
+        .header("webhook-id", &d.event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(d.body.clone());
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+        Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
+        Err(e) => {
+            tracing::info!(webhook = %webhook.webhook_id, error = %e, "a webhook delivery got no answer");
+            Err((None, unanswered(&nullops_egress::failure(&e))))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -211,6 +211,7 @@ impl WebhookMutation {
     /// this once.
     async fn create_webhook(&self, ctx: &Context<'_>, input: WebhookInput) -> ApiResult<WebhookWithSecret> {
         request(ctx).admin()?;
+        crate::catalog::callable(app(ctx), "url", &input.url).await?;
         let webhook_id = Uuid::now_v7();
         let (secret, sealed) = fresh_secret(ctx, webhook_id).await?;
         let definition = WebhookDefinition {

@@ -9,9 +9,11 @@
 mod challenge;
 pub mod engine;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use nullops_egress::Egress;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 use zeroize::Zeroizing;
@@ -56,6 +58,8 @@ pub enum RegistryError {
 
 /// Tags per page asked of the registry.
 pub const PAGE_SIZE: u32 = 100;
+/// Redirects followed at most (blob and token hosts).
+const MAX_REDIRECTS: usize = 5;
 /// Pages followed at most: a registry that keeps linking onward cannot keep us forever.
 const MAX_PAGES: usize = 1000;
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -64,6 +68,8 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, applicati
 #[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// Where calls may go: a registry's URL, its redirects and its token realm are judged.
+    egress: Arc<Egress>,
     /// Bound on one whole operation, every page and token request included.
     deadline: Duration,
 }
@@ -80,14 +86,15 @@ struct TokenResponse {
 }
 
 impl RegistryClient {
-    pub fn new(deadline: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(deadline.min(Duration::from_secs(5)))
-            .timeout(deadline)
-            .user_agent(concat!("nullops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a client with rustls and no proxies builds");
-        RegistryClient { http, deadline }
+    pub fn new(deadline: Duration, egress: Arc<Egress>) -> Self {
+        let http = egress.client(
+            reqwest::Client::builder()
+                .connect_timeout(deadline.min(Duration::from_secs(5)))
+                .timeout(deadline)
+                .redirect(egress.redirects(MAX_REDIRECTS))
+                .user_agent(concat!("nullops/", env!("CARGO_PKG_VERSION"))),
+        );
+        RegistryClient { http, egress, deadline }
     }
 
     /// Every tag of `repository`, in the registry's order.
@@ -186,18 +193,21 @@ impl<'a> Session<'a> {
     }
 
     fn transport(&self, e: reqwest::Error) -> RegistryError {
-        if e.is_timeout() {
-            RegistryError::TimedOut { registry: self.registry.name.clone(), secs: self.client.deadline.as_secs().max(1) }
-        } else {
-            // The innermost cause says what happened (connection refused, DNS, TLS).
-            let mut reason = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                reason = s.to_string();
-                source = s.source();
+        match nullops_egress::failure(&e) {
+            nullops_egress::Failure::TimedOut => RegistryError::TimedOut { registry: self.registry.name.clone(), secs: self.client.deadline.as_secs().max(1) },
+            failure => {
+                tracing::info!(registry = %self.registry.name, error = %e, "a registry call got no answer");
+                RegistryError::Unreachable { registry: self.registry.name.clone(), reason: failure.to_string() }
             }
-            RegistryError::Unreachable { registry: self.registry.name.clone(), reason }
         }
+    }
+
+    /// `url` when this platform may call it; else why not, as a registry error.
+    async fn admitted(&self, url: &Url) -> Result<(), RegistryError> {
+        self.client.egress.admit(url).await.map_err(|refusal| RegistryError::Unreachable {
+            registry: self.registry.name.clone(),
+            reason: nullops_egress::Failure::Refused(refusal).to_string(),
+        })
     }
 
     fn basic(&self) -> Option<HeaderValue> {
@@ -211,6 +221,7 @@ impl<'a> Session<'a> {
     }
 
     async fn send_once(&self, method: Method, url: Url) -> Result<reqwest::Response, RegistryError> {
+        self.admitted(&url).await?;
         let mut request = self.client.http.request(method, url).header(ACCEPT, MANIFEST_TYPES);
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -261,6 +272,7 @@ impl<'a> Session<'a> {
                 (None, true) => {}
             }
         }
+        self.admitted(&url).await?;
         let mut request = self.client.http.get(url);
         if let Some(basic) = self.basic() {
             request = request.header(AUTHORIZATION, basic);

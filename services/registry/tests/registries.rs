@@ -2,8 +2,10 @@
 //! and against a stand-in for Docker Hub's token service, which cannot run here.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nullops_egress::Egress;
 use nullops_registry::{Credentials, Registry, RegistryClient, RegistryError};
 use zeroize::Zeroizing;
 
@@ -23,8 +25,13 @@ fn push(repository: &str, tags: &[&str]) {
     assert!(status.success(), "pushing test images failed");
 }
 
+/// Every registry here is on loopback: the admin allows it.
+fn loopback() -> Arc<Egress> {
+    Arc::new(Egress::new("127.0.0.0/8").unwrap())
+}
+
 fn client() -> RegistryClient {
-    RegistryClient::new(Duration::from_secs(5))
+    RegistryClient::new(Duration::from_secs(5), loopback())
 }
 
 #[tokio::test]
@@ -58,7 +65,11 @@ async fn a_registry_that_is_down_or_silent_fails_fast_and_says_which() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let down = Registry { name: "gone".into(), url: format!("http://{free}"), credentials: None };
     let err = client().list_tags(&down, "a/b").await.unwrap_err();
-    assert!(matches!(&err, RegistryError::Unreachable { registry, .. } if registry == "gone"), "{err}");
+    assert_eq!(
+        err,
+        RegistryError::Unreachable { registry: "gone".into(), reason: "connection refused: nothing listens at its address".into() },
+        "a class of failure in our words"
+    );
 
     // Silent: accepts connections and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -71,7 +82,7 @@ async fn a_registry_that_is_down_or_silent_fails_fast_and_says_which() {
     });
     let slow = Registry { name: "slow".into(), url: format!("http://{addr}"), credentials: None };
     let started = Instant::now();
-    let err = RegistryClient::new(Duration::from_secs(1)).list_tags(&slow, "a/b").await.unwrap_err();
+    let err = RegistryClient::new(Duration::from_secs(1), loopback()).list_tags(&slow, "a/b").await.unwrap_err();
     assert_eq!(err, RegistryError::TimedOut { registry: "slow".into(), secs: 1 });
     // The server never answers: returning at all shows the deadline (with room for a loaded machine).
     assert!(started.elapsed() < Duration::from_secs(20), "bounded by the deadline: {:?}", started.elapsed());
@@ -128,4 +139,32 @@ async fn the_bearer_token_challenge_flow_is_followed() {
     assert_eq!(client().list_tags(&hub("secret"), "library/app").await.unwrap(), ["1.0", "2.0"]);
     let err = client().list_tags(&hub("wrong"), "library/app").await.unwrap_err();
     assert_eq!(err.to_string(), "registry hub refused access: its token service rejected the credentials");
+}
+
+#[tokio::test]
+async fn a_token_realm_is_called_only_where_the_platform_may_call() {
+    // Given a registry the admin allows by name, whose challenge sends the credentials to a
+    // realm at an address no admin allowed
+    let addr = token_server().await;
+    let by_name = RegistryClient::new(Duration::from_secs(5), Arc::new(Egress::new("localhost").unwrap()));
+    let hub = Registry {
+        name: "hub".into(),
+        url: format!("http://localhost:{}", addr.port()),
+        credentials: Some(Credentials { username: "user".into(), password: Zeroizing::new("secret".into()) }),
+    };
+    // When its tags are listed, the realm is not called, and the error says why
+    let err = by_name.list_tags(&hub, "library/app").await.unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Unreachable {
+            registry: "hub".into(),
+            reason: "not called: 127.0.0.1 is a loopback address: NullOps calls such addresses only where its server allows them by \
+                     name or range (NULLOPS_ALLOWED_PRIVATE_TARGETS)"
+                .into()
+        }
+    );
+    // And with no allowance the registry itself is not called either
+    let strict = RegistryClient::new(Duration::from_secs(5), Arc::new(Egress::default()));
+    let err = strict.list_tags(&hub, "library/app").await.unwrap_err();
+    assert!(err.to_string().contains("not called: localhost ("), "{err}");
 }
