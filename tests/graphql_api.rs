@@ -135,6 +135,15 @@ async fn bad_input_gets_a_code_and_appends_nothing(mode: Mode) {
     assert_eq!(code(&r), "INVALID_INPUT");
     let r = server.gql(Some(&admin), "{ me { password_hash } }", json!({})).await;
     assert_eq!(code(&r), "INVALID_INPUT");
+    // Out-of-range Int literals and variables, nested in an input: refused in our words.
+    let out_of_range = "a number in ProjectInput is out of range: GraphQL Int values are whole numbers from -2147483648 to 2147483647";
+    let nested = "mutation { createProject(input: {name: \"big\", environments: [\"local\"], cpuMillis: 99999999999, memoryMib: 128}) { name } }";
+    let r = server.gql(Some(&admin), nested, json!({})).await;
+    assert_eq!((code(&r), r["errors"][0]["message"].as_str()), ("INVALID_INPUT", Some(out_of_range)), "{r}");
+    let nested = "mutation($c: Int!) { createProject(input: {name: \"big\", environments: [\"local\"], cpuMillis: $c, memoryMib: 128}) { name } }";
+    let r = server.gql(Some(&admin), nested, json!({"c": 99_999_999_999_i64})).await;
+    assert_eq!(code(&r), "INVALID_INPUT", "{r}");
+    assert!(!r["errors"][0]["message"].as_str().unwrap().contains("Failed to parse"), "{r}");
     // Domain validation.
     let r = server.gql(Some(&admin), CREATE_USER, json!({"u": "Bad Name", "p": "pppppppppp"})).await;
     assert_eq!(code(&r), "INVALID_INPUT");

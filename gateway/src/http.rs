@@ -96,6 +96,9 @@ async fn graphql_post(
             // Every resolver error carries a code; the executor's own (argument and variable
             // coercion) are about the input.
             error.extensions.get_or_insert_with(Default::default).set("code", "INVALID_INPUT");
+            if let Some(words) = coercion_in_our_words(&error.message) {
+                error.message = words;
+            }
         }
         // A rate-limited answer says when to try again in the header HTTP clients know too.
         if let Some(async_graphql::Value::Number(secs)) = error.extensions.as_ref().and_then(|e| e.get("retryAfterSeconds")) {
@@ -196,6 +199,21 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
     }
 }
 
+/// An argument the executor could not read, in our words: async-graphql says `Failed to parse
+/// "Int": Only integers from -2147483648 to 2147483647 are accepted. (occurred while parsing
+/// "ProjectInput")`.
+fn coercion_in_our_words(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("Failed to parse \"")?;
+    let (kind, rest) = rest.split_once('"')?;
+    let within = rest.rsplit_once("(occurred while parsing \"").and_then(|(_, w)| w.split_once('"')).map(|(w, _)| w);
+    let place = within.map(|w| format!(" in {w}")).unwrap_or_default();
+    Some(match kind {
+        "Int" => format!("a number{place} is out of range: GraphQL Int values are whole numbers from {} to {}", i32::MIN, i32::MAX),
+        "Float" => format!("a number{place} is not a finite number"),
+        other => format!("a value{place} is not a valid {other}"),
+    })
+}
+
 /// Gives parse and validation errors stable codes.
 pub struct ErrorCodes;
 
@@ -230,4 +248,24 @@ pub(crate) fn page_headers() -> [(header::HeaderName, HeaderValue); 3] {
         (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coercion_in_our_words;
+
+    #[test]
+    fn the_executors_coercion_errors_are_told_in_our_words() {
+        let said = "Failed to parse \"Int\": Only integers from -2147483648 to 2147483647 are accepted. (occurred while parsing \"ProjectInput\")";
+        assert_eq!(
+            coercion_in_our_words(said).as_deref(),
+            Some("a number in ProjectInput is out of range: GraphQL Int values are whole numbers from -2147483648 to 2147483647")
+        );
+        assert_eq!(
+            coercion_in_our_words("Failed to parse \"Int\": Only integers from -2147483648 to 2147483647 are accepted.").as_deref(),
+            Some("a number is out of range: GraphQL Int values are whole numbers from -2147483648 to 2147483647")
+        );
+        assert_eq!(coercion_in_our_words("Failed to parse \"Access\": nope").as_deref(), Some("a value is not a valid Access"));
+        assert_eq!(coercion_in_our_words("cpuMillis: must not be negative"), None);
+    }
 }
