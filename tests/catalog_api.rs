@@ -634,6 +634,15 @@ async fn pipelines_are_validated_versioned_and_diffed(mode: Mode) {
         p["pipelineDiff"],
         json!([{"kind": "CHANGED", "subject": "node db"}, {"kind": "ADDED", "subject": "node seed"}, {"kind": "ADDED", "subject": "edge db -> seed"}])
     );
+
+    // A plugin the latest pipeline runs is not deleted, and says which pipeline; one only older
+    // versions ran is.
+    let used = admin_ok(&server, &admin, "{ plugin(name: \"offline\") { usedBy { project kind description } } }", json!({})).await;
+    assert_eq!(used["plugin"]["usedBy"], json!([{"project": "shop", "kind": "PIPELINE", "description": "the latest pipeline of project shop"}]));
+    let r = server.gql(Some(&admin), "mutation { deletePlugin(name: \"offline\") }", json!({})).await;
+    assert_eq!(code(&r), "CONFLICT", "{r}");
+    assert_eq!(r["errors"][0]["message"], "plugin offline is in use by the latest pipeline of project shop; change or remove those first");
+    admin_ok(&server, &admin, "mutation { deletePlugin(name: \"create-db\") }", json!({})).await;
 }
 
 /// A project's CPU and memory are split evenly among its services, and Docker will not start a

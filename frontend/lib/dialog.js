@@ -51,6 +51,18 @@ export function infoDialog({ title, body, onClose, wide }) {
   return open(dialog, { onClose });
 }
 
+// Says why something cannot be done yet and names every blocker (`items`: [label, href, note]),
+// offering no button that must fail. Following a link leaves the dialog behind.
+export function blockedDialog({ title, intro, items }) {
+  const dialog = infoDialog({
+    title,
+    body: [h('p', {}, intro),
+      h('ul', { class: 'blockers' }, items.map(([label, href, note]) => h('li', {}, h('a', { href }, label), note ? ` ${note}` : '')))],
+  });
+  dialog.addEventListener('click', (ev) => { if (ev.target.closest('a')) dialog.close('done'); });
+  return dialog;
+}
+
 // Asks before a destructive action. `action` names it and its object ("Delete deployment
 // pr-42"); resolves true when confirmed.
 export function confirmAction({ title, message, action, danger = true, keep = 'Keep it' }) {

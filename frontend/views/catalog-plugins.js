@@ -3,9 +3,10 @@
 // timeout, and whether they join the deployment's network.
 
 import { gql } from '../lib/api.js';
-import { h, clear, table, notify } from '../lib/dom.js';
+import { h, clear, table, notify, showError } from '../lib/dom.js';
 import { cpu, mib } from '../lib/format.js';
-import { formDialog, confirmThen } from '../lib/dialog.js';
+import { formDialog } from '../lib/dialog.js';
+import { deleteUnlessUsed } from './catalog-uses.js';
 import { field, int, rules, text } from '../lib/forms.js';
 
 // A JSON Schema must be an object (or a boolean); the server checks it is a valid schema.
@@ -63,10 +64,8 @@ export function pluginsTab({ body, actions, data, ctx, reload, status }) {
   }
 
   async function remove(p) {
-    await confirmThen({ title: `Delete plugin ${p.name}?`, message: 'Pipelines that run it must be changed first.', action: `Delete ${p.name}` }, status, async () => {
-      await gql('mutation($n: String!) { deletePlugin(name: $n) }', { n: p.name });
-      notify(`Plugin ${p.name} deleted.`);
-      await reload();
-    });
+    try {
+      await deleteUnlessUsed({ kind: 'plugin', name: p.name, message: 'It is forgotten; deployments already made keep what it did.', status, reload });
+    } catch (e) { showError(status, e); }
   }
 }

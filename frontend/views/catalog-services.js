@@ -3,8 +3,9 @@
 // SELECTABLE among the registry's tags that match a pattern, previewed live as it is typed.
 
 import { gql } from '../lib/api.js';
-import { h, clear, table, notify, errorText } from '../lib/dom.js';
-import { formDialog, confirmThen } from '../lib/dialog.js';
+import { h, clear, table, notify, errorText, showError } from '../lib/dom.js';
+import { formDialog } from '../lib/dialog.js';
+import { deleteUnlessUsed } from './catalog-uses.js';
 import { field, int, rules, text } from '../lib/forms.js';
 import { checkWords } from './deployment.js';
 
@@ -131,10 +132,8 @@ export function servicesTab({ body, actions, data, ctx, reload, status }) {
   }
 
   async function remove(s) {
-    await confirmThen({ title: `Delete service ${s.name}?`, message: 'Pipelines that start it must be changed first; running deployments keep running.', action: `Delete ${s.name}` }, status, async () => {
-      await gql('mutation($n: String!) { deleteService(name: $n) }', { n: s.name });
-      notify(`Service ${s.name} deleted.`);
-      await reload();
-    });
+    try {
+      await deleteUnlessUsed({ kind: 'service', name: s.name, message: 'It is forgotten; deployments that run it keep running.', status, reload });
+    } catch (e) { showError(status, e); }
   }
 }

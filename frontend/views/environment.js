@@ -7,7 +7,7 @@ import { gql, live } from '../lib/api.js';
 import { h, clear, badge, bar, copyButton, facts, keepFocus, notify, pageHead, section, table, statusLine, showError, errorText } from '../lib/dom.js';
 import { bytes, cpu, lifetime, ago, mib } from '../lib/format.js';
 import { describe } from '../lib/schema.js';
-import { confirmAction, formDialog, infoDialog, confirmThen } from '../lib/dialog.js';
+import { blockedDialog, confirmAction, formDialog, infoDialog, confirmThen } from '../lib/dialog.js';
 import { field, int, rules, text } from '../lib/forms.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
 import { environmentFields, environmentInput } from './environments.js';
@@ -182,13 +182,11 @@ export async function show(root, ctx) {
     const { deployments } = await gql('query($e: String!) { deployments(environment: $e) { id name project node { id } } }', { e: name });
     const holding = deployments.filter((d) => d.node?.id === n.id);
     if (holding.length) {
-      const dialog = infoDialog({
+      blockedDialog({
         title: `Node ${n.host}:${n.port} cannot be removed yet`,
-        body: [h('p', {}, `It runs ${holding.length === 1 ? 'a deployment' : `${holding.length} deployments`}. Delete ${holding.length === 1 ? 'it' : 'them'} first (or let ${holding.length === 1 ? 'it' : 'them'} expire), then remove the node:`),
-          h('ul', { class: 'blockers' }, holding.map((d) => h('li', {}, h('a', { href: `#/deployments/${encodeURIComponent(d.id)}` }, d.name), ` (${d.project})`)))],
+        intro: `It runs ${holding.length === 1 ? 'a deployment' : `${holding.length} deployments`}. Delete ${holding.length === 1 ? 'it' : 'them'} first (or let ${holding.length === 1 ? 'it' : 'them'} expire), then remove the node:`,
+        items: holding.map((d) => [d.name, `#/deployments/${encodeURIComponent(d.id)}`, `(${d.project})`]),
       });
-      // Following a link to a deployment leaves the dialog behind.
-      dialog.addEventListener('click', (ev) => { if (ev.target.closest('a')) dialog.close('done'); });
       return;
     }
     await confirmThen({ title: `Remove node ${n.host}:${n.port}?`, message: 'It is forgotten and its token destroyed; its agent is no longer dialled.', action: `Remove ${n.host}` }, status, async () => {

@@ -399,3 +399,40 @@ def test_the_node_install_line_works_and_the_dialog_says_what_it_finds(server, b
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
+
+
+def test_a_service_in_use_says_every_use_and_offers_no_delete_until_none_is_left(server, browser):
+    """Issue 22, defect 12: deleting a service that pipelines start was accepted (the pipelines
+    then could not deploy); it is refused naming every use, and the console lists them."""
+    admin = Api(server, *ADMIN)
+    admin.ok("""mutation { createService(input: {name: "shared", registry: "docker-hub", image: "library/nginx", tagMode: PINNED, tag: "1", port: 80}) { name } }""")
+    users = ["user-one", "user-two"]
+    for name in users:
+        admin.ok('mutation($n: String!) { createProject(input: {name: $n, environments: ["local"], cpuMillis: 100, memoryMib: 32}) { name } }', n=name)
+        admin.ok('mutation($n: String!) { savePipeline(project: $n, pipeline: {nodes: [{id: "s", service: "shared"}]}) { version } }', n=name)
+    _, errors = admin.call('mutation { deleteService(name: "shared") }')
+    assert errors[0]["extensions"]["code"] == "CONFLICT", errors
+    assert errors[0]["message"] == ("service shared is in use by the latest pipeline of project user-one, the latest pipeline of project user-two; "
+                                    "change or remove those first"), errors
+    page = open_page(browser, server)
+    sign_in(page, *ADMIN)
+    page.goto("/#/catalog/services")
+    page.get_by_role("button", name="Delete service shared").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Service shared cannot be deleted yet")
+    for name in users:
+        expect(dialog.get_by_role("link", name=f"the latest pipeline of project {name}")).to_be_visible()
+    expect(dialog.get_by_role("button", name=re.compile("^Delete"))).to_have_count(0)
+    shot(page, "first-week-service-in-use")
+    dialog.get_by_role("link", name="the latest pipeline of project user-one").click()
+    expect(page).to_have_url(re.compile(r"#/projects/user-one/pipeline$"))
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    # Once no pipeline starts it, it is deleted after asking.
+    for name in users:
+        admin.ok('mutation($n: String!) { savePipeline(project: $n, pipeline: {nodes: [{id: "api", service: "api"}]}) { version } }', n=name)
+    page.goto("/#/catalog/services")
+    page.get_by_role("button", name="Delete service shared").click()
+    page.get_by_role("alertdialog").get_by_role("button", name="Delete shared").click()
+    expect(page.get_by_role("button", name="Delete service shared")).to_have_count(0)
+    done(page)
+    assert "shared" not in [s["name"] for s in admin.ok("{ services { name } }")["services"]]

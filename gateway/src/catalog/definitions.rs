@@ -47,6 +47,11 @@ impl DefinitionQuery {
         Ok(read::entries(&app(ctx).read_models, kind::PLUGIN).await?.into_iter().map(Into::into).collect())
     }
 
+    async fn plugin(&self, ctx: &Context<'_>, name: String) -> ApiResult<PluginGql> {
+        request(ctx).principal()?;
+        Ok(entry::<PluginDefinition>(app(ctx), kind::PLUGIN, &name).await?.into())
+    }
+
     /// Environments: admins see all; others those their teams hold a grant on, directly or
     /// through a project that deploys there.
     async fn environments(&self, ctx: &Context<'_>) -> ApiResult<Vec<EnvironmentGql>> {
@@ -210,8 +215,12 @@ impl DefinitionMutation {
         define::<ServiceDefinition, _>(ctx, kind::SERVICE, definition.name.clone(), CatalogAction::UpdateService(definition)).await
     }
 
+    /// Deletes a service (admins) that no project's latest pipeline starts and no repository
+    /// link deploys; otherwise CONFLICT naming every one.
     async fn delete_service(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
-        change_catalog(ctx, CatalogAction::RemoveService { name }).await?;
+        request(ctx).admin()?;
+        let pipelines = super::pipelines_using(app(ctx), &name, false).await?;
+        change_catalog(ctx, CatalogAction::RemoveService { name, pipelines }).await?;
         Ok(true)
     }
 
@@ -227,8 +236,12 @@ impl DefinitionMutation {
         define::<PluginDefinition, _>(ctx, kind::PLUGIN, definition.name.clone(), CatalogAction::UpdatePlugin(definition)).await
     }
 
+    /// Deletes a plugin (admins) that no project's latest pipeline runs; otherwise CONFLICT
+    /// naming every one.
     async fn delete_plugin(&self, ctx: &Context<'_>, name: String) -> ApiResult<bool> {
-        change_catalog(ctx, CatalogAction::RemovePlugin { name }).await?;
+        request(ctx).admin()?;
+        let pipelines = super::pipelines_using(app(ctx), &name, true).await?;
+        change_catalog(ctx, CatalogAction::RemovePlugin { name, pipelines }).await?;
         Ok(true)
     }
 

@@ -184,8 +184,39 @@ pub struct EnvVarGql {
     pub value: String,
 }
 
+/// What keeps a service or plugin from being deleted.
 #[derive(SimpleObject)]
-#[graphql(name = "Service")]
+#[graphql(name = "CatalogUse")]
+pub struct CatalogUseGql {
+    /// The project that uses it.
+    pub project: String,
+    pub kind: CatalogUseKind,
+    /// In words: "the latest pipeline of project shop".
+    pub description: String,
+}
+
+#[derive(Enum, Copy, Clone, PartialEq, Eq)]
+#[graphql(name = "CatalogUseKind")]
+pub enum CatalogUseKind {
+    /// The project's latest pipeline version starts or runs it.
+    Pipeline,
+    /// The project's repository link deploys it as its previews.
+    RepositoryLink,
+}
+
+impl From<nullops_domain::catalog::Use> for CatalogUseGql {
+    fn from(u: nullops_domain::catalog::Use) -> Self {
+        use nullops_domain::catalog::Use;
+        let kind = match u {
+            Use::Pipeline { .. } => CatalogUseKind::Pipeline,
+            Use::Link { .. } => CatalogUseKind::RepositoryLink,
+        };
+        CatalogUseGql { project: u.project().to_owned(), kind, description: u.to_string() }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Service", complex)]
 pub struct ServiceGql {
     pub name: String,
     pub registry: String,
@@ -283,7 +314,7 @@ impl ServiceInput {
 // Plugins
 
 #[derive(SimpleObject)]
-#[graphql(name = "Plugin")]
+#[graphql(name = "Plugin", complex)]
 pub struct PluginGql {
     pub name: String,
     pub registry: String,
@@ -716,5 +747,24 @@ pub struct SecretGql {
 impl From<SecretRow> for SecretGql {
     fn from(s: SecretRow) -> Self {
         SecretGql { name: s.name, created_at: time(s.created_at), updated_at: time(s.updated_at), updated_by: s.updated_by }
+    }
+}
+
+#[async_graphql::ComplexObject]
+impl ServiceGql {
+    /// What keeps it from being deleted (admins): the projects whose latest pipeline starts it,
+    /// and the repository links that deploy it.
+    async fn used_by(&self, ctx: &async_graphql::Context<'_>) -> ApiResult<Vec<CatalogUseGql>> {
+        crate::schema::request(ctx).admin()?;
+        Ok(super::uses_of(crate::schema::app(ctx), &self.name, false).await?.into_iter().map(Into::into).collect())
+    }
+}
+
+#[async_graphql::ComplexObject]
+impl PluginGql {
+    /// What keeps it from being deleted (admins): the projects whose latest pipeline runs it.
+    async fn used_by(&self, ctx: &async_graphql::Context<'_>) -> ApiResult<Vec<CatalogUseGql>> {
+        crate::schema::request(ctx).admin()?;
+        Ok(super::uses_of(crate::schema::app(ctx), &self.name, true).await?.into_iter().map(Into::into).collect())
     }
 }

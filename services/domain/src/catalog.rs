@@ -71,13 +71,18 @@ pub enum CatalogAction {
     },
     CreateService(ServiceDefinition),
     UpdateService(ServiceDefinition),
+    /// `pipelines`: the projects whose latest pipeline starts it, as the caller read them
+    /// (pipelines are aggregates of their own).
     RemoveService {
         name: String,
+        pipelines: Vec<String>,
     },
     CreatePlugin(PluginDefinition),
     UpdatePlugin(PluginDefinition),
+    /// `pipelines`: the projects whose latest pipeline runs it, as the caller read them.
     RemovePlugin {
         name: String,
+        pipelines: Vec<String>,
     },
     CreateEnvironment(EnvironmentDefinition),
     UpdateEnvironment(EnvironmentDefinition),
@@ -390,6 +395,44 @@ fn check_target(target: &AccessTarget, state: &CatalogState) -> Result<(), Domai
     }
 }
 
+/// What keeps a service or plugin from being deleted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Use {
+    /// The latest pipeline version of this project starts or runs it.
+    Pipeline { project: String },
+    /// This project's repository link deploys it as its previews.
+    Link { project: String },
+}
+
+impl Use {
+    pub fn project(&self) -> &str {
+        match self {
+            Use::Pipeline { project } | Use::Link { project } => project,
+        }
+    }
+}
+
+impl std::fmt::Display for Use {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Use::Pipeline { project } => write!(f, "the latest pipeline of project {project}"),
+            Use::Link { project } => write!(f, "the repository link of project {project}"),
+        }
+    }
+}
+
+impl CatalogState {
+    /// Every use of service (or, with `plugin`, plugin) `name`: the latest pipelines of
+    /// `pipelines` (as the caller read them) and this catalog's repository links, in order.
+    pub fn uses(&self, name: &str, plugin: bool, pipelines: &[String]) -> Vec<Use> {
+        let links = self.links.values().filter(|l| !plugin && l.service == name).map(|l| Use::Link { project: l.project.clone() });
+        let mut uses: Vec<Use> = pipelines.iter().map(|p| Use::Pipeline { project: p.clone() }).chain(links).collect();
+        uses.sort();
+        uses.dedup();
+        uses
+    }
+}
+
 /// Refuses to remove `name` while `users` (names of things that use it) is not empty.
 fn unused(kind: &str, name: &str, users: Vec<String>) -> Result<(), DomainError> {
     if users.is_empty() {
@@ -559,13 +602,9 @@ impl crate::Decider for Catalog {
                 }
                 CatalogEvent::ServiceUpdated(s.clone())
             }
-            RemoveService { name } => {
+            RemoveService { name, pipelines } => {
                 exists(&state.services, "service", name)?;
-                unused(
-                    "service",
-                    name,
-                    state.links.values().filter(|l| l.service == *name).map(|l| format!("the repository link of project {}", l.project)).collect(),
-                )?;
+                unused("service", name, state.uses(name, false, pipelines).iter().map(Use::to_string).collect())?;
                 CatalogEvent::ServiceRemoved(Removed { name: name.clone() })
             }
             CreatePlugin(p) => {
@@ -581,8 +620,9 @@ impl crate::Decider for Catalog {
                 }
                 CatalogEvent::PluginUpdated(p.clone())
             }
-            RemovePlugin { name } => {
+            RemovePlugin { name, pipelines } => {
                 exists(&state.plugins, "plugin", name)?;
+                unused("plugin", name, state.uses(name, true, pipelines).iter().map(Use::to_string).collect())?;
                 CatalogEvent::PluginRemoved(Removed { name: name.clone() })
             }
             CreateEnvironment(e) => {
@@ -883,13 +923,21 @@ mod tests {
         }
         assert!(when(&given, CatalogAction::LinkRepository(RepositoryLink { forge: Forge::GitLab, repository: "acme/web/shop".into(), ..link(3) })).is_ok());
         // What a link uses stays until it is unlinked.
-        assert!(matches!(when(&given, CatalogAction::RemoveService { name: "api".into() }), Err(DomainError::Conflict(_))));
+        assert!(matches!(when(&given, CatalogAction::RemoveService { name: "api".into(), pipelines: vec![] }), Err(DomainError::Conflict(_))));
         assert!(matches!(when(&given, CatalogAction::RemoveProject { name: "shop".into() }), Err(DomainError::Conflict(_))));
         let unlinked = when(&given, CatalogAction::UnlinkRepository { project: "shop".into() }).unwrap();
         assert_eq!(unlinked, [CatalogEvent::RepositoryUnlinked(RepositoryUnlinked { project: "shop".into(), retired_key: Uuid::from_u128(1) })]);
         let given = [given, unlinked].concat();
         assert!(fold::<Catalog>(&given).links.is_empty());
-        assert!(when(&given, CatalogAction::RemoveService { name: "api".into() }).is_ok());
+        assert!(when(&given, CatalogAction::RemoveService { name: "api".into(), pipelines: vec![] }).is_ok());
+        // While pipelines start it, every one of them is named
+        let refused = when(&given, CatalogAction::RemoveService { name: "api".into(), pipelines: vec!["web".into(), "shop".into()] });
+        assert_eq!(
+            refused,
+            Err(DomainError::Conflict(
+                "service api is in use by the latest pipeline of project shop, the latest pipeline of project web; change or remove those first".into()
+            ))
+        );
         assert!(matches!(when(&given, CatalogAction::UnlinkRepository { project: "shop".into() }), Err(DomainError::NotFound(_))));
     }
 
