@@ -108,11 +108,12 @@ fi
 # Python clients for the third-party GraphQL client tests, in a venv of our own.
 # Playwright drives Debian's Chromium (no browser download: the tests name /usr/bin/chromium);
 # standardwebhooks verifies webhook signatures as a receiver would; opentelemetry-proto decodes
-# the spans the platform exports (the official protobuf definitions).
-if ! "$STATE_DIR/venv/bin/python" -c 'import gql, requests, pytest, playwright, standardwebhooks, opentelemetry.proto' >/dev/null 2>&1; then
+# the spans the platform exports (the official protobuf definitions); pytest-xdist splits the
+# suite across the cores, a module per worker.
+if ! "$STATE_DIR/venv/bin/python" -c 'import gql, requests, pytest, xdist, playwright, standardwebhooks, opentelemetry.proto' >/dev/null 2>&1; then
   log "installing python test clients"
   [ -x "$STATE_DIR/venv/bin/pip" ] || python3 -m venv "$STATE_DIR/venv"
-  "$STATE_DIR/venv/bin/pip" install -q 'gql[websockets,requests]' requests pytest playwright standardwebhooks opentelemetry-proto
+  "$STATE_DIR/venv/bin/pip" install -q 'gql[websockets,requests]' requests pytest pytest-xdist playwright standardwebhooks opentelemetry-proto
 fi
 
 log "ready: postgres://$PG_USER:***@127.0.0.1:5432/nullops nats://127.0.0.1:$NATS_PORT registry 127.0.0.1:$REGISTRY_PORT"

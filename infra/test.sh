@@ -22,40 +22,63 @@ if command -v ld.lld >/dev/null 2>&1; then
   export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-fuse-ld=lld"
 fi
 
-# Style and lints first: cheap, and a failure here needs no servers to explain.
-cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
+mkdir -p target
+started=$SECONDS
+phase() { echo "== $1 ($((SECONDS - started)) s in)"; }
 
+# Style first: cheap, and a failure here needs no servers to explain.
+phase "format"
+cargo fmt --all --check
+# Lints and the build side by side: clippy checks into a target of its own, so neither waits
+# for the other's lock.
+phase "lints and build"
+CARGO_TARGET_DIR=target/clippy cargo clippy --workspace --all-targets -- -D warnings > target/ci-clippy.log 2>&1 &
+clippy=$!
 cargo build --bins --tests --workspace
-# From this build: the agent and server images, the image agents run in the tests, and the demo service and
-# example plugin images (pushed to the local registry).
-bash infra/agent-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
-bash infra/server-image.sh target/x86_64-unknown-linux-gnu/debug/nullops
-bash tests/fixtures/busybox-image.sh
-bash infra/demo-images.sh target/x86_64-unknown-linux-gnu/debug/nullops
-bash tests/fixtures/deploy-images.sh
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
-fi
+# From this build, side by side: the agent and server images, the image agents run in the
+# tests, and the demo service and example plugin images (pushed to the local registry).
+phase "images"
+bin=target/x86_64-unknown-linux-gnu/debug/nullops
+images=()
+for step in "infra/agent-image.sh $bin" "infra/server-image.sh $bin" "tests/fixtures/busybox-image.sh" "infra/demo-images.sh $bin" "tests/fixtures/deploy-images.sh"; do
+  # shellcheck disable=SC2086 # each step is a script and its argument
+  bash $step > "target/ci-image-${#images[@]}.log" 2>&1 &
+  images+=($!)
+done
+for i in "${!images[@]}"; do
+  wait "${images[$i]}" || { cat "target/ci-image-$i.log"; echo "building images failed"; exit 1; }
+done
+wait "$clippy" || { cat target/ci-clippy.log; echo "clippy found problems"; exit 1; }
+
+# The Rust suites and the browser and client suite side by side (most of either is waiting on
+# servers, Docker and Chromium), the latter split across the cores a module per worker.
+phase "Rust and Python suites"
+cargo nextest run --workspace --no-fail-fast > target/ci-rust.log 2>&1 &
+rust=$!
+# The websockets transport of gql leaves a closed socket to the garbage collector on teardown.
+NULLOPS_BIN="$PWD/$bin" "$INFRA_DIR/venv/bin/pytest" -q -n 2 --dist loadfile \
+  -W ignore::pytest.PytestUnraisableExceptionWarning tests/python > target/ci-python.log 2>&1 &
+python=$!
+rust_status=0 python_status=0
+wait "$rust" || rust_status=$?
+wait "$python" || python_status=$?
+cat target/ci-rust.log target/ci-python.log
+[ "$rust_status" -eq 0 ] || { echo "the Rust suites failed"; exit "$rust_status"; }
+[ "$python_status" -eq 0 ] || { echo "the Python suite failed"; exit "$python_status"; }
 
 # Consistency under load: the API suites (both storage modes, several servers sharing one
 # store) again with both cores kept busy. A token one server returned, a throttle count, a
 # revoked grant: each must hold whatever the load, without the tests waiting longer.
+phase "the API suites under load"
 stress-ng --cpu 2 --timeout 600 --quiet &
 burner=$!
 under_load=0
-cargo nextest run --test graphql_api --test live_access --no-fail-fast || under_load=$?
+cargo nextest run --test e2e -E 'test(/^(graphql_api|live_access)::/)' --no-fail-fast || under_load=$?
 kill "$burner" 2>/dev/null || true
 wait "$burner" 2>/dev/null || true
 [ "$under_load" -eq 0 ] || { echo "the API suites failed with both cores busy"; exit "$under_load"; }
 
-# The websockets transport of gql leaves a closed socket to the garbage collector on teardown.
-NULLOPS_BIN="$PWD/target/x86_64-unknown-linux-gnu/debug/nullops" "$INFRA_DIR/venv/bin/pytest" -q \
-  -W ignore::pytest.PytestUnraisableExceptionWarning tests/python
-
-echo "== benchmark smoke runs: debug build, short rounds; the figures come from infra/bench.sh =="
+phase "benchmark smoke runs: debug build, short rounds; the figures come from infra/bench.sh"
 bench_db="bench_$(date +%s)"
 psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/debug/nullops bench events \
@@ -66,3 +89,4 @@ psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench deploy --rounds 1
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench nodes --agents 100 --seconds 2
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/debug/nullops bench ingress --rounds 1 --seconds 1
+phase "done"

@@ -387,7 +387,11 @@ async fn each_deployment_has_a_network_of_its_own() {
     assert!(answers_from(&two, "http://web:8080/", 10), "pr-2's web answers inside pr-2's network");
     assert!(answers_from(&one, "http://web:8080/", 10), "pr-1's web answers inside pr-1's network");
     let pr1_ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &format!("nullops-{}-pr-1-web", agent.scope)]);
-    assert!(!answers_from(&two, &format!("http://{pr1_ip}:8080/"), 2), "pr-1 is isolated from pr-2");
+    assert!(
+        !answers_from(&two, &format!("http://{pr1_ip}:8080/"), 2),
+        "pr-1 ({pr1_ip}) is isolated from pr-2; the scope's containers and their networks: {}",
+        docker(&["ps", "-a", "--filter", &format!("label=nullops.scope={}", agent.scope), "--format", "{{.Names}} {{.Networks}} {{.Status}}"])
+    );
 
     // Gone from the desired state: containers and networks are removed.
     link.send(Message::text(encode(&ToAgent::DesiredState { request_id: RequestId::new(), deployments: vec![], more: false }))).await.unwrap();

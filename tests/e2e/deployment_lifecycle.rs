@@ -3,7 +3,7 @@
 //! deployment (the deployment saga) or during its run leaves nothing held and settles the
 //! deployment as any failure would. On real Docker and the real registry.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::world::*;

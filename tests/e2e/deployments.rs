@@ -6,7 +6,7 @@
 //! overcommits a node; a service over its memory is killed and shown so; secrets reach plugins
 //! and no log.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the authorization matrix, live tag listing against the real registry, secrets that never
 //! appear in clear and die with their data key, master key rotation, pipeline versions.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! and Docker: stop and start, a network partition, a regenerated certificate, token rotation and
 //! revocation, a wrong token, another protocol version, a disabled node.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

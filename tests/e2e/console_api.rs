@@ -3,7 +3,7 @@
 //! deployment offers its caller, trying a registry (`registryTags`), each environment's DNS
 //! record, the audit history searched by name, and INVALID_INPUT naming its field.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The GraphQL API end to end, through the real binary, in embedded and in Postgres + NATS mode.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

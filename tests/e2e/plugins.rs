@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::must;
 
-mod support;
+use crate::support;
 
 const REGISTRY: &str = "127.0.0.1:5050";
 

@@ -1,7 +1,7 @@
 //! 1,000 mutations with a SIGKILL in the middle: every acknowledged mutation is there exactly once
 //! after restart, the projections converge, and no projection applied any event twice.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! return routes again, on every ingress process sharing the backends; hostile hosts and
 //! ambiguous framings are refused, not forwarded; TLS terminates with a configured certificate.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

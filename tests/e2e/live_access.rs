@@ -3,7 +3,7 @@
 //! disabled or its session ends, and with FORBIDDEN once its team's grant is revoked, as
 //! `auditEvents` already did.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::world::*;
