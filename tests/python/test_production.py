@@ -43,6 +43,8 @@ def container():
         "NULLOPS_MASTER_KEY": secrets.token_hex(32), "NULLOPS_ADMIN_PASSWORD": ADMIN[1],
         "NULLOPS_LISTEN": f"127.0.0.1:{port}", "NULLOPS_INGRESS_LISTEN": f"127.0.0.1:{ingress}", "NULLOPS_METRICS_LISTEN": f"127.0.0.1:{metrics}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "nullops-server", "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # The tests' registry is on this machine (conftest allows loopback for the processes it starts).
+        "NULLOPS_ALLOWED_PRIVATE_TARGETS": os.environ["NULLOPS_ALLOWED_PRIVATE_TARGETS"],
     }
     args = ["docker", "run", "-d", "--name", name, "--network", "host"] + [a for k, v in env.items() for a in ("-e", f"{k}={v}")] + ["nullops/server:latest"]
     subprocess.run(args, check=True, capture_output=True)
