@@ -32,7 +32,7 @@ def server():
     private_catalog(admin)
     admin.ok("""mutation($s: JSON!) { createPlugin(input: {name: "http-check", registry: "private", repository: "nullops/http-check", tag: "%s",
         description: "Waits until a URL answers", parametersSchema: $s, joinsDeploymentNetwork: true}) { name } }""" % VERSION, s=SCHEMA)
-    admin.ok("""mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 1000, memoryMib: 512}) { name } }""")
+    admin.ok("""mutation { createProject(input: {name: "shop", environments: ["local"], cpuMillis: 200, memoryMib: 256}) { name } }""")
     yield s
     s.clean_up()
 
@@ -291,7 +291,7 @@ def test_a_plugin_added_to_a_pipeline_is_on_the_node_before_any_deployment_which
     try:
         admin.ok("""mutation($s: JSON!, $t: String!) { createPlugin(input: {name: "fresh-check", registry: "private", repository: "nullops/http-check", tag: $t,
             parametersSchema: $s, joinsDeploymentNetwork: true}) { name } }""", s=SCHEMA, t=tag)
-        admin.ok("""mutation { createProject(input: {name: "warm", environments: ["local"], cpuMillis: 1000, memoryMib: 512}) { name } }""")
+        admin.ok("""mutation { createProject(input: {name: "warm", environments: ["local"], cpuMillis: 200, memoryMib: 256}) { name } }""")
         saved = admin.ok("""mutation($i: PipelineInput!) { savePipeline(project: "warm", pipeline: $i) { nodes { id image { digest } } } }""",
                          i={"nodes": [{"id": "api", "service": "api"}, {"id": "check", "plugin": "fresh-check", "parameters": {"url": "http://api:8080/healthz"}}],
                             "edges": [{"from": "api", "to": "check"}]})["savePipeline"]
