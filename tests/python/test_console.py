@@ -338,8 +338,8 @@ def test_an_admin_sets_up_an_empty_install_in_the_browser(server, browser, world
     d.get_by_label("Name", exact=True).fill("shop")
     d.get_by_label("local").check()
     d.get_by_label("qa").check()
-    d.get_by_label("CPU per deployment (millicores)").fill("1000")
-    d.get_by_label("Memory per deployment (MiB)").fill("512")
+    d.get_by_label("CPU per deployment (millicores)").fill("300")
+    d.get_by_label("Memory per deployment (MiB)").fill("256")
     d.get_by_label("Cleanup after (hours)").fill("8")
     d.get_by_role("button", name="Create project").click()
     expect(page).to_have_url(re.compile(r"#/projects/shop$"))
@@ -539,7 +539,7 @@ def test_a_failed_run_shows_the_failed_step_and_what_was_rolled_back(server, bro
     admin = Api(server, *ADMIN)
     admin.ok("mutation($s: JSON!) { createPlugin(input: {name: \"migrate\", registry: \"private\", repository: \"nullops-test/script-plugin\", tag: \"1\", "
              "parametersSchema: $s}) { name } }", s={"type": "object", "properties": {"mode": {"type": "string"}}})
-    admin.ok("mutation { createProject(input: {name: \"fails\", environments: [\"local\"], cpuMillis: 500, memoryMib: 256}) { name } }")
+    admin.ok("mutation { createProject(input: {name: \"fails\", environments: [\"local\"], cpuMillis: 300, memoryMib: 256}) { name } }")
     admin.ok("""mutation { savePipeline(project: "fails", pipeline: {nodes: [{id: "api", service: "api"}, {id: "migrate", plugin: "migrate", parameters: {mode: "fail"}}],
         edges: [{from: "api", to: "migrate"}]}) { version } }""")
     made = admin.ok("mutation { createDeployment(project: \"fails\", environment: \"local\", name: \"broken\") { id } }")["createDeployment"]["id"]
@@ -756,7 +756,7 @@ def test_budgets_a_view_shows_in_500_ms_and_1000_deployments_list_in_1_s(server,
     and the list shows them with the ended ones."""
     admin = Api(server, *ADMIN)
     admin.ok("mutation { createEnvironment(input: {name: \"bulk\", baseDomain: \"localhost\", cleanupAfterSeconds: 86400}) { name } }")
-    admin.ok("mutation { updateProject(input: {name: \"shop\", environments: [\"local\", \"qa\", \"bulk\"], cpuMillis: 1000, memoryMib: 512, cleanupAfterSeconds: 28800}) { name } }")
+    admin.ok("mutation { updateProject(input: {name: \"shop\", environments: [\"local\", \"qa\", \"bulk\"], cpuMillis: 300, memoryMib: 256, cleanupAfterSeconds: 28800}) { name } }")
     have = len(admin.ok("{ deployments(includeEnded: true) { id } }")["deployments"])
     create = "mutation($n: String!) { createDeployment(project: \"shop\", environment: \"bulk\", name: $n, tags: [{service: \"web\", tag: \"v1\"}]) { id } }"
     def refused(name):
