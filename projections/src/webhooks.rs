@@ -20,13 +20,31 @@ pub(crate) const SCHEMA: &[&str] = &[
 ];
 
 /// The `state` column.
-pub mod state {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
     /// Not delivered yet: tried at `next_at`.
-    pub const PENDING: &str = "pending";
+    Pending,
     /// A 2xx answer came.
-    pub const DELIVERED: &str = "delivered";
+    Delivered,
     /// Given up after the most attempts, or its webhook was deleted.
-    pub const ABANDONED: &str = "abandoned";
+    Abandoned,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [DeliveryState::Pending, DeliveryState::Delivered, DeliveryState::Abandoned];
+
+    /// As the column stores it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == stored)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +61,7 @@ pub struct DeliveryRow {
     pub made_at: i64,
     pub attempts: u32,
     pub next_at: i64,
-    pub state: String,
+    pub state: DeliveryState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +89,10 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, ProjectionError> {
         made_at: r.try_get(7)?,
         attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(u32::MAX),
         next_at: r.try_get(9)?,
-        state: r.try_get(10)?,
+        state: {
+            let stored: String = r.try_get(10)?;
+            DeliveryState::parse(&stored).ok_or_else(|| ProjectionError::Corrupt(format!("webhook_deliveries: state {stored:?}")))?
+        },
     })
 }
 
@@ -88,7 +109,7 @@ pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), Projection
         .bind(d.made_at)
         .bind(i64::from(d.attempts))
         .bind(d.next_at)
-        .bind(d.state.clone())
+        .bind(d.state.as_str())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -99,7 +120,7 @@ pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), Projection
 pub async fn pending_of(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Result<Vec<DeliveryRow>, ProjectionError> {
     let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 AND state = $2 ORDER BY commit_pos, seq_pos LIMIT $3"))
         .bind(webhook_id.to_string())
-        .bind(state::PENDING)
+        .bind(DeliveryState::Pending.as_str())
         .bind(i64::from(limit))
         .fetch_all(db.pool())
         .await?;
@@ -108,8 +129,10 @@ pub async fn pending_of(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Resul
 
 /// The webhooks that have pending deliveries.
 pub async fn pending_webhooks(db: &ReadModelDb) -> Result<Vec<Uuid>, ProjectionError> {
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT webhook_id FROM webhook_deliveries WHERE state = $1").bind(state::PENDING).fetch_all(db.pool()).await?;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT webhook_id FROM webhook_deliveries WHERE state = $1")
+        .bind(DeliveryState::Pending.as_str())
+        .fetch_all(db.pool())
+        .await?;
     Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
 }
 
@@ -124,7 +147,7 @@ pub async fn of_webhook(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Resul
 }
 
 /// Records an attempt and what the delivery is now.
-pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, next_at: i64, state: &str) -> Result<(), ProjectionError> {
+pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, next_at: i64, state: DeliveryState) -> Result<(), ProjectionError> {
     let mut tx = db.pool().begin().await?;
     sqlx::query(
         "INSERT INTO webhook_attempts (webhook_id, event_id, attempt, at, status, error, millis) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -141,7 +164,7 @@ pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, 
     sqlx::query("UPDATE webhook_deliveries SET attempts = $1, next_at = $2, state = $3 WHERE webhook_id = $4 AND event_id = $5")
         .bind(i64::from(attempt.attempt))
         .bind(next_at)
-        .bind(state.to_owned())
+        .bind(state.as_str())
         .bind(d.webhook_id.to_string())
         .bind(d.event_id.clone())
         .execute(&mut *tx)
@@ -153,9 +176,9 @@ pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, 
 /// Gives up what is still pending for a deleted webhook.
 pub async fn abandon(db: &ReadModelDb, webhook_id: Uuid) -> Result<(), ProjectionError> {
     sqlx::query("UPDATE webhook_deliveries SET state = $1 WHERE webhook_id = $2 AND state = $3")
-        .bind(state::ABANDONED)
+        .bind(DeliveryState::Abandoned.as_str())
         .bind(webhook_id.to_string())
-        .bind(state::PENDING)
+        .bind(DeliveryState::Pending.as_str())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -169,12 +192,12 @@ pub async fn prune(db: &ReadModelDb, before: i64) -> Result<u64, ProjectionError
         "DELETE FROM webhook_attempts WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = webhook_attempts.webhook_id \
          AND d.event_id = webhook_attempts.event_id AND d.state <> $1 AND d.made_at < $2)",
     )
-    .bind(state::PENDING)
+    .bind(DeliveryState::Pending.as_str())
     .bind(before)
     .execute(&mut *tx)
     .await?;
     let gone = sqlx::query("DELETE FROM webhook_deliveries WHERE state <> $1 AND made_at < $2")
-        .bind(state::PENDING)
+        .bind(DeliveryState::Pending.as_str())
         .bind(before)
         .execute(&mut *tx)
         .await?
@@ -218,7 +241,7 @@ mod tests {
             made_at,
             attempts: 0,
             next_at: made_at,
-            state: state::PENDING.into(),
+            state: DeliveryState::Pending,
         }
     }
 
@@ -239,10 +262,10 @@ mod tests {
         assert!(pending_of(&db, Uuid::from_u128(99), 10).await.unwrap().is_empty(), "another webhook's are its own");
         assert_eq!(pending_webhooks(&db).await.unwrap(), [old_done.webhook_id]);
         let ok = |attempt| AttemptRow { attempt, at: 20, status: Some(204), error: String::new(), millis: 3 };
-        attempted(&db, &old_done, &ok(1), 20, state::DELIVERED).await.unwrap();
-        attempted(&db, &new_done, &ok(1), 1_000, state::DELIVERED).await.unwrap();
+        attempted(&db, &old_done, &ok(1), 20, DeliveryState::Delivered).await.unwrap();
+        attempted(&db, &new_done, &ok(1), 1_000, DeliveryState::Delivered).await.unwrap();
         let refused = AttemptRow { attempt: 1, at: 20, status: Some(503), error: "answered 503".into(), millis: 3 };
-        attempted(&db, &old_waiting, &refused, 2_000_000, state::PENDING).await.unwrap();
+        attempted(&db, &old_waiting, &refused, 2_000_000, DeliveryState::Pending).await.unwrap();
         assert_eq!(attempts(&db, old_waiting.webhook_id, "b").await.unwrap(), [refused]);
 
         assert_eq!(prune(&db, 500).await.unwrap(), 1, "only the old delivered one");

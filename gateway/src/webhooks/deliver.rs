@@ -80,7 +80,7 @@ impl WebhookProcess {
                 let _ = app.read_models.wait_for(&["deployments"], stored.position, READ_MODEL_WAIT).await;
                 let Some(row) = nullops_projections::deployments::deployment(&app.read_models, deployment_id).await? else { return Ok(None) };
                 let urls = crate::deployments::service_urls(app, catalog, &row);
-                let failure: Option<Value> = row.failure.as_deref().and_then(|f| serde_json::from_str(f).ok());
+                let failure = &row.failure;
                 let state = match topic {
                     WebhookTopic::DeploymentCreated => "PENDING",
                     WebhookTopic::DeploymentRunning => "RUNNING",
@@ -93,7 +93,7 @@ impl WebhookProcess {
                         "id": row.deployment_id, "name": row.name, "project": row.project, "projectId": row.project_id,
                         "environment": row.environment, "state": state, "attempt": row.attempt, "pipelineVersion": row.pipeline_version,
                         "node": row.node_id, "urls": urls, "createdBy": row.created_by, "expiresAt": time(row.expires_at),
-                        "failure": failure.map(|f| json!({"step": f["step"], "reason": f["reason"], "exitCode": f["exit_code"], "oomKilled": f["oom_killed"]})),
+                        "failure": failure.as_ref().map(|f| json!({"step": f.step, "reason": f.reason, "exitCode": f.exit_code, "oomKilled": f.oom_killed})),
                     },
                 });
                 Some(Told { topic, subject: format!("deployment/{deployment_id}"), project: Some(row.project), environment: Some(row.environment), data })
@@ -193,7 +193,7 @@ impl Saga for WebhookProcess {
                 made_at: Timestamp::now().0,
                 attempts: 0,
                 next_at: Timestamp::now().0,
-                state: rows::state::PENDING.to_owned(),
+                state: rows::DeliveryState::Pending,
             };
             rows::enqueue(&self.app.read_models, &row).await?;
         }
@@ -321,10 +321,10 @@ async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d:
     let now = Timestamp::now().0;
     let delivered = outcome.is_ok();
     let (row, next_at, state) = match outcome {
-        Ok(status) => (AttemptRow { attempt, at: now, status: Some(status), error: String::new(), millis }, now, rows::state::DELIVERED),
+        Ok(status) => (AttemptRow { attempt, at: now, status: Some(status), error: String::new(), millis }, now, rows::DeliveryState::Delivered),
         Err((status, error)) => {
             tracing::info!(webhook = %webhook.webhook_id, url = %webhook.url, attempt, %error, "a webhook delivery failed; it will be tried again");
-            let state = if attempt >= MAX_ATTEMPTS { rows::state::ABANDONED } else { rows::state::PENDING };
+            let state = if attempt >= MAX_ATTEMPTS { rows::DeliveryState::Abandoned } else { rows::DeliveryState::Pending };
             (AttemptRow { attempt, at: now, status, error, millis }, now + pause_micros(attempt), state)
         }
     };
@@ -379,7 +379,7 @@ mod tests {
             made_at: 0,
             attempts: 0,
             next_at,
-            state: rows::state::PENDING.into(),
+            state: rows::DeliveryState::Pending,
         }
     }
 

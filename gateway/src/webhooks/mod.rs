@@ -74,9 +74,9 @@ impl WebhookGql {
                 event_id: d.event_id,
                 event: d.topic,
                 subject: d.subject,
-                state: d.state.to_uppercase(),
+                state: d.state.into(),
                 made_at: time(d.made_at),
-                next_attempt_at: (d.state == rows::state::PENDING).then(|| time(d.next_at)),
+                next_attempt_at: (d.state == rows::DeliveryState::Pending).then(|| time(d.next_at)),
                 attempts: attempts
                     .into_iter()
                     .map(|a| AttemptGql { attempt: a.attempt as i32, at: time(a.at), status: a.status.map(i32::from), error: a.error, millis: a.millis as i32 })
@@ -122,6 +122,28 @@ mod about_tests {
     }
 }
 
+/// Where a delivery is.
+#[derive(Enum, Copy, Clone, PartialEq, Eq)]
+#[graphql(name = "WebhookDeliveryState")]
+pub enum DeliveryStateGql {
+    /// Not delivered yet: tried again at `nextAttemptAt`.
+    Pending,
+    /// A 2xx answer came.
+    Delivered,
+    /// Given up after the most attempts, or its webhook was deleted.
+    Abandoned,
+}
+
+impl From<rows::DeliveryState> for DeliveryStateGql {
+    fn from(s: rows::DeliveryState) -> Self {
+        match s {
+            rows::DeliveryState::Pending => DeliveryStateGql::Pending,
+            rows::DeliveryState::Delivered => DeliveryStateGql::Delivered,
+            rows::DeliveryState::Abandoned => DeliveryStateGql::Abandoned,
+        }
+    }
+}
+
 /// One event sent to one webhook.
 #[derive(SimpleObject)]
 #[graphql(name = "WebhookDelivery")]
@@ -133,8 +155,7 @@ pub struct DeliveryGql {
     subject: String,
     /// What it is about, in words: the deployment's name, the node's address, the project.
     about: String,
-    /// PENDING, DELIVERED or ABANDONED.
-    state: String,
+    state: DeliveryStateGql,
     made_at: DateTime<Utc>,
     next_attempt_at: Option<DateTime<Utc>>,
     attempts: Vec<AttemptGql>,
