@@ -8,7 +8,9 @@
 
 use async_trait::async_trait;
 use nullops_domain::deployment::Phase;
-use nullops_events::deployment::{DeploymentEvent, DeploymentFailed, DeploymentPlan, DeploymentRunning, Endpoint, EndpointsChanged, RejectionCode, StepState};
+use nullops_events::deployment::{
+    ChosenVersion, DeploymentEvent, DeploymentFailed, DeploymentPlan, DeploymentRunning, Endpoint, EndpointsChanged, RejectionCode, StepState,
+};
 use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -216,17 +218,17 @@ pub struct DeploymentRow {
     pub rejection: Option<RejectionCode>,
     pub attempt: u32,
     pub pipeline_version: u32,
-    /// JSON list of `ChosenVersion`.
-    pub versions: String,
+    /// The tags chosen per service.
+    pub versions: Vec<ChosenVersion>,
     pub plan: DeploymentPlan,
     pub cpu_millis: u32,
     pub memory_mib: u32,
     pub lifetime_secs: u64,
     pub expires_at: i64,
-    /// JSON `DeploymentFailed`.
-    pub failure: Option<String>,
-    /// JSON list of `Endpoint`.
-    pub endpoints: String,
+    /// Why its run failed, when it did.
+    pub failure: Option<DeploymentFailed>,
+    /// Where its services answer on its node.
+    pub endpoints: Vec<Endpoint>,
     pub created_by: String,
     pub created_at: i64,
     pub changed_at: i64,
@@ -251,14 +253,14 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
         rejection: r.try_get::<Option<String>, _>(7)?.map(|c| RejectionCode::parse(&c).ok_or_else(|| corrupt("rejection"))).transpose()?,
         attempt: small(r.try_get(8)?, "attempt")?,
         pipeline_version: small(r.try_get(9)?, "pipeline_version")?,
-        versions: r.try_get(10)?,
+        versions: serde_json::from_str(&r.try_get::<String, _>(10)?).map_err(|_| corrupt("versions"))?,
         plan: serde_json::from_str(&r.try_get::<String, _>(11)?).map_err(|_| corrupt("plan"))?,
         cpu_millis: small(r.try_get(12)?, "cpu_millis")?,
         memory_mib: small(r.try_get(13)?, "memory_mib")?,
         lifetime_secs: u64::try_from(r.try_get::<i64, _>(14)?).map_err(|_| corrupt("lifetime_secs"))?,
         expires_at: r.try_get(15)?,
-        failure: r.try_get(16)?,
-        endpoints: r.try_get(17)?,
+        failure: r.try_get::<Option<String>, _>(16)?.map(|f| serde_json::from_str(&f)).transpose().map_err(|_| corrupt("failure"))?,
+        endpoints: serde_json::from_str(&r.try_get::<String, _>(17)?).map_err(|_| corrupt("endpoints"))?,
         created_by: r.try_get(18)?,
         created_at: r.try_get(19)?,
         changed_at: r.try_get(20)?,

@@ -21,7 +21,7 @@ use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand
 use nullops_domain::plan::{resolve, selectable_services};
 use nullops_domain::{DnsLabel, Issuer};
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
-use nullops_events::deployment::{ChosenVersion, DeletionReason, DeploymentFailed, DeploymentRequested, PlannedAction, RejectionCode};
+use nullops_events::deployment::{DeletionReason, DeploymentRequested, PlannedAction, RejectionCode};
 use nullops_events::{EventMetadata, Timestamp};
 use nullops_projections::catalog as catalog_read;
 use nullops_projections::deployments::{self as read, DeploymentRow};
@@ -198,8 +198,7 @@ pub(crate) fn choices(tags: Vec<TagChoice>) -> ApiResult<BTreeMap<String, String
 }
 
 fn versions_of(row: &DeploymentRow) -> BTreeMap<String, String> {
-    let versions: Vec<ChosenVersion> = serde_json::from_str(&row.versions).unwrap_or_default();
-    versions.into_iter().map(|v| (v.service, v.tag)).collect()
+    row.versions.iter().map(|v| (v.service.clone(), v.tag.clone())).collect()
 }
 
 async fn latest_pipeline(app: &App, state: &CatalogState, project: &str) -> ApiResult<(u32, nullops_events::catalog::PipelineGraph)> {
@@ -239,8 +238,7 @@ async fn placement(app: &App, deployment_id: uuid::Uuid, attempt: u32) -> ApiRes
 }
 
 pub(crate) fn failure_reason(row: &DeploymentRow) -> String {
-    let failure: Option<DeploymentFailed> = row.failure.as_deref().and_then(|f| serde_json::from_str(f).ok());
-    failure.map_or_else(|| format!("deployment {} could not be placed", row.name), |f| f.reason)
+    row.failure.as_ref().map_or_else(|| format!("deployment {} could not be placed", row.name), |f| f.reason.clone())
 }
 
 async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Option<String>, chosen: BTreeMap<String, String>) -> ApiResult<DeploymentGql> {

@@ -4,8 +4,8 @@ use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use nullops_domain::deployment::{status, DeploymentStatus, UserAction};
 use nullops_events::catalog::Access;
+use nullops_events::deployment::PlannedAction;
 use nullops_events::deployment::StepState;
-use nullops_events::deployment::{ChosenVersion, DeploymentFailed, Endpoint, PlannedAction};
 use nullops_events::Timestamp;
 use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::deployments::{self as read, DeploymentRow};
@@ -252,8 +252,7 @@ impl DeploymentGql {
         let loaders = loaders(ctx);
         // Ended, it runs nowhere: no health to ask for.
         let health = if self.0.phase.ended() { Vec::new() } else { loaders.health.load_one(self.0.deployment_id).await?.unwrap_or_default() };
-        let versions: Vec<ChosenVersion> = serde_json::from_str(&self.0.versions).unwrap_or_default();
-        let endpoints: Vec<Endpoint> = serde_json::from_str(&self.0.endpoints).unwrap_or_default();
+        let (versions, endpoints) = (&self.0.versions, &self.0.endpoints);
         let env = loaders.environments.load_one(self.0.environment.clone()).await?;
         let usage = match self.0.node_id {
             Some(node_id) if self.0.phase.on_node() => loaders.usage.load_one(node_id).await?,
@@ -273,7 +272,7 @@ impl DeploymentGql {
             })
             .collect();
         Ok(versions
-            .into_iter()
+            .iter()
             .map(|v| {
                 let h = health.iter().find(|h| h.service == v.service);
                 let used = measured.iter().find(|c| c.deployment == on_node && c.name == v.service);
@@ -285,9 +284,9 @@ impl DeploymentGql {
                     node_port: endpoints.iter().find(|e| e.service == v.service).map(|e| e.host_port),
                     healthy: h.map(|h| h.healthy),
                     health_detail: h.map(|h| h.detail.clone()).unwrap_or_default(),
-                    name: v.service,
-                    image: v.image,
-                    tag: v.tag,
+                    name: v.service.clone(),
+                    image: v.image.clone(),
+                    tag: v.tag.clone(),
                 }
             })
             .collect())
@@ -314,7 +313,7 @@ impl DeploymentGql {
         crate::charts::traffic(ctx, &self.0.environment, &self.0.name, self.0.created_at).await
     }
     async fn failure(&self) -> Option<FailureGql> {
-        let f: DeploymentFailed = serde_json::from_str(self.0.failure.as_deref()?).ok()?;
+        let f = self.0.failure.clone()?;
         Some(FailureGql { step: f.step, reason: f.reason, exit_code: f.exit_code, oom_killed: f.oom_killed })
     }
     async fn created_by(&self) -> &str {
