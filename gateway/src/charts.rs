@@ -1,22 +1,17 @@
 //! What the console's charts draw: histories of samples (`nullops_projections::samples`) of a
 //! node, a deployment's services and its traffic, and the platform's own health (projection
 //! lag, agents, command rate) for admins. The samples are written by the connector (usage), the
-//! ingress (traffic) and [`sample_forever`] (the platform's figures).
+//! ingress (traffic) and the platform sampler (`nullops_saga::samplers`, the platform's figures).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use nullops_events::Timestamp;
 use nullops_projections::samples::{self, Sample, Series};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request, time};
-use crate::App;
 
 /// The longest history asked for: what is kept.
 const MAX_MINUTES: i32 = (samples::KEEP_SECS / 60) as i32;
@@ -156,7 +151,7 @@ impl PlatformHealth {
         let app = app(ctx);
         let (since, now) = since_minutes(self.minutes)?;
         let mut out = Vec::new();
-        for lag in crate::metrics::projection_lags(app).await? {
+        for lag in app.projection_lags().await? {
             let history = samples::history(&app.read_models, &Series::Lag(lag.name.clone()), since, now)
                 .await?
                 .into_iter()
@@ -193,47 +188,5 @@ impl ChartsQuery {
         request(ctx).admin()?;
         since_minutes(minutes)?;
         Ok(PlatformHealth { minutes })
-    }
-}
-
-/// Samples the platform's own figures every [`samples::SAMPLE_SECS`] (commands decided by
-/// this process, projection lag) and forgets old samples every minute.
-pub async fn sample_forever(app: Arc<App>, shutdown: CancellationToken) {
-    let metrics = nullops_metrics::metrics();
-    let mut last = (metrics.commands_done.load(Ordering::Relaxed), metrics.commands_not_done.load(Ordering::Relaxed));
-    let mut every = tokio::time::interval(Duration::from_secs(samples::SAMPLE_SECS as u64));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        ticks += 1;
-        let now = Timestamp::now().0;
-        let counts = (metrics.commands_done.load(Ordering::Relaxed), metrics.commands_not_done.load(Ordering::Relaxed));
-        let (done, not_done) = (counts.0.saturating_sub(last.0), counts.1.saturating_sub(last.1));
-        last = counts;
-        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        // Several servers add up.
-        if let Err(e) = samples::add(&app.read_models, &Series::Commands, now, big(done), big(not_done)).await {
-            tracing::warn!(error = %e, "cannot store the command-rate sample");
-        }
-        match crate::metrics::projection_lags(&app).await {
-            Ok(lags) => {
-                for lag in lags {
-                    let ms = (lag.seconds * 1000.0) as i64;
-                    if let Err(e) = samples::record(&app.read_models, &Series::Lag(lag.name.clone()), now, lag.events, ms).await {
-                        tracing::warn!(error = %e, "cannot store a projection-lag sample");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e.message(), "cannot measure the projections' lag"),
-        }
-        if ticks.is_multiple_of(6) {
-            if let Err(e) = samples::prune(&app.read_models, now).await {
-                tracing::warn!(error = %e, "cannot forget old samples");
-            }
-        }
     }
 }

@@ -162,6 +162,49 @@ impl From<nullops_registry::RegistryError> for ApiError {
     }
 }
 
+impl From<nullops_saga::DispatchError> for ApiError {
+    fn from(e: nullops_saga::DispatchError) -> Self {
+        match e {
+            nullops_saga::DispatchError::Command(e) => e.into(),
+            nullops_saga::DispatchError::ReadModel(e) => e.into(),
+        }
+    }
+}
+
+impl From<nullops_saga::SagaError> for ApiError {
+    fn from(e: nullops_saga::SagaError) -> Self {
+        use nullops_saga::SagaError as S;
+        match e {
+            S::Command(e) => e.into(),
+            S::ReadModel(e) => e.into(),
+            S::Store(StoreError::Database(ref db)) if is_unavailable(db) => ApiError::Unavailable,
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<nullops_saga::TagsError> for ApiError {
+    fn from(e: nullops_saga::TagsError) -> Self {
+        match e {
+            nullops_saga::TagsError::Keyring(e) => e.into(),
+            nullops_saga::TagsError::Registry(e) => e.into(),
+            e @ nullops_saga::TagsError::CorruptCredentials(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<nullops_saga::RequestError> for ApiError {
+    fn from(e: nullops_saga::RequestError) -> Self {
+        use nullops_saga::RequestError as R;
+        match e {
+            R::Domain(e) => e.into(),
+            R::Command(e) => e.into(),
+            R::ReadModel(e) => e.into(),
+            R::Tags(e) => e.into(),
+        }
+    }
+}
+
 impl From<nullops_keyring::KeyringError> for ApiError {
     fn from(e: nullops_keyring::KeyringError) -> Self {
         use nullops_keyring::KeyringError as K;

@@ -126,7 +126,7 @@ impl<F> Follower<F> {
     {
         let mut access_changed = false;
         if let Some(e) = event.as_ref().filter(|e| may_change_access(&e.event_type)) {
-            self.app.read_models.wait_for(&ACCESS_READ_MODELS, e.position, self.app.config.consistency_wait).await?;
+            self.app.read_models.wait_for(&ACCESS_READ_MODELS, e.position, self.app.consistency_wait).await?;
             let now = Viewer::now(&self.app, &self.credential).await?;
             access_changed = !now.sees_as(&self.viewer);
             self.viewer = now;
@@ -160,12 +160,12 @@ async fn changed_deployments(
     let rows = match event.stream_id.kind() {
         "deployment" => {
             let Ok(id) = Uuid::try_parse(event.stream_id.key()) else { return Ok(vec![]) };
-            app.read_models.wait_for(&["deployments"], event.position, app.config.consistency_wait).await?;
+            app.read_models.wait_for(&["deployments"], event.position, app.consistency_wait).await?;
             deployments_read::deployment(&app.read_models, id).await?.into_iter().collect()
         }
         "node" => {
             let Some(id) = node_link_changed(&event) else { return Ok(vec![]) };
-            app.read_models.wait_for(&["nodes"], event.position, app.config.consistency_wait).await?;
+            app.read_models.wait_for(&["nodes"], event.position, app.consistency_wait).await?;
             deployments_read::on_node(&app.read_models, id).await?
         }
         _ => vec![],
@@ -219,7 +219,7 @@ async fn changed_nodes(app: Arc<App>, viewer: Viewer, input: Input, environment:
             let is_node = matches!(event.stream_id.kind(), "node" | "capacity");
             match Uuid::try_parse(event.stream_id.key()) {
                 Ok(id) if is_node => {
-                    app.read_models.wait_for(&["nodes"], event.position, app.config.consistency_wait).await?;
+                    app.read_models.wait_for(&["nodes"], event.position, app.consistency_wait).await?;
                     vec![id]
                 }
                 _ => return Ok(vec![]),
@@ -415,7 +415,7 @@ async fn catalog_changes(app: Arc<App>, viewer: Viewer, input: Input) -> ApiResu
             return Ok(changes);
         }
     };
-    app.read_models.wait_for(&["catalog", "identity"], event.position, app.config.consistency_wait).await?;
+    app.read_models.wait_for(&["catalog", "identity"], event.position, app.consistency_wait).await?;
     let state = catalog_state(&app).await?;
     let names = Names {
         teams: state.teams.iter().map(|(id, t)| (*id, t.name.clone())).collect(),

@@ -13,15 +13,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use nullops_events::{LogPosition, Timestamp};
-use nullops_metrics::{metrics, NodeFigures, ProjectionLag, CONTENT_TYPE};
+use nullops_metrics::{metrics, NodeFigures, CONTENT_TYPE};
 use nullops_projections::{deployments, nodes};
 
 use crate::error::ApiError;
 use crate::App;
-
-/// Events counted behind a projection, at most (the count is a read of the log).
-const LAG_COUNT_LIMIT: u32 = 10_000;
 
 /// Each node's agent status and how many nodes have it.
 pub(crate) async fn agent_counts(app: &App) -> Result<Vec<(&'static str, i64)>, ApiError> {
@@ -30,23 +26,6 @@ pub(crate) async fn agent_counts(app: &App) -> Result<Vec<(&'static str, i64)>, 
         *agents.entry(crate::catalog::node_status(&n).name()).or_default() += 1;
     }
     Ok(agents.into_iter().collect())
-}
-
-/// How far behind the log each projection is.
-pub(crate) async fn projection_lags(app: &App) -> Result<Vec<ProjectionLag>, ApiError> {
-    let now = Timestamp::now().0;
-    let mut lags = Vec::new();
-    for p in &app.projections {
-        let at: LogPosition = app.read_models.checkpoint(p.name()).await?.position;
-        let behind = app.store.read_all(at, LAG_COUNT_LIMIT).await.map_err(ApiError::internal)?;
-        let behind: Vec<_> = behind.into_iter().filter(|e| p.handles(&e.event_type)).collect();
-        lags.push(ProjectionLag {
-            name: p.name().to_owned(),
-            events: i64::try_from(behind.len()).unwrap_or(i64::MAX),
-            seconds: behind.first().map_or(0.0, |e| now.saturating_sub(e.occurred_at.0).max(0) as f64 / 1e6),
-        });
-    }
-    Ok(lags)
 }
 
 /// Reads the platform's state into the metrics.
@@ -69,7 +48,7 @@ pub async fn refresh(app: &App) -> Result<(), ApiError> {
     }
     state.agents = agent_counts(app).await?;
     state.deployments = deployments::count_by_phase(&app.read_models).await?.into_iter().map(|(p, n)| (p.name(), n)).collect();
-    state.projections = projection_lags(app).await?;
+    state.projections = app.projection_lags().await?;
     metrics().set_state(&state);
     Ok(())
 }

@@ -566,7 +566,7 @@ impl SubscriptionRoot {
                 }
                 let e = e.ok_or_else(|| ApiError::Conflict("this subscriber fell behind and missed events; subscribe again".into()))?;
                 // As the history has it: with its summary.
-                app.read_models.wait_for(&["audit"], e.position, app.config.consistency_wait).await?;
+                app.read_models.wait_for(&["audit"], e.position, app.consistency_wait).await?;
                 let one = AuditFilter { event_id: Some(e.event_id.to_string()), ..Default::default() };
                 let entry = audit::query(&app.read_models, &one, None, 1).await?.pop();
                 let entry = entry.ok_or_else(|| ApiError::internal("a live event missing from the audit history"))?;

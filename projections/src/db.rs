@@ -49,8 +49,14 @@ pub struct ReadModelDb {
     advanced: std::sync::Arc<watch::Sender<u64>>,
 }
 
-/// How often a waiter re-reads checkpoints that runners in other processes may be advancing.
-const REMOTE_POLL: Duration = Duration::from_millis(10);
+/// A waiter re-reads the checkpoints this often even when told nothing: a runner in another
+/// process announces its commits over PostgreSQL's NOTIFY, and one lost while the listener
+/// reconnects must not leave a waiter stuck until its timeout.
+pub const SAFETY_RECHECK: Duration = Duration::from_millis(250);
+/// The PostgreSQL channel on which runners announce that a read model advanced.
+const ADVANCED_CHANNEL: &str = "nullops_read_models";
+/// The longest pause before the listener of that channel connects again.
+const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl ReadModelDb {
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and creates missing tables.
@@ -79,6 +85,9 @@ impl ReadModelDb {
             sqlx::query(statement).execute(&pool).await?;
         }
         let db = ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) };
+        if !sqlite {
+            tokio::spawn(listen_for_advances(url.to_owned(), std::sync::Arc::downgrade(&db.advanced)));
+        }
         // Tables in an older shape go before any table is made, so that they are made anew.
         db.drop_outdated(&crate::all()).await?;
         let tables = SCHEMA.iter().chain(crate::audit::SCHEMA).chain(crate::catalog::SCHEMA).chain(crate::nodes::SCHEMA);
@@ -156,6 +165,21 @@ impl ReadModelDb {
         self.advanced.send_modify(|n| *n += 1);
     }
 
+    /// Tells every process sharing these read models, when `tx` commits, that `name` advanced
+    /// (PostgreSQL only: SQLite's read models belong to one process).
+    pub(crate) async fn announce(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, name: &str) -> Result<(), sqlx::Error> {
+        if self.postgres {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(ADVANCED_CHANNEL).bind(name).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Changes whenever a read model may have advanced, in this process or (on PostgreSQL)
+    /// another: a waiter re-reads what it waits for then, instead of polling.
+    pub fn advances(&self) -> watch::Receiver<u64> {
+        self.advanced.subscribe()
+    }
+
     pub async fn checkpoint(&self, name: &str) -> Result<Status, ProjectionError> {
         let row = sqlx::query("SELECT commit_pos, seq, events_applied, updated_at FROM projection_checkpoints WHERE name = $1")
             .bind(name)
@@ -193,7 +217,7 @@ impl ReadModelDb {
                 }
                 tokio::select! {
                     _ = advanced.changed() => {}
-                    _ = tokio::time::sleep(REMOTE_POLL) => {}
+                    _ = tokio::time::sleep(SAFETY_RECHECK) => {}
                 }
             }
         }
@@ -210,5 +234,49 @@ impl ReadModelDb {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Follows the runners' announcements on PostgreSQL and passes each on to this process's
+/// waiters, until the read models' handle is gone (noticed at the next announcement; the
+/// listener's read is not cancelled midway, as it may be in the middle of a message).
+/// Reconnects with growing pauses; after a reconnect the waiters are woken once, as
+/// announcements may have been missed meanwhile.
+async fn listen_for_advances(url: String, advanced: std::sync::Weak<watch::Sender<u64>>) {
+    let wake = || advanced.upgrade().map(|sender| sender.send_modify(|n| *n += 1)).is_some();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(ADVANCED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listener.await {
+            Ok(mut listener) => {
+                backoff = Duration::from_millis(100);
+                if !wake() {
+                    return;
+                }
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the read models' listener lost its connection");
+                            break;
+                        }
+                    }
+                    if !wake() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for read model advances; waiters re-check every 250 ms"),
+        }
+        if advanced.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_MAX_BACKOFF);
     }
 }

@@ -177,6 +177,7 @@ impl Runner {
         for event in batch.iter().filter(|e| self.projection.handles(&e.event_type)) {
             self.projection.apply(&mut tx, event).await?;
         }
+        self.db.announce(&mut tx, name).await?;
         tx.commit().await?;
         self.db.notify_advanced();
         Ok(to)

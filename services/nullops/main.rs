@@ -12,7 +12,7 @@ mod echo;
 mod local_agent;
 mod platform;
 mod plugins;
-mod reaper;
+
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use nullops_bus::{Bus, InProcessBus, NatsBus};
-use nullops_gateway::{App, GatewayConfig, TagLister};
+use nullops_gateway::{App, GatewayConfig};
+use nullops_saga::{periodic, TagLister};
 use nullops_keyring::{Keyring, MasterKey};
 use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
@@ -25,6 +26,8 @@ use crate::{local_agent, IngressArgs, ServeArgs};
 
 /// Bound on every call to a container registry.
 const REGISTRY_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a command waits for the read models to show its effect (read-your-writes).
+const CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Backends {
     store: Arc<dyn EventStore>,
@@ -212,33 +215,12 @@ pub async fn rotate_keys(b: Backends) -> anyhow::Result<()> {
 /// `nullops keys sweep`: destroys data keys that no live value uses, older than `grace`.
 pub async fn sweep_keys(b: Backends, grace: Duration) -> anyhow::Result<()> {
     let (keyring, _) = keyring(&b).await?;
-    let destroyed = nullops_gateway::sweep_orphaned_keys(&*b.store, &b.read_models, &keyring, grace).await?;
+    let destroyed = nullops_saga::key_sweep::sweep_orphaned_keys(&*b.store, &b.read_models, &keyring, grace).await?;
     println!("destroyed {destroyed} orphaned data keys");
     Ok(())
 }
 
-/// How often a server sweeps orphaned data keys, and how old a key must be to be swept.
-const KEY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-pub const KEY_SWEEP_GRACE: Duration = Duration::from_secs(900);
-
-/// Sweeps orphaned data keys now and then every hour; one server at a time does it.
-async fn sweep_keys_periodically(store: Arc<dyn EventStore>, read_models: ReadModelDb, keyring: Arc<Keyring>, shutdown: CancellationToken) {
-    loop {
-        match store.try_lease("key-sweep").await {
-            Ok(Some(_lease)) => {
-                if let Err(e) = nullops_gateway::sweep_orphaned_keys(&*store, &read_models, &keyring, KEY_SWEEP_GRACE).await {
-                    tracing::warn!(error = %e, "orphaned data key sweep failed; will retry");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "orphaned data key sweep could not take its lease"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(KEY_SWEEP_EVERY) => {}
-        }
-    }
-}
+pub use nullops_saga::key_sweep::KEY_SWEEP_GRACE;
 
 /// `nullops keys verify`: unwraps every data key with the current master key.
 pub async fn verify_keys(b: Backends) -> anyhow::Result<()> {
@@ -289,23 +271,28 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
 
     let (keyring, _) = keyring(&b).await?;
     let keyring = Arc::new(keyring);
-    tasks.spawn(sweep_keys_periodically(b.store.clone(), b.read_models.clone(), keyring.clone(), shutdown.clone()));
+    let sweep = nullops_saga::key_sweep::KeySweep { store: b.store.clone(), read_models: b.read_models.clone(), keyring: keyring.clone() };
+    tasks.spawn(periodic::run(sweep, nullops_saga::key_sweep::KEY_SWEEP_EVERY, b.store.clone(), shutdown.clone()));
     let ingress = if args.no_ingress {
         public_origin(&args.ingress, args.ingress.ingress_listen.port())
     } else {
         start_ingress(&b, &args.ingress, &mut tasks, &shutdown, &egress).await?
     };
-    let app = Arc::new(App {
+    let core = Arc::new(nullops_saga::Core {
         store: b.store.clone(),
         read_models: b.read_models.clone(),
         projections,
+        keyring,
+        registries: TagLister::new(REGISTRY_DEADLINE, egress.clone()),
+        catalog: StateCache::new(1),
+        consistency_wait: CONSISTENCY_WAIT,
+    });
+    let app = Arc::new(App {
+        core,
         passwords: nullops_gateway::auth::PasswordHasherPool::new().await,
         throttle: nullops_gateway::auth::LoginThrottle::new(b.read_models.clone()),
         live,
-        keyring,
-        registries: TagLister::new(REGISTRY_DEADLINE, egress.clone()),
         egress,
-        catalog: StateCache::new(1),
         config: GatewayConfig {
             session_ttl: Duration::from_secs(args.session_ttl_secs),
             ingress,
@@ -336,10 +323,12 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
         }
     }
     tasks.spawn(nullops_connector::run(connector(&b, app.keyring.clone()), shutdown.clone()));
-    tasks.spawn(crate::reaper::run(b.store.clone(), b.read_models.clone(), shutdown.clone()));
+    let reaper = nullops_saga::reaper::Reaper { store: b.store.clone(), read_models: b.read_models.clone() };
+    tasks.spawn(periodic::run(reaper, nullops_saga::reaper::REAP_EVERY, b.store.clone(), shutdown.clone()));
     let saga = nullops_saga::DeploymentSaga::new(b.store.clone(), b.read_models.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(saga), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
-    tasks.spawn(nullops_gateway::charts::sample_forever(app.clone(), shutdown.clone()));
+    let sampler = nullops_saga::samplers::PlatformSampler::new(app.core.clone());
+    tasks.spawn(periodic::run(sampler, nullops_saga::samplers::SAMPLE_EVERY, b.store.clone(), shutdown.clone()));
     let webhooks = nullops_gateway::webhooks::WebhookProcess::new(app.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(webhooks), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
     let previews = nullops_gateway::previews::PreviewProcess::new(app.clone());
@@ -449,10 +438,10 @@ async fn demo(app: Arc<App>, addr: SocketAddr) {
 }
 
 /// How users reach an ingress that listens on `port`.
-fn public_origin(args: &IngressArgs, port: u16) -> nullops_ingress::PublicOrigin {
+fn public_origin(args: &IngressArgs, port: u16) -> nullops_domain::urls::PublicOrigin {
     let listen = args.ingress_listen.ip();
     let address = args.ingress_public_address.clone().or_else(|| (!listen.is_unspecified()).then(|| listen.to_string()));
-    nullops_ingress::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port), address }
+    nullops_domain::urls::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port), address }
 }
 
 /// Starts the ingress on `args` with a routing table kept from the read models, and says how
@@ -463,7 +452,7 @@ async fn start_ingress(
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &CancellationToken,
     egress: &nullops_egress::Egress,
-) -> anyhow::Result<nullops_ingress::PublicOrigin> {
+) -> anyhow::Result<nullops_domain::urls::PublicOrigin> {
     let tls = match (&args.ingress_tls_cert, &args.ingress_tls_key) {
         (Some(cert), Some(key)) => Some(nullops_ingress::tls::server_config(cert, key)?),
         _ => None,
@@ -481,29 +470,32 @@ async fn start_ingress(
     println!("NullOps ingress is up: {}://{addr}/ (serving SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN)", if ingress.is_tls() { "https" } else { "http" });
     tasks.spawn(nullops_ingress::live::follow(routes, b.read_models.clone(), b.bus.clone(), shutdown.clone()));
     tasks.spawn(ingress.serve(shutdown.clone()));
-    tasks.spawn(sample_traffic(b.read_models.clone(), shutdown.clone()));
+    let sampler = TrafficSampler { read_models: b.read_models.clone() };
+    tasks.spawn(periodic::run(sampler, nullops_saga::samplers::SAMPLE_EVERY, b.store.clone(), shutdown.clone()));
     Ok(public_origin(args, addr.port()))
 }
 
 /// Writes what the ingress answered per deployment into the traffic chart's samples, every
 /// sampling window (its only write: telemetry, beside the read models).
-async fn sample_traffic(read_models: nullops_projections::ReadModelDb, shutdown: CancellationToken) {
-    use nullops_projections::samples::{self, Series};
-    let mut every = tokio::time::interval(Duration::from_secs(samples::SAMPLE_SECS as u64));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
+struct TrafficSampler {
+    read_models: nullops_projections::ReadModelDb,
+}
+
+#[async_trait::async_trait]
+impl periodic::Periodic for TrafficSampler {
+    type Error = nullops_projections::ProjectionError;
+    const NAME: &'static str = "traffic-sampler";
+    const SCOPE: periodic::Scope = periodic::Scope::EachServer;
+
+    async fn run_once(&self) -> Result<(), Self::Error> {
+        use nullops_projections::samples::{self, Series};
         let now = nullops_events::Timestamp::now().0;
         for ((environment, deployment), (requests, errors)) in nullops_ingress::traffic::take() {
             let series = Series::Traffic { environment, deployment };
             let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            if let Err(e) = samples::add(&read_models, &series, now, big(requests), big(errors)).await {
-                tracing::warn!(error = %e, "cannot store a traffic sample");
-            }
+            samples::add(&self.read_models, &series, now, big(requests), big(errors)).await?;
         }
+        Ok(())
     }
 }
 

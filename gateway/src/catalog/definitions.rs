@@ -11,7 +11,7 @@ use nullops_projections::catalog::{self as read, kind, Entry};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use super::tags::TagLister;
+use nullops_saga::TagLister;
 use super::types::*;
 use super::{change_catalog, change_catalog_sealing, entry, Viewer};
 use crate::error::{ApiError, ApiResult};
@@ -273,5 +273,5 @@ impl DefinitionMutation {
 /// Registry `name` with its credentials opened, for the pipeline's digest lookups.
 pub(super) async fn open_registry(app: &App, name: &str) -> ApiResult<nullops_registry::Registry> {
     let definition = entry::<RegistryDefinition>(app, kind::REGISTRY, name).await?.definition;
-    TagLister::open(&app.keyring, &definition).await
+    Ok(TagLister::open(&app.keyring, &definition).await?)
 }

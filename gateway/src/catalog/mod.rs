@@ -8,16 +8,14 @@
 
 mod definitions;
 mod dry_run;
-mod key_sweep;
 mod nodes;
 pub(crate) use nodes::node_status;
 mod projects;
-pub mod tags;
+
 mod teams;
 pub(crate) mod types;
 
 pub use definitions::{DefinitionMutation, DefinitionQuery};
-pub use key_sweep::{sweep_orphaned_keys, SweepError};
 pub use nodes::{NodeGql, NodeMutation, NodeQuery};
 pub use projects::{ProjectMutation, ProjectQuery};
 pub use teams::{TeamMutation, TeamQuery};

@@ -17,13 +17,11 @@ use std::time::Duration;
 use async_graphql::{Context, InputObject, Object, ID};
 use futures::{Stream, StreamExt};
 use nullops_domain::catalog::CatalogState;
-use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, Phase, UserAction};
-use nullops_domain::plan::{resolve, selectable_services};
-use nullops_domain::{DnsLabel, Issuer};
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
+use nullops_domain::Issuer;
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
-use nullops_events::deployment::{DeletionReason, DeploymentRequested, PlannedAction, RejectionCode};
-use nullops_events::{EventMetadata, Timestamp};
-use nullops_projections::catalog as catalog_read;
+use nullops_events::deployment::{DeletionReason, PlannedAction};
+use nullops_events::Timestamp;
 use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes as nodes_read;
 use uuid::Uuid;
@@ -33,6 +31,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::live::{may_revoke_access, node_link_changed, until_error, ACCESS_READ_MODELS};
 use crate::schema::{app, request, tokio_stream_from};
 use crate::{dispatch, App};
+pub(crate) use nullops_saga::request::failure_reason;
+use nullops_saga::Ask;
 pub use types::{DeploymentGql, LogLineGql};
 
 #[derive(InputObject, Clone)]
@@ -116,19 +116,8 @@ impl DeploymentMutation {
         let app = app(ctx);
         let row = find(app, &id).await?;
         let access = caller_access(ctx, &row).await?;
-        nullops_domain::access::require(access, Access::Full, &format!("deployment {}", row.name))?;
-        if !row.phase.allows(UserAction::Retry) {
-            return Err(ApiError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase.name())));
-        }
-        let state = catalog_state(app).await?;
-        let (version, graph) = latest_pipeline(app, &state, &row.project).await?;
-        let (plan, _) = resolve(&graph, &versions_of(&row), &state)?;
-        change(ctx, row.deployment_id, DeploymentAction::Retry { access, pipeline_version: version, plan }).await?;
-        let placed = placement(app, row.deployment_id, row.attempt + 1).await?;
-        if placed.phase == Phase::Failed && placed.attempt == row.attempt + 1 {
-            // The saga found no node with room for the new attempt.
-            return Err(ApiError::ResourcesExhausted(failure_reason(&placed)));
-        }
+        let by = Issuer::User(request(ctx).principal()?.clone());
+        let placed = app.retry_deployment(by, access, request(ctx).metadata()?, &row).await?;
         Ok(DeploymentGql(placed, seen(access)))
     }
 
@@ -201,46 +190,6 @@ fn versions_of(row: &DeploymentRow) -> BTreeMap<String, String> {
     row.versions.iter().map(|v| (v.service.clone(), v.tag.clone())).collect()
 }
 
-async fn latest_pipeline(app: &App, state: &CatalogState, project: &str) -> ApiResult<(u32, nullops_events::catalog::PipelineGraph)> {
-    let definition = state.project(project)?;
-    let latest = catalog_read::latest_pipeline_version(&app.read_models, definition.project_id).await?;
-    let latest = latest.ok_or_else(|| ApiError::InvalidInput(format!("project {project} has no pipeline yet: save one first")))?;
-    Ok((latest.version, latest.graph))
-}
-
-/// A generated name: the project's name and a random suffix.
-fn generated_name(project: &str) -> ApiResult<DnsLabel> {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    let suffix: String = (0..6).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect();
-    let stem: String = project.chars().take(63 - 7).collect();
-    Ok(DnsLabel::parse("name", format!("{}-{suffix}", stem.trim_end_matches('-')).as_str())?)
-}
-
-/// How long a create or retry waits for the saga to place the deployment; past it, the
-/// deployment is returned PENDING (it is placed as soon as the saga gets to it).
-const PLACEMENT_WAIT: Duration = Duration::from_secs(30);
-/// How often the read model is looked at meanwhile.
-const PLACEMENT_POLL: Duration = Duration::from_millis(10);
-
-/// The deployment once the saga has placed (or refused) `attempt`, or as it is when the wait
-/// runs out.
-async fn placement(app: &App, deployment_id: uuid::Uuid, attempt: u32) -> ApiResult<DeploymentRow> {
-    let started = tokio::time::Instant::now();
-    loop {
-        let row = read::deployment(&app.read_models, deployment_id).await?.ok_or_else(|| ApiError::internal("requested deployment missing from read model"))?;
-        if (row.attempt >= attempt && row.phase != Phase::Pending) || started.elapsed() >= PLACEMENT_WAIT {
-            return Ok(row);
-        }
-        tokio::time::sleep(PLACEMENT_POLL).await;
-    }
-}
-
-pub(crate) fn failure_reason(row: &DeploymentRow) -> String {
-    row.failure.as_ref().map_or_else(|| format!("deployment {} could not be placed", row.name), |f| f.reason.clone())
-}
-
 async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Option<String>, chosen: BTreeMap<String, String>) -> ApiResult<DeploymentGql> {
     let app = app(ctx);
     let principal = request(ctx).principal()?.clone();
@@ -252,7 +201,7 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
         return Err(ApiError::NotFound(format!("no project named {project}")));
     }
     let ask = Ask { project, environment, name, chosen, deployment_id: None };
-    let row = request_deployment(app, Issuer::User(principal), access, request(ctx).metadata()?, ask).await?;
+    let row = app.request_deployment(Issuer::User(principal), access, request(ctx).metadata()?, ask).await?;
     Ok(DeploymentGql(row, seen(access)))
 }
 
@@ -267,94 +216,6 @@ pub(crate) fn service_urls(app: &App, catalog: &CatalogState, row: &DeploymentRo
             PlannedAction::Plugin(_) => None,
         })
         .collect()
-}
-
-/// What a new deployment is asked to be.
-pub(crate) struct Ask<'a> {
-    pub project: &'a str,
-    pub environment: &'a str,
-    /// Generated when absent.
-    pub name: Option<String>,
-    pub chosen: BTreeMap<String, String>,
-    /// Its id, when the caller must know it before asking (a process that may ask again after
-    /// a crash); fresh when absent.
-    pub deployment_id: Option<Uuid>,
-}
-
-/// Asks for a deployment of `ask.project`'s latest pipeline as `by` (whose access is `access`)
-/// and waits for the saga to place it: the deployment placed, or why it cannot be.
-pub(crate) async fn request_deployment(app: &App, by: Issuer, access: Option<Access>, metadata: EventMetadata, ask: Ask<'_>) -> ApiResult<DeploymentRow> {
-    let Ask { project, environment, name, chosen, deployment_id } = ask;
-    let state = catalog_state(app).await?;
-    let definition = state.project(project)?.clone();
-    let env = state.environments.get(environment).ok_or_else(|| ApiError::NotFound(format!("no environment named {environment}")))?.clone();
-    if !definition.environments.iter().any(|e| e == environment) {
-        return Err(ApiError::InvalidInput(format!("environment: project {project} does not deploy to {environment}")));
-    }
-    nullops_domain::access::require(access, Access::Full, &format!("project {project} in environment {environment}"))?;
-    let (pipeline_version, graph) = latest_pipeline(app, &state, project).await?;
-    let (plan, versions) = resolve(&graph, &chosen, &state)?;
-    check_tags_exist(app, &state, &graph, &chosen).await?;
-    let asked = name.map(|n| DnsLabel::parse("name", &n)).transpose()?;
-
-    // A generated name is drawn again should it be taken; a name asked for is tried once.
-    let tries = if asked.is_some() { 1 } else { 3 };
-    let mut refused = None;
-    for _ in 0..tries {
-        let name = match &asked {
-            Some(name) => name.clone(),
-            None => generated_name(project)?,
-        };
-        // The saga decides; this only spares the log a request bound to be refused.
-        if read::by_name(&app.read_models, environment, name.as_str()).await?.is_some() {
-            refused = Some(ApiError::Conflict(format!("environment {environment} already has a deployment named {}", name.as_str())));
-            continue;
-        }
-        let deployment_id = deployment_id.unwrap_or_else(uuid::Uuid::now_v7);
-        let lifetime_secs = definition.cleanup_after_secs.unwrap_or(env.cleanup_after_secs);
-        let now = Timestamp::now().0;
-        let expires_at = now.saturating_add(i64::try_from(lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
-        let request = DeploymentRequested {
-            deployment_id,
-            project_id: definition.project_id,
-            project: project.to_owned(),
-            environment: environment.to_owned(),
-            name: String::new(),
-            versions: versions.clone(),
-            pipeline_version,
-            plan: plan.clone(),
-            cpu_millis: definition.cpu_millis,
-            memory_mib: definition.memory_mib,
-            lifetime_secs,
-            expires_at,
-        };
-        let command = DeploymentCommand { by: by.clone(), action: DeploymentAction::Create { access, request, name } };
-        dispatch::<Deployment>(app, metadata.clone(), &deployment_id.to_string(), command).await?;
-        let row = placement(app, deployment_id, 1).await?;
-        match row.rejection {
-            None => return Ok(row),
-            Some(RejectionCode::NameTaken) => refused = Some(ApiError::Conflict(failure_reason(&row))),
-            Some(RejectionCode::NoRoom) => return Err(ApiError::ResourcesExhausted(failure_reason(&row))),
-        }
-    }
-    Err(refused.expect("at least one try"))
-}
-
-/// Every chosen tag of a selectable service must exist in its registry now.
-async fn check_tags_exist(app: &App, state: &CatalogState, graph: &nullops_events::catalog::PipelineGraph, chosen: &BTreeMap<String, String>) -> ApiResult<()> {
-    for service in selectable_services(graph, state) {
-        let Some(tag) = chosen.get(&service.name) else { continue };
-        let registry = state.registries.get(&service.registry).ok_or_else(|| ApiError::NotFound(format!("registry {} no longer exists", service.registry)))?;
-        let mut tags = app.registries.tags(&app.keyring, registry, &service.image, false).await?;
-        if !tags.contains(tag) {
-            // Maybe pushed in the last seconds.
-            tags = app.registries.tags(&app.keyring, registry, &service.image, true).await?;
-        }
-        if !tags.contains(tag) {
-            return Err(ApiError::InvalidInput(format!("tags: {}:{tag} does not exist in registry {}", service.image, service.registry)));
-        }
-    }
-    Ok(())
 }
 
 /// `deploymentUpdated(id)`: the deployment now, then again after every change to it, for as
@@ -407,7 +268,7 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
                 return Ok(None);
             }
             if let Some(node) = node_link_changed(&e) {
-                app.read_models.wait_for(&["nodes"], e.position, app.config.consistency_wait).await?;
+                app.read_models.wait_for(&["nodes"], e.position, app.consistency_wait).await?;
                 let row = find(&app, &id).await?;
                 if row.node_id != Some(node) {
                     return Ok(None);
@@ -417,7 +278,7 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
             }
             let access = guard.check(&app, None).await?;
             // The read model shows the event before it is served.
-            app.read_models.wait_for(&["deployments"], e.position, app.config.consistency_wait).await?;
+            app.read_models.wait_for(&["deployments"], e.position, app.consistency_wait).await?;
             Ok(Some(DeploymentGql(find(&app, &id).await?, access)))
         }
     });
@@ -441,7 +302,7 @@ impl LiveGuard {
     /// may have revoked access, once the read models that say so show it.
     async fn check(&self, app: &App, after: Option<nullops_events::LogPosition>) -> ApiResult<Access> {
         if let Some(position) = after {
-            app.read_models.wait_for(&ACCESS_READ_MODELS, position, app.config.consistency_wait).await?;
+            app.read_models.wait_for(&ACCESS_READ_MODELS, position, app.consistency_wait).await?;
         }
         let viewer = Viewer::now(app, &self.credential).await?;
         viewer.access(&self.targets).ok_or_else(|| ApiError::Forbidden("you may no longer see this deployment".into()))

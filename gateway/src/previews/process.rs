@@ -35,7 +35,8 @@ use nullops_store::commands::load;
 
 use super::forge::{self, ForgeApi, StatusState};
 use crate::catalog::catalog_state;
-use crate::deployments::{failure_reason, request_deployment, service_urls, Ask};
+use crate::deployments::{failure_reason, service_urls};
+use nullops_saga::Ask;
 use crate::error::ApiError;
 use crate::{dispatch, App};
 
@@ -318,7 +319,7 @@ async fn ask_for_deployment(
     let found = match app.registries.tags(&app.keyring, registry, &service.image, true).await {
         Ok(tags) => tags.contains(&row.tag),
         Err(e) => {
-            let message = format!("registry {} cannot be asked for {image}: {}", service.registry, e.message());
+            let message = format!("registry {} cannot be asked for {image}: {}", service.registry, ApiError::from(e).message());
             if now >= row.tag_deadline {
                 return Ok(Outcome::failed(message));
             }
@@ -347,7 +348,7 @@ async fn ask_for_deployment(
         chosen: BTreeMap::from([(link.service.clone(), row.tag.clone())]),
         deployment_id: Some(deployment_id),
     };
-    match request_deployment(app, Issuer::System, Some(Access::Full), EventMetadata::system(), ask).await {
+    match app.request_deployment(Issuer::System, Some(Access::Full), EventMetadata::system(), ask).await.map_err(ApiError::from) {
         Ok(_) => Ok(Outcome::watch(PreviewPhase::Deploying, format!("deploying {name} with {image}"), WATCH, &format!("Deploying {name}"))),
         // Asked already (a step again after a crash): it is watched from now on.
         Err(ApiError::Conflict(_)) if deployments_read::deployment(&app.read_models, deployment_id).await?.is_some() => {

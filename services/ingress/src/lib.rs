@@ -20,5 +20,5 @@ pub mod traffic;
 
 pub use host::{parse_host, HostError};
 pub use live::RouteBook;
-pub use routes::{Decision, DeploymentRoute, DnsRecord, PublicOrigin, RouteState, RoutingTable};
+pub use routes::{Decision, DeploymentRoute, RouteState, RoutingTable};
 pub use server::Ingress;

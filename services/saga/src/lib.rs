@@ -10,14 +10,24 @@
 //! `fault.rs` is the fault-injection hook the crash tests use.
 
 pub mod admission;
+pub mod core;
 pub mod deployment;
 pub mod fault;
+pub mod key_sweep;
+pub mod periodic;
+pub mod reaper;
+pub mod request;
 pub mod runner;
+pub mod samplers;
+pub mod tags;
 
 use async_trait::async_trait;
 use nullops_events::{LogPosition, StoredEvent};
 
+pub use core::{Core, DispatchError};
 pub use deployment::DeploymentSaga;
+pub use request::{Ask, RequestError};
+pub use tags::{TagLister, TagsError};
 pub use runner::SagaRunner;
 
 /// What stops a reaction for now; the runner tries the same event again after a pause.

@@ -8,7 +8,10 @@
 //! destroyed. Every new kind of sealed value must be added to `live_keys`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use nullops_domain::catalog::{Catalog, CATALOG_KEY};
 use nullops_domain::node::Node;
@@ -18,6 +21,14 @@ use nullops_projections::ReadModelDb;
 use nullops_store::commands::{self, CommandError};
 use nullops_store::EventStore;
 use uuid::Uuid;
+
+use crate::periodic::{Periodic, Scope};
+
+/// How often a server sweeps orphaned data keys.
+pub const KEY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How old an unused key must be to be destroyed: far longer than any command takes from
+/// sealing a value to appending its event.
+pub const KEY_SWEEP_GRACE: Duration = Duration::from_secs(900);
 
 /// The data keys of every current sealed value, read from the event log.
 async fn live_keys(store: &dyn EventStore, read_models: &ReadModelDb) -> Result<BTreeSet<Uuid>, SweepError> {
@@ -60,4 +71,22 @@ pub async fn sweep_orphaned_keys(store: &dyn EventStore, read_models: &ReadModel
         }
     }
     Ok(destroyed)
+}
+
+/// The sweep as a [`Periodic`] process, leased: one server sweeps at a time.
+pub struct KeySweep {
+    pub store: Arc<dyn EventStore>,
+    pub read_models: ReadModelDb,
+    pub keyring: Arc<Keyring>,
+}
+
+#[async_trait]
+impl Periodic for KeySweep {
+    type Error = SweepError;
+    const NAME: &'static str = "key-sweep";
+    const SCOPE: Scope = Scope::Leased;
+
+    async fn run_once(&self) -> Result<(), SweepError> {
+        sweep_orphaned_keys(&*self.store, &self.read_models, &self.keyring, KEY_SWEEP_GRACE).await.map(drop)
+    }
 }

@@ -1,4 +1,6 @@
-//! Live tag listing: asks the service's registry, briefly caches the answer.
+//! Live tag listing: asks the service's registry, briefly caches the answer. Shared by the
+//! API (tag pickers, dry runs) and the processes that ask for deployments (which check that a
+//! chosen tag exists).
 
 use nullops_domain::catalog::credentials_purpose;
 use std::collections::HashMap;
@@ -10,7 +12,19 @@ use nullops_keyring::Keyring;
 use nullops_registry::{Credentials, Registry, RegistryClient};
 use zeroize::Zeroizing;
 
-use crate::error::{ApiError, ApiResult};
+/// Why a registry's tags could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum TagsError {
+    /// The registry's stored credentials cannot be unsealed.
+    #[error(transparent)]
+    Keyring(#[from] nullops_keyring::KeyringError),
+    /// The registry refused or did not answer.
+    #[error(transparent)]
+    Registry(#[from] nullops_registry::RegistryError),
+    /// The stored credentials unsealed to something that is not `user:password`.
+    #[error("the stored credentials of registry {0} are not in the form user:password")]
+    CorruptCredentials(String),
+}
 
 /// How long a registry's answer is reused: long enough to spare it a burst of page loads,
 /// short enough that a tag pushed a moment ago shows up soon.
@@ -38,13 +52,14 @@ impl TagLister {
     }
 
     /// The registry with its credentials decrypted, ready to be called.
-    pub async fn open(keyring: &Keyring, registry: &RegistryDefinition) -> ApiResult<Registry> {
+    pub async fn open(keyring: &Keyring, registry: &RegistryDefinition) -> Result<Registry, TagsError> {
         let credentials = match &registry.credentials {
             None => None,
             Some(sealed) => {
                 let plain = keyring.unseal(sealed, &credentials_purpose(&registry.name)).await?;
-                let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(ApiError::internal)?);
-                let (user, pass) = text.split_once(':').ok_or_else(|| ApiError::internal("stored registry credentials lack a ':'"))?;
+                let corrupt = || TagsError::CorruptCredentials(registry.name.clone());
+                let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| corrupt())?);
+                let (user, pass) = text.split_once(':').ok_or_else(corrupt)?;
                 Some(Credentials { username: user.to_owned(), password: Zeroizing::new(pass.to_owned()) })
             }
         };
@@ -52,7 +67,7 @@ impl TagLister {
     }
 
     /// Every tag of `repository`, from the cache when fresh (with `refresh`: fresher than 2 s).
-    pub async fn tags(&self, keyring: &Keyring, registry: &RegistryDefinition, repository: &str, refresh: bool) -> ApiResult<Arc<Vec<String>>> {
+    pub async fn tags(&self, keyring: &Keyring, registry: &RegistryDefinition, repository: &str, refresh: bool) -> Result<Arc<Vec<String>>, TagsError> {
         // The key covers everything that changes the answer, credentials included.
         let key = format!("{}|{}|{:?}|{repository}", registry.name, registry.url, registry.credentials.as_ref().map(|c| c.key_id));
         let fresh_enough = if refresh { REFRESH_FLOOR } else { CACHE_TTL };
