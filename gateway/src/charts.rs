@@ -3,7 +3,6 @@
 //! lag, agents, command rate) for admins. The samples are written by the connector (usage), the
 //! ingress (traffic) and the platform sampler (`nullops_saga::samplers`, the platform's figures).
 
-
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use nullops_events::Timestamp;

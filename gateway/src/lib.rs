@@ -47,9 +47,6 @@ pub struct App {
     pub passwords: auth::PasswordHasherPool,
     pub throttle: auth::LoginThrottle,
     pub live: live::Live,
-    /// Where the platform's own calls (webhooks, forges, registries) may go: URLs are vetted
-    /// with it on save, and every client that calls them resolves through it.
-    pub egress: Arc<nullops_egress::Egress>,
     pub config: GatewayConfig,
     /// Cancelled when the process stops: open subscriptions are closed (1001, going away).
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -64,8 +61,6 @@ pub struct GatewayConfig {
     pub session_ttl: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS).
     pub secure_cookies: bool,
-    /// How users reach the ingress, for the service URLs.
-    pub ingress: nullops_domain::urls::PublicOrigin,
     /// Origins besides the server's own whose pages may use the session cookie
     /// (`NULLOPS_ALLOWED_ORIGINS`), e.g. the UI's public origin when a proxy rewrites Host.
     pub allowed_origins: Vec<String>,
@@ -81,12 +76,7 @@ impl std::ops::Deref for App {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig {
-            session_ttl: Duration::from_secs(12 * 3600),
-            secure_cookies: false,
-            ingress: Default::default(),
-            allowed_origins: vec![],
-        }
+        GatewayConfig { session_ttl: Duration::from_secs(12 * 3600), secure_cookies: false, allowed_origins: vec![] }
     }
 }
 

@@ -13,7 +13,6 @@ mod local_agent;
 mod platform;
 mod plugins;
 
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

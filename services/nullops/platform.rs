@@ -12,10 +12,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use nullops_bus::{Bus, InProcessBus, NatsBus};
 use nullops_gateway::{App, GatewayConfig};
-use nullops_saga::{periodic, TagLister};
 use nullops_keyring::{Keyring, MasterKey};
 use nullops_projections::runner::Runner;
 use nullops_projections::ReadModelDb;
+use nullops_saga::{periodic, TagLister};
 use nullops_store::commands::StateCache;
 use nullops_store::postgres::PgEventStore;
 use nullops_store::sqlite::SqliteEventStore;
@@ -286,19 +286,15 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
         registries: TagLister::new(REGISTRY_DEADLINE, egress.clone()),
         catalog: StateCache::new(1),
         consistency_wait: CONSISTENCY_WAIT,
+        egress,
+        ingress,
     });
     let app = Arc::new(App {
         core,
         passwords: nullops_gateway::auth::PasswordHasherPool::new().await,
         throttle: nullops_gateway::auth::LoginThrottle::new(b.read_models.clone()),
         live,
-        egress,
-        config: GatewayConfig {
-            session_ttl: Duration::from_secs(args.session_ttl_secs),
-            ingress,
-            allowed_origins: args.allowed_origins.clone(),
-            ..Default::default()
-        },
+        config: GatewayConfig { session_ttl: Duration::from_secs(args.session_ttl_secs), allowed_origins: args.allowed_origins.clone(), ..Default::default() },
         shutdown: shutdown.clone(),
         sockets: Default::default(),
     });
@@ -329,9 +325,9 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(saga), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
     let sampler = nullops_saga::samplers::PlatformSampler::new(app.core.clone());
     tasks.spawn(periodic::run(sampler, nullops_saga::samplers::SAMPLE_EVERY, b.store.clone(), shutdown.clone()));
-    let webhooks = nullops_gateway::webhooks::WebhookProcess::new(app.clone());
+    let webhooks = nullops_saga::webhooks::WebhookProcess::new(app.core.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(webhooks), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
-    let previews = nullops_gateway::previews::PreviewProcess::new(app.clone());
+    let previews = nullops_saga::previews::PreviewProcess::new(app.core.clone());
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(previews), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
 
     serve_metrics(metrics_listen, Some(app.clone())).await?;

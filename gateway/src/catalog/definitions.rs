@@ -11,13 +11,13 @@ use nullops_projections::catalog::{self as read, kind, Entry};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use nullops_saga::TagLister;
 use super::types::*;
 use super::{change_catalog, change_catalog_sealing, entry, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{app, request};
 use crate::App;
 use nullops_domain::catalog::credentials_purpose;
+use nullops_saga::TagLister;
 
 #[derive(Default)]
 pub struct DefinitionQuery;

@@ -407,7 +407,7 @@ impl EnvironmentGql {
     /// The DNS record to create so that its URLs reach the ingress; null when none is needed
     /// (under `localhost`).
     async fn dns_record(&self, ctx: &async_graphql::Context<'_>) -> Option<DnsRecordGql> {
-        let record = crate::schema::app(ctx).config.ingress.dns_record(&self.name, &self.base_domain)?;
+        let record = crate::schema::app(ctx).ingress.dns_record(&self.name, &self.base_domain)?;
         let zone_line = format!("{} 300 IN {} {}", record.name, record.kind, record.value.as_deref().unwrap_or("INGRESS-ADDRESS"));
         Some(DnsRecordGql { name: record.name, r#type: record.kind.to_owned(), value: record.value, zone_line })
     }

@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use async_graphql::{Context, InputObject, Object, ID};
 use futures::{Stream, StreamExt};
-use nullops_domain::catalog::CatalogState;
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
 use nullops_domain::Issuer;
 use nullops_events::catalog::{Access, AccessTarget, TagMode};
-use nullops_events::deployment::{DeletionReason, PlannedAction};
+use nullops_events::deployment::DeletionReason;
 use nullops_events::Timestamp;
 use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes as nodes_read;
@@ -31,7 +30,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::live::{may_revoke_access, node_link_changed, until_error, ACCESS_READ_MODELS};
 use crate::schema::{app, request, tokio_stream_from};
 use crate::{dispatch, App};
-pub(crate) use nullops_saga::request::failure_reason;
 use nullops_saga::Ask;
 pub use types::{DeploymentGql, LogLineGql};
 
@@ -203,19 +201,6 @@ async fn create(ctx: &Context<'_>, project: &str, environment: &str, name: Optio
     let ask = Ask { project, environment, name, chosen, deployment_id: None };
     let row = app.request_deployment(Issuer::User(principal), access, request(ctx).metadata()?, ask).await?;
     Ok(DeploymentGql(row, seen(access)))
-}
-
-/// Each service `row` runs and its URL through the ingress.
-pub(crate) fn service_urls(app: &App, catalog: &CatalogState, row: &DeploymentRow) -> BTreeMap<String, String> {
-    let domain = catalog.environments.get(&row.environment).map(|e| e.base_domain.clone()).unwrap_or_default();
-    row.plan
-        .steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            PlannedAction::Service(svc) => Some((svc.service.clone(), app.config.ingress.service_url(&svc.service, &row.name, &row.environment, &domain))),
-            PlannedAction::Plugin(_) => None,
-        })
-        .collect()
 }
 
 /// `deploymentUpdated(id)`: the deployment now, then again after every change to it, for as

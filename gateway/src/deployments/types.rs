@@ -280,7 +280,7 @@ impl DeploymentGql {
                     health_check: checks.get(v.service.as_str()).cloned().flatten().map(HealthCheckGql::from),
                     cpu_millicores: used.map(|u| u.cpu_millicores),
                     memory_bytes: used.map(|u| u.memory_bytes),
-                    url: app.config.ingress.service_url(&v.service, &self.0.name, &self.0.environment, &domain),
+                    url: app.ingress.service_url(&v.service, &self.0.name, &self.0.environment, &domain),
                     node_port: endpoints.iter().find(|e| e.service == v.service).map(|e| e.host_port),
                     healthy: h.map(|h| h.healthy),
                     health_detail: h.map(|h| h.detail.clone()).unwrap_or_default(),

@@ -14,9 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use nullops_domain::catalog::{repository_credentials_purpose, CatalogState};
 use nullops_domain::preview::{preview_key, preview_name, Preview, PreviewCommand};
-use nullops_events::catalog::{Forge, ForgeCredentials, RepositoryLink};
+use nullops_events::catalog::Forge;
 use nullops_events::preview::{PreviewRequested, PreviewWish};
 use nullops_events::{Actor, CorrelationId, EventMetadata};
 use ring::hmac;
@@ -105,7 +104,7 @@ async fn receive(
         tracing::info!(project = %cut(&project, 100), forge = forge.slug(), "a forge hook was refused: no repository of this forge is linked to this project");
         return refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", NOT_VERIFIED);
     };
-    let credentials = match unseal(&app, &catalog, &link).await {
+    let credentials = match nullops_saga::previews::unseal(&app.core, &catalog, &link).await {
         Ok(c) => c,
         Err(message) => {
             tracing::error!(project = %link.project, %message, "a forge hook cannot be checked");
@@ -190,16 +189,6 @@ async fn decoy_check(app: &App, forge: Forge, headers: &HeaderMap, body: &[u8]) 
     let decoy = nullops_events::catalog::Sealed { key_id: uuid::Uuid::now_v7(), nonce: vec![0; 12], ciphertext: vec![0; 64] };
     let _ = app.keyring.unseal(&decoy, "hook-decoy").await;
     verified(forge, headers, body, "a secret no link has: the decoy of a hook check")
-}
-
-pub(crate) async fn unseal(app: &App, catalog: &CatalogState, link: &RepositoryLink) -> Result<ForgeCredentials, String> {
-    let project_id = catalog.projects.get(&link.project).map(|p| p.project_id).ok_or_else(|| format!("project {} no longer exists", link.project))?;
-    let clear = app
-        .keyring
-        .unseal(&link.credentials, &repository_credentials_purpose(project_id))
-        .await
-        .map_err(|e| format!("the link's credentials cannot be read: {e}"))?;
-    serde_json::from_slice(&clear).map_err(|_| "the link's credentials are not what a link stores".to_owned())
 }
 
 #[cfg(test)]

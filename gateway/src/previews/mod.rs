@@ -1,12 +1,10 @@
 //! Pull-request previews: a project linked to a repository on GitHub or GitLab deploys each
 //! open pull request as `pr-<number>` and tells the forge where it runs. `hooks.rs` receives
-//! the forge's hooks, `process.rs` is the `previews` process that deploys and reports,
-//! `forge.rs` the forge's API, `payload.rs` what a hook says; here is the GraphQL API.
+//! the forge's hooks, `payload.rs` is what a hook says, and here is the GraphQL API; the
+//! `previews` process that deploys and reports is `nullops_saga::previews`.
 
-mod forge;
 mod hooks;
 mod payload;
-mod process;
 
 use std::sync::Arc;
 
@@ -15,8 +13,6 @@ use chrono::{DateTime, Utc};
 use nullops_domain::catalog::{repository_credentials_purpose, CatalogAction};
 use nullops_events::catalog::{Forge, ForgeCredentials, PreviewTagRule, RepositoryLink};
 use nullops_projections::previews::{self as rows, PreviewRow};
-
-pub use process::PreviewProcess;
 
 use crate::catalog::{catalog_state, change_catalog_sealing};
 use crate::error::{ApiError, ApiResult};

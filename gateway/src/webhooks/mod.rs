@@ -1,9 +1,6 @@
 //! Webhooks out (admins): endpoints told of deployment, node and pipeline events, each delivery
 //! signed with the webhook's secret (shown once, sealed like every secret, rotatable), every
-//! attempt visible. The deliveries themselves are `deliver.rs`'s process.
-
-mod deliver;
-mod sign;
+//! attempt visible. The deliveries themselves are a process of their own (`nullops_saga::webhooks`).
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -12,7 +9,7 @@ use nullops_events::catalog::{WebhookDefinition, WebhookTopic};
 use nullops_projections::webhooks as rows;
 use uuid::Uuid;
 
-pub use deliver::WebhookProcess;
+use nullops_saga::webhooks::sign;
 
 use crate::catalog::{catalog_state, change_catalog_sealing};
 use crate::error::{ApiError, ApiResult};

@@ -3,14 +3,19 @@
 //! [`Core::dispatch`], which returns once the read models that show the command's events have
 //! applied them, so whoever sent it reads its own writes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nullops_domain::catalog::{Catalog, CatalogState, CATALOG_KEY};
+use nullops_domain::urls::PublicOrigin;
 use nullops_domain::Decider;
+use nullops_egress::Egress;
+use nullops_events::deployment::PlannedAction;
 use nullops_events::{EventMetadata, LogPosition, Timestamp};
-use nullops_metrics::ProjectionLag;
 use nullops_keyring::Keyring;
+use nullops_metrics::ProjectionLag;
+use nullops_projections::deployments::DeploymentRow;
 use nullops_projections::{Projection, ProjectionError, ReadModelDb};
 use nullops_store::commands::{self, CommandError, Executed, StateCache};
 use nullops_store::EventStore;
@@ -33,6 +38,11 @@ pub struct Core {
     pub catalog: StateCache<Catalog>,
     /// How long a command waits for the read models to show its effect.
     pub consistency_wait: Duration,
+    /// Where the platform's own calls (webhooks, forges, registries) may go: URLs are vetted
+    /// with it on save, and every client that calls them resolves through it.
+    pub egress: Arc<Egress>,
+    /// How users reach the ingress, for the service URLs.
+    pub ingress: PublicOrigin,
 }
 
 /// Why a command was not carried out, or its effect is not visible yet.
@@ -80,6 +90,19 @@ impl Core {
             });
         }
         Ok(lags)
+    }
+
+    /// Each service `row` runs and its URL through the ingress.
+    pub fn service_urls(&self, catalog: &CatalogState, row: &DeploymentRow) -> BTreeMap<String, String> {
+        let domain = catalog.environments.get(&row.environment).map(|e| e.base_domain.as_str()).unwrap_or_default();
+        row.plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                PlannedAction::Service(svc) => Some((svc.service.clone(), self.ingress.service_url(&svc.service, &row.name, &row.environment, domain))),
+                PlannedAction::Plugin(_) => None,
+            })
+            .collect()
     }
 
     /// The catalog as it is now.

@@ -15,11 +15,14 @@ pub mod deployment;
 pub mod fault;
 pub mod key_sweep;
 pub mod periodic;
+pub mod previews;
 pub mod reaper;
 pub mod request;
 pub mod runner;
 pub mod samplers;
+pub mod slots;
 pub mod tags;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use nullops_events::{LogPosition, StoredEvent};
@@ -27,8 +30,8 @@ use nullops_events::{LogPosition, StoredEvent};
 pub use core::{Core, DispatchError};
 pub use deployment::DeploymentSaga;
 pub use request::{Ask, RequestError};
-pub use tags::{TagLister, TagsError};
 pub use runner::SagaRunner;
+pub use tags::{TagLister, TagsError};
 
 /// What stops a reaction for now; the runner tries the same event again after a pause.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,15 @@ pub enum SagaError {
     ReadModel(#[from] nullops_projections::ProjectionError),
     #[error(transparent)]
     Decode(#[from] nullops_events::DecodeError),
+}
+
+impl From<DispatchError> for SagaError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::Command(e) => SagaError::Command(e),
+            DispatchError::ReadModel(e) => SagaError::ReadModel(e),
+        }
+    }
 }
 
 #[async_trait]

@@ -135,7 +135,13 @@ impl Core {
     /// Runs the FAILED deployment `row` again as `by` (whose access is `access`), under its
     /// name, with the project's latest pipeline version and the same versions of its services;
     /// waits for the saga to place the new attempt.
-    pub async fn retry_deployment(&self, by: Issuer, access: Option<Access>, metadata: EventMetadata, row: &DeploymentRow) -> Result<DeploymentRow, RequestError> {
+    pub async fn retry_deployment(
+        &self,
+        by: Issuer,
+        access: Option<Access>,
+        metadata: EventMetadata,
+        row: &DeploymentRow,
+    ) -> Result<DeploymentRow, RequestError> {
         nullops_domain::access::require(access, Access::Full, &format!("deployment {}", row.name))?;
         if !row.phase.allows(UserAction::Retry) {
             return Err(DomainError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase.name())).into());
@@ -162,7 +168,9 @@ impl Core {
         let deadline = tokio::time::Instant::now() + PLACEMENT_WAIT;
         let mut advanced = self.read_models.advances();
         loop {
-            let row = read::deployment(&self.read_models, deployment_id).await?.ok_or_else(|| ProjectionError::Corrupt(format!("requested deployment {deployment_id} is missing")))?;
+            let row = read::deployment(&self.read_models, deployment_id)
+                .await?
+                .ok_or_else(|| ProjectionError::Corrupt(format!("requested deployment {deployment_id} is missing")))?;
             if (row.attempt >= attempt && row.phase != Phase::Pending) || tokio::time::Instant::now() >= deadline {
                 return Ok(row);
             }
@@ -178,7 +186,8 @@ impl Core {
     async fn check_tags_exist(&self, state: &CatalogState, graph: &PipelineGraph, chosen: &BTreeMap<String, String>) -> Result<(), RequestError> {
         for service in selectable_services(graph, state) {
             let Some(tag) = chosen.get(&service.name) else { continue };
-            let registry = state.registries.get(&service.registry).ok_or_else(|| DomainError::NotFound(format!("registry {} no longer exists", service.registry)))?;
+            let registry =
+                state.registries.get(&service.registry).ok_or_else(|| DomainError::NotFound(format!("registry {} no longer exists", service.registry)))?;
             let mut tags = self.registries.tags(&self.keyring, registry, &service.image, false).await?;
             if !tags.contains(tag) {
                 // Maybe pushed in the last seconds.

@@ -16,15 +16,16 @@ use nullops_events::deployment::{DeletionReason, DeploymentEvent};
 use nullops_events::node::NodeEvent;
 use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use nullops_projections::webhooks::{self as rows, AttemptRow, DeliveryRow};
-use nullops_saga::{Saga, SagaError};
 use nullops_store::commands::StateCache;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use nullops_egress::Failure;
 
-use super::sign;
-use crate::App;
+use crate::core::Core;
+use crate::{Saga, SagaError};
+
+pub mod sign;
 
 /// Sends at once, across all endpoints.
 const CONCURRENCY: usize = 32;
@@ -46,7 +47,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
 
 pub struct WebhookProcess {
-    app: Arc<App>,
+    app: Arc<Core>,
     catalog: StateCache<Catalog>,
     http: reqwest::Client,
     /// Each webhook's endpoint as this process knows it: what is being sent to it now, and its
@@ -57,7 +58,7 @@ pub struct WebhookProcess {
 }
 
 impl WebhookProcess {
-    pub fn new(app: Arc<App>) -> Self {
+    pub fn new(app: Arc<Core>) -> Self {
         let http = app.egress.client(reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).redirect(reqwest::redirect::Policy::none()));
         WebhookProcess { app, catalog: StateCache::new(1), http, endpoints: Arc::default(), pruned: Mutex::new(None) }
     }
@@ -79,7 +80,7 @@ impl WebhookProcess {
                 let Ok(deployment_id) = Uuid::try_parse(key) else { return Ok(None) };
                 let _ = app.read_models.wait_for(&["deployments"], stored.position, READ_MODEL_WAIT).await;
                 let Some(row) = nullops_projections::deployments::deployment(&app.read_models, deployment_id).await? else { return Ok(None) };
-                let urls = crate::deployments::service_urls(app, catalog, &row);
+                let urls = app.service_urls(catalog, &row);
                 let failure = &row.failure;
                 let state = match topic {
                     WebhookTopic::DeploymentCreated => "PENDING",
@@ -139,8 +140,9 @@ struct Told {
     data: Value,
 }
 
+/// `micros` since the epoch as RFC 3339, as CloudEvents write times.
 fn time(micros: i64) -> String {
-    crate::schema::time(micros).to_rfc3339()
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default().to_rfc3339()
 }
 
 /// Whether webhook `w` is told of `told`.
@@ -313,7 +315,7 @@ fn choose(pending: &[DeliveryRow], endpoint: &Endpoint, now: i64, room: usize) -
 }
 
 /// One attempt at `d`, recorded; whether it was delivered.
-async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> bool {
+async fn send(app: &Core, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> bool {
     let attempt = d.attempts + 1;
     let started = Instant::now();
     let outcome = post(app, http, webhook, d).await;
@@ -336,7 +338,7 @@ async fn send(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d:
 
 /// Posts `d` to the webhook's endpoint, signed: the status it answered, or why it did not
 /// deliver (the status when it answered, and what a person reads).
-async fn post(app: &App, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> Result<u16, (Option<u16>, String)> {
+async fn post(app: &Core, http: &reqwest::Client, webhook: &WebhookDefinition, d: &DeliveryRow) -> Result<u16, (Option<u16>, String)> {
     let secret = app
         .keyring
         .unseal(&webhook.secret, &webhook_secret_purpose(webhook.webhook_id))
