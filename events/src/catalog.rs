@@ -57,6 +57,12 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
+/// What one project's secrets may take, the same for the API (`setSecret`) as for the wire: how
+/// many, their names and values together, and one value.
+pub const MAX_SECRETS: usize = 256;
+pub const MAX_SECRETS_BYTES: usize = 1 << 20;
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 << 10;
+
 /// The AES-256-GCM authentication tag every ciphertext ends with.
 pub const SEAL_TAG_BYTES: usize = 16;
 
@@ -485,18 +491,20 @@ pub struct PipelineGraph {
 impl PipelineGraph {
     /// How many services it runs (they share the project's limits).
     pub fn services(&self) -> usize {
-        self.nodes.iter().filter(|n| matches!(n.action, NodeAction::StartService { .. })).count()
+        self.nodes.iter().filter(|n| matches!(n.action, PipelineAction::StartService { .. })).count()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineNode {
     pub id: String,
-    pub action: NodeAction,
+    pub action: PipelineAction,
 }
 
+/// What a pipeline node does. (Not to be confused with `nullops_domain::node::NodeAction`, a
+/// command on a Docker node.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NodeAction {
+pub enum PipelineAction {
     StartService {
         service: String,
     },

@@ -14,7 +14,10 @@ pub mod deployment_names;
 pub mod envelope;
 pub mod identity;
 pub mod node;
+pub mod phase;
 pub mod preview;
+pub mod thumbprint;
+pub mod urls;
 
 pub use codec::DecodeError;
 pub use envelope::{Actor, CorrelationId, EventId, EventMetadata, LogPosition, NewEvent, RecordedEvent, StoredEvent, StreamId, Timestamp};

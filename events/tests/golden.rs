@@ -200,10 +200,10 @@ fn samples() -> Vec<DomainEvent> {
             version: 2,
             graph: PipelineGraph {
                 nodes: vec![
-                    PipelineNode { id: "api".into(), action: NodeAction::StartService { service: "api".into() } },
+                    PipelineNode { id: "api".into(), action: PipelineAction::StartService { service: "api".into() } },
                     PipelineNode {
                         id: "db".into(),
-                        action: NodeAction::RunPlugin {
+                        action: PipelineAction::RunPlugin {
                             plugin: "create-db".into(),
                             image: PinnedImage {
                                 registry: "local".into(),

@@ -12,10 +12,10 @@ import { stopAll, ticker } from '../lib/follow.js';
 import { logView } from './logs.js';
 import { versionPickers } from './deploy.js';
 import { stages } from '../lib/graph.js';
-import { ENDED } from './deployments.js';
+import { ended, going } from './deployments.js';
 import { deploymentCharts } from './charts.js';
 
-const FIELDS = `id name project environment state attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
+const FIELDS = `id name project environment state stage attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
   cpuMillicores memoryMib node { host online } failure { step reason exitCode oomKilled }
   steps { id action state detail changedAt startedAt after }
   services { name image tag healthy healthDetail url nodePort cpuMillicores memoryBytes
@@ -23,7 +23,7 @@ const FIELDS = `id name project environment state attempt pipelineVersion action
   history { occurredAt actor summary }`;
 
 // Runs nowhere: ended, or failed (a failed run removed everything it made).
-const NOWHERE = [...ENDED, 'FAILED'];
+const nowhere = (d) => ended(d) || d.state === 'FAILED';
 
 // How a service's health is checked, in words.
 export function checkWords(c) {
@@ -32,8 +32,9 @@ export function checkWords(c) {
   return `${probe}, every ${c.intervalSeconds} s (timeout ${c.timeoutSeconds} s, ${c.retries} retries)`;
 }
 
-function healthCell(s, state) {
-  if (NOWHERE.includes(state)) return h('span', { class: 'muted' }, '—');
+function healthCell(s, d) {
+  const { state } = d;
+  if (nowhere(d)) return h('span', { class: 'muted' }, '—');
   // Nobody can look while its node is away: say what was last seen, not that it is healthy.
   if (state === 'OFFLINE') {
     return [badge('UNKNOWN', 'Its node is offline'), ' ',
@@ -114,8 +115,8 @@ export async function show(root, ctx) {
   const countdown = h('span', { id: 'countdown' });
   const tick = () => {
     for (const el of steps.querySelectorAll('.elapsed')) el.textContent = stepTiming(d.steps.find((s) => s.id === el.dataset.step));
-    if (ENDED.includes(d.state) || d.state === 'DELETING' || d.state === 'CANCELLING') {
-      clear(countdown, d.state === 'DELETING' || d.state === 'CANCELLING' ? 'being removed' : 'ended');
+    if (going(d)) {
+      clear(countdown, ended(d) ? 'ended' : 'being removed');
       return;
     }
     const left = secondsUntil(d.expiresAt);
@@ -151,8 +152,8 @@ export async function show(root, ctx) {
     clear(servicesSlot, table(['Service', 'Version', 'URL', 'Health', 'CPU', 'Memory'], d.services.map((s) => [
       h('strong', {}, s.name),
       h('code', {}, `${s.image}:${s.tag}`),
-      NOWHERE.includes(d.state) ? h('span', { class: 'muted' }, s.url) : [h('a', { href: s.url, target: '_blank', rel: 'noopener' }, s.url), ' ', copyButton(s.url, 'Copy', `${s.name}'s URL`)],
-      healthCell(s, d.state),
+      nowhere(d) ? h('span', { class: 'muted' }, s.url) : [h('a', { href: s.url, target: '_blank', rel: 'noopener' }, s.url), ' ', copyButton(s.url, 'Copy', `${s.name}'s URL`)],
+      healthCell(s, d),
       cpu(s.cpuMillicores),
       bytes(s.memoryBytes),
     ]), { caption: 'Services', empty: 'It runs no service.' }));

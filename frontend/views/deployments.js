@@ -7,14 +7,15 @@ import { duration, secondsUntil, shortTime, who } from '../lib/format.js';
 import { describe, values } from '../lib/schema.js';
 import { followCatalog, stopAll, ticker } from '../lib/follow.js';
 
-export const FIELDS = 'id name project environment state createdBy createdAt expiresAt actions failure { reason } services { name url healthy }';
-// The states of a deployment that is gone for good (the domain's `Phase::ended`): the one list
-// of them the console keeps.
-export const ENDED = ['CANCELLED', 'DELETED', 'REJECTED'];
+export const FIELDS = 'id name project environment state stage createdBy createdAt expiresAt actions failure { reason } services { name url healthy }';
+// A deployment's stage (LIVE, REMOVING, ENDED) comes from the API, derived from the domain's
+// `Phase`: the console keeps no list of which states are which.
+export const ended = (d) => d.stage === 'ENDED';
+export const going = (d) => d.stage !== 'LIVE';
 const COLUMNS = ['Name', 'Project → environment', 'State', 'Services', 'Created', 'Expires in'];
 
 export function expiresCell(d) {
-  if (ENDED.includes(d.state) || d.state === 'DELETING' || d.state === 'CANCELLING') return '—';
+  if (going(d)) return '—';
   const left = secondsUntil(d.expiresAt);
   return left > 0 ? duration(left) : 'due now';
 }
@@ -27,7 +28,7 @@ export function stateBadge(d) {
 export function serviceLinks(d) {
   if (!d.services.length) return h('span', { class: 'muted' }, '—');
   return d.services.map((s) => h('span', { class: 'service-link' },
-    ENDED.includes(d.state) ? s.name : h('a', { href: s.url, target: '_blank', rel: 'noopener' }, s.name),
+    ended(d) ? s.name : h('a', { href: s.url, target: '_blank', rel: 'noopener' }, s.name),
     s.healthy === false ? h('span', { class: 'badge badge-unhealthy', title: 'Its health check fails' }, 'unhealthy') : null, ' '));
 }
 
@@ -38,7 +39,7 @@ export async function show(root, ctx) {
   const project = h('select', { id: 'dep-project' }, h('option', { value: '' }, 'All projects'));
   const environment = h('select', { id: 'dep-env' }, h('option', { value: '' }, 'All environments'));
   const state = h('select', { id: 'dep-state' }, h('option', { value: '' }, 'Any state'), values('DeploymentState').map((s) => h('option', { value: s }, words(s))));
-  const ended = h('input', { id: 'dep-ended', type: 'checkbox' });
+  const showEnded = h('input', { id: 'dep-ended', type: 'checkbox' });
   const status = statusLine();
   const newButton = h('a', { class: 'btn btn-primary', href: '#/deployments/new', hidden: true }, 'New deployment');
   const body = h('tbody');
@@ -53,7 +54,7 @@ export async function show(root, ctx) {
         h('div', { class: 'field' }, h('label', { for: 'dep-project' }, 'Project'), project),
         h('div', { class: 'field' }, h('label', { for: 'dep-env' }, 'Environment'), environment),
         h('div', { class: 'field' }, h('label', { for: 'dep-state' }, 'State'), state),
-        h('div', { class: 'field field-check' }, ended, h('label', { for: 'dep-ended' }, 'Show ended ones'))),
+        h('div', { class: 'field field-check' }, showEnded, h('label', { for: 'dep-ended' }, 'Show ended ones'))),
       status, h('div', { class: 'table-scroll' }, tableEl), count));
   ctx.title('Deployments');
 
@@ -63,7 +64,7 @@ export async function show(root, ctx) {
       && (!project.value || d.project === project.value)
       && (!environment.value || d.environment === environment.value)
       && (!state.value || d.state === state.value)
-      && (ended.checked || !ENDED.includes(d.state));
+      && (showEnded.checked || !ended(d));
   };
 
   const render = (d) => {
@@ -95,7 +96,7 @@ export async function show(root, ctx) {
   };
 
   const load = async () => {
-    const data = await gql(`query($ended: Boolean!) { deployments(includeEnded: $ended) { ${FIELDS} } projects { name deployableEnvironments pipeline { version } } }`, { ended: ended.checked });
+    const data = await gql(`query($ended: Boolean!) { deployments(includeEnded: $ended) { ${FIELDS} } projects { name deployableEnvironments pipeline { version } } }`, { ended: showEnded.checked });
     if (!ctx.current()) return;
     rows.clear();
     const fragment = document.createDocumentFragment();
@@ -117,7 +118,7 @@ export async function show(root, ctx) {
   const apply = (d) => {
     const began = performance.now();
     const had = rows.get(d.id);
-    if (!had && ENDED.includes(d.state) && !ended.checked) return;
+    if (!had && ended(d) && !showEnded.checked) return;
     const tr = render(d);
     if (had) {
       had.tr.replaceWith(tr);
@@ -134,7 +135,7 @@ export async function show(root, ctx) {
   const remember = () => {
     const q = new URLSearchParams();
     for (const [key, input] of [['q', search], ['project', project], ['environment', environment], ['state', state]]) if (input.value) q.set(key, input.value);
-    if (ended.checked) q.set('ended', '1');
+    if (showEnded.checked) q.set('ended', '1');
     const query = q.toString();
     history.replaceState(null, '', `#/deployments${query ? `?${query}` : ''}`);
   };
@@ -144,10 +145,10 @@ export async function show(root, ctx) {
     remember();
   };
   for (const input of [search, project, environment, state]) input.addEventListener('input', refilter);
-  ended.addEventListener('change', () => { remember(); load().catch((e) => showError(status, e)); });
+  showEnded.addEventListener('change', () => { remember(); load().catch((e) => showError(status, e)); });
   search.value = ctx.query.get('q') ?? '';
   state.value = ctx.query.get('state') ?? '';
-  ended.checked = ctx.query.get('ended') === '1';
+  showEnded.checked = ctx.query.get('ended') === '1';
 
   stops.push(live(`subscription { deploymentsUpdated { ${FIELDS} } }`, {}, {
     next: (data) => apply(data.deploymentsUpdated),

@@ -6,11 +6,11 @@ import { gql } from '../lib/api.js';
 import { h, clear, pageHead, section, table, statusLine, showError } from '../lib/dom.js';
 import { shortTime, who } from '../lib/format.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
-import { ENDED, stateBadge, serviceLinks } from './deployments.js';
+import { ended, stateBadge, serviceLinks } from './deployments.js';
 
 const QUERY = `{ registries { name } services { name } plugins { name } environments { name } nodes { environment status }
   projects { name environments deployableEnvironments pipeline { version } }
-  teams { name members grants { target } } deployments(includeEnded: true) { id name project environment state createdBy createdAt failure { reason } services { name url healthy } } }`;
+  teams { name members grants { target } } deployments(includeEnded: true) { id name project environment state stage createdBy createdAt failure { reason } services { name url healthy } } }`;
 
 // The set-up steps, in order: [done, title, what it is, link, link text].
 function steps(d) {
@@ -62,7 +62,7 @@ export async function show(root, ctx) {
             h('a', { class: `btn btn-small ${i === next ? 'btn-primary' : ''}`, href }, text))))));
       }
       parts.push(h('div', { class: 'tiles' },
-        [['#/deployments', d.deployments.filter((x) => !ENDED.includes(x.state)).length, 'deployments now'],
+        [['#/deployments', d.deployments.filter((x) => !ended(x)).length, 'deployments now'],
           ['#/projects', d.projects.length, 'projects'], ['#/catalog/services', d.services.length, 'services'],
           ['#/environments', `${d.nodes.filter((n) => n.status === 'ONLINE').length}/${d.nodes.length}`, 'nodes online'],
           ['#/teams', d.teams.length, 'teams']].map(([href, n, label]) => h('a', { class: 'tile', href }, h('strong', {}, String(n)), label))));
@@ -72,7 +72,7 @@ export async function show(root, ctx) {
         ? h('div', { class: 'row-actions' }, mine.map((p) => h('a', { class: 'btn', href: `#/deployments/new?project=${encodeURIComponent(p.name)}` }, `Deploy ${p.name}`)))
         : h('p', { class: 'muted' }, d.projects.length ? 'You may look at the projects shared with you, but not deploy them.' : 'Nothing is shared with your teams yet: ask an admin.')));
     }
-    const recent = d.deployments.filter((x) => who(x.createdBy) === ctx.me.username && !ENDED.includes(x.state)).slice(0, 10);
+    const recent = d.deployments.filter((x) => who(x.createdBy) === ctx.me.username && !ended(x)).slice(0, 10);
     parts.push(section('Your deployments', [h('a', { href: '#/deployments' }, 'All deployments')], h('div', { class: 'table-scroll' },
       table(['Name', 'Project', 'State', 'Services', 'Created'], recent.map((x) => [h('a', { href: `#/deployments/${x.id}` }, x.name), `${x.project} → ${x.environment}`, stateBadge(x), serviceLinks(x), shortTime(x.createdAt)]),
         { caption: 'Your deployments', empty: 'None yet.' }))));

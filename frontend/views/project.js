@@ -8,7 +8,7 @@ import { cpu, mib, lifetime, shortTime, who } from '../lib/format.js';
 import { formDialog, confirmThen } from '../lib/dialog.js';
 import { field, formError, int, onSubmit, rules, submitButton, text } from '../lib/forms.js';
 import { followCatalog, stopAll } from '../lib/follow.js';
-import { ENDED, stateBadge } from './deployments.js';
+import { ended, stateBadge } from './deployments.js';
 import { previewsSection } from './project-previews.js';
 
 // The fields of a project's form: `p` to edit, null to create.
@@ -41,7 +41,7 @@ export function projectInput(data, name) {
   };
 }
 
-const QUERY = `query($n: String!) { deployments(project: $n) { id name environment state createdBy failure { reason } }
+const QUERY = `query($n: String!) { deployments(project: $n) { id name environment state stage createdBy failure { reason } }
   project(name: $n) { name environments cpuMillis memoryMib cleanupAfterSeconds myAccess deployableEnvironments
   grants { team access } pipeline { version savedAt savedBy nodes { id kind service plugin } edges { from to } }
   secrets { name updatedAt updatedBy } } }`;
@@ -63,7 +63,7 @@ export async function show(root, ctx) {
   let shown = null;
 
   const renderDeployments = () => {
-    const list = [...deployments.values()].filter((d) => !ENDED.includes(d.state));
+    const list = [...deployments.values()].filter((d) => !ended(d));
     clear(deploymentsSlot, table(['Name', 'Environment', 'State', 'Created by'], list.map((d) => [
       h('a', { href: `#/deployments/${d.id}` }, d.name), d.environment, stateBadge(d), who(d.createdBy),
     ]), { caption: 'Deployments', empty: 'No deployment of it now.' }));
@@ -167,7 +167,7 @@ export async function show(root, ctx) {
   };
 
   const remove = async () => {
-    const live = [...deployments.values()].filter((d) => !ENDED.includes(d.state)).length;
+    const live = [...deployments.values()].filter((d) => !ended(d)).length;
     await confirmThen({ title: `Delete project ${p.name}?`,
       message: `Its pipeline versions, its ${p.secrets.length} secret(s) and every team's access to it are removed for good.${live ? ` It has ${live} deployment(s) now.` : ''}`,
       action: `Delete ${p.name}` }, status, async () => {
@@ -189,7 +189,7 @@ export async function show(root, ctx) {
   ctx.ready();
   const reloadPreviews = () => previews.load().catch((e) => showError(status, e));
   stops.push(followCatalog(['PROJECT', 'PIPELINE', 'SECRET', 'TEAM'], () => { load(true).catch((e) => showError(status, e)); reloadPreviews(); }));
-  stops.push(live('subscription($p: String) { deploymentsUpdated(project: $p) { id name environment state createdBy failure { reason } } }', { p: name }, {
+  stops.push(live('subscription($p: String) { deploymentsUpdated(project: $p) { id name environment state stage createdBy failure { reason } } }', { p: name }, {
     next: (d) => { deployments.set(d.deploymentsUpdated.id, d.deploymentsUpdated); renderDeployments(); reloadPreviews(); },
     resync: () => load(true).catch((e) => showError(status, e)),
     error: (e) => showError(status, e),

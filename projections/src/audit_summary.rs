@@ -8,7 +8,7 @@
 //! Every match here is exhaustive: a new event does not compile until it is described.
 
 use nullops_events::capacity::CapacityEvent;
-use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, NodeAction, PipelineEvent, PreviewTagRule, SecretEvent, TagMode};
+use nullops_events::catalog::{Access, AccessTarget, CatalogEvent, PipelineAction, PipelineEvent, PreviewTagRule, SecretEvent, TagMode};
 use nullops_events::deployment::{DeletionReason, DeploymentEvent, StepState};
 use nullops_events::deployment_names::DeploymentNameEvent;
 use nullops_events::identity::{ApiTokenEvent, Role, SessionEvent, UserEvent};
@@ -86,7 +86,7 @@ pub fn summary(stream: &StreamId, event: &DomainEvent, label: &dyn Fn(&str) -> O
         DomainEvent::Catalog(e) => catalog(e, &|team| called("team", &team), &|hook| called("webhook", &hook)),
         DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
             let services = v.graph.services();
-            let plugins = v.graph.nodes.iter().filter(|n| matches!(n.action, NodeAction::RunPlugin { .. })).count();
+            let plugins = v.graph.nodes.iter().filter(|n| matches!(n.action, PipelineAction::RunPlugin { .. })).count();
             let said = if v.message.is_empty() { String::new() } else { format!(" ({})", v.message) };
             format!("pipeline version {} of project {} saved: {services} service(s), {plugins} plugin step(s){said}", v.version, called("project", &id))
         }

@@ -7,10 +7,10 @@
 //! source keeps its latest lines, and a projection rebuild leaves it alone.
 
 use async_trait::async_trait;
-use nullops_domain::deployment::Phase;
 use nullops_events::deployment::{
     ChosenVersion, DeploymentEvent, DeploymentFailed, DeploymentPlan, DeploymentRunning, Endpoint, EndpointsChanged, RejectionCode, StepState,
 };
+use nullops_events::phase::Phase;
 use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;

@@ -434,10 +434,10 @@ async fn demo(app: Arc<App>, addr: SocketAddr) {
 }
 
 /// How users reach an ingress that listens on `port`.
-fn public_origin(args: &IngressArgs, port: u16) -> nullops_domain::urls::PublicOrigin {
+fn public_origin(args: &IngressArgs, port: u16) -> nullops_events::urls::PublicOrigin {
     let listen = args.ingress_listen.ip();
     let address = args.ingress_public_address.clone().or_else(|| (!listen.is_unspecified()).then(|| listen.to_string()));
-    nullops_domain::urls::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port), address }
+    nullops_events::urls::PublicOrigin { https: args.ingress_tls_cert.is_some(), port: args.ingress_public_port.unwrap_or(port), address }
 }
 
 /// Starts the ingress on `args` with a routing table kept from the read models, and says how
@@ -448,7 +448,7 @@ async fn start_ingress(
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &CancellationToken,
     egress: &nullops_egress::Egress,
-) -> anyhow::Result<nullops_domain::urls::PublicOrigin> {
+) -> anyhow::Result<nullops_events::urls::PublicOrigin> {
     let tls = match (&args.ingress_tls_cert, &args.ingress_tls_key) {
         (Some(cert), Some(key)) => Some(nullops_ingress::tls::server_config(cert, key)?),
         _ => None,

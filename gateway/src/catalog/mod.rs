@@ -167,14 +167,14 @@ pub(crate) async fn callable(app: &App, field: &str, url: &str) -> ApiResult<()>
 /// The projects whose latest pipeline starts service `name` (with `plugin`: runs plugin
 /// `name`), read from the store: what every server has decided, not what a read model shows yet.
 pub(crate) async fn pipelines_using(app: &App, name: &str, plugin: bool) -> ApiResult<Vec<String>> {
-    use nullops_events::catalog::NodeAction;
+    use nullops_events::catalog::PipelineAction;
     let mut using = Vec::new();
     for project in catalog_state(app).await?.projects.values() {
         let (pipeline, _) = nullops_store::commands::load::<nullops_domain::pipeline::Pipeline>(&*app.store, &project.project_id.to_string()).await?;
         let Some(latest) = pipeline.latest else { continue };
         let uses = latest.graph.nodes.iter().any(|n| match &n.action {
-            NodeAction::StartService { service } => !plugin && service == name,
-            NodeAction::RunPlugin { plugin: p, .. } => plugin && p == name,
+            PipelineAction::StartService { service } => !plugin && service == name,
+            PipelineAction::RunPlugin { plugin: p, .. } => plugin && p == name,
         });
         if uses {
             using.push(project.name.clone());

@@ -10,7 +10,7 @@ use nullops_domain::catalog::{CatalogAction, CatalogState};
 use nullops_domain::pipeline::{self, DraftAction, DraftNode, Pipeline, PipelineCommand, PipelineContext, PipelineDraft};
 use nullops_domain::secrets::{SecretCommand, Secrets};
 use nullops_domain::SecretName;
-use nullops_events::catalog::{Access, AccessTarget, NodeAction, NodePlacement, PipelineDryRun, PipelineEdge, PipelineGraph, ProjectDefinition};
+use nullops_events::catalog::{Access, AccessTarget, NodePlacement, PipelineAction, PipelineDryRun, PipelineEdge, PipelineGraph, ProjectDefinition};
 use nullops_projections::catalog::{self as read, kind, Entry};
 use nullops_store::commands;
 use uuid::Uuid;
@@ -207,8 +207,8 @@ fn as_draft(graph: &PipelineGraph) -> PipelineDraft {
         .map(|n| DraftNode {
             id: n.id.clone(),
             action: match &n.action {
-                NodeAction::StartService { service } => DraftAction::StartService { service: service.clone() },
-                NodeAction::RunPlugin { plugin, parameters, .. } => {
+                PipelineAction::StartService { service } => DraftAction::StartService { service: service.clone() },
+                PipelineAction::RunPlugin { plugin, parameters, .. } => {
                     DraftAction::RunPlugin { plugin: plugin.clone(), parameters: serde_json::from_str(parameters).unwrap_or_default() }
                 }
             },

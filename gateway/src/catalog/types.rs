@@ -568,10 +568,10 @@ impl From<nullops_projections::catalog::PipelineVersionRow> for PipelineVersionG
                 .nodes
                 .into_iter()
                 .map(|n| match n.action {
-                    NodeAction::StartService { service } => {
+                    PipelineAction::StartService { service } => {
                         PipelineNodeGql { id: n.id, kind: NodeKindGql::Service, service: Some(service), plugin: None, image: None, parameters: None }
                     }
-                    NodeAction::RunPlugin { plugin, image, parameters } => PipelineNodeGql {
+                    PipelineAction::RunPlugin { plugin, image, parameters } => PipelineNodeGql {
                         id: n.id,
                         kind: NodeKindGql::Plugin,
                         service: None,

@@ -44,6 +44,18 @@ pub enum DeploymentStateGql {
     Rejected,
 }
 
+/// The groups of states a client shows apart (the domain's `Stage`).
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "DeploymentStage", remote = "nullops_domain::deployment::Stage")]
+pub enum DeploymentStageGql {
+    /// Asked for and not being deleted: PENDING, SCHEDULED, DEPLOYING, RUNNING, OFFLINE or FAILED.
+    Live,
+    /// Being deleted or cancelled: DELETING or CANCELLING.
+    Removing,
+    /// Gone for good, its name and room free again: DELETED, CANCELLED or REJECTED.
+    Ended,
+}
+
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(name = "StepState")]
 pub enum StepStateGql {
@@ -180,6 +192,11 @@ impl DeploymentGql {
         let online = !self.0.phase.on_node() || self.node_online(ctx).await?;
         let shown: DeploymentStatus = status(self.0.phase, online);
         Ok(shown.into())
+    }
+    /// Which group of states it is in: what a client waits for or greys out, without a list of
+    /// states of its own.
+    async fn stage(&self) -> DeploymentStageGql {
+        self.0.phase.stage().into()
     }
     /// What the caller may do to it now: none without FULL access; else what its phase allows.
     async fn actions(&self) -> Vec<UserActionGql> {

@@ -254,12 +254,12 @@ impl WebhookMutation {
         Ok(WebhookWithSecret { webhook: WebhookGql(webhook(ctx, webhook_id).await?), secret })
     }
 
-    /// Deletes a webhook (admins); what it had not been sent yet is given up.
+    /// Deletes a webhook (admins); what it had not been sent yet is given up (by the webhooks
+    /// process, which owns the deliveries).
     async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
         request(ctx).admin()?;
         let webhook_id = parse_id(&id)?;
         change_catalog_sealing(ctx, CatalogAction::DeleteWebhook { webhook_id }, None).await?;
-        rows::abandon(&app(ctx).read_models, webhook_id).await?;
         Ok(true)
     }
 }

@@ -19,7 +19,6 @@ pub mod preview;
 pub mod run;
 pub mod secrets;
 pub mod tags;
-pub mod urls;
 
 pub use error::DomainError;
 pub use names::{DnsLabel, DomainName, Password, SecretName, TokenName, Username};

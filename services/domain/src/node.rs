@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{Decider, DnsLabel, DomainError, DomainName, Issuer};
 
-pub use nullops_wire::Thumbprint as CertThumbprint;
+pub use nullops_events::thumbprint::Thumbprint as CertThumbprint;
 
 /// Where an agent listens: an IP address or a DNS name.
 #[derive(Debug, Clone, PartialEq, Eq)]

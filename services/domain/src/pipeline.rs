@@ -325,10 +325,10 @@ pub fn check(draft: &PipelineDraft, context: &PipelineContext) -> Checked {
 
     let mut nodes = Vec::new();
     for node in &draft.nodes {
-        let (action, texts): (Option<NodeAction>, Vec<(String, &str)>) = match &node.action {
+        let (action, texts): (Option<PipelineAction>, Vec<(String, &str)>) = match &node.action {
             DraftAction::StartService { service } => match context.services.get(service) {
                 Some(def) => (
-                    Some(NodeAction::StartService { service: service.clone() }),
+                    Some(PipelineAction::StartService { service: service.clone() }),
                     def.env.iter().map(|v| (format!("env.{}", v.name), v.value.as_str())).collect(),
                 ),
                 None => {
@@ -360,7 +360,7 @@ pub fn check(draft: &PipelineDraft, context: &PipelineContext) -> Checked {
                             tag: def.tag.clone(),
                             digest: context.digests.get(plugin).cloned(),
                         };
-                        (Some(NodeAction::RunPlugin { plugin: plugin.clone(), image, parameters: parameters.to_string() }), texts)
+                        (Some(PipelineAction::RunPlugin { plugin: plugin.clone(), image, parameters: parameters.to_string() }), texts)
                     }
                 }
             }
@@ -393,7 +393,7 @@ pub fn check(draft: &PipelineDraft, context: &PipelineContext) -> Checked {
             nodes.push(PipelineNode { id: node.id.clone(), action });
         }
     }
-    let services = nodes.iter().filter(|n| matches!(n.action, NodeAction::StartService { .. })).count();
+    let services = nodes.iter().filter(|n| matches!(n.action, PipelineAction::StartService { .. })).count();
     if let Some((_, why)) = crate::plan::split_problem(context.limits.0, context.limits.1, services) {
         problems.push(Problem::whole(
             P::OverLimits,
@@ -430,10 +430,10 @@ pub struct Change {
     pub detail: String,
 }
 
-fn describe(action: &NodeAction) -> String {
+fn describe(action: &PipelineAction) -> String {
     match action {
-        NodeAction::StartService { service } => format!("start service {service}"),
-        NodeAction::RunPlugin { plugin, image, parameters } => {
+        PipelineAction::StartService { service } => format!("start service {service}"),
+        PipelineAction::RunPlugin { plugin, image, parameters } => {
             format!("run plugin {plugin} ({}:{} from registry {}) with {parameters}", image.repository, image.tag, image.registry)
         }
     }
@@ -455,10 +455,10 @@ fn parameter_text(value: Option<&serde_json::Value>) -> String {
 
 /// Only what changed between two actions of one node: `mode: short → long`, `service api →
 /// web`, the image's tag or digest; the whole action only when its kind changed.
-fn changed_fields(old: &NodeAction, new: &NodeAction) -> String {
+fn changed_fields(old: &PipelineAction, new: &PipelineAction) -> String {
     match (old, new) {
-        (NodeAction::StartService { service: a }, NodeAction::StartService { service: b }) => format!("service {a} → {b}"),
-        (NodeAction::RunPlugin { plugin: pa, image: ia, parameters: xa }, NodeAction::RunPlugin { plugin: pb, image: ib, parameters: xb }) => {
+        (PipelineAction::StartService { service: a }, PipelineAction::StartService { service: b }) => format!("service {a} → {b}"),
+        (PipelineAction::RunPlugin { plugin: pa, image: ia, parameters: xa }, PipelineAction::RunPlugin { plugin: pb, image: ib, parameters: xb }) => {
             let mut parts = Vec::new();
             if pa != pb {
                 parts.push(format!("plugin {pa} → {pb}"));
@@ -485,8 +485,8 @@ fn changed_fields(old: &NodeAction, new: &NodeAction) -> String {
 
 /// What changed from `old` to `new`: nodes by id, then edges.
 pub fn diff(old: &PipelineGraph, new: &PipelineGraph) -> Vec<Change> {
-    let old_nodes: BTreeMap<&str, &NodeAction> = old.nodes.iter().map(|n| (n.id.as_str(), &n.action)).collect();
-    let new_nodes: BTreeMap<&str, &NodeAction> = new.nodes.iter().map(|n| (n.id.as_str(), &n.action)).collect();
+    let old_nodes: BTreeMap<&str, &PipelineAction> = old.nodes.iter().map(|n| (n.id.as_str(), &n.action)).collect();
+    let new_nodes: BTreeMap<&str, &PipelineAction> = new.nodes.iter().map(|n| (n.id.as_str(), &n.action)).collect();
     let mut changes = Vec::new();
     for (id, action) in &old_nodes {
         match new_nodes.get(id) {
@@ -747,7 +747,7 @@ mod tests {
         let first = Pipeline::decide(&save(good(), Some(Access::Full)), &PipelineState::default()).unwrap();
         let [PipelineEvent::VersionSaved(v1)] = &first[..] else { panic!() };
         assert_eq!(v1.version, 1);
-        let NodeAction::RunPlugin { image, .. } = &v1.graph.nodes[0].action else { panic!() };
+        let PipelineAction::RunPlugin { image, .. } = &v1.graph.nodes[0].action else { panic!() };
         assert_eq!((image.tag.as_str(), image.digest.as_deref()), ("1.0", Some("sha256:abc")));
         let state = fold::<Pipeline>(&first);
         assert_eq!(Pipeline::decide(&save(good(), Some(Access::Full)), &state).unwrap(), [], "the same graph again is no new version");
@@ -763,12 +763,12 @@ mod tests {
     fn a_changed_node_shows_only_what_changed() {
         let image =
             |tag: &str, digest: &str| PinnedImage { registry: "reg".into(), repository: "reg/plugin-ok".into(), tag: tag.into(), digest: Some(digest.into()) };
-        let run = |tag: &str, digest: &str, parameters: &str| NodeAction::RunPlugin {
+        let run = |tag: &str, digest: &str, parameters: &str| PipelineAction::RunPlugin {
             plugin: "check".into(),
             image: image(tag, digest),
             parameters: parameters.into(),
         };
-        let graph = |action: NodeAction| PipelineGraph { nodes: vec![PipelineNode { id: "db".into(), action }], edges: vec![] };
+        let graph = |action: PipelineAction| PipelineGraph { nodes: vec![PipelineNode { id: "db".into(), action }], edges: vec![] };
         // One parameter changed: that parameter, not the node twice with its digest.
         let changes = diff(&graph(run("1", "sha256:aaaa", r#"{"mode":"short","n":1}"#)), &graph(run("1", "sha256:aaaa", r#"{"mode":"long","n":1}"#)));
         assert_eq!(changes, [Change { kind: ChangeKind::Changed, subject: "node db".into(), detail: "mode: short → long".into() }]);
@@ -779,7 +779,7 @@ mod tests {
         let changes = diff(&graph(run("1", "sha256:aaaaaaaaaaaaaaaa", "{}")), &graph(run("1", "sha256:bbbbbbbbbbbbbbbb", "{}")));
         assert_eq!(changes[0].detail, "image digest aaaaaaaaaaaa → bbbbbbbbbbbb");
         // A whole new kind of step is shown whole, the registry apart from the repository.
-        let changes = diff(&graph(NodeAction::StartService { service: "api".into() }), &graph(run("1", "sha256:aaaa", "{}")));
+        let changes = diff(&graph(PipelineAction::StartService { service: "api".into() }), &graph(run("1", "sha256:aaaa", "{}")));
         assert_eq!(changes[0].detail, "start service api → run plugin check (reg/plugin-ok:1 from registry reg) with {}");
     }
 

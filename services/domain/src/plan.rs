@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use nullops_events::catalog::{NodeAction, PinnedImage, PipelineGraph, RegistryDefinition, TagMode};
+use nullops_events::catalog::{PinnedImage, PipelineAction, PipelineGraph, RegistryDefinition, TagMode};
 use nullops_events::deployment::{ChosenVersion, DeploymentPlan, PlannedAction, PlannedPlugin, PlannedService, PlannedStep};
 
 use crate::catalog::CatalogState;
@@ -107,8 +107,8 @@ pub fn selectable_services<'a>(graph: &PipelineGraph, catalog: &'a CatalogState)
         .nodes
         .iter()
         .filter_map(|n| match &n.action {
-            NodeAction::StartService { service } => catalog.services.get(service),
-            NodeAction::RunPlugin { .. } => None,
+            PipelineAction::StartService { service } => catalog.services.get(service),
+            PipelineAction::RunPlugin { .. } => None,
         })
         .filter(|s| matches!(s.tag, TagMode::Selectable(_)))
         .collect()
@@ -122,11 +122,11 @@ pub fn images_in_use(graph: &PipelineGraph, catalog: &CatalogState) -> Vec<(Stri
     let mut out = Vec::new();
     for node in &graph.nodes {
         let found = match &node.action {
-            NodeAction::StartService { service } => catalog.services.get(service).and_then(|def| match &def.tag {
+            PipelineAction::StartService { service } => catalog.services.get(service).and_then(|def| match &def.tag {
                 TagMode::Pinned(tag) => catalog.registries.get(&def.registry).map(|r| (def.registry.clone(), image_reference(r, &def.image, tag))),
                 TagMode::Selectable(_) => None,
             }),
-            NodeAction::RunPlugin { image, .. } => catalog.registries.get(&image.registry).map(|r| (image.registry.clone(), pinned_reference(r, image))),
+            PipelineAction::RunPlugin { image, .. } => catalog.registries.get(&image.registry).map(|r| (image.registry.clone(), pinned_reference(r, image))),
         };
         out.extend(found);
     }
@@ -141,7 +141,7 @@ pub fn resolve(graph: &PipelineGraph, tags: &BTreeMap<String, String>, catalog: 
     let mut versions = Vec::new();
     for node in &graph.nodes {
         let action = match &node.action {
-            NodeAction::StartService { service } => {
+            PipelineAction::StartService { service } => {
                 let def = catalog.services.get(service).ok_or_else(|| DomainError::NotFound(format!("service {service} of the pipeline no longer exists")))?;
                 let tag = choose_tag(service, &def.tag, tags.get(service))?;
                 let image = image_reference(registry(&def.registry)?, &def.image, &tag);
@@ -154,7 +154,7 @@ pub fn resolve(graph: &PipelineGraph, tags: &BTreeMap<String, String>, catalog: 
                     health_check: def.health_check.clone(),
                 })
             }
-            NodeAction::RunPlugin { plugin, image, parameters } => {
+            PipelineAction::RunPlugin { plugin, image, parameters } => {
                 let def = catalog.plugins.get(plugin).ok_or_else(|| DomainError::NotFound(format!("plugin {plugin} of the pipeline no longer exists")))?;
                 PlannedAction::Plugin(PlannedPlugin {
                     plugin: plugin.clone(),
@@ -215,13 +215,13 @@ mod tests {
     }
 
     fn graph() -> PipelineGraph {
-        let service = |id: &str| PipelineNode { id: id.into(), action: NodeAction::StartService { service: id.into() } };
+        let service = |id: &str| PipelineNode { id: id.into(), action: PipelineAction::StartService { service: id.into() } };
         let image = PinnedImage { registry: "local".into(), repository: "nullops/create-db".into(), tag: "1".into(), digest: Some("sha256:ab".into()) };
         PipelineGraph {
             nodes: vec![
                 service("web"),
                 service("cache"),
-                PipelineNode { id: "db".into(), action: NodeAction::RunPlugin { plugin: "create-db".into(), image, parameters: "{}".into() } },
+                PipelineNode { id: "db".into(), action: PipelineAction::RunPlugin { plugin: "create-db".into(), image, parameters: "{}".into() } },
             ],
             edges: vec![PipelineEdge { from: "db".into(), to: "web".into() }],
         }

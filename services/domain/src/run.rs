@@ -183,11 +183,11 @@ pub fn redact(line: &str, secrets: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nullops_events::catalog::{NodeAction, PipelineEdge, PipelineNode};
+    use nullops_events::catalog::{PipelineAction, PipelineEdge, PipelineNode};
 
     /// db -> migrate -> api, and cache alongside.
     fn graph() -> PipelineGraph {
-        let node = |id: &str| PipelineNode { id: id.into(), action: NodeAction::StartService { service: id.into() } };
+        let node = |id: &str| PipelineNode { id: id.into(), action: PipelineAction::StartService { service: id.into() } };
         let edge = |from: &str, to: &str| PipelineEdge { from: from.into(), to: to.into() };
         PipelineGraph { nodes: vec![node("db"), node("migrate"), node("api"), node("cache")], edges: vec![edge("db", "migrate"), edge("migrate", "api")] }
     }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{access, Decider, DomainError, SecretName};
 
-pub use nullops_wire::message::{MAX_SECRETS, MAX_SECRETS_BYTES, MAX_SECRET_VALUE_BYTES};
+pub use nullops_events::catalog::{MAX_SECRETS, MAX_SECRETS_BYTES, MAX_SECRET_VALUE_BYTES};
 
 pub enum SecretCommand {
     /// Creates or replaces a secret. `access` is the caller's access to the project.

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use nullops_bus::{Bus, Delivery};
-use nullops_domain::deployment::Phase;
 use nullops_events::catalog::EnvironmentDefinition;
+use nullops_events::phase::Phase;
 use nullops_events::LogPosition;
 use nullops_projections::catalog::kind;
 use nullops_projections::nodes::link;

@@ -87,7 +87,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nullops_domain::urls::PublicOrigin;
+    use nullops_events::urls::PublicOrigin;
 
     fn table(state: RouteState, online: bool) -> RoutingTable {
         let route = DeploymentRoute { state, node_host: "10.0.0.7".into(), node_online: online, ports: HashMap::from([("web".into(), 32768)]) };

@@ -35,6 +35,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use nullops_domain::deployment::{Phase, Stage};
 use serde_json::Value;
 
 use client::{CliError, Client};
@@ -292,7 +293,7 @@ async fn execute(command: ClientCommand) -> Result<Outcome, CliError> {
                 output::print(target.output, &created, output::deployment);
                 return Ok(Outcome::Done);
             }
-            follow(&client, &created, &["RUNNING"], timeout, target.output).await
+            follow(&client, &created, Goal::Running, timeout, target.output).await
         }
         ClientCommand::Deployments { command: DeploymentsCommand::Ls { project, environment, all, target } } => {
             let variables = deployments::Variables { project, environment, include_ended: all };
@@ -329,7 +330,7 @@ async fn execute(command: ClientCommand) -> Result<Outcome, CliError> {
                 output::print(target.output, &deleted, output::deployment);
                 return Ok(Outcome::Done);
             }
-            follow(&client, &deleted, &["DELETED", "CANCELLED"], timeout, target.output).await
+            follow(&client, &deleted, Goal::Ended, timeout, target.output).await
         }
         ClientCommand::Extend { deployment, target } => {
             let d = act::<ExtendDeployment>(&connect(&target)?, &deployment, |id| extend_deployment::Variables { id }, "extendDeployment").await?;
@@ -397,9 +398,31 @@ async fn find(client: &Client, wanted: &str) -> Result<Value, CliError> {
     }
 }
 
-/// Follows a deployment live until it is in one of `until` (exit 0), FAILED (exit 1), or the
-/// time runs out (exit 3); a progress line on a terminal meanwhile.
-async fn follow(client: &Client, start: &Value, until: &[&str], timeout: Duration, format: Format) -> Result<Outcome, CliError> {
+/// What `--wait` waits for.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// RUNNING: every step succeeded.
+    Running,
+    /// Gone for good (the API's stage ENDED): deleted, cancelled or rejected.
+    Ended,
+}
+
+impl Goal {
+    fn reached(self, deployment: &Value) -> bool {
+        match self {
+            Goal::Running => deployment["state"] == Phase::Running.name(),
+            Goal::Ended => deployment["stage"] == Stage::Ended.name(),
+        }
+    }
+}
+
+fn failed(deployment: &Value) -> bool {
+    deployment["state"] == Phase::Failed.name()
+}
+
+/// Follows a deployment live until it reaches `goal` (exit 0), FAILED (exit 1), or the time
+/// runs out (exit 3); a progress line on a terminal meanwhile.
+async fn follow(client: &Client, start: &Value, goal: Goal, timeout: Duration, format: Format) -> Result<Outcome, CliError> {
     let id = start["id"].as_str().unwrap_or_default().to_owned();
     let name = start["name"].as_str().unwrap_or_default().to_owned();
     let progress = std::io::stderr().is_terminal() && matches!(format, Format::Human);
@@ -408,11 +431,10 @@ async fn follow(client: &Client, start: &Value, until: &[&str], timeout: Duratio
         let mut last = start.clone();
         while let Some(data) = feed.next().await? {
             last = data["deploymentUpdated"].clone();
-            let state = last["state"].as_str().unwrap_or_default();
             if progress {
                 err_part!("\r\x1b[2K{}", output::progress(&last));
             }
-            if until.contains(&state) || state == "FAILED" {
+            if goal.reached(&last) || failed(&last) {
                 break;
             }
         }
@@ -433,8 +455,8 @@ async fn follow(client: &Client, start: &Value, until: &[&str], timeout: Duratio
     };
     output::print(format, &last, output::deployment);
     match last["state"].as_str() {
-        Some(state) if until.contains(&state) => Ok(Outcome::Done),
-        Some("FAILED") => {
+        _ if goal.reached(&last) => Ok(Outcome::Done),
+        _ if failed(&last) => {
             let f = &last["failure"];
             let step = f["step"].as_str().map(|s| format!(" at step {s}")).unwrap_or_default();
             err!("FAILED: deployment {name}{step}: {}", f["reason"].as_str().unwrap_or("no reason given"));

@@ -37,6 +37,62 @@ struct Candidates {
     connecting: usize,
 }
 
+impl Candidates {
+    /// The order nodes are tried in: the most free memory first, then the most free CPU.
+    fn rank(&mut self) {
+        self.list.sort_by(|a, b| b.free.memory_mib.cmp(&a.free.memory_mib).then(b.free.cpu_millis.cmp(&a.free.cpu_millis)));
+    }
+
+    /// Why no node is even tried for `request`, when none is: no node measured yet (worth
+    /// asking again shortly), or none online (worth asking again only while some connect).
+    fn nothing_to_try(&self, environment: &str, request: Resources) -> Option<Placement> {
+        if !self.list.is_empty() {
+            return None;
+        }
+        if self.unmeasured > 0 {
+            return Some(Placement::NotYet(format!(
+                "the online nodes of environment {environment} have not reported their size yet; try again in a few seconds"
+            )));
+        }
+        let reason =
+            format!("environment {environment} has no online node to run the deployment ({} millicores, {} MiB)", request.cpu_millis, request.memory_mib);
+        Some(if self.connecting > 0 { Placement::NotYet(reason) } else { Placement::NoRoom(reason) })
+    }
+
+    /// Where `request` would go now (the first ranked node with room for it), or how much it
+    /// lacks; reserving nothing.
+    fn preview(&self, environment: &str, request: Resources) -> Preview {
+        if let Some(c) = self.list.iter().find(|c| request.cpu_millis <= c.free.cpu_millis && request.memory_mib <= c.free.memory_mib) {
+            let message = format!(
+                "fits on node {} now: it needs {} millicores and {} MiB of the {} millicores and {} MiB free there",
+                c.name, request.cpu_millis, request.memory_mib, c.free.cpu_millis, c.free.memory_mib
+            );
+            return Preview { node: Some((c.node_id, c.name.clone())), message };
+        }
+        let message = match self.list.first() {
+            Some(best) => {
+                let mut short = Vec::new();
+                if request.memory_mib > best.free.memory_mib {
+                    short.push(format!("{} MiB", request.memory_mib - best.free.memory_mib));
+                }
+                if request.cpu_millis > best.free.cpu_millis {
+                    short.push(format!("{} millicores", request.cpu_millis - best.free.cpu_millis));
+                }
+                format!(
+                    "needs {} more than any node has free (node {} has the most: {} millicores and {} MiB)",
+                    short.join(" and "),
+                    best.name,
+                    best.free.cpu_millis,
+                    best.free.memory_mib
+                )
+            }
+            None if self.unmeasured > 0 => format!("the online nodes of environment {environment} have not reported their size yet"),
+            None => format!("environment {environment} has no online node"),
+        };
+        Preview { node: None, message }
+    }
+}
+
 /// What admission would decide now, reserving nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preview {
@@ -103,42 +159,14 @@ impl Admission<'_> {
             let (capacity, _) = self.capacities.load(self.store, &row.node_id.to_string()).await?;
             found.list.push(Candidate { node_id: row.node_id, name: format!("{}:{}", row.host, row.port), total, used, free: capacity.free(total, used) });
         }
-        found.list.sort_by(|a, b| b.free.memory_mib.cmp(&a.free.memory_mib).then(b.free.cpu_millis.cmp(&a.free.cpu_millis)));
+        found.rank();
         Ok(found)
     }
 
     /// Whether `request` would be admitted in `environment` now, reserving nothing: the node
     /// it would go to, or why none would take it.
     pub async fn preview(&self, environment: &str, request: Resources) -> Result<Preview, SagaError> {
-        let found = self.candidates(environment).await?;
-        if let Some(c) = found.list.iter().find(|c| request.cpu_millis <= c.free.cpu_millis && request.memory_mib <= c.free.memory_mib) {
-            let message = format!(
-                "fits on node {} now: it needs {} millicores and {} MiB of the {} millicores and {} MiB free there",
-                c.name, request.cpu_millis, request.memory_mib, c.free.cpu_millis, c.free.memory_mib
-            );
-            return Ok(Preview { node: Some((c.node_id, c.name.clone())), message });
-        }
-        let message = match found.list.first() {
-            Some(best) => {
-                let mut short = Vec::new();
-                if request.memory_mib > best.free.memory_mib {
-                    short.push(format!("{} MiB", request.memory_mib - best.free.memory_mib));
-                }
-                if request.cpu_millis > best.free.cpu_millis {
-                    short.push(format!("{} millicores", request.cpu_millis - best.free.cpu_millis));
-                }
-                format!(
-                    "needs {} more than any node has free (node {} has the most: {} millicores and {} MiB)",
-                    short.join(" and "),
-                    best.name,
-                    best.free.cpu_millis,
-                    best.free.memory_mib
-                )
-            }
-            None if found.unmeasured > 0 => format!("the online nodes of environment {environment} have not reported their size yet"),
-            None => format!("environment {environment} has no online node"),
-        };
-        Ok(Preview { node: None, message })
+        Ok(self.candidates(environment).await?.preview(environment, request))
     }
 
     /// Reserves `request` for `deployment_id` on a node of `environment`.
@@ -146,17 +174,11 @@ impl Admission<'_> {
         if let Some(held) = self.holders(environment, deployment_id).await?.first() {
             return Ok(Placement::Reserved(*held));
         }
-        let Candidates { list: candidates, unmeasured, connecting } = self.candidates(environment).await?;
-        if candidates.is_empty() && unmeasured > 0 {
-            return Ok(Placement::NotYet(format!(
-                "the online nodes of environment {environment} have not reported their size yet; try again in a few seconds"
-            )));
+        let found = self.candidates(environment).await?;
+        if let Some(placement) = found.nothing_to_try(environment, request) {
+            return Ok(placement);
         }
-        if candidates.is_empty() {
-            let reason =
-                format!("environment {environment} has no online node to run the deployment ({} millicores, {} MiB)", request.cpu_millis, request.memory_mib);
-            return Ok(if connecting > 0 { Placement::NotYet(reason) } else { Placement::NoRoom(reason) });
-        }
+        let candidates = found.list;
         let mut best_free = Resources::default();
         for c in &candidates {
             let command = CapacityCommand::Reserve { deployment_id, request, total: c.total, used: c.used };
@@ -183,5 +205,64 @@ impl Admission<'_> {
             execute_with::<Capacity>(self.store, Some(self.capacities), &node_id.to_string(), &command, metadata).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu_millis: u64, memory_mib: u64) -> Candidate {
+        let free = Resources { cpu_millis, memory_mib };
+        Candidate { node_id: Uuid::now_v7(), name: name.into(), total: free, used: Resources::default(), free }
+    }
+
+    fn ranked(list: Vec<Candidate>) -> Candidates {
+        let mut found = Candidates { list, ..Candidates::default() };
+        found.rank();
+        found
+    }
+
+    const ASK: Resources = Resources { cpu_millis: 500, memory_mib: 512 };
+
+    #[test]
+    fn the_node_with_the_most_free_memory_is_tried_first_then_the_most_free_cpu() {
+        let found = ranked(vec![node("a:1", 4000, 1024), node("b:1", 1000, 8192), node("c:1", 2000, 8192)]);
+        let order: Vec<&str> = found.list.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["c:1", "b:1", "a:1"]);
+    }
+
+    #[test]
+    fn a_request_goes_to_the_first_ranked_node_with_room_for_both_cpu_and_memory() {
+        // given the roomiest node by memory lacks CPU, when previewed, then the next one is named
+        let found = ranked(vec![node("big:1", 100, 16384), node("small:1", 1000, 1024)]);
+        let preview = found.preview("staging", ASK);
+        assert_eq!(preview.node.map(|(_, name)| name).as_deref(), Some("small:1"));
+        assert!(preview.message.starts_with("fits on node small:1 now"), "{}", preview.message);
+    }
+
+    #[test]
+    fn a_refusal_says_how_much_is_missing_on_the_roomiest_node() {
+        let found = ranked(vec![node("a:1", 200, 256), node("b:1", 400, 128)]);
+        let preview = found.preview("staging", ASK);
+        assert_eq!(preview.node, None);
+        assert_eq!(preview.message, "needs 256 MiB and 300 millicores more than any node has free (node a:1 has the most: 200 millicores and 256 MiB)");
+    }
+
+    #[test]
+    fn with_no_node_to_try_a_request_waits_while_nodes_may_come_and_is_refused_otherwise() {
+        // given nodes online but not measured: asked again shortly
+        let unmeasured = Candidates { unmeasured: 1, ..Candidates::default() };
+        assert!(matches!(unmeasured.nothing_to_try("staging", ASK), Some(Placement::NotYet(m)) if m.contains("not reported their size")));
+        // given nodes still connecting: asked again shortly
+        let connecting = Candidates { connecting: 2, ..Candidates::default() };
+        assert!(matches!(connecting.nothing_to_try("staging", ASK), Some(Placement::NotYet(_))));
+        // given no node at all: refused, saying what was asked
+        assert_eq!(
+            Candidates::default().nothing_to_try("staging", ASK),
+            Some(Placement::NoRoom("environment staging has no online node to run the deployment (500 millicores, 512 MiB)".into()))
+        );
+        // given a candidate: it is tried
+        assert_eq!(ranked(vec![node("a:1", 1, 1)]).nothing_to_try("staging", ASK), None);
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nullops_domain::catalog::{Catalog, CatalogState, CATALOG_KEY};
-use nullops_domain::urls::PublicOrigin;
 use nullops_domain::Decider;
 use nullops_egress::Egress;
 use nullops_events::deployment::PlannedAction;
+use nullops_events::urls::PublicOrigin;
 use nullops_events::{EventMetadata, LogPosition, Timestamp};
 use nullops_keyring::Keyring;
 use nullops_metrics::ProjectionLag;

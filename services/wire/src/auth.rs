@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use zeroize::Zeroizing;
 
-use crate::thumbprint::{decode_hex, encode_hex};
+use nullops_events::thumbprint::{decode_hex, encode_hex};
 
 /// The TLS exporter label (RFC 5705) the proof is bound to.
 pub const EXPORTER_LABEL: &[u8] = b"EXPERIMENTAL-nullops-agent-auth";

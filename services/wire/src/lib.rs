@@ -12,11 +12,10 @@
 
 pub mod auth;
 pub mod message;
-pub mod thumbprint;
 
 pub use auth::{AuthProof, NodeToken, TokenHash};
 pub use message::{FromAgent, RequestId, ToAgent};
-pub use thumbprint::Thumbprint;
+pub use nullops_events::thumbprint::Thumbprint;
 
 /// The protocol this build speaks. Mixed versions are refused, never half-understood.
 /// 2: desired states in parts (`more`), deployments refused one by one.

@@ -385,11 +385,7 @@ pub struct ContainerUsage {
     pub memory_bytes: u64,
 }
 
-/// What one project's secrets may take, the same for the API (`setSecret`) as for the wire: how
-/// many, their names and values together, and one value.
-pub const MAX_SECRETS: usize = 256;
-pub const MAX_SECRETS_BYTES: usize = 1 << 20;
-pub const MAX_SECRET_VALUE_BYTES: usize = 64 << 10;
+pub use nullops_events::catalog::{MAX_SECRETS, MAX_SECRETS_BYTES, MAX_SECRET_VALUE_BYTES};
 
 /// Most deployments one desired state may hold, and containers one deployment may hold.
 pub const MAX_DEPLOYMENTS: usize = 1000;

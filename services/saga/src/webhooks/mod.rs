@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nullops_domain::catalog::{webhook_secret_purpose, Catalog};
+use nullops_domain::deployment::Phase;
 use nullops_events::catalog::{PipelineEvent, WebhookDefinition, WebhookTopic};
 use nullops_events::deployment::{DeletionReason, DeploymentEvent};
 use nullops_events::node::NodeEvent;
@@ -82,13 +83,15 @@ impl WebhookProcess {
                 let Some(row) = nullops_projections::deployments::deployment(&app.read_models, deployment_id).await? else { return Ok(None) };
                 let urls = app.service_urls(catalog, &row);
                 let failure = &row.failure;
+                // The state the event put it in (not the read model's: that may be later).
                 let state = match topic {
-                    WebhookTopic::DeploymentCreated => "PENDING",
-                    WebhookTopic::DeploymentRunning => "RUNNING",
-                    WebhookTopic::DeploymentFailed => "FAILED",
-                    WebhookTopic::DeploymentExpired => "DELETING",
-                    _ => "DELETED",
-                };
+                    WebhookTopic::DeploymentCreated => Phase::Pending,
+                    WebhookTopic::DeploymentRunning => Phase::Running,
+                    WebhookTopic::DeploymentFailed => Phase::Failed,
+                    WebhookTopic::DeploymentExpired => Phase::Deleting,
+                    _ => Phase::Deleted,
+                }
+                .name();
                 let data = json!({
                     "deployment": {
                         "id": row.deployment_id, "name": row.name, "project": row.project, "projectId": row.project_id,

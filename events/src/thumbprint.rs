@@ -13,25 +13,30 @@ impl Thumbprint {
         Thumbprint(Sha256::digest(der).into())
     }
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, ThumbprintError> {
         let hex: String = raw.trim().chars().filter(|c| *c != ':').collect();
-        let bytes = decode_hex(&hex)
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| "a thumbprint is the certificate's SHA-256: 64 hex characters, optionally in colon-separated pairs".to_owned())?;
+        let bytes = decode_hex(&hex).filter(|b| b.len() == 32).ok_or(ThumbprintError)?;
         let mut out = [0; 32];
         out.copy_from_slice(&bytes);
         Ok(Thumbprint(out))
     }
 }
 
-pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+/// Why a text is not a thumbprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a thumbprint is the certificate's SHA-256: 64 hex characters, optionally in colon-separated pairs")]
+pub struct ThumbprintError;
+
+/// Bytes from lower- or upper-case hex (thumbprints, the agent's proofs).
+pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
         return None;
     }
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
 }
 
-pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
