@@ -203,6 +203,39 @@ pub enum DeploymentStatus {
     Rejected,
 }
 
+impl DeploymentStatus {
+    pub const ALL: [DeploymentStatus; 11] = [
+        DeploymentStatus::Pending,
+        DeploymentStatus::Scheduled,
+        DeploymentStatus::Deploying,
+        DeploymentStatus::Running,
+        DeploymentStatus::Failed,
+        DeploymentStatus::Offline,
+        DeploymentStatus::Cancelling,
+        DeploymentStatus::Deleting,
+        DeploymentStatus::Cancelled,
+        DeploymentStatus::Deleted,
+        DeploymentStatus::Rejected,
+    ];
+
+    /// Its name in the API (`DeploymentState`), what clients compare with.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeploymentStatus::Pending => "PENDING",
+            DeploymentStatus::Scheduled => "SCHEDULED",
+            DeploymentStatus::Deploying => "DEPLOYING",
+            DeploymentStatus::Running => "RUNNING",
+            DeploymentStatus::Failed => "FAILED",
+            DeploymentStatus::Offline => "OFFLINE",
+            DeploymentStatus::Cancelling => "CANCELLING",
+            DeploymentStatus::Deleting => "DELETING",
+            DeploymentStatus::Cancelled => "CANCELLED",
+            DeploymentStatus::Deleted => "DELETED",
+            DeploymentStatus::Rejected => "REJECTED",
+        }
+    }
+}
+
 /// The status rule, for the API.
 pub fn status(phase: Phase, node_online: bool) -> DeploymentStatus {
     if phase.on_node() && !node_online {

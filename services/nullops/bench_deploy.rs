@@ -13,7 +13,7 @@
 //! prefetched (a pinned tag the pipeline names, so the node pulls it as soon as the service
 //! changes, and the deployment is made once the node says it holds it).
 
-use nullops_domain::deployment::Phase;
+use nullops_domain::deployment::DeploymentStatus;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -104,7 +104,7 @@ impl Platform {
 
     pub async fn state(&self, id: &str) -> anyhow::Result<String> {
         let d = self.gql("query($id: ID!) { deployment(id: $id) { state failure { reason } } }", json!({"id": id})).await?;
-        if d["deployment"]["state"] == Phase::Failed.name() {
+        if d["deployment"]["state"] == DeploymentStatus::Failed.name() {
             bail!("the deployment failed: {}", d["deployment"]["failure"]["reason"]);
         }
         Ok(d["deployment"]["state"].as_str().unwrap_or_default().to_owned())
@@ -275,10 +275,10 @@ impl Platform {
             )
             .await?;
         let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
-        self.reaches(&id, Phase::Running.name()).await?;
+        self.reaches(&id, DeploymentStatus::Running.name()).await?;
         let took = start.elapsed();
         self.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
-        self.reaches(&id, Phase::Deleted.name()).await?;
+        self.reaches(&id, DeploymentStatus::Deleted.name()).await?;
         Ok(took)
     }
 

@@ -8,7 +8,7 @@
 //! Targets (issue 22): at most 1% of a core and at most 1 engine call a second, with 0 and with
 //! 20 running deployments.
 
-use nullops_domain::deployment::Phase;
+use nullops_domain::deployment::DeploymentStatus;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub async fn idle(deployments: usize, seconds: u64) -> anyhow::Result<()> {
             platform.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
         }
         for id in &ids {
-            platform.reaches(id, Phase::Deleted.name()).await?;
+            platform.reaches(id, DeploymentStatus::Deleted.name()).await?;
         }
         platform.stop().await;
         anyhow::Ok([(0, none, none_stopped), (deployments, many, many_stopped)])
@@ -132,7 +132,7 @@ async fn deploy(platform: &Platform, count: usize) -> anyhow::Result<Vec<String>
         ids.push(created["createDeployment"]["id"].as_str().context("no id")?.to_owned());
     }
     for id in &ids {
-        platform.reaches(id, Phase::Running.name()).await?;
+        platform.reaches(id, DeploymentStatus::Running.name()).await?;
     }
     Ok(ids)
 }

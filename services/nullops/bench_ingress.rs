@@ -4,7 +4,7 @@
 //! pool, Host and X-Forwarded-* headers), and through the NullOps ingress. Rounds rotate the
 //! order; medians of requests/s and p99 latency are compared.
 
-use nullops_domain::deployment::Phase;
+use nullops_domain::deployment::DeploymentStatus;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ pub async fn ingress(rounds: usize, seconds: u64, connections: usize) -> anyhow:
     platform.gql("mutation { savePipeline(project: \"bench\", pipeline: {nodes: [{id: \"echo\", service: \"echo\"}]}) { version } }", json!({})).await?;
     let created = platform.gql("mutation { createDeployment(project: \"bench\", environment: \"local\", name: \"bench\") { id } }", json!({})).await?;
     let id = created["createDeployment"]["id"].as_str().context("no id")?.to_owned();
-    platform.reaches(&id, Phase::Running.name()).await?;
+    platform.reaches(&id, DeploymentStatus::Running.name()).await?;
     let d = platform.gql("query($id: ID!) { deployment(id: $id) { services { nodePort } } }", json!({"id": id})).await?;
     let node_port = d["deployment"]["services"][0]["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok()).context("no node port")?;
 
@@ -153,7 +153,7 @@ pub async fn ingress(rounds: usize, seconds: u64, connections: usize) -> anyhow:
     }
     let _ = nginx.kill().await;
     platform.gql("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": id})).await?;
-    platform.reaches(&id, Phase::Deleted.name()).await?;
+    platform.reaches(&id, DeploymentStatus::Deleted.name()).await?;
 
     let figures: Vec<(f64, f64)> =
         loads.iter().map(|l| (median(l.iter().map(|x| x.requests_per_sec).collect()), median(l.iter().map(|x| x.p99_ms).collect()))).collect();

@@ -35,7 +35,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use nullops_domain::deployment::{Phase, Stage};
+use nullops_domain::deployment::{DeploymentStatus, Stage};
 use serde_json::Value;
 
 use client::{CliError, Client};
@@ -410,14 +410,14 @@ enum Goal {
 impl Goal {
     fn reached(self, deployment: &Value) -> bool {
         match self {
-            Goal::Running => deployment["state"] == Phase::Running.name(),
+            Goal::Running => deployment["state"] == DeploymentStatus::Running.name(),
             Goal::Ended => deployment["stage"] == Stage::Ended.name(),
         }
     }
 }
 
 fn failed(deployment: &Value) -> bool {
-    deployment["state"] == Phase::Failed.name()
+    deployment["state"] == DeploymentStatus::Failed.name()
 }
 
 /// Follows a deployment live until it reaches `goal` (exit 0), FAILED (exit 1), or the time

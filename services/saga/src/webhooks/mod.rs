@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nullops_domain::catalog::{webhook_secret_purpose, Catalog};
-use nullops_domain::deployment::Phase;
+use nullops_domain::deployment::DeploymentStatus;
 use nullops_events::catalog::{PipelineEvent, WebhookDefinition, WebhookTopic};
 use nullops_events::deployment::{DeletionReason, DeploymentEvent};
 use nullops_events::node::NodeEvent;
@@ -85,11 +85,11 @@ impl WebhookProcess {
                 let failure = &row.failure;
                 // The state the event put it in (not the read model's: that may be later).
                 let state = match topic {
-                    WebhookTopic::DeploymentCreated => Phase::Pending,
-                    WebhookTopic::DeploymentRunning => Phase::Running,
-                    WebhookTopic::DeploymentFailed => Phase::Failed,
-                    WebhookTopic::DeploymentExpired => Phase::Deleting,
-                    _ => Phase::Deleted,
+                    WebhookTopic::DeploymentCreated => DeploymentStatus::Pending,
+                    WebhookTopic::DeploymentRunning => DeploymentStatus::Running,
+                    WebhookTopic::DeploymentFailed => DeploymentStatus::Failed,
+                    WebhookTopic::DeploymentExpired => DeploymentStatus::Deleting,
+                    _ => DeploymentStatus::Deleted,
                 }
                 .name();
                 let data = json!({
