@@ -111,29 +111,14 @@ pub struct DeploymentScheduled {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStarted {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StepState {
-    Running,
-    Succeeded,
-    Failed,
-    RolledBack,
-}
-
-impl StepState {
-    pub const ALL: [StepState; 4] = [StepState::Running, StepState::Succeeded, StepState::Failed, StepState::RolledBack];
-
-    /// Its name in read models.
-    pub const fn name(self) -> &'static str {
-        match self {
-            StepState::Running => "running",
-            StepState::Succeeded => "succeeded",
-            StepState::Failed => "failed",
-            StepState::RolledBack => "rolled_back",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<StepState> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+crate::named_enum! {
+    /// A step's progress (its name: the read model's).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum StepState {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        RolledBack = "rolled_back",
     }
 }
 
@@ -203,29 +188,16 @@ pub struct DeploymentExtended {
     pub expires_at: i64,
 }
 
-/// Why a request could not be placed at all. The request ends there (nothing ran, no name or
-/// capacity is held); a retry that cannot be placed is a failure instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RejectionCode {
-    /// Another live deployment of the environment holds the name.
-    NameTaken,
-    /// No online node of the environment has room for it.
-    NoRoom,
-}
-
-impl RejectionCode {
-    pub const ALL: [RejectionCode; 2] = [RejectionCode::NameTaken, RejectionCode::NoRoom];
-
-    /// Its name in read models.
-    pub const fn name(self) -> &'static str {
-        match self {
-            RejectionCode::NameTaken => "name_taken",
-            RejectionCode::NoRoom => "no_room",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<RejectionCode> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
+crate::named_enum! {
+    /// Why a request could not be placed at all. The request ends there (nothing ran, no name
+    /// or capacity is held); a retry that cannot be placed is a failure instead. (Its name: the
+    /// read model's.)
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum RejectionCode {
+        /// Another live deployment of the environment holds the name.
+        NameTaken = "name_taken",
+        /// No online node of the environment has room for it.
+        NoRoom = "no_room",
     }
 }
 

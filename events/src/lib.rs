@@ -13,6 +13,8 @@ pub mod deployment;
 pub mod deployment_names;
 pub mod envelope;
 pub mod identity;
+#[macro_use]
+pub mod named;
 pub mod node;
 pub mod phase;
 pub mod preview;

@@ -6,63 +6,32 @@
 
 use crate::deployment::*;
 
-/// Where a deployment is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Requested (or retried): waiting for the saga to give it a name and a node.
-    Pending,
-    /// Placed on a node whose agent has not started it yet.
-    Scheduled,
-    /// Its pipeline runs.
-    Deploying,
-    /// Every step succeeded and every service is healthy.
-    Running,
-    /// A step failed (or the run could not start); everything the run created was removed.
-    Failed,
-    /// Deleted while being created: its node rolls back what the run made.
-    Cancelling,
-    /// Deleted: its node removes everything it had.
-    Deleting,
-    Cancelled,
-    Deleted,
-    /// Never placed: its name was taken or no node had room. Nothing ran.
-    Rejected,
+crate::named_enum! {
+    /// Where a deployment is in its life (its name: the read model's).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Phase {
+        /// Requested (or retried): waiting for the saga to give it a name and a node.
+        Pending = "pending",
+        /// Placed on a node whose agent has not started it yet.
+        Scheduled = "scheduled",
+        /// Its pipeline runs.
+        Deploying = "deploying",
+        /// Every step succeeded and every service is healthy.
+        Running = "running",
+        /// A step failed (or the run could not start); everything the run created was removed.
+        Failed = "failed",
+        /// Deleted while being created: its node rolls back what the run made.
+        Cancelling = "cancelling",
+        /// Deleted: its node removes everything it had.
+        Deleting = "deleting",
+        Cancelled = "cancelled",
+        Deleted = "deleted",
+        /// Never placed: its name was taken or no node had room. Nothing ran.
+        Rejected = "rejected",
+    }
 }
 
 impl Phase {
-    pub const ALL: [Phase; 10] = [
-        Phase::Pending,
-        Phase::Scheduled,
-        Phase::Deploying,
-        Phase::Running,
-        Phase::Failed,
-        Phase::Cancelling,
-        Phase::Deleting,
-        Phase::Cancelled,
-        Phase::Deleted,
-        Phase::Rejected,
-    ];
-
-    /// Its name in the read model.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Phase::Pending => "pending",
-            Phase::Scheduled => "scheduled",
-            Phase::Deploying => "deploying",
-            Phase::Running => "running",
-            Phase::Failed => "failed",
-            Phase::Cancelling => "cancelling",
-            Phase::Deleting => "deleting",
-            Phase::Cancelled => "cancelled",
-            Phase::Deleted => "deleted",
-            Phase::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Phase> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
     /// The names of the phases for which `rule` holds (for a read model's `IN (...)`).
     pub fn names_where(rule: fn(Phase) -> bool) -> Vec<&'static str> {
         Self::ALL.into_iter().filter(|p| rule(*p)).map(Phase::name).collect()
@@ -161,78 +130,39 @@ impl UserAction {
     pub const ALL: [UserAction; 5] = [UserAction::Cancel, UserAction::Delete, UserAction::Retry, UserAction::Extend, UserAction::Clone];
 }
 
-/// The groups of phases clients show apart: a console greys out ended deployments, the CLI
-/// waits for a deletion until its deployment has ended. Derived from [`Phase`], so no client
-/// keeps its own list of which states are which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Asked for and not being deleted: being placed or run, running, or failed.
-    Live,
-    /// Being deleted or cancelled: its node is removing what it made.
-    Removing,
-    /// Gone for good: its name and room are free again.
-    Ended,
-}
-
-impl Stage {
-    /// Its name in the API (`DeploymentStage`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Live => "LIVE",
-            Stage::Removing => "REMOVING",
-            Stage::Ended => "ENDED",
-        }
+crate::named_enum! {
+    /// The groups of phases clients show apart: a console greys out ended deployments, the CLI
+    /// waits for a deletion until its deployment has ended. Derived from [`Phase`], so no client
+    /// keeps its own list of which states are which. (Its name: the API's `DeploymentStage`.)
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Stage {
+        /// Asked for and not being deleted: being placed or run, running, or failed.
+        Live = "LIVE",
+        /// Being deleted or cancelled: its node is removing what it made.
+        Removing = "REMOVING",
+        /// Gone for good: its name and room are free again.
+        Ended = "ENDED",
     }
 }
 
-/// What a deployment shows: its phase, except that one its node should be running shows
-/// OFFLINE while that node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeploymentStatus {
-    Pending,
-    Scheduled,
-    Deploying,
-    Running,
-    Failed,
-    /// Its node is offline: it carries on there and is taken up again when the node is back.
-    Offline,
-    Cancelling,
-    Deleting,
-    Cancelled,
-    Deleted,
-    Rejected,
-}
-
-impl DeploymentStatus {
-    pub const ALL: [DeploymentStatus; 11] = [
-        DeploymentStatus::Pending,
-        DeploymentStatus::Scheduled,
-        DeploymentStatus::Deploying,
-        DeploymentStatus::Running,
-        DeploymentStatus::Failed,
-        DeploymentStatus::Offline,
-        DeploymentStatus::Cancelling,
-        DeploymentStatus::Deleting,
-        DeploymentStatus::Cancelled,
-        DeploymentStatus::Deleted,
-        DeploymentStatus::Rejected,
-    ];
-
-    /// Its name in the API (`DeploymentState`), what clients compare with.
-    pub const fn name(self) -> &'static str {
-        match self {
-            DeploymentStatus::Pending => "PENDING",
-            DeploymentStatus::Scheduled => "SCHEDULED",
-            DeploymentStatus::Deploying => "DEPLOYING",
-            DeploymentStatus::Running => "RUNNING",
-            DeploymentStatus::Failed => "FAILED",
-            DeploymentStatus::Offline => "OFFLINE",
-            DeploymentStatus::Cancelling => "CANCELLING",
-            DeploymentStatus::Deleting => "DELETING",
-            DeploymentStatus::Cancelled => "CANCELLED",
-            DeploymentStatus::Deleted => "DELETED",
-            DeploymentStatus::Rejected => "REJECTED",
-        }
+crate::named_enum! {
+    /// What a deployment shows: its phase, except that one its node should be running shows
+    /// OFFLINE while that node is. (Its name: the API's `DeploymentState`, what clients compare
+    /// with.)
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DeploymentStatus {
+        Pending = "PENDING",
+        Scheduled = "SCHEDULED",
+        Deploying = "DEPLOYING",
+        Running = "RUNNING",
+        Failed = "FAILED",
+        /// Its node is offline: it carries on there and is taken up again when the node is back.
+        Offline = "OFFLINE",
+        Cancelling = "CANCELLING",
+        Deleting = "DELETING",
+        Cancelled = "CANCELLED",
+        Deleted = "DELETED",
+        Rejected = "REJECTED",
     }
 }
 

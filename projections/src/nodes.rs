@@ -32,13 +32,19 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS node_images (node_id TEXT PRIMARY KEY, images TEXT NOT NULL, reported_at BIGINT NOT NULL)",
 ];
 
-/// The `link` column.
-pub mod link {
-    pub const PENDING: &str = "pending";
-    pub const ONLINE: &str = "online";
-    pub const OFFLINE: &str = "offline";
-    pub const TOKEN_REFUSED: &str = "token_refused";
-    pub const INCOMPATIBLE: &str = "incompatible";
+nullops_events::named_enum! {
+    /// The `link` column: how the connector last found the node's agent.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum LinkState {
+        /// Never reached yet.
+        Pending = "pending",
+        Online = "online",
+        Offline = "offline",
+        /// The agent refuses the node's current token.
+        TokenRefused = "token_refused",
+        /// The agent speaks another protocol version.
+        Incompatible = "incompatible",
+    }
 }
 
 async fn set(conn: &mut AnyConnection, node: &str, assignments: &str, binds: Vec<Bind>, at: i64) -> Result<(), ProjectionError> {
@@ -114,7 +120,7 @@ impl Projection for NodesProjection {
                 .bind(a.environment)
                 .bind(a.host)
                 .bind(i64::from(a.port))
-                .bind(link::PENDING)
+                .bind(LinkState::Pending.name())
                 .bind(at)
                 .execute(&mut *conn)
                 .await?;
@@ -149,22 +155,30 @@ impl Projection for NodesProjection {
             }
             NodeEvent::Connected(c) => {
                 let assignments = "link = $3, link_detail = $4, agent_version = $5";
-                set(conn, &node, assignments, vec![Text(link::ONLINE.into()), Text(format!("protocol {}", c.protocol)), Text(c.agent_version)], at).await?
+                set(conn, &node, assignments, vec![Text(LinkState::Online.name().into()), Text(format!("protocol {}", c.protocol)), Text(c.agent_version)], at)
+                    .await?
             }
             NodeEvent::Disconnected(d) => {
                 // As the aggregate has it: a node never reached stays pending.
                 let assignments = "link = CASE WHEN link = $5 THEN $5 ELSE $3 END, link_detail = CASE WHEN link = $5 THEN $6 ELSE $4 END";
                 let pending = format!("not reached yet: {}", d.reason);
-                set(conn, &node, assignments, vec![Text(link::OFFLINE.into()), Text(d.reason), Text(link::PENDING.into()), Text(pending)], at).await?
+                set(
+                    conn,
+                    &node,
+                    assignments,
+                    vec![Text(LinkState::Offline.name().into()), Text(d.reason), Text(LinkState::Pending.name().into()), Text(pending)],
+                    at,
+                )
+                .await?
             }
             NodeEvent::Refused(r) => {
                 let (state, detail) = match r.refusal {
-                    Refusal::Token => (link::TOKEN_REFUSED, "the agent refuses the node's current token".to_owned()),
+                    Refusal::Token => (LinkState::TokenRefused, "the agent refuses the node's current token".to_owned()),
                     Refusal::Incompatible { agent_protocol } => {
-                        (link::INCOMPATIBLE, format!("the agent speaks protocol {agent_protocol}; upgrade it to the control plane's version"))
+                        (LinkState::Incompatible, format!("the agent speaks protocol {agent_protocol}; upgrade it to the control plane's version"))
                     }
                 };
-                set(conn, &node, "link = $3, link_detail = $4", vec![Text(state.into()), Text(detail)], at).await?
+                set(conn, &node, "link = $3, link_detail = $4", vec![Text(state.name().into()), Text(detail)], at).await?
             }
         }
         Ok(())
@@ -181,7 +195,7 @@ pub struct NodeRow {
     pub has_token: bool,
     pub pinned: Option<String>,
     pub pending: Option<String>,
-    pub link: String,
+    pub link: LinkState,
     pub link_detail: String,
     pub agent_version: String,
     pub added_at: i64,
@@ -202,7 +216,7 @@ fn node_row(r: &sqlx::any::AnyRow) -> Result<NodeRow, ProjectionError> {
         has_token: r.try_get::<i64, _>(5)? != 0,
         pinned: r.try_get(6)?,
         pending: r.try_get(7)?,
-        link: r.try_get(8)?,
+        link: LinkState::parse(&r.try_get::<String, _>(8)?).ok_or_else(|| corrupt("link"))?,
         link_detail: r.try_get(9)?,
         agent_version: r.try_get(10)?,
         added_at: r.try_get(11)?,

@@ -17,57 +17,33 @@ pub(crate) const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS previews (proje
         next_at BIGINT NOT NULL, reported TEXT NOT NULL, comment_id TEXT NOT NULL, comment TEXT NOT NULL, failures BIGINT NOT NULL,
         PRIMARY KEY (project_id, number))"];
 
-/// Where a preview is. One home for the names the API and the console show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PreviewPhase {
-    /// Recorded; the process has not looked at it yet.
-    Requested,
-    /// The tag the rule asks for is not in the registry yet (CI may still be pushing it).
-    WaitingForTag,
-    /// The preview of an earlier commit is being removed to make room for this one.
-    Replacing,
-    /// The deployment is being placed and run.
-    Deploying,
-    Running,
-    Failed,
-    /// Closed or merged: the deployment is being removed.
-    Removing,
-    /// Closed or merged, and nothing is left.
-    Removed,
-    /// Deleted while the pull request is open (expired, or by hand): a push or a reopen deploys
-    /// it again.
-    Gone,
+nullops_events::named_enum! {
+    /// Where a preview is. One home for the names the API and the console show.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum PreviewPhase {
+        /// Recorded; the process has not looked at it yet.
+        Requested = "requested",
+        /// The tag the rule asks for is not in the registry yet (CI may still be pushing it).
+        WaitingForTag = "waiting_for_tag",
+        /// The preview of an earlier commit is being removed to make room for this one.
+        Replacing = "replacing",
+        /// The deployment is being placed and run.
+        Deploying = "deploying",
+        Running = "running",
+        Failed = "failed",
+        /// Closed or merged: the deployment is being removed.
+        Removing = "removing",
+        /// Closed or merged, and nothing is left.
+        Removed = "removed",
+        /// Deleted while the pull request is open (expired, or by hand): a push or a reopen
+        /// deploys it again.
+        Gone = "gone",
+    }
 }
 
 impl PreviewPhase {
-    pub const ALL: [PreviewPhase; 9] = [
-        PreviewPhase::Requested,
-        PreviewPhase::WaitingForTag,
-        PreviewPhase::Replacing,
-        PreviewPhase::Deploying,
-        PreviewPhase::Running,
-        PreviewPhase::Failed,
-        PreviewPhase::Removing,
-        PreviewPhase::Removed,
-        PreviewPhase::Gone,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            PreviewPhase::Requested => "requested",
-            PreviewPhase::WaitingForTag => "waiting_for_tag",
-            PreviewPhase::Replacing => "replacing",
-            PreviewPhase::Deploying => "deploying",
-            PreviewPhase::Running => "running",
-            PreviewPhase::Failed => "failed",
-            PreviewPhase::Removing => "removing",
-            PreviewPhase::Removed => "removed",
-            PreviewPhase::Gone => "gone",
-        }
-    }
-
-    fn parse(raw: &str) -> Result<Self, ProjectionError> {
-        Self::ALL.into_iter().find(|p| p.name() == raw).ok_or_else(|| ProjectionError::Corrupt(format!("previews: phase {raw:?}")))
+    fn stored(raw: &str) -> Result<Self, ProjectionError> {
+        Self::parse(raw).ok_or_else(|| ProjectionError::Corrupt(format!("previews: phase {raw:?}")))
     }
 }
 
@@ -155,7 +131,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<PreviewRow, ProjectionError> {
         requested_at: r.try_get(14)?,
         tag_deadline: r.try_get(15)?,
         progress: Progress {
-            phase: PreviewPhase::parse(&r.try_get::<String, _>(16)?)?,
+            phase: PreviewPhase::stored(&r.try_get::<String, _>(16)?)?,
             message: r.try_get(17)?,
             settled: r.try_get::<i64, _>(18)? != 0,
             next_at: r.try_get(19)?,

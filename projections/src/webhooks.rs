@@ -19,31 +19,16 @@ pub(crate) const SCHEMA: &[&str] = &[
         at BIGINT NOT NULL, status BIGINT, error TEXT NOT NULL, millis BIGINT NOT NULL, PRIMARY KEY (webhook_id, event_id, attempt))",
 ];
 
-/// The `state` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    /// Not delivered yet: tried at `next_at`.
-    Pending,
-    /// A 2xx answer came.
-    Delivered,
-    /// Given up after the most attempts, or its webhook was deleted.
-    Abandoned,
-}
-
-impl DeliveryState {
-    pub const ALL: [DeliveryState; 3] = [DeliveryState::Pending, DeliveryState::Delivered, DeliveryState::Abandoned];
-
-    /// As the column stores it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Abandoned => "abandoned",
-        }
-    }
-
-    pub fn parse(stored: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == stored)
+nullops_events::named_enum! {
+    /// The `state` column.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DeliveryState {
+        /// Not delivered yet: tried at `next_at`.
+        Pending = "pending",
+        /// A 2xx answer came.
+        Delivered = "delivered",
+        /// Given up after the most attempts, or its webhook was deleted.
+        Abandoned = "abandoned",
     }
 }
 
@@ -109,7 +94,7 @@ pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), Projection
         .bind(d.made_at)
         .bind(i64::from(d.attempts))
         .bind(d.next_at)
-        .bind(d.state.as_str())
+        .bind(d.state.name())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -120,7 +105,7 @@ pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), Projection
 pub async fn pending_of(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Result<Vec<DeliveryRow>, ProjectionError> {
     let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 AND state = $2 ORDER BY commit_pos, seq_pos LIMIT $3"))
         .bind(webhook_id.to_string())
-        .bind(DeliveryState::Pending.as_str())
+        .bind(DeliveryState::Pending.name())
         .bind(i64::from(limit))
         .fetch_all(db.pool())
         .await?;
@@ -130,7 +115,7 @@ pub async fn pending_of(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Resul
 /// The webhooks that have pending deliveries.
 pub async fn pending_webhooks(db: &ReadModelDb) -> Result<Vec<Uuid>, ProjectionError> {
     let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT webhook_id FROM webhook_deliveries WHERE state = $1")
-        .bind(DeliveryState::Pending.as_str())
+        .bind(DeliveryState::Pending.name())
         .fetch_all(db.pool())
         .await?;
     Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
@@ -164,7 +149,7 @@ pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, 
     sqlx::query("UPDATE webhook_deliveries SET attempts = $1, next_at = $2, state = $3 WHERE webhook_id = $4 AND event_id = $5")
         .bind(i64::from(attempt.attempt))
         .bind(next_at)
-        .bind(state.as_str())
+        .bind(state.name())
         .bind(d.webhook_id.to_string())
         .bind(d.event_id.clone())
         .execute(&mut *tx)
@@ -176,9 +161,9 @@ pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, 
 /// Gives up what is still pending for a deleted webhook.
 pub async fn abandon(db: &ReadModelDb, webhook_id: Uuid) -> Result<(), ProjectionError> {
     sqlx::query("UPDATE webhook_deliveries SET state = $1 WHERE webhook_id = $2 AND state = $3")
-        .bind(DeliveryState::Abandoned.as_str())
+        .bind(DeliveryState::Abandoned.name())
         .bind(webhook_id.to_string())
-        .bind(DeliveryState::Pending.as_str())
+        .bind(DeliveryState::Pending.name())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -192,12 +177,12 @@ pub async fn prune(db: &ReadModelDb, before: i64) -> Result<u64, ProjectionError
         "DELETE FROM webhook_attempts WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = webhook_attempts.webhook_id \
          AND d.event_id = webhook_attempts.event_id AND d.state <> $1 AND d.made_at < $2)",
     )
-    .bind(DeliveryState::Pending.as_str())
+    .bind(DeliveryState::Pending.name())
     .bind(before)
     .execute(&mut *tx)
     .await?;
     let gone = sqlx::query("DELETE FROM webhook_deliveries WHERE state <> $1 AND made_at < $2")
-        .bind(DeliveryState::Pending.as_str())
+        .bind(DeliveryState::Pending.name())
         .bind(before)
         .execute(&mut *tx)
         .await?

@@ -250,14 +250,14 @@ async fn connector_probe(ports: &[u16], token_hash: &nullops_wire::TokenHash, sh
     let desired = Arc::new(nullops_connector::desired::FromDeployments::new(store.clone(), read_models.clone(), keyring.clone()));
     let connector = nullops_connector::Connector { store, bus: b.bus(), read_models: read_models.clone(), keyring, desired };
     tasks.spawn(nullops_connector::run(connector, shutdown.clone()));
-    wait_until(&read_models, ports.len(), Some("online")).await?;
+    wait_until(&read_models, ports.len(), Some(nullops_projections::nodes::LinkState::Online)).await?;
     tasks.detach_all();
     std::mem::forget(b); // the data dir lock lives as long as the probe process
     Ok((rss_before, ports.len()))
 }
 
 /// Waits until `count` nodes are in the read model (with link `link`, when given).
-async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: Option<&str>) -> anyhow::Result<()> {
+async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: Option<nullops_projections::nodes::LinkState>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let rows = nullops_projections::nodes::nodes(db, None).await?;
@@ -266,7 +266,7 @@ async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: O
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {n} of {count} nodes {} after 180 s", link.unwrap_or("registered"));
+            bail!("only {n} of {count} nodes {} after 180 s", link.map_or("registered", |l| l.name()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

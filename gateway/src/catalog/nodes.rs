@@ -5,11 +5,10 @@
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use nullops_domain::capacity::Capacity;
-use nullops_domain::node::{self, token_purpose, CertThumbprint, Link, Node, NodeAction, NodeCommand, NodeHost};
+use nullops_domain::node::{self, token_purpose, CertThumbprint, Node, NodeAction, NodeCommand, NodeHost};
 use nullops_domain::{DnsLabel, Issuer};
 use nullops_events::catalog::AccessTarget;
-use nullops_events::node::Refusal;
-use nullops_projections::nodes::{self as read, link, NodeRow};
+use nullops_projections::nodes::{self as read, NodeRow};
 use nullops_store::commands::load;
 
 use crate::agent_image::{AGENT_IMAGE, AGENT_IMAGE_PATH};
@@ -44,14 +43,7 @@ pub enum NodeStatusGql {
 
 /// A node's status as its read-model row tells it.
 pub(crate) fn node_status(r: &NodeRow) -> node::NodeStatus {
-    let link = match r.link.as_str() {
-        link::ONLINE => Link::Online,
-        link::OFFLINE => Link::Offline,
-        link::TOKEN_REFUSED => Link::Refused(Refusal::Token),
-        link::INCOMPATIBLE => Link::Refused(Refusal::Incompatible { agent_protocol: 0 }),
-        _ => Link::Pending,
-    };
-    node::status(r.enabled, r.has_token, r.pending.is_some(), link)
+    nullops_saga::admission::node_status(r)
 }
 
 /// A Docker node and its agent.

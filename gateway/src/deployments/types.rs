@@ -9,7 +9,7 @@ use nullops_events::deployment::StepState;
 use nullops_events::Timestamp;
 use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::deployments::{self as read, DeploymentRow};
-use nullops_projections::nodes::link;
+use nullops_projections::nodes::LinkState;
 use nullops_wire::message::ContainerUsage;
 
 use crate::catalog::{AccessGql, HealthCheckGql};
@@ -165,7 +165,7 @@ pub enum UserActionGql {
 impl DeploymentGql {
     async fn node_online(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let Some(node_id) = self.0.node_id else { return Ok(false) };
-        Ok(loaders(ctx).nodes.load_one(node_id).await?.is_some_and(|n| n.link == link::ONLINE))
+        Ok(loaders(ctx).nodes.load_one(node_id).await?.is_some_and(|n| n.link == LinkState::Online))
     }
 }
 
@@ -222,7 +222,7 @@ impl DeploymentGql {
     async fn node(&self, ctx: &Context<'_>) -> ApiResult<Option<NodeRefGql>> {
         let Some(node_id) = self.0.node_id else { return Ok(None) };
         let row = loaders(ctx).nodes.load_one(node_id).await?;
-        Ok(row.map(|n| NodeRefGql { id: ID(n.node_id.to_string()), host: n.host, online: n.link == link::ONLINE }))
+        Ok(row.map(|n| NodeRefGql { id: ID(n.node_id.to_string()), host: n.host, online: n.link == LinkState::Online }))
     }
     async fn cpu_millicores(&self) -> u32 {
         self.0.cpu_millis

@@ -19,7 +19,7 @@ use nullops_events::catalog::EnvironmentDefinition;
 use nullops_events::phase::Phase;
 use nullops_events::LogPosition;
 use nullops_projections::catalog::kind;
-use nullops_projections::nodes::link;
+use nullops_projections::nodes::LinkState;
 use nullops_projections::{ProjectionError, ReadModelDb};
 use tokio_util::sync::CancellationToken;
 
@@ -126,7 +126,8 @@ fn changes_routes(event_type: &str) -> bool {
 
 async fn load(db: &ReadModelDb) -> Result<RoutingTable, ProjectionError> {
     let environments = nullops_projections::catalog::entries::<EnvironmentDefinition>(db, kind::ENVIRONMENT).await?;
-    let nodes: HashMap<_, _> = nullops_projections::nodes::nodes(db, None).await?.into_iter().map(|n| (n.node_id, (n.host, n.link == link::ONLINE))).collect();
+    let nodes: HashMap<_, _> =
+        nullops_projections::nodes::nodes(db, None).await?.into_iter().map(|n| (n.node_id, (n.host, n.link == LinkState::Online))).collect();
     let deployments = nullops_projections::deployments::routable(db).await?;
     Ok(RoutingTable::new(
         environments.into_iter().map(|e| (e.definition.name, e.definition.base_domain)),

@@ -9,14 +9,29 @@
 use nullops_domain::capacity::{exhausted, Capacity, CapacityCommand, Resources};
 use nullops_domain::node::{self, Link, NodeStatus};
 use nullops_domain::DomainError;
+use nullops_events::node::Refusal;
 use nullops_events::EventMetadata;
-use nullops_projections::nodes::{self as read, link};
+use nullops_projections::nodes::{self as read, LinkState, NodeRow};
 use nullops_projections::ReadModelDb;
 use nullops_store::commands::{execute_with, CommandError, StateCache};
 use nullops_store::EventStore;
 use uuid::Uuid;
 
 use crate::SagaError;
+
+/// A node's status as its read-model row tells it: the one place the `link` column becomes the
+/// domain's [`Link`] (the API's node status, the metrics and admission all read it so).
+pub fn node_status(row: &NodeRow) -> NodeStatus {
+    let link = match row.link {
+        LinkState::Pending => Link::Pending,
+        LinkState::Online => Link::Online,
+        LinkState::Offline => Link::Offline,
+        LinkState::TokenRefused => Link::Refused(Refusal::Token),
+        // The protocol the agent spoke is in the row's detail, for people.
+        LinkState::Incompatible => Link::Refused(Refusal::Incompatible { agent_protocol: 0 }),
+    };
+    node::status(row.enabled, row.has_token, row.pending.is_some(), link)
+}
 
 /// A node that could take the deployment, with its size and what its agent last measured.
 struct Candidate {
@@ -141,8 +156,7 @@ impl Admission<'_> {
     async fn candidates(&self, environment: &str) -> Result<Candidates, SagaError> {
         let mut found = Candidates::default();
         for row in read::nodes(self.read_models, Some(environment)).await? {
-            let link = if row.link == link::ONLINE { Link::Online } else { Link::Offline };
-            match node::status(row.enabled, row.has_token, row.pending.is_some(), link) {
+            match node_status(&row) {
                 NodeStatus::Online => {}
                 NodeStatus::Offline | NodeStatus::Pending => {
                     found.connecting += 1;
