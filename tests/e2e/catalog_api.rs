@@ -773,9 +773,9 @@ async fn concurrent_writes_to_one_stream_all_succeed(mode: Mode) {
     server.stop().await;
 }
 
+in_embedded_mode!(tags_from_the_real_registry);
 in_both_modes!(
     authorization_matrix,
-    tags_from_the_real_registry,
     secrets_stay_sealed_and_die_with_their_keys,
     pipelines_are_validated_versioned_and_diffed,
     concurrent_writes_to_one_stream_all_succeed

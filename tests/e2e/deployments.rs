@@ -291,9 +291,9 @@ async fn a_run_continues_on_a_node_that_goes_offline_and_is_taken_up_on_its_retu
     assert_eq!(d["attempt"], 1, "the same run, not a new one");
 }
 
+in_embedded_mode!(failures_and_cancels_roll_back_and_retry_runs_again);
 in_both_modes!(
     a_pipeline_deploys_isolated_and_goes_away_without_leftovers,
-    failures_and_cancels_roll_back_and_retry_runs_again,
     deployments_expire_unless_extended
 );
 

@@ -614,6 +614,5 @@ in_both_modes!(
     subscriptions_deliver_live_events,
     two_servers_share_one_platform,
     projections_rebuild_from_the_log,
-    health_ui_and_graphiql,
-    logs_are_json_on_request,
 );
+in_embedded_mode!(health_ui_and_graphiql, logs_are_json_on_request);

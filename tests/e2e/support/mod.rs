@@ -35,6 +35,9 @@ pub struct Backend {
     /// Production mode: the master key servers get as NULLOPS_MASTER_KEY. (Embedded mode keeps
     /// its own in the data dir.)
     pub master_key: String,
+    /// Production mode: one pool for the tests' own reads of the database (a connection per
+    /// read costs a SCRAM handshake each, which a test reading after every call pays in seconds).
+    pg: tokio::sync::OnceCell<sqlx::PgPool>,
 }
 
 impl Backend {
@@ -46,7 +49,7 @@ impl Backend {
             Mode::Production => Some(nullops_store::conformance::fresh_postgres_database().await),
         };
         let master_key = nullops_keyring::MasterKey::generate().to_hex().to_string();
-        Backend { mode, data_dir, database_url, nats_prefix: format!("t{id}"), master_key }
+        Backend { mode, data_dir, database_url, nats_prefix: format!("t{id}"), master_key, pg: Default::default() }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -94,15 +97,19 @@ impl Backend {
         }
     }
 
+    /// The production database, for the tests' own reads.
+    async fn pg(&self, url: &str) -> &sqlx::PgPool {
+        self.pg
+            .get_or_init(|| async { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await.expect("connect") })
+            .await
+    }
+
     /// Every event of the log, decoded, read straight from the store's database.
     pub async fn stored_events(&self) -> Vec<nullops_events::DomainEvent> {
         use sqlx::Connection;
         let sql = "SELECT event_type, CAST(schema_version AS BIGINT), payload FROM events ORDER BY stream_id, stream_version";
         let rows: Vec<(String, i64, Vec<u8>)> = match &self.database_url {
-            Some(url) => {
-                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query_as(sql).fetch_all(&mut c).await.expect("events")
-            }
+            Some(url) => sqlx::query_as(sql).fetch_all(self.pg(url).await).await.expect("events"),
             None => {
                 let url = format!("sqlite://{}?mode=ro", self.data_dir.join("events.db").display());
                 let mut c = sqlx::SqliteConnection::connect(&url).await.expect("connect");
@@ -138,10 +145,7 @@ impl Backend {
         use sqlx::Connection;
         let sql = "SELECT COUNT(*) FROM events";
         match &self.database_url {
-            Some(url) => {
-                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("count")
-            }
+            Some(url) => sqlx::query_scalar(sql).fetch_one(self.pg(url).await).await.expect("count"),
             None => {
                 let url = format!("sqlite://{}?mode=ro", self.data_dir.join("events.db").display());
                 let mut c = sqlx::SqliteConnection::connect(&url).await.expect("connect");
@@ -369,6 +373,17 @@ where
 
 /// Runs an async test function once per mode.
 #[macro_export]
+/// Tests whose subject the store cannot change (HTTP and the console's files, log lines, a
+/// registry's answers, a run's rollback on the node): the embedded mode alone.
+macro_rules! in_embedded_mode {
+    ($($name:ident),* $(,)?) => {
+        mod embedded_only {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Mode::Embedded).await })*
+        }
+    };
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {
         mod embedded {
