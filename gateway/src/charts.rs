@@ -9,8 +9,8 @@ use nullops_events::Timestamp;
 use nullops_projections::samples::{self, Sample, Series};
 use uuid::Uuid;
 
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request, time};
 
 /// The longest history asked for: what is kept.
 const MAX_MINUTES: i32 = (samples::KEEP_SECS / 60) as i32;

@@ -1,6 +1,10 @@
 //! What the gateway knows about one request: who is calling, from where, in which trace.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_graphql::Context;
+use chrono::{DateTime, Utc};
 
 use nullops_domain::Principal;
 use nullops_events::{Actor, CorrelationId, EventMetadata};
@@ -70,4 +74,19 @@ impl RequestContext {
     pub fn metadata(&self) -> ApiResult<EventMetadata> {
         Ok(self.metadata_as(Actor::User(self.principal()?.username.to_string())))
     }
+}
+
+/// The platform, from a resolver's context.
+pub(crate) fn app<'a>(ctx: &Context<'a>) -> &'a Arc<App> {
+    ctx.data_unchecked::<Arc<App>>()
+}
+
+/// The request being served, from a resolver's context.
+pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
+    ctx.data_unchecked::<RequestContext>()
+}
+
+/// Microseconds since the epoch, as the API writes times.
+pub(crate) fn time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }

@@ -6,6 +6,7 @@
 //! writes to a read model.
 
 pub mod agent_image;
+mod audit;
 pub mod auth;
 mod bootstrap;
 mod catalog;

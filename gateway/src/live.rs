@@ -125,3 +125,14 @@ impl Live {
         *last = Some(at);
     }
 }
+
+/// A broadcast receiver as a stream; `None` items mark events lost to lagging.
+pub(crate) fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Arc<StoredEvent>>) -> impl Stream<Item = Option<Arc<StoredEvent>>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(e) => Some((Some(e), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}

@@ -13,9 +13,11 @@ use nullops_events::{Actor, LogPosition, StoredEvent, Timestamp};
 use nullops_projections::audit::{self, AuditFilter};
 use nullops_projections::identity::{self, ApiTokenRow, UserRow};
 
+use crate::audit::AuditEntryGql;
 use crate::auth::{self, Caller};
-use crate::context::RequestContext;
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
+use crate::live::tokio_stream_from;
 use crate::{catalog, deployments};
 use crate::{dispatch, App};
 
@@ -62,18 +64,6 @@ pub fn build(app: Arc<App>) -> NullOpsSchema {
 /// against it when they are built (the `nullops` CLI).
 pub fn sdl() -> String {
     Schema::build(Query::default(), Mutation::default(), SubscriptionRoot).finish().sdl()
-}
-
-pub(crate) fn app<'a>(ctx: &Context<'a>) -> &'a Arc<App> {
-    ctx.data_unchecked::<Arc<App>>()
-}
-
-pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
-    ctx.data_unchecked::<RequestContext>()
-}
-
-pub(crate) fn time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,39 +193,6 @@ pub struct PageInput {
     first: Option<i32>,
     /// `nextCursor` of the previous page.
     after: Option<String>,
-}
-
-#[derive(SimpleObject)]
-pub struct AuditEntryGql {
-    /// Global position in the event log.
-    position: String,
-    event_id: String,
-    stream: String,
-    stream_version: i64,
-    event_type: String,
-    actor: String,
-    occurred_at: DateTime<Utc>,
-    correlation_id: String,
-    causation_id: Option<String>,
-    /// What changed, in words, with the names involved (never a secret).
-    summary: String,
-}
-
-impl From<audit::AuditEntry> for AuditEntryGql {
-    fn from(e: audit::AuditEntry) -> Self {
-        AuditEntryGql {
-            position: e.position.seq.to_string(),
-            event_id: e.event_id,
-            stream: e.stream_id,
-            stream_version: e.stream_version,
-            event_type: e.event_type,
-            actor: e.actor,
-            occurred_at: time(e.occurred_at),
-            correlation_id: e.correlation_id,
-            causation_id: e.causation_id,
-            summary: e.summary,
-        }
-    }
 }
 
 #[derive(SimpleObject)]
@@ -582,17 +539,6 @@ async fn follower(ctx: &Context<'_>) -> ApiResult<(Arc<App>, crate::auth::Creden
     let credential = request(ctx).caller()?.credential.clone();
     let viewer = catalog::Viewer::of(ctx).await?;
     Ok((app(ctx).clone(), credential, viewer))
-}
-
-/// A broadcast receiver as a stream; `None` items mark events lost to lagging.
-pub(crate) fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Arc<StoredEvent>>) -> impl Stream<Item = Option<Arc<StoredEvent>>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Ok(e) => Some((Some(e), rx)),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-        }
-    })
 }
 
 #[cfg(test)]

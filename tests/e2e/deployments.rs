@@ -292,10 +292,7 @@ async fn a_run_continues_on_a_node_that_goes_offline_and_is_taken_up_on_its_retu
 }
 
 in_embedded_mode!(failures_and_cancels_roll_back_and_retry_runs_again);
-in_both_modes!(
-    a_pipeline_deploys_isolated_and_goes_away_without_leftovers,
-    deployments_expire_unless_extended
-);
+in_both_modes!(a_pipeline_deploys_isolated_and_goes_away_without_leftovers, deployments_expire_unless_extended);
 
 /// Admission on the embedded node: an oversized project is refused with the figures; eight
 /// concurrent requests for a node that fits five give five deployments and three refusals.

@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 
 use super::types::*;
 use super::{change_catalog, change_catalog_sealing, entry, Viewer};
+use crate::context::{app, request};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request};
 use crate::App;
 use nullops_domain::catalog::credentials_purpose;
 use nullops_saga::TagLister;

@@ -32,8 +32,8 @@ use nullops_projections::catalog::{self as read, GrantRow};
 use nullops_store::commands::Executed;
 use serde::de::DeserializeOwned;
 
+use crate::context::{app, request};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request};
 use crate::{dispatch_with, App};
 use nullops_domain::Decider;
 use nullops_events::EventMetadata;

@@ -16,8 +16,8 @@ use nullops_wire::NodeToken;
 use uuid::Uuid;
 
 use super::{catalog_state, dispatch_keyed, Viewer};
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request, time};
 use crate::App;
 
 /// The image `addNode` tells admins to run.

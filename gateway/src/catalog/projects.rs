@@ -19,8 +19,8 @@ use super::types::*;
 use super::{catalog_state, change_catalog, dispatch_keyed, entry, Viewer};
 use nullops_domain::secrets::MAX_SECRET_VALUE_BYTES;
 
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request, time};
 use crate::{dispatch, App};
 
 /// How long a pipeline save waits for each plugin image's digest before pinning by tag alone.

@@ -8,8 +8,8 @@ use nullops_projections::identity;
 
 use super::types::{AccessGql, AccessTargetInput, TeamGql};
 use super::{change_catalog, Viewer};
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request, time};
 use crate::App;
 
 async fn team_gql(app: &App, row: TeamRow) -> ApiResult<TeamGql> {

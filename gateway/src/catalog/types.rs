@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use nullops_events::catalog::*;
 use nullops_projections::catalog::{Entry, GrantRow, SecretRow};
 
+use crate::context::time;
 use crate::error::{ApiError, ApiResult};
-use crate::schema::time;
 
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]
 #[graphql(name = "Access")]
@@ -407,7 +407,7 @@ impl EnvironmentGql {
     /// The DNS record to create so that its URLs reach the ingress; null when none is needed
     /// (under `localhost`).
     async fn dns_record(&self, ctx: &async_graphql::Context<'_>) -> Option<DnsRecordGql> {
-        let record = crate::schema::app(ctx).ingress.dns_record(&self.name, &self.base_domain)?;
+        let record = crate::context::app(ctx).ingress.dns_record(&self.name, &self.base_domain)?;
         let zone_line = format!("{} 300 IN {} {}", record.name, record.kind, record.value.as_deref().unwrap_or("INGRESS-ADDRESS"));
         Some(DnsRecordGql { name: record.name, r#type: record.kind.to_owned(), value: record.value, zone_line })
     }
@@ -755,8 +755,8 @@ impl ServiceGql {
     /// What keeps it from being deleted (admins): the projects whose latest pipeline starts it,
     /// and the repository links that deploy it.
     async fn used_by(&self, ctx: &async_graphql::Context<'_>) -> ApiResult<Vec<CatalogUseGql>> {
-        crate::schema::request(ctx).admin()?;
-        Ok(super::uses_of(crate::schema::app(ctx), &self.name, false).await?.into_iter().map(Into::into).collect())
+        crate::context::request(ctx).admin()?;
+        Ok(super::uses_of(crate::context::app(ctx), &self.name, false).await?.into_iter().map(Into::into).collect())
     }
 }
 
@@ -764,7 +764,7 @@ impl ServiceGql {
 impl PluginGql {
     /// What keeps it from being deleted (admins): the projects whose latest pipeline runs it.
     async fn used_by(&self, ctx: &async_graphql::Context<'_>) -> ApiResult<Vec<CatalogUseGql>> {
-        crate::schema::request(ctx).admin()?;
-        Ok(super::uses_of(crate::schema::app(ctx), &self.name, true).await?.into_iter().map(Into::into).collect())
+        crate::context::request(ctx).admin()?;
+        Ok(super::uses_of(crate::context::app(ctx), &self.name, true).await?.into_iter().map(Into::into).collect())
     }
 }

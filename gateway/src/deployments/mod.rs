@@ -26,9 +26,10 @@ use nullops_projections::nodes as nodes_read;
 use uuid::Uuid;
 
 use crate::catalog::{catalog_state, Viewer};
+use crate::context::{app, request};
 use crate::error::{ApiError, ApiResult};
+use crate::live::tokio_stream_from;
 use crate::live::{may_revoke_access, node_link_changed, until_error, ACCESS_READ_MODELS};
-use crate::schema::{app, request, tokio_stream_from};
 use crate::{dispatch, App};
 use nullops_saga::Ask;
 pub use types::{DeploymentGql, LogLineGql};

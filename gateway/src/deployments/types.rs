@@ -12,10 +12,11 @@ use nullops_projections::deployments::{self as read, DeploymentRow};
 use nullops_projections::nodes::LinkState;
 use nullops_wire::message::ContainerUsage;
 
+use crate::audit::AuditEntryGql;
 use crate::catalog::{AccessGql, HealthCheckGql};
+use crate::context::{app, time};
 use crate::error::ApiResult;
 use crate::loaders::Loaders;
-use crate::schema::{app, time, AuditEntryGql};
 
 /// The API's face of [`DeploymentStatus`] (and so of the domain's `Phase`): a state added there
 /// does not compile here until it is added.

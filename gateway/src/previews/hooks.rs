@@ -106,8 +106,8 @@ async fn receive(
     };
     let credentials = match nullops_saga::previews::unseal(&app.core, &catalog, &link).await {
         Ok(c) => c,
-        Err(message) => {
-            tracing::error!(project = %link.project, %message, "a forge hook cannot be checked");
+        Err(e) => {
+            tracing::error!(project = %link.project, error = %e, "a forge hook cannot be checked");
             return refused(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the link's secret cannot be read now: the forge will send it again");
         }
     };

@@ -15,8 +15,8 @@ use nullops_events::catalog::{Forge, ForgeCredentials, PreviewTagRule, Repositor
 use nullops_projections::previews::{self as rows, PreviewRow};
 
 use crate::catalog::{catalog_state, change_catalog_sealing};
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request, time};
 use crate::App;
 
 /// The forge hooks' routes, with their own body limit.

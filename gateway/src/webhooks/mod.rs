@@ -12,8 +12,8 @@ use uuid::Uuid;
 use nullops_saga::webhooks::sign;
 
 use crate::catalog::{catalog_state, change_catalog_sealing};
+use crate::context::{app, request, time};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{app, request, time};
 
 /// What a webhook is told of (the CloudEvents `type` of each is `io.nullops.` and the name in
 /// lower case with dots: `io.nullops.deployment.running`).

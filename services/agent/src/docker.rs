@@ -6,6 +6,7 @@
 //! (or other tools) can share one engine. Each deployment has a network of its own (labelled the
 //! same way) on which its containers answer by their names, and which no other deployment joins.
 
+use crate::words::engine_refused;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,7 +144,7 @@ impl Engine {
             }
             other => other,
         };
-        created.map(|c| c.id).map_err(|e| format!("cannot create from {image}: {e}"))
+        created.map(|c| c.id).map_err(|e| engine_refused(&format!("cannot create a container from {image}"), &e))
     }
 
     pub async fn version(&self) -> String {
@@ -164,7 +165,7 @@ impl Engine {
         self.sweep_plugin_leftovers(in_run).await;
         let existing = match self.managed(false).await {
             Ok(existing) => existing,
-            Err(e) => return failed_everywhere(maintained, &format!("cannot list containers: {e}")),
+            Err(e) => return failed_everywhere(maintained, &engine_refused("cannot list containers", &e)),
         };
         let wanted: HashMap<(&str, &str), String> =
             maintained.iter().flat_map(|d| d.containers.iter().map(move |c| ((d.id, c.name.as_str()), spec_hash(c)))).collect();
@@ -217,12 +218,12 @@ impl Engine {
         let label = |k: &str, v: &str| format!("{k}={v}");
         let filters = HashMap::from([("label".to_owned(), vec![label(LABEL_SCOPE, &self.scope), label(LABEL_DEPLOYMENT, deployment)])]);
         let options = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
-        let containers = self.client.list_containers(Some(options)).await.map_err(|e| format!("cannot list containers: {e}"))?;
+        let containers = self.client.list_containers(Some(options)).await.map_err(|e| engine_refused("cannot list containers", &e))?;
         for c in containers.into_iter().filter_map(|c| c.id) {
             self.remove_container(&c).await;
         }
         let networks =
-            self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
+            self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| engine_refused("cannot list networks", &e))?;
         for id in networks.into_iter().filter_map(|n| n.id) {
             self.remove_network(&id).await?;
         }
@@ -244,7 +245,7 @@ impl Engine {
         }
         match self.client.remove_network(id).await {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(format!("cannot remove network {id}: {e}")),
+            Err(e) => Err(engine_refused(&format!("cannot remove network {id}"), &e)),
         }
     }
 
@@ -254,7 +255,7 @@ impl Engine {
     pub async fn deployment_network(&self, deployment: &str) -> Result<String, String> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), format!("{LABEL_DEPLOYMENT}={deployment}")])]);
         let networks =
-            self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| format!("cannot list networks: {e}"))?;
+            self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| engine_refused("cannot list networks", &e))?;
         let mut existing = HashMap::new();
         if let Some(id) = networks.into_iter().find_map(|n| n.id) {
             existing.insert(deployment.to_owned(), id);
@@ -265,7 +266,7 @@ impl Engine {
     /// A container of `deployment` (by id or name) as it runs now: its id, its address on the
     /// deployment's network and its node port.
     pub async fn started(&self, container: &str, deployment: &str, port: Option<u16>) -> Result<Started, String> {
-        let inspected = self.client.inspect_container(container, None).await.map_err(|e| format!("cannot inspect the container: {e}"))?;
+        let inspected = self.client.inspect_container(container, None).await.map_err(|e| engine_refused("cannot inspect the container", &e))?;
         let settings = inspected.network_settings.unwrap_or_default();
         let ip =
             settings.networks.as_ref().and_then(|n| n.get(&self.network_name(deployment))).and_then(|e| e.ip_address.as_ref()).and_then(|ip| ip.parse().ok());
@@ -318,7 +319,7 @@ impl Engine {
     async fn start(&self, id: &str) -> ContainerState {
         match self.client.start_container(id, None).await {
             Ok(()) => ContainerState::Running,
-            Err(e) => ContainerState::Failed { reason: format!("cannot start: {e}") },
+            Err(e) => ContainerState::Failed { reason: engine_refused("cannot start", &e) },
         }
     }
 
@@ -387,7 +388,7 @@ impl Engine {
     async fn create_network(&self, deployment: &str) -> Result<bollard::models::NetworkCreateResponse, String> {
         const TRIES: usize = 16;
         let _one_at_a_time = self.making_network.lock().await;
-        let networks = self.client.list_networks(None::<ListNetworksOptions>).await.map_err(|e| format!("cannot list networks: {e}"))?;
+        let networks = self.client.list_networks(None::<ListNetworksOptions>).await.map_err(|e| engine_refused("cannot list networks", &e))?;
         let used: Vec<Subnet> =
             networks.iter().filter_map(|n| n.ipam.as_ref()?.config.as_ref()).flatten().filter_map(|c| Subnet::parse(c.subnet.as_deref()?).ok()).collect();
         let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
@@ -404,8 +405,8 @@ impl Engine {
             match self.client.create_network(request).await {
                 Ok(created) => return Ok(created),
                 // Taken since the list: by another agent on the engine.
-                Err(e) if e.to_string().contains("overlap") => last = format!("{subnet} is taken: {e}"),
-                Err(e) => return Err(format!("cannot create the deployment's network: {e}")),
+                Err(e) if e.to_string().contains("overlap") => last = format!("{subnet} overlaps a network the engine has"),
+                Err(e) => return Err(engine_refused("cannot create the deployment's network", &e)),
             }
         }
         Err(format!("cannot create the deployment's network: {last}"))
@@ -526,7 +527,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let pulled = match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot pull {image}: {e}")),
+            Ok(Err(e)) => Err(engine_refused(&format!("cannot pull {image}"), &e)),
             Err(_) => Err(format!("pulling {image} took over {} s", PULL_TIMEOUT.as_secs())),
         };
         if let Some(metrics) = nullops_metrics::recording() {

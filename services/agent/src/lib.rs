@@ -22,6 +22,7 @@ mod session;
 pub mod state;
 pub mod subnets;
 mod usage;
+mod words;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

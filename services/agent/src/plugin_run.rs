@@ -6,6 +6,7 @@
 //! a pids limit, no new privileges and no capabilities; it is killed at its timeout; what it
 //! prints is capped. Whatever happens, the container is removed.
 
+use crate::words::{engine_refused, io_lost};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -125,20 +126,20 @@ impl Engine {
     async fn attach_and_run(&self, id: &str, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
         let client = self.client();
         let attach = AttachContainerOptions { stream: true, stdin: true, stdout: true, stderr: true, ..Default::default() };
-        let mut attached = client.attach_container(id, Some(attach)).await.map_err(|e| format!("cannot attach to the plugin: {e}"))?;
-        client.start_container(id, None).await.map_err(|e| format!("cannot start the plugin: {e}"))?;
+        let mut attached = client.attach_container(id, Some(attach)).await.map_err(|e| engine_refused("cannot attach to the plugin", &e))?;
+        client.start_container(id, None).await.map_err(|e| engine_refused("cannot start the plugin", &e))?;
         let mut stdout = Vec::new();
         let mut log = Vec::new();
         let (mut stdout_over, mut log_over) = (false, false);
         let collect = async {
-            attached.input.write_all(run.input).await.map_err(|e| format!("cannot write the plugin's input: {e}"))?;
-            attached.input.shutdown().await.map_err(|e| format!("cannot close the plugin's input: {e}"))?;
+            attached.input.write_all(run.input).await.map_err(|e| io_lost("cannot write the plugin's input", &e))?;
+            attached.input.shutdown().await.map_err(|e| io_lost("cannot close the plugin's input", &e))?;
             while let Some(frame) = attached.output.next().await {
                 match frame {
                     Ok(bollard::container::LogOutput::StdOut { message }) => keep(&mut stdout, &message, MAX_STDOUT_BYTES, &mut stdout_over),
                     Ok(bollard::container::LogOutput::StdErr { message }) => keep(&mut log, &message, MAX_LOG_BYTES, &mut log_over),
                     Ok(_) => {}
-                    Err(e) => return Err(format!("lost the plugin's output: {e}")),
+                    Err(e) => return Err(engine_refused("lost the plugin's output", &e)),
                 }
             }
             Ok(())

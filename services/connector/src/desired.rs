@@ -27,6 +27,24 @@ use zeroize::Zeroizing;
 
 use crate::{DesiredStates, NodeDesired, Prefetch};
 
+/// Why a node's desired state could not be read. Logged; the node's status tells people
+/// only that it could not be (`words::desired_unavailable`).
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error(transparent)]
+    ReadModel(#[from] nullops_projections::ProjectionError),
+    #[error(transparent)]
+    Log(#[from] nullops_store::commands::CommandError),
+    #[error("secret {name} of project {project_id} cannot be unsealed: {source}")]
+    Secret { project_id: Uuid, name: String, source: nullops_keyring::KeyringError },
+    #[error("secret {name} of project {project_id} is not UTF-8")]
+    SecretNotText { project_id: Uuid, name: String },
+    #[error("the credentials of registry {registry} cannot be unsealed: {source}")]
+    Credentials { registry: String, source: nullops_keyring::KeyringError },
+    #[error("the credentials of registry {0} are not UTF-8")]
+    CredentialsNotText(String),
+}
+
 /// The platform's source of desired states.
 pub struct FromDeployments {
     pub store: Arc<dyn EventStore>,
@@ -40,8 +58,8 @@ impl FromDeployments {
         FromDeployments { store, read_models, keyring, catalog: StateCache::new(1) }
     }
 
-    async fn build(&self, node_id: Uuid) -> Result<NodeDesired, String> {
-        let rows = on_node(&self.read_models, node_id).await.map_err(|e| e.to_string())?;
+    async fn build(&self, node_id: Uuid) -> Result<NodeDesired, DesiredError> {
+        let rows = on_node(&self.read_models, node_id).await?;
         let mut desired = NodeDesired::default();
         let mut secrets_of: BTreeMap<Uuid, Secrets> = BTreeMap::new();
         let mut auth: Option<Vec<RegistryAuth>> = None;
@@ -75,14 +93,14 @@ impl FromDeployments {
 
     /// What the node should hold: the images the latest pipeline of every project of its
     /// environment would run (at most what one message may name).
-    async fn prefetch(&self, node_id: Uuid, auth: Option<Vec<RegistryAuth>>) -> Result<Prefetch, String> {
-        let Some(node) = nullops_projections::nodes::node(&self.read_models, node_id).await.map_err(|e| e.to_string())? else {
+    async fn prefetch(&self, node_id: Uuid, auth: Option<Vec<RegistryAuth>>) -> Result<Prefetch, DesiredError> {
+        let Some(node) = nullops_projections::nodes::node(&self.read_models, node_id).await? else {
             return Ok(Prefetch::default());
         };
-        let (catalog, _) = self.catalog.load(&*self.store, "main").await.map_err(|e| e.to_string())?;
+        let (catalog, _) = self.catalog.load(&*self.store, "main").await?;
         let mut images: BTreeSet<String> = BTreeSet::new();
         for project in catalog.projects.values().filter(|p| p.environments.contains(&node.environment)) {
-            let latest = latest_pipeline_version(&self.read_models, project.project_id).await.map_err(|e| e.to_string())?;
+            let latest = latest_pipeline_version(&self.read_models, project.project_id).await?;
             for (_, image) in latest.iter().flat_map(|v| images_in_use(&v.graph, &catalog)) {
                 images.insert(image);
             }
@@ -98,26 +116,34 @@ impl FromDeployments {
         Ok(Prefetch { images, auth })
     }
 
-    async fn secrets(&self, project_id: Uuid) -> Result<Secrets, String> {
-        let (state, _) = load::<ProjectSecrets>(&*self.store, &project_id.to_string()).await.map_err(|e| e.to_string())?;
+    async fn secrets(&self, project_id: Uuid) -> Result<Secrets, DesiredError> {
+        let (state, _) = load::<ProjectSecrets>(&*self.store, &project_id.to_string()).await?;
         let mut values = BTreeMap::new();
         for (name, sealed) in &state.values {
-            let plain = self.keyring.unseal(sealed, &secret_purpose(project_id, name)).await.map_err(|e| format!("secret {name}: {e}"))?;
-            let text = String::from_utf8(plain.to_vec()).map_err(|_| format!("secret {name} is not UTF-8"))?;
+            let plain = self.keyring.unseal(sealed, &secret_purpose(project_id, name)).await.map_err(|source| DesiredError::Secret {
+                project_id,
+                name: name.clone(),
+                source,
+            })?;
+            let text = String::from_utf8(plain.to_vec()).map_err(|_| DesiredError::SecretNotText { project_id, name: name.clone() })?;
             values.insert(name.clone(), text);
         }
         Ok(Secrets(values))
     }
 
     /// The credentials of every registry that has some, by the host its images name.
-    async fn registry_auth(&self) -> Result<Vec<RegistryAuth>, String> {
-        let (catalog, _) = self.catalog.load(&*self.store, "main").await.map_err(|e| e.to_string())?;
+    async fn registry_auth(&self) -> Result<Vec<RegistryAuth>, DesiredError> {
+        let (catalog, _) = self.catalog.load(&*self.store, "main").await?;
         let mut out = Vec::new();
         // The local engine holds its images already: nothing to sign in to.
         for registry in catalog.registries.values().filter(|r| !r.is_local_engine()) {
             let Some(sealed) = &registry.credentials else { continue };
-            let plain = self.keyring.unseal(sealed, &credentials_purpose(&registry.name)).await.map_err(|e| format!("registry {}: {e}", registry.name))?;
-            let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| format!("registry {}'s credentials are not UTF-8", registry.name))?);
+            let plain = self
+                .keyring
+                .unseal(sealed, &credentials_purpose(&registry.name))
+                .await
+                .map_err(|source| DesiredError::Credentials { registry: registry.name.clone(), source })?;
+            let text = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| DesiredError::CredentialsNotText(registry.name.clone()))?);
             let Some((username, password)) = text.split_once(':') else { continue };
             let host = image_host(registry).unwrap_or("docker.io").to_owned();
             out.push(RegistryAuth { registry: host, username: username.to_owned(), password: password.to_owned() });
@@ -127,7 +153,7 @@ impl FromDeployments {
 }
 
 impl DesiredStates for FromDeployments {
-    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<NodeDesired, String>> + Send + '_>> {
+    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<NodeDesired, DesiredError>> + Send + '_>> {
         Box::pin(self.build(node_id))
     }
 }

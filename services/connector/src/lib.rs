@@ -60,7 +60,7 @@ pub struct Prefetch {
 
 /// Where a node's desired state comes from: the deployments assigned to it.
 pub trait DesiredStates: Send + Sync + 'static {
-    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<NodeDesired, String>> + Send + '_>>;
+    fn for_node(&self, node_id: Uuid) -> Pin<Box<dyn Future<Output = Result<NodeDesired, desired::DesiredError>> + Send + '_>>;
 }
 
 /// What the connector works with.

@@ -198,8 +198,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
     let mut desired = match connector.desired.for_node(node_id).await {
         Ok(d) => d,
         Err(e) => {
+            tracing::warn!(node = %node_id, error = %e, "cannot read a node's desired state");
             close(link, "desired state unavailable").await;
-            return format!("cannot read the node's desired state: {e}");
+            return crate::words::desired_unavailable();
         }
     };
     refuse(connector, node_id, &desired).await;

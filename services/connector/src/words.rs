@@ -18,6 +18,12 @@ pub fn connect_failed(address: &str, e: &std::io::Error) -> String {
     }
 }
 
+/// The platform could not read what the node should run (its store or read models, or a sealed
+/// value it needs); the cause is in the log.
+pub fn desired_unavailable() -> String {
+    "the control plane could not read what this node should run; it tries again shortly (the server's log says why)".into()
+}
+
 /// A TLS handshake with something at the node's address that failed.
 pub fn tls_failed() -> String {
     "the TLS handshake failed: something other than a NullOps agent may be listening on that address".into()

@@ -33,7 +33,10 @@ use uuid::Uuid;
 struct OneDeployment;
 
 impl DesiredStates for OneDeployment {
-    fn for_node(&self, _: Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeDesired, String>> + Send + '_>> {
+    fn for_node(
+        &self,
+        _: Uuid,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeDesired, nullops_connector::desired::DesiredError>> + Send + '_>> {
         Box::pin(async { Ok(NodeDesired { run: vec![DesiredDeployment::new("pr-1", vec![])], ..Default::default() }) })
     }
 }

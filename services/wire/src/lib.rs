@@ -59,7 +59,9 @@ pub enum FrameError {
     Invalid(String),
 }
 
-/// The WebSocket limits both sides use: explicit buffers and the frame size limit.
+/// The WebSocket limits both sides use: explicit buffers and the frame size limit. (Feature
+/// `socket`, which only the agent and the connector turn on.)
+#[cfg(feature = "socket")]
 pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -99,9 +99,7 @@ impl Backend {
 
     /// The production database, for the tests' own reads.
     async fn pg(&self, url: &str) -> &sqlx::PgPool {
-        self.pg
-            .get_or_init(|| async { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await.expect("connect") })
-            .await
+        self.pg.get_or_init(|| async { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await.expect("connect") }).await
     }
 
     /// Every event of the log, decoded, read straight from the store's database.

@@ -286,15 +286,22 @@ async fn look_for_tag(core: &Core, catalog: &CatalogState, link: &RepositoryLink
     }
 }
 
+/// Why a repository link's credentials cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsealError {
+    #[error("project {0} no longer exists")]
+    ProjectGone(String),
+    #[error("the link's credentials cannot be read: {0}")]
+    Keyring(#[from] nullops_keyring::KeyringError),
+    #[error("the link's credentials are not what a link stores")]
+    NotCredentials,
+}
+
 /// The link's forge credentials, unsealed.
-pub async fn unseal(core: &Core, catalog: &CatalogState, link: &RepositoryLink) -> Result<ForgeCredentials, String> {
-    let project_id = catalog.projects.get(&link.project).map(|p| p.project_id).ok_or_else(|| format!("project {} no longer exists", link.project))?;
-    let clear = core
-        .keyring
-        .unseal(&link.credentials, &repository_credentials_purpose(project_id))
-        .await
-        .map_err(|e| format!("the link's credentials cannot be read: {e}"))?;
-    serde_json::from_slice(&clear).map_err(|_| "the link's credentials are not what a link stores".to_owned())
+pub async fn unseal(core: &Core, catalog: &CatalogState, link: &RepositoryLink) -> Result<ForgeCredentials, UnsealError> {
+    let project_id = catalog.projects.get(&link.project).map(|p| p.project_id).ok_or_else(|| UnsealError::ProjectGone(link.project.clone()))?;
+    let clear = core.keyring.unseal(&link.credentials, &repository_credentials_purpose(project_id)).await?;
+    serde_json::from_slice(&clear).map_err(|_| UnsealError::NotCredentials)
 }
 
 /// Posts the status and the comment where what they say changed since they were last posted.
@@ -313,7 +320,7 @@ async fn tell_forge(
     if !status_due && body == progress.comment {
         return Ok(());
     }
-    let credentials = unseal(core, catalog, link).await?;
+    let credentials = unseal(core, catalog, link).await.map_err(|e| e.to_string())?;
     let api = ForgeApi { http, egress: &core.egress, link, token: &credentials.token };
     if let (true, Some((state, description, url)), Some(key)) = (status_due, &outcome.status, status_key) {
         api.status(&row.head_sha, *state, description, url.as_deref()).await.map_err(|e| e.message)?;
