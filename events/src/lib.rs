@@ -12,6 +12,7 @@ pub mod codec;
 pub mod deployment;
 pub mod deployment_names;
 pub mod envelope;
+pub mod expressions;
 pub mod identity;
 #[macro_use]
 pub mod named;

@@ -14,6 +14,7 @@ mod files;
 mod handshake;
 pub mod identity;
 mod logs;
+mod pipeline_run;
 pub mod plugin_run;
 pub mod prefetch;
 mod probe;

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::pipeline_run::redact;
 use bollard::query_parameters::LogsOptions;
 use futures::StreamExt;
-use nullops_domain::run::redact;
 use nullops_wire::message::{LogLine, MAX_LOG_LINES, MAX_LOG_LINE_BYTES};
 use tokio::sync::Notify;
 

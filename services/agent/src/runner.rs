@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pipeline_run::{redact, substitute, substitute_json, Outputs, RunPlan};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use nullops_domain::run::{redact, substitute, substitute_json, Outputs, RunPlan};
 use nullops_wire::message::{
     ContainerSpec, DesiredDeployment, HealthProbe, PluginStep, ProbeCheck, RunPhase, RunStatus, ServiceHealth, ServiceStep, StepAction, StepRunState,
     StepStatus, PIPELINE_LOG,
@@ -567,7 +567,7 @@ async fn watch(engine: Engine, d: DesiredDeployment, outputs: Outputs, runs: Arc
 #[tracing::instrument(name = "agent.plugin", skip_all, fields(step = step, image = plugin.image.as_str()))]
 async fn run_plugin(engine: &Engine, logs: &LogBook, d: &DesiredDeployment, step: &str, network: &str, plugin: &PluginStep, outputs: &Outputs) -> StepResult {
     let mut used = BTreeSet::new();
-    let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(Failure::new)?;
+    let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(|e| Failure::new(e.to_string()))?;
     let mut context: serde_json::Map<String, serde_json::Value> = d.context.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
     context.insert("deployment".into(), d.id.clone().into());
     context.insert("step".into(), step.into());

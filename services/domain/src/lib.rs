@@ -16,7 +16,6 @@ pub mod node;
 pub mod pipeline;
 pub mod plan;
 pub mod preview;
-pub mod run;
 pub mod secrets;
 pub mod tags;
 

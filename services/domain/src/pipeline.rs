@@ -10,34 +10,7 @@ use uuid::Uuid;
 
 use crate::{access, Decider, DomainError};
 
-// ---------------------------------------------------------------------------------------------
-// Expressions: `${{ secrets.NAME }}` and `${{ nodes.ID.outputs.KEY }}` inside strings.
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reference {
-    Secret(String),
-    NodeOutput { node: String, key: String },
-}
-
-/// Every reference in `text`, or why one is malformed.
-pub fn references(text: &str) -> Result<Vec<Reference>, String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${{") {
-        let after = &rest[start + 3..];
-        let end = after.find("}}").ok_or_else(|| format!("unterminated expression in {text:?}: close it with }}}}"))?;
-        let expr = after[..end].trim();
-        let parts: Vec<&str> = expr.split('.').collect();
-        let reference = match parts[..] {
-            ["secrets", name] if !name.is_empty() => Reference::Secret(name.to_owned()),
-            ["nodes", node, "outputs", key] if !node.is_empty() && !key.is_empty() => Reference::NodeOutput { node: node.to_owned(), key: key.to_owned() },
-            _ => return Err(format!("unknown expression ${{{{ {expr} }}}}: use ${{{{ secrets.NAME }}}} or ${{{{ nodes.ID.outputs.KEY }}}}")),
-        };
-        out.push(reference);
-        rest = &after[end + 2..];
-    }
-    Ok(out)
-}
+pub use nullops_events::expressions::{references, Reference};
 
 // ---------------------------------------------------------------------------------------------
 // Plugin parameter schemas.
@@ -367,7 +340,7 @@ pub fn check(draft: &PipelineDraft, context: &PipelineContext) -> Checked {
         };
         for (field, text) in texts {
             match references(text) {
-                Err(m) => problems.push(Problem::at(&node.id, &field, P::BadExpression, m)),
+                Err(m) => problems.push(Problem::at(&node.id, &field, P::BadExpression, m.to_string())),
                 Ok(references) => {
                     for reference in references {
                         match reference {

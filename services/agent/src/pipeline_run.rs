@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+#[cfg(test)]
 use nullops_events::catalog::PipelineGraph;
 use serde_json::Value;
 
-use crate::pipeline::{references, Reference};
+use nullops_events::expressions::{references, Reference};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeRun {
@@ -35,6 +36,7 @@ pub struct RunPlan {
 
 impl RunPlan {
     /// The plan of a validated graph (acyclic, edges between its nodes).
+    #[cfg(test)]
     pub fn new(graph: &PipelineGraph) -> Self {
         let mut needs: BTreeMap<String, BTreeSet<String>> = graph.nodes.iter().map(|n| (n.id.clone(), BTreeSet::new())).collect();
         for e in &graph.edges {
@@ -95,11 +97,13 @@ impl RunPlan {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self, id: &str) -> Option<NodeRun> {
         self.states.get(id).copied()
     }
 
     /// Whether nothing runs and nothing more will start.
+    #[cfg(test)]
     pub fn finished(&self) -> bool {
         !self.states.values().any(|s| *s == NodeRun::Running) && self.ready().is_empty()
     }
@@ -125,9 +129,20 @@ pub struct Substituted {
     pub secrets_used: BTreeSet<String>,
 }
 
+/// Why a text's expressions cannot be filled in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    #[error(transparent)]
+    Expression(#[from] nullops_events::expressions::ExpressionError),
+    #[error("the project has no secret named {0}")]
+    NoSecret(String),
+    #[error("node {node} has no output named {key}")]
+    NoOutput { node: String, key: String },
+}
+
 /// Fills every `${{ … }}` in `text`. A reference to a missing secret or output is an error naming
 /// it, never an empty string.
-pub fn substitute(text: &str, outputs: &Outputs, secrets: &BTreeMap<String, String>) -> Result<Substituted, String> {
+pub fn substitute(text: &str, outputs: &Outputs, secrets: &BTreeMap<String, String>) -> Result<Substituted, SubstituteError> {
     // Validates the expressions first: after this, every `${{` has its `}}`.
     references(text)?;
     let mut out = String::with_capacity(text.len());
@@ -140,12 +155,12 @@ pub fn substitute(text: &str, outputs: &Outputs, secrets: &BTreeMap<String, Stri
         let reference = references(&rest[start..start + 3 + end + 2])?.pop().expect("one expression");
         match reference {
             Reference::Secret(name) => {
-                let value = secrets.get(&name).ok_or_else(|| format!("the project has no secret named {name}"))?;
+                let value = secrets.get(&name).ok_or_else(|| SubstituteError::NoSecret(name.clone()))?;
                 out.push_str(value);
                 secrets_used.insert(name);
             }
             Reference::NodeOutput { node, key } => {
-                let value = outputs.get(&node).and_then(|o| o.get(&key)).ok_or_else(|| format!("node {node} has no output named {key}"))?;
+                let value = outputs.get(&node).and_then(|o| o.get(&key)).ok_or_else(|| SubstituteError::NoOutput { node: node.clone(), key: key.clone() })?;
                 out.push_str(value);
             }
         }
@@ -156,7 +171,7 @@ pub fn substitute(text: &str, outputs: &Outputs, secrets: &BTreeMap<String, Stri
 }
 
 /// [`substitute`] in every string of a JSON value (keys stay as they are).
-pub fn substitute_json(value: &Value, outputs: &Outputs, secrets: &BTreeMap<String, String>, used: &mut BTreeSet<String>) -> Result<Value, String> {
+pub fn substitute_json(value: &Value, outputs: &Outputs, secrets: &BTreeMap<String, String>, used: &mut BTreeSet<String>) -> Result<Value, SubstituteError> {
     Ok(match value {
         Value::String(s) => {
             let filled = substitute(s, outputs, secrets)?;
@@ -165,7 +180,7 @@ pub fn substitute_json(value: &Value, outputs: &Outputs, secrets: &BTreeMap<Stri
         }
         Value::Array(items) => Value::Array(items.iter().map(|v| substitute_json(v, outputs, secrets, used)).collect::<Result<_, _>>()?),
         Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), substitute_json(v, outputs, secrets, used)?))).collect::<Result<_, String>>()?)
+            Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), substitute_json(v, outputs, secrets, used)?))).collect::<Result<_, SubstituteError>>()?)
         }
         other => other.clone(),
     })
@@ -246,8 +261,8 @@ mod tests {
         let filled = substitute("${{ nodes.db.outputs.url }}?password=${{secrets.PW}}", &outputs, &secrets).unwrap();
         assert_eq!(filled.text, "postgres://db/qa?password=hunter22");
         assert_eq!(filled.secrets_used, BTreeSet::from(["PW".to_owned()]));
-        assert!(substitute("${{ secrets.NOPE }}", &outputs, &secrets).unwrap_err().contains("NOPE"));
-        assert!(substitute("${{ nodes.db.outputs.port }}", &outputs, &secrets).unwrap_err().contains("port"));
+        assert!(substitute("${{ secrets.NOPE }}", &outputs, &secrets).unwrap_err().to_string().contains("NOPE"));
+        assert!(substitute("${{ nodes.db.outputs.port }}", &outputs, &secrets).unwrap_err().to_string().contains("port"));
         assert!(substitute("${{ nodes.db", &outputs, &secrets).is_err());
         let json: Value = serde_json::json!({"sql": "GRANT ${{ secrets.PW }}", "n": 3, "list": ["${{ nodes.db.outputs.url }}"]});
         let mut used = BTreeSet::new();
