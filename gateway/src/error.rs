@@ -34,6 +34,17 @@ pub enum ApiError {
     },
     /// Logged under this id; the id is all the caller sees.
     Internal(String),
+    // Refusals of plain HTTP requests (the GraphQL endpoint's body, the forge hooks):
+    /// The body is larger than the endpoint takes.
+    PayloadTooLarge(String),
+    /// The body is not what the endpoint reads.
+    BadRequest(String),
+    /// The body is not sent as JSON (cross-site protection).
+    UnsupportedMediaType(String),
+    /// Another site's page sent it (cross-site protection).
+    CrossSite(String),
+    /// A forge's hook about another repository than the project's link.
+    WrongRepository(String),
 }
 
 impl ApiError {
@@ -45,7 +56,12 @@ impl ApiError {
             | ApiError::Conflict(m)
             | ApiError::InvalidInput(m)
             | ApiError::ResourcesExhausted(m)
-            | ApiError::Upstream { message: m, .. } => m.clone(),
+            | ApiError::Upstream { message: m, .. }
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::BadRequest(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::CrossSite(m)
+            | ApiError::WrongRepository(m) => m.clone(),
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many failed attempts; try again in {retry_after_secs} s")
             }
@@ -69,14 +85,24 @@ impl ApiError {
             ApiError::Unavailable => "UNAVAILABLE",
             ApiError::Upstream { code, .. } => code,
             ApiError::Internal(_) => "INTERNAL",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::CrossSite(_) => "CROSS_SITE_REQUEST",
+            ApiError::WrongRepository(_) => "WRONG_REPOSITORY",
         }
     }
 
-    /// The HTTP status of this error where it is answered outside GraphQL (the forge hooks).
+    /// The HTTP status of this error where it is answered outside GraphQL (the forge hooks,
+    /// the metrics, the GraphQL endpoint's own refusals).
     pub fn http_status(&self) -> u16 {
         match self {
             ApiError::Unauthenticated(_) => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::CrossSite(_) => 403,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::BadRequest(_) => 400,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::WrongRepository(_) => 422,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
             ApiError::InvalidInput(_) | ApiError::InvalidPipeline(_) => 400,
@@ -247,6 +273,26 @@ impl From<ApiError> for async_graphql::Error {
                 ext.set("problems", async_graphql::Value::List(problems.iter().map(|p| p.to_value()).collect()));
             }
         })
+    }
+}
+
+/// The one plain-HTTP error answer: the body GraphQL errors have (`{"errors": [{"message",
+/// "extensions": {"code", ...}}]}`), so a client reads every refusal of the server the same way.
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{header, StatusCode};
+        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.to_string()),
+            _ => None,
+        };
+        let error = async_graphql::Error::from(self).into_server_error(async_graphql::Pos::default());
+        let body = serde_json::json!({ "errors": [{ "message": error.message, "extensions": error.extensions }] });
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        if let Some(secs) = retry.and_then(|s| header::HeaderValue::from_str(&s).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, secs);
+        }
+        response
     }
 }
 

@@ -20,6 +20,7 @@ use futures::{SinkExt, StreamExt};
 use tracing::Instrument;
 
 use crate::context::RequestContext;
+use crate::error::ApiError;
 use crate::schema::{self, NullOpsSchema};
 use crate::App;
 use crate::{auth, origin};
@@ -53,11 +54,6 @@ pub(crate) fn traceparent(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A response in GraphQL's error shape, for requests that never reached the executor.
-fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
-
 async fn graphql_post(
     State(gw): State<Gateway>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -67,22 +63,25 @@ async fn graphql_post(
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+            return ApiError::PayloadTooLarge(format!("the request body is larger than {MAX_BODY_BYTES} bytes")).into_response()
         }
-        Err(rejection) => return error_response(rejection.status(), "BAD_REQUEST", rejection.body_text()),
+        Err(rejection) => {
+            tracing::debug!(error = %rejection.body_text(), "a request body could not be read");
+            return ApiError::BadRequest("the request body could not be read to its end; send it again".into()).into_response();
+        }
     };
     if !origin::has_bearer(&headers) {
         // The browser's path (the session cookie, or a sign-in): only JSON, only from our origin.
-        if let Err(refused) = origin::check_json(&headers) {
-            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, refused.code, refused.message);
-        }
-        if let Err(refused) = origin::check_origin(&headers, &gw.app.config.allowed_origins) {
-            return error_response(StatusCode::FORBIDDEN, refused.code, refused.message);
+        if let Err(refused) = origin::check_json(&headers).and_then(|()| origin::check_origin(&headers, &gw.app.config.allowed_origins)) {
+            return refused.into_response();
         }
     }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("the body must be a JSON object with a \"query\" string: {e}")),
+        Err(e) => {
+            let at = if e.line() > 0 { format!(" (the problem is at line {}, column {})", e.line(), e.column()) } else { String::new() };
+            return ApiError::BadRequest(format!("the body must be a JSON object with a \"query\" string{at}")).into_response();
+        }
     };
     // One span per request, a child of the caller's when it sent a traceparent. Only the
     // operation's name is recorded, never its variables.
@@ -112,7 +111,7 @@ async fn graphql_post(
     }
     let mut http = match serde_json::to_vec(&response) {
         Ok(json) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+        Err(e) => return ApiError::internal(e).into_response(),
     };
     for (name, value) in response.http_headers.iter() {
         http.headers_mut().append(name, value.clone());
@@ -194,8 +193,14 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
     let read_models = gw.app.read_models.checkpoint("audit").await;
     match (store, read_models) {
         (Ok(_), Ok(_)) => (StatusCode::OK, "ready").into_response(),
-        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("event store: {e}")).into_response(),
-        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("read models: {e}")).into_response(),
+        (Err(e), _) => {
+            tracing::warn!(error = %e, "not ready: the event store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the event store does not answer (the server's log says why)").into_response()
+        }
+        (_, Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the read models do not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the read models do not answer (the server's log says why)").into_response()
+        }
     }
 }
 

@@ -57,10 +57,6 @@ fn text(body: String) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
-fn refused(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{code}: {message}\n")).into_response()
-}
-
 /// The metrics, with the state read first (when the read models answer; what the process
 /// itself counted is served either way).
 pub async fn scrape(app: Option<&App>) -> Response {
@@ -75,12 +71,12 @@ pub async fn scrape(app: Option<&App>) -> Response {
 /// `GET /metrics` on the API listener: an admin's bearer token (an API token or a session).
 pub async fn api_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
-        return refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "send an admin's token as 'Authorization: Bearer <token>', or scrape --metrics-listen");
+        return ApiError::Unauthenticated("send an admin's token as 'Authorization: Bearer <token>', or scrape --metrics-listen".into()).into_response();
     };
     match crate::auth::resolve(&app.read_models, token.trim()).await {
         Ok(caller) if caller.principal.is_admin() => scrape(Some(&app)).await,
-        Ok(_) => refused(StatusCode::FORBIDDEN, "FORBIDDEN", "the metrics are for admins"),
-        Err(e) => refused(StatusCode::UNAUTHORIZED, e.code(), &e.message()),
+        Ok(_) => ApiError::Forbidden("the metrics are for admins".into()).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -8,39 +8,33 @@
 
 use axum::http::{header, HeaderMap};
 
-/// Why a cookie-borne request is refused; `code` is the API error code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrossSite {
-    pub code: &'static str,
-    pub message: String,
-}
+use crate::error::ApiError;
 
+/// Why a cookie-borne request is refused; `code` is the API error code.
 /// Whether the request authenticates with `Authorization: Bearer`.
 pub fn has_bearer(headers: &HeaderMap) -> bool {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer "))
 }
 
 /// The body must be JSON: `text/plain` and form bodies are what cross-site pages can send.
-pub fn check_json(headers: &HeaderMap) -> Result<(), CrossSite> {
+pub fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = media.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("application/graphql-response+json") {
         return Ok(());
     }
     let sent = if media.is_empty() { "none".to_owned() } else { format!("{media:?}") };
-    Err(CrossSite {
-        code: "UNSUPPORTED_MEDIA_TYPE",
-        message: format!("send the request as Content-Type: application/json (it came as {sent}), or authenticate with Authorization: Bearer"),
-    })
+    Err(ApiError::UnsupportedMediaType(format!(
+        "send the request as Content-Type: application/json (it came as {sent}), or authenticate with Authorization: Bearer"
+    )))
 }
 
 /// The request comes from the UI's own origin, or from no browser page at all: its `Origin`
 /// (when sent) names the host it was sent to (`Host`, or `X-Forwarded-Host` behind a proxy) or
 /// one of `allowed`, and `Sec-Fetch-Site` (when sent) says same-origin.
-pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), CrossSite> {
-    let refuse = |what: String| CrossSite {
-        code: "CROSS_SITE_REQUEST",
-        message: format!("{what}: requests made by another site's page are refused; use the NullOps UI, or authenticate with Authorization: Bearer"),
+pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+    let refuse = |what: String| {
+        ApiError::CrossSite(format!("{what}: requests made by another site's page are refused; use the NullOps UI, or authenticate with Authorization: Bearer"))
     };
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -76,7 +70,7 @@ mod tests {
         assert!(check_json(&headers(&[("content-type", "application/json")])).is_ok());
         assert!(check_json(&headers(&[("content-type", "Application/JSON; charset=utf-8")])).is_ok());
         for refused in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
-            assert_eq!(check_json(&headers(&[("content-type", refused)])).unwrap_err().code, "UNSUPPORTED_MEDIA_TYPE");
+            assert_eq!(check_json(&headers(&[("content-type", refused)])).unwrap_err().code(), "UNSUPPORTED_MEDIA_TYPE");
         }
         assert!(check_json(&HeaderMap::new()).is_err());
     }
@@ -86,7 +80,7 @@ mod tests {
         let ui = [("host", "nullops.example.com"), ("origin", "https://nullops.example.com")];
         assert!(check_origin(&headers(&ui), &[]).is_ok());
         let deployed = [("host", "nullops.example.com"), ("origin", "http://web.pr-1.staging.example.com")];
-        assert_eq!(check_origin(&headers(&deployed), &[]).unwrap_err().code, "CROSS_SITE_REQUEST");
+        assert_eq!(check_origin(&headers(&deployed), &[]).unwrap_err().code(), "CROSS_SITE_REQUEST");
         assert!(check_origin(&headers(&deployed), &["http://web.pr-1.staging.example.com".into()]).is_ok());
         let proxied = [("host", "10.0.0.5:8080"), ("x-forwarded-host", "nullops.example.com"), ("origin", "https://nullops.example.com")];
         assert!(check_origin(&headers(&proxied), &[]).is_ok());

@@ -249,7 +249,7 @@ def test_unsigned_or_badly_signed_hooks_and_unlinked_projects_get_401_and_change
         gitlab_hook(server, "shop", payload("gitlab-merge_request-open.json"), str(uuid.uuid4())),
     ]:
         assert attempt.status_code == 401, attempt.text
-        assert attempt.json()["error"]["code"] == "UNAUTHENTICATED"
+        assert attempt.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     # Nothing tells an unknown project from a bad signature.
     assert len({a.text for a in [github_hook(server, "nope", "pull_request", opened, "x"), github_hook(server, "shop", "pull_request", opened, "x", secret="no")]}) == 1
     assert admin.ok('{ previews(project: "shop") { number state headSha } }') == before
@@ -258,7 +258,7 @@ def test_unsigned_or_badly_signed_hooks_and_unlinked_projects_get_401_and_change
     # A ping verifies; a hook from another repository is refused by name.
     assert github_hook(server, "shop", "ping", b'{"zen": "Design for failure."}', str(uuid.uuid4())).status_code == 200
     elsewhere = github_hook(server, "shop", "pull_request", opened.replace(b'"full_name": "acme/shop"', b'"full_name": "acme/other"'), str(uuid.uuid4()))
-    assert elsewhere.status_code == 422 and elsewhere.json()["error"]["code"] == "WRONG_REPOSITORY", elsewhere.text
+    assert elsewhere.status_code == 422 and elsewhere.json()["errors"][0]["extensions"]["code"] == "WRONG_REPOSITORY", elsewhere.text
 
 
 def test_a_gitlab_merge_request_waits_for_its_tag_then_deploys_across_a_crash_and_a_forge_outage(server, forge):

@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use super::payload::{self, Ask, Hook};
 use crate::catalog::catalog_state;
+use crate::error::ApiError;
 use crate::{dispatch, App};
 
 /// Largest hook accepted: a pull request's event with a long description is well under it.
@@ -40,8 +41,10 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-fn refused(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    answer(status, json!({"error": {"code": code, "message": message.into()}}))
+/// The platform cannot check a hook now; the forge sends it again (503).
+fn unavailable(why: &str) -> Response {
+    tracing::warn!("{why}");
+    ApiError::Unavailable.into_response()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -83,37 +86,40 @@ async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(forge) = Forge::ALL.into_iter().find(|f| f.slug() == forge) else {
-        return refused(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no hook for forge {forge:?}: use /hooks/github/<project> or /hooks/gitlab/<project>"));
+        return ApiError::NotFound(format!("no hook for forge {forge:?}: use /hooks/github/<project> or /hooks/gitlab/<project>")).into_response();
     };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refused(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("a hook's body may be at most {MAX_HOOK_BYTES} bytes"))
+            return ApiError::PayloadTooLarge(format!("a hook's body may be at most {MAX_HOOK_BYTES} bytes")).into_response()
         }
-        Err(rejection) => return refused(rejection.status(), "BAD_REQUEST", rejection.body_text()),
+        Err(rejection) => {
+            tracing::debug!(error = %rejection.body_text(), "a hook's body could not be read");
+            return ApiError::BadRequest("the hook's body could not be read to its end: the forge will send it again".into()).into_response();
+        }
     };
     let catalog = match catalog_state(&app).await {
         Ok(catalog) => catalog,
         Err(e) => {
             tracing::warn!(error = %e.message(), "a forge hook cannot be checked: the catalog cannot be read");
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the platform cannot check hooks right now: the forge will send it again");
+            return unavailable("the platform cannot check hooks right now: the forge will send it again");
         }
     };
     let Some(link) = catalog.links.get(&project).filter(|l| l.forge == forge).cloned() else {
         decoy_check(&app, forge, &headers, &body).await;
         tracing::info!(project = %cut(&project, 100), forge = forge.slug(), "a forge hook was refused: no repository of this forge is linked to this project");
-        return refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", NOT_VERIFIED);
+        return ApiError::Unauthenticated(NOT_VERIFIED.into()).into_response();
     };
     let credentials = match nullops_saga::previews::unseal(&app.core, &catalog, &link).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(project = %link.project, error = %e, "a forge hook cannot be checked");
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the link's secret cannot be read now: the forge will send it again");
+            return unavailable("the link's secret cannot be read now: the forge will send it again");
         }
     };
     if !verified(forge, &headers, &body, &credentials.webhook_secret) {
         tracing::info!(project = %link.project, forge = forge.slug(), "a forge hook was refused: its signature does not verify");
-        return refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", NOT_VERIFIED);
+        return ApiError::Unauthenticated(NOT_VERIFIED.into()).into_response();
     }
     let event = match forge {
         Forge::GitHub => header(&headers, "x-github-event"),
@@ -125,30 +131,27 @@ async fn receive(
         Forge::GitLab => payload::gitlab(event, &body),
     };
     let request = match hook {
-        Err(message) => return refused(StatusCode::BAD_REQUEST, "INVALID_INPUT", message),
+        Err(message) => return ApiError::InvalidInput(message).into_response(),
         Ok(Hook::Ping) => return answer(StatusCode::OK, json!({"ok": true, "project": link.project})),
         Ok(Hook::Ignored(why)) => return answer(StatusCode::OK, json!({"ignored": why})),
         Ok(Hook::Request(request)) => request,
     };
     if !request.repository.eq_ignore_ascii_case(&link.repository) {
-        return refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "WRONG_REPOSITORY",
-            format!("this hook is about repository {}, but project {} is linked to {}", request.repository, link.project, link.repository),
-        );
+        return ApiError::WrongRepository(format!(
+            "this hook is about repository {}, but project {} is linked to {}",
+            request.repository, link.project, link.repository
+        ))
+        .into_response();
     }
     let Some(delivery) = delivery(forge, &headers) else {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "INVALID_INPUT",
-            "the hook has no delivery id (X-GitHub-Delivery, or GitLab's Idempotency-Key or X-Gitlab-Event-UUID)",
-        );
+        return ApiError::InvalidInput("the hook has no delivery id (X-GitHub-Delivery, or GitLab's Idempotency-Key or X-Gitlab-Event-UUID)".into())
+            .into_response();
     };
     let Some(project_id) = catalog.projects.get(&link.project).map(|p| p.project_id) else {
-        return refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", NOT_VERIFIED);
+        return ApiError::Unauthenticated(NOT_VERIFIED.into()).into_response();
     };
     if !(1..=40).contains(&request.head_sha.len()) || !request.head_sha.chars().all(|c| c.is_ascii_hexdigit()) {
-        return refused(StatusCode::BAD_REQUEST, "INVALID_INPUT", format!("the head commit {:?} is not a hex commit id", cut(&request.head_sha, 80)));
+        return ApiError::InvalidInput(format!("the head commit {:?} is not a hex commit id", cut(&request.head_sha, 80))).into_response();
     }
     let wish = match request.ask {
         Ask::Deploy => PreviewWish::Deploy { deployment_id: uuid::Uuid::now_v7() },
@@ -177,7 +180,7 @@ async fn receive(
             answer(StatusCode::OK, json!({"preview": name, "recorded": false, "why": "this delivery, or what it asks for, is already recorded"}))
         }
         Ok(_) => answer(StatusCode::ACCEPTED, json!({"preview": name, "recorded": true})),
-        Err(e) => refused(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.code(), e.message()),
+        Err(e) => e.into_response(),
     }
 }
 
