@@ -8,6 +8,7 @@
 //!   it is; test code is left out as well.
 //! - Every background process (`Saga::name`, `Periodic::NAME`) is listed in ARCHITECTURE.md's
 //!   entry-points table.
+//! - The API never holds the handle that writes a process's working rows (`WorkingRows`).
 //!
 //! Each check collects every violation and names them all with the file and line.
 
@@ -232,6 +233,20 @@ fn every_background_process_is_in_the_entry_points_table() {
     assert!(names.iter().any(|(n, _)| n == "deployments") && names.iter().any(|(n, _)| n == "reaper"), "processes found: {names:?}");
     let unlisted: Vec<String> = names.iter().filter(|(n, _)| !listed.contains(n)).map(|(n, file)| format!("{n} ({file})")).collect();
     assert!(unlisted.is_empty(), "processes missing from ARCHITECTURE.md's entry points: {}", unlisted.join(", "));
+}
+
+#[test]
+fn the_api_never_holds_a_handle_that_writes_working_rows() {
+    let root = root();
+    let found: Vec<String> = files(&root.join("gateway/src"), &["rs"])
+        .into_iter()
+        .filter(|f| {
+            let text = read(f);
+            text.contains("WorkingRows") || text.contains("working_rows")
+        })
+        .map(|f| f.strip_prefix(&root).unwrap_or(&f).display().to_string())
+        .collect();
+    assert!(found.is_empty(), "the gateway writes working rows (only their processes may): {}", found.join(", "));
 }
 
 #[test]

@@ -58,7 +58,26 @@ const ADVANCED_CHANNEL: &str = "nullops_read_models";
 /// The longest pause before the listener of that channel connects again.
 const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The working rows of the background processes (webhook deliveries, previews, chart samples):
+/// tables beside the read models that only their process writes, not rebuilt from the log.
+/// Their write functions take this handle and only a process makes one
+/// ([`ReadModelDb::working_rows`]); the API never does (`tests/tidy.rs` checks that the gateway
+/// does not name it), so its reads cannot turn into writes.
+#[derive(Clone)]
+pub struct WorkingRows(ReadModelDb);
+
+impl WorkingRows {
+    pub(crate) fn pool(&self) -> &AnyPool {
+        self.0.pool()
+    }
+}
+
 impl ReadModelDb {
+    /// The handle a background process writes its working rows through.
+    pub fn working_rows(&self) -> WorkingRows {
+        WorkingRows(self.clone())
+    }
+
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and creates missing tables.
     pub async fn open(url: &str) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();

@@ -21,7 +21,7 @@ pub mod runner;
 pub mod samples;
 pub mod webhooks;
 
-pub use db::{ReadModelDb, Status, SAFETY_RECHECK};
+pub use db::{ReadModelDb, Status, WorkingRows, SAFETY_RECHECK};
 
 use async_trait::async_trait;
 use nullops_events::StoredEvent;

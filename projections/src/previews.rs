@@ -8,6 +8,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::WorkingRows;
 use crate::{ProjectionError, ReadModelDb};
 
 pub(crate) const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS previews (project_id TEXT NOT NULL, number BIGINT NOT NULL, project TEXT NOT NULL,
@@ -146,7 +147,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<PreviewRow, ProjectionError> {
 /// Makes a preview's row follow a newer request: what it asks for now, to be looked at at
 /// once. A request at or before the row's position changes nothing (the process reacts to an
 /// event again after a crash); the comment and the last status stay (they are kept up to date).
-pub async fn record(db: &ReadModelDb, p: &PreviewRow) -> Result<(), ProjectionError> {
+pub async fn record(db: &WorkingRows, p: &PreviewRow) -> Result<(), ProjectionError> {
     let sql = format!(
         "INSERT INTO previews ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
          ON CONFLICT (project_id, number) DO UPDATE SET project = excluded.project, forge = excluded.forge, title = excluded.title, url = excluded.url,
@@ -188,7 +189,7 @@ pub async fn record(db: &ReadModelDb, p: &PreviewRow) -> Result<(), ProjectionEr
 
 /// Records how far the process got with `p`'s request, unless a newer request came meanwhile
 /// (then that one is looked at next and this is dropped). Whether it was recorded.
-pub async fn progressed(db: &ReadModelDb, p: &PreviewRow, progress: &Progress) -> Result<bool, ProjectionError> {
+pub async fn progressed(db: &WorkingRows, p: &PreviewRow, progress: &Progress) -> Result<bool, ProjectionError> {
     let done = sqlx::query(
         "UPDATE previews SET phase = $1, message = $2, settled = $3, next_at = $4, reported = $5, comment_id = $6, comment = $7, failures = $8
          WHERE project_id = $9 AND number = $10 AND commit_pos = $11 AND seq_pos = $12",
@@ -221,7 +222,7 @@ pub async fn due(db: &ReadModelDb, now: i64, limit: u32) -> Result<Vec<PreviewRo
 }
 
 /// Has the preview that runs `deployment_id` looked at again now: its deployment changed.
-pub async fn wake(db: &ReadModelDb, deployment_id: Uuid) -> Result<(), ProjectionError> {
+pub async fn wake(db: &WorkingRows, deployment_id: Uuid) -> Result<(), ProjectionError> {
     sqlx::query("UPDATE previews SET settled = 0, next_at = 0 WHERE deployment_id = $1").bind(deployment_id.to_string()).execute(db.pool()).await?;
     Ok(())
 }
@@ -265,21 +266,21 @@ mod tests {
         let path = std::env::temp_dir().join(format!("nullops-previews-{}.db", Uuid::now_v7()));
         let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
         let first = preview(5, "aaa");
-        record(&db, &first).await.unwrap();
+        record(&db.working_rows(), &first).await.unwrap();
         let running = Progress { phase: PreviewPhase::Running, settled: true, comment_id: "42".into(), comment: "up".into(), ..first.progress.clone() };
-        assert!(progressed(&db, &first, &running).await.unwrap());
+        assert!(progressed(&db.working_rows(), &first, &running).await.unwrap());
         assert!(due(&db, 1, 10).await.unwrap().is_empty(), "settled");
-        wake(&db, Uuid::from_u128(5)).await.unwrap();
+        wake(&db.working_rows(), Uuid::from_u128(5)).await.unwrap();
         assert_eq!(due(&db, 1, 10).await.unwrap().len(), 1, "its deployment changed");
 
         // An older request (an event reacted to again) changes nothing; a newer one moves it on.
-        record(&db, &preview(3, "old")).await.unwrap();
-        record(&db, &preview(9, "bbb")).await.unwrap();
+        record(&db.working_rows(), &preview(3, "old")).await.unwrap();
+        record(&db.working_rows(), &preview(9, "bbb")).await.unwrap();
         let rows = of_project(&db, Uuid::from_u128(1)).await.unwrap();
         assert_eq!((rows.len(), rows[0].head_sha.as_str(), rows[0].progress.phase), (1, "bbb", PreviewPhase::Requested));
         assert_eq!((rows[0].progress.comment_id.as_str(), rows[0].progress.comment.as_str()), ("42", "up"), "the comment is kept up to date, not made again");
         // Progress on the request it no longer follows is dropped.
-        assert!(!progressed(&db, &first, &running).await.unwrap());
+        assert!(!progressed(&db.working_rows(), &first, &running).await.unwrap());
         let _ = std::fs::remove_file(path);
     }
 }

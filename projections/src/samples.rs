@@ -7,6 +7,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::WorkingRows;
 use crate::{ProjectionError, ReadModelDb};
 
 pub(crate) const SCHEMA: &[&str] =
@@ -63,17 +64,17 @@ fn window(at: i64) -> i64 {
 }
 
 /// Records `a` and `b` of `series` at `at` (microseconds), unless its window has one already.
-pub async fn record(db: &ReadModelDb, series: &Series, at: i64, a: i64, b: i64) -> Result<(), ProjectionError> {
+pub async fn record(db: &WorkingRows, series: &Series, at: i64, a: i64, b: i64) -> Result<(), ProjectionError> {
     write(db, "ON CONFLICT DO NOTHING", series, at, a, b).await
 }
 
 /// Adds `a` and `b` to `series`'s sample of the window of `at` (counts, such as traffic, that
 /// several writers may add to).
-pub async fn add(db: &ReadModelDb, series: &Series, at: i64, a: i64, b: i64) -> Result<(), ProjectionError> {
+pub async fn add(db: &WorkingRows, series: &Series, at: i64, a: i64, b: i64) -> Result<(), ProjectionError> {
     write(db, "ON CONFLICT (series, at) DO UPDATE SET a = samples.a + excluded.a, b = samples.b + excluded.b", series, at, a, b).await
 }
 
-async fn write(db: &ReadModelDb, on_conflict: &str, series: &Series, at: i64, a: i64, b: i64) -> Result<(), ProjectionError> {
+async fn write(db: &WorkingRows, on_conflict: &str, series: &Series, at: i64, a: i64, b: i64) -> Result<(), ProjectionError> {
     sqlx::query(&format!("INSERT INTO samples (series, at, a, b) VALUES ($1, $2, $3, $4) {on_conflict}"))
         .bind(series.key())
         .bind(window(at))
@@ -104,7 +105,7 @@ pub async fn history(db: &ReadModelDb, series: &Series, since: i64, now: i64) ->
 }
 
 /// Forgets samples older than [`KEEP_SECS`] before `now`; how many went.
-pub async fn prune(db: &ReadModelDb, now: i64) -> Result<u64, ProjectionError> {
+pub async fn prune(db: &WorkingRows, now: i64) -> Result<u64, ProjectionError> {
     let done = sqlx::query("DELETE FROM samples WHERE at < $1").bind(now - KEEP_SECS * 1_000_000).execute(db.pool()).await?;
     Ok(done.rows_affected())
 }
@@ -120,25 +121,25 @@ mod tests {
         let node = Series::Node(Uuid::from_u128(1));
         let s = 1_000_000;
         let base = 1_700_000_000 * s;
-        record(&db, &node, base + s, 100, 1000).await.unwrap();
-        record(&db, &node, base + 2 * s, 999, 999).await.unwrap(); // same window: kept out
-        record(&db, &node, base + 12 * s, 300, 3000).await.unwrap();
+        record(&db.working_rows(), &node, base + s, 100, 1000).await.unwrap();
+        record(&db.working_rows(), &node, base + 2 * s, 999, 999).await.unwrap(); // same window: kept out
+        record(&db.working_rows(), &node, base + 12 * s, 300, 3000).await.unwrap();
         let got = history(&db, &node, base, base + 60 * s).await.unwrap();
         assert_eq!(got, [Sample { at: base, a: 100, b: 1000 }, Sample { at: base + 10 * s, a: 300, b: 3000 }]);
 
         let traffic = Series::Traffic { environment: "qa".into(), deployment: "pr-7".into() };
-        add(&db, &traffic, base + s, 10, 1).await.unwrap();
-        add(&db, &traffic, base + 3 * s, 5, 0).await.unwrap();
+        add(&db.working_rows(), &traffic, base + s, 10, 1).await.unwrap();
+        add(&db.working_rows(), &traffic, base + 3 * s, 5, 0).await.unwrap();
         assert_eq!(history(&db, &traffic, base, base + 10 * s).await.unwrap(), [Sample { at: base, a: 15, b: 1 }]);
 
         // A day of samples answers with at most MAX_POINTS points.
         for i in 0..(2 * MAX_POINTS) {
-            record(&db, &Series::Commands, base + i * 60 * s, i, 0).await.unwrap();
+            record(&db.working_rows(), &Series::Commands, base + i * 60 * s, i, 0).await.unwrap();
         }
         let day = history(&db, &Series::Commands, base, base + 2 * MAX_POINTS * 60 * s).await.unwrap();
         assert!(day.len() as i64 <= MAX_POINTS && day.len() as i64 >= MAX_POINTS - 1, "{}", day.len());
 
-        assert!(prune(&db, base + (KEEP_SECS + 11) * s).await.unwrap() >= 2);
+        assert!(prune(&db.working_rows(), base + (KEEP_SECS + 11) * s).await.unwrap() >= 2);
         assert!(history(&db, &node, 0, base + 60 * s).await.unwrap().is_empty());
         let _ = std::fs::remove_file(path);
     }

@@ -7,6 +7,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::WorkingRows;
 use crate::{ProjectionError, ReadModelDb};
 
 pub(crate) const SCHEMA: &[&str] = &[
@@ -82,7 +83,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, ProjectionError> {
 }
 
 /// Makes a delivery, unless one of the same webhook and event exists.
-pub async fn enqueue(db: &ReadModelDb, d: &DeliveryRow) -> Result<(), ProjectionError> {
+pub async fn enqueue(db: &WorkingRows, d: &DeliveryRow) -> Result<(), ProjectionError> {
     sqlx::query(&format!("INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"))
         .bind(d.webhook_id.to_string())
         .bind(d.event_id.clone())
@@ -132,7 +133,7 @@ pub async fn of_webhook(db: &ReadModelDb, webhook_id: Uuid, limit: u32) -> Resul
 }
 
 /// Records an attempt and what the delivery is now.
-pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, next_at: i64, state: DeliveryState) -> Result<(), ProjectionError> {
+pub async fn attempted(db: &WorkingRows, d: &DeliveryRow, attempt: &AttemptRow, next_at: i64, state: DeliveryState) -> Result<(), ProjectionError> {
     let mut tx = db.pool().begin().await?;
     sqlx::query(
         "INSERT INTO webhook_attempts (webhook_id, event_id, attempt, at, status, error, millis) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -159,7 +160,7 @@ pub async fn attempted(db: &ReadModelDb, d: &DeliveryRow, attempt: &AttemptRow, 
 }
 
 /// Gives up what is still pending for a deleted webhook.
-pub async fn abandon(db: &ReadModelDb, webhook_id: Uuid) -> Result<(), ProjectionError> {
+pub async fn abandon(db: &WorkingRows, webhook_id: Uuid) -> Result<(), ProjectionError> {
     sqlx::query("UPDATE webhook_deliveries SET state = $1 WHERE webhook_id = $2 AND state = $3")
         .bind(DeliveryState::Abandoned.name())
         .bind(webhook_id.to_string())
@@ -171,7 +172,7 @@ pub async fn abandon(db: &ReadModelDb, webhook_id: Uuid) -> Result<(), Projectio
 
 /// Forgets deliveries that ended (delivered or given up) before `before` (microseconds), with
 /// their attempts: how long what was sent stays visible. How many went.
-pub async fn prune(db: &ReadModelDb, before: i64) -> Result<u64, ProjectionError> {
+pub async fn prune(db: &WorkingRows, before: i64) -> Result<u64, ProjectionError> {
     let mut tx = db.pool().begin().await?;
     sqlx::query(
         "DELETE FROM webhook_attempts WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = webhook_attempts.webhook_id \
@@ -237,7 +238,7 @@ mod tests {
         let (old_done, old_waiting, new_done) =
             (delivery("a", "deployment/1", 1, 10), delivery("b", "deployment/2", 2, 10), delivery("c", "deployment/1", 3, 1_000));
         for d in [&old_done, &old_waiting, &new_done, &old_done] {
-            enqueue(&db, d).await.unwrap();
+            enqueue(&db.working_rows(), d).await.unwrap();
         }
         assert_eq!(
             pending_of(&db, old_done.webhook_id, 10).await.unwrap().iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
@@ -247,13 +248,13 @@ mod tests {
         assert!(pending_of(&db, Uuid::from_u128(99), 10).await.unwrap().is_empty(), "another webhook's are its own");
         assert_eq!(pending_webhooks(&db).await.unwrap(), [old_done.webhook_id]);
         let ok = |attempt| AttemptRow { attempt, at: 20, status: Some(204), error: String::new(), millis: 3 };
-        attempted(&db, &old_done, &ok(1), 20, DeliveryState::Delivered).await.unwrap();
-        attempted(&db, &new_done, &ok(1), 1_000, DeliveryState::Delivered).await.unwrap();
+        attempted(&db.working_rows(), &old_done, &ok(1), 20, DeliveryState::Delivered).await.unwrap();
+        attempted(&db.working_rows(), &new_done, &ok(1), 1_000, DeliveryState::Delivered).await.unwrap();
         let refused = AttemptRow { attempt: 1, at: 20, status: Some(503), error: "answered 503".into(), millis: 3 };
-        attempted(&db, &old_waiting, &refused, 2_000_000, DeliveryState::Pending).await.unwrap();
+        attempted(&db.working_rows(), &old_waiting, &refused, 2_000_000, DeliveryState::Pending).await.unwrap();
         assert_eq!(attempts(&db, old_waiting.webhook_id, "b").await.unwrap(), [refused]);
 
-        assert_eq!(prune(&db, 500).await.unwrap(), 1, "only the old delivered one");
+        assert_eq!(prune(&db.working_rows(), 500).await.unwrap(), 1, "only the old delivered one");
         let left: Vec<String> = of_webhook(&db, Uuid::from_u128(1), 10).await.unwrap().into_iter().map(|d| d.event_id).collect();
         assert_eq!(left, ["c", "b"], "newest first; what still waits is kept however old");
         assert!(attempts(&db, old_done.webhook_id, "a").await.unwrap().is_empty(), "its attempts went with it");

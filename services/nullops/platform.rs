@@ -489,7 +489,7 @@ impl periodic::Periodic for TrafficSampler {
         for ((environment, deployment), (requests, errors)) in nullops_ingress::traffic::take() {
             let series = Series::Traffic { environment, deployment };
             let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            samples::add(&self.read_models, &series, now, big(requests), big(errors)).await?;
+            samples::add(&self.read_models.working_rows(), &series, now, big(requests), big(errors)).await?;
         }
         Ok(())
     }

@@ -353,7 +353,7 @@ async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, ass
         }
     }
     for (s, cpu, memory) in series {
-        if let Err(e) = samples::record(&connector.read_models, &s, row.sampled_at, cpu, memory).await {
+        if let Err(e) = samples::record(&connector.read_models.working_rows(), &s, row.sampled_at, cpu, memory).await {
             tracing::warn!(node = %node_id, error = %e, "cannot store a usage sample");
             break;
         }

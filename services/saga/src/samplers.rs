@@ -54,13 +54,13 @@ impl Periodic for PlatformSampler {
         let now = Timestamp::now().0;
         let (done, not_done, prune) = self.turn();
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        samples::add(&self.core.read_models, &Series::Commands, now, big(done), big(not_done)).await?;
+        samples::add(&self.core.read_models.working_rows(), &Series::Commands, now, big(done), big(not_done)).await?;
         for lag in self.core.projection_lags().await? {
             let ms = (lag.seconds * 1000.0) as i64;
-            samples::record(&self.core.read_models, &Series::Lag(lag.name.clone()), now, lag.events, ms).await?;
+            samples::record(&self.core.read_models.working_rows(), &Series::Lag(lag.name.clone()), now, lag.events, ms).await?;
         }
         if prune {
-            samples::prune(&self.core.read_models, now).await?;
+            samples::prune(&self.core.read_models.working_rows(), now).await?;
         }
         Ok(())
     }

@@ -99,7 +99,7 @@ impl Saga for PreviewProcess {
     async fn react(&self, stored: &StoredEvent) -> Result<(), SagaError> {
         if stored.event_type != types::PREVIEW_REQUESTED.0 {
             if let Ok(deployment_id) = uuid::Uuid::try_parse(stored.stream_id.key()) {
-                rows::wake(&self.core.read_models, deployment_id).await?;
+                rows::wake(&self.core.read_models.working_rows(), deployment_id).await?;
             }
             return Ok(());
         }
@@ -127,7 +127,7 @@ impl Saga for PreviewProcess {
             tag_deadline: at.saturating_add(micros(TAG_WAIT)),
             progress: Progress::requested(),
         };
-        rows::record(&self.core.read_models, &row).await?;
+        rows::record(&self.core.read_models.working_rows(), &row).await?;
         Ok(())
     }
 
@@ -156,7 +156,7 @@ async fn work(core: &Core, http: &reqwest::Client, row: &PreviewRow) -> Result<(
     let Some(link) = link else {
         progress.message = format!("project {} is no longer linked to a repository: nothing more is done or posted", row.project);
         progress.settled = true;
-        rows::progressed(&core.read_models, row, &progress).await?;
+        rows::progressed(&core.read_models.working_rows(), row, &progress).await?;
         return Ok(());
     };
     let metadata = asked_by(core, row).await?;
@@ -166,7 +166,7 @@ async fn work(core: &Core, http: &reqwest::Client, row: &PreviewRow) -> Result<(
         Err(e) => {
             progress.next_at = now + micros(step::TAG_POLL);
             progress.message = format!("the platform did not answer ({e}); trying again");
-            rows::progressed(&core.read_models, row, &progress).await?;
+            rows::progressed(&core.read_models.working_rows(), row, &progress).await?;
             return Err(e);
         }
     };
@@ -190,7 +190,7 @@ async fn work(core: &Core, http: &reqwest::Client, row: &PreviewRow) -> Result<(
     } else {
         progress.failures = 0;
     }
-    rows::progressed(&core.read_models, row, &progress).await?;
+    rows::progressed(&core.read_models.working_rows(), row, &progress).await?;
     Ok(())
 }
 

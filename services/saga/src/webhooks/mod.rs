@@ -200,7 +200,7 @@ impl Saga for WebhookProcess {
                 next_at: Timestamp::now().0,
                 state: rows::DeliveryState::Pending,
             };
-            rows::enqueue(&self.app.read_models, &row).await?;
+            rows::enqueue(&self.app.read_models.working_rows(), &row).await?;
         }
         Ok(())
     }
@@ -217,7 +217,7 @@ impl Saga for WebhookProcess {
         };
         if prune {
             let before = Timestamp::now().0 - i64::try_from(KEEP_FOR.as_micros()).unwrap_or(i64::MAX);
-            let gone = rows::prune(&self.app.read_models, before).await?;
+            let gone = rows::prune(&self.app.read_models.working_rows(), before).await?;
             if gone > 0 {
                 tracing::info!(deliveries = gone, "forgot webhook deliveries that ended over a week ago");
             }
@@ -226,7 +226,7 @@ impl Saga for WebhookProcess {
         // Deliveries of webhooks deleted since are given up.
         for id in rows::pending_webhooks(&self.app.read_models).await? {
             if !catalog.webhooks.contains_key(&id) {
-                rows::abandon(&self.app.read_models, id).await?;
+                rows::abandon(&self.app.read_models.working_rows(), id).await?;
                 self.endpoints.lock().expect("endpoints lock").remove(&id);
             }
         }
@@ -333,7 +333,7 @@ async fn send(app: &Core, http: &reqwest::Client, webhook: &WebhookDefinition, d
             (AttemptRow { attempt, at: now, status, error, millis }, now + pause_micros(attempt), state)
         }
     };
-    if let Err(e) = rows::attempted(&app.read_models, d, &row, next_at, state).await {
+    if let Err(e) = rows::attempted(&app.read_models.working_rows(), d, &row, next_at, state).await {
         tracing::warn!(webhook = %webhook.webhook_id, error = %e, "cannot record a webhook delivery attempt; it will be sent again");
     }
     delivered
