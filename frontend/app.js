@@ -6,6 +6,9 @@ import { gql, onSignedOut, onLiveStatus, closeLive } from './lib/api.js';
 import { h, clear, errorText } from './lib/dom.js';
 import { loadEnums } from './lib/schema.js';
 
+// Set while the page reloads because a view's module could not be fetched: once per view.
+const MODULE_RELOAD = 'nullops:module-reload';
+
 // Route patterns and the modules that show them; `:name` parts become parameters.
 const ROUTES = [
   ['', 'home'],
@@ -137,13 +140,27 @@ async function route() {
   };
   clear(main, h('p', { class: 'loading' }, 'Loading…'));
   try {
-    const module = await import(`./views/${at.view}.js`);
+    let module;
+    try {
+      module = await import(`./views/${at.view}.js`);
+    } catch (e) {
+      // A module that could not be fetched (the server restarting, a dropped connection) stays
+      // failed for this page's life, whatever is tried again: load the page once more.
+      if (sessionStorage.getItem(MODULE_RELOAD) !== location.hash) {
+        console.warn('reloading: a view could not be fetched', e);
+        sessionStorage.setItem(MODULE_RELOAD, location.hash);
+        location.reload();
+        return;
+      }
+      throw e;
+    }
     if (n !== navigation) return;
     // "Loading…" stays until the view draws its first data (it replaces root's content then).
     const root = h('div', { class: 'view' }, h('p', { class: 'loading' }, 'Loading…'));
     clear(main, root);
     const dispose = await module.show(root, ctx);
     if (n !== navigation) { dispose?.(); return; }
+    sessionStorage.removeItem(MODULE_RELOAD);
     disposeView = dispose ?? (() => {});
     const heading = main.querySelector('h1');
     if (heading && document.activeElement === document.body) {
@@ -154,6 +171,7 @@ async function route() {
     console.error(e);
     if (n !== navigation) return;
     if (e.code === 'UNAUTHENTICATED') return;
+
     clear(main, e.code === 'FORBIDDEN' ? refusal(e.message) : h('section', { class: 'panel' }, h('h1', {}, e.code === 'NOT_FOUND' ? 'Not found' : 'This page could not be shown'),
       h('p', { class: 'error' }, errorText(e)), h('p', {}, h('a', { href: '#/' }, 'Go to the start'))));
   }
