@@ -91,30 +91,36 @@ fi
 [ "$python_status" -eq 0 ] || { echo "the Python suite failed"; exit "$python_status"; }
 
 # Consistency under load: the API suites (both storage modes, several servers sharing one
-# store) again with both cores kept busy. A token one server returned, a throttle count, a
-# revoked grant: each must hold whatever the load, without the tests waiting longer.
-phase "the API suites under load"
+# store) again with both cores kept busy, by stress-ng and by the benchmark smoke runs beside
+# them. A token one server returned, a throttle count, a revoked grant: each must hold whatever
+# the load, without the tests waiting longer. Each benchmark starts, measures once at the
+# smallest size and exits, so none can rot (its figures mean nothing here; they come from
+# infra/bench.sh, release build, full rounds).
+phase "the API suites under load, beside the benchmark smoke runs"
 stress-ng --cpu 2 --timeout 600 --quiet &
 burner=$!
-under_load=0
+bench_smoke() {
+  local bench=./target/x86_64-unknown-linux-gnu/debug/nullops bench_db
+  bench_db="bench_$(date +%s)"
+  psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
+  NULLOPS_NATS_URL=nats://127.0.0.1:4222 $bench bench events \
+    --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 1 --rounds 1 --commands 50
+  NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 $bench bench catalog \
+    --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10 --commands 10
+  psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
+  NULLOPS_LOG=warn $bench bench deploy --rounds 1
+  NULLOPS_LOG=warn $bench bench nodes --agents 20 --seconds 1
+  NULLOPS_LOG=warn $bench bench ingress --rounds 1 --seconds 1 --connections 8
+}
+bench_smoke > target/ci-bench.log 2>&1 &
+benches=$!
+under_load=0 bench_status=0
 # The whole workspace's selection, as above, so that nothing is built again for another feature set.
 cargo nextest run --workspace -E 'binary_id(nullops::e2e) & test(/^(graphql_api|live_access)::/)' --no-fail-fast || under_load=$?
+wait "$benches" || bench_status=$?
 kill "$burner" 2>/dev/null || true
 wait "$burner" 2>/dev/null || true
+cat target/ci-bench.log
 [ "$under_load" -eq 0 ] || { echo "the API suites failed with both cores busy"; exit "$under_load"; }
-
-# Each benchmark starts, measures once at the smallest size and exits, so none can rot; the
-# figures come from infra/bench.sh (release build, full rounds).
-phase "benchmark smoke runs"
-bench=./target/x86_64-unknown-linux-gnu/debug/nullops
-bench_db="bench_$(date +%s)"
-psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
-NULLOPS_NATS_URL=nats://127.0.0.1:4222 $bench bench events \
-  --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 1 --commands 50
-NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 $bench bench catalog \
-  --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10 --commands 10
-psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
-NULLOPS_LOG=warn $bench bench deploy --rounds 1
-NULLOPS_LOG=warn $bench bench nodes --agents 20 --seconds 1
-NULLOPS_LOG=warn $bench bench ingress --rounds 1 --seconds 1 --connections 8
+[ "$bench_status" -eq 0 ] || { echo "a benchmark smoke run failed"; exit "$bench_status"; }
 phase "done"

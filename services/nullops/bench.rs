@@ -21,9 +21,7 @@ use nullops_store::postgres::PgEventStore;
 use nullops_store::EventStore;
 use tokio_util::sync::CancellationToken;
 
-const ROUNDS: usize = 5;
-
-pub async fn events(database_url: &str, duration: Duration, commands: usize) -> anyhow::Result<()> {
+pub async fn events(database_url: &str, duration: Duration, round_count: usize, commands: usize) -> anyhow::Result<()> {
     let store = Arc::new(PgEventStore::connect(database_url).await?);
     sqlx::query("CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)").execute(store.pool()).await?;
 
@@ -34,17 +32,17 @@ pub async fn events(database_url: &str, duration: Duration, commands: usize) -> 
 
     // The machine's speed drifts (shared hosts, fsync latency): alternate the baseline and ours in
     // short rounds and report the median ratio, so drift hits both sides alike.
-    println!("== append throughput ({ROUNDS} alternating rounds of {}s each) ==", duration.as_secs());
+    println!("== append throughput ({round_count} alternating rounds of {}s each) ==", duration.as_secs());
     let mut ratios = Vec::new();
     for writers in [1usize, 16] {
         let mut rounds = Vec::new();
-        for _ in 0..ROUNDS {
+        for _ in 0..round_count.max(1) {
             let baseline = pgbench(database_url, writers, duration).await?;
             let ours = appends_per_second(store.clone(), writers, duration).await?;
             rounds.push((ours / baseline, baseline, ours));
         }
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (ratio, baseline, ours) = rounds[ROUNDS / 2];
+        let (ratio, baseline, ours) = rounds[rounds.len() / 2];
         println!(
             "writers={writers:>2}  pgbench single-row insert: {baseline:>9.0} tps   nullops append: {ours:>9.0} events/s   median ratio: {ratio:.2}   (all: {})",
             rounds.iter().map(|r| format!("{:.2}", r.0)).collect::<Vec<_>>().join(" ")

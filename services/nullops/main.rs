@@ -275,9 +275,12 @@ enum BenchCommand {
     Events {
         #[arg(long, env = "NULLOPS_DATABASE_URL")]
         database_url: String,
-        /// Seconds per throughput round (five rounds each of pgbench and nullops, per writer count).
+        /// Seconds per throughput round.
         #[arg(long, default_value_t = 4)]
         seconds: u64,
+        /// Throughput rounds each of pgbench and nullops, per writer count (the median is kept).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         /// Commands timed for the latency figures.
         #[arg(long, default_value_t = 2000)]
         commands: usize,
@@ -412,8 +415,8 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
             platform::sweep_keys(backend.open().await?, Duration::from_secs(grace_secs)).await
         }
         Command::Keys { command: KeysCommand::Verify { backend } } => platform::verify_keys(backend.open().await?).await,
-        Command::Bench { command: BenchCommand::Events { database_url, seconds, commands } } => {
-            bench::events(&database_url, Duration::from_secs(seconds), commands).await.context("benchmark failed")
+        Command::Bench { command: BenchCommand::Events { database_url, seconds, rounds, commands } } => {
+            bench::events(&database_url, Duration::from_secs(seconds), rounds, commands).await.context("benchmark failed")
         }
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::Idle { deployments, seconds } } => bench_idle::idle(deployments, seconds).await.context("benchmark failed"),
