@@ -31,15 +31,27 @@ export function onSignedOut(fn) {
   listeners.add(fn);
 }
 
+// A request the network dropped before any answer is sent once more after this pause, when it
+// changes nothing (a query) or changing it twice is harmless (signing in).
+const RESEND_AFTER_MS = 300;
+const resendable = (query) => !/^\s*mutation\b/.test(query) || /^\s*mutation[^{]*\{\s*login\(/.test(query);
+
 export async function gql(query, variables = {}) {
+  const send = () => fetch('/graphql', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    credentials: 'same-origin',
+    body: JSON.stringify({ query, variables }),
+  });
   let res;
   try {
-    res = await fetch('/graphql', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      credentials: 'same-origin',
-      body: JSON.stringify({ query, variables }),
-    });
+    try {
+      res = await send();
+    } catch (dropped) {
+      if (!resendable(query)) throw dropped;
+      await new Promise((resolve) => { setTimeout(resolve, RESEND_AFTER_MS); });
+      res = await send();
+    }
   } catch {
     throw new ApiError('The server cannot be reached. It may be restarting; try again in a moment.', 'NETWORK');
   }
