@@ -212,7 +212,8 @@ function showSignIn(reason) {
   const error = $('login-error');
   if (reason) { clear(error, reason); error.hidden = false; } else error.hidden = true;
   document.title = 'Sign in · NullOps';
-  $('login-username').focus();
+  // Someone may have started typing while the page asked who is signed in: keep their place.
+  if (!$('login').contains(document.activeElement)) $('login-username').focus();
 }
 
 async function signedIn(me) {
