@@ -6,7 +6,7 @@
 //! (or other tools) can share one engine. Each deployment has a network of its own (labelled the
 //! same way) on which its containers answer by their names, and which no other deployment joins.
 
-use crate::words::engine_refused;
+use crate::words::{engine_refused, EngineError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,11 @@ use sha2::{Digest, Sha256};
 
 use crate::subnets::{Pool, Subnet};
 use crate::AgentError;
+
+/// How often, and how far apart, a limited container killed with no out-of-memory mark is
+/// inspected again (Docker may learn of the kill after the exit).
+const OOM_LOOKS: u32 = 5;
+const OOM_LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 pub const LABEL_SCOPE: &str = "nullops.scope";
 pub const LABEL_DEPLOYMENT: &str = "nullops.deployment";
@@ -136,7 +141,7 @@ impl Engine {
         options: CreateContainerOptions,
         body: ContainerCreateBody,
         auth: &[RegistryAuth],
-    ) -> Result<String, String> {
+    ) -> Result<String, EngineError> {
         let created = match self.client.create_container(Some(options.clone()), body.clone()).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
                 self.pull(image, auth).await?;
@@ -202,7 +207,7 @@ impl Engine {
                     Some(m) => (self.start(&m.id).await, self.host_port(&m.id, spec.port).await),
                     None => match self.create_and_start(d.id, d.node, &network, spec, d.registry_auth).await {
                         Ok(started) => (ContainerState::Running, started.host_port),
-                        Err(reason) => (ContainerState::Failed { reason }, None),
+                        Err(reason) => (ContainerState::Failed { reason: reason.to_string() }, None),
                     },
                 };
                 containers.push(ActualContainer { name: spec.name.clone(), state, host_port });
@@ -214,7 +219,7 @@ impl Engine {
 
     /// Removes every container (plugins' too, with their anonymous volumes) and the network of
     /// `deployment`: the rollback of a run, and the end of a deleted deployment.
-    pub async fn remove_deployment(&self, deployment: &str) -> Result<(), String> {
+    pub async fn remove_deployment(&self, deployment: &str) -> Result<(), EngineError> {
         let label = |k: &str, v: &str| format!("{k}={v}");
         let filters = HashMap::from([("label".to_owned(), vec![label(LABEL_SCOPE, &self.scope), label(LABEL_DEPLOYMENT, deployment)])]);
         let options = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
@@ -238,7 +243,7 @@ impl Engine {
         }
     }
 
-    async fn remove_network(&self, id: &str) -> Result<(), String> {
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
         if let Some(own) = &self.own_container {
             let request = bollard::models::NetworkDisconnectRequest { container: own.clone(), force: Some(true) };
             let _ = self.client.disconnect_network(id, request).await;
@@ -252,7 +257,7 @@ impl Engine {
     /// The deployment's network, created (and joined by the agent's own container) when missing.
     /// Only this deployment's networks are looked at: runs start side by side, and another
     /// run's network is not this one's to judge (the reconcile sweeps strays).
-    pub async fn deployment_network(&self, deployment: &str) -> Result<String, String> {
+    pub async fn deployment_network(&self, deployment: &str) -> Result<String, EngineError> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), format!("{LABEL_DEPLOYMENT}={deployment}")])]);
         let networks =
             self.client.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| engine_refused("cannot list networks", &e))?;
@@ -265,7 +270,7 @@ impl Engine {
 
     /// A container of `deployment` (by id or name) as it runs now: its id, its address on the
     /// deployment's network and its node port.
-    pub async fn started(&self, container: &str, deployment: &str, port: Option<u16>) -> Result<Started, String> {
+    pub async fn started(&self, container: &str, deployment: &str, port: Option<u16>) -> Result<Started, EngineError> {
         let inspected = self.client.inspect_container(container, None).await.map_err(|e| engine_refused("cannot inspect the container", &e))?;
         let settings = inspected.network_settings.unwrap_or_default();
         let ip =
@@ -289,11 +294,22 @@ impl Engine {
 
     /// Why the container stopped, or `None` while it runs.
     pub async fn exited(&self, id: &str) -> Option<Exited> {
-        let state = self.client.inspect_container(id, None).await.ok()?.state?;
-        if state.running == Some(true) {
-            return None;
+        for look in 0..=OOM_LOOKS {
+            let inspected = self.client.inspect_container(id, None).await.ok()?;
+            let limited = inspected.host_config.as_ref().and_then(|h| h.memory).is_some_and(|m| m > 0);
+            let state = inspected.state?;
+            if state.running == Some(true) {
+                return None;
+            }
+            let oom_killed = state.oom_killed.unwrap_or(false);
+            // Docker marks an out-of-memory kill when the kernel's event reaches it, which can
+            // be after the exit is seen: a limited container killed (137) is looked at again.
+            if oom_killed || state.exit_code != Some(137) || !limited || look == OOM_LOOKS {
+                return Some(Exited { exit_code: state.exit_code, oom_killed });
+            }
+            tokio::time::sleep(OOM_LOOK_AGAIN).await;
         }
-        Some(Exited { exit_code: state.exit_code, oom_killed: state.oom_killed.unwrap_or(false) })
+        None
     }
 
     async fn host_port(&self, id: &str, port: Option<u16>) -> Option<u16> {
@@ -319,7 +335,7 @@ impl Engine {
     async fn start(&self, id: &str) -> ContainerState {
         match self.client.start_container(id, None).await {
             Ok(()) => ContainerState::Running,
-            Err(e) => ContainerState::Failed { reason: engine_refused("cannot start", &e) },
+            Err(e) => ContainerState::Failed { reason: engine_refused("cannot start", &e).to_string() },
         }
     }
 
@@ -368,7 +384,7 @@ impl Engine {
 
     /// The deployment's network (by id, since the engine allows two networks of one name),
     /// created when `existing` has none.
-    async fn ensure_network(&self, deployment: &str, existing: &mut HashMap<String, String>) -> Result<String, String> {
+    async fn ensure_network(&self, deployment: &str, existing: &mut HashMap<String, String>) -> Result<String, EngineError> {
         if let Some(id) = existing.get(deployment) {
             return Ok(id.clone());
         }
@@ -385,14 +401,14 @@ impl Engine {
 
     /// Creates the deployment's network on a /24 of the pool that no network of the engine
     /// overlaps (another agent sharing the engine may take one meanwhile: then the next).
-    async fn create_network(&self, deployment: &str) -> Result<bollard::models::NetworkCreateResponse, String> {
+    async fn create_network(&self, deployment: &str) -> Result<bollard::models::NetworkCreateResponse, EngineError> {
         const TRIES: usize = 16;
         let _one_at_a_time = self.making_network.lock().await;
         let networks = self.client.list_networks(None::<ListNetworksOptions>).await.map_err(|e| engine_refused("cannot list networks", &e))?;
         let used: Vec<Subnet> =
             networks.iter().filter_map(|n| n.ipam.as_ref()?.config.as_ref()).flatten().filter_map(|c| Subnet::parse(c.subnet.as_deref()?).ok()).collect();
         let labels = HashMap::from([(LABEL_SCOPE.to_owned(), self.scope.clone()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
-        let mut last = format!("every /24 of {} is taken: the node has as many deployment networks as its pool allows", self.pool);
+        let mut last = EngineError::PoolExhausted { pool: self.pool.to_string() };
         for subnet in self.pool.free(&used).take(TRIES) {
             let ipam = Ipam { config: Some(vec![IpamConfig { subnet: Some(subnet.to_string()), ..Default::default() }]), ..Default::default() };
             let request = NetworkCreateRequest {
@@ -405,11 +421,11 @@ impl Engine {
             match self.client.create_network(request).await {
                 Ok(created) => return Ok(created),
                 // Taken since the list: by another agent on the engine.
-                Err(e) if e.to_string().contains("overlap") => last = format!("{subnet} overlaps a network the engine has"),
+                Err(e) if e.to_string().contains("overlap") => last = EngineError::SubnetOverlaps { subnet: subnet.to_string() },
                 Err(e) => return Err(engine_refused("cannot create the deployment's network", &e)),
             }
         }
-        Err(format!("cannot create the deployment's network: {last}"))
+        Err(last)
     }
 
     /// This agent's networks of the deployments in `keep`, deployment to network id; the others
@@ -439,7 +455,14 @@ impl Engine {
     }
 
     /// Creates and starts a service container on the deployment's network.
-    pub async fn create_and_start(&self, deployment: &str, node: &str, network: &str, spec: &ContainerSpec, auth: &[RegistryAuth]) -> Result<Started, String> {
+    pub async fn create_and_start(
+        &self,
+        deployment: &str,
+        node: &str,
+        network: &str,
+        spec: &ContainerSpec,
+        auth: &[RegistryAuth],
+    ) -> Result<Started, EngineError> {
         let name = self.container_name(deployment, &spec.name);
         let mut labels = HashMap::from([
             (LABEL_SCOPE.to_owned(), self.scope.clone()),
@@ -480,9 +503,7 @@ impl Engine {
         };
         let options = CreateContainerOptions { name: Some(name), ..Default::default() };
         let id = self.create_pulling(&spec.image, options, body, auth).await?;
-        if let ContainerState::Failed { reason } = self.start(&id).await {
-            return Err(reason);
-        }
+        self.client.start_container(&id, None).await.map_err(|e| engine_refused("cannot start", &e))?;
         self.started(&id, deployment, spec.port).await
     }
 
@@ -504,7 +525,7 @@ impl Engine {
 
     /// Pulls `image` unless the engine has it: how long the pull took, or `None` when there was
     /// none.
-    pub(crate) async fn ensure_image(&self, image: &str, auth: &[RegistryAuth]) -> Result<Option<Duration>, String> {
+    pub(crate) async fn ensure_image(&self, image: &str, auth: &[RegistryAuth]) -> Result<Option<Duration>, EngineError> {
         if self.client.inspect_image(image).await.is_ok() {
             return Ok(None);
         }
@@ -514,7 +535,7 @@ impl Engine {
     }
 
     /// Pulls `image`, with the credentials of its registry when `auth` has them.
-    pub(crate) async fn pull(&self, image: &str, auth: &[RegistryAuth]) -> Result<(), String> {
+    pub(crate) async fn pull(&self, image: &str, auth: &[RegistryAuth]) -> Result<(), EngineError> {
         let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
         let registry = registry_of(image);
         let credentials = auth.iter().find(|a| a.registry == registry).map(|a| DockerCredentials {
@@ -528,7 +549,7 @@ impl Engine {
         let pulled = match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(engine_refused(&format!("cannot pull {image}"), &e)),
-            Err(_) => Err(format!("pulling {image} took over {} s", PULL_TIMEOUT.as_secs())),
+            Err(_) => Err(EngineError::PullTimedOut { image: image.to_owned(), secs: PULL_TIMEOUT.as_secs() }),
         };
         if let Some(metrics) = nullops_metrics::recording() {
             let outcome = if pulled.is_ok() { nullops_metrics::PullOutcome::pulled } else { nullops_metrics::PullOutcome::failed };
@@ -606,7 +627,8 @@ fn spec_hash(spec: &ContainerSpec) -> String {
     Sha256::digest(json).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn failed_everywhere(maintained: &[Maintained<'_>], reason: &str) -> Vec<ActualDeployment> {
+fn failed_everywhere(maintained: &[Maintained<'_>], reason: &EngineError) -> Vec<ActualDeployment> {
+    let reason = reason.to_string();
     maintained
         .iter()
         .map(|d| ActualDeployment {
@@ -616,7 +638,7 @@ fn failed_everywhere(maintained: &[Maintained<'_>], reason: &str) -> Vec<ActualD
             containers: d
                 .containers
                 .iter()
-                .map(|c| ActualContainer { name: c.name.clone(), state: ContainerState::Failed { reason: reason.to_owned() }, host_port: None })
+                .map(|c| ActualContainer { name: c.name.clone(), state: ContainerState::Failed { reason: reason.clone() }, host_port: None })
                 .collect(),
         })
         .collect()

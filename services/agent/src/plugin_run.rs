@@ -6,7 +6,7 @@
 //! a pids limit, no new privileges and no capabilities; it is killed at its timeout; what it
 //! prints is capped. Whatever happens, the container is removed.
 
-use crate::words::{engine_refused, io_lost};
+use crate::words::{engine_refused, io_lost, EngineError};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -41,11 +41,22 @@ pub struct PluginRun<'a> {
     pub registry_auth: Vec<nullops_wire::message::RegistryAuth>,
 }
 
+/// Why a plugin run left no result to use, as a person reads it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoResult {
+    #[error("the plugin did not finish within {secs} s")]
+    TimedOut { secs: u64 },
+    #[error("the plugin printed over {MAX_STDOUT_BYTES} bytes")]
+    TooLong,
+    #[error("the plugin's output is not a result (one JSON object with \"success\"): {shown:?}")]
+    NotAResult { shown: String },
+}
+
 /// How it went.
 #[derive(Debug)]
 pub struct PluginOutcome {
     /// The result the plugin printed, or why there is none usable.
-    pub result: Result<PluginResult, String>,
+    pub result: Result<PluginResult, NoResult>,
     pub exit_code: Option<i64>,
     /// stderr, capped at [`MAX_LOG_BYTES`].
     pub log: String,
@@ -71,7 +82,7 @@ fn repository(image: &str) -> &str {
 
 impl Engine {
     /// Runs a plugin to its end (or its timeout), counted in the node's metrics.
-    pub async fn run_plugin(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
+    pub async fn run_plugin(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, EngineError> {
         let started = std::time::Instant::now();
         let outcome = self.run_plugin_once(run).await;
         if let Some(metrics) = nullops_metrics::recording() {
@@ -87,7 +98,7 @@ impl Engine {
         outcome
     }
 
-    async fn run_plugin_once(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
+    async fn run_plugin_once(&self, run: &PluginRun<'_>) -> Result<PluginOutcome, EngineError> {
         // Marked before the container exists, so a sweep in between cannot take it.
         let run_id = uuid::Uuid::now_v7().to_string();
         let _in_progress = self.plugin_run(&run_id);
@@ -123,7 +134,7 @@ impl Engine {
         outcome
     }
 
-    async fn attach_and_run(&self, id: &str, run: &PluginRun<'_>) -> Result<PluginOutcome, String> {
+    async fn attach_and_run(&self, id: &str, run: &PluginRun<'_>) -> Result<PluginOutcome, EngineError> {
         let client = self.client();
         let attach = AttachContainerOptions { stream: true, stdin: true, stdout: true, stderr: true, ..Default::default() };
         let mut attached = client.attach_container(id, Some(attach)).await.map_err(|e| engine_refused("cannot attach to the plugin", &e))?;
@@ -162,13 +173,14 @@ impl Engine {
             log.push_str(&format!("\n[log cut at {MAX_LOG_BYTES} bytes]"));
         }
         let result = if timed_out {
-            Err(format!("the plugin did not finish within {} s", run.timeout.as_secs()))
+            Err(NoResult::TimedOut { secs: run.timeout.as_secs() })
         } else if stdout_over {
-            Err(format!("the plugin printed over {MAX_STDOUT_BYTES} bytes"))
+            Err(NoResult::TooLong)
         } else {
             serde_json::from_slice::<PluginResult>(&stdout).map_err(|e| {
-                let shown: String = String::from_utf8_lossy(&stdout).chars().take(200).collect();
-                format!("the plugin's output is not a result ({e}): {shown:?}")
+                // The parser's words go to the log; a person reads ours and what was printed.
+                tracing::info!(image = run.image, error = %e, "a plugin's output is not a result");
+                NoResult::NotAResult { shown: String::from_utf8_lossy(&stdout).chars().take(200).collect() }
             })
         };
         Ok(PluginOutcome { result, exit_code, log, timed_out, oom_killed })

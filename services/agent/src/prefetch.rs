@@ -113,7 +113,7 @@ async fn hold(engine: &Engine, wanted: &Wanted, held: &watch::Sender<Vec<HeldIma
                     }
                     Err(e) => {
                         tracing::warn!(%image, error = %e, "cannot prefetch an image");
-                        set(i, &|h| h.detail = e.clone());
+                        set(i, &|h| h.detail = e.to_string());
                     }
                 }
             }

@@ -272,7 +272,7 @@ fn interrupted_failure(steps: &[StepStatus]) -> RunPhase {
 }
 
 /// The containers of a deployment's services, with their environments filled in.
-pub fn service_specs(d: &DesiredDeployment, outputs: &Outputs) -> Result<Vec<ContainerSpec>, (String, String)> {
+pub fn service_specs(d: &DesiredDeployment, outputs: &Outputs) -> Result<Vec<ContainerSpec>, (String, Unfilled)> {
     d.steps
         .iter()
         .filter_map(|s| match &s.action {
@@ -282,10 +282,18 @@ pub fn service_specs(d: &DesiredDeployment, outputs: &Outputs) -> Result<Vec<Con
         .collect()
 }
 
-fn fill_container(spec: &ContainerSpec, outputs: &Outputs, secrets: &BTreeMap<String, String>) -> Result<ContainerSpec, String> {
+/// A service's environment variable whose `${{ … }}` cannot be filled in.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {variable}: {why}")]
+pub struct Unfilled {
+    variable: String,
+    why: crate::pipeline_run::SubstituteError,
+}
+
+fn fill_container(spec: &ContainerSpec, outputs: &Outputs, secrets: &BTreeMap<String, String>) -> Result<ContainerSpec, Unfilled> {
     let mut filled = spec.clone();
     for (name, value) in filled.env.iter_mut() {
-        *value = substitute(value, outputs, secrets).map_err(|e| format!("environment variable {name}: {e}"))?.text;
+        *value = substitute(value, outputs, secrets).map_err(|why| Unfilled { variable: name.clone(), why })?.text;
     }
     Ok(filled)
 }
@@ -298,8 +306,8 @@ struct Failure {
 }
 
 impl Failure {
-    fn new(reason: impl Into<String>) -> Self {
-        Failure { reason: reason.into(), exit_code: None, oom_killed: false }
+    fn new(reason: impl std::fmt::Display) -> Self {
+        Failure { reason: reason.to_string(), exit_code: None, oom_killed: false }
     }
 }
 
@@ -316,11 +324,11 @@ async fn run(engine: Engine, d: DesiredDeployment, runs: Arc<Runs>, cancel: Canc
     let mut outputs = Outputs::new();
     let mut failure: Option<(Option<String>, Failure)> = None;
     let network = tokio::select! {
-        _ = cancel.cancelled() => Err("cancelled".to_owned()),
-        n = engine.deployment_network(&d.id) => n,
+        _ = cancel.cancelled() => Err(Failure::new("cancelled")),
+        n = engine.deployment_network(&d.id) => n.map_err(Failure::new),
     };
     match network {
-        Err(e) => failure = Some((None, Failure::new(e))),
+        Err(f) => failure = Some((None, f)),
         Ok(network) => {
             let mut running = FuturesUnordered::new();
             loop {
@@ -462,7 +470,7 @@ async fn run_service(engine: &Engine, runs: &Runs, d: &DesiredDeployment, step: 
 }
 
 /// A starting service's step while its probe fails: what the probe got, and how long it may.
-fn starting_detail(answer: &str, deadline_secs: u64) -> String {
+fn starting_detail(answer: &impl std::fmt::Display, deadline_secs: u64) -> String {
     format!("not healthy yet: {answer} (gives up after {deadline_secs} s)")
 }
 
@@ -470,19 +478,32 @@ fn deadline_secs(probe: &HealthProbe) -> u64 {
     STARTUP_GRACE.as_secs() + u64::from(probe.interval_secs) * u64::from(probe.retries)
 }
 
-async fn check(engine: &Engine, started: &crate::docker::Started, spec: &ContainerSpec, probe: &HealthProbe) -> Result<(), String> {
+/// Why a service's health check did not pass, as its step and health say it.
+#[derive(Debug, thiserror::Error)]
+enum Unhealthy {
+    #[error("the container has no address on the deployment's network")]
+    NoAddress,
+    #[error("an HTTP probe needs the service's port")]
+    NoPort,
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeFailed),
+    #[error("{command} did not exit 0")]
+    CommandFailed { command: String },
+}
+
+async fn check(engine: &Engine, started: &crate::docker::Started, spec: &ContainerSpec, probe: &HealthProbe) -> Result<(), Unhealthy> {
     let timeout = Duration::from_secs(u64::from(probe.timeout_secs.max(1)));
     match &probe.check {
         ProbeCheck::Http { path } => {
-            let ip = started.ip.ok_or("the container has no address on the deployment's network")?;
-            let port = spec.port.ok_or("an HTTP probe needs the service's port")?;
-            probe::http(ip, port, path, timeout).await
+            let ip = started.ip.ok_or(Unhealthy::NoAddress)?;
+            let port = spec.port.ok_or(Unhealthy::NoPort)?;
+            Ok(probe::http(ip, port, path, timeout).await?)
         }
         ProbeCheck::Command { argv } => {
             if engine.exec_succeeds(&started.id, argv, timeout).await {
                 Ok(())
             } else {
-                Err(format!("{} did not exit 0", argv.join(" ")))
+                Err(Unhealthy::CommandFailed { command: argv.join(" ") })
             }
         }
     }
@@ -567,7 +588,7 @@ async fn watch(engine: Engine, d: DesiredDeployment, outputs: Outputs, runs: Arc
 #[tracing::instrument(name = "agent.plugin", skip_all, fields(step = step, image = plugin.image.as_str()))]
 async fn run_plugin(engine: &Engine, logs: &LogBook, d: &DesiredDeployment, step: &str, network: &str, plugin: &PluginStep, outputs: &Outputs) -> StepResult {
     let mut used = BTreeSet::new();
-    let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(|e| Failure::new(e.to_string()))?;
+    let parameters = substitute_json(&plugin.parameters, outputs, &d.secrets.0, &mut used).map_err(Failure::new)?;
     let mut context: serde_json::Map<String, serde_json::Value> = d.context.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
     context.insert("deployment".into(), d.id.clone().into());
     context.insert("step".into(), step.into());

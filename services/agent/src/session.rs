@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use nullops_wire::message::{check_deployment, decode_to_agent, encode, DesiredDeployment, FromAgent, NodeFacts, MAX_DEPLOYMENTS};
+use nullops_wire::message::{check_deployment, decode_to_agent, encode, DesiredDeployment, FromAgent, NodeFacts, Unfit, MAX_DEPLOYMENTS};
 use nullops_wire::{RequestId, ToAgent};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -50,8 +50,19 @@ enum End {
     Replaced,
     ShuttingDown,
     Quiet,
-    Gone(String),
+    Gone(Lost),
     BadFrame(String),
+}
+
+/// How the connection to the control plane was lost (for the agent's log).
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("closed by the control plane")]
+    ClosedByPeer,
+    #[error("the control plane read nothing for {} s", WRITE_TIMEOUT.as_secs())]
+    Stalled,
+    #[error("the socket failed: {0}")]
+    Socket(#[from] WsError),
 }
 
 impl std::fmt::Display for End {
@@ -94,10 +105,10 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
             _ = cancelled.cancelled() => return End::Replaced,
             frame = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => match frame {
                 Err(_) => return End::Quiet,
-                Ok(None) => return End::Gone("closed by peer".into()),
+                Ok(None) => return End::Gone(Lost::ClosedByPeer),
                 // Over the frame limit, or not WebSocket: the peer's frame, not the connection.
                 Ok(Some(Err(e @ (WsError::Capacity(_) | WsError::Protocol(_))))) => return End::BadFrame(e.to_string()),
-                Ok(Some(Err(e))) => return End::Gone(e.to_string()),
+                Ok(Some(Err(e))) => return End::Gone(e.into()),
                 Ok(Some(Ok(Message::Text(text)))) => match decode_to_agent(text.as_bytes()) {
                     Ok(message) => {
                         if let Err(end) = handle(ws, shared, &mut parts, message).await {
@@ -108,7 +119,7 @@ async fn serve(ws: &mut AgentSocket, shared: &Shared, cancelled: &CancellationTo
                 },
                 // Pongs are queued by the WebSocket layer and flushed on the next read or write.
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                Ok(Some(Ok(Message::Close(_)))) => return End::Gone("closed by peer".into()),
+                Ok(Some(Ok(Message::Close(_)))) => return End::Gone(Lost::ClosedByPeer),
                 Ok(Some(Ok(Message::Binary(_) | Message::Frame(_)))) => return End::BadFrame("binary frames are not part of the protocol".into()),
             },
             changed = actual.changed() => {
@@ -208,10 +219,10 @@ fn judge(deployments: Vec<DesiredDeployment>) -> (Vec<DesiredDeployment>, Vec<Re
     let mut taken = Vec::with_capacity(deployments.len());
     let mut refused = Vec::new();
     for d in deployments {
-        let judged = if seen.insert(d.id.clone()) { check_deployment(&d) } else { Err(format!("deployment {} is given twice", d.id)) };
+        let judged = if seen.insert(d.id.clone()) { check_deployment(&d) } else { Err(Unfit::GivenTwice { id: d.id.clone() }) };
         match judged {
             Ok(()) => taken.push(d),
-            Err(reason) => refused.push(Refused { id: d.id, attempt: d.attempt, reason }),
+            Err(unfit) => refused.push(Refused { id: d.id, attempt: d.attempt, reason: unfit.to_string() }),
         }
     }
     (taken, refused)
@@ -226,10 +237,10 @@ fn cut(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
-async fn send(ws: &mut AgentSocket, message: &FromAgent) -> Result<(), String> {
+async fn send(ws: &mut AgentSocket, message: &FromAgent) -> Result<(), Lost> {
     match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::text(encode(message)))).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("the peer read nothing for {} s", WRITE_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Lost::Stalled),
     }
 }

@@ -10,6 +10,17 @@ pub const NETWORK_PREFIX: u8 = 24;
 /// The default pool.
 pub const DEFAULT_POOL: &str = "10.214.0.0/16";
 
+/// Why a range was refused, in words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRange {
+    #[error("{0:?} is not an IPv4 range such as 10.214.0.0/16")]
+    NotARange(String),
+    #[error("{given:?} has host bits set: its network is {network}")]
+    HostBitsSet { given: String, network: Subnet },
+    #[error("{0:?} is smaller than one /{NETWORK_PREFIX} network")]
+    TooSmall(String),
+}
+
 /// An IPv4 range: first address and prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subnet {
@@ -19,8 +30,8 @@ pub struct Subnet {
 
 impl Subnet {
     /// `a.b.c.d/n`, with no host bits set.
-    pub fn parse(raw: &str) -> Result<Subnet, String> {
-        let bad = || format!("{raw:?} is not an IPv4 range such as 10.214.0.0/16");
+    pub fn parse(raw: &str) -> Result<Subnet, BadRange> {
+        let bad = || BadRange::NotARange(raw.to_owned());
         let (address, prefix) = raw.trim().split_once('/').ok_or_else(bad)?;
         let address: Ipv4Addr = address.parse().map_err(|_| bad())?;
         let prefix: u8 = prefix.parse().map_err(|_| bad())?;
@@ -29,7 +40,7 @@ impl Subnet {
         }
         let base = u32::from(address);
         if base & !mask(prefix) != 0 {
-            return Err(format!("{raw:?} has host bits set: its network is {}/{prefix}", Ipv4Addr::from(base & mask(prefix))));
+            return Err(BadRange::HostBitsSet { given: raw.to_owned(), network: Subnet { base: base & mask(prefix), prefix } });
         }
         Ok(Subnet { base, prefix })
     }
@@ -63,10 +74,10 @@ pub struct Pool(Subnet);
 
 impl Pool {
     /// A range of at least one /24.
-    pub fn parse(raw: &str) -> Result<Pool, String> {
+    pub fn parse(raw: &str) -> Result<Pool, BadRange> {
         let range = Subnet::parse(raw)?;
         if range.prefix > NETWORK_PREFIX {
-            return Err(format!("{raw:?} is smaller than one /{NETWORK_PREFIX} network"));
+            return Err(BadRange::TooSmall(raw.to_owned()));
         }
         Ok(Pool(range))
     }
@@ -103,10 +114,12 @@ mod tests {
         assert!(a.overlaps(Subnet::parse("10.214.7.0/24").unwrap()));
         assert!(!a.overlaps(Subnet::parse("10.213.0.0/16").unwrap()));
         assert!(Subnet::parse("10.0.0.0/8").unwrap().overlaps(a));
-        for bad in ["10.214.0.0", "10.214.0.1/16", "10.214.0.0/33", "x/8", "::1/64"] {
-            assert!(Subnet::parse(bad).is_err(), "{bad}");
+        for bad in ["10.214.0.0", "10.214.0.0/33", "x/8", "::1/64"] {
+            assert_eq!(Subnet::parse(bad), Err(BadRange::NotARange(bad.into())), "{bad}");
         }
-        assert!(Pool::parse("10.214.0.0/25").is_err());
+        let set = Subnet::parse("10.214.0.1/16").unwrap_err();
+        assert_eq!(set.to_string(), "\"10.214.0.1/16\" has host bits set: its network is 10.214.0.0/16");
+        assert_eq!(Pool::parse("10.214.0.0/25"), Err(BadRange::TooSmall("10.214.0.0/25".into())));
     }
 
     #[test]

@@ -64,11 +64,13 @@ impl FromDeployments {
         let mut secrets_of: BTreeMap<Uuid, Secrets> = BTreeMap::new();
         let mut auth: Option<Vec<RegistryAuth>> = None;
         for row in rows {
-            if row.phase.removing() {
+            // What is wanted of it, against what is seen of it: wanted removed and not yet seen
+            // gone, its node removes it; wanted running and placed there, its node runs it.
+            if row.life.removing() {
                 desired.removing.insert(wire_id(row.deployment_id));
                 continue;
             }
-            if !row.phase.on_node() {
+            if !row.life.on_node() {
                 continue;
             }
             if let std::collections::btree_map::Entry::Vacant(slot) = secrets_of.entry(row.project_id) {

@@ -38,7 +38,7 @@ pub struct NodeDesired {
     pub removing: HashSet<String>,
     /// Deployments the node cannot be given (`nullops_wire::message::check_deployment`): left
     /// out of `run`, to be failed with the reason.
-    pub refused: Vec<(Uuid, String)>,
+    pub refused: Vec<(Uuid, nullops_wire::message::Unfit)>,
     /// The images the node should hold before a deployment needs them.
     pub prefetch: Prefetch,
 }

@@ -26,6 +26,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::dial::{dial, AgentLink, DialError, Target};
+use crate::words::{connection_lost, LinkEnded};
 use crate::{reports, Backoff, Connector, NodeDesired};
 
 /// A ping every second; three seconds without any frame means the peer or the path is gone, so
@@ -143,7 +144,7 @@ async fn run(
                 tracing::info!(node = %node_id, host = %target.host, agent = %connected.agent_version, "node online");
                 let connected_at = tokio::time::Instant::now();
                 let why = serve(&connector, node_id, connected.link, &mut desired_changed, &cancel).await;
-                let why = reason.lock().expect("reason lock").clone().unwrap_or(why);
+                let why = reason.lock().expect("reason lock").clone().unwrap_or_else(|| why.to_string());
                 tracing::info!(node = %node_id, reason = %why, "node offline");
                 recorder.report(Link::Offline, NodeAction::Disconnected { reason: why }).await;
                 if cancel.is_cancelled() {
@@ -191,16 +192,19 @@ async fn execute_action(connector: &Connector, node_id: Uuid, action: NodeAction
     execute::<Node>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system()).await.map(|_| ())
 }
 
+/// A node's desired state being built.
+type Building<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeDesired, crate::desired::DesiredError>> + Send + 'a>>;
+
 /// Serves a connected agent until it goes quiet, misbehaves or the link is cancelled; returns why
 /// it ended.
-async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desired_changed: &mut watch::Receiver<u64>, cancel: &CancellationToken) -> String {
+async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desired_changed: &mut watch::Receiver<u64>, cancel: &CancellationToken) -> LinkEnded {
     desired_changed.mark_unchanged();
     let mut desired = match connector.desired.for_node(node_id).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(node = %node_id, error = %e, "cannot read a node's desired state");
             close(link, "desired state unavailable").await;
-            return crate::words::desired_unavailable();
+            return LinkEnded::DesiredUnavailable;
         }
     };
     refuse(connector, node_id, &desired).await;
@@ -223,13 +227,19 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
     // One deadline, pushed back by every frame: no periodic wakeups to look for silence.
     let silence = tokio::time::sleep(HEARTBEAT_TIMEOUT);
     tokio::pin!(silence);
+    // What the node should run now, being built while the link goes on: reading a project's
+    // secrets and the catalog can take seconds on a busy server, and the agent's answers to the
+    // pings must be heard meanwhile (else a busy control plane would call a live node silent).
+    // One build at a time; a change during a build asks for another once it is done.
+    let mut building: Option<Building<'_>> = None;
+    let mut changed_while_building = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 close(link, "closed by the control plane").await;
-                return "closed by the control plane".into();
+                return LinkEnded::ClosedByControlPlane;
             }
-            () = &mut silence => return format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs()),
+            () = &mut silence => return LinkEnded::Silent { secs: HEARTBEAT_TIMEOUT.as_secs() },
             _ = ping.tick() => {
                 if let Err(e) = send_message(&mut link, Message::Ping(Default::default())).await {
                     return e;
@@ -242,39 +252,54 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
             }
             // Any change, to what runs or to what is being removed, is sent: the agent's answer
             // to it is what tells that a removed deployment is gone.
-            Ok(()) = desired_changed.changed() => match connector.desired.for_node(node_id).await {
-                Ok(now) => {
-                    if !now.same_deployments(&desired) {
-                        refuse(connector, node_id, &now).await;
-                        request_id = RequestId::new();
-                        if let Err(e) = send_desired(&mut link, request_id, &now, &mut announced).await {
-                            return e;
-                        }
-                    }
-                    if now.prefetch != desired.prefetch {
-                        if let Err(e) = send_prefetch(&mut link, &now).await {
-                            return e;
-                        }
-                    }
-                    desired = now;
+            Ok(()) = desired_changed.changed() => {
+                if building.is_none() {
+                    building = Some(connector.desired.for_node(node_id));
+                } else {
+                    changed_while_building = true;
                 }
-                Err(e) => tracing::warn!(node = %node_id, error = %e, "cannot read the node's desired state; keeping the last one"),
-            },
+            }
+            Some(built) = async { Some(building.as_mut()?.await) }, if building.is_some() => {
+                building = std::mem::take(&mut changed_while_building).then(|| connector.desired.for_node(node_id));
+                match built {
+                    Ok(now) => {
+                        if !now.same_deployments(&desired) {
+                            refuse(connector, node_id, &now).await;
+                            request_id = RequestId::new();
+                            if let Err(e) = send_desired(&mut link, request_id, &now, &mut announced).await {
+                                return e;
+                            }
+                        }
+                        if now.prefetch != desired.prefetch {
+                            if let Err(e) = send_prefetch(&mut link, &now).await {
+                                return e;
+                            }
+                        }
+                        desired = now;
+                    }
+                    Err(e) => tracing::warn!(node = %node_id, error = %e, "cannot read the node's desired state; keeping the last one"),
+                }
+            }
             frame = link.next() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
                 let text = match frame {
-                    None => return "the agent closed the connection".into(),
+                    None => return LinkEnded::AgentClosed,
                     Some(Err(e)) => {
                         tracing::info!(node = %node_id, error = %e, "the link to the agent broke");
-                        return crate::words::connection_lost(&e);
+                        return connection_lost(&e);
                     }
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(frame))) => return format!("the agent closed the connection{}", frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()),
+                    Some(Ok(Message::Close(frame))) => {
+                        return match frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty()) {
+                            Some(reason) => LinkEnded::AgentClosedSaying(reason),
+                            None => LinkEnded::AgentClosed,
+                        }
+                    }
                     Some(Ok(Message::Binary(_) | Message::Frame(_))) => {
                         tracing::warn!(node = %node_id, "the agent sent a binary frame; closing");
                         close(link, "binary frames are not part of the protocol").await;
-                        return "the agent broke the protocol (binary frame)".into();
+                        return LinkEnded::ProtocolBroken("binary frame");
                     }
                 };
                 let assigned = |id: &str| desired.removing.contains(id) || desired.run.iter().any(|d| d.id == id);
@@ -308,14 +333,17 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                     Ok(FromAgent::Images { images }) => write_images(connector, node_id, &images).await,
                     Ok(FromAgent::Hello { .. }) => {
                         close(link, "unexpected hello").await;
-                        return "the agent broke the protocol (a second hello)".into();
+                        return LinkEnded::ProtocolBroken("a second hello");
                     }
                     Err(e) => {
                         tracing::warn!(node = %node_id, error = %e, "the agent sent an invalid frame; closing");
                         close(link, "invalid frame").await;
-                        return format!("the agent broke the protocol: {e}");
+                        return LinkEnded::ProtocolBroken("a frame that is not a message it may send");
                     }
                 }
+                // Silence counts while the link listens: recording what the frame said may take
+                // a while on a busy server, and the agent's next frames wait unread meanwhile.
+                silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
             }
         }
     }
@@ -368,17 +396,17 @@ async fn write_images(connector: &Connector, node_id: Uuid, images: &[HeldImage]
 }
 
 /// Tells the agent which images to hold (the whole list, every time).
-async fn send_prefetch(link: &mut AgentLink, desired: &NodeDesired) -> Result<(), String> {
+async fn send_prefetch(link: &mut AgentLink, desired: &NodeDesired) -> Result<(), LinkEnded> {
     send(link, &ToAgent::Prefetch { images: desired.prefetch.images.clone(), registry_auth: desired.prefetch.auth.clone() }).await
 }
 
-async fn send(link: &mut AgentLink, message: &ToAgent) -> Result<(), String> {
+async fn send(link: &mut AgentLink, message: &ToAgent) -> Result<(), LinkEnded> {
     send_message(link, Message::text(encode(message))).await
 }
 
 /// Sends a node's desired state, in as many frames as it takes. A traced run not sent on this
 /// link before (`announced`) has the send as a span of its trace.
-async fn send_desired(link: &mut AgentLink, request_id: RequestId, desired: &NodeDesired, announced: &mut HashSet<(String, u32)>) -> Result<(), String> {
+async fn send_desired(link: &mut AgentLink, request_id: RequestId, desired: &NodeDesired, announced: &mut HashSet<(String, u32)>) -> Result<(), LinkEnded> {
     let spans: Vec<tracing::Span> = desired
         .run
         .iter()
@@ -406,15 +434,18 @@ async fn send_desired(link: &mut AgentLink, request_id: RequestId, desired: &Nod
 /// Fails the deployments the node cannot be given, with the reason (the others are sent).
 async fn refuse(connector: &Connector, node_id: Uuid, desired: &NodeDesired) {
     for (deployment_id, reason) in &desired.refused {
-        reports::record_refused(connector, node_id, *deployment_id, reason.clone()).await;
+        reports::record_refused(connector, node_id, *deployment_id, reason.to_string()).await;
     }
 }
 
-async fn send_message(link: &mut AgentLink, message: Message) -> Result<(), String> {
+async fn send_message(link: &mut AgentLink, message: Message) -> Result<(), LinkEnded> {
     match tokio::time::timeout(WRITE_TIMEOUT, link.send(message)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("connection lost: {e}")),
-        Err(_) => Err(format!("the agent read nothing for {} s", WRITE_TIMEOUT.as_secs())),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "a write to an agent failed");
+            Err(connection_lost(&e))
+        }
+        Err(_) => Err(LinkEnded::NotReading { secs: WRITE_TIMEOUT.as_secs() }),
     }
 }
 

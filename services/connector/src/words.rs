@@ -18,12 +18,6 @@ pub fn connect_failed(address: &str, e: &std::io::Error) -> String {
     }
 }
 
-/// The platform could not read what the node should run (its store or read models, or a sealed
-/// value it needs); the cause is in the log.
-pub fn desired_unavailable() -> String {
-    "the control plane could not read what this node should run; it tries again shortly (the server's log says why)".into()
-}
-
 /// A TLS handshake with something at the node's address that failed.
 pub fn tls_failed() -> String {
     "the TLS handshake failed: something other than a NullOps agent may be listening on that address".into()
@@ -34,25 +28,55 @@ pub fn upgrade_failed() -> String {
     "the agent did not accept the connection's upgrade: it may be another version, or not a NullOps agent".into()
 }
 
-/// An established link that broke.
-pub fn connection_lost(e: &tungstenite::Error) -> String {
+/// Why an established link to an agent ended, as a person reads it (the node's status detail
+/// and its `node.disconnected` event).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkEnded {
+    /// The platform could not read what the node should run (its store or read models, or a
+    /// sealed value it needs); the cause is in the log.
+    #[error("the control plane could not read what this node should run; it tries again shortly (the server's log says why)")]
+    DesiredUnavailable,
+    #[error("closed by the control plane")]
+    ClosedByControlPlane,
+    #[error("no heartbeat for {secs} s")]
+    Silent { secs: u64 },
+    #[error("the agent read nothing for {secs} s")]
+    NotReading { secs: u64 },
+    #[error("the agent closed the connection")]
+    AgentClosed,
+    /// The agent's own words for closing (a NullOps agent's, bounded by the frame).
+    #[error("the agent closed the connection: {0}")]
+    AgentClosedSaying(String),
+    #[error("the connection to the agent was cut without a goodbye: the agent stopped, or the network dropped it")]
+    CutWithoutGoodbye,
+    #[error("the connection to the agent was cut: the agent stopped, or the network dropped it")]
+    Cut,
+    #[error("the connection's encryption failed")]
+    EncryptionFailed,
+    #[error("the agent sent a message larger than allowed")]
+    TooLarge,
+    #[error("the agent broke the WebSocket protocol")]
+    WebSocketBroken,
+    /// Ours: what it sent does not follow the link's protocol (`what` in our words).
+    #[error("the agent broke the protocol ({0})")]
+    ProtocolBroken(&'static str),
+    #[error("the connection to the agent failed")]
+    Failed,
+}
+
+/// An established link that broke, by kind; the library's error is logged by the caller.
+pub fn connection_lost(e: &tungstenite::Error) -> LinkEnded {
     use tungstenite::error::ProtocolError;
     match e {
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => "the agent closed the connection".into(),
-        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            "the connection to the agent was cut without a goodbye: the agent stopped, or the network dropped it".into()
-        }
-        tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof) => {
-            "the connection to the agent was cut: the agent stopped, or the network dropped it".into()
-        }
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => LinkEnded::AgentClosed,
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => LinkEnded::CutWithoutGoodbye,
+        tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof) => LinkEnded::Cut,
         // rustls reports a peer that vanished without TLS's close_notify as an I/O error too.
-        tungstenite::Error::Io(io) if io.kind() == ErrorKind::Other || io.kind() == ErrorKind::InvalidData => {
-            "the connection to the agent was cut: the agent stopped, or the network dropped it".into()
-        }
-        tungstenite::Error::Tls(_) => "the connection's encryption failed".into(),
-        tungstenite::Error::Capacity(_) => "the agent sent a message larger than allowed".into(),
-        tungstenite::Error::Utf8(_) | tungstenite::Error::Protocol(_) => "the agent broke the WebSocket protocol".into(),
-        _ => "the connection to the agent failed".into(),
+        tungstenite::Error::Io(io) if io.kind() == ErrorKind::Other || io.kind() == ErrorKind::InvalidData => LinkEnded::Cut,
+        tungstenite::Error::Tls(_) => LinkEnded::EncryptionFailed,
+        tungstenite::Error::Capacity(_) => LinkEnded::TooLarge,
+        tungstenite::Error::Utf8(_) | tungstenite::Error::Protocol(_) => LinkEnded::WebSocketBroken,
+        _ => LinkEnded::Failed,
     }
 }
 
@@ -72,7 +96,7 @@ mod tests {
             ErrorKind::UnexpectedEof,
             "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
         );
-        let said = connection_lost(&tungstenite::Error::Io(close_notify));
+        let said = connection_lost(&tungstenite::Error::Io(close_notify)).to_string();
         assert!(said.starts_with("the connection to the agent was cut"), "{said}");
         is_ours(&said);
         let refused = std::io::Error::from(ErrorKind::ConnectionRefused);
@@ -80,7 +104,7 @@ mod tests {
         assert!(said.contains("10.0.0.5:5000") && said.contains("is the agent running"), "{said}");
         is_ours(&said);
         for e in [tungstenite::Error::ConnectionClosed, tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)] {
-            is_ours(&connection_lost(&e));
+            is_ours(&connection_lost(&e).to_string());
         }
         is_ours(&tls_failed());
         is_ours(&upgrade_failed());

@@ -81,16 +81,22 @@ pub struct Egress {
     own: RwLock<Vec<SocketAddr>>,
 }
 
+/// An entry of [`ALLOW_VAR`] that is none of the forms it takes; says which, and the forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{ALLOW_VAR}: {entry:?} is not a host name, a *.domain wildcard, an address or a range such as 10.0.0.0/8")]
+pub struct BadAllowEntry {
+    pub entry: String,
+}
+
 impl Egress {
-    /// The policy allowing `list` ([`ALLOW_VAR`]'s syntax). The error names the entry and the
-    /// syntax.
-    pub fn new(list: &str) -> Result<Self, String> {
+    /// The policy allowing `list` ([`ALLOW_VAR`]'s syntax).
+    pub fn new(list: &str) -> Result<Self, BadAllowEntry> {
         let allowed = list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(parse_allowed).collect::<Result<_, _>>()?;
         Ok(Egress { allowed, own: RwLock::default() })
     }
 
     /// The policy [`ALLOW_VAR`] asks for (none allowed when it is unset).
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, BadAllowEntry> {
         Self::new(&std::env::var(ALLOW_VAR).unwrap_or_default())
     }
 
@@ -223,8 +229,8 @@ fn host_port(url: &Url) -> Result<(Host, u16), Refusal> {
     Ok((host, port))
 }
 
-fn parse_allowed(entry: &str) -> Result<Allowed, String> {
-    let bad = || format!("{ALLOW_VAR}: {entry:?} is not a host name, a *.domain wildcard, an address or a range such as 10.0.0.0/8");
+fn parse_allowed(entry: &str) -> Result<Allowed, BadAllowEntry> {
+    let bad = || BadAllowEntry { entry: entry.to_owned() };
     if entry.contains('/') {
         return entry.parse::<IpNet>().map(|n| Allowed::Range(n.trunc())).map_err(|_| bad());
     }

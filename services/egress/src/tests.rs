@@ -29,6 +29,8 @@ fn admins_allow_by_name_wildcard_address_or_range() {
 #[test]
 fn a_bad_entry_is_named_with_the_syntax() {
     let e = Egress::new("10.0.0.0/8, 10.0.0.0/40").unwrap_err();
+    assert_eq!(e, BadAllowEntry { entry: "10.0.0.0/40".into() });
+    let e = e.to_string();
     assert!(e.contains("\"10.0.0.0/40\"") && e.contains(ALLOW_VAR) && e.contains("10.0.0.0/8"), "{e}");
     assert!(Egress::new("under_score.example").is_err());
     assert!(Egress::new("*.").is_err());

@@ -60,13 +60,10 @@ impl Proxy {
         };
         let (environment, deployment) = routed.unwrap_or_default();
         let class = nullops_metrics::StatusClass::of(response.status().as_u16());
-        if !deployment.is_empty() {
-            crate::traffic::count(&environment, &deployment, class == nullops_metrics::StatusClass::ServerError);
-        }
-        if let Some(metrics) = nullops_metrics::recording() {
-            metrics.ingress_requests.get_or_create(&nullops_metrics::IngressLabels { environment, deployment, class }).inc();
-            metrics.ingress_seconds.observe(started.elapsed().as_secs_f64());
-        }
+        // Counted once, for the metrics and the traffic chart alike (always: the chart needs
+        // it); timed only when metrics are recorded.
+        let took = nullops_metrics::recording().map(|_| started.elapsed());
+        nullops_metrics::metrics().ingress.count(&environment, &deployment, class, took);
         response
     }
 

@@ -9,6 +9,10 @@
 //! status classes are closed sets; nodes, environments, deployments and projections are things
 //! an admin made, never a request's own text.
 
+mod ingress;
+
+pub use ingress::IngressCounts;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -198,8 +202,8 @@ pub struct Metrics {
     pub node_memory_bytes: Family<NodeLabels, Gauge>,
     pub deployments: Family<StateLabel, Gauge>,
     pub time_to_running_seconds: Histogram,
-    pub ingress_requests: Family<IngressLabels, Counter>,
-    pub ingress_seconds: Histogram,
+    /// The ingress's answers and their durations, counted without a lock its connections share.
+    pub ingress: &'static IngressCounts,
     pub plugin_runs: Family<PluginLabels, Counter>,
     pub plugin_seconds: Histograms<NameLabel>,
     pub image_pulls: Family<PullLabels, Counter>,
@@ -226,8 +230,7 @@ impl Metrics {
             node_memory_bytes: Family::default(),
             deployments: Family::default(),
             time_to_running_seconds: slow(),
-            ingress_requests: Family::default(),
-            ingress_seconds: fast(),
+            ingress: &INGRESS,
             plugin_runs: Family::default(),
             plugin_seconds: Family::new_with_constructor(slow),
             image_pulls: Family::default(),
@@ -258,8 +261,7 @@ impl Metrics {
         );
         r.register("deployments", "Deployments by state (ended ones not counted)", m.deployments.clone());
         r.register_with_unit("deployment_time_to_running", "Time from a deployment's request to RUNNING", Unit::Seconds, m.time_to_running_seconds.clone());
-        r.register("ingress_requests", "Requests the ingress answered, by environment, deployment and status class", m.ingress_requests.clone());
-        r.register_with_unit("ingress_request_duration", "Time from a request's head to the answer's head", Unit::Seconds, m.ingress_seconds.clone());
+        r.register_collector(Box::new(ingress::IngressCollector(m.ingress)));
         r.register("plugin_runs", "Plugin runs on this node's agent, by plugin and outcome", m.plugin_runs.clone());
         r.register_with_unit("plugin_run_duration", "How long a plugin ran", Unit::Seconds, m.plugin_seconds.clone());
         r.register("image_pulls", "Images this node's agent pulled, by outcome", m.image_pulls.clone());
@@ -354,6 +356,7 @@ pub struct ProjectionLag {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+static INGRESS: LazyLock<IngressCounts> = LazyLock::new(IngressCounts::default);
 
 /// Whether the work records metrics: yes unless `NULLOPS_METRICS=off` (what the benchmark of
 /// their cost compares against).
@@ -377,7 +380,7 @@ mod tests {
     fn names_and_units_follow_prometheus_conventions() {
         let m = Metrics::new();
         m.command("deployment", Outcome::ok, Duration::from_millis(3));
-        m.ingress_requests.get_or_create(&IngressLabels { environment: "qa".into(), deployment: "pr-7".into(), class: StatusClass::of(503) }).inc();
+        m.ingress.count("qa", "pr-7", StatusClass::of(503), Some(Duration::from_millis(2)));
         m.set_state(&State {
             agents: vec![("online", 2)],
             deployments: vec![("running", 3)],
@@ -395,6 +398,7 @@ mod tests {
             "nullops_commands_total{aggregate=\"deployment\",outcome=\"ok\"} 1",
             "nullops_command_duration_seconds_count{aggregate=\"deployment\"} 1",
             "nullops_ingress_requests_total{environment=\"qa\",deployment=\"pr-7\",class=\"5xx\"} 1",
+            "nullops_ingress_request_duration_seconds_bucket{le=\"0.004\"} 1",
             "nullops_agents{state=\"online\"} 2",
             "nullops_deployments{state=\"running\"} 3",
             "nullops_node_cpu_millicores{node=\"10.0.0.5:5000\",environment=\"qa\",measure=\"total\"} 4000",

@@ -83,9 +83,8 @@ pub fn init(format: LogFormat, filter: tracing_subscriber::EnvFilter) -> Telemet
     Telemetry { provider }
 }
 
-fn exporter() -> Result<SdkTracerProvider, String> {
-    let exporter =
-        opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary).build().map_err(|e| e.to_string())?;
+fn exporter() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary).build()?;
     // The resource names the service from OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES);
     // the sampler comes from OTEL_TRACES_SAMPLER (parent-based, always on, by default).
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).build())

@@ -451,13 +451,59 @@ pub fn encoded_len(d: &DesiredDeployment) -> usize {
     serde_json::to_vec(d).map_or(usize::MAX, |v| v.len())
 }
 
+/// Why a node cannot be given a deployment, for people: an agent sends it back, the connector
+/// records it in the deployment's history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    #[error("deployment id {id:?} is not a DNS label")]
+    IdNotDnsLabel { id: String },
+    #[error("deployment {id} is given twice")]
+    GivenTwice { id: String },
+    #[error("deployment {id} takes {bytes} bytes to send, over the {MAX_DEPLOYMENT_BYTES}-byte limit of one deployment")]
+    TooLarge { id: String, bytes: usize },
+    #[error("deployment {id} carries too many or too long registry credentials")]
+    RegistryCredentials { id: String },
+    #[error("deployment {id} carries a secret named {name:?}, which is not a variable name")]
+    SecretName { id: String, name: String },
+    #[error("its project has {count} secrets, over the limit of {MAX_SECRETS} a project may hold")]
+    TooManySecrets { count: usize },
+    #[error("its project's secret {name} is over the limit of {MAX_SECRET_VALUE_BYTES} bytes a value may take")]
+    SecretTooLong { name: String },
+    #[error("its project's secrets take {bytes} bytes, over the limit of {MAX_SECRETS_BYTES} bytes (1 MiB) of names and values together")]
+    SecretsTooLarge { bytes: usize },
+    #[error("deployment {id} carries too much context")]
+    TooMuchContext { id: String },
+    #[error("deployment {id} has {count} steps, at most {MAX_STEPS}")]
+    TooManySteps { id: String, count: usize },
+    #[error("two steps of deployment {id} have one id")]
+    StepIdsRepeat { id: String },
+    #[error("step id {step:?} in deployment {id} is invalid")]
+    BadStepId { id: String, step: String },
+    #[error("step {step} of deployment {id} needs {need:?}, which is not another of its steps")]
+    UnknownNeed { id: String, step: String, need: String },
+    #[error("container name {name:?} in deployment {id} is not a unique DNS label")]
+    ContainerName { id: String, name: String },
+    #[error("environment variable name {name:?} in container {container} is invalid")]
+    EnvName { container: String, name: String },
+    #[error("container {container} of deployment {id} publishes port 0")]
+    PortZero { id: String, container: String },
+    #[error("plugin step {step} of deployment {id} needs a timeout and CPU and memory limits")]
+    PluginLimits { id: String, step: String },
+    #[error("image of step {step} in deployment {id} is not an image reference")]
+    NotAnImage { id: String, step: String },
+    #[error("deployment {id} has {count} containers, at most {MAX_CONTAINERS}")]
+    TooManyContainers { id: String, count: usize },
+    #[error("the steps of deployment {id} depend on each other in a cycle")]
+    Cycle { id: String },
+}
+
 /// Whether a node can be given `d`: every field valid ([`validate_deployment`]) and small enough
-/// to travel ([`MAX_DEPLOYMENT_BYTES`]). Why not, for people.
-pub fn check_deployment(d: &DesiredDeployment) -> Result<(), String> {
+/// to travel ([`MAX_DEPLOYMENT_BYTES`]).
+pub fn check_deployment(d: &DesiredDeployment) -> Result<(), Unfit> {
     validate_deployment(d)?;
-    let len = encoded_len(d);
-    if len > MAX_DEPLOYMENT_BYTES {
-        return Err(format!("deployment {} takes {len} bytes to send, over the {MAX_DEPLOYMENT_BYTES}-byte limit of one deployment", d.id));
+    let bytes = encoded_len(d);
+    if bytes > MAX_DEPLOYMENT_BYTES {
+        return Err(Unfit::TooLarge { id: d.id.clone(), bytes });
     }
     Ok(())
 }
@@ -510,86 +556,89 @@ pub fn validate_desired(deployments: &[DesiredDeployment]) -> Result<(), FrameEr
     let mut ids = std::collections::HashSet::new();
     for d in deployments {
         if !ids.insert(&d.id) {
-            return Err(FrameError::Invalid(format!("deployment id {:?} is given twice", d.id)));
+            return Err(FrameError::Invalid(Unfit::GivenTwice { id: d.id.clone() }.to_string()));
         }
-        validate_deployment(d).map_err(FrameError::Invalid)?;
+        validate_deployment(d).map_err(|unfit| FrameError::Invalid(unfit.to_string()))?;
     }
     Ok(())
 }
 
 /// Every field of one deployment that the agent turns into a Docker object, and the limits of
 /// what it carries; why not, for people.
-pub fn validate_deployment(d: &DesiredDeployment) -> Result<(), String> {
-    let invalid = |m: String| Err(m);
+pub fn validate_deployment(d: &DesiredDeployment) -> Result<(), Unfit> {
+    let id = || d.id.clone();
     if !is_dns_label(&d.id) {
-        return invalid(format!("deployment id {:?} is not a DNS label", d.id));
+        return Err(Unfit::IdNotDnsLabel { id: id() });
     }
     if d.registry_auth.len() > 16 || d.registry_auth.iter().any(|a| a.registry.len() > 255 || a.username.len() > 255 || a.password.len() > 4096) {
-        return invalid(format!("deployment {} carries too many or too long registry credentials", d.id));
+        return Err(Unfit::RegistryCredentials { id: id() });
     }
     if let Some(name) = d.secrets.0.keys().find(|k| !is_env_name(k)) {
-        return invalid(format!("deployment {} carries a secret named {name:?}, which is not a variable name", d.id));
+        return Err(Unfit::SecretName { id: id(), name: name.clone() });
     }
     if d.secrets.0.len() > MAX_SECRETS {
-        return invalid(format!("its project has {} secrets, over the limit of {MAX_SECRETS} a project may hold", d.secrets.0.len()));
+        return Err(Unfit::TooManySecrets { count: d.secrets.0.len() });
     }
     if let Some((name, _)) = d.secrets.0.iter().find(|(_, v)| v.len() > MAX_SECRET_VALUE_BYTES) {
-        return invalid(format!("its project's secret {name} is over the limit of {MAX_SECRET_VALUE_BYTES} bytes a value may take"));
+        return Err(Unfit::SecretTooLong { name: name.clone() });
     }
-    let secrets_bytes: usize = d.secrets.0.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if secrets_bytes > MAX_SECRETS_BYTES {
-        return invalid(format!(
-            "its project's secrets take {secrets_bytes} bytes, over the limit of {MAX_SECRETS_BYTES} bytes (1 MiB) of names and values together"
-        ));
+    let bytes: usize = d.secrets.0.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_SECRETS_BYTES {
+        return Err(Unfit::SecretsTooLarge { bytes });
     }
     if d.context.len() > 16 || d.context.iter().any(|(k, v)| k.len() > 64 || v.len() > 255) {
-        return invalid(format!("deployment {} carries too much context", d.id));
+        return Err(Unfit::TooMuchContext { id: id() });
     }
     if d.steps.len() > MAX_STEPS {
-        return invalid(format!("deployment {} has {} steps, at most {MAX_STEPS}", d.id, d.steps.len()));
+        return Err(Unfit::TooManySteps { id: id(), count: d.steps.len() });
     }
     let ids: std::collections::HashSet<&str> = d.steps.iter().map(|s| s.id.as_str()).collect();
     if ids.len() != d.steps.len() {
-        return invalid(format!("two steps of deployment {} have one id", d.id));
+        return Err(Unfit::StepIdsRepeat { id: id() });
     }
     let mut names = std::collections::HashSet::new();
     for step in &d.steps {
+        let named = || (id(), step.id.clone());
         if step.id.is_empty() || step.id.len() > 63 || !step.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-            return invalid(format!("step id {:?} in deployment {} is invalid", step.id, d.id));
+            let (id, step) = named();
+            return Err(Unfit::BadStepId { id, step });
         }
         if let Some(unknown) = step.needs.iter().find(|n| !ids.contains(n.as_str()) || **n == step.id) {
-            return invalid(format!("step {} of deployment {} needs {unknown:?}, which is not another of its steps", step.id, d.id));
+            let (id, step) = named();
+            return Err(Unfit::UnknownNeed { id, step, need: unknown.clone() });
         }
         let image = match &step.action {
             StepAction::Service(service) => {
                 let c = &service.container;
                 if !is_dns_label(&c.name) || !names.insert(&c.name) {
-                    return invalid(format!("container name {:?} in deployment {} is not a unique DNS label", c.name, d.id));
+                    return Err(Unfit::ContainerName { id: id(), name: c.name.clone() });
                 }
                 if let Some(k) = c.env.keys().find(|k| !is_env_name(k)) {
-                    return invalid(format!("environment variable name {k:?} in container {} is invalid", c.name));
+                    return Err(Unfit::EnvName { container: c.name.clone(), name: k.clone() });
                 }
                 if c.port == Some(0) {
-                    return invalid(format!("container {} of deployment {} publishes port 0", c.name, d.id));
+                    return Err(Unfit::PortZero { id: id(), container: c.name.clone() });
                 }
                 &c.image
             }
             StepAction::Plugin(plugin) => {
                 if plugin.timeout_secs == 0 || plugin.memory_mib == 0 || plugin.cpu_millis == 0 {
-                    return invalid(format!("plugin step {} of deployment {} needs a timeout and CPU and memory limits", step.id, d.id));
+                    let (id, step) = named();
+                    return Err(Unfit::PluginLimits { id, step });
                 }
                 &plugin.image
             }
         };
         if !is_image_reference(image) {
-            return invalid(format!("image of step {} in deployment {} is not an image reference", step.id, d.id));
+            let (id, step) = named();
+            return Err(Unfit::NotAnImage { id, step });
         }
     }
     if names.len() > MAX_CONTAINERS {
-        return invalid(format!("deployment {} has {} containers, at most {MAX_CONTAINERS}", d.id, names.len()));
+        return Err(Unfit::TooManyContainers { id: id(), count: names.len() });
     }
     if has_cycle(&d.steps) {
-        return invalid(format!("the steps of deployment {} depend on each other in a cycle", d.id));
+        return Err(Unfit::Cycle { id: id() });
     }
     Ok(())
 }
@@ -700,16 +749,17 @@ mod tests {
     fn a_deployment_carries_at_most_the_secrets_a_project_may_hold() {
         let many = |n: usize| with_secrets((0..n).map(|i| (format!("S{i}"), "v".to_owned())));
         assert_eq!(check_deployment(&many(MAX_SECRETS)), Ok(()));
-        assert!(check_deployment(&many(MAX_SECRETS + 1)).unwrap_err().contains("256"));
+        assert_eq!(check_deployment(&many(MAX_SECRETS + 1)), Err(Unfit::TooManySecrets { count: 257 }));
+        assert!(check_deployment(&many(MAX_SECRETS + 1)).unwrap_err().to_string().contains("256"));
         // 1 MiB of names and values together: 16 values of 64 KiB less their names fit exactly.
         let value = |name: &str| "x".repeat(MAX_SECRET_VALUE_BYTES - name.len());
         let full: Vec<(String, String)> = (0..16).map(|i| format!("S{i:02}")).map(|n| (n.clone(), value(&n))).collect();
         assert_eq!(full.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(), MAX_SECRETS_BYTES);
         assert_eq!(check_deployment(&with_secrets(full.clone())), Ok(()));
         let over = full.into_iter().chain([("ONE_MORE".to_owned(), "x".to_owned())]);
-        assert!(check_deployment(&with_secrets(over)).unwrap_err().contains("1 MiB"));
+        assert!(check_deployment(&with_secrets(over)).unwrap_err().to_string().contains("1 MiB"));
         let huge = with_secrets([("BIG".to_owned(), "x".repeat(MAX_SECRET_VALUE_BYTES + 1))]);
-        assert!(check_deployment(&huge).unwrap_err().contains("BIG"));
+        assert_eq!(check_deployment(&huge), Err(Unfit::SecretTooLong { name: "BIG".into() }));
     }
 
     #[test]
