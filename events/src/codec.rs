@@ -23,7 +23,21 @@ pub struct DecodeError {
     pub stream_version: u64,
     pub event_type: String,
     pub schema_version: u16,
-    pub reason: String,
+    pub reason: Undecodable,
+}
+
+/// Why a payload does not decode as the type and version stored beside it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Undecodable {
+    /// Written by a newer NullOps, or by none: this build knows no such type at that version.
+    #[error("this NullOps knows no event type {event_type} at version {version} (written by a newer release?)")]
+    UnknownType { event_type: String, version: u16 },
+    /// The bytes are not that type's shape.
+    #[error("the payload is not the shape of its type ({0})")]
+    Malformed(postcard::Error),
+    /// The type's shape read, with bytes to spare: the stored type or version is wrong.
+    #[error("{0} bytes are left over after the event: its stored type or version is wrong")]
+    TrailingBytes(usize),
 }
 
 /// Type names and current schema versions, in one place.
@@ -166,7 +180,7 @@ macro_rules! current_events {
             vec![$($ty,)*]
         }
 
-        fn decode_current(key: (&str, u16), bytes: &[u8]) -> Option<Result<DomainEvent, String>> {
+        fn decode_current(key: (&str, u16), bytes: &[u8]) -> Option<Result<DomainEvent, Undecodable>> {
             use types::*;
             $(if key == $ty {
                 return Some(from_bytes(bytes).map(|e| DomainEvent::$outer($inner(e))));
@@ -251,17 +265,17 @@ current_events! {
 }
 
 /// Decodes a whole payload: trailing bytes mean the type or version is wrong, so they are an error.
-fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Undecodable> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(Undecodable::Malformed)?;
     if rest.is_empty() {
         Ok(value)
     } else {
-        Err(format!("{} unexpected trailing bytes", rest.len()))
+        Err(Undecodable::TrailingBytes(rest.len()))
     }
 }
 
 /// Decodes a payload of any known schema version into the current event type.
-pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEvent, String> {
+pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEvent, Undecodable> {
     if let Some(current) = decode_current((event_type, version), bytes) {
         return current;
     }
@@ -306,7 +320,7 @@ pub fn decode(event_type: &str, version: u16, bytes: &[u8]) -> Result<DomainEven
         })
         .into());
     }
-    Err(format!("unknown event type {event_type} v{version}"))
+    Err(Undecodable::UnknownType { event_type: event_type.to_owned(), version })
 }
 
 #[cfg(test)]
@@ -430,12 +444,13 @@ mod tests {
 
     #[test]
     fn garbage_unknown_types_and_trailing_bytes_are_errors_not_panics() {
-        assert!(decode("user.registered", 2, &[0xff, 0xff, 0xff]).is_err());
-        assert!(decode("user.registered", 9, &[]).is_err());
-        assert!(decode("no.such", 1, &[]).is_err());
+        assert!(matches!(decode("user.registered", 2, &[0xff, 0xff, 0xff]), Err(Undecodable::Malformed(_))));
+        let unknown = |event_type: &str, version| Undecodable::UnknownType { event_type: event_type.into(), version };
+        assert_eq!(decode("user.registered", 9, &[]), Err(unknown("user.registered", 9)));
+        assert_eq!(decode("no.such", 1, &[]), Err(unknown("no.such", 1)));
         let (name, version, mut bytes) = encode(&UserEvent::Disabled(UserDisabled {}).into());
         bytes.push(7);
-        assert!(decode(name, version, &bytes).unwrap_err().contains("trailing"));
+        assert_eq!(decode(name, version, &bytes), Err(Undecodable::TrailingBytes(1)));
     }
 
     #[test]

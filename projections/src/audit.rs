@@ -23,12 +23,15 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_subjects (key TEXT PRIMARY KEY, label TEXT NOT NULL)",
 ];
 
+/// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
+pub const NAME: &str = "audit";
+
 pub struct AuditProjection;
 
 #[async_trait]
 impl Projection for AuditProjection {
     fn name(&self) -> &'static str {
-        "audit"
+        NAME
     }
 
     fn handles(&self, _event_type: &str) -> bool {
@@ -46,49 +49,98 @@ impl Projection for AuditProjection {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<(), ProjectionError> {
-        let event = e.decode()?.event;
+        self.apply_all(conn, &[e]).await
+    }
+
+    /// The whole batch in a few statements: the labels its events ask for read at once, the
+    /// labels they teach written at once, the entries inserted `ROWS_PER_INSERT` at a time. Each
+    /// entry's words are what applying the events one by one would have said: an event sees
+    /// the labels taught by those before it.
+    async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+        let decoded = events.iter().map(|e| Ok((*e, e.decode()?.event))).collect::<Result<Vec<_>, ProjectionError>>()?;
+        let asked: std::collections::BTreeSet<String> = decoded.iter().flat_map(|(e, event)| wanted(&e.stream_id, event)).collect();
         // The runner's transaction has written already: reading here takes no new lock.
-        let mut labels = HashMap::new();
-        for key in wanted(&e.stream_id, &event) {
-            let row = sqlx::query("SELECT label FROM audit_subjects WHERE key = $1").bind(key.clone()).fetch_optional(&mut *conn).await?;
-            if let Some(row) = row {
-                labels.insert(key, row.try_get::<String, _>(0)?);
+        let mut known = known_labels(conn, asked.into_iter().collect()).await?;
+        let mut taught_here = HashMap::new();
+        let mut entries = Vec::with_capacity(decoded.len());
+        for (e, event) in &decoded {
+            let mut labels: HashMap<String, String> =
+                wanted(&e.stream_id, event).into_iter().filter_map(|key| known.get(&key).map(|label| (key, label.clone()))).collect();
+            // What this event itself teaches names what was not known yet (a session's start
+            // names its user); a name already known stays for this event's own words (a rename
+            // says the old name).
+            let taught = learned(&e.stream_id, event);
+            for (key, label) in &taught {
+                labels.entry(key.clone()).or_insert_with(|| label.clone());
+            }
+            entries.push((*e, summary(&e.stream_id, event, &|key| labels.get(key).cloned())));
+            for (key, label) in taught {
+                known.insert(key.clone(), label.clone());
+                taught_here.insert(key, label);
             }
         }
-        // What this event itself teaches names what was not known yet (a session's start names
-        // its user); a name already known stays for this event's own words (a rename says the
-        // old name).
-        let taught = learned(&e.stream_id, &event);
-        for (key, label) in &taught {
-            labels.entry(key.clone()).or_insert_with(|| label.clone());
+        let taught_here: Vec<(String, String)> = taught_here.into_iter().collect();
+        for chunk in taught_here.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO audit_subjects (key, label) VALUES {} ON CONFLICT (key) DO UPDATE SET label = excluded.label",
+                placeholders(chunk.len(), 2)
+            );
+            let mut insert = sqlx::query(&sql);
+            for (key, label) in chunk {
+                insert = insert.bind(key.clone()).bind(label.clone());
+            }
+            insert.execute(&mut *conn).await?;
         }
-        let said = summary(&e.stream_id, &event, &|key| labels.get(key).cloned());
-        for (key, label) in taught {
-            sqlx::query("INSERT INTO audit_subjects (key, label) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET label = excluded.label")
-                .bind(key)
-                .bind(label)
-                .execute(&mut *conn)
-                .await?;
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO audit_log (event_id, commit_pos, seq, stream_id, stream_version, event_type, actor, \
+                 occurred_at, correlation_id, causation_id, summary) VALUES {}",
+                placeholders(chunk.len(), 11)
+            );
+            let mut insert = sqlx::query(&sql);
+            for (e, said) in chunk {
+                insert = insert
+                    .bind(e.event_id.to_string())
+                    .bind(e.position.commit as i64)
+                    .bind(e.position.seq as i64)
+                    .bind(e.stream_id.as_str().to_owned())
+                    .bind(e.stream_version as i64)
+                    .bind(e.event_type.clone())
+                    .bind(e.metadata.actor.to_stored())
+                    .bind(e.occurred_at.0)
+                    .bind(e.metadata.correlation_id.0.to_string())
+                    .bind(e.metadata.causation_id.map(|c| c.to_string()))
+                    .bind(said.clone());
+            }
+            insert.execute(&mut *conn).await?;
         }
-        sqlx::query(
-            "INSERT INTO audit_log (event_id, commit_pos, seq, stream_id, stream_version, event_type, actor, \
-             occurred_at, correlation_id, causation_id, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(e.event_id.to_string())
-        .bind(e.position.commit as i64)
-        .bind(e.position.seq as i64)
-        .bind(e.stream_id.as_str().to_owned())
-        .bind(e.stream_version as i64)
-        .bind(e.event_type.clone())
-        .bind(e.metadata.actor.to_stored())
-        .bind(e.occurred_at.0)
-        .bind(e.metadata.correlation_id.0.to_string())
-        .bind(e.metadata.causation_id.map(|c| c.to_string()))
-        .bind(said)
-        .execute(&mut *conn)
-        .await?;
         Ok(())
     }
+}
+
+/// Rows written by one statement (11 parameters each for an entry: well under both backends'
+/// limits on parameters).
+const ROWS_PER_INSERT: usize = 200;
+
+/// `($1, $2), ($3, $4), …`: `rows` rows of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows).map(|r| format!("({})", (1..=columns).map(|c| format!("${}", r * columns + c)).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join(", ")
+}
+
+/// The stored labels of `keys` (those that have one).
+async fn known_labels(conn: &mut AnyConnection, keys: Vec<String>) -> Result<HashMap<String, String>, ProjectionError> {
+    let mut known = HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_INSERT) {
+        let sql = format!("SELECT key, label FROM audit_subjects WHERE key IN ({})", (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "));
+        let mut select = sqlx::query(&sql);
+        for key in chunk {
+            select = select.bind(key.clone());
+        }
+        for row in select.fetch_all(&mut *conn).await? {
+            known.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+    }
+    Ok(known)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 use crate::{Projection, ProjectionError, ReadModelDb};
 
+/// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
+pub const NAME: &str = "catalog";
+
 pub struct CatalogProjection;
 
 pub(crate) const SCHEMA: &[&str] = &[
@@ -84,7 +87,7 @@ async fn run(conn: &mut AnyConnection, sql: &str, binds: &[&str]) -> Result<(), 
 #[async_trait]
 impl Projection for CatalogProjection {
     fn name(&self) -> &'static str {
-        "catalog"
+        NAME
     }
 
     fn schema_version(&self) -> u32 {

@@ -15,6 +15,11 @@ const BOOKKEEPING: &[&str] = &[
         name TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL,
         events_applied BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS projection_schemas (name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+    // Read models replaying the log from its start (new, in an older shape, or reset): until
+    // their runner has caught up once, what they hold is partial. `since`: microseconds.
+    "CREATE TABLE IF NOT EXISTS projection_rebuilds (name TEXT PRIMARY KEY, since BIGINT NOT NULL)",
+    // A worker's checkpoint, beside its working rows: both move in one transaction.
+    "CREATE TABLE IF NOT EXISTS worker_checkpoints (name TEXT PRIMARY KEY, commit_pos BIGINT NOT NULL, seq BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
 ];
 
 /// The identity projection's tables. (The others are beside their projections.)
@@ -31,6 +36,26 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS api_tokens_by_user ON api_tokens (username)",
 ];
 
+/// A read model replaying the log from its start: partial until its runner has caught up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilding {
+    pub name: String,
+    /// When the replay began (microseconds since the epoch).
+    pub since: i64,
+    pub events_applied: u64,
+    /// The `seq` of the last event it has read (against the store's head: "N of M events").
+    pub at_seq: u64,
+}
+
+async fn mark_rebuilding(tx: &mut sqlx::Transaction<'static, sqlx::Any>, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO projection_rebuilds (name, since) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(nullops_events::Timestamp::now().0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// A projection's progress, for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -40,6 +65,9 @@ pub struct Status {
     pub updated_at: i64,
 }
 
+/// The read models being rebuilt, and the count of `advanced` when they were read.
+type SeenRebuilds = (u64, std::sync::Arc<[Rebuilding]>);
+
 /// Handle to the read models. Cheap to clone.
 #[derive(Clone)]
 pub struct ReadModelDb {
@@ -47,6 +75,21 @@ pub struct ReadModelDb {
     postgres: bool,
     /// Bumped when a runner of this process commits, so local waiters re-check at once.
     advanced: std::sync::Arc<watch::Sender<u64>>,
+    /// The read models being rebuilt, as read when `advanced` stood at the number beside them:
+    /// the API asks before every query, and reads the table again only after a runner moved.
+    rebuilds: std::sync::Arc<std::sync::Mutex<Option<SeenRebuilds>>>,
+    /// Every read model's checkpoint as last read, for [`ReadModelDb::wait_for`]: its waiters
+    /// share one read per advance instead of one each (a burst of commands, each waiting for
+    /// its writes, otherwise queries the checkpoints waiters × advances times, and the runners
+    /// queue behind those queries for the pool). Held while it is read, so one waiter reads.
+    checkpoints: std::sync::Arc<tokio::sync::Mutex<Option<SeenCheckpoints>>>,
+}
+
+/// The checkpoints as read when `advanced` stood at `generation`, at `read_at`.
+struct SeenCheckpoints {
+    generation: u64,
+    read_at: tokio::time::Instant,
+    positions: std::collections::HashMap<String, LogPosition>,
 }
 
 /// A waiter re-reads the checkpoints this often even when told nothing: a runner in another
@@ -70,6 +113,57 @@ impl WorkingRows {
     pub(crate) fn pool(&self) -> &AnyPool {
         self.0.pool()
     }
+
+    /// Where worker `name` has got in the log, kept beside its rows (`None`: never committed
+    /// here).
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>, ProjectionError> {
+        let row = sqlx::query("SELECT commit_pos, seq FROM worker_checkpoints WHERE name = $1").bind(name).fetch_optional(self.pool()).await?;
+        let corrupt = || ProjectionError::Corrupt("worker_checkpoints".into());
+        row.map(|r| {
+            let commit = u64::try_from(r.try_get::<i64, _>(0)?).map_err(|_| corrupt())?;
+            let seq = u64::try_from(r.try_get::<i64, _>(1)?).map_err(|_| corrupt())?;
+            Ok(LogPosition { commit, seq })
+        })
+        .transpose()
+    }
+
+    /// Applies `writes` and moves worker `name`'s checkpoint to `position` in one transaction:
+    /// after a crash both are there or neither is, so the worker records each event once.
+    pub async fn commit(&self, name: &str, writes: &[WorkingWrite], position: LogPosition) -> Result<(), ProjectionError> {
+        let mut tx = self.0.begin_batch().await?;
+        for write in writes {
+            match write {
+                WorkingWrite::Delivery(d) => crate::webhooks::enqueue(&mut tx, d).await?,
+                WorkingWrite::Preview(p) => crate::previews::record(&mut tx, p).await?,
+                WorkingWrite::WakePreviews(deployment_id) => crate::previews::wake(&mut tx, *deployment_id).await?,
+            }
+        }
+        let at = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO worker_checkpoints (name, commit_pos, seq, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET commit_pos = excluded.commit_pos, seq = excluded.seq, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(at(position.commit))
+        .bind(at(position.seq))
+        .bind(nullops_events::Timestamp::now().0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What a worker's reaction to an event adds to its working rows: staged while it reacts,
+/// applied by [`WorkingRows::commit`] together with its checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkingWrite {
+    /// A webhook delivery to make (once per webhook and event).
+    Delivery(crate::webhooks::DeliveryRow),
+    /// A pull request's newest preview request (an older one changes nothing).
+    Preview(Box<crate::previews::PreviewRow>),
+    /// The previews that follow this deployment look again now.
+    WakePreviews(uuid::Uuid),
 }
 
 impl ReadModelDb {
@@ -103,7 +197,13 @@ impl ReadModelDb {
         for statement in BOOKKEEPING {
             sqlx::query(statement).execute(&pool).await?;
         }
-        let db = ReadModelDb { pool, postgres: !sqlite, advanced: std::sync::Arc::new(watch::channel(0).0) };
+        let db = ReadModelDb {
+            pool,
+            postgres: !sqlite,
+            advanced: std::sync::Arc::new(watch::channel(0).0),
+            rebuilds: Default::default(),
+            checkpoints: Default::default(),
+        };
         if !sqlite {
             tokio::spawn(listen_for_advances(url.to_owned(), std::sync::Arc::downgrade(&db.advanced)));
         }
@@ -142,8 +242,14 @@ impl ReadModelDb {
                 .transpose()?;
             let stored = match stored {
                 Some(version) => version,
-                // Nothing applied yet: nothing to rebuild.
-                None if self.checkpoint(projection.name()).await?.position == LogPosition::START => continue,
+                // Never opened: a new install (an empty log), or a read model new in this
+                // release, which replays the log from its start: partial until it is done.
+                None if self.checkpoint(projection.name()).await?.position == LogPosition::START => {
+                    let mut tx = self.pool.begin().await?;
+                    mark_rebuilding(&mut tx, projection.name()).await?;
+                    tx.commit().await?;
+                    continue;
+                }
                 None => 1,
             };
             if stored == i64::from(projection.schema_version()) {
@@ -160,7 +266,67 @@ impl ReadModelDb {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *tx).await?;
             }
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(projection.name()).execute(&mut *tx).await?;
+            mark_rebuilding(&mut tx, projection.name()).await?;
             tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// The read models replaying the log from its start, with how far each has got.
+    pub async fn rebuilding(&self) -> Result<Vec<Rebuilding>, ProjectionError> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.since, COALESCE(c.events_applied, 0), COALESCE(c.seq, 0) FROM projection_rebuilds r \
+             LEFT JOIN projection_checkpoints c ON c.name = r.name ORDER BY r.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Rebuilding {
+                    name: r.try_get(0)?,
+                    since: r.try_get(1)?,
+                    events_applied: r.try_get::<i64, _>(2)?.max(0) as u64,
+                    at_seq: r.try_get::<i64, _>(3)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// [`Self::rebuilding`], read again only when a runner of this process (or, on PostgreSQL,
+    /// of any) has moved since the last read: cheap enough to ask before every query.
+    pub async fn rebuilding_now(&self) -> Result<std::sync::Arc<[Rebuilding]>, ProjectionError> {
+        let generation = *self.advanced.borrow();
+        if let Some((seen, rebuilds)) = &*self.rebuilds.lock().expect("rebuilds lock") {
+            if *seen == generation {
+                return Ok(rebuilds.clone());
+            }
+        }
+        // Kept under the generation read before: a move during the read makes the next ask read again.
+        let fresh: std::sync::Arc<[Rebuilding]> = self.rebuilding().await?.into();
+        *self.rebuilds.lock().expect("rebuilds lock") = Some((generation, fresh.clone()));
+        Ok(fresh)
+    }
+
+    /// A read model marked as replaying an empty log is whole already (a new install, whose
+    /// first start marks every read model as new): the marks go, so that nothing says
+    /// "rebuilding" while there is nothing to rebuild.
+    pub async fn whole_if_the_log_is_empty(&self, store: &dyn nullops_store::EventStore) -> Result<(), ProjectionError> {
+        if store.head().await? == 0 {
+            sqlx::query("DELETE FROM projection_rebuilds").execute(&self.pool).await?;
+            self.notify_advanced();
+        }
+        Ok(())
+    }
+
+    /// `name` has replayed the log up to its head: whole again.
+    pub(crate) async fn rebuilt(&self, name: &str) -> Result<(), ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM projection_rebuilds WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        if done.rows_affected() > 0 {
+            self.announce(&mut tx, name).await?;
+            tx.commit().await?;
+            self.notify_advanced();
+            tracing::info!(projection = name, "read model rebuilt from the log");
         }
         Ok(())
     }
@@ -222,7 +388,7 @@ impl ReadModelDb {
         let mut advanced = self.advanced.subscribe();
         for name in names {
             loop {
-                let at = self.checkpoint(name).await?.position;
+                let at = self.shared_position(name).await?;
                 if at >= position {
                     break;
                 }
@@ -243,15 +409,38 @@ impl ReadModelDb {
         Ok(())
     }
 
+    /// Where `name` has got, as read once for every waiter since the read models last advanced
+    /// (read again after half a [`SAFETY_RECHECK`] in any case: an advance in another process
+    /// may have gone unannounced).
+    async fn shared_position(&self, name: &str) -> Result<LogPosition, ProjectionError> {
+        let mut seen = self.checkpoints.lock().await;
+        let generation = *self.advanced.borrow();
+        let fresh = seen.as_ref().is_some_and(|s| s.generation == generation && s.read_at.elapsed() < SAFETY_RECHECK / 2);
+        if !fresh {
+            let read_at = tokio::time::Instant::now();
+            let rows = sqlx::query("SELECT name, commit_pos, seq FROM projection_checkpoints").fetch_all(&self.pool).await?;
+            let positions = rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, LogPosition { commit: r.try_get::<i64, _>(1)? as u64, seq: r.try_get::<i64, _>(2)? as u64 })))
+                .collect::<Result<_, sqlx::Error>>()?;
+            *seen = Some(SeenCheckpoints { generation, read_at, positions });
+        }
+        Ok(seen.as_ref().and_then(|s| s.positions.get(name).copied()).unwrap_or(LogPosition::START))
+    }
+
     /// Empties a projection's tables and checkpoint in one transaction; its runner then replays
     /// the log from the start.
     pub async fn reset(&self, projection: &dyn crate::Projection) -> Result<(), ProjectionError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(projection.name()).execute(&mut *tx).await?;
+        mark_rebuilding(&mut tx, projection.name()).await?;
         for table in projection.tables() {
             sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
         }
+        // Every server's API learns at once that this read model is partial now.
+        self.announce(&mut tx, projection.name()).await?;
         tx.commit().await?;
+        self.notify_advanced();
         Ok(())
     }
 }

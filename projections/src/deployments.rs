@@ -1,16 +1,19 @@
 //! The deployments read model (projection `deployments`): each deployment's request, node,
-//! phase, the steps and service health of its current run, how it failed, its endpoints and its
+//! life (what is wanted of it, what is seen of it, and the phase derived from the pair), the steps and service health of its current run, how it failed, its endpoints and its
 //! expiry. The connector reads what each node should run from here; the gateway serves it.
 //!
 //! Beside it, `deployment_logs`: the lines agents send (pipeline progress, plugin and service
 //! output). Like `node_usage` it is telemetry, not history: only the connector writes it, each
 //! source keeps its latest lines, and a projection rebuild leaves it alone.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use async_trait::async_trait;
 use nullops_events::deployment::{
     ChosenVersion, DeploymentEvent, DeploymentFailed, DeploymentPlan, DeploymentRunning, Endpoint, EndpointsChanged, RejectionCode, StepState,
 };
-use nullops_events::phase::Phase;
+use nullops_events::phase::{Desired, Life, Observed, Phase};
 use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -21,11 +24,15 @@ use crate::{Projection, ProjectionError, ReadModelDb};
 /// rebuilt from an old log must not count its history again.
 const TIME_TO_RUNNING_RECENT: i64 = 3_600_000_000;
 
+/// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
+pub const NAME: &str = "deployments";
+
 pub struct DeploymentsProjection;
 
 pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS deployments (deployment_id TEXT PRIMARY KEY, name TEXT NOT NULL, project TEXT NOT NULL,
-        project_id TEXT NOT NULL, environment TEXT NOT NULL, node_id TEXT, phase TEXT NOT NULL, rejection TEXT,
+        project_id TEXT NOT NULL, environment TEXT NOT NULL, node_id TEXT, desired TEXT NOT NULL, observed TEXT NOT NULL,
+        cancelled BIGINT NOT NULL, phase TEXT NOT NULL, rejection TEXT,
         attempt BIGINT NOT NULL, pipeline_version BIGINT NOT NULL, versions TEXT NOT NULL, plan TEXT NOT NULL,
         cpu_millis BIGINT NOT NULL, memory_mib BIGINT NOT NULL, lifetime_secs BIGINT NOT NULL, expires_at BIGINT NOT NULL,
         failure TEXT, endpoints TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL,
@@ -42,20 +49,37 @@ pub(crate) const SCHEMA: &[&str] = &[
         detail TEXT NOT NULL, changed_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, service))",
 ];
 
-/// The new `phase` after `event`, as SQL: written out from [`Phase::after`] for every phase the
-/// row may be in, so the read model follows the aggregate's one transition function.
-fn phase_after(event: &DeploymentEvent) -> String {
-    let mut arms = String::new();
-    for from in Phase::ALL {
-        if let Some(to) = Phase::after(Some(from), event).filter(|to| *to != from) {
-            arms.push_str(&format!(" WHEN '{}' THEN '{}'", from.name(), to.name()));
+/// The new life after `event`, as SQL assignments: written out from [`Life::after`] for every
+/// life the row may have, so the read model follows the aggregate's one transition function.
+/// `phase` is written from [`Life::phase`] beside the pair it is derived from (queries select on
+/// it). Empty when `event` changes no life.
+fn life_after(event: &DeploymentEvent) -> &'static [String] {
+    // They depend only on the event's kind (`Life::after` reads nothing else of it), so each
+    // kind's are written once per process, not on every event a replay applies.
+    type ByKind = HashMap<std::mem::Discriminant<DeploymentEvent>, &'static [String]>;
+    static BY_KIND: OnceLock<Mutex<ByKind>> = OnceLock::new();
+    let mut by_kind = BY_KIND.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    by_kind.entry(std::mem::discriminant(event)).or_insert_with(|| Box::leak(life_assignments(event).into_boxed_slice()))
+}
+
+fn life_assignments(event: &DeploymentEvent) -> Vec<String> {
+    let mut arms: [(&str, String); 4] = [("desired", String::new()), ("observed", String::new()), ("cancelled", String::new()), ("phase", String::new())];
+    for from in Life::all() {
+        let Some(to) = Life::after(Some(from), event).filter(|to| *to != from) else { continue };
+        let when = format!(" WHEN desired = '{}' AND observed = '{}' AND cancelled = {}", from.desired.name(), from.observed.name(), i64::from(from.cancelled));
+        let changes = [
+            (to.desired != from.desired).then(|| format!("'{}'", to.desired.name())),
+            (to.observed != from.observed).then(|| format!("'{}'", to.observed.name())),
+            (to.cancelled != from.cancelled).then(|| i64::from(to.cancelled).to_string()),
+            (to.phase() != from.phase()).then(|| format!("'{}'", to.phase().name())),
+        ];
+        for ((_, column_arms), change) in arms.iter_mut().zip(changes) {
+            if let Some(value) = change {
+                column_arms.push_str(&format!("{when} THEN {value}"));
+            }
         }
     }
-    if arms.is_empty() {
-        "phase".to_owned()
-    } else {
-        format!("CASE phase{arms} ELSE phase END")
-    }
+    arms.into_iter().filter(|(_, a)| !a.is_empty()).map(|(column, a)| format!("{column} = CASE{a} ELSE {column} END")).collect()
 }
 
 /// `'a', 'b'` for `phase IN (...)`: the phases for which `rule` holds.
@@ -70,7 +94,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 #[async_trait]
 impl Projection for DeploymentsProjection {
     fn name(&self) -> &'static str {
-        "deployments"
+        NAME
     }
 
     fn handles(&self, event_type: &str) -> bool {
@@ -83,33 +107,35 @@ impl Projection for DeploymentsProjection {
 
     fn schema_version(&self) -> u32 {
         // 2: the phase names of `Phase` (cancelling, rejected) and the rejection code;
-        // 3: when each step started; 4: the trace context of its placement.
-        4
+        // 3: when each step started; 4: the trace context of its placement; 5: what is wanted
+        // of it apart from what is seen of it (`desired`, `observed`, `cancelled`).
+        5
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let at = stored.occurred_at.0;
         let id = stored.stream_id.key().to_owned();
         let DomainEvent::Deployment(event) = stored.decode()?.event else { return Ok(()) };
-        let phase = phase_after(&event);
+        let life = life_after(&event);
         let set = |assignments: &str| {
-            let assignments = if assignments.is_empty() { String::new() } else { format!(", {assignments}") };
-            format!("UPDATE deployments SET phase = {phase}{assignments}, changed_at = $1 WHERE deployment_id = $2")
+            let assignments = life.iter().map(String::as_str).chain((!assignments.is_empty()).then_some(assignments));
+            format!("UPDATE deployments SET {}, changed_at = $1 WHERE deployment_id = $2", assignments.collect::<Vec<_>>().join(", "))
         };
         match &event {
             DeploymentEvent::Requested(r) => {
-                let phase = Phase::after(None, &event).map_or("", Phase::name);
+                let Some(life) = Life::after(None, &event) else { return Ok(()) };
                 sqlx::query(
-                    "INSERT INTO deployments (deployment_id, name, project, project_id, environment, node_id, phase, rejection, attempt, \
-                     pipeline_version, versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, \
-                     created_at, changed_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, NULL, 1, $7, $8, $9, $10, $11, $12, $13, NULL, '[]', $14, $15, $15)",
+                    "INSERT INTO deployments (deployment_id, name, project, project_id, environment, node_id, desired, observed, cancelled, phase, \
+                     rejection, attempt, pipeline_version, versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, \
+                     created_by, created_at, changed_at) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, $16, $17, $18, $6, NULL, 1, $7, $8, $9, $10, $11, $12, $13, NULL, '[]', $14, $15, $15)",
                 )
                 .bind(id)
                 .bind(r.name.clone())
                 .bind(r.project.clone())
                 .bind(r.project_id.to_string())
                 .bind(r.environment.clone())
-                .bind(phase)
+                .bind(life.phase().name())
                 .bind(i64::from(r.pipeline_version))
                 .bind(json(&r.versions))
                 .bind(json(&r.plan))
@@ -119,6 +145,9 @@ impl Projection for DeploymentsProjection {
                 .bind(r.expires_at)
                 .bind(stored.metadata.actor.to_stored())
                 .bind(at)
+                .bind(life.desired.name())
+                .bind(life.observed.name())
+                .bind(i64::from(life.cancelled))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -213,7 +242,8 @@ pub struct DeploymentRow {
     pub project_id: Uuid,
     pub environment: String,
     pub node_id: Option<Uuid>,
-    pub phase: Phase,
+    /// What is wanted of it and what is seen of it (its phase is derived: [`DeploymentRow::phase`]).
+    pub life: Life,
     /// Why it was never placed, when it was rejected.
     pub rejection: Option<RejectionCode>,
     pub attempt: u32,
@@ -236,7 +266,14 @@ pub struct DeploymentRow {
     pub trace_context: Option<String>,
 }
 
-const SELECT: &str = "SELECT deployment_id, name, project, project_id, environment, node_id, phase, rejection, attempt, pipeline_version, \
+impl DeploymentRow {
+    pub fn phase(&self) -> Phase {
+        self.life.phase()
+    }
+}
+
+const SELECT: &str =
+    "SELECT deployment_id, name, project, project_id, environment, node_id, desired, observed, cancelled, rejection, attempt, pipeline_version, \
     versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, created_by, created_at, changed_at, trace_context FROM deployments";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
@@ -249,22 +286,26 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeploymentRow, ProjectionError> {
         project_id: r.try_get::<String, _>(3)?.parse().map_err(|_| corrupt("project_id"))?,
         environment: r.try_get(4)?,
         node_id: r.try_get::<Option<String>, _>(5)?.map(|n| n.parse()).transpose().map_err(|_| corrupt("node_id"))?,
-        phase: Phase::parse(&r.try_get::<String, _>(6)?).ok_or_else(|| corrupt("phase"))?,
-        rejection: r.try_get::<Option<String>, _>(7)?.map(|c| RejectionCode::parse(&c).ok_or_else(|| corrupt("rejection"))).transpose()?,
-        attempt: small(r.try_get(8)?, "attempt")?,
-        pipeline_version: small(r.try_get(9)?, "pipeline_version")?,
-        versions: serde_json::from_str(&r.try_get::<String, _>(10)?).map_err(|_| corrupt("versions"))?,
-        plan: serde_json::from_str(&r.try_get::<String, _>(11)?).map_err(|_| corrupt("plan"))?,
-        cpu_millis: small(r.try_get(12)?, "cpu_millis")?,
-        memory_mib: small(r.try_get(13)?, "memory_mib")?,
-        lifetime_secs: u64::try_from(r.try_get::<i64, _>(14)?).map_err(|_| corrupt("lifetime_secs"))?,
-        expires_at: r.try_get(15)?,
-        failure: r.try_get::<Option<String>, _>(16)?.map(|f| serde_json::from_str(&f)).transpose().map_err(|_| corrupt("failure"))?,
-        endpoints: serde_json::from_str(&r.try_get::<String, _>(17)?).map_err(|_| corrupt("endpoints"))?,
-        created_by: r.try_get(18)?,
-        created_at: r.try_get(19)?,
-        changed_at: r.try_get(20)?,
-        trace_context: r.try_get(21)?,
+        life: Life {
+            desired: Desired::parse(&r.try_get::<String, _>(6)?).ok_or_else(|| corrupt("desired"))?,
+            observed: Observed::parse(&r.try_get::<String, _>(7)?).ok_or_else(|| corrupt("observed"))?,
+            cancelled: r.try_get::<i64, _>(8)? != 0,
+        },
+        rejection: r.try_get::<Option<String>, _>(9)?.map(|c| RejectionCode::parse(&c).ok_or_else(|| corrupt("rejection"))).transpose()?,
+        attempt: small(r.try_get(10)?, "attempt")?,
+        pipeline_version: small(r.try_get(11)?, "pipeline_version")?,
+        versions: serde_json::from_str(&r.try_get::<String, _>(12)?).map_err(|_| corrupt("versions"))?,
+        plan: serde_json::from_str(&r.try_get::<String, _>(13)?).map_err(|_| corrupt("plan"))?,
+        cpu_millis: small(r.try_get(14)?, "cpu_millis")?,
+        memory_mib: small(r.try_get(15)?, "memory_mib")?,
+        lifetime_secs: u64::try_from(r.try_get::<i64, _>(16)?).map_err(|_| corrupt("lifetime_secs"))?,
+        expires_at: r.try_get(17)?,
+        failure: r.try_get::<Option<String>, _>(18)?.map(|f| serde_json::from_str(&f)).transpose().map_err(|_| corrupt("failure"))?,
+        endpoints: serde_json::from_str(&r.try_get::<String, _>(19)?).map_err(|_| corrupt("endpoints"))?,
+        created_by: r.try_get(20)?,
+        created_at: r.try_get(21)?,
+        changed_at: r.try_get(22)?,
+        trace_context: r.try_get(23)?,
     })
 }
 
@@ -337,7 +378,8 @@ pub async fn routable(db: &ReadModelDb) -> Result<Vec<RouteRow>, ProjectionError
         .collect()
 }
 
-/// What a node should run and what it should remove ([`Phase::on_node`], [`Phase::removing`]).
+/// What a node should run and what it should remove ([`Life::on_node`], [`Life::removing`]: the
+/// phases derived from those lives).
 pub async fn on_node(db: &ReadModelDb, node_id: Uuid) -> Result<Vec<DeploymentRow>, ProjectionError> {
     let sql = format!("{SELECT} WHERE node_id = $1 AND phase IN ({}) ORDER BY created_at", phases_where(|p| p.on_node() || p.removing()));
     let rows = sqlx::query(&sql).bind(node_id.to_string()).fetch_all(db.pool()).await?;
@@ -346,7 +388,8 @@ pub async fn on_node(db: &ReadModelDb, node_id: Uuid) -> Result<Vec<DeploymentRo
 
 /// Deployments waiting for the saga to place them.
 pub async fn pending(db: &ReadModelDb) -> Result<Vec<DeploymentRow>, ProjectionError> {
-    let sql = format!("{SELECT} WHERE phase = '{}' ORDER BY created_at", Phase::Pending.name());
+    // `Life::awaiting_placement`.
+    let sql = format!("{SELECT} WHERE desired = '{}' AND observed = '{}' ORDER BY created_at", Desired::Run.name(), Observed::Pending.name());
     let rows = sqlx::query(&sql).fetch_all(db.pool()).await?;
     rows.iter().map(row).collect()
 }
@@ -502,4 +545,90 @@ pub async fn logs(db: &ReadModelDb, deployment_id: Uuid, source: Option<&str>, a
         .collect::<Result<Vec<_>, ProjectionError>>()?;
     out.reverse();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use nullops_events::deployment::*;
+    use nullops_events::{EventMetadata, NewEvent, StreamId};
+
+    use super::*;
+
+    fn stored(deployment_id: Uuid, version: u64, event: DeploymentEvent) -> StoredEvent {
+        let new = NewEvent::new(&DomainEvent::Deployment(event), EventMetadata::system());
+        StoredEvent {
+            event_id: new.event_id,
+            stream_id: StreamId::new("deployment", &deployment_id.to_string()),
+            stream_version: version,
+            position: nullops_events::LogPosition { commit: version, seq: version },
+            event_type: new.event_type.to_owned(),
+            schema_version: new.schema_version,
+            payload: new.payload,
+            occurred_at: new.occurred_at,
+            metadata: new.metadata,
+        }
+    }
+
+    fn plan() -> DeploymentPlan {
+        DeploymentPlan { steps: vec![], edges: vec![] }
+    }
+
+    /// Every event that changes a deployment's life, after its request.
+    fn changes() -> Vec<DeploymentEvent> {
+        vec![
+            DeploymentEvent::Scheduled(DeploymentScheduled { node_id: Uuid::from_u128(9) }),
+            DeploymentEvent::RunStarted(RunStarted {}),
+            DeploymentEvent::Running(DeploymentRunning { endpoints: vec![] }),
+            DeploymentEvent::Failed(DeploymentFailed { step: None, reason: "exit code 1".into(), exit_code: Some(1), oom_killed: false }),
+            DeploymentEvent::DeletionRequested(DeletionRequested { reason: DeletionReason::User }),
+            DeploymentEvent::Removed(DeploymentRemoved {}),
+            DeploymentEvent::Retried(DeploymentRetried { pipeline_version: 2, plan: plan() }),
+            DeploymentEvent::Rejected(DeploymentRejected { code: RejectionCode::NoRoom, reason: "full".into() }),
+        ]
+    }
+
+    /// Given a request and any 3 changes after it (the read model applies what the log holds,
+    /// reachable or not), the row holds the life the aggregate's transition function gives, and
+    /// the phase derived from it.
+    #[tokio::test]
+    async fn the_row_follows_the_one_transition_function_along_every_short_path() {
+        let path = std::env::temp_dir().join(format!("nullops-deployments-{}.db", Uuid::now_v7()));
+        let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        let changes = changes();
+        let n = changes.len();
+        for path_index in 0..n * n * n {
+            let deployment_id = Uuid::from_u128(path_index as u128 + 1);
+            let request = DeploymentEvent::Requested(DeploymentRequested {
+                deployment_id,
+                project_id: Uuid::from_u128(1),
+                project: "shop".into(),
+                environment: "staging".into(),
+                name: format!("d{path_index}"),
+                versions: vec![],
+                pipeline_version: 1,
+                plan: plan(),
+                cpu_millis: 1,
+                memory_mib: 1,
+                lifetime_secs: 60,
+                expires_at: 1,
+            });
+            let steps = [changes[path_index % n].clone(), changes[path_index / n % n].clone(), changes[path_index / (n * n)].clone()];
+            let mut expected = None;
+            for (version, event) in std::iter::once(request).chain(steps).enumerate() {
+                expected = Life::after(expected, &event);
+                DeploymentsProjection.apply(&mut conn, &stored(deployment_id, version as u64 + 1, event.clone())).await.unwrap();
+                let row = deployment(&db, deployment_id).await.unwrap().unwrap();
+                assert_eq!(Some(row.life), expected, "path {path_index}, after {event:?}");
+                let phase: String = sqlx::query_scalar("SELECT phase FROM deployments WHERE deployment_id = $1")
+                    .bind(deployment_id.to_string())
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(phase, row.phase().name(), "path {path_index}: the stored phase is the one derived from the pair");
+            }
+        }
+        drop(conn);
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -8,6 +8,9 @@ use sqlx::{AnyConnection, Row};
 
 use crate::{Projection, ProjectionError, ReadModelDb};
 
+/// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
+pub const NAME: &str = "identity";
+
 pub struct IdentityProjection;
 
 /// Lower-case hex, the form token hashes take in the read model.
@@ -18,7 +21,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[async_trait]
 impl Projection for IdentityProjection {
     fn name(&self) -> &'static str {
-        "identity"
+        NAME
     }
 
     fn handles(&self, event_type: &str) -> bool {

@@ -21,7 +21,7 @@ pub mod runner;
 pub mod samples;
 pub mod webhooks;
 
-pub use db::{ReadModelDb, Status, WorkingRows, SAFETY_RECHECK};
+pub use db::{ReadModelDb, Rebuilding, Status, WorkingRows, WorkingWrite, SAFETY_RECHECK};
 
 use async_trait::async_trait;
 use nullops_events::StoredEvent;
@@ -59,6 +59,15 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one event inside the runner's transaction. Must only write (or read after its first
     /// write): SQLite then never has to upgrade a read lock.
     async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError>;
+    /// Applies `events`, in order, inside the runner's transaction, as [`Projection::apply`]
+    /// on each would. A projection whose rows can be written together overrides it (the audit
+    /// writes a batch in a few statements: replaying the log is bound by round trips).
+    async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Every projection of NullOps.

@@ -16,6 +16,9 @@ use uuid::Uuid;
 
 use crate::{Projection, ProjectionError, ReadModelDb};
 
+/// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
+pub const NAME: &str = "nodes";
+
 pub struct NodesProjection;
 
 pub(crate) const SCHEMA: &[&str] = &[
@@ -68,7 +71,7 @@ enum Bind {
 #[async_trait]
 impl Projection for NodesProjection {
     fn name(&self) -> &'static str {
-        "nodes"
+        NAME
     }
 
     fn handles(&self, event_type: &str) -> bool {
@@ -332,20 +335,39 @@ pub async fn usage_samples(db: &ReadModelDb) -> Result<Vec<(Uuid, i64)>, Project
         .collect()
 }
 
+const USAGE_COLUMNS: &str = "u.cpu_cores, u.cpu_used_millicores, u.memory_total_bytes, u.memory_used_bytes, u.containers, u.sampled_at";
+
 pub async fn usage(db: &ReadModelDb, node_id: Uuid) -> Result<Option<UsageRow>, ProjectionError> {
     let row =
-        sqlx::query("SELECT cpu_cores, cpu_used_millicores, memory_total_bytes, memory_used_bytes, containers, sampled_at FROM node_usage WHERE node_id = $1")
-            .bind(node_id.to_string())
-            .fetch_optional(db.pool())
-            .await?;
-    let Some(r) = row else { return Ok(None) };
+        sqlx::query(&format!("SELECT {USAGE_COLUMNS} FROM node_usage u WHERE u.node_id = $1")).bind(node_id.to_string()).fetch_optional(db.pool()).await?;
+    row.as_ref().map(|r| usage_row(r, 0)).transpose()
+}
+
+/// The last sample of each node of `environment` that has reported one, by node (admission
+/// reads them all at once).
+pub async fn usages(db: &ReadModelDb, environment: &str) -> Result<std::collections::HashMap<Uuid, UsageRow>, ProjectionError> {
+    let rows = sqlx::query(&format!("SELECT u.node_id, {USAGE_COLUMNS} FROM node_usage u JOIN nodes n ON n.node_id = u.node_id WHERE n.environment = $1"))
+        .bind(environment.to_owned())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get(0)?;
+            let id = id.parse().map_err(|_| ProjectionError::Corrupt(format!("node_usage: node id {id:?}")))?;
+            Ok((id, usage_row(r, 1)?))
+        })
+        .collect()
+}
+
+/// A usage sample from `r`'s columns from `first` on ([`USAGE_COLUMNS`]).
+fn usage_row(r: &sqlx::any::AnyRow, first: usize) -> Result<UsageRow, ProjectionError> {
     let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(Some(UsageRow {
-        cpu_cores: u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-        cpu_used_millicores: unsigned(r.try_get(1)?),
-        memory_total_bytes: unsigned(r.try_get(2)?),
-        memory_used_bytes: unsigned(r.try_get(3)?),
-        containers: r.try_get(4)?,
-        sampled_at: r.try_get(5)?,
-    }))
+    Ok(UsageRow {
+        cpu_cores: u32::try_from(r.try_get::<i64, _>(first)?).unwrap_or(0),
+        cpu_used_millicores: unsigned(r.try_get(first + 1)?),
+        memory_total_bytes: unsigned(r.try_get(first + 2)?),
+        memory_used_bytes: unsigned(r.try_get(first + 3)?),
+        containers: r.try_get(first + 4)?,
+        sampled_at: r.try_get(first + 5)?,
+    })
 }

@@ -147,7 +147,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<PreviewRow, ProjectionError> {
 /// Makes a preview's row follow a newer request: what it asks for now, to be looked at at
 /// once. A request at or before the row's position changes nothing (the process reacts to an
 /// event again after a crash); the comment and the last status stay (they are kept up to date).
-pub async fn record(db: &WorkingRows, p: &PreviewRow) -> Result<(), ProjectionError> {
+pub(crate) async fn record(conn: &mut sqlx::AnyConnection, p: &PreviewRow) -> Result<(), ProjectionError> {
     let sql = format!(
         "INSERT INTO previews ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
          ON CONFLICT (project_id, number) DO UPDATE SET project = excluded.project, forge = excluded.forge, title = excluded.title, url = excluded.url,
@@ -182,7 +182,7 @@ pub async fn record(db: &WorkingRows, p: &PreviewRow) -> Result<(), ProjectionEr
         .bind(p.progress.comment_id.clone())
         .bind(p.progress.comment.clone())
         .bind(i64::from(p.progress.failures))
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
@@ -222,8 +222,8 @@ pub async fn due(db: &ReadModelDb, now: i64, limit: u32) -> Result<Vec<PreviewRo
 }
 
 /// Has the preview that runs `deployment_id` looked at again now: its deployment changed.
-pub async fn wake(db: &WorkingRows, deployment_id: Uuid) -> Result<(), ProjectionError> {
-    sqlx::query("UPDATE previews SET settled = 0, next_at = 0 WHERE deployment_id = $1").bind(deployment_id.to_string()).execute(db.pool()).await?;
+pub(crate) async fn wake(conn: &mut sqlx::AnyConnection, deployment_id: Uuid) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE previews SET settled = 0, next_at = 0 WHERE deployment_id = $1").bind(deployment_id.to_string()).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -239,6 +239,7 @@ pub async fn of_project(db: &ReadModelDb, project_id: Uuid) -> Result<Vec<Previe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::WorkingWrite;
 
     fn preview(position: i64, sha: &str) -> PreviewRow {
         PreviewRow {
@@ -266,16 +267,19 @@ mod tests {
         let path = std::env::temp_dir().join(format!("nullops-previews-{}.db", Uuid::now_v7()));
         let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
         let first = preview(5, "aaa");
-        record(&db.working_rows(), &first).await.unwrap();
+        let commit = |writes: Vec<WorkingWrite>, at: u64| {
+            let rows = db.working_rows();
+            async move { rows.commit("previews", &writes, nullops_events::LogPosition { commit: at, seq: at }).await.unwrap() }
+        };
+        commit(vec![WorkingWrite::Preview(Box::new(first.clone()))], 1).await;
         let running = Progress { phase: PreviewPhase::Running, settled: true, comment_id: "42".into(), comment: "up".into(), ..first.progress.clone() };
         assert!(progressed(&db.working_rows(), &first, &running).await.unwrap());
         assert!(due(&db, 1, 10).await.unwrap().is_empty(), "settled");
-        wake(&db.working_rows(), Uuid::from_u128(5)).await.unwrap();
+        commit(vec![WorkingWrite::WakePreviews(Uuid::from_u128(5))], 2).await;
         assert_eq!(due(&db, 1, 10).await.unwrap().len(), 1, "its deployment changed");
 
         // An older request (an event reacted to again) changes nothing; a newer one moves it on.
-        record(&db.working_rows(), &preview(3, "old")).await.unwrap();
-        record(&db.working_rows(), &preview(9, "bbb")).await.unwrap();
+        commit(vec![WorkingWrite::Preview(Box::new(preview(3, "old"))), WorkingWrite::Preview(Box::new(preview(9, "bbb")))], 3).await;
         let rows = of_project(&db, Uuid::from_u128(1)).await.unwrap();
         assert_eq!((rows.len(), rows[0].head_sha.as_str(), rows[0].progress.phase), (1, "bbb", PreviewPhase::Requested));
         assert_eq!((rows[0].progress.comment_id.as_str(), rows[0].progress.comment.as_str()), ("42", "up"), "the comment is kept up to date, not made again");

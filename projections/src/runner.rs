@@ -107,6 +107,12 @@ impl Runner {
                         tracing::warn!(projection = self.projection.name(), "projection lease lost");
                         return Ok(());
                     }
+                    // Only a reset (`nullops projections rebuild`) moves the stored checkpoint
+                    // back: replay now, not at the next event (a quiet platform has none).
+                    let stored = self.db.checkpoint(self.projection.name()).await?.position;
+                    if stored < checkpoint {
+                        checkpoint = stored;
+                    }
                     self.catch_up(&mut checkpoint).await?;
                 }
             }
@@ -125,10 +131,18 @@ impl Runner {
         }
     }
 
+    /// Applies everything the store holds after `checkpoint`. A replay from the log's start
+    /// (a new, reshaped or reset read model) is whole once it gets to the end: said so then.
     async fn catch_up(&self, checkpoint: &mut LogPosition) -> Result<(), ProjectionError> {
+        let mut replaying = false;
         loop {
+            // (The checkpoint may be found reset midway: another process reset the read model.)
+            replaying |= *checkpoint == LogPosition::START;
             let batch = self.store.read_all(*checkpoint, CATCH_UP_BATCH).await?;
             if batch.is_empty() {
+                if replaying {
+                    self.db.rebuilt(self.projection.name()).await?;
+                }
                 return Ok(());
             }
             *checkpoint = self.apply_batch(*checkpoint, &batch).await?;
@@ -174,9 +188,8 @@ impl Runner {
             tx.rollback().await?;
             return Ok(self.db.checkpoint(name).await?.position);
         }
-        for event in batch.iter().filter(|e| self.projection.handles(&e.event_type)) {
-            self.projection.apply(&mut tx, event).await?;
-        }
+        let handled: Vec<&StoredEvent> = batch.iter().filter(|e| self.projection.handles(&e.event_type)).collect();
+        self.projection.apply_all(&mut tx, &handled).await?;
         self.db.announce(&mut tx, name).await?;
         tx.commit().await?;
         self.db.notify_advanced();

@@ -83,7 +83,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, ProjectionError> {
 }
 
 /// Makes a delivery, unless one of the same webhook and event exists.
-pub async fn enqueue(db: &WorkingRows, d: &DeliveryRow) -> Result<(), ProjectionError> {
+pub(crate) async fn enqueue(conn: &mut sqlx::AnyConnection, d: &DeliveryRow) -> Result<(), ProjectionError> {
     sqlx::query(&format!("INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"))
         .bind(d.webhook_id.to_string())
         .bind(d.event_id.clone())
@@ -96,7 +96,7 @@ pub async fn enqueue(db: &WorkingRows, d: &DeliveryRow) -> Result<(), Projection
         .bind(i64::from(d.attempts))
         .bind(d.next_at)
         .bind(d.state.name())
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
@@ -215,6 +215,7 @@ pub async fn attempts(db: &ReadModelDb, webhook_id: Uuid, event_id: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::WorkingWrite;
 
     fn delivery(event: &str, subject: &str, position: i64, made_at: i64) -> DeliveryRow {
         DeliveryRow {
@@ -237,9 +238,13 @@ mod tests {
         let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
         let (old_done, old_waiting, new_done) =
             (delivery("a", "deployment/1", 1, 10), delivery("b", "deployment/2", 2, 10), delivery("c", "deployment/1", 3, 1_000));
-        for d in [&old_done, &old_waiting, &new_done, &old_done] {
-            enqueue(&db.working_rows(), d).await.unwrap();
-        }
+        // Staged by the worker and committed with its checkpoint; a delivery made twice (the
+        // worker reacting to an event again) is made once.
+        let writes: Vec<WorkingWrite> = [&old_done, &old_waiting, &new_done, &old_done].into_iter().cloned().map(WorkingWrite::Delivery).collect();
+        let at = nullops_events::LogPosition { commit: 4, seq: 4 };
+        db.working_rows().commit("webhooks", &writes, at).await.unwrap();
+        assert_eq!(db.working_rows().checkpoint("webhooks").await.unwrap(), Some(at));
+        assert_eq!(db.working_rows().checkpoint("previews").await.unwrap(), None);
         assert_eq!(
             pending_of(&db, old_done.webhook_id, 10).await.unwrap().iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
             ["a", "b", "c"],

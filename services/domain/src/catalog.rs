@@ -140,21 +140,35 @@ fn preview_examples(rule: PreviewTagRule) -> [String; 5] {
     }
 }
 
+/// A service whose tag pattern refuses a tag a repository link's previews would ask for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "service {service}'s tag pattern {pattern} does not admit {tag}, a tag the previews' rule gives: previews could never deploy it; widen the pattern (e.g. to {wider}) or choose another rule"
+)]
+struct PreviewsCannotDeploy {
+    service: String,
+    pattern: String,
+    tag: String,
+    /// A pattern that admits every tag of the rule.
+    wider: &'static str,
+}
+
 /// Whether the previews of a link with `rule` can deploy `service`: its tag pattern (if any)
 /// admits the tags the rule gives; else why not, naming the pattern and a tag it refuses.
-fn previews_can_deploy(rule: PreviewTagRule, service: &ServiceDefinition) -> Result<(), String> {
+fn previews_can_deploy(rule: PreviewTagRule, service: &ServiceDefinition) -> Result<(), PreviewsCannotDeploy> {
     let TagMode::Selectable(Some(pattern)) = &service.tag else { return Ok(()) };
     let Ok(glob) = TagPattern::parse(pattern) else { return Ok(()) };
     match preview_examples(rule).into_iter().find(|tag| !glob.matches(tag)) {
         None => Ok(()),
-        Some(tag) => Err(format!(
-            "service {}'s tag pattern {pattern} does not admit {tag}, a tag the previews' rule gives: previews could never deploy it; widen the pattern (e.g. to {}) or choose another rule",
-            service.name,
-            match rule {
+        Some(tag) => Err(PreviewsCannotDeploy {
+            service: service.name.clone(),
+            pattern: pattern.clone(),
+            tag,
+            wider: match rule {
                 PreviewTagRule::PrNumber => "pr-*",
                 PreviewTagRule::ShortSha => "*",
-            }
-        )),
+            },
+        }),
     }
 }
 
@@ -353,7 +367,7 @@ fn check_plugin(p: &PluginDefinition, state: &CatalogState) -> Result<(), Domain
     if p.description.chars().count() > 2000 {
         return Err(DomainError::invalid("description", "use at most 2000 characters"));
     }
-    crate::pipeline::compile_schema(&p.parameters_schema).map_err(|m| DomainError::invalid("parametersSchema", m))?;
+    crate::pipeline::compile_schema(&p.parameters_schema).map_err(|m| DomainError::invalid("parametersSchema", m.to_string()))?;
     check_range("cpuMillis", p.cpu_millis.into(), 1..=256_000, "millicores")?;
     check_range("memoryMib", p.memory_mib.into(), 4..=1_048_576, "MiB")?;
     check_range("timeoutSeconds", p.timeout_secs.into(), 1..=86_400, "seconds")
@@ -576,7 +590,7 @@ impl crate::Decider for Catalog {
                         format!("service {} runs a pinned tag: a preview needs a service whose tag is chosen per deployment", link.service),
                     ));
                 }
-                previews_can_deploy(link.tag_rule, service).map_err(|why| DomainError::invalid("tagRule", why))?;
+                previews_can_deploy(link.tag_rule, service).map_err(|why| DomainError::invalid("tagRule", why.to_string()))?;
                 let current = state.links.get(&link.project);
                 CatalogEvent::RepositoryLinked(RepositoryLinked { link: link.clone(), retired_key: current.map(|c| c.credentials.key_id) })
             }

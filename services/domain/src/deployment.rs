@@ -8,9 +8,10 @@
 //! and the end is CANCELLED instead of DELETED. One that runs nowhere (waiting for a node, or
 //! failed and rolled back) is removed at once.
 //!
-//! [`Phase`] is the one home of a deployment's phases: their names (the read model's), the
-//! rules about them, and [`Phase::after`], the only transition function. The API's
-//! [`DeploymentStatus`] is derived from it.
+//! The state keeps what is wanted of a deployment apart from what is seen of it ([`Life`]);
+//! `nullops_events::phase` is their one home, with [`Life::after`], the only transition
+//! function. The [`Phase`] that `decide`'s rules speak of and the API's [`DeploymentStatus`]
+//! are derived from the pair.
 
 use std::collections::BTreeMap;
 
@@ -82,14 +83,14 @@ pub enum RunReport {
     Failed(DeploymentFailed),
 }
 
-pub use nullops_events::phase::{status, DeploymentStatus, Phase, Stage, UserAction};
+pub use nullops_events::phase::{status, DeploymentStatus, Desired, Life, Observed, Phase, Stage, UserAction};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploymentState {
     pub request: Option<DeploymentRequested>,
     pub node_id: Option<Uuid>,
-    /// `None` until requested.
-    pub phase: Option<Phase>,
+    /// What is wanted of it and what is seen of it; `None` until requested.
+    pub life: Option<Life>,
     pub expires_at: i64,
     /// Runs so far: 1 after the request, one more per retry.
     pub attempt: u32,
@@ -100,6 +101,13 @@ pub struct DeploymentState {
     pub health: BTreeMap<String, bool>,
     /// Where its services are published, once running.
     pub endpoints: Vec<Endpoint>,
+}
+
+impl DeploymentState {
+    /// The phase its life shows (`None` until requested).
+    pub fn phase(&self) -> Option<Phase> {
+        self.life.map(Life::phase)
+    }
 }
 
 pub struct Deployment;
@@ -117,8 +125,8 @@ impl Decider for Deployment {
         if platform_only && command.by != Issuer::System {
             return Err(DomainError::Forbidden("only the platform places a deployment and reports on its run".into()));
         }
-        let phase = match (&command.action, state.phase) {
-            (Create { .. }, _) => state.phase,
+        let phase = match (&command.action, state.phase()) {
+            (Create { .. }, _) => state.phase(),
             (_, None) => return Err(DomainError::NotFound("no such deployment".into())),
             (_, Some(phase)) => Some(phase),
         };
@@ -212,7 +220,7 @@ impl Decider for Deployment {
     }
 
     fn evolve(mut state: DeploymentState, event: &DeploymentEvent) -> DeploymentState {
-        state.phase = Phase::after(state.phase, event);
+        state.life = Life::after(state.life, event);
         match event {
             DeploymentEvent::Requested(r) => {
                 state.expires_at = r.expires_at;
@@ -261,7 +269,7 @@ pub const ROLLED_BACK_WITH_THE_RUN: &str = "rolled back: its run was cancelled o
 /// What a report adds to the log: only what is new and fits the phase (a step or a health the
 /// log already has, a late "running" after a cancel, a second failure change nothing).
 fn decide_report(report: &RunReport, state: &DeploymentState) -> Vec<DeploymentEvent> {
-    let Some(phase) = state.phase else { return vec![] };
+    let Some(phase) = state.phase() else { return vec![] };
     match report {
         RunReport::Started if phase == Phase::Scheduled => vec![DeploymentEvent::RunStarted(RunStarted {})],
         // A new state, or what a running step says changed (a starting service's probe answers
@@ -337,7 +345,7 @@ mod tests {
         given
     }
     fn phase(given: &[DeploymentEvent]) -> Option<Phase> {
-        fold::<Deployment>(given).phase
+        fold::<Deployment>(given).phase()
     }
     fn failure() -> DeploymentFailed {
         DeploymentFailed { step: Some("migrate".into()), reason: "exit code 1".into(), exit_code: Some(1), oom_killed: false }
@@ -489,7 +497,7 @@ mod tests {
         assert!(matches!(when(&failed, Issuer::System, retry(Some(Access::ReadOnly))), Err(DomainError::Forbidden(_))));
         let retried = then(then(failed, retry(Some(Access::Full))), DeploymentAction::Schedule { node_id: Uuid::from_u128(10) });
         let state = fold::<Deployment>(&retried);
-        assert_eq!((state.phase, state.attempt, state.node_id), (Some(Phase::Scheduled), 2, Some(Uuid::from_u128(10))));
+        assert_eq!((state.phase(), state.attempt, state.node_id), (Some(Phase::Scheduled), 2, Some(Uuid::from_u128(10))));
         assert_eq!(state.request.unwrap().pipeline_version, 4);
         // A late report of attempt 1 changes nothing; attempt 2 starts.
         assert_eq!(when(&retried, Issuer::System, report(RunReport::Started)), Ok(vec![]));

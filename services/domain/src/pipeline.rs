@@ -15,10 +15,20 @@ pub use nullops_events::expressions::{references, Reference};
 // ---------------------------------------------------------------------------------------------
 // Plugin parameter schemas.
 
+/// Why a plugin's parameters schema cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSchema {
+    #[error("not JSON (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    /// `detail` is what the JSON Schema validator found wrong, naming the keyword.
+    #[error("not a valid JSON Schema: {detail}")]
+    NotASchema { detail: String },
+}
+
 /// Compiles a JSON Schema given as text, or says why it is not one.
-pub fn compile_schema(text: &str) -> Result<jsonschema::Validator, String> {
-    let schema: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    jsonschema::validator_for(&schema).map_err(|e| format!("not a valid JSON Schema: {e}"))
+pub fn compile_schema(text: &str) -> Result<jsonschema::Validator, BadSchema> {
+    let schema: serde_json::Value = serde_json::from_str(text).map_err(|e| BadSchema::NotJson { line: e.line(), column: e.column() })?;
+    jsonschema::validator_for(&schema).map_err(|e| BadSchema::NotASchema { detail: e.to_string() })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ struct Candidates {
     unmeasured: usize,
     /// Enabled, trusted nodes holding a token, but not connected (yet).
     connecting: usize,
+    /// The nodes, of any status, on which the deployment asked about holds room.
+    held: Vec<Uuid>,
 }
 
 impl Candidates {
@@ -131,31 +133,98 @@ pub enum Placement {
 }
 
 /// Where admission looks: the store for reservations (cached per node), the read models for
-/// nodes and their measured use.
+/// nodes and their measured use, and the reservations this process is making right now.
 pub struct Admission<'a> {
     pub store: &'a dyn EventStore,
     pub read_models: &'a ReadModelDb,
     pub capacities: &'a StateCache<Capacity>,
+    pub underway: &'a Underway,
+}
+
+/// The room each node is being asked for by reservations under way in this process, not
+/// appended yet. Placements side by side count them as taken when they choose a node, so they
+/// spread over the nodes with the most room instead of queueing for the same one; the capacity
+/// stream still decides whether a reservation fits.
+#[derive(Default)]
+pub struct Underway(std::sync::Mutex<std::collections::HashMap<Uuid, Resources>>);
+
+impl Underway {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, Resources>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chooses the next node to try of `candidates` (ranked), leaving out `tried`, and counts
+    /// `request` as under way there until the claim returned is dropped.
+    fn choose(&self, candidates: &[Candidate], tried: &[Uuid], request: Resources) -> Option<(usize, Claim<'_>)> {
+        let mut underway = self.lock();
+        let at = next_node(candidates, &underway, tried, request)?;
+        let node_id = candidates[at].node_id;
+        let on = underway.entry(node_id).or_default();
+        on.cpu_millis += request.cpu_millis;
+        on.memory_mib += request.memory_mib;
+        Some((at, Claim { underway: self, node_id, request }))
+    }
+
+    fn done(&self, node_id: Uuid, request: Resources) {
+        let mut underway = self.lock();
+        if let Some(on) = underway.get_mut(&node_id) {
+            on.cpu_millis = on.cpu_millis.saturating_sub(request.cpu_millis);
+            on.memory_mib = on.memory_mib.saturating_sub(request.memory_mib);
+            if *on == Resources::default() {
+                underway.remove(&node_id);
+            }
+        }
+    }
+}
+
+/// A reservation under way on a node: counted until dropped (after its command, whatever
+/// became of it, or when the placement is abandoned midway).
+struct Claim<'a> {
+    underway: &'a Underway,
+    node_id: Uuid,
+    request: Resources,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.underway.done(self.node_id, self.request);
+    }
+}
+
+/// Of `candidates` not `tried`, the one with the most free memory (then CPU) once the room
+/// `underway` on each is counted as taken, among those where `request` then fits; when it
+/// fits on none that way, the first in their own ranking (its stream may have room yet).
+fn next_node(candidates: &[Candidate], underway: &std::collections::HashMap<Uuid, Resources>, tried: &[Uuid], request: Resources) -> Option<usize> {
+    let left = |c: &Candidate| {
+        let taken = underway.get(&c.node_id).copied().unwrap_or_default();
+        Resources { cpu_millis: c.free.cpu_millis.saturating_sub(taken.cpu_millis), memory_mib: c.free.memory_mib.saturating_sub(taken.memory_mib) }
+    };
+    let open = || candidates.iter().enumerate().filter(|(_, c)| !tried.contains(&c.node_id));
+    open()
+        .map(|(i, c)| (i, left(c)))
+        .filter(|(_, free)| request.cpu_millis <= free.cpu_millis && request.memory_mib <= free.memory_mib)
+        .max_by(|(i, a), (j, b)| (a.memory_mib, a.cpu_millis, std::cmp::Reverse(*i)).cmp(&(b.memory_mib, b.cpu_millis, std::cmp::Reverse(*j))))
+        .map(|(i, _)| i)
+        .or_else(|| open().map(|(i, _)| i).next())
 }
 
 impl Admission<'_> {
     /// The nodes of `environment` on whose capacity streams `deployment_id` holds room.
     pub async fn holders(&self, environment: &str, deployment_id: Uuid) -> Result<Vec<Uuid>, SagaError> {
-        let mut out = Vec::new();
-        for row in read::nodes(self.read_models, Some(environment)).await? {
-            let (capacity, _) = self.capacities.load(self.store, &row.node_id.to_string()).await?;
-            if capacity.reservations.contains_key(&deployment_id) {
-                out.push(row.node_id);
-            }
-        }
-        Ok(out)
+        Ok(self.candidates(environment, Some(deployment_id)).await?.held)
     }
 
     /// The online, measured nodes of `environment` with what each has free, most free memory
-    /// first; and how many more could come online or have not reported their size yet.
-    async fn candidates(&self, environment: &str) -> Result<Candidates, SagaError> {
+    /// first; how many more could come online or have not reported their size yet; and the
+    /// nodes on which `holder` holds room. Each node's reservations and usage are read once.
+    async fn candidates(&self, environment: &str, holder: Option<Uuid>) -> Result<Candidates, SagaError> {
         let mut found = Candidates::default();
+        let mut usages = read::usages(self.read_models, environment).await?;
         for row in read::nodes(self.read_models, Some(environment)).await? {
+            let (capacity, _) = self.capacities.load(self.store, &row.node_id.to_string()).await?;
+            if holder.is_some_and(|h| capacity.reservations.contains_key(&h)) {
+                found.held.push(row.node_id);
+            }
             match node_status(&row) {
                 NodeStatus::Online => {}
                 NodeStatus::Offline | NodeStatus::Pending => {
@@ -164,13 +233,12 @@ impl Admission<'_> {
                 }
                 _ => continue,
             }
-            let Some(usage) = read::usage(self.read_models, row.node_id).await? else {
+            let Some(usage) = usages.remove(&row.node_id) else {
                 found.unmeasured += 1;
                 continue;
             };
             let total = Resources { cpu_millis: u64::from(usage.cpu_cores) * 1000, memory_mib: usage.memory_total_bytes >> 20 };
             let used = Resources { cpu_millis: usage.cpu_used_millicores, memory_mib: usage.memory_used_bytes >> 20 };
-            let (capacity, _) = self.capacities.load(self.store, &row.node_id.to_string()).await?;
             found.list.push(Candidate { node_id: row.node_id, name: format!("{}:{}", row.host, row.port), total, used, free: capacity.free(total, used) });
         }
         found.rank();
@@ -180,23 +248,28 @@ impl Admission<'_> {
     /// Whether `request` would be admitted in `environment` now, reserving nothing: the node
     /// it would go to, or why none would take it.
     pub async fn preview(&self, environment: &str, request: Resources) -> Result<Preview, SagaError> {
-        Ok(self.candidates(environment).await?.preview(environment, request))
+        Ok(self.candidates(environment, None).await?.preview(environment, request))
     }
 
     /// Reserves `request` for `deployment_id` on a node of `environment`.
     pub async fn reserve(&self, environment: &str, deployment_id: Uuid, request: Resources, metadata: &EventMetadata) -> Result<Placement, SagaError> {
-        if let Some(held) = self.holders(environment, deployment_id).await?.first() {
+        let found = self.candidates(environment, Some(deployment_id)).await?;
+        if let Some(held) = found.held.first() {
             return Ok(Placement::Reserved(*held));
         }
-        let found = self.candidates(environment).await?;
         if let Some(placement) = found.nothing_to_try(environment, request) {
             return Ok(placement);
         }
         let candidates = found.list;
         let mut best_free = Resources::default();
-        for c in &candidates {
+        let mut tried = Vec::with_capacity(candidates.len());
+        while let Some((at, claim)) = self.underway.choose(&candidates, &tried, request) {
+            let c = &candidates[at];
+            tried.push(c.node_id);
             let command = CapacityCommand::Reserve { deployment_id, request, total: c.total, used: c.used };
-            match execute_with::<Capacity>(self.store, Some(self.capacities), &c.node_id.to_string(), &command, metadata).await {
+            let reserved = execute_with::<Capacity>(self.store, Some(self.capacities), &c.node_id.to_string(), &command, metadata).await;
+            drop(claim);
+            match reserved {
                 Ok(_) => return Ok(Placement::Reserved(c.node_id)),
                 Err(CommandError::Domain(DomainError::ResourcesExhausted(_))) => {
                     // Someone took the room since it was read: what is left now?
@@ -253,6 +326,43 @@ mod tests {
         let preview = found.preview("staging", ASK);
         assert_eq!(preview.node.map(|(_, name)| name).as_deref(), Some("small:1"));
         assert!(preview.message.starts_with("fits on node small:1 now"), "{}", preview.message);
+    }
+
+    #[test]
+    fn placements_under_way_count_as_taken_so_side_by_side_ones_spread_over_the_nodes() {
+        let found = ranked(vec![node("a:1", 4000, 8192), node("b:1", 4000, 6144), node("c:1", 4000, 1024)]);
+        let (a, b) = (found.list[0].node_id, found.list[1].node_id);
+        let mut underway = std::collections::HashMap::new();
+        // Given nothing under way, the roomiest node is chosen (as ranked) …
+        assert_eq!(next_node(&found.list, &underway, &[], ASK), Some(0));
+        // … given a reservation under way there that leaves it less free than b, b is chosen;
+        underway.insert(a, Resources { cpu_millis: 500, memory_mib: 4096 });
+        assert_eq!(next_node(&found.list, &underway, &[], ASK), Some(1));
+        // given a and b tried, c; given room under way everywhere, the first not yet tried by
+        // its own ranking (its stream decides);
+        assert_eq!(next_node(&found.list, &underway, &[a, b], ASK), Some(2));
+        underway.insert(b, Resources { cpu_millis: 4000, memory_mib: 6144 });
+        underway.insert(found.list[2].node_id, Resources { cpu_millis: 4000, memory_mib: 1024 });
+        underway.insert(a, Resources { cpu_millis: 4000, memory_mib: 8192 });
+        assert_eq!(next_node(&found.list, &underway, &[a], ASK), Some(1));
+        // and every node tried, none.
+        let all: Vec<Uuid> = found.list.iter().map(|c| c.node_id).collect();
+        assert_eq!(next_node(&found.list, &underway, &all, ASK), None);
+    }
+
+    #[test]
+    fn a_claim_counts_until_it_is_dropped() {
+        let found = ranked(vec![node("a:1", 4000, 8192), node("b:1", 4000, 6144)]);
+        let underway = Underway::default();
+        // A claim of 4096 MiB on a leaves it 4096: the next placement goes to b.
+        let (first, big) = underway.choose(&found.list, &[], Resources { cpu_millis: 500, memory_mib: 4096 }).expect("a node");
+        assert_eq!(first, 0);
+        let (second, small) = underway.choose(&found.list, &[], ASK).expect("a node");
+        assert_eq!(second, 1);
+        // Once both are done, nothing is under way and a is first again.
+        drop((big, small));
+        assert!(underway.lock().is_empty());
+        assert_eq!(underway.choose(&found.list, &[], ASK).map(|(at, _)| at), Some(0));
     }
 
     #[test]

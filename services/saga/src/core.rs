@@ -43,6 +43,8 @@ pub struct Core {
     pub egress: Arc<Egress>,
     /// How users reach the ingress, for the service URLs.
     pub ingress: PublicOrigin,
+    /// The processes' pauses.
+    pub pacing: crate::Pacing,
 }
 
 /// Why a command was not carried out, or its effect is not visible yet.
@@ -67,7 +69,17 @@ impl Core {
     ) -> Result<Executed, DispatchError> {
         let executed = commands::execute_with::<D>(&*self.store, cache, key, &command, &metadata).await?;
         if let Some(last) = executed.last {
-            let touched: Vec<&str> = self.projections.iter().filter(|p| executed.event_types.iter().any(|t| p.handles(t))).map(|p| p.name()).collect();
+            // A read model being rebuilt is not waited for: it answers no query until it is
+            // whole (the API's `UNAVAILABLE`), so what it will show cannot be read before then
+            // anyway, and a replay may take far longer than any wait here (a sign-in during a
+            // rebuild of the audit would otherwise wait for the whole log).
+            let rebuilding = self.read_models.rebuilding_now().await?;
+            let touched: Vec<&str> = self
+                .projections
+                .iter()
+                .filter(|p| executed.event_types.iter().any(|t| p.handles(t)) && !rebuilding.iter().any(|r| r.name == p.name()))
+                .map(|p| p.name())
+                .collect();
             let waiting = tracing::info_span!("read_models.wait", projections = touched.join(",").as_str());
             self.read_models.wait_for(&touched, last, self.consistency_wait).instrument(waiting).await?;
         }

@@ -12,7 +12,7 @@
 //! events on all three streams share one correlation id.
 //!
 //! When no node can take a deployment *yet* (the environment's nodes are reconnecting, or have
-//! not reported their size, as after a restart), it waits up to [`NODE_GRACE`] for one, asked
+//! not reported their size, as after a restart), it waits up to its node grace (`Pacing::node_grace`) for one, asked
 //! again every tick, before it is refused. The waiting ones are in memory only: a new runner
 //! finds them again as the deployments still PENDING once the read model has caught up.
 
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nullops_domain::capacity::{Capacity, Resources};
-use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, DeploymentState, Phase};
+use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand, DeploymentState, Life};
 use nullops_domain::deployment_names::{name_key, DeploymentName, NameCommand};
 use nullops_domain::{DnsLabel, DomainError, Issuer};
 use nullops_events::codec::types;
@@ -33,7 +33,7 @@ use nullops_store::commands::{execute, load, CommandError, StateCache};
 use nullops_store::EventStore;
 use uuid::Uuid;
 
-use crate::admission::{Admission, Placement};
+use crate::admission::{Admission, Placement, Underway};
 use crate::fault;
 use crate::{Saga, SagaError};
 
@@ -43,10 +43,9 @@ const HANDLES: [&str; 5] =
 
 /// Nodes whose capacity streams are kept in memory between reactions.
 const CACHED_NODES: usize = 4096;
-/// How long a deployment waits for a node of its environment to come online (or report its
-/// size) before it is refused. Below the gateway's wait for a placement, so the caller of
-/// `createDeployment` hears the outcome.
-pub const NODE_GRACE: Duration = Duration::from_secs(15);
+/// Deployments placed at once: each decides its room on a node's capacity stream, where racing
+/// reservations take turns, so placing side by side never over-commits a node.
+pub const PLACEMENTS_AT_ONCE: usize = 32;
 /// How long a new runner waits for the read models to show what its checkpoint covers.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(30);
 
@@ -60,12 +59,33 @@ pub struct DeploymentSaga {
     store: Arc<dyn EventStore>,
     read_models: ReadModelDb,
     capacities: StateCache<Capacity>,
+    /// How long a deployment waits for a node of its environment to come online (or report
+    /// its size) before it is refused.
+    node_grace: Duration,
     waiting: Mutex<HashMap<Uuid, Waiting>>,
+    /// Deployments reacted to at once ([`PLACEMENTS_AT_ONCE`]; 1 in the benchmark's baseline).
+    at_once: usize,
+    /// The reservations its placements are making right now (see [`Underway`]).
+    underway: Underway,
 }
 
 impl DeploymentSaga {
-    pub fn new(store: Arc<dyn EventStore>, read_models: ReadModelDb) -> Self {
-        DeploymentSaga { store, read_models, capacities: StateCache::new(CACHED_NODES), waiting: Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<dyn EventStore>, read_models: ReadModelDb, node_grace: Duration) -> Self {
+        DeploymentSaga {
+            store,
+            read_models,
+            capacities: StateCache::new(CACHED_NODES),
+            node_grace,
+            waiting: Mutex::new(HashMap::new()),
+            at_once: PLACEMENTS_AT_ONCE,
+            underway: Underway::default(),
+        }
+    }
+
+    /// Reacts to `at_once` deployments at once instead (1: one at a time).
+    pub fn placing_at_once(mut self, at_once: usize) -> Self {
+        self.at_once = at_once.max(1);
+        self
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Waiting>> {
@@ -75,8 +95,8 @@ impl DeploymentSaga {
     /// Places the deployment if it still waits for a node.
     async fn drive(&self, deployment_id: Uuid, metadata: &EventMetadata) -> Result<(), SagaError> {
         let (state, _) = load::<Deployment>(&*self.store, &deployment_id.to_string()).await?;
-        match (&state.request, state.phase) {
-            (Some(request), Some(Phase::Pending)) => self.place(deployment_id, request, metadata).await,
+        match (&state.request, state.life) {
+            (Some(request), Some(life)) if life.awaiting_placement() => self.place(deployment_id, request, metadata).await,
             _ => {
                 self.waiting().remove(&deployment_id);
                 Ok(())
@@ -85,7 +105,7 @@ impl DeploymentSaga {
     }
 
     fn admission(&self) -> Admission<'_> {
-        Admission { store: &*self.store, read_models: &self.read_models, capacities: &self.capacities }
+        Admission { store: &*self.store, read_models: &self.read_models, capacities: &self.capacities, underway: &self.underway }
     }
 
     /// A name, room on a node, then the schedule; or the reason it cannot be placed.
@@ -110,7 +130,7 @@ impl DeploymentSaga {
             Placement::NoRoom(reason) => return self.unplaceable(deployment_id, RejectionCode::NoRoom, reason, metadata).await,
             Placement::NotYet(reason) => {
                 let now = Instant::now();
-                let until = self.waiting().entry(deployment_id).or_insert_with(|| Waiting { until: now + NODE_GRACE, metadata: metadata.clone() }).until;
+                let until = self.waiting().entry(deployment_id).or_insert_with(|| Waiting { until: now + self.node_grace, metadata: metadata.clone() }).until;
                 if now < until {
                     tracing::debug!(deployment = %deployment_id, %reason, "waiting for a node");
                     return Ok(());
@@ -142,7 +162,7 @@ impl DeploymentSaga {
 
     /// Gives back what a deployment in `state` no longer needs.
     async fn settle(&self, deployment_id: Uuid, state: &DeploymentState, request: &DeploymentRequested, metadata: &EventMetadata) -> Result<(), SagaError> {
-        let Some(phase) = state.phase else { return Ok(()) };
+        let Some(phase) = state.phase() else { return Ok(()) };
         if !phase.holds_capacity() {
             self.admission().release(&request.environment, deployment_id, metadata).await?;
         }
@@ -164,6 +184,10 @@ impl Saga for DeploymentSaga {
         HANDLES.contains(&event_type)
     }
 
+    fn concurrency(&self) -> usize {
+        self.at_once
+    }
+
     async fn react(&self, event: &StoredEvent) -> Result<(), SagaError> {
         let Ok(deployment_id) = event.stream_id.key().parse::<Uuid>() else {
             tracing::warn!(stream = %event.stream_id, "a deployment stream not named by a deployment id; ignored");
@@ -181,7 +205,7 @@ impl Saga for DeploymentSaga {
             // This reaction's span (a child of the event's), when traced.
             trace_context: nullops_telemetry::traceparent().or_else(|| event.metadata.trace_context.clone()),
         };
-        if state.phase == Some(Phase::Pending) {
+        if state.life.is_some_and(Life::awaiting_placement) {
             return self.place(deployment_id, &request, &metadata).await;
         }
         self.waiting().remove(&deployment_id);
@@ -199,7 +223,7 @@ impl Saga for DeploymentSaga {
         let now = Instant::now();
         let mut waiting = self.waiting();
         for row in pending {
-            waiting.entry(row.deployment_id).or_insert_with(|| Waiting { until: now + NODE_GRACE, metadata: EventMetadata::system() });
+            waiting.entry(row.deployment_id).or_insert_with(|| Waiting { until: now + self.node_grace, metadata: EventMetadata::system() });
         }
         Ok(())
     }

@@ -24,12 +24,6 @@ use uuid::Uuid;
 
 use crate::periodic::{Periodic, Scope};
 
-/// How often a server sweeps orphaned data keys.
-pub const KEY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// How old an unused key must be to be destroyed: far longer than any command takes from
-/// sealing a value to appending its event.
-pub const KEY_SWEEP_GRACE: Duration = Duration::from_secs(900);
-
 /// The data keys of every current sealed value, read from the event log.
 async fn live_keys(store: &dyn EventStore, read_models: &ReadModelDb) -> Result<BTreeSet<Uuid>, SweepError> {
     let (catalog, _) = commands::load::<Catalog>(store, CATALOG_KEY).await?;
@@ -78,6 +72,9 @@ pub struct KeySweep {
     pub store: Arc<dyn EventStore>,
     pub read_models: ReadModelDb,
     pub keyring: Arc<Keyring>,
+    /// How old an unused key must be to be destroyed (`Pacing::key_sweep_grace`): far longer
+    /// than any command takes from sealing a value to appending its event.
+    pub grace: Duration,
 }
 
 #[async_trait]
@@ -87,6 +84,6 @@ impl Periodic for KeySweep {
     const SCOPE: Scope = Scope::Leased;
 
     async fn run_once(&self) -> Result<(), SweepError> {
-        sweep_orphaned_keys(&*self.store, &self.read_models, &self.keyring, KEY_SWEEP_GRACE).await.map(drop)
+        sweep_orphaned_keys(&*self.store, &self.read_models, &self.keyring, self.grace).await.map(drop)
     }
 }

@@ -14,6 +14,7 @@ pub mod core;
 pub mod deployment;
 pub mod fault;
 pub mod key_sweep;
+pub mod pacing;
 pub mod periodic;
 pub mod previews;
 pub mod reaper;
@@ -26,9 +27,11 @@ pub mod webhooks;
 
 use async_trait::async_trait;
 use nullops_events::{LogPosition, StoredEvent};
+use nullops_projections::{WorkingRows, WorkingWrite};
 
 pub use core::{Core, DispatchError};
 pub use deployment::DeploymentSaga;
+pub use pacing::{Pacing, PacingError};
 pub use request::{Ask, RequestError};
 pub use runner::SagaRunner;
 pub use tags::{TagLister, TagsError};
@@ -61,8 +64,29 @@ pub trait Saga: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Whether events of this type may call for a reaction.
     fn handles(&self, event_type: &str) -> bool;
-    /// Reacts to `event`. Runs again for the same event after a crash, so it must be idempotent.
-    async fn react(&self, event: &StoredEvent) -> Result<(), SagaError>;
+    /// A saga's reaction to `event`: the commands it calls for. Runs again for the same event
+    /// after a crash, so it must be idempotent.
+    async fn react(&self, _event: &StoredEvent) -> Result<(), SagaError> {
+        Ok(())
+    }
+    /// A worker's reaction to `event`: what it adds to the worker's working rows, written by
+    /// the runner in one transaction with the checkpoint (see [`Saga::working_rows`]).
+    async fn record(&self, _event: &StoredEvent) -> Result<Vec<WorkingWrite>, SagaError> {
+        Ok(vec![])
+    }
+    /// A worker's rows: its checkpoint is kept beside them and moves with what `record`
+    /// stages. `None` for a saga, whose checkpoint is in the store and whose reaction is `react`.
+    fn working_rows(&self) -> Option<WorkingRows> {
+        None
+    }
+    /// How many streams' events a saga reacts to at once (a worker's are recorded one by one).
+    /// Events of one stream are always reacted to in order; events of different streams only
+    /// when their reactions cannot race each other into a wrong result, because whatever they
+    /// share is decided on a stream of its own (the deployment saga: room on a node's capacity
+    /// stream, a name on its name stream). 1: one event at a time.
+    fn concurrency(&self) -> usize {
+        1
+    }
     /// Called when this process becomes the saga's runner, before it catches up from
     /// `checkpoint`: takes up work a previous runner had left waiting.
     async fn resume(&self, _checkpoint: LogPosition) -> Result<(), SagaError> {

@@ -2,7 +2,6 @@
 //! `system` in their history). A [`Periodic`] process, leased: one server reaps at a time.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use nullops_domain::deployment::{Deployment, DeploymentAction, DeploymentCommand};
@@ -16,9 +15,7 @@ use nullops_store::EventStore;
 use crate::periodic::{Periodic, Scope};
 use crate::SagaError;
 
-/// How often expiries are looked for: the countdown's resolution.
-pub const REAP_EVERY: Duration = Duration::from_secs(1);
-
+/// Looks for expired deployments every `Pacing::reap_every` (the countdown's resolution).
 pub struct Reaper {
     pub store: Arc<dyn EventStore>,
     pub read_models: ReadModelDb,

@@ -23,10 +23,10 @@ use uuid::Uuid;
 use crate::core::{Core, DispatchError};
 use crate::tags::TagsError;
 
-/// How long a request waits for the saga to place the deployment; past it, the deployment is
-/// returned PENDING (it is placed as soon as the saga gets to it). Above the saga's own wait for
-/// a node ([`crate::deployment::NODE_GRACE`]), so the caller normally hears the outcome.
-pub const PLACEMENT_WAIT: Duration = Duration::from_secs(30);
+/// How much longer than the saga's own wait for a node (`Pacing::node_grace`) a request waits
+/// for the saga to place the deployment, so that the caller normally hears the outcome; past
+/// it, the deployment is returned PENDING (it is placed as soon as the saga gets to it).
+pub const PLACEMENT_MARGIN: Duration = Duration::from_secs(15);
 /// Names drawn when the caller asks for none and the drawn one is taken.
 const NAME_DRAWS: usize = 3;
 
@@ -143,8 +143,8 @@ impl Core {
         row: &DeploymentRow,
     ) -> Result<DeploymentRow, RequestError> {
         nullops_domain::access::require(access, Access::Full, &format!("deployment {}", row.name))?;
-        if !row.phase.allows(UserAction::Retry) {
-            return Err(DomainError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase.name())).into());
+        if !row.phase().allows(UserAction::Retry) {
+            return Err(DomainError::Conflict(format!("deployment {} is {}: only a failed deployment is retried", row.name, row.phase().name())).into());
         }
         let state = self.catalog().await?;
         let definition = state.project(&row.project)?;
@@ -155,7 +155,7 @@ impl Core {
         let command = DeploymentCommand { by, action: DeploymentAction::Retry { access, pipeline_version: latest.version, plan } };
         self.dispatch::<Deployment>(None, metadata, &row.deployment_id.to_string(), command).await?;
         let placed = self.placement(row.deployment_id, row.attempt + 1).await?;
-        if placed.phase == Phase::Failed && placed.attempt == row.attempt + 1 {
+        if placed.phase() == Phase::Failed && placed.attempt == row.attempt + 1 {
             // The saga found no node with room for the new attempt.
             return Err(DomainError::ResourcesExhausted(failure_reason(&placed)).into());
         }
@@ -163,15 +163,16 @@ impl Core {
     }
 
     /// The deployment once the saga has placed (or refused) `attempt`, or as it is when
-    /// [`PLACEMENT_WAIT`] runs out. Woken by every advance of the read models.
+    /// the wait for it ([`PLACEMENT_MARGIN`] past the node grace) runs out. Woken by every
+    /// advance of the read models.
     pub async fn placement(&self, deployment_id: Uuid, attempt: u32) -> Result<DeploymentRow, ProjectionError> {
-        let deadline = tokio::time::Instant::now() + PLACEMENT_WAIT;
+        let deadline = tokio::time::Instant::now() + self.pacing.node_grace + PLACEMENT_MARGIN;
         let mut advanced = self.read_models.advances();
         loop {
             let row = read::deployment(&self.read_models, deployment_id)
                 .await?
                 .ok_or_else(|| ProjectionError::Corrupt(format!("requested deployment {deployment_id} is missing")))?;
-            if (row.attempt >= attempt && row.phase != Phase::Pending) || tokio::time::Instant::now() >= deadline {
+            if (row.attempt >= attempt && row.phase() != Phase::Pending) || tokio::time::Instant::now() >= deadline {
                 return Ok(row);
             }
             tokio::select! {

@@ -102,6 +102,7 @@ pub async fn appends_several_events_atomically_in_order(store: &dyn EventStore) 
 }
 
 pub async fn reads_all_streams_in_global_order_from_any_position(store: &dyn EventStore) {
+    assert_eq!(store.head().await.expect("head"), 0, "an empty log reaches nowhere");
     let mut expected = Vec::new();
     for i in 0..6u32 {
         let stream = StreamId::new("user", &format!("u{}", i % 3));
@@ -117,6 +118,7 @@ pub async fn reads_all_streams_in_global_order_from_any_position(store: &dyn Eve
     assert_eq!(tail.len(), all.len() - 5);
     assert_eq!(tail[0].event_id, all[5].event_id);
     assert!(store.read_all(all[all.len() - 1].position, 100).await.expect("read").is_empty());
+    assert_eq!(store.head().await.expect("head"), all[all.len() - 1].position.seq, "the head is the last event's seq");
 }
 
 pub async fn concurrent_creators_of_one_stream_have_exactly_one_winner(store: Arc<dyn EventStore>) {

@@ -55,6 +55,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// event before it in that order may still commit: readers that follow it skip nothing.
     async fn read_all(&self, after: LogPosition, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// The highest `seq` any event has been given: how far the log reaches, for progress
+    /// ("N of M events"). Not a read position: an event below it may still be committing.
+    async fn head(&self) -> Result<u64, StoreError>;
+
     /// Bumped after every append made through this handle, so local followers wake at once.
     fn append_signal(&self) -> watch::Receiver<u64>;
 

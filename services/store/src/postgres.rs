@@ -5,9 +5,9 @@
 //! concurrency needs no lock of its own: the statement inserts only if the stream is at the
 //! expected version (version `expected` exists, or for a new stream no event does), and the unique
 //! index on `(stream_id, stream_version)` turns any race for the next version into a conflict.
-//! Appends to different streams share nothing. Readers follow `(tx_id, position)` below the oldest running
-//! transaction (`pg_snapshot_xmin`), so an event is never skipped when transactions commit out of
-//! order.
+//! Appends to different streams share nothing. Readers follow `(tx_id, position)` below the oldest
+//! append still running (`APPEND_HORIZON`), so an event is never skipped when transactions commit
+//! out of order, and no other transaction on the server holds them back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
@@ -75,6 +75,46 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     tx.commit().await?;
     Ok(())
 }
+
+/// The events after `($1, $2)` in the global order, up to `$3` of them, below the append horizon.
+static READ_ALL_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{APPEND_HORIZON} SELECT tx_id::text::bigint, position, {EVENT_COLUMNS} FROM events \
+         WHERE (tx_id, position) > ($1::text::xid8, $2) AND tx_id < (SELECT at FROM horizon) \
+         ORDER BY tx_id, position LIMIT $3"
+    )
+});
+
+/// The lowest transaction id that may still add events behind a reader: the oldest transaction
+/// of this statement's snapshot still running that may be an append. Without this, the oldest
+/// transaction still running at all (`pg_snapshot_xmin`) would do, but transaction ids are
+/// cluster-wide: one long write anywhere on the server (another database, a read model's long
+/// batch) would hold every reader back while it runs.
+///
+/// A running transaction is known not to be an append when `pg_locks` shows it running
+/// (`transactionid`, held by a backend) while that backend holds no `RowExclusiveLock` on this
+/// database's `events`. That proof is sound because every append is one `INSERT INTO events`
+/// statement of its own, which locks `events` before it is given its id and keeps the lock
+/// until it ends; and `pg_locks` reads the backends' own (fast-path) locks before the shared
+/// table, so an append seen running there is seen holding its lock. A transaction not seen at
+/// all (ended since the snapshot, or prepared) counts as a possible append. Only when the
+/// snapshot has transactions running is `pg_locks` read at all.
+const APPEND_HORIZON: &str = "
+WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
+locks AS MATERIALIZED (SELECT locktype, database, relation, transactionid, pid, mode, granted FROM pg_locks),
+bystanders AS (
+    SELECT r.transactionid::text::bigint AS xid32 FROM locks r
+    WHERE r.locktype = 'transactionid' AND r.mode = 'ExclusiveLock' AND r.granted AND r.pid IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM locks a
+                      WHERE a.pid = r.pid AND a.locktype = 'relation' AND a.mode = 'RowExclusiveLock'
+                        AND a.relation = 'events'::regclass
+                        AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database()))),
+horizon AS MATERIALIZED (
+    SELECT CASE WHEN pg_snapshot_xmin(s) = pg_snapshot_xmax(s) THEN pg_snapshot_xmax(s)
+                ELSE coalesce((SELECT min(x) FROM pg_snapshot_xip(s) AS x
+                               WHERE NOT EXISTS (SELECT 1 FROM bystanders b WHERE b.xid32 = x::text::bigint % 4294967296)),
+                              pg_snapshot_xmax(s)) END AS at
+    FROM snap)";
 
 /// The stream is at version `$2` (`$1` stream): shared by both append statements.
 const AT_EXPECTED_VERSION: &str = "CASE WHEN $2 = 0 THEN NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $1)
@@ -293,14 +333,13 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_all(&self, after: LogPosition, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = format!(
-            "SELECT tx_id::text::bigint, position, {EVENT_COLUMNS} FROM events \
-             WHERE (tx_id, position) > ($1::text::xid8, $2) \
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY tx_id, position LIMIT $3"
-        );
-        let rows = sqlx::query(&sql).bind(after.commit.to_string()).bind(to_i64(after.seq)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&READ_ALL_SQL).bind(after.commit.to_string()).bind(to_i64(after.seq)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(rows::stored_event).collect()
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&self.pool).await?;
+        Ok(head.max(0) as u64)
     }
 
     fn append_signal(&self) -> watch::Receiver<u64> {

@@ -128,6 +128,11 @@ impl EventStore for SqliteEventStore {
         rows.iter().map(rows::stored_event).collect()
     }
 
+    async fn head(&self) -> Result<u64, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&self.readers).await?;
+        Ok(head.max(0) as u64)
+    }
+
     fn append_signal(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
     }

@@ -38,6 +38,7 @@ use nullops_events::preview::{PreviewEvent, PreviewWish};
 use nullops_events::{Actor, DomainEvent, EventMetadata, LogPosition, StoredEvent, StreamId, Timestamp};
 use nullops_projections::deployments as deployments_read;
 use nullops_projections::previews::{self as rows, PreviewRow, Progress};
+use nullops_projections::{WorkingRows, WorkingWrite};
 use nullops_store::commands::load;
 
 use self::forge::ForgeApi;
@@ -47,8 +48,6 @@ use crate::request::{failure_reason, Ask, RequestError};
 use crate::slots::Slots;
 use crate::{Saga, SagaError};
 
-/// How long a tag the rule asks for is waited for in the registry.
-pub const TAG_WAIT: Duration = Duration::from_secs(15 * 60);
 /// Forge calls that may fail in a row before the status and comment are given up.
 pub const MAX_FEEDBACK_FAILURES: u32 = 20;
 /// The longest pause between forge calls that failed.
@@ -96,14 +95,17 @@ impl Saga for PreviewProcess {
         event_type == types::PREVIEW_REQUESTED.0 || WAKING.contains(&event_type)
     }
 
-    async fn react(&self, stored: &StoredEvent) -> Result<(), SagaError> {
+    fn working_rows(&self) -> Option<WorkingRows> {
+        Some(self.core.read_models.working_rows())
+    }
+
+    /// A request becomes its pull request's row; a change of a deployment wakes the rows that
+    /// follow it.
+    async fn record(&self, stored: &StoredEvent) -> Result<Vec<WorkingWrite>, SagaError> {
         if stored.event_type != types::PREVIEW_REQUESTED.0 {
-            if let Ok(deployment_id) = uuid::Uuid::try_parse(stored.stream_id.key()) {
-                rows::wake(&self.core.read_models.working_rows(), deployment_id).await?;
-            }
-            return Ok(());
+            return Ok(uuid::Uuid::try_parse(stored.stream_id.key()).map(WorkingWrite::WakePreviews).into_iter().collect());
         }
-        let DomainEvent::Preview(PreviewEvent::Requested(r)) = stored.decode()?.event else { return Ok(()) };
+        let DomainEvent::Preview(PreviewEvent::Requested(r)) = stored.decode()?.event else { return Ok(vec![]) };
         let (deployment_id, merged) = match r.wish {
             PreviewWish::Deploy { deployment_id } => (Some(deployment_id), false),
             PreviewWish::Remove { merged } => (None, merged),
@@ -124,11 +126,10 @@ impl Saga for PreviewProcess {
             tag: r.tag,
             position: (i64::try_from(stored.position.commit).unwrap_or(i64::MAX), i64::try_from(stored.position.seq).unwrap_or(i64::MAX)),
             requested_at: at,
-            tag_deadline: at.saturating_add(micros(TAG_WAIT)),
+            tag_deadline: at.saturating_add(micros(self.core.pacing.preview_tag_wait)),
             progress: Progress::requested(),
         };
-        rows::record(&self.core.read_models.working_rows(), &row).await?;
-        Ok(())
+        Ok(vec![WorkingWrite::Preview(Box::new(row))])
     }
 
     async fn tick(&self) -> Result<(), SagaError> {
@@ -164,7 +165,7 @@ async fn work(core: &Core, http: &reqwest::Client, row: &PreviewRow) -> Result<(
         Ok(outcome) => outcome,
         // The platform itself is not answering: the same step again shortly.
         Err(e) => {
-            progress.next_at = now + micros(step::TAG_POLL);
+            progress.next_at = now + micros(core.pacing.preview_tag_poll);
             progress.message = format!("the platform did not answer ({e}); trying again");
             rows::progressed(&core.read_models.working_rows(), row, &progress).await?;
             return Err(e);
@@ -223,7 +224,7 @@ async fn drive(core: &Core, catalog: &CatalogState, link: &RepositoryLink, row: 
                 project: h.project.clone(),
                 created_by: h.created_by.clone(),
                 made_by_preview: preview.made(h.deployment_id),
-                removing: h.phase.removing() || h.phase.ended(),
+                removing: h.phase().removing() || h.phase().ended(),
             })
         }
         None => None,
@@ -233,7 +234,7 @@ async fn drive(core: &Core, catalog: &CatalogState, link: &RepositoryLink, row: 
         None => None,
     };
     let (phase, urls, failure) = match &wanted {
-        Some(d) => (Some(d.phase), if d.phase == Phase::Running { core.service_urls(catalog, d) } else { BTreeMap::new() }, Some(failure_reason(d))),
+        Some(d) => (Some(d.phase()), if d.phase() == Phase::Running { core.service_urls(catalog, d) } else { BTreeMap::new() }, Some(failure_reason(d))),
         None => (None, BTreeMap::new(), None),
     };
     let tag = if row.deployment_id.is_some() && wanted.is_none() && holder.as_ref().is_none_or(|h| Some(h.deployment_id) == row.deployment_id) {
@@ -241,7 +242,7 @@ async fn drive(core: &Core, catalog: &CatalogState, link: &RepositoryLink, row: 
     } else {
         None
     };
-    let facts = Facts { link, row, now, holder: holder.as_ref(), phase, urls, failure, tag };
+    let facts = Facts { link, row, now, holder: holder.as_ref(), phase, urls, failure, tag, tag_poll: core.pacing.preview_tag_poll };
     match choose(&facts) {
         Step::Report(outcome) => Ok(outcome),
         Step::Delete { deployment_id, then } => {
@@ -304,6 +305,15 @@ pub async fn unseal(core: &Core, catalog: &CatalogState, link: &RepositoryLink) 
     serde_json::from_slice(&clear).map_err(|_| UnsealError::NotCredentials)
 }
 
+/// Why the forge was not told a preview's progress.
+#[derive(Debug, thiserror::Error)]
+enum Untold {
+    #[error(transparent)]
+    Credentials(#[from] UnsealError),
+    #[error("{}", .0.message)]
+    Forge(forge::CallError),
+}
+
 /// Posts the status and the comment where what they say changed since they were last posted.
 async fn tell_forge(
     core: &Core,
@@ -313,21 +323,21 @@ async fn tell_forge(
     row: &PreviewRow,
     outcome: &Outcome,
     progress: &mut Progress,
-) -> Result<(), String> {
+) -> Result<(), Untold> {
     let body = step::comment(link, row, outcome);
     let status_key = outcome.status.as_ref().map(|(state, description, _)| format!("{} {state:?} {description}", row.head_sha));
     let status_due = status_key.as_ref().is_some_and(|k| *k != progress.reported);
     if !status_due && body == progress.comment {
         return Ok(());
     }
-    let credentials = unseal(core, catalog, link).await.map_err(|e| e.to_string())?;
+    let credentials = unseal(core, catalog, link).await?;
     let api = ForgeApi { http, egress: &core.egress, link, token: &credentials.token };
     if let (true, Some((state, description, url)), Some(key)) = (status_due, &outcome.status, status_key) {
-        api.status(&row.head_sha, *state, description, url.as_deref()).await.map_err(|e| e.message)?;
+        api.status(&row.head_sha, *state, description, url.as_deref()).await.map_err(Untold::Forge)?;
         progress.reported = key;
     }
     if body != progress.comment {
-        progress.comment_id = api.comment(row.number, &progress.comment_id, &body).await.map_err(|e| e.message)?;
+        progress.comment_id = api.comment(row.number, &progress.comment_id, &body).await.map_err(Untold::Forge)?;
         progress.comment = body;
     }
     Ok(())

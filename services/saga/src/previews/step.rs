@@ -13,8 +13,6 @@ use uuid::Uuid;
 
 use super::forge::StatusState;
 
-/// How often the registry is asked meanwhile for a tag not there yet.
-pub const TAG_POLL: Duration = Duration::from_secs(5);
 /// How often a deployment being placed, run or removed is looked at (its events also wake it).
 pub const WATCH: Duration = Duration::from_secs(2);
 
@@ -58,6 +56,8 @@ pub struct Facts<'a> {
     pub failure: Option<String>,
     /// Looked up only when the deployment is still to be asked for.
     pub tag: Option<TagLookup>,
+    /// How often the registry is asked meanwhile for a tag not there yet (`Pacing::preview_tag_poll`).
+    pub tag_poll: Duration,
 }
 
 /// What a step found and what the forge should be told.
@@ -171,7 +171,8 @@ pub fn choose(f: &Facts<'_>) -> Step {
 /// never came).
 fn ask(f: &Facts<'_>, deployment_id: Uuid, name: &str) -> Step {
     let (row, deadline_passed) = (f.row, f.now >= f.row.tag_deadline);
-    let waiting = |image: &str, message: String| Step::Report(Outcome::watch(PreviewPhase::WaitingForTag, message, TAG_POLL, &format!("Waiting for {image}")));
+    let waiting =
+        |image: &str, message: String| Step::Report(Outcome::watch(PreviewPhase::WaitingForTag, message, f.tag_poll, &format!("Waiting for {image}")));
     match &f.tag {
         Some(TagLookup::NoService) => Step::Report(Outcome::failed(format!("service {} no longer exists", f.link.service))),
         Some(TagLookup::NoRegistry(registry)) => Step::Report(Outcome::failed(format!("registry {registry} no longer exists"))),
@@ -255,6 +256,7 @@ mod tests {
     use nullops_projections::previews::Progress;
 
     const MINUTE: i64 = 60_000_000;
+    const TAG_POLL: Duration = Duration::from_secs(5);
 
     fn link() -> RepositoryLink {
         RepositoryLink {
@@ -295,7 +297,7 @@ mod tests {
     }
 
     fn facts<'a>(link: &'a RepositoryLink, row: &'a PreviewRow, holder: Option<&'a Holder>) -> Facts<'a> {
-        Facts { link, row, now: MINUTE, holder, phase: None, urls: BTreeMap::new(), failure: None, tag: None }
+        Facts { link, row, now: MINUTE, holder, phase: None, urls: BTreeMap::new(), failure: None, tag: None, tag_poll: TAG_POLL }
     }
 
     fn asked(found: bool) -> Option<TagLookup> {

@@ -17,6 +17,7 @@ use nullops_events::deployment::{DeletionReason, DeploymentEvent};
 use nullops_events::node::NodeEvent;
 use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use nullops_projections::webhooks::{self as rows, AttemptRow, DeliveryRow};
+use nullops_projections::{WorkingRows, WorkingWrite};
 use nullops_store::commands::StateCache;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -24,7 +25,7 @@ use uuid::Uuid;
 use nullops_egress::Failure;
 
 use crate::core::Core;
-use crate::{Saga, SagaError};
+use crate::{Pacing, Saga, SagaError};
 
 pub mod sign;
 
@@ -32,12 +33,8 @@ pub mod sign;
 const CONCURRENCY: usize = 32;
 /// Sends at once to one webhook: a slow or hanging endpoint holds only these, never the others'.
 const PER_WEBHOOK: usize = 4;
-/// Bound on one attempt.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts before a delivery is given up (about an hour and a half of pauses).
 pub const MAX_ATTEMPTS: u32 = 200;
-/// The longest pause between attempts.
-const MAX_PAUSE_SECS: i64 = 30;
 /// A webhook's pending deliveries looked at per tick (each webhook is scanned on its own).
 const SCAN: u32 = 200;
 /// How long ended deliveries stay visible, and how often the old ones are forgotten.
@@ -60,7 +57,7 @@ pub struct WebhookProcess {
 
 impl WebhookProcess {
     pub fn new(app: Arc<Core>) -> Self {
-        let http = app.egress.client(reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).redirect(reqwest::redirect::Policy::none()));
+        let http = app.egress.client(reqwest::Client::builder().timeout(app.pacing.webhook_attempt_timeout).redirect(reqwest::redirect::Policy::none()));
         WebhookProcess { app, catalog: StateCache::new(1), http, endpoints: Arc::default(), pruned: Mutex::new(None) }
     }
 
@@ -155,9 +152,15 @@ fn wants(w: &WebhookDefinition, told: &Told) -> bool {
         && w.environment.as_ref().is_none_or(|e| told.environment.as_ref() == Some(e))
 }
 
-/// The pause before attempt `attempts + 1`: 1, 2, 4 … s, at most [`MAX_PAUSE_SECS`].
-fn pause_micros(attempts: u32) -> i64 {
-    (1i64 << attempts.saturating_sub(1).min(10)).min(MAX_PAUSE_SECS) * 1_000_000
+/// The pause before attempt `attempts + 1`: the first pause, doubled with each failure in a
+/// row, at most the longest (`Pacing::webhook_first_pause`, `Pacing::webhook_max_pause`).
+fn pause_micros(attempts: u32, pacing: &Pacing) -> i64 {
+    let first = micros(pacing.webhook_first_pause);
+    first.saturating_mul(1i64 << attempts.saturating_sub(1).min(20)).min(micros(pacing.webhook_max_pause))
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -170,13 +173,19 @@ impl Saga for WebhookProcess {
         event_type.starts_with("deployment.") || event_type.starts_with("node.") || event_type == nullops_events::codec::types::PIPELINE_VERSION_SAVED.0
     }
 
-    async fn react(&self, stored: &StoredEvent) -> Result<(), SagaError> {
+    fn working_rows(&self) -> Option<WorkingRows> {
+        Some(self.app.read_models.working_rows())
+    }
+
+    /// A delivery for each webhook that wants to be told of `stored`.
+    async fn record(&self, stored: &StoredEvent) -> Result<Vec<WorkingWrite>, SagaError> {
         let (catalog, _) = self.catalog.load(&*self.app.store, "main").await?;
         if catalog.webhooks.is_empty() {
-            return Ok(());
+            return Ok(vec![]);
         }
         let event = stored.decode()?.event;
-        let Some(told) = self.describe(stored, &event, &catalog).await? else { return Ok(()) };
+        let Some(told) = self.describe(stored, &event, &catalog).await? else { return Ok(vec![]) };
+        let mut deliveries = Vec::new();
         for w in catalog.webhooks.values().filter(|w| wants(w, &told)) {
             let body = json!({
                 "specversion": "1.0",
@@ -200,9 +209,9 @@ impl Saga for WebhookProcess {
                 next_at: Timestamp::now().0,
                 state: rows::DeliveryState::Pending,
             };
-            rows::enqueue(&self.app.read_models.working_rows(), &row).await?;
+            deliveries.push(WorkingWrite::Delivery(row));
         }
-        Ok(())
+        Ok(deliveries)
     }
 
     /// Sends what is due: each subject's oldest pending delivery of each webhook.
@@ -257,7 +266,7 @@ impl Saga for WebhookProcess {
                     let mut endpoints = endpoints.lock().expect("endpoints lock");
                     let endpoint = endpoints.entry(webhook.webhook_id).or_default();
                     endpoint.sending.remove(&d.event_id);
-                    endpoint.answered(delivered, Timestamp::now().0);
+                    endpoint.answered(delivered, Timestamp::now().0, &app.pacing);
                 });
             }
         }
@@ -267,9 +276,9 @@ impl Saga for WebhookProcess {
 
 /// Why an attempt got no answer, as a person reads it in the deliveries' list: a class of
 /// failure in our words (the library's text goes to the log).
-fn unanswered(failure: &Failure) -> String {
+fn unanswered(failure: &Failure, pacing: &Pacing) -> String {
     match failure {
-        Failure::TimedOut => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+        Failure::TimedOut => format!("no answer within {}", crate::pacing::shown(pacing.webhook_attempt_timeout)),
         f => f.to_string(),
     }
 }
@@ -286,13 +295,13 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn answered(&mut self, delivered: bool, now: i64) {
+    fn answered(&mut self, delivered: bool, now: i64, pacing: &Pacing) {
         if delivered {
             self.failures = 0;
             self.paused_until = 0;
         } else {
             self.failures = self.failures.saturating_add(1);
-            self.paused_until = now + pause_micros(self.failures);
+            self.paused_until = now + pause_micros(self.failures, pacing);
         }
     }
 }
@@ -330,7 +339,7 @@ async fn send(app: &Core, http: &reqwest::Client, webhook: &WebhookDefinition, d
         Err((status, error)) => {
             tracing::info!(webhook = %webhook.webhook_id, url = %webhook.url, attempt, %error, "a webhook delivery failed; it will be tried again");
             let state = if attempt >= MAX_ATTEMPTS { rows::DeliveryState::Abandoned } else { rows::DeliveryState::Pending };
-            (AttemptRow { attempt, at: now, status, error, millis }, now + pause_micros(attempt), state)
+            (AttemptRow { attempt, at: now, status, error, millis }, now + pause_micros(attempt, &app.pacing), state)
         }
     };
     if let Err(e) = rows::attempted(&app.read_models.working_rows(), d, &row, next_at, state).await {
@@ -351,7 +360,7 @@ async fn post(app: &Core, http: &reqwest::Client, webhook: &WebhookDefinition, d
     let timestamp = Timestamp::now().0 / 1_000_000;
     let signature = sign::signature(&secret, &d.event_id, timestamp, &d.body).ok_or((None, "the signing secret is not a whsec_ secret".to_owned()))?;
     let url = reqwest::Url::parse(&webhook.url).map_err(|_| (None, "its URL is not a URL".to_owned()))?;
-    app.egress.admit(&url).await.map_err(|refusal| (None, unanswered(&Failure::Refused(refusal))))?;
+    app.egress.admit(&url).await.map_err(|refusal| (None, unanswered(&Failure::Refused(refusal), &app.pacing)))?;
     let request = http
         .post(url)
         .header("content-type", "application/cloudevents+json")
@@ -364,7 +373,7 @@ async fn post(app: &Core, http: &reqwest::Client, webhook: &WebhookDefinition, d
         Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
         Err(e) => {
             tracing::info!(webhook = %webhook.webhook_id, error = %e, "a webhook delivery got no answer");
-            Err((None, unanswered(&nullops_egress::failure(&e))))
+            Err((None, unanswered(&nullops_egress::failure(&e), &app.pacing)))
         }
     }
 }
@@ -393,6 +402,7 @@ mod tests {
         // Given webhook 1 with 5000 deliveries pending for a dead endpoint, and webhook 2 with one
         let backlog: Vec<DeliveryRow> = (0..5000).map(|n| delivery(1, n, &format!("deployment/{n}"), 0)).collect();
         let healthy = vec![delivery(2, 1, "deployment/x", 0)];
+        let pacing = Pacing::default();
         let mut dead = Endpoint::default();
         // When webhook 1 is chosen for, it gets its own share only
         let first = choose(&backlog, &dead, 10, CONCURRENCY);
@@ -404,12 +414,12 @@ mod tests {
         assert_eq!(choose(&backlog, &dead, 10, CONCURRENCY), Vec::<usize>::new());
         // Once its attempts fail, it pauses as a whole, growing with each failure in a row
         dead.sending.clear();
-        dead.answered(false, 10);
-        assert_eq!(choose(&backlog, &dead, 10 + pause_micros(1) - 1, CONCURRENCY), Vec::<usize>::new());
-        assert_eq!(choose(&backlog, &dead, 10 + pause_micros(1), CONCURRENCY).len(), PER_WEBHOOK);
-        dead.answered(false, 20);
-        assert_eq!(dead.paused_until, 20 + pause_micros(2));
-        dead.answered(true, 30);
+        dead.answered(false, 10, &pacing);
+        assert_eq!(choose(&backlog, &dead, 10 + pause_micros(1, &pacing) - 1, CONCURRENCY), Vec::<usize>::new());
+        assert_eq!(choose(&backlog, &dead, 10 + pause_micros(1, &pacing), CONCURRENCY).len(), PER_WEBHOOK);
+        dead.answered(false, 20, &pacing);
+        assert_eq!(dead.paused_until, 20 + pause_micros(2, &pacing));
+        dead.answered(true, 30, &pacing);
         assert_eq!((dead.failures, dead.paused_until), (0, 0));
     }
 
@@ -425,7 +435,11 @@ mod tests {
 
     #[test]
     fn pauses_grow_and_stop_growing() {
-        assert_eq!((1..=7).map(pause_micros).map(|m| m / 1_000_000).collect::<Vec<_>>(), [1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(pause_micros(u32::MAX) / 1_000_000, 30);
+        let pacing = Pacing::default();
+        assert_eq!((1..=7).map(|a| pause_micros(a, &pacing) / 1_000_000).collect::<Vec<_>>(), [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(pause_micros(u32::MAX, &pacing) / 1_000_000, 30);
+        // Quicker, as the test servers run it.
+        let quick = Pacing::parse("webhook_first_pause=100ms,webhook_max_pause=1s").unwrap();
+        assert_eq!((1..=6).map(|a| pause_micros(a, &quick) / 1000).collect::<Vec<_>>(), [100, 200, 400, 800, 1000, 1000]);
     }
 }
