@@ -172,10 +172,13 @@ async function route() {
     if (n !== navigation) return;
     if (e.code === 'UNAUTHENTICATED') return;
 
-    clear(main, e.code === 'FORBIDDEN' ? refusal(e.message) : h('section', { class: 'panel' }, h('h1', {}, e.code === 'NOT_FOUND' ? 'Not found' : 'This page could not be shown'),
+    clear(main, e.code === 'FORBIDDEN' ? refusal(e.message) : h('section', { class: 'panel' }, h('h1', {}, ERROR_HEADINGS[e.code] ?? 'This page could not be shown'),
       h('p', { class: 'error' }, errorText(e)), h('p', {}, h('a', { href: '#/' }, 'Go to the start'))));
   }
 }
+
+// The heading of a page that could not be shown, by the API's code.
+const ERROR_HEADINGS = { NOT_FOUND: 'Not found', UNAVAILABLE: 'Not available just now' };
 
 // What every page a user may not use shows, the same way: what it is for, and what to do.
 // A view throws an error with code FORBIDDEN and a sentence saying why; the router shows this.

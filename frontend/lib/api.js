@@ -36,23 +36,30 @@ export function onSignedOut(fn) {
 const RESEND_AFTER_MS = 300;
 const resendable = (query) => !/^\s*mutation\b/.test(query) || /^\s*mutation[^{]*\{\s*login\(/.test(query);
 
+// A request with no answer by then is given up (as the CLI does), so a page never waits forever.
+const REQUEST_TIMEOUT_MS = 60_000;
+
 export async function gql(query, variables = {}) {
   const send = () => fetch('/graphql', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     credentials: 'same-origin',
     body: JSON.stringify({ query, variables }),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   let res;
   try {
     try {
       res = await send();
     } catch (dropped) {
-      if (!resendable(query)) throw dropped;
+      if (dropped.name === 'TimeoutError' || !resendable(query)) throw dropped;
       await new Promise((resolve) => { setTimeout(resolve, RESEND_AFTER_MS); });
       res = await send();
     }
-  } catch {
+  } catch (e) {
+    if (e.name === 'TimeoutError') {
+      throw new ApiError(`The server did not answer within ${REQUEST_TIMEOUT_MS / 1000} s. It may be overloaded; try again in a moment.`, 'NETWORK');
+    }
     throw new ApiError('The server cannot be reached. It may be restarting; try again in a moment.', 'NETWORK');
   }
   let body;

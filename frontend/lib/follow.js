@@ -6,7 +6,7 @@ import { live } from './api.js';
 
 // Calls `reload()` (at most once per animation frame burst) when a catalog change of one of
 // `kinds` arrives, when access changes, and after a reconnection. Returns the stop function.
-export function followCatalog(kinds, reload) {
+export function followCatalog(kinds, reload, { listening = false } = {}) {
   let queued = false;
   const again = () => {
     if (queued) return;
@@ -16,6 +16,10 @@ export function followCatalog(kinds, reload) {
   return live('subscription { catalogUpdated { kind name removed } }', {}, {
     next: (d) => {
       const c = d.catalogUpdated;
+      // LISTENING: the feed starts; what the page loaded meanwhile may be out of date. Only a
+      // page that draws nothing when its data is unchanged asks to load again then (a redraw
+      // would replace a form being filled in).
+      if (c.kind === 'LISTENING') { if (listening) again(); return; }
       if (c.kind === 'ACCESS' || kinds.includes(c.kind)) again();
     },
     resync: again,

@@ -49,7 +49,7 @@ export async function show(root, ctx) {
     shown = key;
     render({ body, actions, data, ctx, reload: load, status });
   };
-  stops.push(followCatalog(kinds, () => load().catch((e) => showError(status, e))));
+  stops.push(followCatalog(kinds, () => load().catch((e) => showError(status, e)), { listening: true }));
   await load();
   ctx.ready();
   return stopAll(stops);

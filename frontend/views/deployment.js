@@ -15,7 +15,7 @@ import { stages } from '../lib/graph.js';
 import { ended, going } from './deployments.js';
 import { deploymentCharts } from './charts.js';
 
-const FIELDS = `id name project environment state stage attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
+const FIELDS = `id name project environment state stage desired observed attempt pipelineVersion actions myAccess createdBy createdAt expiresAt
   cpuMillicores memoryMib node { host online } failure { step reason exitCode oomKilled }
   steps { id action state detail changedAt startedAt after }
   services { name image tag healthy healthDetail url nodePort cpuMillicores memoryBytes
@@ -141,6 +141,10 @@ export async function show(root, ctx) {
         d.failure.exitCode !== null ? h('p', {}, `Exit code ${d.failure.exitCode}${d.failure.oomKilled ? ' — killed for using more memory than its limit' : ''}`) : null) : null,
       facts([
         ['Expires', countdown],
+        // What is wanted of it apart from what its node has shown: a delete waiting for an
+        // offline node reads "remove / running".
+        ['Wanted / seen', [h('span', { id: 'desired', title: describe('DesiredState', d.desired) }, words(d.desired)), ' / ',
+          h('span', { id: 'observed', title: describe('ObservedState', d.observed) }, words(d.observed))]],
         ['Node', d.node ? [d.node.host, ' ', badge(d.node.online ? 'ONLINE' : 'OFFLINE')] : 'not placed'],
         ['Limits', `${cpu(d.cpuMillicores)}, ${mib(d.memoryMib)} for the whole deployment`],
         ['Run', `attempt ${d.attempt}, pipeline version ${d.pipelineVersion}`],

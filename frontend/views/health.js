@@ -7,7 +7,7 @@ import { h, clear, pageHead, section, table, statusLine, showError, badge } from
 import { lineChart } from '../lib/chart.js';
 
 const REFRESH_MS = 2000;
-const QUERY = `{ platformHealth(minutes: 60) { projections { name lagEvents lagSeconds history { at events seconds } }
+const QUERY = `{ platformHealth(minutes: 60) { projections { name lagEvents lagSeconds rebuilding { since eventsApplied } history { at events seconds } }
   agents { state count } commands { at donePerMinute refusedPerMinute } } }`;
 
 const points = (samples, key) => samples.map((s) => [Date.parse(s.at), s[key]]);
@@ -27,7 +27,10 @@ export async function show(root, ctx) {
     clear(lagSlot, table(['Read model', 'Events behind', 'Oldest not applied'], health.projections.map((p) => [
       h('code', {}, p.name),
       h('span', { class: p.lagEvents ? 'lagging' : '', dataset: { lag: p.name } }, String(p.lagEvents)),
-      p.lagEvents ? `${p.lagSeconds.toFixed(1)} s ago` : 'caught up',
+      p.rebuilding
+        ? h('span', { class: 'lagging', dataset: { rebuilding: p.name } },
+          `being rebuilt from the log: ${p.rebuilding.eventsApplied} events applied so far; what it shows is partial until then`)
+        : (p.lagEvents ? `${p.lagSeconds.toFixed(1)} s ago` : 'caught up'),
     ]), { caption: 'Read models' }));
     clear(lagCharts, ...health.projections.map((p) => lineChart({ label: `Events behind: ${p.name}`, format: (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)),
       series: [{ name: 'events', tone: p.lagEvents ? 'c' : 'a', points: points(p.history, 'events') }] })));

@@ -50,7 +50,18 @@ struct Described {
     layer_len: u64,
 }
 
-static DESCRIBED: OnceCell<Result<Described, String>> = OnceCell::const_new();
+/// Why this server cannot make the agent image of its own binary (told to its log only).
+#[derive(Debug, thiserror::Error)]
+enum CannotDescribe {
+    #[error("this binary cannot be read at {path}: {source}")]
+    Binary { path: String, source: std::io::Error },
+    #[error("the image's description cannot be written: {0}")]
+    Description(#[from] serde_json::Error),
+    #[error("reading the binary stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+}
+
+static DESCRIBED: OnceCell<Result<Described, CannotDescribe>> = OnceCell::const_new();
 static DOWNLOADS: Semaphore = Semaphore::const_new(AT_ONCE);
 
 async fn serve() -> Response {
@@ -58,7 +69,7 @@ async fn serve() -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "10")], "the agent image is being downloaded by others: try again shortly\n")
             .into_response();
     };
-    let described = DESCRIBED.get_or_init(|| async { tokio::task::spawn_blocking(describe).await.unwrap_or_else(|e| Err(e.to_string())) }).await;
+    let described = DESCRIBED.get_or_init(|| async { tokio::task::spawn_blocking(describe).await.unwrap_or_else(|e| Err(e.into())) }).await;
     let d = match described {
         Ok(d) => d,
         Err(e) => {
@@ -101,14 +112,18 @@ async fn archive(d: &Described) -> std::io::Result<(u64, Archive)> {
 }
 
 /// Describes the image of this binary (blocking: reads the whole binary once).
-fn describe() -> Result<Described, String> {
-    let binary = std::env::current_exe().map_err(|e| format!("where this binary is: {e}"))?;
-    let binary_len = std::fs::metadata(&binary).map_err(|e| format!("{}: {e}", binary.display()))?.len();
+fn describe() -> Result<Described, CannotDescribe> {
+    fn unreadable(path: &std::path::Path) -> impl Fn(std::io::Error) -> CannotDescribe {
+        let path = path.display().to_string();
+        move |source| CannotDescribe::Binary { path: path.clone(), source }
+    }
+    let binary = std::env::current_exe().map_err(unreadable(std::path::Path::new("(this process's executable)")))?;
+    let binary_len = std::fs::metadata(&binary).map_err(unreadable(&binary))?.len();
     // The layer's digest: its tar, byte for byte as `layer` streams it.
     let mut digest = Sha256::new();
-    digest.update(tarball::header("nullops", binary_len, 0o755).map_err(|e| e.to_string())?);
-    let mut file = std::fs::File::open(&binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    std::io::copy(&mut file, &mut digest).map_err(|e| format!("{}: {e}", binary.display()))?;
+    digest.update(tarball::header("nullops", binary_len, 0o755).map_err(unreadable(&binary))?);
+    let mut file = std::fs::File::open(&binary).map_err(unreadable(&binary))?;
+    std::io::copy(&mut file, &mut digest).map_err(unreadable(&binary))?;
     digest.update(vec![0u8; tarball::padding(binary_len)]);
     digest.update(tarball::END);
     let layer_hex = hex(&digest.finalize());
@@ -119,11 +134,10 @@ fn describe() -> Result<Described, String> {
         "config": {"Entrypoint": ["/nullops", "agent"], "ExposedPorts": {"5000/tcp": {}}, "Volumes": {"/data": {}}},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]},
         "history": [{"created_by": concat!("nullops ", env!("CARGO_PKG_VERSION"), " (its own binary)")}],
-    }))
-    .map_err(|e| e.to_string())?;
+    }))?;
     let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
     let layer_name = format!("{layer_hex}/layer.tar");
-    let manifest = serde_json::to_vec(&json!([{"Config": config_name, "RepoTags": [AGENT_IMAGE], "Layers": [layer_name]}])).map_err(|e| e.to_string())?;
+    let manifest = serde_json::to_vec(&json!([{"Config": config_name, "RepoTags": [AGENT_IMAGE], "Layers": [layer_name]}]))?;
     Ok(Described { binary, binary_len, config_name, config, manifest, layer_name, layer_len })
 }
 

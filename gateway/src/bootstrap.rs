@@ -25,8 +25,8 @@ pub async fn bootstrap_admin(app: &App, password: Option<String>) -> ApiResult<O
     let password = Password::parse(&password).map_err(|e| ApiError::InvalidInput(format!("NULLOPS_ADMIN_PASSWORD: {e}")))?;
     let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
     let command = UserCommand::Register { by: Issuer::System, user_id: uuid::Uuid::now_v7(), username, password_hash, role: Role::Admin };
-    match dispatch::<User>(app, EventMetadata::system(), "admin", command).await {
-        Ok(_) => Ok(generated.then_some(password.expose().to_owned())),
+    match saved_anyway(dispatch::<User>(app, EventMetadata::system(), "admin", command).await) {
+        Ok(()) => Ok(generated.then_some(password.expose().to_owned())),
         // Another server bootstrapped it first.
         Err(ApiError::Conflict(_)) => Ok(None),
         Err(e) => Err(e),
@@ -43,9 +43,23 @@ pub async fn bootstrap_catalog(app: &App) -> ApiResult<()> {
     }
     let docker_hub = RegistryDefinition { name: "docker-hub".into(), url: "https://registry-1.docker.io".into(), credentials: None };
     let command = CatalogCommand { by: Issuer::System, action: CatalogAction::AddRegistry(docker_hub) };
-    match dispatch::<Catalog>(app, EventMetadata::system(), CATALOG_KEY, command).await {
+    match saved_anyway(dispatch::<Catalog>(app, EventMetadata::system(), CATALOG_KEY, command).await) {
         // Another server added it first.
-        Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
+        Ok(()) | Err(ApiError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A first start's command is saved even when the read models have not shown it yet (a busy
+/// machine, a long replay): that is success. Failing there would stop the start after the admin
+/// was made, and lose the generated password it is the only chance to show.
+fn saved_anyway<T>(result: ApiResult<T>) -> ApiResult<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(ApiError::NotYetVisible(why)) => {
+            tracing::warn!(why, "a first-start change is saved but not visible yet");
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

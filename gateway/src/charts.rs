@@ -112,7 +112,16 @@ pub struct ProjectionHealth {
     /// Events it has not applied yet (counted up to 10,000).
     lag_events: i64,
     lag_seconds: f64,
+    /// Replaying the log from its start (new, reshaped by an upgrade, or rebuilt): what it holds
+    /// is partial until it has caught up; how many events it has applied so far.
+    rebuilding: Option<RebuildProgress>,
     history: Vec<LagSample>,
+}
+
+#[derive(SimpleObject)]
+pub struct RebuildProgress {
+    since: DateTime<Utc>,
+    events_applied: i64,
 }
 
 #[derive(SimpleObject)]
@@ -150,13 +159,18 @@ impl PlatformHealth {
         let app = app(ctx);
         let (since, now) = since_minutes(self.minutes)?;
         let mut out = Vec::new();
+        let rebuilding = app.read_models.rebuilding().await?;
         for lag in app.projection_lags().await? {
+            let rebuilding = rebuilding
+                .iter()
+                .find(|r| r.name == lag.name)
+                .map(|r| RebuildProgress { since: time(r.since), events_applied: i64::try_from(r.events_applied).unwrap_or(i64::MAX) });
             let history = samples::history(&app.read_models, &Series::Lag(lag.name.clone()), since, now)
                 .await?
                 .into_iter()
                 .map(|s| LagSample { at: time(s.at), events: s.a, seconds: s.b as f64 / 1000.0 })
                 .collect();
-            out.push(ProjectionHealth { name: lag.name, lag_events: lag.events, lag_seconds: lag.seconds, history });
+            out.push(ProjectionHealth { name: lag.name, lag_events: lag.events, lag_seconds: lag.seconds, rebuilding, history });
         }
         Ok(out)
     }

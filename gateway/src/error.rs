@@ -27,6 +27,14 @@ pub enum ApiError {
     /// The change is stored but a read model had not caught up within the wait.
     NotYetVisible(String),
     Unavailable,
+    /// A read model the answer comes from is replaying the log from its start (an upgrade
+    /// reshaped it, or `nullops projections rebuild`): its tables are partial until it is done.
+    Rebuilding {
+        read_model: String,
+        /// The `seq` it has read to, and the log's head.
+        at: u64,
+        of: u64,
+    },
     /// Something the platform depends on (a registry, the keyring) failed; the message names it.
     Upstream {
         code: &'static str,
@@ -68,6 +76,9 @@ impl ApiError {
             ApiError::InvalidPipeline(problems) => DomainError::InvalidPipeline(problems.clone()).to_string(),
             ApiError::NotYetVisible(m) => format!("the change was saved but is not visible yet ({m}); reload shortly"),
             ApiError::Unavailable => "the service is temporarily unavailable; try again".into(),
+            ApiError::Rebuilding { read_model, at, of } => {
+                format!("the {read_model} read model is being rebuilt from the event log and answers once it is whole; try again shortly: rebuilding ({at} of {of} events)")
+            }
             ApiError::Internal(id) => format!("internal error (logged with error id {id})"),
         }
     }
@@ -82,7 +93,7 @@ impl ApiError {
             ApiError::ResourcesExhausted(_) => "RESOURCES_EXHAUSTED",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::NotYetVisible(_) => "NOT_YET_VISIBLE",
-            ApiError::Unavailable => "UNAVAILABLE",
+            ApiError::Unavailable | ApiError::Rebuilding { .. } => "UNAVAILABLE",
             ApiError::Upstream { code, .. } => code,
             ApiError::Internal(_) => "INTERNAL",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
@@ -107,7 +118,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::InvalidInput(_) | ApiError::InvalidPipeline(_) => 400,
             ApiError::RateLimited { .. } => 429,
-            ApiError::ResourcesExhausted(_) | ApiError::Unavailable | ApiError::NotYetVisible(_) => 503,
+            ApiError::ResourcesExhausted(_) | ApiError::Unavailable | ApiError::Rebuilding { .. } | ApiError::NotYetVisible(_) => 503,
             ApiError::Upstream { .. } => 502,
             ApiError::Internal(_) => 500,
         }

@@ -291,6 +291,9 @@ pub enum CatalogKind {
     Access,
     /// A webhook (admins): `name` is its id.
     Webhook,
+    /// The feed's first item: it listens from here on. What was read before it may have
+    /// changed before it listened: read it again (a page loads its data while its feed starts).
+    Listening,
 }
 
 /// Something in the catalog changed.
@@ -430,5 +433,7 @@ async fn catalog_changes(app: Arc<App>, viewer: Viewer, input: Input) -> ApiResu
 }
 
 pub(crate) fn catalog(app: Arc<App>, credential: CredentialRef, viewer: Viewer) -> impl Stream<Item = ApiResult<CatalogChange>> {
-    follow(app, credential, viewer, None, catalog_changes)
+    // `follow` has subscribed to the live events by the time the first item is taken.
+    let listening = CatalogChange { kind: CatalogKind::Listening, name: None, removed: false };
+    futures::stream::once(std::future::ready(Ok(listening))).chain(follow(app, credential, viewer, None, catalog_changes))
 }

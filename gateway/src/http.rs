@@ -190,9 +190,12 @@ async fn graphiql() -> Html<String> {
 /// Ready when both the event store and the read models answer.
 async fn readyz(State(gw): State<Gateway>) -> Response {
     let store = gw.app.store.read_all(nullops_events::LogPosition::START, 1).await;
-    let read_models = gw.app.read_models.checkpoint("audit").await;
+    let read_models = gw.app.read_models.rebuilding().await;
     match (store, read_models) {
-        (Ok(_), Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        (Ok(_), Ok(rebuilding)) => match rebuilding_now(&rebuilding) {
+            None => (StatusCode::OK, "ready").into_response(),
+            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        },
         (Err(e), _) => {
             tracing::warn!(error = %e, "not ready: the event store does not answer");
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: the event store does not answer (the server's log says why)").into_response()
@@ -202,6 +205,16 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: the read models do not answer (the server's log says why)").into_response()
         }
     }
+}
+
+/// Why the server is not ready while read models replay the log: until each has caught up,
+/// what it holds is partial (a new install, an upgrade that reshaped it, or a rebuild).
+fn rebuilding_now(rebuilding: &[nullops_projections::Rebuilding]) -> Option<String> {
+    if rebuilding.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = rebuilding.iter().map(|r| format!("{} ({} events applied so far)", r.name, r.events_applied)).collect();
+    Some(format!("not ready: read models are being rebuilt from the event log: {}", each.join(", ")))
 }
 
 /// An argument the executor could not read, in our words: async-graphql says `Failed to parse
@@ -257,7 +270,18 @@ pub(crate) fn page_headers() -> [(header::HeaderName, HeaderValue); 3] {
 
 #[cfg(test)]
 mod tests {
-    use super::coercion_in_our_words;
+    use super::{coercion_in_our_words, rebuilding_now};
+
+    #[test]
+    fn a_server_whose_read_models_replay_the_log_is_not_ready_and_says_which() {
+        assert_eq!(rebuilding_now(&[]), None);
+        let audit = nullops_projections::Rebuilding { name: "audit".into(), since: 0, events_applied: 1200, at_seq: 1300 };
+        let nodes = nullops_projections::Rebuilding { name: "nodes".into(), since: 0, events_applied: 0, at_seq: 0 };
+        assert_eq!(
+            rebuilding_now(&[audit, nodes]).as_deref(),
+            Some("not ready: read models are being rebuilt from the event log: audit (1200 events applied so far), nodes (0 events applied so far)")
+        );
+    }
 
     #[test]
     fn the_executors_coercion_errors_are_told_in_our_words() {

@@ -23,6 +23,7 @@ mod loaders;
 pub mod metrics;
 mod origin;
 pub mod previews;
+mod rebuilding;
 mod schema;
 pub mod tarball;
 pub mod webhooks;

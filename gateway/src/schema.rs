@@ -57,6 +57,7 @@ pub fn build(app: Arc<App>) -> NullOpsSchema {
         .limit_complexity(2000)
         .extension(crate::http::ErrorCodes)
         .extension(crate::metrics::LiveSubscriptions)
+        .extension(crate::rebuilding::ReadModelGate)
         .finish()
 }
 

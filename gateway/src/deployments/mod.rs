@@ -228,7 +228,7 @@ pub async fn updates(ctx: &Context<'_>, id: ID) -> ApiResult<impl Stream<Item = 
                 Some(node) => nodes_read::usage(&app.read_models, node).await?.map(|u| u.sampled_at),
                 None => None,
             };
-            if now == sampled || !row.phase.on_node() {
+            if now == sampled || !row.phase().on_node() {
                 return Ok((None, now));
             }
             let access = guard.check(&app, None).await?;

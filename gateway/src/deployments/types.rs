@@ -57,6 +57,37 @@ pub enum DeploymentStageGql {
     Ended,
 }
 
+/// What is wanted of a deployment (the domain's `Desired`).
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "DesiredState", remote = "nullops_events::phase::Desired")]
+pub enum DesiredStateGql {
+    /// Place it and run it.
+    Run,
+    /// Remove it and everything it runs: deleted, cancelled or expired.
+    Remove,
+}
+
+/// What is seen of a deployment: its placement and what its node last reported (the domain's
+/// `Observed`).
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "ObservedState", remote = "nullops_events::phase::Observed")]
+pub enum ObservedStateGql {
+    /// Not placed yet: no node has anything of it.
+    Pending,
+    /// Placed on a node whose agent has not started it.
+    Scheduled,
+    /// Its pipeline runs on its node.
+    Deploying,
+    /// Every step succeeded and every service answered its health check.
+    Running,
+    /// Its run failed and rolled back: nothing of it runs.
+    Failed,
+    /// Its node removed everything it had (or it never ran anywhere).
+    Gone,
+    /// It could never be placed: nothing ran.
+    Rejected,
+}
+
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(name = "StepState")]
 pub enum StepStateGql {
@@ -190,21 +221,30 @@ impl DeploymentGql {
         &self.0.environment
     }
     async fn state(&self, ctx: &Context<'_>) -> ApiResult<DeploymentStateGql> {
-        let online = !self.0.phase.on_node() || self.node_online(ctx).await?;
-        let shown: DeploymentStatus = status(self.0.phase, online);
+        let online = !self.0.phase().on_node() || self.node_online(ctx).await?;
+        let shown: DeploymentStatus = status(self.0.phase(), online);
         Ok(shown.into())
+    }
+    /// What is wanted of it. `state` is derived from this and `observed`, in one place.
+    async fn desired(&self) -> DesiredStateGql {
+        self.0.life.desired.into()
+    }
+    /// What is seen of it: its placement and what its node last reported. While its node is
+    /// offline this is what it reported last (`state` says OFFLINE).
+    async fn observed(&self) -> ObservedStateGql {
+        self.0.life.observed.into()
     }
     /// Which group of states it is in: what a client waits for or greys out, without a list of
     /// states of its own.
     async fn stage(&self) -> DeploymentStageGql {
-        self.0.phase.stage().into()
+        self.0.phase().stage().into()
     }
     /// What the caller may do to it now: none without FULL access; else what its phase allows.
     async fn actions(&self) -> Vec<UserActionGql> {
         if self.1 != Access::Full {
             return vec![];
         }
-        UserAction::ALL.into_iter().filter(|a| self.0.phase.allows(*a)).map(UserActionGql::from).collect()
+        UserAction::ALL.into_iter().filter(|a| self.0.phase().allows(*a)).map(UserActionGql::from).collect()
     }
     /// The caller's access to it: READ_ONLY sees, FULL may change.
     async fn my_access(&self) -> AccessGql {
@@ -269,11 +309,11 @@ impl DeploymentGql {
         let app = app(ctx);
         let loaders = loaders(ctx);
         // Ended, it runs nowhere: no health to ask for.
-        let health = if self.0.phase.ended() { Vec::new() } else { loaders.health.load_one(self.0.deployment_id).await?.unwrap_or_default() };
+        let health = if self.0.phase().ended() { Vec::new() } else { loaders.health.load_one(self.0.deployment_id).await?.unwrap_or_default() };
         let (versions, endpoints) = (&self.0.versions, &self.0.endpoints);
         let env = loaders.environments.load_one(self.0.environment.clone()).await?;
         let usage = match self.0.node_id {
-            Some(node_id) if self.0.phase.on_node() => loaders.usage.load_one(node_id).await?,
+            Some(node_id) if self.0.phase().on_node() => loaders.usage.load_one(node_id).await?,
             _ => None,
         };
         let measured: Vec<ContainerUsage> = usage.and_then(|u| serde_json::from_str(&u.containers).ok()).unwrap_or_default();
@@ -367,8 +407,17 @@ impl DeploymentGql {
     }
     /// Who did what to it, oldest first.
     async fn history(&self, ctx: &Context<'_>) -> ApiResult<Vec<AuditEntryGql>> {
+        let app = app(ctx);
+        // The audit read model applies the deployment's events on its own: the history is made
+        // at least as new as the deployments read model this row came from, so a page never
+        // shows a step's detail without the event that set it. Past the bound it answers with
+        // what it has (a history a moment behind is better than none).
+        let row_at = app.read_models.checkpoint("deployments").await?.position;
+        if let Err(e) = app.read_models.wait_for(&["audit"], row_at, app.consistency_wait).await {
+            tracing::warn!(error = %e, "a deployment's history is behind its row");
+        }
         let filter = AuditFilter { stream_id: Some(format!("deployment-{}", self.0.deployment_id)), ..Default::default() };
-        let mut entries = audit::query(&app(ctx).read_models, &filter, None, 500).await?;
+        let mut entries = audit::query(&app.read_models, &filter, None, 500).await?;
         entries.reverse();
         Ok(entries.into_iter().map(AuditEntryGql::from).collect())
     }

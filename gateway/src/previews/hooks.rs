@@ -131,7 +131,7 @@ async fn receive(
         Forge::GitLab => payload::gitlab(event, &body),
     };
     let request = match hook {
-        Err(message) => return ApiError::InvalidInput(message).into_response(),
+        Err(not) => return ApiError::InvalidInput(not.to_string()).into_response(),
         Ok(Hook::Ping) => return answer(StatusCode::OK, json!({"ok": true, "project": link.project})),
         Ok(Hook::Ignored(why)) => return answer(StatusCode::OK, json!({"ignored": why})),
         Ok(Hook::Request(request)) => request,

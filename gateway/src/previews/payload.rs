@@ -79,14 +79,39 @@ struct Login {
     login: String,
 }
 
+/// A hook whose body is not the event its header names: where, and what kind of problem, in
+/// our words (never the JSON parser's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the body is not {expected}: {problem} (line {line}, column {column})")]
+pub struct NotTheEvent {
+    expected: &'static str,
+    problem: &'static str,
+    line: usize,
+    column: usize,
+}
+
+impl NotTheEvent {
+    fn reading(expected: &'static str) -> impl Fn(serde_json::Error) -> NotTheEvent {
+        move |e| {
+            let problem = match e.classify() {
+                serde_json::error::Category::Syntax => "it is not valid JSON",
+                serde_json::error::Category::Eof => "it ends too early",
+                serde_json::error::Category::Data => "a field it needs is missing or of the wrong type",
+                serde_json::error::Category::Io => "it could not be read",
+            };
+            NotTheEvent { expected, problem, line: e.line(), column: e.column() }
+        }
+    }
+}
+
 /// A GitHub hook of event `event` (`X-GitHub-Event`).
-pub fn github(event: &str, body: &[u8]) -> Result<Hook, String> {
+pub fn github(event: &str, body: &[u8]) -> Result<Hook, NotTheEvent> {
     match event {
         "ping" => return Ok(Hook::Ping),
         "pull_request" => {}
         other => return Ok(Hook::Ignored(format!("event {other:?} does not concern previews"))),
     }
-    let e: GitHubEvent = serde_json::from_slice(body).map_err(|e| format!("not a pull_request event: {e}"))?;
+    let e: GitHubEvent = serde_json::from_slice(body).map_err(NotTheEvent::reading("a GitHub pull_request event"))?;
     let ask = match e.action.as_str() {
         "opened" | "reopened" | "synchronize" => Ask::Deploy,
         "closed" => Ask::Remove { merged: e.pull_request.merged },
@@ -139,11 +164,11 @@ struct GitLabCommit {
 }
 
 /// A GitLab hook of event `event` (`X-Gitlab-Event`).
-pub fn gitlab(event: &str, body: &[u8]) -> Result<Hook, String> {
+pub fn gitlab(event: &str, body: &[u8]) -> Result<Hook, NotTheEvent> {
     if event != "Merge Request Hook" {
         return Ok(Hook::Ignored(format!("event {event:?} does not concern previews")));
     }
-    let e: GitLabEvent = serde_json::from_slice(body).map_err(|e| format!("not a merge request event: {e}"))?;
+    let e: GitLabEvent = serde_json::from_slice(body).map_err(NotTheEvent::reading("a GitLab merge request event"))?;
     if e.object_kind != "merge_request" {
         return Ok(Hook::Ignored(format!("object kind {:?} does not concern previews", e.object_kind)));
     }
@@ -193,8 +218,11 @@ mod tests {
         assert_eq!(github("ping", b"{}").unwrap(), Hook::Ping);
         assert!(matches!(github("push", b"{}").unwrap(), Hook::Ignored(_)));
         assert!(matches!(github("pull_request", &fixture("github-pull_request-opened.json").replace_action("labeled")).unwrap(), Hook::Ignored(_)));
-        assert!(github("pull_request", b"[1,2]").is_err());
-        assert!(gitlab("Merge Request Hook", b"{\"object_kind\": 5}").is_err());
+        let not = github("pull_request", b"[1,2]").unwrap_err();
+        assert_eq!(not.to_string(), "the body is not a GitHub pull_request event: a field it needs is missing or of the wrong type (line 1, column 2)");
+        let not = gitlab("Merge Request Hook", b"{\"object_kind\": 5}").unwrap_err();
+        assert_eq!((not.expected, not.problem), ("a GitLab merge request event", "a field it needs is missing or of the wrong type"));
+        assert_eq!(github("pull_request", b"{\"action\": ").unwrap_err().problem, "it ends too early");
     }
 
     trait ReplaceAction {
