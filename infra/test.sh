@@ -40,7 +40,9 @@ cargo build --bins --tests --workspace
 phase "images"
 bin=target/x86_64-unknown-linux-gnu/debug/nullops
 images=()
-for step in "infra/agent-image.sh $bin" "infra/server-image.sh $bin" "tests/fixtures/busybox-image.sh" "infra/demo-images.sh $bin" "tests/fixtures/deploy-images.sh"; do
+# (And what infra/release.sh ships, split from this build: a binary without its debug
+# information that runs, and the file that holds it.)
+for step in "infra/agent-image.sh $bin" "infra/server-image.sh $bin" "tests/fixtures/busybox-image.sh" "infra/demo-images.sh $bin" "tests/fixtures/deploy-images.sh" "infra/split-debug.sh $bin target/dist-check"; do
   # shellcheck disable=SC2086 # each step is a script and its argument
   bash $step > "target/ci-image-${#images[@]}.log" 2>&1 &
   images+=($!)
@@ -107,6 +109,10 @@ bench_smoke() {
     --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --seconds 1 --rounds 1 --commands 50
   NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 $bench bench catalog \
     --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10 --commands 10
+  NULLOPS_LOG=warn $bench bench replay \
+    --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --events 2000 --rounds 1
+  NULLOPS_LOG=warn $bench bench placement \
+    --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --requests 60 --nodes 3 --rounds 1
   psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"
   NULLOPS_LOG=warn $bench bench deploy --rounds 1
   NULLOPS_LOG=warn $bench bench nodes --agents 20 --seconds 1

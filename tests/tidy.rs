@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use nullops_events::phase::{DeploymentStatus, Stage};
+use nullops_events::phase::{DeploymentStatus, Desired, Observed, Stage};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -102,7 +102,8 @@ fn missing_paths(doc: &str, root: &Path) -> Vec<String> {
     missing
 }
 
-/// Every value of the API's enums other than `DeploymentState`, read from the served schema.
+/// Every value of the API's enums other than `DeploymentState` and `ObservedState` (whose home is
+/// the same), read from the served schema.
 fn other_state_names(schema: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut inside: Option<bool> = None;
@@ -120,7 +121,7 @@ fn other_state_names(schema: &str) -> BTreeSet<String> {
             continue;
         }
         if let Some(rest) = t.strip_prefix("enum ") {
-            inside = Some(!rest.starts_with("DeploymentState "));
+            inside = Some(!rest.starts_with("DeploymentState ") && !rest.starts_with("ObservedState "));
         } else if t == "}" {
             inside = None;
         } else if inside == Some(true) && !t.is_empty() {
@@ -217,12 +218,16 @@ fn a_phase_name_is_spelled_only_in_its_home() {
 }
 
 #[test]
-fn the_apis_state_and_stage_names_are_their_homes_names() {
+fn the_apis_state_stage_desired_and_observed_names_are_their_homes_names() {
     let schema = read(&root().join("gateway/schema.graphql"));
     let states: Vec<&str> = DeploymentStatus::ALL.iter().map(|s| s.name()).collect();
     assert_eq!(enum_values(&schema, "DeploymentState"), states);
     let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
     assert_eq!(enum_values(&schema, "DeploymentStage"), stages);
+    let desired: Vec<String> = Desired::ALL.iter().map(|d| d.name().to_ascii_uppercase()).collect();
+    assert_eq!(enum_values(&schema, "DesiredState"), desired);
+    let observed: Vec<String> = Observed::ALL.iter().map(|o| o.name().to_ascii_uppercase()).collect();
+    assert_eq!(enum_values(&schema, "ObservedState"), observed);
 }
 
 #[test]

@@ -247,3 +247,109 @@ pub async fn catalog(database_url: &str, sizes: &[usize], commands: usize) -> an
     }
     Ok(())
 }
+
+/// `nullops bench replay`: every read model replayed from a log of `events` events (made first
+/// when the log is shorter), against a `COPY` of the same events out of PostgreSQL, alternating
+/// in `rounds` rounds; the median ratio is kept.
+pub async fn replay(database_url: &str, events: u64, rounds: usize) -> anyhow::Result<()> {
+    let store = Arc::new(PgEventStore::connect(database_url).await?);
+    let have = store.head().await?;
+    if have < events {
+        let started = Instant::now();
+        fill_log(store.clone(), events - have).await?;
+        println!("made {} events in {:.1} s", events - have, started.elapsed().as_secs_f64());
+    }
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await?;
+    let db = ReadModelDb::open(database_url).await?;
+    let bus: Arc<dyn nullops_bus::Bus> = Arc::new(nullops_bus::InProcessBus::default());
+    println!("== replay of every read model from {total} events vs COPY of them ({rounds} alternating rounds) ==");
+    let mut results = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let copy = copy_out_events(store.pool()).await?;
+        let started = Instant::now();
+        let replays = nullops_projections::all().into_iter().map(|projection| {
+            let (db, store, bus) = (db.clone(), store.clone(), bus.clone());
+            async move {
+                db.reset(&*projection).await?;
+                let runner = Runner { projection, db, store, bus };
+                runner.catch_up_once().await
+            }
+        });
+        for replayed in futures::future::join_all(replays).await {
+            replayed?;
+        }
+        let ours = started.elapsed();
+        results.push((ours.as_secs_f64() / copy.as_secs_f64(), copy, ours));
+    }
+    results.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (ratio, copy, ours) = results[results.len() / 2];
+    println!(
+        "COPY: {:.3} s ({:.0} events/s)   replay of every read model: {:.2} s ({:.0} events/s)   median ratio: {ratio:.1}   (all: {})",
+        copy.as_secs_f64(),
+        total as f64 / copy.as_secs_f64(),
+        ours.as_secs_f64(),
+        total as f64 / ours.as_secs_f64(),
+        results.iter().map(|r| format!("{:.1}", r.0)).collect::<Vec<_>>().join(" ")
+    );
+    println!("RESULT replay_ratio_to_copy={ratio:.1}");
+    println!("RESULT replay_events_per_second={:.0}", total as f64 / ours.as_secs_f64());
+    Ok(())
+}
+
+/// The time to `COPY` every event out of the log (what a replay reads, at the database's speed).
+async fn copy_out_events(pool: &sqlx::PgPool) -> anyhow::Result<Duration> {
+    use futures::TryStreamExt;
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let mut out = conn.copy_out_raw("COPY (SELECT * FROM events ORDER BY tx_id, position) TO STDOUT (FORMAT binary)").await?;
+    let mut bytes = 0usize;
+    while let Some(chunk) = out.try_next().await? {
+        bytes += chunk.len();
+    }
+    anyhow::ensure!(bytes > 0, "COPY read nothing");
+    Ok(started.elapsed())
+}
+
+/// Appends `count` events of the kinds a platform writes most between its few big ones: API
+/// tokens made (one stream each, by 16 writers at once) and environments changed (the catalog's
+/// stream, in batches). Both are applied by the read models they belong to and by the audit.
+async fn fill_log(store: Arc<PgEventStore>, count: u64) -> anyhow::Result<()> {
+    let catalog_stream = Catalog::stream_id(CATALOG_KEY);
+    let mut version = store.read_stream(&catalog_stream, 0).await?.last().map_or(0, |e| e.stream_version);
+    let environments = count / 2;
+    for start in (0..environments).step_by(500) {
+        let batch: Vec<NewEvent> = (start..(start + 500).min(environments))
+            .map(|i| {
+                let definition =
+                    EnvironmentDefinition { name: format!("replay-{version}-{i}"), base_domain: "qa.example.com".into(), cleanup_after_secs: 86_400 };
+                NewEvent::new(&CatalogEvent::EnvironmentCreated(definition).into(), EventMetadata::system())
+            })
+            .collect();
+        version = store.append(&catalog_stream, version, &batch).await?.stream_version;
+    }
+    let tokens = count - environments;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (store, next) = (store.clone(), next.clone());
+        writers.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < tokens {
+                let token_id = uuid::Uuid::now_v7();
+                let created = nullops_events::identity::ApiTokenCreated {
+                    token_id,
+                    username: "bench".into(),
+                    name: format!("replay {token_id}"),
+                    token_hash: token_id.as_bytes().to_vec(),
+                    expires_at: None,
+                };
+                let event = nullops_events::identity::ApiTokenEvent::Created(created).into();
+                store.append(&ApiToken::stream_id(&token_id.to_string()), 0, &[NewEvent::new(&event, EventMetadata::system())]).await?;
+            }
+            Ok::<_, nullops_store::StoreError>(())
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r??;
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@ mod bench_deploy;
 mod bench_idle;
 mod bench_ingress;
 mod bench_nodes;
+mod bench_placement;
 mod cli;
 mod demo;
 mod echo;
@@ -182,6 +183,11 @@ pub struct ServeArgs {
     /// otherwise; NullOps's own listeners always.
     #[arg(long, env = "NULLOPS_ALLOWED_PRIVATE_TARGETS", default_value = "")]
     allowed_private_targets: String,
+    /// Changes to the background processes' pauses, as name=duration pairs, comma-separated
+    /// (e.g. webhook_max_pause=10s,node_grace=30s); a name it does not know is refused with
+    /// the list of names (`nullops_saga::pacing` documents each).
+    #[arg(long, env = "NULLOPS_PACING", default_value = "", value_parser = parse_pacing)]
+    pacing: nullops_saga::Pacing,
     #[command(flatten)]
     ingress: IngressArgs,
 }
@@ -227,10 +233,14 @@ enum PluginCommand {
 
 #[derive(Subcommand)]
 enum ProjectionsCommand {
-    /// Empty a read model and replay the whole event log into it.
+    /// Empty read models and replay the whole event log into them.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["names", "all"])))]
     Rebuild {
-        /// Projection name (see the `projections` query): identity, catalog, audit.
-        name: String,
+        /// Read model names (see the `projections` query): identity, catalog, audit, nodes, deployments.
+        names: Vec<String>,
+        /// Every read model.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -248,7 +258,7 @@ enum KeysCommand {
     /// destruction). Servers also do this hourly.
     Sweep {
         /// Only keys older than this many seconds: younger ones may belong to a command in flight.
-        #[arg(long, default_value_t = platform::KEY_SWEEP_GRACE.as_secs())]
+        #[arg(long, default_value_t = nullops_saga::Pacing::default().key_sweep_grace.as_secs())]
         grace_secs: u64,
         #[command(flatten)]
         backend: BackendArgs,
@@ -284,6 +294,32 @@ enum BenchCommand {
         /// Commands timed for the latency figures.
         #[arg(long, default_value_t = 2000)]
         commands: usize,
+    },
+    /// Every read model replayed from the log, against a COPY of the same events.
+    Replay {
+        #[arg(long, env = "NULLOPS_DATABASE_URL")]
+        database_url: String,
+        /// Events in the log replayed (made first when it holds fewer).
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Alternating rounds of COPY and replay (the median ratio is kept).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Deployments asked for at once, placed by the deployment saga one at a time and side by
+    /// side, on simulated nodes: decisions per second, request-to-decision p99, no node over-committed.
+    Placement {
+        #[arg(long, env = "NULLOPS_DATABASE_URL")]
+        database_url: String,
+        /// Deployments asked for at once.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Simulated nodes in the environment.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Alternating rounds of each (the median is kept).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// One connector holding many agent connections: memory per connection and heartbeat CPU,
     /// against bare connections with a ping loop.
@@ -362,6 +398,16 @@ impl BackendArgs {
     }
 }
 
+/// `--pacing`, refused with its stable code and what to write instead.
+fn parse_pacing(spec: &str) -> Result<nullops_saga::Pacing, CodedPacingError> {
+    nullops_saga::Pacing::parse(spec).map_err(CodedPacingError)
+}
+
+/// A refused `--pacing`, said with its stable code first.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {0}", code = nullops_saga::PacingError::CODE)]
+struct CodedPacingError(nullops_saga::PacingError);
+
 fn init_logging(format: &str) -> nullops_telemetry::Telemetry {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("NULLOPS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
@@ -409,7 +455,9 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
             platform::serve_metrics(metrics_listen, None).await?;
             platform::run_ingress(backends.open().await?, &ingress).await
         }
-        Command::Projections { command: ProjectionsCommand::Rebuild { name, backend } } => platform::rebuild(backend.open().await?, &name).await,
+        Command::Projections { command: ProjectionsCommand::Rebuild { names, all, backend } } => {
+            platform::rebuild(backend.open().await?, if all { None } else { Some(&names) }).await
+        }
         Command::Keys { command: KeysCommand::Rotate { backend } } => platform::rotate_keys(backend.open().await?).await,
         Command::Keys { command: KeysCommand::Sweep { grace_secs, backend } } => {
             platform::sweep_keys(backend.open().await?, Duration::from_secs(grace_secs)).await
@@ -417,6 +465,12 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
         Command::Keys { command: KeysCommand::Verify { backend } } => platform::verify_keys(backend.open().await?).await,
         Command::Bench { command: BenchCommand::Events { database_url, seconds, rounds, commands } } => {
             bench::events(&database_url, Duration::from_secs(seconds), rounds, commands).await.context("benchmark failed")
+        }
+        Command::Bench { command: BenchCommand::Replay { database_url, events, rounds } } => {
+            bench::replay(&database_url, events, rounds).await.context("benchmark failed")
+        }
+        Command::Bench { command: BenchCommand::Placement { database_url, requests, nodes, rounds } } => {
+            bench_placement::placement(&database_url, requests, nodes, rounds).await.context("benchmark failed")
         }
         Command::Bench { command: BenchCommand::Nodes { agents, seconds } } => bench_nodes::nodes(agents, seconds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::Idle { deployments, seconds } } => bench_idle::idle(deployments, seconds).await.context("benchmark failed"),

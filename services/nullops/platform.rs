@@ -62,6 +62,7 @@ impl Backends {
         let store = SqliteEventStore::open(&data_dir.join("events.db")).await.context("cannot open the event log")?;
         let read_models =
             ReadModelDb::open(&format!("sqlite://{}?mode=rwc", data_dir.join("readmodels.db").display())).await.context("cannot open the read models")?;
+        read_models.whole_if_the_log_is_empty(&store).await.context("cannot open the read models")?;
         Ok(Backends {
             store: Arc::new(store),
             bus: Arc::new(InProcessBus::default()),
@@ -83,6 +84,7 @@ impl Backends {
     pub async fn postgres_only(database_url: &str) -> anyhow::Result<Self> {
         let store = PgEventStore::connect(database_url).await.context("cannot open the event store")?;
         let read_models = ReadModelDb::open(database_url).await.context("cannot open the read models")?;
+        read_models.whole_if_the_log_is_empty(&store).await.context("cannot open the read models")?;
         Ok(Backends {
             store: Arc::new(store),
             bus: Arc::new(InProcessBus::default()),
@@ -220,8 +222,6 @@ pub async fn sweep_keys(b: Backends, grace: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use nullops_saga::key_sweep::KEY_SWEEP_GRACE;
-
 /// `nullops keys verify`: unwraps every data key with the current master key.
 pub async fn verify_keys(b: Backends) -> anyhow::Result<()> {
     let (keyring, _) = keyring(&b).await?;
@@ -257,7 +257,7 @@ pub async fn serve_metrics(listen: Option<SocketAddr>, app: Option<Arc<nullops_g
 }
 
 pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metrics_listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let egress = Arc::new(nullops_egress::Egress::new(&args.allowed_private_targets).map_err(|e| anyhow!(e))?);
+    let egress = Arc::new(nullops_egress::Egress::new(&args.allowed_private_targets)?);
     let shutdown = CancellationToken::new();
     let projections = nullops_projections::all();
     let mut tasks = tokio::task::JoinSet::new();
@@ -271,8 +271,14 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
 
     let (keyring, _) = keyring(&b).await?;
     let keyring = Arc::new(keyring);
-    let sweep = nullops_saga::key_sweep::KeySweep { store: b.store.clone(), read_models: b.read_models.clone(), keyring: keyring.clone() };
-    tasks.spawn(periodic::run(sweep, nullops_saga::key_sweep::KEY_SWEEP_EVERY, b.store.clone(), shutdown.clone()));
+    let pacing = args.pacing;
+    let sweep = nullops_saga::key_sweep::KeySweep {
+        store: b.store.clone(),
+        read_models: b.read_models.clone(),
+        keyring: keyring.clone(),
+        grace: pacing.key_sweep_grace,
+    };
+    tasks.spawn(periodic::run(sweep, pacing.key_sweep_every, b.store.clone(), shutdown.clone()));
     let ingress = if args.no_ingress {
         public_origin(&args.ingress, args.ingress.ingress_listen.port())
     } else {
@@ -288,6 +294,7 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
         consistency_wait: CONSISTENCY_WAIT,
         egress,
         ingress,
+        pacing,
     });
     let app = Arc::new(App {
         core,
@@ -320,8 +327,8 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
     }
     tasks.spawn(nullops_connector::run(connector(&b, app.keyring.clone()), shutdown.clone()));
     let reaper = nullops_saga::reaper::Reaper { store: b.store.clone(), read_models: b.read_models.clone() };
-    tasks.spawn(periodic::run(reaper, nullops_saga::reaper::REAP_EVERY, b.store.clone(), shutdown.clone()));
-    let saga = nullops_saga::DeploymentSaga::new(b.store.clone(), b.read_models.clone());
+    tasks.spawn(periodic::run(reaper, pacing.reap_every, b.store.clone(), shutdown.clone()));
+    let saga = nullops_saga::DeploymentSaga::new(b.store.clone(), b.read_models.clone(), pacing.node_grace);
     tasks.spawn(nullops_saga::SagaRunner { saga: Arc::new(saga), store: b.store.clone(), bus: b.bus.clone() }.run(shutdown.clone()));
     let sampler = nullops_saga::samplers::PlatformSampler::new(app.core.clone());
     tasks.spawn(periodic::run(sampler, nullops_saga::samplers::SAMPLE_EVERY, b.store.clone(), shutdown.clone()));
@@ -347,25 +354,32 @@ pub async fn serve(b: Backends, args: ServeArgs, local: Option<LocalNode>, metri
         })
         .into_future();
     tokio::pin!(serving);
-    tokio::select! {
-        served = &mut serving => served?,
-        () = shutdown.cancelled() => {
-            // Signalled: the open subscriptions are being closed (1001) and requests finish;
-            // the process is gone within STOP_WITHIN whatever still hangs.
-            exit_if_still_running_after(STOP_WITHIN);
-            sockets.close();
-            let drained = tokio::time::timeout(DRAIN_WITHIN, async {
-                let _ = (&mut serving).await;
-                sockets.wait().await;
-            });
-            if drained.await.is_err() {
-                tracing::warn!("connections still open {} s after the signal; stopping anyway", DRAIN_WITHIN.as_secs());
-            }
-        }
-    }
+    // On a signal the HTTP server ends as soon as its requests have (it does not follow
+    // upgraded connections), often in the same instant the signal cancels `shutdown`: whichever
+    // is seen first, the stop below runs, so that no subscription is cut without its close frame.
+    let ended_first = tokio::select! {
+        served = &mut serving => Some(served),
+        () = shutdown.cancelled() => None,
+    };
+    // The open subscriptions are being closed (1001) and requests finish; the process is gone
+    // within STOP_WITHIN whatever still hangs.
+    exit_if_still_running_after(STOP_WITHIN);
     shutdown.cancel();
+    sockets.close();
+    let drained = tokio::time::timeout(DRAIN_WITHIN, async {
+        if ended_first.is_none() {
+            let _ = (&mut serving).await;
+        }
+        sockets.wait().await;
+    });
+    if drained.await.is_err() {
+        tracing::warn!("connections still open {} s after the signal; stopping anyway", DRAIN_WITHIN.as_secs());
+    }
     if tokio::time::timeout(TASKS_WITHIN, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("background tasks still running {} ms after the server stopped; stopping anyway", TASKS_WITHIN.as_millis());
+    }
+    if let Some(served) = ended_first {
+        served?;
     }
     Ok(())
 }
@@ -394,23 +408,56 @@ pub async fn wait_for_signal() {
     }
 }
 
-/// Empties one read model and replays the log into it. When a running server holds the
-/// projection, that server replays it: its next checkpoint update finds the checkpoint reset.
-pub async fn rebuild(b: Backends, name: &str) -> anyhow::Result<()> {
-    let projection = nullops_projections::all()
-        .into_iter()
-        .find(|p| p.name() == name)
-        .ok_or_else(|| anyhow!("no projection named {name}; known: identity, catalog, audit"))?;
-    let lease = b.store.try_lease(&format!("projection:{name}")).await?;
-    b.read_models.reset(&*projection).await?;
-    if lease.is_none() {
-        println!("reset {name}; the running server that holds it is replaying the event log");
-        return Ok(());
+/// Empties the read models `names` (every one when `None`) and replays the log into them, all at
+/// once (each reads the log on its own; on PostgreSQL they apply side by side). A read model a
+/// running server holds is replayed by that server: its runner finds its checkpoint reset.
+pub async fn rebuild(b: Backends, names: Option<&[String]>) -> anyhow::Result<()> {
+    let all = nullops_projections::all();
+    let chosen: Vec<_> = match names {
+        None => all.clone(),
+        Some(names) => {
+            let mut chosen = Vec::new();
+            for name in names {
+                let Some(projection) = all.iter().find(|p| p.name() == name) else {
+                    let known: Vec<&str> = all.iter().map(|p| p.name()).collect();
+                    bail!("no read model named {name}; the read models are: {}", known.join(", "));
+                };
+                if !chosen.iter().any(|c: &Arc<dyn nullops_projections::Projection>| c.name() == projection.name()) {
+                    chosen.push(projection.clone());
+                }
+            }
+            chosen
+        }
+    };
+    let rebuilds = chosen.into_iter().map(|projection| {
+        let b = &b;
+        async move {
+            let name = projection.name();
+            // Held for the whole replay: a server starting meanwhile leaves this read model alone.
+            let lease = b.store.try_lease(&format!("projection:{name}")).await?;
+            b.read_models.reset(&*projection).await?;
+            if lease.is_none() {
+                println!("reset {name}; the running server that holds it is replaying the event log");
+                return Ok::<_, anyhow::Error>(());
+            }
+            let started = std::time::Instant::now();
+            let runner = Runner { projection, db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
+            let at = runner.catch_up_once().await?;
+            let took = started.elapsed();
+            let status = b.read_models.checkpoint(name).await?;
+            println!(
+                "rebuilt {name}: {} events applied, at position {}, in {:.2} s ({:.0} log events/s)",
+                status.events_applied,
+                at.seq,
+                took.as_secs_f64(),
+                at.seq as f64 / took.as_secs_f64().max(1e-6)
+            );
+            Ok(())
+        }
+    });
+    for result in futures::future::join_all(rebuilds).await {
+        result?;
     }
-    let runner = Runner { projection, db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
-    let at = runner.catch_up_once().await?;
-    let status = b.read_models.checkpoint(name).await?;
-    println!("rebuilt {name}: {} events applied, at position {}", status.events_applied, at.seq);
     Ok(())
 }
 
@@ -466,7 +513,7 @@ async fn start_ingress(
     println!("NullOps ingress is up: {}://{addr}/ (serving SERVICE.DEPLOYMENT.ENVIRONMENT.BASE-DOMAIN)", if ingress.is_tls() { "https" } else { "http" });
     tasks.spawn(nullops_ingress::live::follow(routes, b.read_models.clone(), b.bus.clone(), shutdown.clone()));
     tasks.spawn(ingress.serve(shutdown.clone()));
-    let sampler = TrafficSampler { read_models: b.read_models.clone() };
+    let sampler = TrafficSampler { read_models: b.read_models.clone(), traffic: Default::default() };
     tasks.spawn(periodic::run(sampler, nullops_saga::samplers::SAMPLE_EVERY, b.store.clone(), shutdown.clone()));
     Ok(public_origin(args, addr.port()))
 }
@@ -475,6 +522,8 @@ async fn start_ingress(
 /// sampling window (its only write: telemetry, beside the read models).
 struct TrafficSampler {
     read_models: nullops_projections::ReadModelDb,
+    /// The previous reading of the ingress's counts (read by this sampler alone).
+    traffic: std::sync::Mutex<nullops_ingress::traffic::Traffic>,
 }
 
 #[async_trait::async_trait]
@@ -486,10 +535,13 @@ impl periodic::Periodic for TrafficSampler {
     async fn run_once(&self) -> Result<(), Self::Error> {
         use nullops_projections::samples::{self, Series};
         let now = nullops_events::Timestamp::now().0;
-        for ((environment, deployment), (requests, errors)) in nullops_ingress::traffic::take() {
-            let series = Series::Traffic { environment, deployment };
+        let read = self.traffic.lock().unwrap_or_else(|p| p.into_inner()).read();
+        for since in read {
+            let series = Series::Traffic { environment: since.environment.clone(), deployment: since.deployment.clone() };
             let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            samples::add(&self.read_models.working_rows(), &series, now, big(requests), big(errors)).await?;
+            samples::add(&self.read_models.working_rows(), &series, now, big(since.requests), big(since.errors)).await?;
+            // Only now: a write that failed leaves the counts for the next turn.
+            self.traffic.lock().unwrap_or_else(|p| p.into_inner()).written(&since);
         }
         Ok(())
     }

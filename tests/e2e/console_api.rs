@@ -72,6 +72,10 @@ async fn list_feeds_follow_changes_for_those_who_may_see_them() {
     let mut bob_catalog = subscribe(&w.server, &bob, CATALOG, json!({})).await;
     let mut eve_deployments = subscribe(&w.server, &eve, DEPLOYMENTS, json!({})).await;
     let mut eve_catalog = subscribe(&w.server, &eve, CATALOG, json!({})).await;
+    // A catalog feed first says it listens: what was read before may have changed meanwhile.
+    for feed in [&mut bob_catalog, &mut eve_catalog] {
+        assert_eq!(next_item(feed, "catalogUpdated").await, json!({"kind": "LISTENING", "name": null, "removed": false}));
+    }
     let mut admin_deployments = subscribe(&w.server, &w.admin, DEPLOYMENTS, json!({})).await;
 
     // A deployment of shop: the admin and bob follow it up; bob, READ_ONLY, is offered nothing.

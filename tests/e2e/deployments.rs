@@ -159,6 +159,17 @@ async fn a_pipeline_deploys_isolated_and_goes_away_without_leftovers(mode: Mode)
     // Once deleted, its name (and so its URLs) can be used again.
     let again = w.ok(CREATE, taken).await["createDeployment"].clone();
     assert_eq!(again["name"], one["name"]);
+    let again_id = again["id"].as_str().unwrap();
+    w.reaches(again_id, "RUNNING", MINUTE).await;
+    w.ok("mutation($id: ID!) { deleteDeployment(id: $id) { state } }", json!({"id": again_id})).await;
+    w.reaches(again_id, "DELETED", Duration::from_secs(30)).await;
+
+    // The read models are disposable: replayed from this history, they hold what the live
+    // runners built as it happened, row for row.
+    let mut w = w;
+    w.server.terminate();
+    assert!(w.server.exited(Duration::from_secs(20)).await.success());
+    w.backend.assert_rebuilt_read_models_equal_the_live_ones().await;
 }
 
 async fn failures_and_cancels_roll_back_and_retry_runs_again(mode: Mode) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{code, eventually, next_json, subscribe, Backend, Mode, Server, ADMIN_PASSWORD};
+use support::{code, eventually, next_json, subscribe, until, Backend, Mode, Server, ADMIN_PASSWORD};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -354,6 +354,11 @@ async fn projections_rebuild_from_the_log(mode: Mode) {
     };
     let out = backend.command(&["projections", "rebuild", "nope"]).output().await.unwrap();
     assert!(!out.status.success());
+    // The refusal names every read model there is, from the list the server runs.
+    let said = String::from_utf8_lossy(&out.stderr);
+    for projection in nullops_projections::all() {
+        assert!(said.contains(projection.name()), "{said}");
+    }
     let out = backend.command(&["projections", "rebuild", "audit"]).output().await.unwrap();
     assert!(out.status.success(), "{out:?}");
     let server = match server {
@@ -362,9 +367,13 @@ async fn projections_rebuild_from_the_log(mode: Mode) {
     };
     let admin = server.admin().await;
     let expected_total = backend.events_in_log().await;
+    // Whole again once it has replayed to the end of the log (until then its queries answer
+    // UNAVAILABLE).
     eventually(Duration::from_secs(10), "audit replayed", || async {
         let p = events_applied(&server, &admin).await;
-        p.as_array().unwrap().iter().any(|p| p["name"] == "audit" && p["eventsApplied"] == json!(expected_total))
+        let health = server.ok(Some(&admin), "{ platformHealth { projections { name rebuilding { eventsApplied } } } }", json!({})).await;
+        let whole = health["platformHealth"]["projections"].as_array().unwrap().iter().all(|p| p["rebuilding"].is_null());
+        whole && p.as_array().unwrap().iter().any(|p| p["name"] == "audit" && p["eventsApplied"] == json!(expected_total))
     })
     .await;
     let users = server.ok(Some(&admin), "{ auditLog(filter: { eventType: \"user.registered\" }) { entries { stream } } }", json!({})).await;
@@ -376,6 +385,18 @@ async fn projections_rebuild_from_the_log(mode: Mode) {
 async fn health_ui_and_graphiql(mode: Mode) {
     let backend = Backend::new(mode).await;
     let server = Server::start(&backend).await;
+    // Ready once every read model of the new install has caught up with the log (its first
+    // events: the admin, the catalog); until then it says which are still being built.
+    until(Duration::from_secs(60), "/readyz to say ready", || async {
+        let r = server.http.get(server.url("/readyz")).send().await.map_err(|e| e.to_string())?;
+        let (status, said) = (r.status(), r.text().await.unwrap_or_default());
+        match status.as_u16() {
+            200 => Ok(()),
+            503 if said.starts_with("not ready: read models are being rebuilt from the event log: ") => Err(said),
+            _ => panic!("/readyz answered {status}: {said}"),
+        }
+    })
+    .await;
     for (path, needle) in [
         ("/healthz", "ok"),
         ("/readyz", "ready"),

@@ -14,6 +14,11 @@ ADMIN_PASSWORD = "python-admin-password"
 # Registries, webhook receivers and forges stand in on loopback in these tests: every platform
 # they start allows it (a test that needs a stricter platform sets its own).
 os.environ.setdefault("NULLOPS_ALLOWED_PRIVATE_TARGETS", "127.0.0.0/8,::1,localhost")
+# The background processes' pauses, quicker than in production so that the tests do not wait
+# real minutes for what they check (a webhook's failing endpoint is tried again after 100 ms,
+# doubling up to 1 s; a preview's missing tag is looked for every 500 ms).
+TEST_PACING = "webhook_first_pause=100ms,webhook_max_pause=1s,preview_tag_poll=500ms"
+os.environ.setdefault("NULLOPS_PACING", TEST_PACING)
 PG_ADMIN = os.environ.get("NULLOPS_TEST_DATABASE_URL", "postgres://nullops:nullops@127.0.0.1:5432/nullops")
 
 

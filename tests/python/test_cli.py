@@ -283,3 +283,17 @@ def test_extend_clone_retry_and_tags(server, home):
     assert tags.returncode == 0 and {"v1", "v2"} <= set(tags.stdout.split()), tags.stdout
     missing = cli(server, home, "deployments", "get", "no-such-deployment")
     assert missing.returncode == 2 and missing.stderr.startswith("NOT_FOUND: "), missing.stderr
+
+
+def test_a_pacing_it_cannot_read_stops_the_start_saying_what_to_write():
+    """`--pacing` (NULLOPS_PACING) changes the background processes' pauses; what it cannot read
+    stops the server before it starts, with the stable code and the names it knows."""
+    data = tempfile.mkdtemp(prefix="nullops-pacing-")
+    for spec, said in [("reap_evry=1s", "there is no pause called \"reap_evry\"; the pauses are: node_grace, reap_every"),
+                       ("reap_every=1ms", "reap_every must be between 100ms and 1m"),
+                       ("webhook_max_pause=ten", "a duration is a whole number with ms, s, m or h")]:
+        started = subprocess.run([BIN, "up", "--data-dir", data, "--listen", "127.0.0.1:0", "--pacing", spec],
+                                 env={**os.environ, "NULLOPS_NO_DEMO": "true"}, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 2, (spec, started.returncode, started.stdout, started.stderr)
+        assert "INVALID_PACING: " in started.stderr and said in started.stderr, started.stderr
+        assert "NullOps is up" not in started.stdout, started.stdout

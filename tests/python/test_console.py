@@ -157,6 +157,11 @@ def open_page(browser, server, width=1280, height=900):
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    # What the page said and fetched, to tell why a page that never showed itself did not.
+    page.story = []
+    page.on("console", lambda m: page.story.append(f"console {m.type}: {m.text}"))
+    page.on("requestfailed", lambda r: page.story.append(f"failed {r.method} {r.url}: {r.failure}"))
+    page.on("response", lambda r: r.status >= 400 and page.story.append(f"{r.status} {r.request.method} {r.url}"))
     return page
 
 
@@ -169,6 +174,10 @@ def done(page):
 
 def sign_in(page, username, password):
     page.goto("/")
+    try:
+        expect(page.locator("#login")).to_be_visible()
+    except AssertionError as e:
+        raise AssertionError(f"the sign-in form never showed; the page said: {page.story}, errors: {page.errors}") from e
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
@@ -590,6 +599,8 @@ def test_destructive_actions_ask_first(server, browser, world):
     page.get_by_role("button", name="Delete").click()
     page.get_by_role("alertdialog").get_by_role("button", name="Delete pr-7").click()
     expect(page.locator("#state")).to_have_attribute("data-state", "DELETED", timeout=120_000)
+    expect(page.locator("#desired")).to_have_text("remove")
+    expect(page.locator("#observed")).to_have_text("gone")
     # What is left to do with a deleted deployment: make it again.
     expect(page.locator("[data-action]")).to_have_attribute("data-action", "CLONE")
     done(page)
@@ -677,6 +688,8 @@ def tab_to(page, name, limit=80):
 def test_a_whole_task_by_keyboard_alone(server, browser, world):
     page = open_page(browser, server)
     page.goto("/")
+    # The form shows once the page has asked who is signed in (a hidden field takes no focus).
+    expect(page.get_by_label("Username")).to_be_visible()
     page.get_by_label("Username").focus()
     page.keyboard.type(ADMIN[0])
     page.keyboard.press("Tab")

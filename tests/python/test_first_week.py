@@ -92,6 +92,9 @@ def test_a_deployments_own_page_follows_the_loss_of_its_node(server, browser):
         agent.pause()
         expect(page.locator("#state")).to_have_attribute("data-state", "OFFLINE", timeout=LONG)
         expect(node_fact).to_contain_text("offline", ignore_case=True)
+        # What is wanted and what was last seen stay apart: still wanted running, last seen running.
+        expect(page.locator("#desired")).to_have_text("run")
+        expect(page.locator("#observed")).to_have_text("running")
         # Its service's health is not claimed while nobody can look.
         expect(page.get_by_role("table", name="Services")).to_contain_text("node offline; last seen healthy")
         shot(page, "first-week-node-lost")

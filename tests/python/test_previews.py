@@ -353,16 +353,21 @@ def test_a_hooks_answer_takes_as_long_whether_the_project_is_linked_or_not(serve
         assert r.status_code == 401
         return time.perf_counter() - started
 
-    # Interleaved, so that drift in the machine's speed hits both alike; medians.
-    linked, unknown = [], []
-    for _ in range(200):
-        linked.append(took("shop"))
-        unknown.append(took("no-such-project"))
+    # Interleaved, so that drift in the machine's speed hits both alike; medians, in three rounds
+    # of which the middle ratio counts, so that a burst of load on the machine during one round
+    # (the other suites run beside this one) does not decide alone.
     median = lambda xs: sorted(xs)[len(xs) // 2]
-    ratio = median(linked) / median(unknown)
-    print(f"[previews figure] 401 for a linked project {median(linked) * 1e3:.2f} ms, unknown {median(unknown) * 1e3:.2f} ms: ratio {ratio:.2f}")
+    ratios = []
+    for _ in range(3):
+        linked, unknown = [], []
+        for _ in range(200):
+            linked.append(took("shop"))
+            unknown.append(took("no-such-project"))
+        ratios.append(median(linked) / median(unknown))
+        print(f"[previews figure] 401 for a linked project {median(linked) * 1e3:.2f} ms, unknown {median(unknown) * 1e3:.2f} ms: ratio {ratios[-1]:.2f}")
+    ratio = median(ratios)
     # Before, the unknown project skipped the data key and the signature: about 1.3x faster.
-    assert 0.83 < ratio < 1.2, ratio
+    assert 0.83 < ratio < 1.2, ratios
 
 
 def test_previews_touch_only_the_deployments_they_made(server, forge):

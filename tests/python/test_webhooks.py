@@ -9,6 +9,7 @@ import re
 import subprocess
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -158,11 +159,17 @@ def test_a_receiver_down_gets_the_backlog_after(server, receiver, hook):
     receiver.down = True
     try:
         made = life(admin, "hooked-2")
-        # Refused five times while down: 1 + 2 + 4 + 8 + 16 s of pauses, about 30 s.
+        # Refused five times while down, pausing longer after each refusal: with the tests'
+        # pacing 0.1 + 0.2 + 0.4 + 0.8 + 1 s.
         def refused_often():
-            deliveries = admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { subject attempts { status } } } }", id=hook["id"])["webhook"]["deliveries"]
-            return any(d["subject"] == f"deployment/{made}" and len(d["attempts"]) >= 5 and d["attempts"][0]["status"] == 503 for d in deliveries)
-        admin.wait_for("the first delivery refused five times (about 30 s down)", refused_often, timeout=180)
+            deliveries = admin.ok("query($id: ID!) { webhook(id: $id) { deliveries { subject attempts { status at } } } }", id=hook["id"])["webhook"]["deliveries"]
+            return next((d["attempts"] for d in deliveries
+                         if d["subject"] == f"deployment/{made}" and len(d["attempts"]) >= 5 and d["attempts"][0]["status"] == 503), None)
+        attempts = admin.wait_for("the first delivery refused five times", refused_often, timeout=180)
+        at = sorted(datetime.fromisoformat(a["at"]) for a in attempts)[:5]
+        gaps = [(b - a).total_seconds() for a, b in zip(at, at[1:])]
+        # Each pause at least the pacing's, and the later ones longer than the first.
+        assert all(g >= 0.09 for g in gaps) and gaps[-1] > gaps[0], gaps
     finally:
         receiver.down = False
     admin.wait_for("the backlog", lambda: len(first_of_each(receiver.accepted(f"deployment/{made}"))) == 3, timeout=180)

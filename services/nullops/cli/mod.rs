@@ -215,25 +215,34 @@ pub enum WebhooksCommand {
     },
 }
 
-fn parse_tag(text: &str) -> Result<(String, String), String> {
-    let (service, tag) = text.split_once('=').ok_or_else(|| format!("{text:?}: give SERVICE=TAG"))?;
-    if service.is_empty() || tag.is_empty() {
-        return Err(format!("{text:?}: give SERVICE=TAG"));
+/// A command-line value the CLI cannot read, and how to write it.
+#[derive(Debug, thiserror::Error)]
+enum BadValue {
+    #[error("{0:?}: give SERVICE=TAG")]
+    Tag(String),
+    #[error("{0:?}: use a duration such as 90s, 10m or 1h")]
+    Duration(String),
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), BadValue> {
+    match text.split_once('=') {
+        Some((service, tag)) if !service.is_empty() && !tag.is_empty() => Ok((service.to_owned(), tag.to_owned())),
+        _ => Err(BadValue::Tag(text.to_owned())),
     }
-    Ok((service.to_owned(), tag.to_owned()))
 }
 
 /// `90s`, `10m`, `1h`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, BadValue> {
+    let bad = || BadValue::Duration(text.to_owned());
     let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |i| text.split_at(i));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: use a duration such as 90s, 10m or 1h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{text:?}: use s, m or h")),
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(per).map(Duration::from_secs).ok_or_else(bad)
 }
 
 /// Runs a client command; its exit code.
