@@ -53,9 +53,36 @@ def server(request):
 def browser():
     """Debian's Chromium, driven by Playwright (no browser download). Per module: Playwright's
     synchronous API runs an event loop in this thread while it is started, which the asyncio
-    clients of the other tests cannot share."""
+    clients of the other tests cannot share. In a network namespace of its own (browser_net.py),
+    so that the Docker networks the tests make do not drop its requests."""
     from playwright.sync_api import sync_playwright
+    from browser_net import chromium_launch_options
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium")
+        b = p.chromium.launch(**chromium_launch_options())
         yield b
         b.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test says what each page it had open showed, said and fetched (a test
+    module lists its pages in PAGES), and saves each one's picture beside the screenshots, so a
+    failure seen once in CI can be read afterwards."""
+    outcome = yield
+    report = outcome.get_result()
+    pages = getattr(item.module, "PAGES", None)
+    if pages is None or report.when != "call":
+        return
+    if report.failed:
+        shots = getattr(item.module, "SHOTS", tempfile.gettempdir())
+        for i, page in enumerate(pages):
+            if page.is_closed():
+                continue
+            try:
+                path = os.path.join(shots, f"failed-{item.name}-{i}.png")
+                page.screenshot(path=path, full_page=True)
+                dialogs = page.evaluate("() => [...document.querySelectorAll('dialog')].map((d) => `${d.open ? 'open' : 'closed'}: ${d.innerText.slice(0, 200)}`)")
+                report.sections.append((f"page {i}", f"url {page.url}\npicture {path}\ndialogs {dialogs}\nstory {getattr(page, 'story', [])[-40:]}\nerrors {getattr(page, 'errors', [])}"))
+            except Exception as e:  # the page may be gone with the failure
+                report.sections.append((f"page {i}", f"could not be read: {e}"))
+    pages.clear()
