@@ -100,6 +100,8 @@ class Api:
     def __init__(self, server, username, password):
         self.url = server.base + "/graphql"
         self.session = requests.Session()
+        # Up to 32 requests at once (the deployment saga places as many side by side).
+        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
         self.ok("mutation($u: String!, $p: String!) { login(username: $u, password: $p) { user { username } } }", u=username, p=password)
 
     @staticmethod
@@ -152,9 +154,14 @@ def world():
     return {}
 
 
+# The pages a test has open: on its failure, conftest.py shows what each said and saves its picture.
+PAGES = []
+
+
 def open_page(browser, server, width=1280, height=900):
     context = browser.new_context(viewport={"width": width, "height": height}, base_url=server.base)
     page = context.new_page()
+    PAGES.append(page)
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     # What the page said and fetched, to tell why a page that never showed itself did not.
@@ -162,6 +169,7 @@ def open_page(browser, server, width=1280, height=900):
     page.on("console", lambda m: page.story.append(f"console {m.type}: {m.text}"))
     page.on("requestfailed", lambda r: page.story.append(f"failed {r.method} {r.url}: {r.failure}"))
     page.on("response", lambda r: r.status >= 400 and page.story.append(f"{r.status} {r.request.method} {r.url}"))
+    page.on("load", lambda: page.story.append(f"loaded {page.url}"))
     return page
 
 
@@ -776,7 +784,7 @@ def test_budgets_a_view_shows_in_500_ms_and_1000_deployments_list_in_1_s(server,
         data, errors = admin.call(create, n=name)
         assert [e["extensions"]["code"] for e in errors or []] == ["RESOURCES_EXHAUSTED"], errors
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda i: refused(f"bulk-{i}"), range(1000 - have)))
     admin.wait_for("1000 deployments", lambda: len(admin.ok("{ deployments(includeEnded: true) { id } }")["deployments"]) >= 1000)
 
