@@ -30,3 +30,7 @@ NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench placeme
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 1000 --seconds 10
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench deploy --rounds 7
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench ingress --rounds 5 --seconds 10
+# One event to 1,000 and to 10,000 live subscribers (each process holds 10,000 sockets).
+ulimit -n 65536 2>/dev/null || true
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench feeds --subscribers 1000 --rounds 5
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench feeds --subscribers 10000 --rounds 3

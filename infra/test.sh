@@ -82,6 +82,8 @@ bench_smoke() {
   NULLOPS_LOG=warn $bench bench deploy --rounds 1
   NULLOPS_LOG=warn $bench bench nodes --agents 20 --seconds 1
   NULLOPS_LOG=warn $bench bench ingress --rounds 1 --seconds 1 --connections 8
+  # Fails unless every one of 2,000 subscribers gets the event (infra/bench.sh runs 10,000).
+  NULLOPS_LOG=warn $bench bench feeds --subscribers 2000 --rounds 1
 }
 
 # The Rust suites, the browser and client suite (split across the cores a module per worker)

@@ -29,7 +29,7 @@ use crate::auth::CredentialRef;
 use crate::catalog::{catalog_state, NodeGql, Viewer};
 use crate::deployments::{targets, DeploymentGql};
 use crate::error::{ApiError, ApiResult};
-use crate::live::{may_revoke_access, node_link_changed, until_error, ACCESS_READ_MODELS};
+use crate::live::{may_revoke_access, node_link_changed, until_error, OncePerEvent, ACCESS_READ_MODELS};
 use crate::App;
 
 /// How often a feed checks that its caller's credential still holds while it delivers (a
@@ -43,6 +43,16 @@ const MAY_GRANT_ACCESS: [&str; 2] = [types::ACCESS_GRANTED.0, types::TEAM_MEMBER
 
 fn may_change_access(event_type: &str) -> bool {
     may_revoke_access(event_type) || MAY_GRANT_ACCESS.contains(&event_type)
+}
+
+/// What the feeds read for an event (after the read model shows it), shared by all of their
+/// subscribers: each then only filters it by what its caller may see.
+#[derive(Default)]
+pub(crate) struct PerEvent {
+    /// The deployments an event changed.
+    deployments: OncePerEvent<Arc<Vec<deployments_read::DeploymentRow>>>,
+    /// What an event changed in the catalog, who may hear of it, and the catalog as it is then.
+    catalog: OncePerEvent<Arc<Option<(CatalogChange, Audience, CatalogState)>>>,
 }
 
 /// What a feed reacts to.
@@ -157,23 +167,30 @@ async fn changed_deployments(
     environment: Option<String>,
 ) -> ApiResult<Vec<DeploymentGql>> {
     let Input::Event { event, .. } = input else { return Ok(vec![]) };
-    let rows = match event.stream_id.kind() {
-        "deployment" => {
-            let Ok(id) = Uuid::try_parse(event.stream_id.key()) else { return Ok(vec![]) };
-            app.read_models.wait_for(&["deployments"], event.position, app.consistency_wait).await?;
-            deployments_read::deployment(&app.read_models, id).await?.into_iter().collect()
-        }
-        "node" => {
-            let Some(id) = node_link_changed(&event) else { return Ok(vec![]) };
-            app.read_models.wait_for(&["nodes"], event.position, app.consistency_wait).await?;
-            deployments_read::on_node(&app.read_models, id).await?
-        }
-        _ => vec![],
+    if !matches!(event.stream_id.kind(), "deployment" | "node") {
+        return Ok(vec![]);
+    }
+    let read = || async {
+        let rows = match event.stream_id.kind() {
+            "deployment" => {
+                let Ok(id) = Uuid::try_parse(event.stream_id.key()) else { return Ok(Arc::new(vec![])) };
+                app.read_models.wait_for(&["deployments"], event.position, app.consistency_wait).await?;
+                deployments_read::deployment(&app.read_models, id).await?.into_iter().collect()
+            }
+            "node" => {
+                let Some(id) = node_link_changed(&event) else { return Ok(Arc::new(vec![])) };
+                app.read_models.wait_for(&["nodes"], event.position, app.consistency_wait).await?;
+                deployments_read::on_node(&app.read_models, id).await?
+            }
+            _ => vec![],
+        };
+        ApiResult::Ok(Arc::new(rows))
     };
+    let rows = app.live.per_event.deployments.get(event.position, read).await?;
     Ok(rows
-        .into_iter()
+        .iter()
         .filter(|r| project.as_ref().is_none_or(|p| *p == r.project) && environment.as_ref().is_none_or(|e| *e == r.environment))
-        .filter_map(|r| viewer.access(&targets(&r)).map(|access| DeploymentGql(r, access)))
+        .filter_map(|r| viewer.access(&targets(r)).map(|access| DeploymentGql(r.clone(), access)))
         .collect())
 }
 
@@ -297,7 +314,7 @@ pub enum CatalogKind {
 }
 
 /// Something in the catalog changed.
-#[derive(SimpleObject, Debug)]
+#[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "CatalogChange")]
 pub struct CatalogChange {
     kind: CatalogKind,
@@ -411,22 +428,26 @@ async fn catalog_changes(app: Arc<App>, viewer: Viewer, input: Input) -> ApiResu
     if !matches!(event.stream_id.kind(), "catalog" | "pipeline" | "secrets" | "user" | "preview") {
         return Ok(changes);
     }
-    let decoded = match nullops_events::codec::decode(&event.event_type, event.schema_version, &event.payload) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            tracing::warn!(error = %e, "catalog feed: an event does not decode; skipped");
-            return Ok(changes);
-        }
+    let read = || async {
+        let decoded = match nullops_events::codec::decode(&event.event_type, event.schema_version, &event.payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog feed: an event does not decode; skipped");
+                return Ok(Arc::new(None));
+            }
+        };
+        app.read_models.wait_for(&["catalog", "identity"], event.position, app.consistency_wait).await?;
+        let state = catalog_state(&app).await?;
+        let names = Names {
+            teams: state.teams.iter().map(|(id, t)| (*id, t.name.clone())).collect(),
+            projects: state.projects.values().map(|p| (p.project_id, p.name.clone())).collect(),
+        };
+        ApiResult::Ok(Arc::new(catalog_change(&decoded, event.stream_id.key(), &names).map(|(change, audience)| (change, audience, state))))
     };
-    app.read_models.wait_for(&["catalog", "identity"], event.position, app.consistency_wait).await?;
-    let state = catalog_state(&app).await?;
-    let names = Names {
-        teams: state.teams.iter().map(|(id, t)| (*id, t.name.clone())).collect(),
-        projects: state.projects.values().map(|p| (p.project_id, p.name.clone())).collect(),
-    };
-    if let Some((change, audience)) = catalog_change(&decoded, event.stream_id.key(), &names) {
-        if audience.includes(&viewer, &state) {
-            changes.push(change);
+    let found = app.live.per_event.catalog.get(event.position, read).await?;
+    if let Some((change, audience, state)) = found.as_ref() {
+        if audience.includes(&viewer, state) {
+            changes.push(change.clone());
         }
     }
     Ok(changes)

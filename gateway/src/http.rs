@@ -130,6 +130,12 @@ async fn graphql_ws(
     // it: the cookie counts only from our own origin (a token in connection_init always does).
     let cookie_token = if origin::check_origin(&headers, &gw.app.config.allowed_origins).is_ok() { auth::token_from_headers(&headers) } else { None };
     let trace = traceparent(&headers);
+    let upgrade = upgrade
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_write_buffer_size(MAX_SOCKET_WRITE_BUFFER)
+        .max_message_size(MAX_BODY_BYTES)
+        .max_frame_size(MAX_BODY_BYTES);
     upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
         let app = gw.app.clone();
         let shutdown = app.shutdown.clone();
@@ -180,6 +186,12 @@ async fn graphql_ws(
 
 /// Messages async-graphql may queue for one subscription socket before it waits for the client.
 const OUTGOING: usize = 32;
+/// A subscription socket's read chunk and the writes it gathers before sending. A client sends
+/// small messages (a subscription's query) and most sockets sit idle for hours: tungstenite's
+/// default of 128 KiB each way made an idle subscription cost over 140 KB.
+const SOCKET_BUFFER: usize = 4 * 1024;
+/// What a socket whose client stopped reading may hold before it is closed.
+const MAX_SOCKET_WRITE_BUFFER: usize = 1024 * 1024;
 /// Bound on sending the close frame to a client that stopped reading.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 

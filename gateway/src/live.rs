@@ -55,11 +55,53 @@ pub(crate) fn until_error<T>(stream: impl Stream<Item = crate::error::ApiResult<
 #[derive(Clone)]
 pub struct Live {
     sender: broadcast::Sender<Arc<StoredEvent>>,
+    /// What the feeds read for an event, read once for all of their subscribers.
+    pub(crate) per_event: Arc<crate::feeds::PerEvent>,
 }
 
 impl Default for Live {
     fn default() -> Self {
-        Live { sender: broadcast::channel(CAPACITY).0 }
+        Live { sender: broadcast::channel(CAPACITY).0, per_event: Arc::default() }
+    }
+}
+
+/// A value every subscriber of a feed needs for one event, read once: the first subscriber to
+/// ask for the newest event's value reads it and the others wait for it and share it, so 1,000
+/// subscribers cost one read of the database per event, not 1,000. A subscriber that lagged
+/// behind and asks for an older event reads its own. A read that fails is tried again by the
+/// next subscriber to ask.
+pub(crate) struct OncePerEvent<T> {
+    newest: std::sync::Mutex<Option<(LogPosition, Arc<tokio::sync::OnceCell<T>>)>>,
+}
+
+impl<T> Default for OncePerEvent<T> {
+    fn default() -> Self {
+        OncePerEvent { newest: std::sync::Mutex::new(None) }
+    }
+}
+
+impl<T: Clone> OncePerEvent<T> {
+    /// The value for the event at `at`, read by `read` unless another subscriber has read it.
+    pub(crate) async fn get<E, Fut>(&self, at: LogPosition, read: impl FnOnce() -> Fut) -> Result<T, E>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let cell = {
+            let mut newest = self.newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*newest {
+                Some((position, cell)) if *position == at => Some(cell.clone()),
+                Some((position, _)) if *position > at => None,
+                _ => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    *newest = Some((at, cell.clone()));
+                    Some(cell)
+                }
+            }
+        };
+        match cell {
+            Some(cell) => cell.get_or_try_init(read).await.cloned(),
+            None => read().await,
+        }
     }
 }
 
@@ -135,4 +177,45 @@ pub(crate) fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Arc<StoredE
             Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn at(seq: u64) -> LogPosition {
+        LogPosition { commit: seq, seq }
+    }
+
+    #[tokio::test]
+    async fn subscribers_asking_for_one_event_at_once_share_one_read() {
+        let once = OncePerEvent::<u64>::default();
+        let reads = AtomicUsize::new(0);
+        let read = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            Ok::<_, ()>(7)
+        };
+        let all = futures::future::join_all((0..100).map(|_| once.get(at(5), read))).await;
+        assert!(all.iter().all(|v| *v == Ok(7)));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_newer_event_is_read_again_and_an_older_one_alone() {
+        let once = OncePerEvent::<u64>::default();
+        assert_eq!(once.get(at(5), || async { Ok::<_, ()>(5) }).await, Ok(5));
+        assert_eq!(once.get(at(6), || async { Ok::<_, ()>(6) }).await, Ok(6));
+        // A lagging subscriber reads its own, and the newest stays shared.
+        assert_eq!(once.get(at(5), || async { Ok::<_, ()>(55) }).await, Ok(55));
+        assert_eq!(once.get(at(6), || async { Ok::<_, ()>(66) }).await, Ok(6));
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_tried_again_by_the_next_subscriber() {
+        let once = OncePerEvent::<u64>::default();
+        assert_eq!(once.get(at(1), || async { Err::<u64, _>("the database is away") }).await, Err("the database is away"));
+        assert_eq!(once.get(at(1), || async { Ok::<_, &str>(1) }).await, Ok(1));
+    }
 }

@@ -84,6 +84,16 @@ impl Platform {
         Ok(platform)
     }
 
+    /// Its GraphQL endpoint (http://…/graphql).
+    pub fn graphql_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The admin's bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self._child.id()
     }

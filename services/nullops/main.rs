@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_deploy;
+mod bench_feeds;
 mod bench_idle;
 mod bench_ingress;
 mod bench_nodes;
@@ -360,6 +361,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         connections: usize,
     },
+    /// One event to many live subscribers (catalogUpdated over WebSockets), against a bare
+    /// WebSocket hub: latency from the mutation's request and memory per idle subscription.
+    Feeds {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// The baseline of `bench feeds`: a bare WebSocket hub (prints its address).
+    #[command(hide = true)]
+    FeedHub,
     /// Light fake agents for `bench nodes` (prints their ports).
     #[command(hide = true)]
     FakeAgents {
@@ -478,6 +490,8 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
         Command::Bench { command: BenchCommand::Ingress { rounds, seconds, connections } } => {
             bench_ingress::ingress(rounds, seconds, connections).await.context("benchmark failed")
         }
+        Command::Bench { command: BenchCommand::Feeds { subscribers, rounds } } => bench_feeds::feeds(subscribers, rounds).await.context("benchmark failed"),
+        Command::Bench { command: BenchCommand::FeedHub } => bench_feeds::feed_hub().await,
         Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
         Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
