@@ -82,7 +82,12 @@ pub struct Caller {
     pub session_id: Option<String>,
     /// Which credential it was, to re-check it during long-lived subscriptions.
     pub credential: CredentialRef,
+    /// When that credential expires (the identity read model's seconds), if it does.
+    pub expires_at: Option<i64>,
 }
+
+/// Why an expired credential is refused, wherever it is noticed.
+pub(crate) const EXPIRED: &str = "this token has expired; sign in again";
 
 /// A credential by kind and hash: enough to look it up again, useless to an eavesdropper.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,14 +118,14 @@ pub async fn resolve_credential(db: &ReadModelDb, credential: CredentialRef) -> 
         return Err(ApiError::Unauthenticated("this token was revoked or its session ended; sign in again".into()));
     }
     if c.expires_at.is_some_and(|t| t <= Timestamp::now().0) {
-        return Err(ApiError::Unauthenticated("this token has expired; sign in again".into()));
+        return Err(ApiError::Unauthenticated(EXPIRED.into()));
     }
     if c.user_disabled {
         return Err(ApiError::Unauthenticated("this account is disabled".into()));
     }
     let username = Username::parse(&c.username).map_err(ApiError::internal)?;
     let role = if c.role == Role::Admin.as_str() { Role::Admin } else { Role::User };
-    Ok(Caller { principal: Principal { username, role }, session_id: c.session_id, credential })
+    Ok(Caller { principal: Principal { username, role }, session_id: c.session_id, credential, expires_at: c.expires_at })
 }
 
 /// The token a request carries: the `Authorization: Bearer` value, else the session cookie.

@@ -19,22 +19,29 @@ use nullops_domain::catalog::CatalogState;
 use nullops_events::catalog::{AccessTarget, CatalogEvent, PipelineEvent};
 use nullops_events::codec::types;
 use nullops_events::preview::PreviewEvent;
-use nullops_events::{DomainEvent, StoredEvent};
+use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use nullops_projections::{deployments as deployments_read, nodes as nodes_read};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::CredentialRef;
+use crate::auth::{CredentialRef, EXPIRED};
 use crate::catalog::{catalog_state, NodeGql, Viewer};
 use crate::deployments::{targets, DeploymentGql};
 use crate::error::{ApiError, ApiResult};
 use crate::live::{may_revoke_access, node_link_changed, until_error, OncePerEvent, ACCESS_READ_MODELS};
 use crate::App;
 
-/// How often a feed checks that its caller's credential still holds while it delivers (a
-/// session also ends by expiring, which no event says).
-const CREDENTIAL_EVERY: Duration = Duration::from_secs(2);
+/// The credential a feed's caller used. It is looked up again only at the events after which
+/// its holder may see less or more (a revocation, a sign-out, a disabled user, a grant): the
+/// log announces each of them. Its expiry, which no event announces, is watched in memory. So
+/// a feed checks its caller's access at each event without a database read per subscriber.
+#[derive(Clone)]
+pub(crate) struct FeedCredential {
+    pub(crate) reference: CredentialRef,
+    /// When it expires (the identity read model's seconds), if it does.
+    pub(crate) expires_at: Option<i64>,
+}
 /// How often `nodesUpdated` looks for usage its agents reported (they report every few seconds).
 const USAGE_EVERY: Duration = Duration::from_secs(2);
 
@@ -67,9 +74,8 @@ pub(crate) enum Input {
 /// One caller's feed state: who they are, as last looked up.
 struct Follower<F> {
     app: Arc<App>,
-    credential: CredentialRef,
+    credential: FeedCredential,
     viewer: Viewer,
-    checked: Instant,
     events: broadcast::Receiver<Arc<StoredEvent>>,
     timer: Option<tokio::time::Interval>,
     on: F,
@@ -78,7 +84,7 @@ struct Follower<F> {
 
 /// Follows the log (and `every`, when given) for the caller of `ctx`, turning each input into the
 /// items `on` finds for the caller's current view.
-fn follow<T, F, Fut>(app: Arc<App>, credential: CredentialRef, viewer: Viewer, every: Option<Duration>, on: F) -> impl Stream<Item = ApiResult<T>>
+fn follow<T, F, Fut>(app: Arc<App>, credential: FeedCredential, viewer: Viewer, every: Option<Duration>, on: F) -> impl Stream<Item = ApiResult<T>>
 where
     T: Send + 'static,
     F: Fn(Arc<App>, Viewer, Input) -> Fut + Send + 'static,
@@ -90,7 +96,7 @@ where
         timer
     });
     let events = app.live.subscribe();
-    let follower = Follower { app, credential, viewer, checked: Instant::now(), events, timer, on, ended: false };
+    let follower = Follower { app, credential, viewer, events, timer, on, ended: false };
     let batches = futures::stream::unfold(follower, |mut f| async move {
         if f.ended {
             return None;
@@ -137,13 +143,11 @@ impl<F> Follower<F> {
         let mut access_changed = false;
         if let Some(e) = event.as_ref().filter(|e| may_change_access(&e.event_type)) {
             self.app.read_models.wait_for(&ACCESS_READ_MODELS, e.position, self.app.consistency_wait).await?;
-            let now = Viewer::now(&self.app, &self.credential).await?;
+            let now = Viewer::now(&self.app, &self.credential.reference).await?;
             access_changed = !now.sees_as(&self.viewer);
             self.viewer = now;
-            self.checked = Instant::now();
-        } else if self.checked.elapsed() >= CREDENTIAL_EVERY {
-            self.viewer = Viewer::now(&self.app, &self.credential).await?;
-            self.checked = Instant::now();
+        } else if self.credential.expires_at.is_some_and(|at| at <= Timestamp::now().0) {
+            return Err(ApiError::Unauthenticated(EXPIRED.into()));
         }
         let input = match event {
             Some(event) => Input::Event { event, access_changed },
@@ -170,21 +174,25 @@ async fn changed_deployments(
     if !matches!(event.stream_id.kind(), "deployment" | "node") {
         return Ok(vec![]);
     }
-    let read = || async {
-        let rows = match event.stream_id.kind() {
-            "deployment" => {
-                let Ok(id) = Uuid::try_parse(event.stream_id.key()) else { return Ok(Arc::new(vec![])) };
-                app.read_models.wait_for(&["deployments"], event.position, app.consistency_wait).await?;
-                deployments_read::deployment(&app.read_models, id).await?.into_iter().collect()
-            }
-            "node" => {
-                let Some(id) = node_link_changed(&event) else { return Ok(Arc::new(vec![])) };
-                app.read_models.wait_for(&["nodes"], event.position, app.consistency_wait).await?;
-                deployments_read::on_node(&app.read_models, id).await?
-            }
-            _ => vec![],
-        };
-        ApiResult::Ok(Arc::new(rows))
+    // The read runs as a task of its own (see OncePerEvent), with its own handles.
+    let read = {
+        let (app, event) = (app.clone(), event.clone());
+        move || async move {
+            let rows = match event.stream_id.kind() {
+                "deployment" => {
+                    let Ok(id) = Uuid::try_parse(event.stream_id.key()) else { return Ok(Arc::new(vec![])) };
+                    app.read_models.wait_for(&["deployments"], event.position, app.consistency_wait).await?;
+                    deployments_read::deployment(&app.read_models, id).await?.into_iter().collect()
+                }
+                "node" => {
+                    let Some(id) = node_link_changed(&event) else { return Ok(Arc::new(vec![])) };
+                    app.read_models.wait_for(&["nodes"], event.position, app.consistency_wait).await?;
+                    deployments_read::on_node(&app.read_models, id).await?
+                }
+                _ => vec![],
+            };
+            ApiResult::Ok(Arc::new(rows))
+        }
     };
     let rows = app.live.per_event.deployments.get(event.position, read).await?;
     Ok(rows
@@ -196,7 +204,7 @@ async fn changed_deployments(
 
 pub(crate) fn deployments(
     app: Arc<App>,
-    credential: CredentialRef,
+    credential: FeedCredential,
     viewer: Viewer,
     project: Option<String>,
     environment: Option<String>,
@@ -274,7 +282,7 @@ fn node_visible(viewer: &Viewer, node: &nodes_read::NodeRow) -> bool {
 
 pub(crate) async fn nodes(
     app: Arc<App>,
-    credential: CredentialRef,
+    credential: FeedCredential,
     viewer: Viewer,
     environment: Option<String>,
 ) -> ApiResult<impl Stream<Item = ApiResult<NodeChange>>> {
@@ -428,21 +436,24 @@ async fn catalog_changes(app: Arc<App>, viewer: Viewer, input: Input) -> ApiResu
     if !matches!(event.stream_id.kind(), "catalog" | "pipeline" | "secrets" | "user" | "preview") {
         return Ok(changes);
     }
-    let read = || async {
-        let decoded = match nullops_events::codec::decode(&event.event_type, event.schema_version, &event.payload) {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                tracing::warn!(error = %e, "catalog feed: an event does not decode; skipped");
-                return Ok(Arc::new(None));
-            }
-        };
-        app.read_models.wait_for(&["catalog", "identity"], event.position, app.consistency_wait).await?;
-        let state = catalog_state(&app).await?;
-        let names = Names {
-            teams: state.teams.iter().map(|(id, t)| (*id, t.name.clone())).collect(),
-            projects: state.projects.values().map(|p| (p.project_id, p.name.clone())).collect(),
-        };
-        ApiResult::Ok(Arc::new(catalog_change(&decoded, event.stream_id.key(), &names).map(|(change, audience)| (change, audience, state))))
+    let read = {
+        let (app, event) = (app.clone(), event.clone());
+        move || async move {
+            let decoded = match nullops_events::codec::decode(&event.event_type, event.schema_version, &event.payload) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "catalog feed: an event does not decode; skipped");
+                    return Ok(Arc::new(None));
+                }
+            };
+            app.read_models.wait_for(&["catalog", "identity"], event.position, app.consistency_wait).await?;
+            let state = catalog_state(&app).await?;
+            let names = Names {
+                teams: state.teams.iter().map(|(id, t)| (*id, t.name.clone())).collect(),
+                projects: state.projects.values().map(|p| (p.project_id, p.name.clone())).collect(),
+            };
+            ApiResult::Ok(Arc::new(catalog_change(&decoded, event.stream_id.key(), &names).map(|(change, audience)| (change, audience, state))))
+        }
     };
     let found = app.live.per_event.catalog.get(event.position, read).await?;
     if let Some((change, audience, state)) = found.as_ref() {
@@ -453,7 +464,7 @@ async fn catalog_changes(app: Arc<App>, viewer: Viewer, input: Input) -> ApiResu
     Ok(changes)
 }
 
-pub(crate) fn catalog(app: Arc<App>, credential: CredentialRef, viewer: Viewer) -> impl Stream<Item = ApiResult<CatalogChange>> {
+pub(crate) fn catalog(app: Arc<App>, credential: FeedCredential, viewer: Viewer) -> impl Stream<Item = ApiResult<CatalogChange>> {
     // `follow` has subscribed to the live events by the time the first item is taken.
     let listening = CatalogChange { kind: CatalogKind::Listening, name: None, removed: false };
     futures::stream::once(std::future::ready(Ok(listening))).chain(follow(app, credential, viewer, None, catalog_changes))

@@ -9,6 +9,8 @@ use nullops_events::codec::types;
 use nullops_events::{LogPosition, StoredEvent};
 use nullops_store::EventStore;
 use tokio::sync::broadcast;
+
+use crate::error::{ApiError, ApiResult};
 use tokio_util::sync::CancellationToken;
 
 /// Events a slow subscriber may lag behind before it is told it missed some.
@@ -66,13 +68,16 @@ impl Default for Live {
 }
 
 /// A value every subscriber of a feed needs for one event, read once: the first subscriber to
-/// ask for the newest event's value reads it and the others wait for it and share it, so 1,000
-/// subscribers cost one read of the database per event, not 1,000. A subscriber that lagged
-/// behind and asks for an older event reads its own. A read that fails is tried again by the
-/// next subscriber to ask.
+/// ask for the newest event's value starts the read and the others wait for it and share it, so
+/// 1,000 subscribers cost one read of the database per event, not 1,000. The read runs as a
+/// task of its own: a subscriber whose client stopped reading (its stream no longer polled)
+/// cannot hold the others up. A subscriber that lagged behind and asks for an older event
+/// reads its own. A read that fails is started again by the next subscriber to ask.
 pub(crate) struct OncePerEvent<T> {
-    newest: std::sync::Mutex<Option<(LogPosition, Arc<tokio::sync::OnceCell<T>>)>>,
+    newest: std::sync::Mutex<Option<(LogPosition, SharedRead<T>)>>,
 }
+
+type SharedRead<T> = futures::future::Shared<futures::future::BoxFuture<'static, ApiResult<T>>>;
 
 impl<T> Default for OncePerEvent<T> {
     fn default() -> Self {
@@ -80,27 +85,44 @@ impl<T> Default for OncePerEvent<T> {
     }
 }
 
-impl<T: Clone> OncePerEvent<T> {
-    /// The value for the event at `at`, read by `read` unless another subscriber has read it.
-    pub(crate) async fn get<E, Fut>(&self, at: LogPosition, read: impl FnOnce() -> Fut) -> Result<T, E>
+impl<T: Clone + Send + Sync + 'static> OncePerEvent<T> {
+    /// The value for the event at `at`, read by `read` unless another subscriber has started it.
+    pub(crate) async fn get<Fut>(&self, at: LogPosition, read: impl FnOnce() -> Fut) -> ApiResult<T>
     where
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: std::future::Future<Output = ApiResult<T>> + Send + 'static,
     {
-        let cell = {
-            let mut newest = self.newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &*newest {
-                Some((position, cell)) if *position == at => Some(cell.clone()),
-                Some((position, _)) if *position > at => None,
-                _ => {
-                    let cell = Arc::new(tokio::sync::OnceCell::new());
-                    *newest = Some((at, cell.clone()));
-                    Some(cell)
-                }
-            }
+        let shared = match self.join_or_start(at, read) {
+            Ok(shared) => shared,
+            Err(read) => return read().await,
         };
-        match cell {
-            Some(cell) => cell.get_or_try_init(read).await.cloned(),
-            None => read().await,
+        let value = shared.clone().await;
+        if value.is_err() {
+            let mut newest = self.newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if newest.as_ref().is_some_and(|(position, s)| *position == at && s.ptr_eq(&shared)) {
+                *newest = None;
+            }
+        }
+        value
+    }
+
+    /// The read of the event at `at` under way or done, started now if none is; `read` back when
+    /// a newer event's read is the one kept (the caller reads its own).
+    fn join_or_start<F, Fut>(&self, at: LogPosition, read: F) -> Result<SharedRead<T>, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ApiResult<T>> + Send + 'static,
+    {
+        use futures::FutureExt;
+        let mut newest = self.newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*newest {
+            Some((position, shared)) if *position == at => Ok(shared.clone()),
+            Some((position, _)) if *position > at => Err(read),
+            _ => {
+                let task = tokio::spawn(read());
+                let shared = async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }.boxed().shared();
+                *newest = Some((at, shared.clone()));
+                Ok(shared)
+            }
         }
     }
 }
@@ -192,30 +214,60 @@ mod tests {
     async fn subscribers_asking_for_one_event_at_once_share_one_read() {
         let once = OncePerEvent::<u64>::default();
         let reads = AtomicUsize::new(0);
-        let read = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            tokio::task::yield_now().await;
-            Ok::<_, ()>(7)
+        let reads = Arc::new(reads);
+        let read = || {
+            let reads = reads.clone();
+            async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok(7)
+            }
         };
         let all = futures::future::join_all((0..100).map(|_| once.get(at(5), read))).await;
-        assert!(all.iter().all(|v| *v == Ok(7)));
+        assert!(all.iter().all(|v| matches!(v, Ok(7))));
         assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    async fn value(once: &OncePerEvent<u64>, position: LogPosition, v: u64) -> u64 {
+        once.get(position, move || async move { Ok(v) }).await.unwrap()
     }
 
     #[tokio::test]
     async fn a_newer_event_is_read_again_and_an_older_one_alone() {
         let once = OncePerEvent::<u64>::default();
-        assert_eq!(once.get(at(5), || async { Ok::<_, ()>(5) }).await, Ok(5));
-        assert_eq!(once.get(at(6), || async { Ok::<_, ()>(6) }).await, Ok(6));
+        assert_eq!(value(&once, at(5), 5).await, 5);
+        assert_eq!(value(&once, at(6), 6).await, 6);
         // A lagging subscriber reads its own, and the newest stays shared.
-        assert_eq!(once.get(at(5), || async { Ok::<_, ()>(55) }).await, Ok(55));
-        assert_eq!(once.get(at(6), || async { Ok::<_, ()>(66) }).await, Ok(6));
+        assert_eq!(value(&once, at(5), 55).await, 55);
+        assert_eq!(value(&once, at(6), 66).await, 6);
     }
 
     #[tokio::test]
     async fn a_failed_read_is_tried_again_by_the_next_subscriber() {
         let once = OncePerEvent::<u64>::default();
-        assert_eq!(once.get(at(1), || async { Err::<u64, _>("the database is away") }).await, Err("the database is away"));
-        assert_eq!(once.get(at(1), || async { Ok::<_, &str>(1) }).await, Ok(1));
+        let failed = once.get(at(1), || async { Err(ApiError::Unavailable) }).await;
+        assert!(matches!(failed, Err(ApiError::Unavailable)));
+        assert_eq!(value(&once, at(1), 1).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_waiting_holds_nobody_up() {
+        let once = Arc::new(OncePerEvent::<u64>::default());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        // The first subscriber starts the read, then is never polled again (its client stopped
+        // reading): the read goes on without it.
+        let first = once.get(at(3), move || async move {
+            let _ = released.await;
+            Ok(3)
+        });
+        let mut first = Box::pin(first);
+        assert!(futures::poll!(&mut first).is_pending());
+        let second = tokio::spawn({
+            let once = once.clone();
+            async move { once.get(at(3), || async { Ok(33) }).await.unwrap() }
+        });
+        release.send(()).unwrap();
+        let shared = tokio::time::timeout(std::time::Duration::from_secs(10), second).await;
+        assert_eq!(shared.expect("the second subscriber waited on the first one's polling").unwrap(), 3);
     }
 }

@@ -536,8 +536,9 @@ impl SubscriptionRoot {
 }
 
 /// What a live feed keeps of its caller: the app, the credential to check again, who they are now.
-async fn follower(ctx: &Context<'_>) -> ApiResult<(Arc<App>, crate::auth::CredentialRef, catalog::Viewer)> {
-    let credential = request(ctx).caller()?.credential.clone();
+async fn follower(ctx: &Context<'_>) -> ApiResult<(Arc<App>, crate::feeds::FeedCredential, catalog::Viewer)> {
+    let caller = request(ctx).caller()?;
+    let credential = crate::feeds::FeedCredential { reference: caller.credential.clone(), expires_at: caller.expires_at };
     let viewer = catalog::Viewer::of(ctx).await?;
     Ok((app(ctx).clone(), credential, viewer))
 }

@@ -175,6 +175,12 @@ async fn bad_input_gets_a_code_and_appends_nothing(mode: Mode) {
     // such a server would see its own admin's session expire on a busy machine).
     let server = Server::start_with(&backend, &[("NULLOPS_SESSION_TTL_SECS", "2")]).await;
     let short = server.admin().await;
+    // A live feed of that session ends once it expires, at the next event it would deliver: no
+    // event says a session expired, so the feed watches the time itself.
+    let made = server.ok(Some(&short), "mutation { createApiToken(name: \"lasting\") { token } }", json!({})).await;
+    let lasting = made["createApiToken"]["token"].as_str().unwrap().to_owned();
+    let mut feed = support::subscribe(&server, &short, "subscription { catalogUpdated { kind name } }", json!({})).await;
+    assert_eq!(support::next_json(&mut feed).await["payload"]["data"]["catalogUpdated"]["kind"], "LISTENING");
     let after_login = backend.events_in_log().await;
     eventually(Duration::from_secs(30), "the session expires", || async {
         let r = server.gql(Some(&short), ME, json!({})).await;
@@ -182,6 +188,16 @@ async fn bad_input_gets_a_code_and_appends_nothing(mode: Mode) {
     })
     .await;
     assert_eq!(backend.events_in_log().await, after_login);
+    server
+        .ok(
+            Some(&lasting),
+            "mutation { createEnvironment(input: {name: \"later\", baseDomain: \"localhost\", cleanupAfterSeconds: 3600}) { name } }",
+            json!({}),
+        )
+        .await;
+    let ended = support::next_json(&mut feed).await;
+    assert_eq!(ended["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{ended}");
+    assert!(ended.to_string().contains("expired"), "{ended}");
     server.stop().await;
 }
 
