@@ -3,6 +3,7 @@
 # PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium, docker-compose (the deploy
 # benchmark's baseline), nginx and wrk (the ingress benchmark's baseline and load), Prometheus (the metrics tests scrape
 # with it), stress-ng (the API suite run again with both cores busy), static busybox (for test images) and the Python test clients;
+# iproute2 and util-linux give the browser tests their own network namespace (ip netns, nsenter).
 # checks that the machine's Docker Engine answers.
 # Idempotent: every step checks before it acts, so running it twice is harmless.
 set -euo pipefail
@@ -17,7 +18,7 @@ mkdir -p "$STATE_DIR"
 log() { printf '[infra] %s\n' "$*"; }
 
 need_pkgs=()
-for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose nginx wrk lld openssl ca-certificates prometheus stress-ng; do
+for pkg in postgresql nats-server docker-registry apache2-utils python3-venv chromium busybox-static binutils docker-compose nginx wrk lld openssl ca-certificates prometheus stress-ng iproute2 util-linux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
