@@ -2,8 +2,8 @@
 # Installs and starts what NullOps and its tests need on a fresh Debian 12 machine:
 # PostgreSQL 15, NATS with JetStream, a Docker registry, Chromium, docker-compose (the deploy
 # benchmark's baseline), nginx and wrk (the ingress benchmark's baseline and load), Prometheus (the metrics tests scrape
-# with it), stress-ng (the API suite run again with both cores busy), static busybox (for test images) and the Python test clients;
-# iproute2 and util-linux give the browser tests their own network namespace (ip netns, nsenter).
+# with it), stress-ng (the API suite run again with both cores busy), iproute2 and util-linux (ip netns
+# and nsenter: the browser tests' own network namespace), static busybox (for test images) and the Python test clients;
 # checks that the machine's Docker Engine answers.
 # Idempotent: every step checks before it acts, so running it twice is harmless.
 set -euo pipefail
