@@ -353,3 +353,14 @@ async fn fill_log(store: Arc<PgEventStore>, count: u64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The resident set of a process (`"self"` or a pid), in KiB.
+pub fn resident_kib(process: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{process}/status"))
+}

@@ -159,7 +159,7 @@ async fn measure(side: Side, subscribers: usize, rounds: usize) -> anyhow::Resul
     let url = side.url();
     let pid = side.pid().context("the server has exited")?;
     let mut control = side.open(&url).await?;
-    let before = resident_kb(pid)?;
+    let before = crate::bench::resident_kib(&pid.to_string())?;
     let (receipts, mut received) = mpsc::channel::<Instant>(subscribers);
     let opened = Arc::new(Mutex::new(Vec::with_capacity(subscribers)));
     futures::stream::iter(0..subscribers)
@@ -177,7 +177,7 @@ async fn measure(side: Side, subscribers: usize, rounds: usize) -> anyhow::Resul
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Settled: what the server holds for them idle.
-    let after = resident_kb(pid)?;
+    let after = crate::bench::resident_kib(&pid.to_string())?;
     let kb_per_subscriber = after.saturating_sub(before) as f64 / subscribers as f64;
     let mut readers = tokio::task::JoinSet::new();
     for mut ws in std::mem::take(&mut *opened.lock().unwrap_or_else(|p| p.into_inner())) {
@@ -210,17 +210,6 @@ async fn measure(side: Side, subscribers: usize, rounds: usize) -> anyhow::Resul
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3;
     Ok(Figures { p50_ms: at(0.5), p99_ms: at(0.99), worst_ms: at(1.0), kb_per_subscriber })
-}
-
-/// The resident set of process `pid`, in KiB.
-fn resident_kb(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")
 }
 
 /// The baseline's child process.

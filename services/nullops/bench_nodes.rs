@@ -3,20 +3,33 @@
 //! measured in the same run: the same connections made by the same dialler, each with a bare
 //! one-second ping loop and nothing else (no store, no supervisor, no events).
 //!
+//! Then two figures of the connector alone, with all N connected:
+//! - **offline detection**: one agent among N goes silent (its connection stays open; it stops
+//!   reading and answering), and the time until the node's `node.disconnected` event is on the
+//!   bus;
+//! - **resend after a restart**: the connector is stopped and a new one started, as when another
+//!   server takes its lease, and the time until every agent holds its desired state again.
+//!
 //! Each side runs in a process of its own (`bench node-probe`), so neither's memory counts in the
-//! other's, and the fake agents run in a third (`bench fake-agents`).
+//! other's, and the fake agents run in a third (`bench fake-agents`). The parent drives the
+//! connector probe and the fake agents by one-line commands on their stdin and reads their
+//! one-line answers on their stdout.
 
+use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use futures::{SinkExt, StreamExt};
+use nullops_bus::Delivery;
 use nullops_connector::dial::{dial, Target};
 use nullops_domain::catalog::{Catalog, CatalogAction, CatalogCommand, CATALOG_KEY};
 use nullops_domain::node::{token_purpose, Node, NodeAction, NodeCommand, NodeHost};
-use nullops_domain::{DnsLabel, Issuer};
+use nullops_domain::{Decider, DnsLabel, Issuer};
 use nullops_events::catalog::EnvironmentDefinition;
+use nullops_events::codec::types;
 use nullops_events::EventMetadata;
 use nullops_keyring::{Keyring, MasterKey};
 use nullops_store::commands::execute;
@@ -24,10 +37,15 @@ use nullops_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN};
 use nullops_wire::message::{decode_to_agent, encode, NodeFacts};
 use nullops_wire::{AuthProof, FromAgent, NodeToken, ToAgent, PROOF_HEADER};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How long one step of the run (all N connected, one answer) may take before the run fails.
+const STEP_BOUND: Duration = Duration::from_secs(300);
 
 /// What a probe measured.
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,64 +67,211 @@ impl Probe {
 }
 
 pub async fn nodes(count: usize, seconds: u64) -> anyhow::Result<()> {
-    raise_fd_limit(count)?;
     let exe = std::env::current_exe()?;
     let token = NodeToken::generate();
-    let mut agents = tokio::process::Command::new(&exe)
-        .args(["bench", "fake-agents", "--count", &count.to_string()])
-        .env("NULLOPS_AGENT_TOKEN", token.expose())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(agents.stdout.take().expect("piped")).lines();
-    let ports = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.context("fake agents did not start")??.context("fake agents exited")?;
+    let mut agents = Driven::spawn(
+        tokio::process::Command::new(&exe).args(["bench", "fake-agents", "--count", &count.to_string()]).env("NULLOPS_AGENT_TOKEN", token.expose()),
+    )?;
+    let port = agents.answer("port ").await.context("the fake agents did not start")?;
     println!("== one connector, {count} agents over TLS on loopback, {seconds} s of heartbeats ==");
-    let bare = probe(&exe, "bare", &ports, &token, seconds).await?;
-    let ours = probe(&exe, "connector", &ports, &token, seconds).await?;
-    for (name, p) in [("bare dial + ping loop", &bare), ("nullops connector", &ours)] {
+    let mut figures = Vec::new();
+    for kind in ["bare", "connector"] {
+        let mut probe = Driven::spawn(
+            tokio::process::Command::new(&exe)
+                .args(["bench", "node-probe", "--kind", kind, "--seconds", &seconds.to_string(), "--port", &port, "--agents", &count.to_string()])
+                .env("NULLOPS_AGENT_TOKEN", token.expose())
+                .env("NULLOPS_LOG", "warn"),
+        )?;
+        let line = probe.answer("{").await.with_context(|| format!("the {kind} probe printed no figures"))?;
+        figures.push(serde_json::from_str::<Probe>(&format!("{{{line}"))?);
+        if kind == "bare" {
+            probe.finish().await?;
+            continue;
+        }
+        for (name, p) in [("bare dial + ping loop", &figures[0]), ("nullops connector", &figures[1])] {
+            println!(
+                "{name:<22} connections={} memory/connection={:.1} KiB  heartbeat CPU={:.2}% of a core ({:.2} s in {:.0} s)",
+                p.connections,
+                p.kib_per_connection(),
+                p.cpu_percent(),
+                p.cpu_seconds,
+                p.window_seconds
+            );
+        }
+        let detection = offline_detection(&mut probe, &mut agents, count).await?;
+        println!("offline detection of one silent agent among {count}: {:.2} s", detection.as_secs_f64());
+        let (stop, resend) = restart(&mut probe, &mut agents, count).await?;
         println!(
-            "{name:<22} connections={} memory/connection={:.1} KiB  heartbeat CPU={:.2}% of a core ({:.2} s in {:.0} s)",
-            p.connections,
-            p.kib_per_connection(),
-            p.cpu_percent(),
-            p.cpu_seconds,
-            p.window_seconds
+            "connector restart: the old one stopped in {:.2} s; the new one sent all {count} desired states in {:.2} s",
+            stop.as_secs_f64(),
+            resend.as_secs_f64()
         );
+        probe.finish().await?;
+        let (bare, ours) = (&figures[0], &figures[1]);
+        println!("RESULT connector_kib_per_connection={:.1}", ours.kib_per_connection());
+        println!("RESULT connector_memory_ratio_vs_bare={:.2}", ours.kib_per_connection() / bare.kib_per_connection().max(0.1));
+        println!("RESULT connector_heartbeat_cpu_percent={:.2}", ours.cpu_percent());
+        println!("RESULT connector_cpu_ratio_vs_bare={:.2}", ours.cpu_seconds / bare.cpu_seconds.max(0.01));
+        println!("RESULT connector_offline_detection_seconds={:.2}", detection.as_secs_f64());
+        println!("RESULT connector_restart_resend_seconds={:.2}", resend.as_secs_f64());
     }
-    let memory_ratio = ours.kib_per_connection() / bare.kib_per_connection().max(0.1);
-    let cpu_ratio = ours.cpu_seconds / bare.cpu_seconds.max(0.01);
-    println!("RESULT connector_kib_per_connection={:.1}", ours.kib_per_connection());
-    println!("RESULT connector_memory_ratio_vs_bare={memory_ratio:.2}");
-    println!("RESULT connector_heartbeat_cpu_percent={:.2}", ours.cpu_percent());
-    println!("RESULT connector_cpu_ratio_vs_bare={cpu_ratio:.2}");
-    let _ = agents.kill().await;
-    Ok(())
+    agents.finish().await
 }
 
-async fn probe(exe: &std::path::Path, kind: &str, ports: &str, token: &NodeToken, seconds: u64) -> anyhow::Result<Probe> {
-    let out = tokio::process::Command::new(exe)
-        .args(["bench", "node-probe", "--kind", kind, "--seconds", &seconds.to_string(), "--ports", ports])
-        .env("NULLOPS_AGENT_TOKEN", token.expose())
-        .env("NULLOPS_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("the {kind} probe failed: {}", String::from_utf8_lossy(&out.stdout));
+/// Silences the agent in the middle of the list; the time from its silence to its node's
+/// disconnection on the bus.
+async fn offline_detection(probe: &mut Driven, agents: &mut Driven, count: usize) -> anyhow::Result<Duration> {
+    let agent = count / 2;
+    probe.say(&format!("watch {agent}")).await?;
+    probe.answer("watching").await?;
+    agents.say(&format!("silence {agent}")).await?;
+    let silenced: u64 = agents.answer("silenced ").await?.parse()?;
+    let offline: u64 = probe.answer("offline ").await?.parse()?;
+    Ok(Duration::from_micros(offline.saturating_sub(silenced)))
+}
+
+/// Stops the connector and starts another; how long the stop took, and the time from the new
+/// one's start until every agent has received a desired state from it.
+async fn restart(probe: &mut Driven, agents: &mut Driven, count: usize) -> anyhow::Result<(Duration, Duration)> {
+    probe.say("stop").await?;
+    let stopped: u64 = probe.answer("stopped ").await?.parse()?;
+    agents.say("mark").await?;
+    agents.answer("marked").await?;
+    probe.say("start").await?;
+    let started: u64 = probe.answer("started ").await?.parse()?;
+    agents.say(&format!("await {count}")).await?;
+    let reached: u64 = agents.answer("reached ").await?.parse()?;
+    Ok((Duration::from_millis(stopped), Duration::from_micros(reached.saturating_sub(started))))
+}
+
+/// A child process driven by lines on its stdin, answering by lines on its stdout.
+struct Driven {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Driven {
+    fn spawn(command: &mut tokio::process::Command) -> anyhow::Result<Driven> {
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        Ok(Driven { child, stdin, lines })
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| anyhow!("the {kind} probe printed no figures"))?;
-    Ok(serde_json::from_str(line)?)
+
+    async fn say(&mut self, command: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
+        Ok(self.stdin.flush().await?)
+    }
+
+    /// The rest of the next line that starts with `prefix`; other lines are skipped.
+    async fn answer(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + STEP_BOUND;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .map_err(|_| anyhow!("no answer starting {prefix:?} within {} s", STEP_BOUND.as_secs()))??
+                .ok_or_else(|| anyhow!("the child exited before answering {prefix:?}"))?;
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Ok(rest.to_owned());
+            }
+        }
+    }
+
+    /// Closes its stdin (its signal to end) and waits for it.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.stdin);
+        match tokio::time::timeout(STEP_BOUND, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("a benchmark child failed: {status}");
+                }
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Microseconds since the epoch: the processes compare instants by the machine's clock.
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 fn bench_token() -> anyhow::Result<NodeToken> {
     std::env::var("NULLOPS_AGENT_TOKEN").ok().and_then(|t| NodeToken::from_configured(&t)).context("NULLOPS_AGENT_TOKEN")
 }
 
+/// What the fake agents count: which agents received a desired state since the last `mark`.
+#[derive(Default)]
+struct Received {
+    /// Bumped by `mark`; an agent counts once per epoch.
+    epoch: AtomicU64,
+    agents: AtomicU64,
+    last_micros: AtomicU64,
+    arrived: Notify,
+}
+
+impl Received {
+    fn desired_state(&self, agent_epoch: &AtomicU64) {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if agent_epoch.swap(epoch, Ordering::SeqCst) != epoch {
+            self.last_micros.fetch_max(unix_micros(), Ordering::SeqCst);
+            self.agents.fetch_add(1, Ordering::SeqCst);
+            self.arrived.notify_waiters();
+        }
+    }
+
+    fn mark(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.agents.store(0, Ordering::SeqCst);
+    }
+
+    /// The time the `count`th agent received its desired state.
+    async fn reached(&self, count: u64) -> u64 {
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.agents.load(Ordering::SeqCst) >= count {
+                return self.last_micros.load(Ordering::SeqCst);
+            }
+            arrived.await;
+        }
+    }
+}
+
+/// One fake agent: what it counts, and the signal that silences its current connection.
+#[derive(Default)]
+struct FakeAgent {
+    /// The epoch of `Received` in which this agent last counted.
+    epoch: AtomicU64,
+    silence: Notify,
+}
+
+/// The loopback address of fake agent `index`: every agent has an address of its own on one
+/// port, so N agents take one listening socket, not N (the file descriptors of a 10,000-agent
+/// run would not fit under a 20,000 limit otherwise).
+fn agent_address(index: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 1, 1 + (index / 250) as u8, 1 + (index % 250) as u8)
+}
+
+/// The most agents `agent_address` can tell apart.
+const MAX_AGENTS: usize = 250 * 254;
+
 /// `bench fake-agents`: `count` light agents on loopback (TLS, the token check, hello, pongs,
-/// answers to desired states; no Docker). Prints their ports as one comma-separated line.
+/// answers to desired states; no Docker), agent i at `agent_address(i)` on one port. Prints
+/// `port PORT`, then obeys its stdin until it closes: `silence I` (agent I's connection goes
+/// quiet: answers `silenced MICROS`), `mark` (answers `marked`), `await N` (answers
+/// `reached MICROS` once N agents have received a desired state since the mark).
 pub async fn fake_agents(count: usize) -> anyhow::Result<()> {
-    raise_fd_limit(count * 2)?;
+    if count > MAX_AGENTS {
+        bail!("at most {MAX_AGENTS} fake agents");
+    }
+    raise_fd_limit(count)?;
     let token_hash = bench_token()?.hash();
     let generated = rcgen::generate_simple_self_signed(vec!["nullops-agent".to_owned()])?;
     let key = rustls::pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| anyhow!(e))?;
@@ -116,28 +281,61 @@ pub async fn fake_agents(count: usize) -> anyhow::Result<()> {
         .with_no_client_auth()
         .with_single_cert(vec![generated.cert.der().clone()], key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let mut ports = Vec::with_capacity(count);
-    for _ in 0..count {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        ports.push(listener.local_addr()?.port().to_string());
-        let (acceptor, token_hash) = (acceptor.clone(), token_hash.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, token_hash) = (acceptor.clone(), token_hash.clone());
-                tokio::spawn(async move {
-                    let _ = fake_agent_session(tcp, &acceptor, &token_hash).await;
-                });
+    let received = Arc::new(Received::default());
+    let agents: Arc<HashMap<std::net::IpAddr, Arc<FakeAgent>>> =
+        Arc::new((0..count).map(|i| (std::net::IpAddr::V4(agent_address(i)), Arc::new(FakeAgent::default()))).collect());
+    // Every 127.x.y.z address is the loopback's; the unspecified address takes them all.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    println!("port {}", listener.local_addr()?.port());
+    let serving = agents.clone();
+    let counting = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    eprintln!("fake agents: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(agent) = tcp.local_addr().ok().and_then(|a| serving.get(&a.ip())).cloned() else { continue };
+            let (acceptor, token_hash, received) = (acceptor.clone(), token_hash.clone(), counting.clone());
+            tokio::spawn(async move {
+                let _ = fake_agent_session(tcp, &acceptor, &token_hash, &received, &agent).await;
+            });
+        }
+    });
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = commands.next_line().await? {
+        let (verb, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match verb {
+            "silence" => {
+                let index: usize = arg.parse()?;
+                let agent = agents.get(&std::net::IpAddr::V4(agent_address(index))).context("silence: no such agent")?;
+                println!("silenced {}", unix_micros());
+                agent.silence.notify_waiters();
             }
-        });
+            "mark" => {
+                received.mark();
+                println!("marked");
+            }
+            "await" => println!("reached {}", received.reached(arg.parse()?).await),
+            other => bail!("unknown command {other:?}"),
+        }
     }
-    println!("{}", ports.join(","));
-    crate::platform::wait_for_signal().await;
     Ok(())
 }
 
 // The refusal's size is tungstenite's: its handshake callback returns `Result<Response, ErrorResponse>`.
 #[allow(clippy::result_large_err)]
-async fn fake_agent_session(tcp: tokio::net::TcpStream, acceptor: &tokio_rustls::TlsAcceptor, token_hash: &nullops_wire::TokenHash) -> anyhow::Result<()> {
+async fn fake_agent_session(
+    tcp: tokio::net::TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    token_hash: &nullops_wire::TokenHash,
+    received: &Received,
+    agent: &FakeAgent,
+) -> anyhow::Result<()> {
     let tls = acceptor.accept(tcp).await?;
     let mut exporter = [0u8; EXPORTER_LEN];
     tls.get_ref().1.export_keying_material(&mut exporter, EXPORTER_LABEL, None)?;
@@ -155,28 +353,41 @@ async fn fake_agent_session(tcp: tokio::net::TcpStream, acceptor: &tokio_rustls:
         node: NodeFacts { hostname: "fake".into(), docker_version: String::new() },
     };
     ws.send(Message::text(encode(&hello))).await?;
-    while let Some(frame) = ws.next().await {
+    loop {
+        let frame = tokio::select! {
+            // A silent agent holds its connection open and never reads or answers again, as a
+            // frozen host or a cut path would.
+            () = agent.silence.notified() => {
+                let _held = ws;
+                return std::future::pending().await;
+            }
+            frame = ws.next() => frame,
+        };
+        let Some(frame) = frame else { return Ok(()) };
         if let Message::Text(text) = frame? {
             if let Ok(ToAgent::DesiredState { request_id, .. }) = decode_to_agent(text.as_bytes()) {
+                received.desired_state(&agent.epoch);
                 ws.send(Message::text(encode(&FromAgent::ActualState { request_id, deployments: vec![] }))).await?;
             }
         }
     }
-    Ok(())
 }
 
-/// `bench node-probe`: holds connections to the fake agents at `ports` and measures.
-pub async fn node_probe(kind: &str, ports: &[u16], seconds: u64) -> anyhow::Result<()> {
-    raise_fd_limit(ports.len())?;
+/// `bench node-probe`: holds connections to the `agents` fake agents on `port` and measures,
+/// then prints the figures as one JSON line. The bare probe ends there; the connector probe then
+/// obeys its stdin until it closes: `watch I` (answers `watching`, then `offline MICROS` when that
+/// node's disconnection is on the bus), `stop` (stops the connector: answers `stopped MILLIS`),
+/// `start` (starts a new one: answers `started MICROS`).
+pub async fn node_probe(kind: &str, port: u16, agents: usize, seconds: u64) -> anyhow::Result<()> {
+    raise_fd_limit(agents)?;
     let token_hash = bench_token()?.hash();
     let shutdown = CancellationToken::new();
-    let (rss_before, connected) = match kind {
+    let (rss_before, mut connector) = match kind {
         "bare" => {
-            let rss_before = rss_kib()?;
-            let mut connected = 0;
-            for &port in ports {
-                let target = Target { host: "127.0.0.1".into(), port, pinned: None, token_hash: token_hash.clone() };
-                let mut link = dial(&target).await.map_err(|e| anyhow!("dial {port}: {e}"))?.link;
+            let rss_before = crate::bench::resident_kib("self")?;
+            for index in 0..agents {
+                let target = Target { host: agent_address(index).to_string(), port, pinned: None, token_hash: token_hash.clone() };
+                let mut link = dial(&target).await.map_err(|e| anyhow!("dial {}: {e}", target.host))?.link;
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -188,77 +399,149 @@ pub async fn node_probe(kind: &str, ports: &[u16], seconds: u64) -> anyhow::Resu
                         }
                     }
                 });
-                connected += 1;
             }
-            (rss_before, connected)
+            (rss_before, None)
         }
-        "connector" => connector_probe(ports, &token_hash, &shutdown).await?,
+        "connector" => {
+            let (rss_before, probe) = ConnectorProbe::start(port, agents, &token_hash).await?;
+            (rss_before, Some(probe))
+        }
         other => bail!("unknown probe {other}"),
     };
     // Let connection setup finish before measuring the steady state.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_connected = rss_kib()?;
+    let rss_connected = crate::bench::resident_kib("self")?;
     let cpu_start = cpu_seconds()?;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let probe = Probe {
-        connections: connected,
+        connections: agents,
         rss_before_kib: rss_before,
         rss_connected_kib: rss_connected,
         cpu_seconds: cpu_seconds()? - cpu_start,
         window_seconds: start.elapsed().as_secs_f64(),
     };
-    shutdown.cancel();
     println!("{}", serde_json::to_string(&probe)?);
+    if let Some(connector) = connector.as_mut() {
+        connector.obey().await?;
+    }
+    shutdown.cancel();
     Ok(())
 }
 
 /// The embedded platform's connector, with a node registered for every port.
-async fn connector_probe(ports: &[u16], token_hash: &nullops_wire::TokenHash, shutdown: &CancellationToken) -> anyhow::Result<(u64, usize)> {
-    let dir = std::env::temp_dir().join(format!("nullops-bench-nodes-{}", Uuid::now_v7().simple()));
-    let b = crate::platform::Backends::embedded(&dir).await?;
-    let keyring = Arc::new(Keyring::open(&format!("sqlite://{}?mode=rwc", dir.join("keys.db").display()), MasterKey::generate()).await?);
-    let store = b.store();
-    let environment = EnvironmentDefinition { name: "bench".into(), base_domain: "bench.test".into(), cleanup_after_secs: 3600 };
-    let create = CatalogCommand { by: Issuer::System, action: CatalogAction::CreateEnvironment(environment) };
-    execute::<Catalog>(&*store, CATALOG_KEY, &create, &EventMetadata::system()).await?;
-    for &port in ports {
-        let node_id = Uuid::now_v7();
-        let sealed = keyring.seal(token_hash.as_bytes(), &token_purpose(node_id)).await?;
-        let action = NodeAction::Add {
-            node_id,
-            environment: DnsLabel::parse("environment", "bench")?,
-            environment_exists: true,
-            host: NodeHost::parse("127.0.0.1")?,
-            port,
-            token_hash: sealed,
+struct ConnectorProbe {
+    /// Held for the data directory's lock and the background tasks' backends.
+    backends: crate::platform::Backends,
+    connector: nullops_connector::Connector,
+    /// The node registered for each agent.
+    nodes: Vec<Uuid>,
+    running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The relay and the nodes projection.
+    background: CancellationToken,
+}
+
+impl ConnectorProbe {
+    /// Registers the nodes, starts the connector, and waits until every node is online; returns
+    /// the resident set measured before the connector started.
+    async fn start(port: u16, agents: usize, token_hash: &nullops_wire::TokenHash) -> anyhow::Result<(u64, ConnectorProbe)> {
+        let dir = std::env::temp_dir().join(format!("nullops-bench-nodes-{}", Uuid::now_v7().simple()));
+        let backends = crate::platform::Backends::embedded(&dir).await?;
+        let keyring = Arc::new(Keyring::open(&format!("sqlite://{}?mode=rwc", dir.join("keys.db").display()), MasterKey::generate()).await?);
+        let store = backends.store();
+        let environment = EnvironmentDefinition { name: "bench".into(), base_domain: "bench.test".into(), cleanup_after_secs: 3600 };
+        let create = CatalogCommand { by: Issuer::System, action: CatalogAction::CreateEnvironment(environment) };
+        execute::<Catalog>(&*store, CATALOG_KEY, &create, &EventMetadata::system()).await?;
+        let mut nodes = Vec::with_capacity(agents);
+        for index in 0..agents {
+            let node_id = Uuid::now_v7();
+            let sealed = keyring.seal(token_hash.as_bytes(), &token_purpose(node_id)).await?;
+            let action = NodeAction::Add {
+                node_id,
+                environment: DnsLabel::parse("environment", "bench")?,
+                environment_exists: true,
+                host: NodeHost::parse(&agent_address(index).to_string())?,
+                port,
+                token_hash: sealed,
+            };
+            execute::<Node>(&*store, &node_id.to_string(), &NodeCommand { by: Issuer::System, action }, &EventMetadata::system()).await?;
+            nodes.push(node_id);
+        }
+        let read_models = backends.read_models();
+        let background = CancellationToken::new();
+        tokio::spawn(nullops_bus::relay::run(store.clone(), backends.bus(), background.clone()));
+        let runner = nullops_projections::runner::Runner {
+            projection: Arc::new(nullops_projections::nodes::NodesProjection),
+            db: read_models.clone(),
+            store: store.clone(),
+            bus: backends.bus(),
         };
-        execute::<Node>(&*store, &node_id.to_string(), &NodeCommand { by: Issuer::System, action }, &EventMetadata::system()).await?;
+        tokio::spawn(runner.run(background.clone()));
+        wait_until(&read_models, agents, None).await?;
+        let rss_before = crate::bench::resident_kib("self")?;
+        let desired = Arc::new(nullops_connector::desired::FromDeployments::new(store.clone(), read_models.clone(), keyring.clone()));
+        let connector = nullops_connector::Connector { store, bus: backends.bus(), read_models: read_models.clone(), keyring, desired };
+        let mut probe = ConnectorProbe { backends, connector, nodes, running: None, background };
+        probe.run_connector();
+        wait_until(&read_models, agents, Some(nullops_projections::nodes::LinkState::Online)).await?;
+        Ok((rss_before, probe))
     }
-    let read_models = b.read_models();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(nullops_bus::relay::run(store.clone(), b.bus(), shutdown.clone()));
-    let runner = nullops_projections::runner::Runner {
-        projection: Arc::new(nullops_projections::nodes::NodesProjection),
-        db: read_models.clone(),
-        store: store.clone(),
-        bus: b.bus(),
-    };
-    tasks.spawn(runner.run(shutdown.clone()));
-    wait_until(&read_models, ports.len(), None).await?;
-    let rss_before = rss_kib()?;
-    let desired = Arc::new(nullops_connector::desired::FromDeployments::new(store.clone(), read_models.clone(), keyring.clone()));
-    let connector = nullops_connector::Connector { store, bus: b.bus(), read_models: read_models.clone(), keyring, desired };
-    tasks.spawn(nullops_connector::run(connector, shutdown.clone()));
-    wait_until(&read_models, ports.len(), Some(nullops_projections::nodes::LinkState::Online)).await?;
-    tasks.detach_all();
-    std::mem::forget(b); // the data dir lock lives as long as the probe process
-    Ok((rss_before, ports.len()))
+
+    fn run_connector(&mut self) {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(nullops_connector::run(self.connector.clone(), cancel.clone()));
+        self.running = Some((cancel, task));
+    }
+
+    async fn obey(&mut self) -> anyhow::Result<()> {
+        let mut commands = BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = commands.next_line().await? {
+            let (verb, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            match verb {
+                "watch" => {
+                    let node_id = *arg.parse().ok().and_then(|i: usize| self.nodes.get(i)).context("watch: no such agent")?;
+                    let mut deliveries = self.backends.bus().subscribe().await?;
+                    println!("watching");
+                    tokio::spawn(async move {
+                        while let Some(delivery) = deliveries.next().await {
+                            let Delivery::Event(message) = delivery else { continue };
+                            let event = &message.event;
+                            if event.stream_id.kind() == Node::KIND
+                                && event.stream_id.key() == node_id.to_string()
+                                && event.event_type == types::NODE_DISCONNECTED.0
+                            {
+                                println!("offline {}", unix_micros());
+                                return;
+                            }
+                        }
+                    });
+                }
+                "stop" => {
+                    let started = Instant::now();
+                    if let Some((cancel, task)) = self.running.take() {
+                        cancel.cancel();
+                        task.await?;
+                    }
+                    println!("stopped {}", started.elapsed().as_millis());
+                }
+                "start" => {
+                    println!("started {}", unix_micros());
+                    self.run_connector();
+                }
+                other => bail!("unknown command {other:?}"),
+            }
+        }
+        if let Some((cancel, _)) = self.running.take() {
+            cancel.cancel();
+        }
+        self.background.cancel();
+        Ok(())
+    }
 }
 
 /// Waits until `count` nodes are in the read model (with link `link`, when given).
 async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: Option<nullops_projections::nodes::LinkState>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + STEP_BOUND;
     loop {
         let rows = nullops_projections::nodes::nodes(db, None).await?;
         let n = rows.iter().filter(|r| link.is_none_or(|l| r.link == l)).count();
@@ -266,15 +549,10 @@ async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: O
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {n} of {count} nodes {} after 180 s", link.map_or("registered", |l| l.name()));
+            bail!("only {n} of {count} nodes {} after {} s", link.map_or("registered", |l| l.name()), STEP_BOUND.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()).context("no VmRSS in /proc/self/status")
 }
 
 /// User plus system CPU time of this process.
@@ -297,9 +575,11 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
-/// Every connection is a file descriptor: lift the soft limit towards the hard one.
+/// Every connection is a file descriptor: lift the soft limit, and the hard one where this
+/// process may (with CAP_SYS_RESOURCE, up to the kernel's `nr_open`).
 fn raise_fd_limit(connections: usize) -> anyhow::Result<()> {
-    let wanted = (connections as u64) * 2 + 256;
+    // The store, the read models, the runtime and a restart's overlap.
+    let wanted = connections as u64 + 1024;
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit read and write the struct we own.
     unsafe {
@@ -307,12 +587,9 @@ fn raise_fd_limit(connections: usize) -> anyhow::Result<()> {
             bail!("getrlimit failed");
         }
         if limit.rlim_cur < wanted {
-            if limit.rlim_max < wanted {
-                bail!("{connections} connections need {wanted} file descriptors; the hard limit is {}", limit.rlim_max);
-            }
-            limit.rlim_cur = wanted;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                bail!("setrlimit failed");
+            let raised = libc::rlimit { rlim_cur: wanted, rlim_max: limit.rlim_max.max(wanted) };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                bail!("{connections} connections need {wanted} file descriptors; the hard limit is {} and this process may not raise it", limit.rlim_max);
             }
         }
     }

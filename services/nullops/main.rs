@@ -383,8 +383,12 @@ enum BenchCommand {
     NodeProbe {
         #[arg(long)]
         kind: String,
-        #[arg(long, value_delimiter = ',')]
-        ports: Vec<u16>,
+        /// The fake agents' port.
+        #[arg(long)]
+        port: u16,
+        /// How many fake agents there are.
+        #[arg(long)]
+        agents: usize,
         #[arg(long)]
         seconds: u64,
     },
@@ -493,7 +497,7 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
         Command::Bench { command: BenchCommand::Feeds { subscribers, rounds } } => bench_feeds::feeds(subscribers, rounds).await.context("benchmark failed"),
         Command::Bench { command: BenchCommand::FeedHub } => bench_feeds::feed_hub().await,
         Command::Bench { command: BenchCommand::FakeAgents { count } } => bench_nodes::fake_agents(count).await,
-        Command::Bench { command: BenchCommand::NodeProbe { kind, ports, seconds } } => bench_nodes::node_probe(&kind, &ports, seconds).await,
+        Command::Bench { command: BenchCommand::NodeProbe { kind, port, agents, seconds } } => bench_nodes::node_probe(&kind, port, agents, seconds).await,
         Command::Bench { command: BenchCommand::Catalog { database_url, sizes, commands } } => {
             bench::catalog(&database_url, &sizes, commands).await.context("benchmark failed")
         }
