@@ -34,7 +34,9 @@ pub struct Target {
 }
 
 pub struct Connected {
-    pub link: AgentLink,
+    /// Boxed: a link outlives the dial's result by far, and its space (over a kilobyte of TLS and
+    /// WebSocket state) is then held once, wherever the link goes.
+    pub link: Box<AgentLink>,
     pub thumbprint: Thumbprint,
     pub agent_version: String,
     pub node: NodeFacts,
@@ -54,7 +56,15 @@ pub enum DialError {
     Protocol(String),
 }
 
+/// Handshakes in flight at once, across every link of the process. A connector that starts, or
+/// takes over, with thousands of nodes would otherwise begin every TLS handshake together, and on
+/// a small machine each would then outlast its own timeout and start again, for ever: dials wait
+/// for a permit, and each step's timeout counts from when the permit is held.
+const DIALS_AT_ONCE: usize = 64;
+static DIALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIALS_AT_ONCE);
+
 pub async fn dial(target: &Target) -> Result<Connected, DialError> {
+    let _permit = DIALS.acquire().await.expect("the dial semaphore is never closed");
     let addr = (target.host.as_str(), target.port);
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
@@ -123,7 +133,7 @@ async fn handshake(tcp: TcpStream, target: &Target) -> Result<Connected, DialErr
     match link.next().await {
         Some(Ok(Message::Text(text))) => match decode_from_agent(text.as_bytes()) {
             Ok(FromAgent::Hello { protocol, .. }) if protocol != PROTOCOL_VERSION => Err(DialError::Incompatible { agent_protocol: protocol }),
-            Ok(FromAgent::Hello { agent_version, node, .. }) => Ok(Connected { link, thumbprint, agent_version, node }),
+            Ok(FromAgent::Hello { agent_version, node, .. }) => Ok(Connected { link: Box::new(link), thumbprint, agent_version, node }),
             Ok(_) => Err(DialError::Protocol("the agent's first frame is not a hello".into())),
             Err(e) => Err(DialError::Protocol(e.to_string())),
         },

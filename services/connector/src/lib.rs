@@ -28,6 +28,7 @@ use nullops_wire::message::{DesiredDeployment, RegistryAuth};
 use uuid::Uuid;
 
 pub use backoff::Backoff;
+pub use link::PING_EVERY;
 pub use supervisor::run;
 
 /// What a node should do: run these deployments, and remove everything of those being deleted.

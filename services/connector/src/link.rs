@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use nullops_domain::node::{CertThumbprint, Link, Node, NodeAction, NodeCommand};
 use nullops_domain::Issuer;
 use nullops_events::node::Refusal;
@@ -17,7 +17,7 @@ use nullops_projections::samples::{self, Series};
 use nullops_store::commands::{execute, CommandError};
 use nullops_wire::message::{decode_from_agent, desired_state_parts, encode, HeldImage, Usage};
 use nullops_wire::{FromAgent, RequestId, ToAgent, PROTOCOL_VERSION};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,11 +29,12 @@ use crate::dial::{dial, AgentLink, DialError, Target};
 use crate::words::{connection_lost, LinkEnded};
 use crate::{reports, Backoff, Connector, NodeDesired};
 
-/// A ping every second; three seconds without any frame means the peer or the path is gone, so
-/// a dead link is declared 3 s after its last frame: "OFFLINE within 5 s" with room for a loaded
-/// machine.
-const PING_EVERY: Duration = Duration::from_secs(1);
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A ping every second, and each must be answered (by any frame) before the next is due: a node
+/// that goes silent is OFFLINE 1 to 2 s after it does, with a second of room for a slow answer.
+/// The check rides on the ping's own tick, so a link has no timer of its own to keep pushing
+/// back; and a frame waiting to be read is always read before the check (the `select!` in
+/// `serve` is biased), so a busy control plane does not call a live node silent.
+pub const PING_EVERY: Duration = Duration::from_secs(1);
 /// Redials start fast and are capped at 2 s, so a node that comes back is ONLINE within
 /// cap + connect time.
 const REDIAL_FIRST: Duration = Duration::from_millis(200);
@@ -45,30 +46,40 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Bound on writing one frame.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the supervisor and a running link share: one allocation per node, as the connector
+/// holds thousands of them (channels of their own would cost hundreds of bytes each).
+pub struct Shared {
+    /// Where to dial. The supervisor keeps it current (a move or an approval changes it); the
+    /// link reads it at each dial.
+    pub target: Mutex<Target>,
+    /// Notified when the node's deployments or images change: the link builds the node's desired
+    /// state again. Notifications while it builds leave one permit, so none is lost and many
+    /// coalesce into one more build.
+    pub desired_changed: Notify,
+    /// Why the supervisor stopped the link, for the disconnection event.
+    reason: Mutex<Option<String>>,
+    cancel: CancellationToken,
+}
+
 /// The supervisor's handle on a running link.
 pub struct LinkHandle {
-    pub cancel: CancellationToken,
-    /// Why the supervisor stopped the link, for the disconnection event.
-    pub reason: Arc<Mutex<Option<String>>>,
+    pub shared: Arc<Shared>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
 impl LinkHandle {
     pub fn stop(&self, reason: &str) {
-        *self.reason.lock().expect("reason lock") = Some(reason.to_owned());
-        self.cancel.cancel();
+        *self.shared.reason.lock().expect("reason lock") = Some(reason.to_owned());
+        self.shared.cancel.cancel();
     }
 }
 
-/// Starts the link of `node_id`. `target` is kept current by the supervisor (a move or an
-/// approval changes it); `link` is the connection state the log records now.
-/// `desired_changed` is bumped when the node's deployments change.
-pub fn spawn(connector: Connector, node_id: Uuid, target: watch::Receiver<Target>, link: Link, desired_changed: watch::Receiver<u64>) -> LinkHandle {
-    let cancel = CancellationToken::new();
-    let reason = Arc::new(Mutex::new(None));
-    let recorder = Recorder { connector: connector.clone(), node_id, last: link };
-    let task = tokio::spawn(run(connector, node_id, target, recorder, desired_changed, cancel.clone(), reason.clone()));
-    LinkHandle { cancel, reason, task }
+/// Starts the link of `node_id` to `target`; `link` is the connection state the log records now.
+pub fn spawn(connector: Connector, node_id: Uuid, target: Target, link: Link) -> LinkHandle {
+    let shared = Arc::new(Shared { target: Mutex::new(target), desired_changed: Notify::new(), reason: Mutex::new(None), cancel: CancellationToken::new() });
+    let recorder = Recorder { connector, node_id, last: link };
+    let task = tokio::spawn(run(recorder, shared.clone()));
+    LinkHandle { shared, task }
 }
 
 /// Records the node's connection transitions. Only the active connector records them, so the
@@ -104,20 +115,13 @@ impl Recorder {
     }
 }
 
-async fn run(
-    connector: Connector,
-    node_id: Uuid,
-    target: watch::Receiver<Target>,
-    mut recorder: Recorder,
-    mut desired_changed: watch::Receiver<u64>,
-    cancel: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
-) {
+async fn run(mut recorder: Recorder, shared: Arc<Shared>) {
+    let (node_id, cancel) = (recorder.node_id, &shared.cancel);
     let mut backoff = Backoff::new(REDIAL_FIRST, REDIAL_CAP);
     // The certificate this link pinned on first contact, until the supervisor passes it back.
     let mut pinned_here = None;
     while !cancel.is_cancelled() {
-        let mut target = target.borrow().clone();
+        let mut target = shared.target.lock().expect("target lock").clone();
         target.pinned = target.pinned.or(pinned_here);
         let dialled = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -136,15 +140,15 @@ async fn run(
                 if let Err(e) = recorder.link(Link::Online, up).await {
                     tracing::warn!(node = %node_id, error = %e, "connected, but the node may not be used now; closing");
                     close(connected.link, "not allowed").await;
-                    if pause(&cancel, backoff.delay()).await {
+                    if pause(cancel, backoff.delay()).await {
                         return;
                     }
                     continue;
                 }
                 tracing::info!(node = %node_id, host = %target.host, agent = %connected.agent_version, "node online");
                 let connected_at = tokio::time::Instant::now();
-                let why = serve(&connector, node_id, connected.link, &mut desired_changed, &cancel).await;
-                let why = reason.lock().expect("reason lock").clone().unwrap_or_else(|| why.to_string());
+                let why = serve(&recorder.connector, node_id, connected.link, &shared.desired_changed, cancel).await;
+                let why = shared.reason.lock().expect("reason lock").clone().unwrap_or_else(|| why.to_string());
                 tracing::info!(node = %node_id, reason = %why, "node offline");
                 recorder.report(Link::Offline, NodeAction::Disconnected { reason: why }).await;
                 if cancel.is_cancelled() {
@@ -173,7 +177,7 @@ async fn run(
                 recorder.report(Link::Offline, NodeAction::Disconnected { reason: e.to_string() }).await;
             }
         }
-        if pause(&cancel, backoff.delay()).await {
+        if pause(cancel, backoff.delay()).await {
             return;
         }
     }
@@ -189,7 +193,9 @@ async fn pause(cancel: &CancellationToken, delay: Duration) -> bool {
 
 async fn execute_action(connector: &Connector, node_id: Uuid, action: NodeAction) -> Result<(), CommandError> {
     let command = NodeCommand { by: Issuer::System, action };
-    execute::<Node>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system()).await.map(|_| ())
+    // Boxed, as every rare and large await of a link is: inline, each idle link would carry the
+    // space of a store round trip for as long as it lives.
+    Box::pin(execute::<Node>(&*connector.store, &node_id.to_string(), &command, &EventMetadata::system())).await.map(|_| ())
 }
 
 /// A node's desired state being built.
@@ -197,8 +203,9 @@ type Building<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<No
 
 /// Serves a connected agent until it goes quiet, misbehaves or the link is cancelled; returns why
 /// it ended.
-async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desired_changed: &mut watch::Receiver<u64>, cancel: &CancellationToken) -> LinkEnded {
-    desired_changed.mark_unchanged();
+async fn serve(connector: &Connector, node_id: Uuid, mut link: Box<AgentLink>, desired_changed: &Notify, cancel: &CancellationToken) -> LinkEnded {
+    // A change notified before now is in the state read next.
+    let _ = desired_changed.notified().now_or_never();
     let mut desired = match connector.desired.for_node(node_id).await {
         Ok(d) => d,
         Err(e) => {
@@ -207,14 +214,14 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
             return LinkEnded::DesiredUnavailable;
         }
     };
-    refuse(connector, node_id, &desired).await;
+    Box::pin(refuse(connector, node_id, &desired)).await;
     let mut request_id = RequestId::new();
     // The runs sent on this link (id, attempt): each is traced once, when first sent.
     let mut announced = HashSet::new();
-    if let Err(e) = send_desired(&mut link, request_id, &desired, &mut announced).await {
+    if let Err(e) = Box::pin(send_desired(&mut link, request_id, &desired, &mut announced)).await {
         return e;
     }
-    if let Err(e) = send_prefetch(&mut link, &desired).await {
+    if let Err(e) = Box::pin(send_prefetch(&mut link, &desired)).await {
         return e;
     }
     // The views of deployments last recorded, so that only changes are.
@@ -222,37 +229,35 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
     // Deployments the agent no longer has whose removal could not be recorded yet: tried again
     // every second (the agent reports nothing more about them).
     let mut unrecorded: HashSet<Uuid> = HashSet::new();
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval_at(ping_slot(tokio::time::Instant::now()), PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One deadline, pushed back by every frame: no periodic wakeups to look for silence.
-    let silence = tokio::time::sleep(HEARTBEAT_TIMEOUT);
-    tokio::pin!(silence);
+    // Whether any frame came since the last ping.
+    let mut heard = true;
     // What the node should run now, being built while the link goes on: reading a project's
     // secrets and the catalog can take seconds on a busy server, and the agent's answers to the
     // pings must be heard meanwhile (else a busy control plane would call a live node silent).
     // One build at a time; a change during a build asks for another once it is done.
     let mut building: Option<Building<'_>> = None;
     let mut changed_while_building = false;
+    // Made once and polled again at each turn: a new one each turn would register and drop a
+    // waiter every time.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let changed = desired_changed.notified();
+    tokio::pin!(changed);
     loop {
+        // In this order: the rare signals, then a frame already in (heard before silence is
+        // called), then the ping.
         tokio::select! {
-            _ = cancel.cancelled() => {
+            biased;
+            _ = &mut cancelled => {
                 close(link, "closed by the control plane").await;
                 return LinkEnded::ClosedByControlPlane;
             }
-            () = &mut silence => return LinkEnded::Silent { secs: HEARTBEAT_TIMEOUT.as_secs() },
-            _ = ping.tick() => {
-                if let Err(e) = send_message(&mut link, Message::Ping(Default::default())).await {
-                    return e;
-                }
-                for deployment_id in unrecorded.clone() {
-                    if reports::record_removed(connector, node_id, deployment_id).await {
-                        unrecorded.remove(&deployment_id);
-                    }
-                }
-            }
             // Any change, to what runs or to what is being removed, is sent: the agent's answer
             // to it is what tells that a removed deployment is gone.
-            Ok(()) = desired_changed.changed() => {
+            () = &mut changed => {
+                changed.set(desired_changed.notified());
                 if building.is_none() {
                     building = Some(connector.desired.for_node(node_id));
                 } else {
@@ -264,14 +269,14 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                 match built {
                     Ok(now) => {
                         if !now.same_deployments(&desired) {
-                            refuse(connector, node_id, &now).await;
+                            Box::pin(refuse(connector, node_id, &now)).await;
                             request_id = RequestId::new();
-                            if let Err(e) = send_desired(&mut link, request_id, &now, &mut announced).await {
+                            if let Err(e) = Box::pin(send_desired(&mut link, request_id, &now, &mut announced)).await {
                                 return e;
                             }
                         }
                         if now.prefetch != desired.prefetch {
-                            if let Err(e) = send_prefetch(&mut link, &now).await {
+                            if let Err(e) = Box::pin(send_prefetch(&mut link, &now)).await {
                                 return e;
                             }
                         }
@@ -281,7 +286,7 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                 }
             }
             frame = link.next() => {
-                silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
+                heard = true;
                 let text = match frame {
                     None => return LinkEnded::AgentClosed,
                     Some(Err(e)) => {
@@ -312,14 +317,14 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                         tracing::debug!(node = %node_id, request = %answered.0, deployments = known.len(), "agent reports its state");
                         let present: HashSet<String> = known.iter().map(|d| d.id.clone()).collect();
                         let trace_of = |id: &str| desired.run.iter().find(|d| d.id == id).and_then(|d| d.trace.clone());
-                        reports::record_views(connector, node_id, known, &mut recorded, &trace_of).await;
+                        Box::pin(reports::record_views(connector, node_id, known, &mut recorded, &trace_of)).await;
                         // Having applied our latest request, the agent no longer has what it
                         // does not report.
                         if answered == request_id {
                             let gone: Vec<String> = desired.removing.iter().filter(|id| !present.contains(*id)).cloned().collect();
                             for id in gone {
                                 if let Ok(deployment_id) = Uuid::try_parse(&id) {
-                                    if !reports::record_removed(connector, node_id, deployment_id).await {
+                                    if !Box::pin(reports::record_removed(connector, node_id, deployment_id)).await {
                                         unrecorded.insert(deployment_id);
                                     }
                                 }
@@ -328,9 +333,9 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                             }
                         }
                     }
-                    Ok(FromAgent::Usage(usage)) => write_usage(connector, node_id, usage, &assigned).await,
-                    Ok(FromAgent::Logs { lines }) => reports::record_logs(connector, node_id, lines, &assigned).await,
-                    Ok(FromAgent::Images { images }) => write_images(connector, node_id, &images).await,
+                    Ok(FromAgent::Usage(usage)) => Box::pin(write_usage(connector, node_id, usage, &assigned)).await,
+                    Ok(FromAgent::Logs { lines }) => Box::pin(reports::record_logs(connector, node_id, lines, &assigned)).await,
+                    Ok(FromAgent::Images { images }) => Box::pin(write_images(connector, node_id, &images)).await,
                     Ok(FromAgent::Hello { .. }) => {
                         close(link, "unexpected hello").await;
                         return LinkEnded::ProtocolBroken("a second hello");
@@ -341,12 +346,51 @@ async fn serve(connector: &Connector, node_id: Uuid, mut link: AgentLink, desire
                         return LinkEnded::ProtocolBroken("a frame that is not a message it may send");
                     }
                 }
-                // Silence counts while the link listens: recording what the frame said may take
-                // a while on a busy server, and the agent's next frames wait unread meanwhile.
-                silence.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT_TIMEOUT);
+                // A steady stream of frames does not hold the pings back: the agent listens for
+                // us too.
+                if ping.tick().now_or_never().is_some() {
+                    heard = false;
+                    if let Err(e) = heartbeat(connector, node_id, &mut link, &mut unrecorded).await {
+                        return e;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if !heard {
+                    return LinkEnded::Silent { secs: PING_EVERY.as_secs() };
+                }
+                heard = false;
+                if let Err(e) = heartbeat(connector, node_id, &mut link, &mut unrecorded).await {
+                    return e;
+                }
             }
         }
     }
+}
+
+/// Links' pings fall in this many slots a second: with thousands of links, the runtime wakes once
+/// per slot for a batch of pings instead of once per link.
+const PING_SLOTS: u32 = 20;
+
+/// The first slot after `now` (slots counted from the first link's start).
+fn ping_slot(now: tokio::time::Instant) -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    let slot = PING_EVERY / PING_SLOTS;
+    let since = now.saturating_duration_since(epoch);
+    let slots = since.as_nanos() / slot.as_nanos() + 1;
+    epoch + slot * u32::try_from(slots).unwrap_or(u32::MAX)
+}
+
+/// Pings the agent, and tries again to record the removals not recorded yet.
+async fn heartbeat(connector: &Connector, node_id: Uuid, link: &mut AgentLink, unrecorded: &mut HashSet<Uuid>) -> Result<(), LinkEnded> {
+    send_message(link, Message::Ping(Default::default())).await?;
+    for deployment_id in unrecorded.clone() {
+        if Box::pin(reports::record_removed(connector, node_id, deployment_id)).await {
+            unrecorded.remove(&deployment_id);
+        }
+    }
+    Ok(())
 }
 
 async fn write_usage(connector: &Connector, node_id: Uuid, mut usage: Usage, assigned: &impl Fn(&str) -> bool) {
@@ -439,7 +483,14 @@ async fn refuse(connector: &Connector, node_id: Uuid, desired: &NodeDesired) {
 }
 
 async fn send_message(link: &mut AgentLink, message: Message) -> Result<(), LinkEnded> {
-    match tokio::time::timeout(WRITE_TIMEOUT, link.send(message)).await {
+    // Most writes complete at once (the socket has room): those take no timer, which a link
+    // would otherwise register and drop at every ping.
+    let mut sending = link.send(message);
+    let written = match (&mut sending).now_or_never() {
+        Some(written) => Ok(written),
+        None => tokio::time::timeout(WRITE_TIMEOUT, sending).await,
+    };
+    match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::info!(error = %e, "a write to an agent failed");
@@ -449,7 +500,34 @@ async fn send_message(link: &mut AgentLink, message: Message) -> Result<(), Link
     }
 }
 
-async fn close(mut link: AgentLink, reason: &str) {
+/// Closes the link, bounded. A boxed future, not an `async fn`: its caller's state would hold a
+/// second copy of the link's space otherwise.
+fn close(mut link: Box<AgentLink>, reason: &str) -> futures::future::BoxFuture<'static, ()> {
     let frame = CloseFrame { code: CloseCode::Normal, reason: reason.to_owned().into() };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, link.close(Some(frame))).await;
+    Box::pin(async move {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, (*link).close(Some(frame))).await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_fall_in_a_few_slots_a_second_and_never_now() {
+        let start = tokio::time::Instant::now();
+        let slot = PING_EVERY / PING_SLOTS;
+        let first = ping_slot(start);
+        // Links that start at any moment of a second ping in one of PING_SLOTS slots, each
+        // within one slot after its start.
+        let mut slots = std::collections::BTreeSet::new();
+        for ms in 0..1000 {
+            let now = start + Duration::from_millis(ms);
+            let at = ping_slot(now);
+            assert!(at > now && at <= now + slot, "{ms} ms: {:?} after", at - now);
+            assert_eq!((at - first).as_nanos() % slot.as_nanos(), 0, "{ms} ms: not on a slot");
+            slots.insert(at);
+        }
+        assert_eq!(slots.len(), PING_SLOTS as usize);
+    }
 }

@@ -24,7 +24,6 @@ use uuid::Uuid;
 use crate::dial::Target;
 use crate::link::{self, LinkHandle};
 use crate::Connector;
-use tokio::sync::watch;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// The deployment events after which its node runs something else (progress reports do not).
@@ -55,13 +54,17 @@ pub async fn run(connector: Connector, shutdown: CancellationToken) {
     }
 }
 
-/// One running link, what it was started with, and where it dials (kept current).
+/// One running link and the token it was started with.
 struct Running {
     handle: LinkHandle,
     token_key: Uuid,
-    target: watch::Sender<Target>,
-    /// Bumped when the node's deployments change: the link sends the new desired state.
-    desired_changed: watch::Sender<u64>,
+}
+
+impl Running {
+    /// The node's deployments or images changed: the link sends the new desired state.
+    fn desired_changed(&self) {
+        self.handle.shared.desired_changed.notify_one();
+    }
 }
 
 async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutdown: &CancellationToken) {
@@ -73,8 +76,7 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
         }
     };
     let mut links: HashMap<Uuid, Running> = HashMap::new();
-    // The read model's `changed_at` of each node when last refreshed.
-    let mut seen: HashMap<Uuid, i64> = HashMap::new();
+    let mut seen = Seen::default();
     let mut resync = tokio::time::interval(RESYNC_EVERY);
     loop {
         tokio::select! {
@@ -92,7 +94,7 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                     if stream.kind() == Node::KIND {
                         if let Ok(node_id) = stream.key().parse() {
                             refresh(connector, &mut links, node_id).await;
-                            seen.remove(&node_id);
+                            seen.rows.remove(&node_id);
                         }
                     } else if stream.kind() == Deployment::KIND && CHANGES_DESIRED_STATE.contains(&message.event.event_type.as_str()) {
                         if let Ok(deployment_id) = stream.key().parse() {
@@ -104,15 +106,15 @@ async fn supervise(connector: &Connector, mut lease: nullops_store::Lease, shutd
                             tracing::warn!(error = %e, "the catalog read model lags; working the prefetch out from what it has");
                         }
                         for running in links.values() {
-                            running.desired_changed.send_modify(|v| *v += 1);
+                            running.desired_changed();
                         }
                     }
                 }
                 Some(Delivery::Gap) => {
-                    seen.clear();
+                    seen = Seen::default();
                     resync_all(connector, &mut links, &mut seen).await;
                     for running in links.values() {
-                        running.desired_changed.send_modify(|v| *v += 1);
+                        running.desired_changed();
                     }
                 }
                 None => {
@@ -139,7 +141,7 @@ async fn deployment_changed(connector: &Connector, links: &HashMap<Uuid, Running
     match nullops_projections::deployments::deployment(&connector.read_models, deployment_id).await {
         Ok(Some(row)) => {
             if let Some(running) = row.node_id.and_then(|n| links.get(&n)) {
-                running.desired_changed.send_modify(|v| *v += 1);
+                running.desired_changed();
             }
         }
         Ok(None) => {}
@@ -147,10 +149,29 @@ async fn deployment_changed(connector: &Connector, links: &HashMap<Uuid, Running
     }
 }
 
+/// What the supervisor last saw of the nodes read model.
+#[derive(Default)]
+struct Seen {
+    /// Each node's `changed_at` when last refreshed.
+    rows: HashMap<Uuid, i64>,
+    /// The read model's position when last listed: while it stays there, no node changed.
+    at: Option<LogPosition>,
+}
+
 /// Refreshes every node whose read model row changed since it was last looked at, and every
 /// link whose node is gone: a bus message that was missed is caught here, while a steady fleet
-/// costs one query.
-async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, seen: &mut HashMap<Uuid, i64>) {
+/// costs one small query (the read model's position), not a listing of every node.
+async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, seen: &mut Seen) {
+    let at = match connector.read_models.checkpoint(nullops_projections::nodes::NAME).await {
+        Ok(status) => Some(status.position),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read where the nodes read model is");
+            None
+        }
+    };
+    if at.is_some() && at == seen.at {
+        return;
+    }
     let rows = match nullops_projections::nodes::nodes(&connector.read_models, None).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -160,16 +181,17 @@ async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, s
     };
     let listed: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.node_id).collect();
     for row in rows {
-        if seen.get(&row.node_id) != Some(&row.changed_at) {
+        if seen.rows.get(&row.node_id) != Some(&row.changed_at) {
             refresh(connector, links, row.node_id).await;
-            seen.insert(row.node_id, row.changed_at);
+            seen.rows.insert(row.node_id, row.changed_at);
         }
     }
     let gone: Vec<Uuid> = links.keys().filter(|id| !listed.contains(id)).copied().collect();
     for node_id in gone {
         refresh(connector, links, node_id).await;
     }
-    seen.retain(|id, _| listed.contains(id));
+    seen.rows.retain(|id, _| listed.contains(id));
+    seen.at = at;
 }
 
 /// Starts, restarts or stops the link of `node_id` to match the log.
@@ -180,9 +202,8 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
         if Some(running.token_key) == wanted && !running.handle.task.is_finished() {
             // Same token: only the address or the pin may have changed.
             let (host, port, pinned) = where_to(&state);
-            running.target.send_modify(|t| {
-                (t.host, t.port, t.pinned) = (host, port, pinned);
-            });
+            let mut target = running.handle.shared.target.lock().expect("target lock");
+            (target.host, target.port, target.pinned) = (host, port, pinned);
             return;
         }
         running.handle.stop(why_stopped(&state, Some(running.token_key) != wanted && wanted.is_some()));
@@ -212,10 +233,8 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
         }
     };
     let (host, port, pinned) = where_to(&state);
-    let (target, watched) = watch::channel(Target { host, port, pinned, token_hash });
-    let (desired_changed, desired_watched) = watch::channel(0);
-    let handle = link::spawn(connector.clone(), node_id, watched, state.link, desired_watched);
-    links.insert(node_id, Running { handle, token_key, target, desired_changed });
+    let handle = link::spawn(connector.clone(), node_id, Target { host, port, pinned, token_hash }, state.link);
+    links.insert(node_id, Running { handle, token_key });
 }
 
 async fn load_node(connector: &Connector, node_id: Uuid) -> Option<NodeState> {

@@ -38,7 +38,7 @@ pub enum LinkEnded {
     DesiredUnavailable,
     #[error("closed by the control plane")]
     ClosedByControlPlane,
-    #[error("no heartbeat for {secs} s")]
+    #[error("the agent did not answer a heartbeat within {secs} s")]
     Silent { secs: u64 },
     #[error("the agent read nothing for {secs} s")]
     NotReading { secs: u64 },
