@@ -1,7 +1,7 @@
 //! `nullops bench nodes`: one connector holding N agent connections, light fake agents over real
 //! TLS on loopback. Memory per connection and CPU spent on heartbeats, against a baseline
 //! measured in the same run: the same connections made by the same dialler, each with a bare
-//! one-second ping loop and nothing else (no store, no supervisor, no events).
+//! ping loop at the connector's pace (`PING_EVERY`) and nothing else (no store, no supervisor, no events).
 //!
 //! Then two figures of the connector alone, with all N connected:
 //! - **offline detection**: one agent among N goes silent (its connection stays open; it stops
@@ -53,6 +53,10 @@ struct Probe {
     connections: usize,
     rss_before_kib: u64,
     rss_connected_kib: u64,
+    /// The same, each measured after handing the allocator's free pages back (`malloc_trim`):
+    /// what is live, without what the allocator keeps from the start's transient work.
+    live_before_kib: u64,
+    live_connected_kib: u64,
     cpu_seconds: f64,
     window_seconds: f64,
 }
@@ -60,6 +64,9 @@ struct Probe {
 impl Probe {
     fn kib_per_connection(&self) -> f64 {
         self.rss_connected_kib.saturating_sub(self.rss_before_kib) as f64 / self.connections.max(1) as f64
+    }
+    fn live_kib_per_connection(&self) -> f64 {
+        self.live_connected_kib.saturating_sub(self.live_before_kib) as f64 / self.connections.max(1) as f64
     }
     fn cpu_percent(&self) -> f64 {
         100.0 * self.cpu_seconds / self.window_seconds
@@ -80,7 +87,8 @@ pub async fn nodes(count: usize, seconds: u64) -> anyhow::Result<()> {
             tokio::process::Command::new(&exe)
                 .args(["bench", "node-probe", "--kind", kind, "--seconds", &seconds.to_string(), "--port", &port, "--agents", &count.to_string()])
                 .env("NULLOPS_AGENT_TOKEN", token.expose())
-                .env("NULLOPS_LOG", "warn"),
+                // Quiet unless asked: `NULLOPS_PROBE_LOG=sqlx=debug` shows what a probe asks its store.
+                .env("NULLOPS_LOG", std::env::var("NULLOPS_PROBE_LOG").unwrap_or_else(|_| "warn".into())),
         )?;
         let line = probe.answer("{").await.with_context(|| format!("the {kind} probe printed no figures"))?;
         figures.push(serde_json::from_str::<Probe>(&format!("{{{line}"))?);
@@ -90,9 +98,10 @@ pub async fn nodes(count: usize, seconds: u64) -> anyhow::Result<()> {
         }
         for (name, p) in [("bare dial + ping loop", &figures[0]), ("nullops connector", &figures[1])] {
             println!(
-                "{name:<22} connections={} memory/connection={:.1} KiB  heartbeat CPU={:.2}% of a core ({:.2} s in {:.0} s)",
+                "{name:<22} connections={} memory/connection={:.1} KiB (live {:.1} KiB)  heartbeat CPU={:.2}% of a core ({:.2} s in {:.0} s)",
                 p.connections,
                 p.kib_per_connection(),
+                p.live_kib_per_connection(),
                 p.cpu_percent(),
                 p.cpu_seconds,
                 p.window_seconds
@@ -110,6 +119,8 @@ pub async fn nodes(count: usize, seconds: u64) -> anyhow::Result<()> {
         let (bare, ours) = (&figures[0], &figures[1]);
         println!("RESULT connector_kib_per_connection={:.1}", ours.kib_per_connection());
         println!("RESULT connector_memory_ratio_vs_bare={:.2}", ours.kib_per_connection() / bare.kib_per_connection().max(0.1));
+        println!("RESULT connector_live_kib_per_connection={:.1}", ours.live_kib_per_connection());
+        println!("RESULT connector_live_memory_ratio_vs_bare={:.2}", ours.live_kib_per_connection() / bare.live_kib_per_connection().max(0.1));
         println!("RESULT connector_heartbeat_cpu_percent={:.2}", ours.cpu_percent());
         println!("RESULT connector_cpu_ratio_vs_bare={:.2}", ours.cpu_seconds / bare.cpu_seconds.max(0.01));
         println!("RESULT connector_offline_detection_seconds={:.2}", detection.as_secs_f64());
@@ -384,13 +395,19 @@ pub async fn node_probe(kind: &str, port: u16, agents: usize, seconds: u64) -> a
     let shutdown = CancellationToken::new();
     let (rss_before, mut connector) = match kind {
         "bare" => {
-            let rss_before = crate::bench::resident_kib("self")?;
-            for index in 0..agents {
-                let target = Target { host: agent_address(index).to_string(), port, pinned: None, token_hash: token_hash.clone() };
-                let mut link = dial(&target).await.map_err(|e| anyhow!("dial {}: {e}", target.host))?.link;
+            let rss_before = (crate::bench::resident_kib("self")?, live_kib()?);
+            // Dialled a few at a time, as the connector's links do at its start.
+            let mut dials = futures::stream::iter(0..agents)
+                .map(|index| {
+                    let target = Target { host: agent_address(index).to_string(), port, pinned: None, token_hash: token_hash.clone() };
+                    async move { dial(&target).await.map_err(|e| anyhow!("dial {}: {e}", target.host)) }
+                })
+                .buffer_unordered(64);
+            while let Some(dialled) = dials.next().await {
+                let mut link = dialled?.link;
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    let mut every = tokio::time::interval(Duration::from_secs(1));
+                    let mut every = tokio::time::interval(nullops_connector::PING_EVERY);
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => return,
@@ -411,13 +428,16 @@ pub async fn node_probe(kind: &str, port: u16, agents: usize, seconds: u64) -> a
     // Let connection setup finish before measuring the steady state.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = crate::bench::resident_kib("self")?;
+    let live_connected = live_kib()?;
     let cpu_start = cpu_seconds()?;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let probe = Probe {
         connections: agents,
-        rss_before_kib: rss_before,
+        rss_before_kib: rss_before.0,
         rss_connected_kib: rss_connected,
+        live_before_kib: rss_before.1,
+        live_connected_kib: live_connected,
         cpu_seconds: cpu_seconds()? - cpu_start,
         window_seconds: start.elapsed().as_secs_f64(),
     };
@@ -444,7 +464,7 @@ struct ConnectorProbe {
 impl ConnectorProbe {
     /// Registers the nodes, starts the connector, and waits until every node is online; returns
     /// the resident set measured before the connector started.
-    async fn start(port: u16, agents: usize, token_hash: &nullops_wire::TokenHash) -> anyhow::Result<(u64, ConnectorProbe)> {
+    async fn start(port: u16, agents: usize, token_hash: &nullops_wire::TokenHash) -> anyhow::Result<((u64, u64), ConnectorProbe)> {
         let dir = std::env::temp_dir().join(format!("nullops-bench-nodes-{}", Uuid::now_v7().simple()));
         let backends = crate::platform::Backends::embedded(&dir).await?;
         let keyring = Arc::new(Keyring::open(&format!("sqlite://{}?mode=rwc", dir.join("keys.db").display()), MasterKey::generate()).await?);
@@ -478,7 +498,7 @@ impl ConnectorProbe {
         };
         tokio::spawn(runner.run(background.clone()));
         wait_until(&read_models, agents, None).await?;
-        let rss_before = crate::bench::resident_kib("self")?;
+        let rss_before = (crate::bench::resident_kib("self")?, live_kib()?);
         let desired = Arc::new(nullops_connector::desired::FromDeployments::new(store.clone(), read_models.clone(), keyring.clone()));
         let connector = nullops_connector::Connector { store, bus: backends.bus(), read_models: read_models.clone(), keyring, desired };
         let mut probe = ConnectorProbe { backends, connector, nodes, running: None, background };
@@ -553,6 +573,13 @@ async fn wait_until(db: &nullops_projections::ReadModelDb, count: usize, link: O
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The resident set after the allocator hands its free pages back.
+fn live_kib() -> anyhow::Result<u64> {
+    // SAFETY: malloc_trim only releases free memory of the allocator's own.
+    unsafe { libc::malloc_trim(0) };
+    crate::bench::resident_kib("self")
 }
 
 /// User plus system CPU time of this process.
