@@ -175,7 +175,7 @@ impl Driven {
         Ok(self.stdin.flush().await?)
     }
 
-    /// The rest of the next line that starts with `prefix`; other lines are skipped.
+    /// The rest of the next line that starts with `prefix`; other lines go to stderr.
     async fn answer(&mut self, prefix: &str) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + STEP_BOUND;
         loop {
@@ -186,6 +186,8 @@ impl Driven {
             if let Some(rest) = line.strip_prefix(prefix) {
                 return Ok(rest.to_owned());
             }
+            // The child's log (on its stdout), passed on.
+            eprintln!("{line}");
         }
     }
 
