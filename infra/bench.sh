@@ -2,7 +2,8 @@
 # The full benchmarks on a release build: append throughput with 1 and 16 writers as a ratio to
 # pgbench's single-row inserts on the same database, command-to-projection latency over NATS, and
 # catalog command latency as the catalog grows, as a ratio to an identity command's; one
-# connector holding 1,000 agent connections, as a ratio to bare connections with a ping loop; and
+# connector holding 1,000 and 10,000 agent connections, as a ratio to bare connections with a ping loop
+# (with offline detection and the resend after a restart); and
 # createDeployment to RUNNING of three services, as a ratio to docker-compose up until healthy; and
 # requests/s and p99 through the ingress, as ratios to nginx as the same reverse proxy and to the
 # upstream hit directly; every read model replayed from a 100,000-event log, as a ratio to a COPY
@@ -28,6 +29,7 @@ NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench replay --database-url "${admin%/*}/${db}_replay" --events 100000
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench placement --database-url "${admin%/*}/${db}_placement" --requests 200 --nodes 10
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 1000 --seconds 10
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 10000 --seconds 20
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench deploy --rounds 7
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench ingress --rounds 5 --seconds 10
 # One event to 1,000 and to 10,000 live subscribers (each process holds 10,000 sockets).
