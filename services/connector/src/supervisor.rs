@@ -26,6 +26,8 @@ use crate::link::{self, LinkHandle};
 use crate::Connector;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// Nodes without a link read from the log and unsealed at once, at a connector's start.
+const LOADS_AT_ONCE: usize = 16;
 /// The deployment events after which its node runs something else (progress reports do not).
 const CHANGES_DESIRED_STATE: [&str; 4] =
     [types::DEPLOYMENT_SCHEDULED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_DELETION_REQUESTED.0];
@@ -180,12 +182,25 @@ async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, s
         }
     };
     let listed: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.node_id).collect();
-    for row in rows {
-        if seen.rows.get(&row.node_id) != Some(&row.changed_at) {
-            refresh(connector, links, row.node_id).await;
-            seen.rows.insert(row.node_id, row.changed_at);
+    let started = std::time::Instant::now();
+    let changed: Vec<(Uuid, i64)> = rows.iter().filter(|r| seen.rows.get(&r.node_id) != Some(&r.changed_at)).map(|r| (r.node_id, r.changed_at)).collect();
+    let (linked, unlinked): (Vec<_>, Vec<_>) = changed.iter().partition(|(id, _)| links.contains_key(id));
+    for (node_id, _) in linked {
+        refresh(connector, links, node_id).await;
+    }
+    // Nodes without a link (all of them when a connector starts or takes over) are read and
+    // unsealed a few at once: their store reads overlap instead of queueing one after another.
+    let mut starting =
+        futures::stream::iter(unlinked).map(|(node_id, _)| async move { (node_id, ready_node(connector, node_id).await) }).buffer_unordered(LOADS_AT_ONCE);
+    while let Some((node_id, ready)) = starting.next().await {
+        if let Some(ready) = ready {
+            start(connector, links, node_id, ready);
         }
     }
+    if !changed.is_empty() {
+        tracing::debug!(refreshed = changed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "nodes refreshed from the read model");
+    }
+    seen.rows.extend(changed);
     let gone: Vec<Uuid> = links.keys().filter(|id| !listed.contains(id)).copied().collect();
     for node_id in gone {
         refresh(connector, links, node_id).await;
@@ -217,24 +232,50 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
         state = now;
         wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
     }
-    let Some(token_key) = wanted else { return };
+    if let Some(ready) = ready(connector, node_id, &state, wanted).await {
+        start(connector, links, node_id, ready);
+    }
+}
+
+/// What a node's new link starts from.
+struct Ready {
+    token_key: Uuid,
+    target: Target,
+    link: nullops_domain::node::Link,
+}
+
+/// A node that has no link, read from the log: what its link starts from, if it is dialable.
+async fn ready_node(connector: &Connector, node_id: Uuid) -> Option<Ready> {
+    let state = load_node(connector, node_id).await?;
+    let wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
+    ready(connector, node_id, &state, wanted).await
+}
+
+/// What a link of `state` starts from: `None` when it is not dialable (`wanted` is its token's
+/// key when it is) or its token hash cannot be unsealed.
+async fn ready(connector: &Connector, node_id: Uuid, state: &NodeState, wanted: Option<Uuid>) -> Option<Ready> {
+    let token_key = wanted?;
     let sealed = state.token.as_ref().expect("a dialable node has a token");
     let token_hash = match connector.keyring.unseal(sealed, &token_purpose(node_id)).await {
         Ok(plain) => match TokenHash::from_bytes(&plain) {
             Some(h) => h,
             None => {
                 tracing::error!(node = %node_id, "the node's sealed token hash has the wrong length");
-                return;
+                return None;
             }
         },
         Err(e) => {
             tracing::error!(node = %node_id, error = %e, "cannot unseal the node's token hash; the node is not dialled");
-            return;
+            return None;
         }
     };
-    let (host, port, pinned) = where_to(&state);
-    let handle = link::spawn(connector.clone(), node_id, Target { host, port, pinned, token_hash }, state.link);
-    links.insert(node_id, Running { handle, token_key });
+    let (host, port, pinned) = where_to(state);
+    Some(Ready { token_key, target: Target { host, port, pinned, token_hash }, link: state.link })
+}
+
+fn start(connector: &Connector, links: &mut HashMap<Uuid, Running>, node_id: Uuid, ready: Ready) {
+    let handle = link::spawn(connector.clone(), node_id, ready.target, ready.link);
+    links.insert(node_id, Running { handle, token_key: ready.token_key });
 }
 
 async fn load_node(connector: &Connector, node_id: Uuid) -> Option<NodeState> {
