@@ -37,8 +37,8 @@ use nullops_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN};
 use nullops_wire::message::{decode_to_agent, encode, NodeFacts};
 use nullops_wire::{AuthProof, FromAgent, NodeToken, ToAgent, PROOF_HEADER};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -159,15 +159,33 @@ async fn restart(probe: &mut Driven, agents: &mut Driven, count: usize) -> anyho
 struct Driven {
     child: Child,
     stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
+    /// The child's answers; its log lines are passed to stderr as they come, so a child that
+    /// logs much never blocks on a full pipe while the parent waits on another child.
+    answers: tokio::sync::mpsc::Receiver<String>,
 }
+
+/// The words the children's answers start with (any other line is a log line).
+const ANSWERS: [&str; 9] = ["port ", "{", "watching", "offline ", "silenced ", "stopped ", "marked", "started ", "reached "];
 
 impl Driven {
     fn spawn(command: &mut tokio::process::Command) -> anyhow::Result<Driven> {
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
         let stdin = child.stdin.take().context("stdin")?;
-        let lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        Ok(Driven { child, stdin, lines })
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        // Few answers are ever outstanding: one per command said.
+        let (send, answers) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if ANSWERS.iter().any(|a| line.starts_with(a)) {
+                    if send.send(line).await.is_err() {
+                        return;
+                    }
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        Ok(Driven { child, stdin, answers })
     }
 
     async fn say(&mut self, command: &str) -> anyhow::Result<()> {
@@ -175,20 +193,13 @@ impl Driven {
         Ok(self.stdin.flush().await?)
     }
 
-    /// The rest of the next line that starts with `prefix`; other lines go to stderr.
+    /// The rest of the next answer, which must start with `prefix`.
     async fn answer(&mut self, prefix: &str) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + STEP_BOUND;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
-                .await
-                .map_err(|_| anyhow!("no answer starting {prefix:?} within {} s", STEP_BOUND.as_secs()))??
-                .ok_or_else(|| anyhow!("the child exited before answering {prefix:?}"))?;
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return Ok(rest.to_owned());
-            }
-            // The child's log (on its stdout), passed on.
-            eprintln!("{line}");
-        }
+        let line = tokio::time::timeout(STEP_BOUND, self.answers.recv())
+            .await
+            .map_err(|_| anyhow!("no answer starting {prefix:?} within {} s", STEP_BOUND.as_secs()))?
+            .ok_or_else(|| anyhow!("the child exited before answering {prefix:?}"))?;
+        line.strip_prefix(prefix).map(str::to_owned).ok_or_else(|| anyhow!("answered {line:?}, not {prefix:?}"))
     }
 
     /// Closes its stdin (its signal to end) and waits for it.
