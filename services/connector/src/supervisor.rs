@@ -212,8 +212,8 @@ async fn resync_all(connector: &Connector, links: &mut HashMap<Uuid, Running>, s
 /// Starts, restarts or stops the link of `node_id` to match the log.
 async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node_id: Uuid) {
     let Some(mut state) = load_node(connector, node_id).await else { return };
-    let mut wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
     if let Some(running) = links.get(&node_id) {
+        let wanted = wanted_token(&state);
         if Some(running.token_key) == wanted && !running.handle.task.is_finished() {
             // Same token: only the address or the pin may have changed.
             let (host, port, pinned) = where_to(&state);
@@ -230,11 +230,15 @@ async fn refresh(connector: &Connector, links: &mut HashMap<Uuid, Running>, node
         }
         let Some(now) = load_node(connector, node_id).await else { return };
         state = now;
-        wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
     }
-    if let Some(ready) = ready(connector, node_id, &state, wanted).await {
+    if let Some(ready) = ready(connector, node_id, &state).await {
         start(connector, links, node_id, ready);
     }
+}
+
+/// The key of the token a link of the node should hold: `None` when the node is not dialable.
+fn wanted_token(state: &NodeState) -> Option<Uuid> {
+    state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten()
 }
 
 /// What a node's new link starts from.
@@ -247,14 +251,13 @@ struct Ready {
 /// A node that has no link, read from the log: what its link starts from, if it is dialable.
 async fn ready_node(connector: &Connector, node_id: Uuid) -> Option<Ready> {
     let state = load_node(connector, node_id).await?;
-    let wanted = state.dialable().then(|| state.token.as_ref().map(|t| t.key_id)).flatten();
-    ready(connector, node_id, &state, wanted).await
+    ready(connector, node_id, &state).await
 }
 
-/// What a link of `state` starts from: `None` when it is not dialable (`wanted` is its token's
-/// key when it is) or its token hash cannot be unsealed.
-async fn ready(connector: &Connector, node_id: Uuid, state: &NodeState, wanted: Option<Uuid>) -> Option<Ready> {
-    let token_key = wanted?;
+/// What a link of `state` starts from: `None` when it is not dialable or its token hash cannot be
+/// unsealed.
+async fn ready(connector: &Connector, node_id: Uuid, state: &NodeState) -> Option<Ready> {
+    let token_key = wanted_token(state)?;
     let sealed = state.token.as_ref().expect("a dialable node has a token");
     let token_hash = match connector.keyring.unseal(sealed, &token_purpose(node_id)).await {
         Ok(plain) => match TokenHash::from_bytes(&plain) {
