@@ -167,7 +167,7 @@ impl Engine {
     /// memory), leaves deployments in `in_run` to their runs, and removes every other container
     /// and network of this scope. Failures are reported per container.
     pub async fn reconcile(&self, maintained: &[Maintained<'_>], in_run: &HashSet<String>) -> Vec<ActualDeployment> {
-        self.sweep_plugin_leftovers(in_run).await;
+        self.sweep_plugin_leftovers().await;
         let existing = match self.managed(false).await {
             Ok(existing) => existing,
             Err(e) => return failed_everywhere(maintained, &engine_refused("cannot list containers", &e)),
@@ -345,41 +345,38 @@ impl Engine {
         PluginRunGuard { runs: self.plugin_runs.clone(), run_id: run_id.to_owned() }
     }
 
-    /// Removes the containers of the plugin runs in progress (the agent is stopping); how many.
-    pub(crate) async fn end_plugin_runs(&self) -> usize {
-        let running: HashSet<String> = self.plugin_runs.lock().expect("plugin runs lock").clone();
-        if running.is_empty() {
-            return 0;
-        }
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), LABEL_PLUGIN_RUN.to_owned()])]);
-        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let Ok(containers) = self.client.list_containers(Some(options)).await else { return 0 };
-        let mut ended = 0;
-        for c in containers {
-            let run = c.labels.as_ref().and_then(|l| l.get(LABEL_PLUGIN_RUN)).cloned().unwrap_or_default();
-            let Some(id) = c.id.filter(|_| running.contains(&run)) else { continue };
-            if self.client.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await.is_ok() {
-                ended += 1;
-            }
-        }
-        ended
+    /// Removes every plugin container of this scope (the agent is stopping); how many. Not only
+    /// those of the runs still marked in progress: a run cancelled by the stop has dropped its
+    /// mark (and its own removal) by now, and its container must not outlive this process either.
+    pub async fn end_plugin_runs(&self) -> usize {
+        self.remove_plugin_containers(false).await
     }
 
     /// Removes plugin containers of this scope that no run in progress owns: left by a crash of
     /// the agent between starting a plugin and removing it.
-    async fn sweep_plugin_leftovers(&self, _in_run: &HashSet<String>) {
+    async fn sweep_plugin_leftovers(&self) {
+        self.remove_plugin_containers(true).await;
+    }
+
+    /// Removes this scope's plugin containers, sparing those of runs in progress when
+    /// `spare_running`; how many were removed.
+    async fn remove_plugin_containers(&self, spare_running: bool) -> usize {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_SCOPE}={}", self.scope), LABEL_PLUGIN_RUN.to_owned()])]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let Ok(containers) = self.client.list_containers(Some(options)).await else { return };
+        let Ok(containers) = self.client.list_containers(Some(options)).await else { return 0 };
+        let mut removed = 0;
         for c in containers {
             let run = c.labels.as_ref().and_then(|l| l.get(LABEL_PLUGIN_RUN)).cloned().unwrap_or_default();
-            if self.plugin_runs.lock().expect("plugin runs lock").contains(&run) {
+            if spare_running && self.plugin_runs.lock().expect("plugin runs lock").contains(&run) {
                 continue;
             }
             let Some(id) = c.id else { continue };
-            tracing::info!(container = %id, "removing a plugin container no run owns");
-            let _ = self.client.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await;
+            tracing::info!(container = %id, "removing a plugin container no run will remove");
+            if self.client.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await.is_ok() {
+                removed += 1;
+            }
         }
+        removed
     }
 
     /// The deployment's network (by id, since the engine allows two networks of one name),

@@ -132,3 +132,24 @@ async fn leftover_plugin_containers_are_swept_but_running_ones_spared() {
     assert!(running.await.unwrap().succeeded(), "the sweep spared the running plugin");
     assert_eq!(leftovers(&scope), "", "the leftover was swept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_ends_the_plugin_containers_of_runs_it_cancelled() {
+    let (engine, scope) = engine();
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run_plugin(&run(BUSYBOX, shell("sleep 60"), b"{}", 120)).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while leftovers(&scope).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the plugin's container did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stop cancels the run first: its future is dropped, with its mark of being in
+    // progress and before its own removal of the container.
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    assert_ne!(leftovers(&scope), "", "a cancelled run leaves its container to the stop");
+    assert_eq!(engine.end_plugin_runs().await, 1);
+    assert_eq!(leftovers(&scope), "", "the stop ended the cancelled run's container");
+}
