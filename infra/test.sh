@@ -100,7 +100,8 @@ bench_smoke_on_the_engine() {
 phase "Rust and Python suites, beside the benchmark smoke runs"
 python_suite() {
   # The websockets transport of gql leaves a closed socket to the garbage collector on teardown.
-  NULLOPS_BIN="$PWD/$bin" "$INFRA_DIR/venv/bin/pytest" -q --durations=12 "$@" -W ignore::pytest.PytestUnraisableExceptionWarning tests/python
+  # Short tracebacks: what CI keeps of the output then holds every failure, not just the first.
+  NULLOPS_BIN="$PWD/$bin" "$INFRA_DIR/venv/bin/pytest" -q --tb=short --durations=12 "$@" -W ignore::pytest.PytestUnraisableExceptionWarning tests/python
 }
 busy=$(busy_percent)
 rust_status=0 python_status=0 bench_status=0
