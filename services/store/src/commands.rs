@@ -95,15 +95,36 @@ impl<D: Decider> StateCache<D> {
     }
 
     pub async fn load(&self, store: &dyn EventStore, key: &str) -> Result<(D::State, u64), CommandError> {
-        let cached = self.entries.lock().expect("state cache lock").get(key).cloned();
-        let (version, state) = cached.unwrap_or_else(|| (0, D::State::default()));
+        let (state, version) = self.peek(key).unwrap_or_else(|| (D::State::default(), 0));
         let (state, version) = fold_newer::<D>(store, key, state, version).await?;
-        let mut entries = self.entries.lock().expect("state cache lock");
+        self.remember(key, version, &state);
+        Ok((state, version))
+    }
+
+    /// The last state this process saw of `key` (read, or made by its own append), without
+    /// asking the store: possibly behind the stream, never ahead of it. For choosing, not for
+    /// deciding: a command decided on it is decided again should the stream have moved on
+    /// ([`execute_known`]).
+    pub fn peek(&self, key: &str) -> Option<(D::State, u64)> {
+        self.lock().get(key).map(|(version, state)| (state.clone(), *version))
+    }
+
+    /// Keeps `state` as `key` at `version`, unless a later one is kept already.
+    fn remember(&self, key: &str, version: u64, state: &D::State) {
+        let mut entries = self.lock();
         let newer = entries.get(key).is_none_or(|(v, _)| *v < version);
         if newer && (entries.len() < self.capacity || entries.contains_key(key)) {
             entries.insert(key.to_owned(), (version, state.clone()));
         }
-        Ok((state, version))
+    }
+
+    /// Forgets every state kept (another process may have appended since).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, D::State)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -113,7 +134,6 @@ pub async fn execute<D: Decider>(store: &dyn EventStore, key: &str, command: &D:
 }
 
 /// [`execute`], loading the aggregate through `cache` when given.
-#[tracing::instrument(name = "command", skip_all, fields(aggregate = D::KIND))]
 pub async fn execute_with<D: Decider>(
     store: &dyn EventStore,
     cache: Option<&StateCache<D>>,
@@ -121,8 +141,42 @@ pub async fn execute_with<D: Decider>(
     command: &D::Command,
     metadata: &EventMetadata,
 ) -> Result<Executed, CommandError> {
+    measured::<D>(decide_and_append::<D>(store, cache, None, key, command, &|_: &DomainEvent| metadata.clone())).await
+}
+
+/// [`execute`], deciding first against `known`, the aggregate's state at its version as the
+/// caller has just read it (one read fewer); should the stream have moved on since, it is read
+/// again and the command decided again, as always.
+pub async fn execute_known<D: Decider>(
+    store: &dyn EventStore,
+    key: &str,
+    known: (D::State, u64),
+    command: &D::Command,
+    metadata: &EventMetadata,
+) -> Result<Executed, CommandError> {
+    measured::<D>(decide_and_append::<D>(store, None, Some(known), key, command, &|_: &DomainEvent| metadata.clone())).await
+}
+
+/// [`execute_with`] through `cache`, deciding first against the state `cache` holds of the
+/// aggregate when it holds one ([`StateCache::peek`]: no read at all when this process made
+/// the last append there), and as always should the stream have moved on. Each event gets the
+/// metadata `metadata_of` gives it: a command deciding for many requests at once (placements
+/// in one append) keeps each one's correlation id on its own event.
+pub async fn execute_cached<D: Decider>(
+    store: &dyn EventStore,
+    cache: &StateCache<D>,
+    key: &str,
+    command: &D::Command,
+    metadata_of: &(dyn Fn(&DomainEvent) -> EventMetadata + Sync),
+) -> Result<Executed, CommandError> {
+    measured::<D>(decide_and_append::<D>(store, Some(cache), cache.peek(key), key, command, metadata_of)).await
+}
+
+/// A command's outcome, counted and timed in the metrics, in a span of its own.
+#[tracing::instrument(name = "command", skip_all, fields(aggregate = D::KIND))]
+async fn measured<D: Decider>(command: impl std::future::Future<Output = Result<Executed, CommandError>>) -> Result<Executed, CommandError> {
     let started = std::time::Instant::now();
-    let result = decide_and_append::<D>(store, cache, key, command, metadata).await;
+    let result = command.await;
     let outcome = match &result {
         Ok(executed) if executed.events.is_empty() => Outcome::unchanged,
         Ok(_) => Outcome::ok,
@@ -139,30 +193,47 @@ pub async fn execute_with<D: Decider>(
 async fn decide_and_append<D: Decider>(
     store: &dyn EventStore,
     cache: Option<&StateCache<D>>,
+    mut known: Option<(D::State, u64)>,
     key: &str,
     command: &D::Command,
-    metadata: &EventMetadata,
+    metadata_of: &(dyn Fn(&DomainEvent) -> EventMetadata + Sync),
 ) -> Result<Executed, CommandError> {
     let stream = D::stream_id(key);
     let _turn = turn(&stream).lock().await;
     let racing_since = std::time::Instant::now();
     loop {
-        let (state, version) = match cache {
-            Some(cache) => cache.load(store, key).await?,
-            None => load::<D>(store, key).await?,
+        let from_known = known.is_some();
+        let (state, version) = match (known.take(), cache) {
+            (Some(known), _) => known,
+            (None, Some(cache)) => cache.load(store, key).await?,
+            (None, None) => load::<D>(store, key).await?,
         };
-        let events: Vec<DomainEvent> = D::decide(command, &state)?.into_iter().map(Into::into).collect();
+        let decided = D::decide(command, &state);
+        // Only an append proves `known` current: a refusal or a no-op decided on it is decided
+        // again on the stream as it is.
+        if from_known && !matches!(&decided, Ok(events) if !events.is_empty()) {
+            continue;
+        }
+        let decided = decided?;
+        let events: Vec<DomainEvent> = decided.iter().cloned().map(Into::into).collect();
         if events.is_empty() {
             return Ok(Executed { last: None, event_types: vec![], events });
         }
-        let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata.clone())).collect();
+        let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, metadata_of(e))).collect();
         let appending = std::time::Instant::now();
         let appended = store.append(&stream, version, &new).instrument(tracing::info_span!("store.append", events = new.len())).await;
         if let Some(m) = nullops_metrics::recording() {
             m.append_seconds.observe(appending.elapsed().as_secs_f64());
         }
         match appended {
-            Ok(appended) => return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events }),
+            Ok(appended) => {
+                if let Some(cache) = cache {
+                    // What this append made, so that the next command here reads only what
+                    // others appended since.
+                    cache.remember(key, appended.stream_version, &decided.iter().fold(state, D::evolve));
+                }
+                return Ok(Executed { last: Some(appended.last), event_types: new.iter().map(|e| e.event_type).collect(), events });
+            }
             Err(StoreError::Conflict { .. }) if racing_since.elapsed() < CONTENTION_BUDGET => {
                 let micros = rand::thread_rng().gen_range(0..MAX_RETRY_PAUSE_MICROS);
                 tokio::time::sleep(Duration::from_micros(micros)).await;
