@@ -35,6 +35,14 @@ pub enum CapacityCommand {
         total: Resources,
         used: Resources,
     },
+    /// Each of `asks` (deployment, request) that fits, in order, each deciding against what
+    /// the ones before it took: many placements decided in one append. Those that do not fit
+    /// are left out (the caller tries them elsewhere); those already held are kept.
+    ReserveEach {
+        asks: Vec<(Uuid, Resources)>,
+        total: Resources,
+        used: Resources,
+    },
     Release {
         deployment_id: Uuid,
     },
@@ -70,6 +78,12 @@ pub fn exhausted(request: Resources, best_free: Resources) -> DomainError {
     ))
 }
 
+/// The event reserving `request` for `deployment_id`.
+fn reserved(deployment_id: Uuid, request: Resources) -> CapacityEvent {
+    let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    CapacityEvent::Reserved(CapacityReserved { deployment_id, cpu_millis: narrow(request.cpu_millis), memory_mib: narrow(request.memory_mib) })
+}
+
 pub struct Capacity;
 
 impl Decider for Capacity {
@@ -88,12 +102,20 @@ impl Decider for Capacity {
                 if !request.fits_in(free) {
                     return Err(exhausted(*request, free));
                 }
-                let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-                Ok(vec![CapacityEvent::Reserved(CapacityReserved {
-                    deployment_id: *deployment_id,
-                    cpu_millis: narrow(request.cpu_millis),
-                    memory_mib: narrow(request.memory_mib),
-                })])
+                Ok(vec![reserved(*deployment_id, *request)])
+            }
+            CapacityCommand::ReserveEach { asks, total, used } => {
+                let mut after = state.clone();
+                let mut events = Vec::new();
+                for (deployment_id, request) in asks {
+                    if after.reservations.contains_key(deployment_id) || !request.fits_in(after.free(*total, *used)) {
+                        continue;
+                    }
+                    let event = reserved(*deployment_id, *request);
+                    after = Self::evolve(after, &event);
+                    events.push(event);
+                }
+                Ok(events)
             }
             CapacityCommand::Release { deployment_id } if state.reservations.contains_key(deployment_id) => {
                 Ok(vec![CapacityEvent::Released(CapacityReleased { deployment_id: *deployment_id })])
@@ -162,5 +184,20 @@ mod tests {
         assert_eq!(fold::<Capacity>(&given).reserved(), IDLE);
         assert_eq!(Capacity::decide(&reserve(1, IDLE), &fold::<Capacity>(&given[..1])), Ok(vec![]));
         assert_eq!(Capacity::decide(&CapacityCommand::Release { deployment_id: Uuid::from_u128(1) }, &fold::<Capacity>(&given)), Ok(vec![]));
+    }
+
+    #[test]
+    fn many_asks_are_decided_in_one_command_each_against_what_the_ones_before_took() {
+        // given a node holding deployment 1 …
+        let given = [reserved(1)];
+        let big = Resources { cpu_millis: 1500, memory_mib: 1024 };
+        let asks = vec![(Uuid::from_u128(1), SMALL), (Uuid::from_u128(2), SMALL), (Uuid::from_u128(3), big), (Uuid::from_u128(4), SMALL)];
+        let command = CapacityCommand::ReserveEach { asks, total: NODE, used: IDLE };
+        // … when 1 (held), 2, 3 (too big once 1 and 2 are counted) and 4 are asked for at once …
+        let events = Capacity::decide(&command, &fold::<Capacity>(&given)).expect("decided");
+        // … then 1 is kept as it is, 2 and 4 are reserved and 3 is left for another node.
+        assert_eq!(events, vec![reserved(2), reserved(4)]);
+        let after = events.iter().fold(fold::<Capacity>(&given), Capacity::evolve);
+        assert_eq!(after.reserved(), Resources { cpu_millis: 1500, memory_mib: 3072 });
     }
 }
