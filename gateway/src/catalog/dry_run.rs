@@ -118,8 +118,6 @@ pub(super) async fn images(
 pub(super) async fn admission(app: &App, environment: &str, request: Resources) -> ApiResult<Preview> {
     // A throwaway cache: a dry run reads each node's reservations once.
     let capacities = StateCache::<Capacity>::new(0);
-    // A preview reserves nothing: no reservation of its own is under way.
-    let underway = nullops_saga::admission::Underway::default();
-    let admission = Admission { store: &*app.store, read_models: &app.read_models, capacities: &capacities, underway: &underway };
+    let admission = Admission { store: &*app.store, read_models: &app.read_models, capacities: &capacities };
     admission.preview(environment, request).await.map_err(ApiError::internal)
 }

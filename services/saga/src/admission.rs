@@ -1,19 +1,24 @@
 //! Admission: which node of an environment takes a deployment. Candidates are the nodes that
 //! are online (enabled, trusted, connected) and have reported their size; the one with the most
-//! free memory is tried first. The reservation itself is decided on the node's capacity stream,
-//! so two admissions racing for the last room cannot both get it: the loser tries the next node.
+//! free memory is tried first. The reservations themselves are decided on the node's capacity
+//! stream, so two admissions racing for the last room cannot both get it: the loser tries the
+//! next node. Many deployments are admitted at once (see [`Admission::reserve_each`]): they are
+//! spread over the nodes from one reading of them, and each node decides all those sent to it
+//! in one append.
 //!
 //! A reservation already held by the deployment (made before a crash) is found and kept, so
 //! placing a deployment twice reserves once.
 
+use futures::{StreamExt, TryStreamExt};
 use nullops_domain::capacity::{exhausted, Capacity, CapacityCommand, Resources};
 use nullops_domain::node::{self, Link, NodeStatus};
-use nullops_domain::DomainError;
+use nullops_events::capacity::CapacityEvent;
 use nullops_events::node::Refusal;
+use nullops_events::DomainEvent;
 use nullops_events::EventMetadata;
 use nullops_projections::nodes::{self as read, LinkState, NodeRow};
 use nullops_projections::ReadModelDb;
-use nullops_store::commands::{execute_with, CommandError, StateCache};
+use nullops_store::commands::{execute_cached, execute_with, CommandError, StateCache};
 use nullops_store::EventStore;
 use uuid::Uuid;
 
@@ -33,6 +38,9 @@ pub fn node_status(row: &NodeRow) -> NodeStatus {
     node::status(row.enabled, row.has_token, row.pending.is_some(), link)
 }
 
+/// Nodes whose reservations are read at once when admission looks at an environment.
+const CAPACITY_READS_AT_ONCE: usize = 16;
+
 /// A node that could take the deployment, with its size and what its agent last measured.
 struct Candidate {
     node_id: Uuid,
@@ -50,8 +58,9 @@ struct Candidates {
     unmeasured: usize,
     /// Enabled, trusted nodes holding a token, but not connected (yet).
     connecting: usize,
-    /// The nodes, of any status, on which the deployment asked about holds room.
-    held: Vec<Uuid>,
+    /// (deployment, node) for each node, of any status, on which a deployment asked about
+    /// holds room.
+    held: Vec<(Uuid, Uuid)>,
 }
 
 impl Candidates {
@@ -132,99 +141,87 @@ pub enum Placement {
     NotYet(String),
 }
 
-/// Where admission looks: the store for reservations (cached per node), the read models for
-/// nodes and their measured use, and the reservations this process is making right now.
+/// Where admission looks: the store for reservations (cached per node) and the read models
+/// for nodes and their measured use.
 pub struct Admission<'a> {
     pub store: &'a dyn EventStore,
     pub read_models: &'a ReadModelDb,
     pub capacities: &'a StateCache<Capacity>,
-    pub underway: &'a Underway,
 }
 
-/// The room each node is being asked for by reservations under way in this process, not
-/// appended yet. Placements side by side count them as taken when they choose a node, so they
-/// spread over the nodes with the most room instead of queueing for the same one; the capacity
-/// stream still decides whether a reservation fits.
-#[derive(Default)]
-pub struct Underway(std::sync::Mutex<std::collections::HashMap<Uuid, Resources>>);
+/// A deployment asking for room: how much, and the metadata its reservation is appended with
+/// (its own correlation id, whatever else is decided in the same append).
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub deployment_id: Uuid,
+    pub request: Resources,
+    pub metadata: EventMetadata,
+}
 
-impl Underway {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, Resources>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+/// The deployment a capacity event reserves room for, if it is a reservation.
+fn reserved_for(event: &DomainEvent) -> Option<Uuid> {
+    match event {
+        DomainEvent::Capacity(CapacityEvent::Reserved(r)) => Some(r.deployment_id),
+        _ => None,
     }
+}
 
-    /// Chooses the next node to try of `candidates` (ranked), leaving out `tried`, and counts
-    /// `request` as under way there until the claim returned is dropped.
-    fn choose(&self, candidates: &[Candidate], tried: &[Uuid], request: Resources) -> Option<(usize, Claim<'_>)> {
-        let mut underway = self.lock();
-        let at = next_node(candidates, &underway, tried, request)?;
-        let node_id = candidates[at].node_id;
-        let on = underway.entry(node_id).or_default();
-        on.cpu_millis += request.cpu_millis;
-        on.memory_mib += request.memory_mib;
-        Some((at, Claim { underway: self, node_id, request }))
-    }
-
-    fn done(&self, node_id: Uuid, request: Resources) {
-        let mut underway = self.lock();
-        if let Some(on) = underway.get_mut(&node_id) {
-            on.cpu_millis = on.cpu_millis.saturating_sub(request.cpu_millis);
-            on.memory_mib = on.memory_mib.saturating_sub(request.memory_mib);
-            if *on == Resources::default() {
-                underway.remove(&node_id);
+/// For each of `open` (an index into `requests`), the node of `candidates` it is sent to this
+/// round, if any: the one with the most free memory (then CPU) once what this round has sent
+/// there already is counted as taken, among those it has not been refused by (`tried`) and
+/// where it fits. `None`: it fits on no node left, as they were read.
+fn assign(candidates: &[Candidate], requests: &[Resources], tried: &[Vec<Uuid>], open: &[usize]) -> Vec<(usize, Option<usize>)> {
+    let mut left: Vec<Resources> = candidates.iter().map(|c| c.free).collect();
+    open.iter()
+        .map(|&i| {
+            let request = requests[i];
+            let chosen = candidates
+                .iter()
+                .enumerate()
+                .filter(|(n, c)| !tried[i].contains(&c.node_id) && request.cpu_millis <= left[*n].cpu_millis && request.memory_mib <= left[*n].memory_mib)
+                .max_by(|(a, _), (b, _)| {
+                    (left[*a].memory_mib, left[*a].cpu_millis, std::cmp::Reverse(*a)).cmp(&(left[*b].memory_mib, left[*b].cpu_millis, std::cmp::Reverse(*b)))
+                })
+                .map(|(n, _)| n);
+            if let Some(n) = chosen {
+                left[n].cpu_millis -= request.cpu_millis;
+                left[n].memory_mib -= request.memory_mib;
             }
-        }
-    }
-}
-
-/// A reservation under way on a node: counted until dropped (after its command, whatever
-/// became of it, or when the placement is abandoned midway).
-struct Claim<'a> {
-    underway: &'a Underway,
-    node_id: Uuid,
-    request: Resources,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.underway.done(self.node_id, self.request);
-    }
-}
-
-/// Of `candidates` not `tried`, the one with the most free memory (then CPU) once the room
-/// `underway` on each is counted as taken, among those where `request` then fits; when it
-/// fits on none that way, the first in their own ranking (its stream may have room yet).
-fn next_node(candidates: &[Candidate], underway: &std::collections::HashMap<Uuid, Resources>, tried: &[Uuid], request: Resources) -> Option<usize> {
-    let left = |c: &Candidate| {
-        let taken = underway.get(&c.node_id).copied().unwrap_or_default();
-        Resources { cpu_millis: c.free.cpu_millis.saturating_sub(taken.cpu_millis), memory_mib: c.free.memory_mib.saturating_sub(taken.memory_mib) }
-    };
-    let open = || candidates.iter().enumerate().filter(|(_, c)| !tried.contains(&c.node_id));
-    open()
-        .map(|(i, c)| (i, left(c)))
-        .filter(|(_, free)| request.cpu_millis <= free.cpu_millis && request.memory_mib <= free.memory_mib)
-        .max_by(|(i, a), (j, b)| (a.memory_mib, a.cpu_millis, std::cmp::Reverse(*i)).cmp(&(b.memory_mib, b.cpu_millis, std::cmp::Reverse(*j))))
-        .map(|(i, _)| i)
-        .or_else(|| open().map(|(i, _)| i).next())
+            (i, chosen)
+        })
+        .collect()
 }
 
 impl Admission<'_> {
     /// The nodes of `environment` on whose capacity streams `deployment_id` holds room.
     pub async fn holders(&self, environment: &str, deployment_id: Uuid) -> Result<Vec<Uuid>, SagaError> {
-        Ok(self.candidates(environment, Some(deployment_id)).await?.held)
+        Ok(self.candidates(environment, &[deployment_id]).await?.held.into_iter().map(|(_, node)| node).collect())
     }
 
     /// The online, measured nodes of `environment` with what each has free, most free memory
     /// first; how many more could come online or have not reported their size yet; and the
-    /// nodes on which `holder` holds room. Each node's reservations and usage are read once.
-    async fn candidates(&self, environment: &str, holder: Option<Uuid>) -> Result<Candidates, SagaError> {
+    /// nodes on which each of `holders` holds room. Each node's reservations and usage are read
+    /// once.
+    async fn candidates(&self, environment: &str, holders: &[Uuid]) -> Result<Candidates, SagaError> {
         let mut found = Candidates::default();
         let mut usages = read::usages(self.read_models, environment).await?;
-        for row in read::nodes(self.read_models, Some(environment)).await? {
-            let (capacity, _) = self.capacities.load(self.store, &row.node_id.to_string()).await?;
-            if holder.is_some_and(|h| capacity.reservations.contains_key(&h)) {
-                found.held.push(row.node_id);
-            }
+        let rows = read::nodes(self.read_models, Some(environment)).await?;
+        // Each node's reservations as this process last saw them (its own appends included):
+        // the streams decide, so a node whose room went meanwhile refuses and the next is
+        // tried. Those not seen yet are read, side by side (a bounded number at once).
+        // Boxed: named, the futures borrowing `keys` are what keeps the saga's reaction `Send`.
+        let keys: Vec<String> = rows.iter().map(|row| row.node_id.to_string()).collect();
+        let reads: Vec<futures::future::BoxFuture<'_, Result<_, CommandError>>> = keys
+            .iter()
+            .map(|key| match self.capacities.peek(key) {
+                Some(seen) => Box::pin(std::future::ready(Ok(seen))) as futures::future::BoxFuture<'_, Result<_, CommandError>>,
+                None => Box::pin(self.capacities.load(self.store, key)),
+            })
+            .collect();
+        let capacities: Vec<(nullops_domain::capacity::CapacityState, u64)> =
+            futures::stream::iter(reads).buffered(CAPACITY_READS_AT_ONCE).try_collect().await?;
+        for (row, (capacity, _)) in rows.into_iter().zip(capacities) {
+            found.held.extend(holders.iter().filter(|h| capacity.reservations.contains_key(h)).map(|h| (*h, row.node_id)));
             match node_status(&row) {
                 NodeStatus::Online => {}
                 NodeStatus::Offline | NodeStatus::Pending => {
@@ -248,41 +245,73 @@ impl Admission<'_> {
     /// Whether `request` would be admitted in `environment` now, reserving nothing: the node
     /// it would go to, or why none would take it.
     pub async fn preview(&self, environment: &str, request: Resources) -> Result<Preview, SagaError> {
-        Ok(self.candidates(environment, None).await?.preview(environment, request))
+        Ok(self.candidates(environment, &[]).await?.preview(environment, request))
     }
 
-    /// Reserves `request` for `deployment_id` on a node of `environment`.
-    pub async fn reserve(&self, environment: &str, deployment_id: Uuid, request: Resources, metadata: &EventMetadata) -> Result<Placement, SagaError> {
-        let found = self.candidates(environment, Some(deployment_id)).await?;
-        if let Some(held) = found.held.first() {
-            return Ok(Placement::Reserved(*held));
-        }
-        if let Some(placement) = found.nothing_to_try(environment, request) {
-            return Ok(placement);
-        }
-        let candidates = found.list;
-        let mut best_free = Resources::default();
-        let mut tried = Vec::with_capacity(candidates.len());
-        while let Some((at, claim)) = self.underway.choose(&candidates, &tried, request) {
-            let c = &candidates[at];
-            tried.push(c.node_id);
-            let command = CapacityCommand::Reserve { deployment_id, request, total: c.total, used: c.used };
-            let reserved = execute_with::<Capacity>(self.store, Some(self.capacities), &c.node_id.to_string(), &command, metadata).await;
-            drop(claim);
-            match reserved {
-                Ok(_) => return Ok(Placement::Reserved(c.node_id)),
-                Err(CommandError::Domain(DomainError::ResourcesExhausted(_))) => {
-                    // Someone took the room since it was read: what is left now?
-                    let (capacity, _) = self.capacities.load(self.store, &c.node_id.to_string()).await?;
-                    let free = capacity.free(c.total, c.used);
-                    if (free.memory_mib, free.cpu_millis) > (best_free.memory_mib, best_free.cpu_millis) {
-                        best_free = free;
+    /// Reserves room for each of `asks` on a node of `environment`; the placements in the
+    /// order of `asks`. The nodes are read once; each round sends every ask still open to the
+    /// node with the most room left for it ([`assign`]), and each node decides all those sent
+    /// to it in one append (the nodes side by side). An ask a node's stream refuses (its room
+    /// went since it was read) tries the next node in the next round.
+    pub async fn reserve_each(&self, environment: &str, asks: &[Ask]) -> Result<Vec<Placement>, SagaError> {
+        let ids: Vec<Uuid> = asks.iter().map(|a| a.deployment_id).collect();
+        let mut found = self.candidates(environment, &ids).await?;
+        let mut placed: Vec<Option<Placement>> =
+            asks.iter().map(|a| found.held.iter().find(|(d, _)| *d == a.deployment_id).map(|(_, node)| Placement::Reserved(*node))).collect();
+        let requests: Vec<Resources> = asks.iter().map(|a| a.request).collect();
+        let mut tried: Vec<Vec<Uuid>> = vec![Vec::new(); asks.len()];
+        loop {
+            let open: Vec<usize> = (0..asks.len()).filter(|i| placed[*i].is_none()).collect();
+            if open.is_empty() {
+                break;
+            }
+            if found.list.is_empty() {
+                for i in open {
+                    placed[i] = found.nothing_to_try(environment, requests[i]);
+                }
+                break;
+            }
+            let mut sent: Vec<Vec<usize>> = vec![Vec::new(); found.list.len()];
+            for (i, node) in assign(&found.list, &requests, &tried, &open) {
+                match node {
+                    Some(n) => sent[n].push(i),
+                    None => {
+                        let best = found.list.iter().filter(|c| !tried[i].contains(&c.node_id)).map(|c| c.free).max_by_key(|f| (f.memory_mib, f.cpu_millis));
+                        placed[i] = Some(Placement::NoRoom(exhausted(requests[i], best.unwrap_or_default()).to_string()));
                     }
                 }
-                Err(e) => return Err(e.into()),
+            }
+            let decided = futures::future::try_join_all(
+                sent.iter().enumerate().filter(|(_, to)| !to.is_empty()).map(|(n, to)| self.reserve_on(n, &found.list[n], asks, to)),
+            )
+            .await?;
+            for (n, reserved) in decided {
+                let node = &mut found.list[n];
+                for &i in &sent[n] {
+                    if reserved.contains(&asks[i].deployment_id) {
+                        node.free.cpu_millis = node.free.cpu_millis.saturating_sub(requests[i].cpu_millis);
+                        node.free.memory_mib = node.free.memory_mib.saturating_sub(requests[i].memory_mib);
+                        placed[i] = Some(Placement::Reserved(node.node_id));
+                    } else {
+                        tried[i].push(node.node_id);
+                    }
+                }
             }
         }
-        Ok(Placement::NoRoom(exhausted(request, best_free).to_string()))
+        Ok(placed.into_iter().map(|p| p.expect("every ask is decided")).collect())
+    }
+
+    /// Decides the asks `to` (indices into `asks`) on `node`'s capacity stream in one append;
+    /// the node's index among the candidates and the deployments it reserved room for.
+    async fn reserve_on(&self, index: usize, node: &Candidate, asks: &[Ask], to: &[usize]) -> Result<(usize, Vec<Uuid>), SagaError> {
+        let command =
+            CapacityCommand::ReserveEach { asks: to.iter().map(|&i| (asks[i].deployment_id, asks[i].request)).collect(), total: node.total, used: node.used };
+        let metadata_of = |event: &DomainEvent| {
+            let deployment = reserved_for(event);
+            to.iter().map(|&i| &asks[i]).find(|a| Some(a.deployment_id) == deployment).map_or_else(EventMetadata::system, |a| a.metadata.clone())
+        };
+        let executed = execute_cached::<Capacity>(self.store, self.capacities, &node.node_id.to_string(), &command, &metadata_of).await?;
+        Ok((index, executed.events.iter().filter_map(reserved_for).collect()))
     }
 
     /// Gives back every reservation `deployment_id` holds in `environment`.
@@ -329,40 +358,23 @@ mod tests {
     }
 
     #[test]
-    fn placements_under_way_count_as_taken_so_side_by_side_ones_spread_over_the_nodes() {
+    fn asks_decided_together_spread_over_the_nodes_as_each_fills() {
+        // given three nodes, a the roomiest, c small …
         let found = ranked(vec![node("a:1", 4000, 8192), node("b:1", 4000, 6144), node("c:1", 4000, 1024)]);
-        let (a, b) = (found.list[0].node_id, found.list[1].node_id);
-        let mut underway = std::collections::HashMap::new();
-        // Given nothing under way, the roomiest node is chosen (as ranked) …
-        assert_eq!(next_node(&found.list, &underway, &[], ASK), Some(0));
-        // … given a reservation under way there that leaves it less free than b, b is chosen;
-        underway.insert(a, Resources { cpu_millis: 500, memory_mib: 4096 });
-        assert_eq!(next_node(&found.list, &underway, &[], ASK), Some(1));
-        // given a and b tried, c; given room under way everywhere, the first not yet tried by
-        // its own ranking (its stream decides);
-        assert_eq!(next_node(&found.list, &underway, &[a, b], ASK), Some(2));
-        underway.insert(b, Resources { cpu_millis: 4000, memory_mib: 6144 });
-        underway.insert(found.list[2].node_id, Resources { cpu_millis: 4000, memory_mib: 1024 });
-        underway.insert(a, Resources { cpu_millis: 4000, memory_mib: 8192 });
-        assert_eq!(next_node(&found.list, &underway, &[a], ASK), Some(1));
-        // and every node tried, none.
-        let all: Vec<Uuid> = found.list.iter().map(|c| c.node_id).collect();
-        assert_eq!(next_node(&found.list, &underway, &all, ASK), None);
-    }
-
-    #[test]
-    fn a_claim_counts_until_it_is_dropped() {
-        let found = ranked(vec![node("a:1", 4000, 8192), node("b:1", 4000, 6144)]);
-        let underway = Underway::default();
-        // A claim of 4096 MiB on a leaves it 4096: the next placement goes to b.
-        let (first, big) = underway.choose(&found.list, &[], Resources { cpu_millis: 500, memory_mib: 4096 }).expect("a node");
-        assert_eq!(first, 0);
-        let (second, small) = underway.choose(&found.list, &[], ASK).expect("a node");
-        assert_eq!(second, 1);
-        // Once both are done, nothing is under way and a is first again.
-        drop((big, small));
-        assert!(underway.lock().is_empty());
-        assert_eq!(underway.choose(&found.list, &[], ASK).map(|(at, _)| at), Some(0));
+        let big = Resources { cpu_millis: 500, memory_mib: 4096 };
+        let requests = [big, ASK, big, big, big];
+        let none = vec![Vec::new(); requests.len()];
+        // … when five asks are assigned in one round, each counts what the ones before took:
+        // a big one on a (8192 free), a small one on b (6144 > a's 4096), a big one on b
+        // (5632 > 4096), the next on a (4096 > b's 1536), and the last fits nowhere as the
+        // nodes were read: no room, without a wasted append.
+        let sent = assign(&found.list, &requests, &none, &[0, 1, 2, 3, 4]);
+        let to: Vec<Option<&str>> = sent.iter().map(|(_, n)| n.map(|n| found.list[n].name.as_str())).collect();
+        assert_eq!(to, [Some("a:1"), Some("b:1"), Some("b:1"), Some("a:1"), None]);
+        // Given a's stream refused the first, it goes to the roomiest of the others.
+        let mut tried = none.clone();
+        tried[0].push(found.list[0].node_id);
+        assert_eq!(assign(&found.list, &requests, &tried, &[0]), [(0, Some(1))]);
     }
 
     #[test]

@@ -29,12 +29,13 @@ use nullops_events::codec::types;
 use nullops_events::deployment::{DeploymentRequested, RejectionCode};
 use nullops_events::{Actor, EventMetadata, LogPosition, StoredEvent};
 use nullops_projections::ReadModelDb;
-use nullops_store::commands::{execute, load, CommandError, StateCache};
+use nullops_store::commands::{execute, execute_known, load, CommandError, StateCache};
 use nullops_store::EventStore;
 use uuid::Uuid;
 
-use crate::admission::{Admission, Placement, Underway};
+use crate::admission::{Admission, Ask, Placement};
 use crate::fault;
+use crate::placements::Placements;
 use crate::{Saga, SagaError};
 
 /// The events after which a deployment may need placing or may hold what it no longer needs.
@@ -42,9 +43,9 @@ const HANDLES: [&str; 5] =
     [types::DEPLOYMENT_REQUESTED.0, types::DEPLOYMENT_RETRIED.0, types::DEPLOYMENT_FAILED.0, types::DEPLOYMENT_REJECTED.0, types::DEPLOYMENT_REMOVED.0];
 
 /// Nodes whose capacity streams are kept in memory between reactions.
-const CACHED_NODES: usize = 4096;
-/// Deployments placed at once: each decides its room on a node's capacity stream, where racing
-/// reservations take turns, so placing side by side never over-commits a node.
+const CACHED_NODES: usize = 16_384;
+/// Deployments placed at once: their room is decided in batches (see [`Placements`]) on the
+/// nodes' capacity streams, so placing side by side never over-commits a node.
 pub const PLACEMENTS_AT_ONCE: usize = 32;
 /// How long a new runner waits for the read models to show what its checkpoint covers.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(30);
@@ -65,8 +66,8 @@ pub struct DeploymentSaga {
     waiting: Mutex<HashMap<Uuid, Waiting>>,
     /// Deployments reacted to at once ([`PLACEMENTS_AT_ONCE`]; 1 in the benchmark's baseline).
     at_once: usize,
-    /// The reservations its placements are making right now (see [`Underway`]).
-    underway: Underway,
+    /// The placements waiting for room, decided in batches.
+    placements: Placements,
 }
 
 impl DeploymentSaga {
@@ -78,7 +79,7 @@ impl DeploymentSaga {
             node_grace,
             waiting: Mutex::new(HashMap::new()),
             at_once: PLACEMENTS_AT_ONCE,
-            underway: Underway::default(),
+            placements: Placements::default(),
         }
     }
 
@@ -94,9 +95,9 @@ impl DeploymentSaga {
 
     /// Places the deployment if it still waits for a node.
     async fn drive(&self, deployment_id: Uuid, metadata: &EventMetadata) -> Result<(), SagaError> {
-        let (state, _) = load::<Deployment>(&*self.store, &deployment_id.to_string()).await?;
-        match (&state.request, state.life) {
-            (Some(request), Some(life)) if life.awaiting_placement() => self.place(deployment_id, request, metadata).await,
+        let (state, version) = load::<Deployment>(&*self.store, &deployment_id.to_string()).await?;
+        match (state.request.clone(), state.life) {
+            (Some(request), Some(life)) if life.awaiting_placement() => self.place(deployment_id, &request, (state, version), metadata).await,
             _ => {
                 self.waiting().remove(&deployment_id);
                 Ok(())
@@ -105,11 +106,18 @@ impl DeploymentSaga {
     }
 
     fn admission(&self) -> Admission<'_> {
-        Admission { store: &*self.store, read_models: &self.read_models, capacities: &self.capacities, underway: &self.underway }
+        Admission { store: &*self.store, read_models: &self.read_models, capacities: &self.capacities }
     }
 
-    /// A name, room on a node, then the schedule; or the reason it cannot be placed.
-    async fn place(&self, deployment_id: Uuid, request: &DeploymentRequested, metadata: &EventMetadata) -> Result<(), SagaError> {
+    /// A name, room on a node, then the schedule; or the reason it cannot be placed. `known`:
+    /// the deployment as just read, and its version.
+    async fn place(
+        &self,
+        deployment_id: Uuid,
+        request: &DeploymentRequested,
+        known: (DeploymentState, u64),
+        metadata: &EventMetadata,
+    ) -> Result<(), SagaError> {
         fault::point("deployment-saga:placing");
         let claim = match DnsLabel::parse("name", &request.name) {
             Ok(name) => NameCommand::Claim { name, deployment_id },
@@ -125,7 +133,8 @@ impl DeploymentSaga {
         }
         fault::point("deployment-saga:name-claimed");
         let resources = Resources { cpu_millis: request.cpu_millis.into(), memory_mib: request.memory_mib.into() };
-        let node_id = match self.admission().reserve(&request.environment, deployment_id, resources, metadata).await? {
+        let ask = Ask { deployment_id, request: resources, metadata: metadata.clone() };
+        let node_id = match self.placements.place(&self.admission(), &request.environment, ask).await? {
             Placement::Reserved(node_id) => node_id,
             Placement::NoRoom(reason) => return self.unplaceable(deployment_id, RejectionCode::NoRoom, reason, metadata).await,
             Placement::NotYet(reason) => {
@@ -139,9 +148,11 @@ impl DeploymentSaga {
             }
         };
         fault::point("deployment-saga:capacity-reserved");
-        match self.command(deployment_id, DeploymentAction::Schedule { node_id }, metadata).await {
+        let schedule = DeploymentCommand { by: Issuer::System, action: DeploymentAction::Schedule { node_id } };
+        let scheduled = execute_known::<Deployment>(&*self.store, &deployment_id.to_string(), known, &schedule, metadata).await;
+        match scheduled {
             // No longer waiting (deleted meanwhile): the events that ended it give back what it holds.
-            Ok(()) | Err(CommandError::Domain(DomainError::Conflict(_))) => {}
+            Ok(_) | Err(CommandError::Domain(DomainError::Conflict(_))) => {}
             Err(e) => return Err(e.into()),
         }
         self.waiting().remove(&deployment_id);
@@ -193,7 +204,7 @@ impl Saga for DeploymentSaga {
             tracing::warn!(stream = %event.stream_id, "a deployment stream not named by a deployment id; ignored");
             return Ok(());
         };
-        let (state, _) = load::<Deployment>(&*self.store, event.stream_id.key()).await?;
+        let (state, version) = load::<Deployment>(&*self.store, event.stream_id.key()).await?;
         let Some(request) = state.request.clone() else { return Ok(()) };
         // Nodes as they were at least when the event happened (bounded: a lagging read model
         // only makes admission see an older picture).
@@ -206,7 +217,7 @@ impl Saga for DeploymentSaga {
             trace_context: nullops_telemetry::traceparent().or_else(|| event.metadata.trace_context.clone()),
         };
         if state.life.is_some_and(Life::awaiting_placement) {
-            return self.place(deployment_id, &request, &metadata).await;
+            return self.place(deployment_id, &request, (state, version), &metadata).await;
         }
         self.waiting().remove(&deployment_id);
         self.settle(deployment_id, &state, &request, &metadata).await
@@ -216,6 +227,10 @@ impl Saga for DeploymentSaga {
     /// once the read model shows everything up to the checkpoint (later ones are reacted to as
     /// their events come).
     async fn resume(&self, checkpoint: LogPosition) -> Result<(), SagaError> {
+        // Capacity streams are written only by the holder of this saga's lease, so while it
+        // holds it, what its cache saw is what they hold; another holder may have written
+        // since this process last held it.
+        self.capacities.clear();
         if let Err(e) = self.read_models.wait_for(&["deployments"], checkpoint, READ_MODEL_WAIT).await {
             tracing::warn!(error = %e, "the deployments read model lags; deployments left waiting for a node are taken up from what it shows");
         }

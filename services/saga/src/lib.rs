@@ -7,6 +7,7 @@
 //! `runner.rs` follows the log (one active runner per saga, lease `saga:<name>`);
 //! `deployment.rs` is the deployment saga (a name, capacity and a node for each request; both
 //! given back when the deployment no longer needs them); `admission.rs` chooses the node;
+//! `placements.rs` decides the placements waiting at once in batches;
 //! `fault.rs` is the fault-injection hook the crash tests use.
 
 pub mod admission;
@@ -16,6 +17,7 @@ pub mod fault;
 pub mod key_sweep;
 pub mod pacing;
 pub mod periodic;
+pub mod placements;
 pub mod previews;
 pub mod reaper;
 pub mod request;
@@ -47,6 +49,12 @@ pub enum SagaError {
     ReadModel(#[from] nullops_projections::ProjectionError),
     #[error(transparent)]
     Decode(#[from] nullops_events::DecodeError),
+    /// What stopped the batch of placements this reaction's was decided in.
+    #[error(transparent)]
+    Batch(std::sync::Arc<SagaError>),
+    /// The batch this reaction's placement was in was not decided: the one deciding it stopped.
+    #[error("the batch of placements this deployment was in was not decided; it is placed again")]
+    Abandoned,
 }
 
 impl From<DispatchError> for SagaError {
