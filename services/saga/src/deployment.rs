@@ -45,8 +45,11 @@ const HANDLES: [&str; 5] =
 /// Nodes whose capacity streams are kept in memory between reactions.
 const CACHED_NODES: usize = 16_384;
 /// Deployments placed at once: their room is decided in batches (see [`Placements`]) on the
-/// nodes' capacity streams, so placing side by side never over-commits a node.
-pub const PLACEMENTS_AT_ONCE: usize = 32;
+/// nodes' capacity streams, so placing side by side never over-commits a node. The more wait
+/// together, the more each batch's reading of the nodes is shared (`bench placement`, 200 on
+/// 10 nodes, release: 32 at once placed 5.0-5.2x as fast as one at a time, 64 5.8-6.7x, 128
+/// 6.0-6.8x); what they wait on beyond the store's connections queues for one.
+pub const PLACEMENTS_AT_ONCE: usize = 128;
 /// How long a new runner waits for the read models to show what its checkpoint covers.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(30);
 
