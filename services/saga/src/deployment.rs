@@ -126,7 +126,10 @@ impl DeploymentSaga {
             Ok(name) => NameCommand::Claim { name, deployment_id },
             Err(e) => return self.unplaceable(deployment_id, RejectionCode::NameTaken, e.to_string(), metadata).await,
         };
-        match execute::<DeploymentName>(&*self.store, &name_key(&request.environment, &request.name), &claim, metadata).await {
+        // Decided first as a name never used (most are: one read fewer); a name used before
+        // loses that append and is decided on its stream.
+        let never_used = (Default::default(), 0);
+        match execute_known::<DeploymentName>(&*self.store, &name_key(&request.environment, &request.name), never_used, &claim, metadata).await {
             Ok(_) => {}
             Err(CommandError::Domain(DomainError::Conflict(_))) => {
                 let reason = format!("environment {} already has a deployment named {}", request.environment, request.name);
