@@ -8,6 +8,7 @@ use nullops_events::{LogPosition, StoredEvent};
 use sqlx::{AnyConnection, Row};
 
 use crate::audit_summary::{learned, summary, wanted};
+use crate::rows::{placeholders, ROWS_PER_STATEMENT};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 pub(crate) const SCHEMA: &[&str] = &[
@@ -53,7 +54,7 @@ impl Projection for AuditProjection {
     }
 
     /// The whole batch in a few statements: the labels its events ask for read at once, the
-    /// labels they teach written at once, the entries inserted `ROWS_PER_INSERT` at a time. Each
+    /// labels they teach written at once, the entries inserted `ROWS_PER_STATEMENT` at a time. Each
     /// entry's words are what applying the events one by one would have said: an event sees
     /// the labels taught by those before it.
     async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
@@ -80,7 +81,7 @@ impl Projection for AuditProjection {
             }
         }
         let taught_here: Vec<(String, String)> = taught_here.into_iter().collect();
-        for chunk in taught_here.chunks(ROWS_PER_INSERT) {
+        for chunk in taught_here.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_subjects (key, label) VALUES {} ON CONFLICT (key) DO UPDATE SET label = excluded.label",
                 placeholders(chunk.len(), 2)
@@ -91,7 +92,7 @@ impl Projection for AuditProjection {
             }
             insert.execute(&mut *conn).await?;
         }
-        for chunk in entries.chunks(ROWS_PER_INSERT) {
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_log (event_id, commit_pos, seq, stream_id, stream_version, event_type, actor, \
                  occurred_at, correlation_id, causation_id, summary) VALUES {}",
@@ -120,17 +121,10 @@ impl Projection for AuditProjection {
 
 /// Rows written by one statement (11 parameters each for an entry: well under both backends'
 /// limits on parameters).
-const ROWS_PER_INSERT: usize = 200;
-
-/// `($1, $2), ($3, $4), …`: `rows` rows of `columns` parameters.
-fn placeholders(rows: usize, columns: usize) -> String {
-    (0..rows).map(|r| format!("({})", (1..=columns).map(|c| format!("${}", r * columns + c)).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join(", ")
-}
-
 /// The stored labels of `keys` (those that have one).
 async fn known_labels(conn: &mut AnyConnection, keys: Vec<String>) -> Result<HashMap<String, String>, ProjectionError> {
     let mut known = HashMap::new();
-    for chunk in keys.chunks(ROWS_PER_INSERT) {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let sql = format!("SELECT key, label FROM audit_subjects WHERE key IN ({})", (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "));
         let mut select = sqlx::query(&sql);
         for key in chunk {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use crate::rows::{write_all, Shape, Upsert, Write};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 /// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
@@ -47,41 +48,40 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("definitions serialise to JSON")
 }
 
-async fn put(conn: &mut AnyConnection, kind: &str, name: &str, definition: String, at: i64) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO catalog_entries (kind, name, definition, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-         ON CONFLICT (kind, name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
-    )
-    .bind(kind)
-    .bind(name)
-    .bind(definition)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+static ENTRY: Shape = Shape {
+    table: "catalog_entries",
+    columns: &["kind", "name", "definition", "created_at", "updated_at"],
+    upsert: Some(Upsert { key: &[0, 1], set: "definition = excluded.definition, updated_at = excluded.updated_at" }),
+};
+static TEAM: Shape = Shape { table: "teams", columns: &["team_id", "name", "created_at"], upsert: None };
+static MEMBER: Shape = Shape { table: "team_members", columns: &["team_id", "username"], upsert: None };
+static GRANT: Shape = Shape {
+    table: "grants",
+    columns: &["team_id", "target_kind", "target_name", "access"],
+    upsert: Some(Upsert { key: &[0, 1, 2], set: "access = excluded.access" }),
+};
+static PIPELINE_VERSION: Shape =
+    Shape { table: "pipeline_versions", columns: &["project_id", "version", "graph", "saved_at", "saved_by", "message", "layout", "based_on"], upsert: None };
+static SECRET: Shape = Shape {
+    table: "project_secrets",
+    columns: &["project_id", "name", "key_id", "created_at", "updated_at", "updated_by"],
+    upsert: Some(Upsert { key: &[0, 1], set: "key_id = excluded.key_id, updated_at = excluded.updated_at, updated_by = excluded.updated_by" }),
+};
+
+fn put(kind: &str, name: &str, definition: String, at: i64) -> Write {
+    Write::Row(&ENTRY, vec![kind.into(), name.into(), definition.into(), at.into(), at.into()])
 }
 
-async fn remove(conn: &mut AnyConnection, kind: &str, name: &str) -> Result<(), ProjectionError> {
-    sqlx::query("DELETE FROM catalog_entries WHERE kind = $1 AND name = $2").bind(kind).bind(name).execute(&mut *conn).await?;
-    Ok(())
+fn remove(kind: &str, name: &str) -> Write {
+    Write::statement("DELETE FROM catalog_entries WHERE kind = $1 AND name = $2", vec![kind.into(), name.into()])
 }
 
-async fn drop_grants_on(conn: &mut AnyConnection, target: &AccessTarget) -> Result<(), ProjectionError> {
-    sqlx::query("DELETE FROM grants WHERE target_kind = $1 AND target_name = $2")
-        .bind(target.kind())
-        .bind(target.name().to_owned())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+fn drop_grants_on(target: &AccessTarget) -> Write {
+    Write::statement("DELETE FROM grants WHERE target_kind = $1 AND target_name = $2", vec![target.kind().into(), target.name().into()])
 }
 
-async fn run(conn: &mut AnyConnection, sql: &str, binds: &[&str]) -> Result<(), ProjectionError> {
-    let mut query = sqlx::query(sql);
-    for b in binds {
-        query = query.bind(b.to_string());
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
+fn run(sql: &str, binds: &[&str]) -> Write {
+    Write::statement(sql, binds.iter().map(|&b| b.into()).collect())
 }
 
 #[async_trait]
@@ -104,116 +104,86 @@ impl Projection for CatalogProjection {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        use CatalogEvent as C;
-        let at = stored.occurred_at.0;
-        let actor = stored.metadata.actor.to_stored();
-        match stored.decode()?.event {
-            DomainEvent::Catalog(event) => match event {
-                C::TeamCreated(e) => {
-                    sqlx::query("INSERT INTO teams (team_id, name, created_at) VALUES ($1, $2, $3)")
-                        .bind(e.team_id.to_string())
-                        .bind(e.name)
-                        .bind(at)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                C::TeamRenamed(e) => run(conn, "UPDATE teams SET name = $1 WHERE team_id = $2", &[&e.name, &e.team_id.to_string()]).await?,
-                C::TeamDeleted(e) => {
-                    let id = e.team_id.to_string();
-                    for table in ["teams", "team_members", "grants"] {
-                        run(conn, &format!("DELETE FROM {table} WHERE team_id = $1"), &[&id]).await?;
-                    }
-                }
-                C::TeamMemberAdded(e) => {
-                    run(conn, "INSERT INTO team_members (team_id, username) VALUES ($1, $2)", &[&e.team_id.to_string(), &e.username]).await?
-                }
-                C::TeamMemberRemoved(e) => {
-                    run(conn, "DELETE FROM team_members WHERE team_id = $1 AND username = $2", &[&e.team_id.to_string(), &e.username]).await?
-                }
-                C::AccessGranted(e) => {
-                    run(
-                        conn,
-                        "INSERT INTO grants (team_id, target_kind, target_name, access) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (team_id, target_kind, target_name) DO UPDATE SET access = excluded.access",
-                        &[&e.team_id.to_string(), e.target.kind(), e.target.name(), e.access.as_str()],
-                    )
-                    .await?
-                }
-                C::AccessRevoked(e) => {
-                    run(
-                        conn,
-                        "DELETE FROM grants WHERE team_id = $1 AND target_kind = $2 AND target_name = $3",
-                        &[&e.team_id.to_string(), e.target.kind(), e.target.name()],
-                    )
-                    .await?
-                }
-                // Webhooks and repository links are read from the catalog aggregate's state
-                // (their secrets are sealed there); no table of their own.
-                C::WebhookCreated(_) | C::WebhookSecretRotated(_) | C::WebhookDeleted(_) | C::RepositoryLinked(_) | C::RepositoryUnlinked(_) => {}
-                C::RegistryAdded(r) => put(conn, kind::REGISTRY, &r.name, json(&r), at).await?,
-                C::RegistryChanged(e) => put(conn, kind::REGISTRY, &e.definition.name, json(&e.definition), at).await?,
-                C::RegistryRemoved(e) => remove(conn, kind::REGISTRY, &e.name).await?,
-                C::ServiceCreated(s) | C::ServiceUpdated(s) => put(conn, kind::SERVICE, &s.name, json(&s), at).await?,
-                C::ServiceRemoved(e) => remove(conn, kind::SERVICE, &e.name).await?,
-                C::PluginCreated(p) | C::PluginUpdated(p) => put(conn, kind::PLUGIN, &p.name, json(&p), at).await?,
-                C::PluginRemoved(e) => remove(conn, kind::PLUGIN, &e.name).await?,
-                C::EnvironmentCreated(e) | C::EnvironmentUpdated(e) => put(conn, kind::ENVIRONMENT, &e.name, json(&e), at).await?,
-                C::EnvironmentRemoved(e) => {
-                    remove(conn, kind::ENVIRONMENT, &e.name).await?;
-                    drop_grants_on(conn, &AccessTarget::Environment(e.name)).await?;
-                }
-                C::ProjectCreated(p) | C::ProjectUpdated(p) => put(conn, kind::PROJECT, &p.name, json(&p), at).await?,
-                C::ProjectRemoved(e) => {
-                    remove(conn, kind::PROJECT, &e.name).await?;
-                    drop_grants_on(conn, &AccessTarget::Project(e.name)).await?;
-                }
-            },
-            DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
-                sqlx::query(
-                    "INSERT INTO pipeline_versions (project_id, version, graph, saved_at, saved_by, message, layout, based_on) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(v.project_id.to_string())
-                .bind(i64::from(v.version))
-                .bind(json(&v.graph))
-                .bind(at)
-                .bind(actor)
-                .bind(v.message)
-                .bind(json(&v.layout))
-                .bind(v.based_on.map(i64::from))
-                .execute(&mut *conn)
-                .await?;
-            }
-            // A dry run changes nothing here: it is an audit entry only.
-            DomainEvent::Pipeline(PipelineEvent::DryRun(_)) => {}
-            DomainEvent::Secret(SecretEvent::Created(s) | SecretEvent::Updated(s)) => {
-                sqlx::query(
-                    "INSERT INTO project_secrets (project_id, name, key_id, created_at, updated_at, updated_by) \
-                     VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (project_id, name) DO UPDATE SET \
-                     key_id = excluded.key_id, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                )
-                .bind(stored.stream_id.key().to_owned())
-                .bind(s.name)
-                .bind(s.value.key_id.to_string())
-                .bind(at)
-                .bind(actor)
-                .execute(&mut *conn)
-                .await?;
-            }
-            DomainEvent::Secret(SecretEvent::Deleted(d)) => {
-                run(conn, "DELETE FROM project_secrets WHERE project_id = $1 AND name = $2", &[stored.stream_id.key(), &d.name]).await?
-            }
-            DomainEvent::User(_)
-            | DomainEvent::Session(_)
-            | DomainEvent::ApiToken(_)
-            | DomainEvent::Node(_)
-            | DomainEvent::Capacity(_)
-            | DomainEvent::Preview(_)
-            | DomainEvent::Deployment(_)
-            | DomainEvent::DeploymentName(_) => {}
-        }
-        Ok(())
+        write_all(conn, &[stored], write).await
     }
+
+    async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+        write_all(conn, events, write).await
+    }
+}
+
+/// What `stored` asks of the catalog tables.
+fn write(stored: &StoredEvent) -> Result<Vec<Write>, ProjectionError> {
+    use CatalogEvent as C;
+    let at = stored.occurred_at.0;
+    let actor = stored.metadata.actor.to_stored();
+    let writes = match stored.decode()?.event {
+        DomainEvent::Catalog(event) => match event {
+            C::TeamCreated(e) => vec![Write::Row(&TEAM, vec![e.team_id.to_string().into(), e.name.into(), at.into()])],
+            C::TeamRenamed(e) => vec![run("UPDATE teams SET name = $1 WHERE team_id = $2", &[&e.name, &e.team_id.to_string()])],
+            C::TeamDeleted(e) => {
+                let id = e.team_id.to_string();
+                ["teams", "team_members", "grants"].into_iter().map(|table| run(&format!("DELETE FROM {table} WHERE team_id = $1"), &[&id])).collect()
+            }
+            C::TeamMemberAdded(e) => vec![Write::Row(&MEMBER, vec![e.team_id.to_string().into(), e.username.into()])],
+            C::TeamMemberRemoved(e) => {
+                vec![run("DELETE FROM team_members WHERE team_id = $1 AND username = $2", &[&e.team_id.to_string(), &e.username])]
+            }
+            C::AccessGranted(e) => {
+                let row = vec![e.team_id.to_string().into(), e.target.kind().into(), e.target.name().into(), e.access.as_str().into()];
+                vec![Write::Row(&GRANT, row)]
+            }
+            C::AccessRevoked(e) => vec![run(
+                "DELETE FROM grants WHERE team_id = $1 AND target_kind = $2 AND target_name = $3",
+                &[&e.team_id.to_string(), e.target.kind(), e.target.name()],
+            )],
+            // Webhooks and repository links are read from the catalog aggregate's state
+            // (their secrets are sealed there); no table of their own.
+            C::WebhookCreated(_) | C::WebhookSecretRotated(_) | C::WebhookDeleted(_) | C::RepositoryLinked(_) | C::RepositoryUnlinked(_) => vec![],
+            C::RegistryAdded(r) => vec![put(kind::REGISTRY, &r.name, json(&r), at)],
+            C::RegistryChanged(e) => vec![put(kind::REGISTRY, &e.definition.name, json(&e.definition), at)],
+            C::RegistryRemoved(e) => vec![remove(kind::REGISTRY, &e.name)],
+            C::ServiceCreated(s) | C::ServiceUpdated(s) => vec![put(kind::SERVICE, &s.name, json(&s), at)],
+            C::ServiceRemoved(e) => vec![remove(kind::SERVICE, &e.name)],
+            C::PluginCreated(p) | C::PluginUpdated(p) => vec![put(kind::PLUGIN, &p.name, json(&p), at)],
+            C::PluginRemoved(e) => vec![remove(kind::PLUGIN, &e.name)],
+            C::EnvironmentCreated(e) | C::EnvironmentUpdated(e) => vec![put(kind::ENVIRONMENT, &e.name, json(&e), at)],
+            C::EnvironmentRemoved(e) => vec![remove(kind::ENVIRONMENT, &e.name), drop_grants_on(&AccessTarget::Environment(e.name))],
+            C::ProjectCreated(p) | C::ProjectUpdated(p) => vec![put(kind::PROJECT, &p.name, json(&p), at)],
+            C::ProjectRemoved(e) => vec![remove(kind::PROJECT, &e.name), drop_grants_on(&AccessTarget::Project(e.name))],
+        },
+        DomainEvent::Pipeline(PipelineEvent::VersionSaved(v)) => {
+            let row = vec![
+                v.project_id.to_string().into(),
+                i64::from(v.version).into(),
+                json(&v.graph).into(),
+                at.into(),
+                actor.into(),
+                v.message.into(),
+                json(&v.layout).into(),
+                v.based_on.map(i64::from).into(),
+            ];
+            vec![Write::Row(&PIPELINE_VERSION, row)]
+        }
+        // A dry run changes nothing here: it is an audit entry only.
+        DomainEvent::Pipeline(PipelineEvent::DryRun(_)) => vec![],
+        DomainEvent::Secret(SecretEvent::Created(s) | SecretEvent::Updated(s)) => {
+            let row = vec![stored.stream_id.key().into(), s.name.into(), s.value.key_id.to_string().into(), at.into(), at.into(), actor.into()];
+            vec![Write::Row(&SECRET, row)]
+        }
+        DomainEvent::Secret(SecretEvent::Deleted(d)) => {
+            vec![run("DELETE FROM project_secrets WHERE project_id = $1 AND name = $2", &[stored.stream_id.key(), &d.name])]
+        }
+        DomainEvent::User(_)
+        | DomainEvent::Session(_)
+        | DomainEvent::ApiToken(_)
+        | DomainEvent::Node(_)
+        | DomainEvent::Capacity(_)
+        | DomainEvent::Preview(_)
+        | DomainEvent::Deployment(_)
+        | DomainEvent::DeploymentName(_) => vec![],
+    };
+    Ok(writes)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use nullops_events::identity::{ApiTokenEvent, SessionEvent, UserEvent};
 use nullops_events::{DomainEvent, StoredEvent};
 use sqlx::{AnyConnection, Row};
 
+use crate::rows::{write_all, Shape, Value, Write};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 /// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
@@ -33,62 +34,67 @@ impl Projection for IdentityProjection {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let key = stored.stream_id.key();
-        let at = stored.occurred_at.0;
-        let query = match stored.decode()?.event {
-            DomainEvent::User(UserEvent::Registered(e)) => sqlx::query(
-                "INSERT INTO users (username, user_id, role, disabled, password_hash, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 0, $4, $5, $5)",
-            )
-            .bind(e.username)
-            .bind(e.user_id.to_string())
-            .bind(e.role.as_str())
-            .bind(e.password_hash)
-            .bind(at),
-            DomainEvent::User(UserEvent::PasswordChanged(e)) => {
-                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3").bind(e.password_hash).bind(at).bind(key.to_owned())
-            }
-            DomainEvent::User(UserEvent::Disabled(_)) => {
-                sqlx::query("UPDATE users SET disabled = 1, updated_at = $1 WHERE username = $2").bind(at).bind(key.to_owned())
-            }
-            DomainEvent::User(UserEvent::Enabled(_)) => {
-                sqlx::query("UPDATE users SET disabled = 0, updated_at = $1 WHERE username = $2").bind(at).bind(key.to_owned())
-            }
-            DomainEvent::Session(SessionEvent::Started(e)) => sqlx::query(
-                "INSERT INTO sessions (token_hash, session_id, username, started_at, expires_at, ended) \
-                 VALUES ($1, $2, $3, $4, $5, 0)",
-            )
-            .bind(hex(&e.token_hash))
-            .bind(e.session_id.to_string())
-            .bind(e.username)
-            .bind(at)
-            .bind(e.expires_at.0),
-            DomainEvent::Session(SessionEvent::Ended(_)) => sqlx::query("UPDATE sessions SET ended = 1 WHERE session_id = $1").bind(key.to_owned()),
-            DomainEvent::ApiToken(ApiTokenEvent::Created(e)) => sqlx::query(
-                "INSERT INTO api_tokens (token_id, token_hash, username, name, created_at, expires_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-            )
-            .bind(e.token_id.to_string())
-            .bind(hex(&e.token_hash))
-            .bind(e.username)
-            .bind(e.name)
-            .bind(at)
-            .bind(e.expires_at.map(|t| t.0)),
-            DomainEvent::ApiToken(ApiTokenEvent::Revoked(_)) => {
-                sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2").bind(at).bind(key.to_owned())
-            }
-            DomainEvent::Catalog(_)
-            | DomainEvent::Pipeline(_)
-            | DomainEvent::Secret(_)
-            | DomainEvent::Node(_)
-            | DomainEvent::Capacity(_)
-            | DomainEvent::Deployment(_)
-            | DomainEvent::DeploymentName(_)
-            | DomainEvent::Preview(_) => return Ok(()),
-        };
-        query.execute(&mut *conn).await?;
-        Ok(())
+        write_all(conn, &[stored], write).await
     }
+
+    async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+        write_all(conn, events, write).await
+    }
+}
+
+static USER: Shape = Shape { table: "users", columns: &["username", "user_id", "role", "disabled", "password_hash", "created_at", "updated_at"], upsert: None };
+static SESSION: Shape = Shape { table: "sessions", columns: &["token_hash", "session_id", "username", "started_at", "expires_at", "ended"], upsert: None };
+static API_TOKEN: Shape =
+    Shape { table: "api_tokens", columns: &["token_id", "token_hash", "username", "name", "created_at", "expires_at", "revoked_at"], upsert: None };
+
+/// What `stored` asks of the identity tables.
+fn write(stored: &StoredEvent) -> Result<Vec<Write>, ProjectionError> {
+    let key = stored.stream_id.key();
+    let at = stored.occurred_at.0;
+    let write = match stored.decode()?.event {
+        DomainEvent::User(UserEvent::Registered(e)) => {
+            let row = vec![e.username.into(), e.user_id.to_string().into(), e.role.as_str().into(), 0i64.into(), e.password_hash.into(), at.into(), at.into()];
+            Write::Row(&USER, row)
+        }
+        DomainEvent::User(UserEvent::PasswordChanged(e)) => {
+            Write::statement("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3", vec![e.password_hash.into(), at.into(), key.into()])
+        }
+        DomainEvent::User(UserEvent::Disabled(_)) => {
+            Write::statement("UPDATE users SET disabled = 1, updated_at = $1 WHERE username = $2", vec![at.into(), key.into()])
+        }
+        DomainEvent::User(UserEvent::Enabled(_)) => {
+            Write::statement("UPDATE users SET disabled = 0, updated_at = $1 WHERE username = $2", vec![at.into(), key.into()])
+        }
+        DomainEvent::Session(SessionEvent::Started(e)) => {
+            let row = vec![hex(&e.token_hash).into(), e.session_id.to_string().into(), e.username.into(), at.into(), e.expires_at.0.into(), 0i64.into()];
+            Write::Row(&SESSION, row)
+        }
+        DomainEvent::Session(SessionEvent::Ended(_)) => Write::statement("UPDATE sessions SET ended = 1 WHERE session_id = $1", vec![key.into()]),
+        DomainEvent::ApiToken(ApiTokenEvent::Created(e)) => {
+            let row = vec![
+                e.token_id.to_string().into(),
+                hex(&e.token_hash).into(),
+                e.username.into(),
+                e.name.into(),
+                at.into(),
+                e.expires_at.map(|t| t.0).into(),
+                Value::Int(None),
+            ];
+            Write::Row(&API_TOKEN, row)
+        }
+        DomainEvent::ApiToken(ApiTokenEvent::Revoked(_)) => {
+            Write::statement("UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2", vec![at.into(), key.into()])
+        }
+        DomainEvent::Catalog(_)
+        | DomainEvent::Pipeline(_)
+        | DomainEvent::Secret(_)
+        | DomainEvent::Node(_)
+        | DomainEvent::Capacity(_)
+        | DomainEvent::Deployment(_)
+        | DomainEvent::DeploymentName(_)
+        | DomainEvent::Preview(_) => return Ok(vec![]),
+    };
+    Ok(vec![write])
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod logins;
 pub mod nodes;
 pub mod previews;
+mod rows;
 pub mod runner;
 pub mod samples;
 pub mod webhooks;
