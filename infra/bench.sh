@@ -27,6 +27,9 @@ trap 'for d in $db ${db}_catalog ${db}_replay ${db}_placement; do psql "$admin" 
 NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench events --database-url "${admin%/*}/$db" "$@"
 NULLOPS_LOG=warn NULLOPS_NATS_URL=nats://127.0.0.1:4222 ./target/x86_64-unknown-linux-gnu/release/nullops bench catalog --database-url "${admin%/*}/${db}_catalog"
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench replay --database-url "${admin%/*}/${db}_replay" --events 100000
+replay_dir=$(mktemp -d)
+NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench replay --sqlite-dir "$replay_dir" --events 100000
+rm -rf "$replay_dir"
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench placement --database-url "${admin%/*}/${db}_placement" --requests 200 --nodes 10
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 1000 --seconds 10
 NULLOPS_LOG=warn ./target/x86_64-unknown-linux-gnu/release/nullops bench nodes --agents 10000 --seconds 20

@@ -69,7 +69,7 @@ busy_percent() {
 # that need no Docker engine run beside the suites; those that deploy on the machine's engine
 # run after them, when the suites' containers no longer hold the node's room.
 bench_smoke() {
-  local bench=./target/x86_64-unknown-linux-gnu/debug/nullops bench_db
+  local bench=./target/x86_64-unknown-linux-gnu/debug/nullops bench_db replay_dir
   bench_db="bench_$(date +%s)"
   psql "$NULLOPS_TEST_DATABASE_URL" -qc "CREATE DATABASE $bench_db"
   NULLOPS_NATS_URL=nats://127.0.0.1:4222 $bench bench events \
@@ -78,6 +78,9 @@ bench_smoke() {
     --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --sizes 10 --commands 10
   NULLOPS_LOG=warn $bench bench replay \
     --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --events 2000 --rounds 1
+  replay_dir=$(mktemp -d)
+  NULLOPS_LOG=warn $bench bench replay --sqlite-dir "$replay_dir" --events 2000 --rounds 1
+  rm -rf "$replay_dir"
   NULLOPS_LOG=warn $bench bench placement \
     --database-url "${NULLOPS_TEST_DATABASE_URL%/*}/$bench_db" --requests 60 --nodes 3 --rounds 1
   psql "$NULLOPS_TEST_DATABASE_URL" -qc "DROP DATABASE $bench_db"

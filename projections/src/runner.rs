@@ -65,6 +65,52 @@ impl Runner {
         Ok(checkpoint)
     }
 
+    /// Runs `runners` to the head of the log together (for `projections rebuild`): the log is
+    /// read once for all of them, the next batch while every runner applies the last one side
+    /// by side. A replay of every read model then reads the log once, not once each. Returns
+    /// where each got, in the order given.
+    pub async fn catch_up_together(runners: &[Runner]) -> Result<Vec<LogPosition>, ProjectionError> {
+        let Some(first) = runners.first() else { return Ok(vec![]) };
+        let mut checkpoints = Vec::with_capacity(runners.len());
+        for runner in runners {
+            checkpoints.push(runner.db.checkpoint(runner.projection.name()).await?.position);
+        }
+        let mut replaying: Vec<bool> = checkpoints.iter().map(|c| *c == LogPosition::START).collect();
+        let store = first.store.clone();
+        let mut read_from = checkpoints.iter().copied().min().unwrap_or(LogPosition::START);
+        let mut batch = store.read_all(read_from, CATCH_UP_BATCH).await?;
+        while !batch.is_empty() {
+            read_from = batch.last().map_or(read_from, |e| e.position);
+            let applies = runners.iter().zip(&checkpoints).map(|(runner, &at)| {
+                // Each applies what it has not applied yet (a runner may start further on).
+                let rest = &batch[batch.partition_point(|e| e.position <= at)..];
+                async move {
+                    match rest {
+                        [] => Ok(at),
+                        rest => runner.apply_batch(at, rest).await,
+                    }
+                }
+            });
+            let (next, applied) = tokio::join!(store.read_all(read_from, CATCH_UP_BATCH), futures::future::join_all(applies));
+            for (checkpoint, applied) in checkpoints.iter_mut().zip(applied) {
+                *checkpoint = applied?;
+            }
+            for (replaying, checkpoint) in replaying.iter_mut().zip(&checkpoints) {
+                // (Found reset midway: another process reset the read model.)
+                *replaying |= *checkpoint == LogPosition::START;
+            }
+            batch = next?;
+        }
+        // Each is whole now; one that someone else moved past what was read catches up alone.
+        for ((runner, checkpoint), replaying) in runners.iter().zip(checkpoints.iter_mut()).zip(replaying) {
+            runner.catch_up(checkpoint).await?;
+            if replaying {
+                runner.db.rebuilt(runner.projection.name()).await?;
+            }
+        }
+        Ok(checkpoints)
+    }
+
     async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
         let lease_name = format!("projection:{}", self.projection.name());
         let Some(mut lease) = self.store.try_lease(&lease_name).await? else { return Ok(()) };

@@ -81,3 +81,52 @@ async fn a_reset_under_a_running_runner_is_replayed_without_a_new_event() {
     assert_eq!(db.checkpoint("audit").await.unwrap().events_applied, 40, "the whole log, once");
     shutdown.cancel();
 }
+
+/// Read models replayed together read the log once and each applies every event it handles
+/// exactly once, whether it starts from the beginning or further on; each is whole at the end.
+#[tokio::test]
+async fn read_models_replayed_together_each_apply_every_event_once() {
+    let dir = std::env::temp_dir().join(format!("nullops-rebuilds-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&dir.join("events.db")).await.unwrap());
+    let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", dir.join("readmodels.db").display())).await.unwrap();
+    let event = || NewEvent::new(&UserEvent::Disabled(UserDisabled {}).into(), EventMetadata::system());
+    // More than one read's worth (500), so the batches and the read ahead both matter.
+    for i in 0..3 {
+        store.append(&StreamId::new("user", &format!("u{i}")), 0, &(0..450).map(|_| event()).collect::<Vec<_>>()).await.unwrap();
+    }
+    let bus: Arc<dyn nullops_bus::Bus> = Arc::new(InProcessBus::default());
+    let runner = |name: &str| {
+        let projection = nullops_projections::all().into_iter().find(|p| p.name() == name).unwrap();
+        Runner { projection, db: db.clone(), store: store.clone(), bus: bus.clone() }
+    };
+    // Given audit already applied the first 450 events, and nodes nothing.
+    let first = store.read_all(nullops_events::LogPosition::START, 450).await.unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
+    let audit = runner("audit");
+    audit.projection.apply_all(&mut tx, &first.iter().collect::<Vec<_>>()).await.unwrap();
+    sqlx::query("INSERT INTO projection_checkpoints (name, commit_pos, seq, events_applied, updated_at) VALUES ('audit', $1, $2, 450, 0)")
+        .bind(first[449].position.commit as i64)
+        .bind(first[449].position.seq as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // (It is whole as far as it got: its replay ended before the last events came.)
+    sqlx::query("DELETE FROM projection_rebuilds WHERE name = 'audit'").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // When both are replayed together.
+    let runners = [audit, runner("nodes")];
+    let reached = Runner::catch_up_together(&runners).await.unwrap();
+
+    // Then both are at the head; audit applied the rest once, nodes (which handles no user
+    // event) applied none; neither is marked as rebuilding any more.
+    let head = store.read_all(first[449].position, 10_000).await.unwrap().last().unwrap().position;
+    assert_eq!(reached, vec![head, head]);
+    assert_eq!(db.checkpoint("audit").await.unwrap().events_applied, 1350, "each event once");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(rows, 1350);
+    assert_eq!(db.checkpoint("nodes").await.unwrap().events_applied, 0);
+    let marked: Vec<String> = db.rebuilding().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert!(!marked.iter().any(|n| n == "audit" || n == "nodes"), "still marked: {marked:?}");
+}

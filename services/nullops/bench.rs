@@ -248,72 +248,126 @@ pub async fn catalog(database_url: &str, sizes: &[usize], commands: usize) -> an
     Ok(())
 }
 
+/// Where `nullops bench replay` finds its log and read models.
+pub enum ReplayStore {
+    Postgres(String),
+    /// A directory as `nullops up` lays it out: `events.db` and `readmodels.db`.
+    Sqlite(std::path::PathBuf),
+}
+
 /// `nullops bench replay`: every read model replayed from a log of `events` events (made first
-/// when the log is shorter), against a `COPY` of the same events out of PostgreSQL, alternating
-/// in `rounds` rounds; the median ratio is kept.
-pub async fn replay(database_url: &str, events: u64, rounds: usize) -> anyhow::Result<()> {
-    let store = Arc::new(PgEventStore::connect(database_url).await?);
+/// when the log is shorter), against the database's own fastest read of the same events (a
+/// `COPY` on PostgreSQL, a plain `SELECT` of every row on SQLite), alternating in `rounds`
+/// rounds; the median ratio is kept.
+pub async fn replay(backend: ReplayStore, events: u64, rounds: usize) -> anyhow::Result<()> {
+    let (store, db, baseline): (Arc<dyn EventStore>, ReadModelDb, Baseline) = match &backend {
+        ReplayStore::Postgres(url) => {
+            let store = Arc::new(PgEventStore::connect(url).await?);
+            let pool = store.pool().clone();
+            (store, ReadModelDb::open(url).await?, Baseline::Copy(pool))
+        }
+        ReplayStore::Sqlite(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let path = dir.join("events.db");
+            let store = Arc::new(nullops_store::sqlite::SqliteEventStore::open(&path).await?);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(nullops_store::sqlite::connect_options(&path)?).await?;
+            let db = ReadModelDb::open(&format!("sqlite://{}?mode=rwc", dir.join("readmodels.db").display())).await?;
+            (store, db, Baseline::Select(pool))
+        }
+    };
     let have = store.head().await?;
     if have < events {
         let started = Instant::now();
         fill_log(store.clone(), events - have).await?;
         println!("made {} events in {:.1} s", events - have, started.elapsed().as_secs_f64());
     }
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await?;
-    let db = ReadModelDb::open(database_url).await?;
+    let total = baseline.count().await?;
     let bus: Arc<dyn nullops_bus::Bus> = Arc::new(nullops_bus::InProcessBus::default());
-    println!("== replay of every read model from {total} events vs COPY of them ({rounds} alternating rounds) ==");
+    println!("== replay of every read model from {total} events vs {} of them ({rounds} alternating rounds) ==", baseline.name());
     let mut results = Vec::new();
     for _ in 0..rounds.max(1) {
-        let copy = copy_out_events(store.pool()).await?;
+        let copy = baseline.read_every_event().await?;
         let started = Instant::now();
-        let replays = nullops_projections::all().into_iter().map(|projection| {
-            let (db, store, bus) = (db.clone(), store.clone(), bus.clone());
-            async move {
-                db.reset(&*projection).await?;
-                let runner = Runner { projection, db, store, bus };
-                runner.catch_up_once().await
-            }
-        });
-        for replayed in futures::future::join_all(replays).await {
-            replayed?;
+        let mut runners = Vec::new();
+        for projection in nullops_projections::all() {
+            db.reset(&*projection).await?;
+            runners.push(Runner { projection, db: db.clone(), store: store.clone(), bus: bus.clone() });
         }
+        Runner::catch_up_together(&runners).await?;
         let ours = started.elapsed();
         results.push((ours.as_secs_f64() / copy.as_secs_f64(), copy, ours));
     }
     results.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ratio, copy, ours) = results[results.len() / 2];
     println!(
-        "COPY: {:.3} s ({:.0} events/s)   replay of every read model: {:.2} s ({:.0} events/s)   median ratio: {ratio:.1}   (all: {})",
+        "{}: {:.3} s ({:.0} events/s)   replay of every read model: {:.2} s ({:.0} events/s)   median ratio: {ratio:.1}   (all: {})",
+        baseline.name(),
         copy.as_secs_f64(),
         total as f64 / copy.as_secs_f64(),
         ours.as_secs_f64(),
         total as f64 / ours.as_secs_f64(),
         results.iter().map(|r| format!("{:.1}", r.0)).collect::<Vec<_>>().join(" ")
     );
-    println!("RESULT replay_ratio_to_copy={ratio:.1}");
-    println!("RESULT replay_events_per_second={:.0}", total as f64 / ours.as_secs_f64());
+    let store = match backend {
+        ReplayStore::Postgres(_) => "postgres",
+        ReplayStore::Sqlite(_) => "sqlite",
+    };
+    println!("RESULT replay_ratio_to_copy_{store}={ratio:.1}");
+    println!("RESULT replay_events_per_second_{store}={:.0}", total as f64 / ours.as_secs_f64());
     Ok(())
 }
 
-/// The time to `COPY` every event out of the log (what a replay reads, at the database's speed).
-async fn copy_out_events(pool: &sqlx::PgPool) -> anyhow::Result<Duration> {
-    use futures::TryStreamExt;
-    let started = Instant::now();
-    let mut conn = pool.acquire().await?;
-    let mut out = conn.copy_out_raw("COPY (SELECT * FROM events ORDER BY tx_id, position) TO STDOUT (FORMAT binary)").await?;
-    let mut bytes = 0usize;
-    while let Some(chunk) = out.try_next().await? {
-        bytes += chunk.len();
+/// The database's own fastest read of every event: what a replay cannot beat.
+enum Baseline {
+    Copy(sqlx::PgPool),
+    Select(sqlx::SqlitePool),
+}
+
+impl Baseline {
+    fn name(&self) -> &'static str {
+        match self {
+            Baseline::Copy(_) => "COPY",
+            Baseline::Select(_) => "SELECT",
+        }
     }
-    anyhow::ensure!(bytes > 0, "COPY read nothing");
-    Ok(started.elapsed())
+
+    async fn count(&self) -> anyhow::Result<i64> {
+        Ok(match self {
+            Baseline::Copy(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?,
+            Baseline::Select(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?,
+        })
+    }
+
+    /// The time to read every event out of the log, in its order, every column.
+    async fn read_every_event(&self) -> anyhow::Result<Duration> {
+        use futures::TryStreamExt;
+        let started = Instant::now();
+        let mut bytes = 0usize;
+        match self {
+            Baseline::Copy(pool) => {
+                let mut conn = pool.acquire().await?;
+                let mut out = conn.copy_out_raw("COPY (SELECT * FROM events ORDER BY tx_id, position) TO STDOUT (FORMAT binary)").await?;
+                while let Some(chunk) = out.try_next().await? {
+                    bytes += chunk.len();
+                }
+            }
+            Baseline::Select(pool) => {
+                // Each row comes with every column's value copied out of the database.
+                let mut rows = sqlx::query("SELECT * FROM events ORDER BY position").fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    bytes += sqlx::Row::len(&row);
+                }
+            }
+        }
+        anyhow::ensure!(bytes > 0, "the read found no event");
+        Ok(started.elapsed())
+    }
 }
 
 /// Appends `count` events of the kinds a platform writes most between its few big ones: API
 /// tokens made (one stream each, by 16 writers at once) and environments changed (the catalog's
 /// stream, in batches). Both are applied by the read models they belong to and by the audit.
-async fn fill_log(store: Arc<PgEventStore>, count: u64) -> anyhow::Result<()> {
+async fn fill_log(store: Arc<dyn EventStore>, count: u64) -> anyhow::Result<()> {
     let catalog_stream = Catalog::stream_id(CATALOG_KEY);
     let mut version = store.read_stream(&catalog_stream, 0).await?.last().map_or(0, |e| e.stream_version);
     let environments = count / 2;

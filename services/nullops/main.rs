@@ -296,10 +296,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         commands: usize,
     },
-    /// Every read model replayed from the log, against a COPY of the same events.
+    /// Every read model replayed from the log, against a COPY of the same events (on SQLite, a
+    /// read of every event row).
     Replay {
-        #[arg(long, env = "NULLOPS_DATABASE_URL")]
-        database_url: String,
+        #[arg(long, env = "NULLOPS_DATABASE_URL", required_unless_present = "sqlite_dir")]
+        database_url: Option<String>,
+        /// The embedded store instead: the log and read models in this directory, laid out as
+        /// `nullops up` lays them out (made when missing).
+        #[arg(long, conflicts_with = "database_url")]
+        sqlite_dir: Option<std::path::PathBuf>,
         /// Events in the log replayed (made first when it holds fewer).
         #[arg(long, default_value_t = 100_000)]
         events: u64,
@@ -482,8 +487,13 @@ async fn command(command: Command, metrics_listen: Option<SocketAddr>) -> anyhow
         Command::Bench { command: BenchCommand::Events { database_url, seconds, rounds, commands } } => {
             bench::events(&database_url, Duration::from_secs(seconds), rounds, commands).await.context("benchmark failed")
         }
-        Command::Bench { command: BenchCommand::Replay { database_url, events, rounds } } => {
-            bench::replay(&database_url, events, rounds).await.context("benchmark failed")
+        Command::Bench { command: BenchCommand::Replay { database_url, sqlite_dir, events, rounds } } => {
+            let backend = match (database_url, sqlite_dir) {
+                (_, Some(dir)) => bench::ReplayStore::Sqlite(dir),
+                (Some(url), None) => bench::ReplayStore::Postgres(url),
+                (None, None) => anyhow::bail!("give --database-url or --sqlite-dir"),
+            };
+            bench::replay(backend, events, rounds).await.context("benchmark failed")
         }
         Command::Bench { command: BenchCommand::Placement { database_url, requests, nodes, rounds } } => {
             bench_placement::placement(&database_url, requests, nodes, rounds).await.context("benchmark failed")

@@ -409,8 +409,9 @@ pub async fn wait_for_signal() {
 }
 
 /// Empties the read models `names` (every one when `None`) and replays the log into them, all at
-/// once (each reads the log on its own; on PostgreSQL they apply side by side). A read model a
-/// running server holds is replayed by that server: its runner finds its checkpoint reset.
+/// once: the log is read once for all of them, and on PostgreSQL they apply each batch side by
+/// side. A read model a running server holds is replayed by that server: its runner finds its
+/// checkpoint reset.
 pub async fn rebuild(b: Backends, names: Option<&[String]>) -> anyhow::Result<()> {
     let all = nullops_projections::all();
     let chosen: Vec<_> = match names {
@@ -429,35 +430,36 @@ pub async fn rebuild(b: Backends, names: Option<&[String]>) -> anyhow::Result<()
             chosen
         }
     };
-    let rebuilds = chosen.into_iter().map(|projection| {
-        let b = &b;
-        async move {
-            let name = projection.name();
-            // Held for the whole replay: a server starting meanwhile leaves this read model alone.
-            let lease = b.store.try_lease(&format!("projection:{name}")).await?;
-            b.read_models.reset(&*projection).await?;
-            if lease.is_none() {
-                println!("reset {name}; the running server that holds it is replaying the event log");
-                return Ok::<_, anyhow::Error>(());
+    // The leases are held for the whole replay: a server starting meanwhile leaves these alone.
+    let mut leases = Vec::new();
+    let mut runners = Vec::new();
+    for projection in chosen {
+        let name = projection.name();
+        let lease = b.store.try_lease(&format!("projection:{name}")).await?;
+        b.read_models.reset(&*projection).await?;
+        match lease {
+            Some(lease) => {
+                leases.push(lease);
+                runners.push(Runner { projection, db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() });
             }
-            let started = std::time::Instant::now();
-            let runner = Runner { projection, db: b.read_models.clone(), store: b.store.clone(), bus: b.bus.clone() };
-            let at = runner.catch_up_once().await?;
-            let took = started.elapsed();
-            let status = b.read_models.checkpoint(name).await?;
-            println!(
-                "rebuilt {name}: {} events applied, at position {}, in {:.2} s ({:.0} log events/s)",
-                status.events_applied,
-                at.seq,
-                took.as_secs_f64(),
-                at.seq as f64 / took.as_secs_f64().max(1e-6)
-            );
-            Ok(())
+            None => println!("reset {name}; the running server that holds it is replaying the event log"),
         }
-    });
-    for result in futures::future::join_all(rebuilds).await {
-        result?;
     }
+    let started = std::time::Instant::now();
+    let reached = Runner::catch_up_together(&runners).await?;
+    let took = started.elapsed();
+    for (runner, at) in runners.iter().zip(reached) {
+        let name = runner.projection.name();
+        let status = b.read_models.checkpoint(name).await?;
+        println!(
+            "rebuilt {name}: {} events applied, at position {}, in {:.2} s ({:.0} log events/s)",
+            status.events_applied,
+            at.seq,
+            took.as_secs_f64(),
+            at.seq as f64 / took.as_secs_f64().max(1e-6)
+        );
+    }
+    drop(leases);
     Ok(())
 }
 
