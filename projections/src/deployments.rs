@@ -18,6 +18,7 @@ use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use crate::rows::{write_all, Shape, Upsert, Value, Write};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 /// Only a deployment that became RUNNING this recently (microseconds) is timed: a projection
@@ -113,125 +114,168 @@ impl Projection for DeploymentsProjection {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let at = stored.occurred_at.0;
-        let id = stored.stream_id.key().to_owned();
-        let DomainEvent::Deployment(event) = stored.decode()?.event else { return Ok(()) };
-        let life = life_after(&event);
-        let set = |assignments: &str| {
-            let assignments = life.iter().map(String::as_str).chain((!assignments.is_empty()).then_some(assignments));
-            format!("UPDATE deployments SET {}, changed_at = $1 WHERE deployment_id = $2", assignments.collect::<Vec<_>>().join(", "))
-        };
-        match &event {
-            DeploymentEvent::Requested(r) => {
-                let Some(life) = Life::after(None, &event) else { return Ok(()) };
-                sqlx::query(
-                    "INSERT INTO deployments (deployment_id, name, project, project_id, environment, node_id, desired, observed, cancelled, phase, \
-                     rejection, attempt, pipeline_version, versions, plan, cpu_millis, memory_mib, lifetime_secs, expires_at, failure, endpoints, \
-                     created_by, created_at, changed_at) \
-                     VALUES ($1, $2, $3, $4, $5, NULL, $16, $17, $18, $6, NULL, 1, $7, $8, $9, $10, $11, $12, $13, NULL, '[]', $14, $15, $15)",
-                )
-                .bind(id)
-                .bind(r.name.clone())
-                .bind(r.project.clone())
-                .bind(r.project_id.to_string())
-                .bind(r.environment.clone())
-                .bind(life.phase().name())
-                .bind(i64::from(r.pipeline_version))
-                .bind(json(&r.versions))
-                .bind(json(&r.plan))
-                .bind(i64::from(r.cpu_millis))
-                .bind(i64::from(r.memory_mib))
-                .bind(i64::try_from(r.lifetime_secs).unwrap_or(i64::MAX))
-                .bind(r.expires_at)
-                .bind(stored.metadata.actor.to_stored())
-                .bind(at)
-                .bind(life.desired.name())
-                .bind(life.observed.name())
-                .bind(i64::from(life.cancelled))
-                .execute(&mut *conn)
-                .await?;
-            }
-            DeploymentEvent::Retried(r) => {
-                sqlx::query(&set("attempt = attempt + 1, pipeline_version = $3, plan = $4, failure = NULL, endpoints = '[]'"))
-                    .bind(at)
-                    .bind(id.clone())
-                    .bind(i64::from(r.pipeline_version))
-                    .bind(json(&r.plan))
-                    .execute(&mut *conn)
-                    .await?;
-                for table in ["deployment_steps", "deployment_health"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE deployment_id = $1")).bind(id.clone()).execute(&mut *conn).await?;
-                }
-            }
-            DeploymentEvent::Scheduled(s) => {
-                sqlx::query(&set("node_id = $3, trace_context = $4"))
-                    .bind(at)
-                    .bind(id)
-                    .bind(s.node_id.to_string())
-                    .bind(stored.metadata.trace_context.clone())
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            DeploymentEvent::StepChanged(s) => {
-                sqlx::query(
-                    // A step starts when it first turns running (a retry starts with no steps);
-                    // later changes, a running step's new detail too, keep that start.
-                    "INSERT INTO deployment_steps (deployment_id, step, state, detail, changed_at, started_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (deployment_id, step) DO UPDATE SET state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at, \
-                     started_at = COALESCE(deployment_steps.started_at, excluded.started_at)",
-                )
-                .bind(id)
-                .bind(s.step.clone())
-                .bind(s.state.name())
-                .bind(s.detail.clone())
-                .bind(at)
-                .bind((s.state == StepState::Running).then_some(at))
-                .execute(&mut *conn)
-                .await?;
-            }
-            DeploymentEvent::HealthChanged(h) => {
-                sqlx::query(
-                    "INSERT INTO deployment_health (deployment_id, service, healthy, detail, changed_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (deployment_id, service) DO UPDATE SET healthy = excluded.healthy, detail = excluded.detail, changed_at = excluded.changed_at",
-                )
-                .bind(id)
-                .bind(h.service.clone())
-                .bind(i64::from(h.healthy))
-                .bind(h.detail.clone())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            DeploymentEvent::Running(DeploymentRunning { endpoints }) | DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints }) => {
-                let recording = nullops_metrics::recording().filter(|_| Timestamp::now().0.saturating_sub(at) < TIME_TO_RUNNING_RECENT);
-                if let (Some(metrics), true) = (recording, matches!(event, DeploymentEvent::Running(_))) {
-                    let created: Option<i64> =
-                        sqlx::query_scalar("SELECT created_at FROM deployments WHERE deployment_id = $1").bind(id.clone()).fetch_optional(&mut *conn).await?;
-                    if let Some(created) = created {
-                        metrics.time_to_running_seconds.observe(at.saturating_sub(created) as f64 / 1e6);
-                    }
-                }
-                sqlx::query(&set("endpoints = $3")).bind(at).bind(id).bind(json(endpoints)).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::Failed(f) => {
-                sqlx::query(&set("failure = $3")).bind(at).bind(id).bind(json(f)).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::Rejected(r) => {
-                let failure = DeploymentFailed { step: None, reason: r.reason.clone(), exit_code: None, oom_killed: false };
-                sqlx::query(&set("rejection = $3, failure = $4")).bind(at).bind(id).bind(r.code.name()).bind(json(&failure)).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::Removed(_) => {
-                sqlx::query(&set("endpoints = '[]'")).bind(at).bind(id).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::Extended(e) => {
-                sqlx::query(&set("expires_at = $3")).bind(at).bind(id).bind(e.expires_at).execute(&mut *conn).await?;
-            }
-            DeploymentEvent::RunStarted(_) | DeploymentEvent::DeletionRequested(_) => {
-                sqlx::query(&set("")).bind(at).bind(id).execute(&mut *conn).await?;
-            }
-        }
-        Ok(())
+        self.apply_all(conn, &[stored]).await
     }
+
+    async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+        write_all(conn, events, write).await?;
+        time_to_running(conn, events).await
+    }
+}
+
+static DEPLOYMENT: Shape = Shape {
+    table: "deployments",
+    columns: &[
+        "deployment_id",
+        "name",
+        "project",
+        "project_id",
+        "environment",
+        "node_id",
+        "desired",
+        "observed",
+        "cancelled",
+        "phase",
+        "rejection",
+        "attempt",
+        "pipeline_version",
+        "versions",
+        "plan",
+        "cpu_millis",
+        "memory_mib",
+        "lifetime_secs",
+        "expires_at",
+        "failure",
+        "endpoints",
+        "created_by",
+        "created_at",
+        "changed_at",
+    ],
+    upsert: None,
+};
+static STEP: Shape = Shape {
+    table: "deployment_steps",
+    columns: &["deployment_id", "step", "state", "detail", "changed_at", "started_at"],
+    // A step starts when it first turns running (a retry starts with no steps); later changes,
+    // a running step's new detail too, keep that start.
+    upsert: Some(Upsert {
+        key: &[0, 1],
+        set: "state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at, \
+              started_at = COALESCE(deployment_steps.started_at, excluded.started_at)",
+    }),
+};
+static HEALTH: Shape = Shape {
+    table: "deployment_health",
+    columns: &["deployment_id", "service", "healthy", "detail", "changed_at"],
+    upsert: Some(Upsert { key: &[0, 1], set: "healthy = excluded.healthy, detail = excluded.detail, changed_at = excluded.changed_at" }),
+};
+
+/// What `stored` asks of the deployments tables.
+fn write(stored: &StoredEvent) -> Result<Vec<Write>, ProjectionError> {
+    let at = stored.occurred_at.0;
+    let id = stored.stream_id.key().to_owned();
+    let DomainEvent::Deployment(event) = stored.decode()?.event else { return Ok(vec![]) };
+    let life = life_after(&event);
+    // The row's new life and `assignments` (parameters from `$3`), at `at`.
+    let set = |assignments: &str, mut values: Vec<Value>| {
+        let assignments = life.iter().map(String::as_str).chain((!assignments.is_empty()).then_some(assignments));
+        let sql = format!("UPDATE deployments SET {}, changed_at = $1 WHERE deployment_id = $2", assignments.collect::<Vec<_>>().join(", "));
+        values.splice(0..0, [at.into(), id.clone().into()]);
+        Write::statement(sql, values)
+    };
+    let writes = match &event {
+        DeploymentEvent::Requested(r) => {
+            let Some(life) = Life::after(None, &event) else { return Ok(vec![]) };
+            let row = vec![
+                id.clone().into(),
+                r.name.clone().into(),
+                r.project.clone().into(),
+                r.project_id.to_string().into(),
+                r.environment.clone().into(),
+                Value::Text(None),
+                life.desired.name().into(),
+                life.observed.name().into(),
+                i64::from(life.cancelled).into(),
+                life.phase().name().into(),
+                Value::Text(None),
+                1i64.into(),
+                i64::from(r.pipeline_version).into(),
+                json(&r.versions).into(),
+                json(&r.plan).into(),
+                i64::from(r.cpu_millis).into(),
+                i64::from(r.memory_mib).into(),
+                i64::try_from(r.lifetime_secs).unwrap_or(i64::MAX).into(),
+                r.expires_at.into(),
+                Value::Text(None),
+                "[]".into(),
+                stored.metadata.actor.to_stored().into(),
+                at.into(),
+                at.into(),
+            ];
+            vec![Write::Row(&DEPLOYMENT, row)]
+        }
+        DeploymentEvent::Retried(r) => {
+            let mut writes = vec![set(
+                "attempt = attempt + 1, pipeline_version = $3, plan = $4, failure = NULL, endpoints = '[]'",
+                vec![i64::from(r.pipeline_version).into(), json(&r.plan).into()],
+            )];
+            for table in ["deployment_steps", "deployment_health"] {
+                writes.push(Write::statement(format!("DELETE FROM {table} WHERE deployment_id = $1"), vec![id.clone().into()]));
+            }
+            writes
+        }
+        DeploymentEvent::Scheduled(s) => {
+            vec![set("node_id = $3, trace_context = $4", vec![s.node_id.to_string().into(), stored.metadata.trace_context.clone().into()])]
+        }
+        DeploymentEvent::StepChanged(s) => {
+            let row = vec![
+                id.clone().into(),
+                s.step.clone().into(),
+                s.state.name().into(),
+                s.detail.clone().into(),
+                at.into(),
+                (s.state == StepState::Running).then_some(at).into(),
+            ];
+            vec![Write::Row(&STEP, row)]
+        }
+        DeploymentEvent::HealthChanged(h) => {
+            let row = vec![id.clone().into(), h.service.clone().into(), i64::from(h.healthy).into(), h.detail.clone().into(), at.into()];
+            vec![Write::Row(&HEALTH, row)]
+        }
+        DeploymentEvent::Running(DeploymentRunning { endpoints }) | DeploymentEvent::EndpointsChanged(EndpointsChanged { endpoints }) => {
+            vec![set("endpoints = $3", vec![json(endpoints).into()])]
+        }
+        DeploymentEvent::Failed(f) => vec![set("failure = $3", vec![json(f).into()])],
+        DeploymentEvent::Rejected(r) => {
+            let failure = DeploymentFailed { step: None, reason: r.reason.clone(), exit_code: None, oom_killed: false };
+            vec![set("rejection = $3, failure = $4", vec![r.code.name().into(), json(&failure).into()])]
+        }
+        DeploymentEvent::Removed(_) => vec![set("endpoints = '[]'", vec![])],
+        DeploymentEvent::Extended(e) => vec![set("expires_at = $3", vec![e.expires_at.into()])],
+        DeploymentEvent::RunStarted(_) | DeploymentEvent::DeletionRequested(_) => vec![set("", vec![])],
+    };
+    Ok(writes)
+}
+
+/// Times each deployment of `events` that turned RUNNING lately, from its request (a replay of
+/// an old log counts nothing again): after the batch's writes, which left every row's
+/// `created_at` as its request set it.
+async fn time_to_running(conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+    let Some(metrics) = nullops_metrics::recording() else { return Ok(()) };
+    for stored in events {
+        let at = stored.occurred_at.0;
+        if stored.event_type != nullops_events::codec::types::DEPLOYMENT_RUNNING.0 || Timestamp::now().0.saturating_sub(at) >= TIME_TO_RUNNING_RECENT {
+            continue;
+        }
+        let created: Option<i64> = sqlx::query_scalar("SELECT created_at FROM deployments WHERE deployment_id = $1")
+            .bind(stored.stream_id.key().to_owned())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(created) = created {
+            metrics.time_to_running_seconds.observe(at.saturating_sub(created) as f64 / 1e6);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

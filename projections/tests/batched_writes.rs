@@ -3,6 +3,9 @@
 //! the statement, an update or a delete between inserts, all keep their order.
 
 use nullops_events::catalog::{Access, AccessGranted, AccessTarget, CatalogEvent, EnvironmentDefinition, Removed, TeamCreated, TeamMember, TeamRenamed};
+use nullops_events::deployment::{
+    DeploymentEvent, DeploymentPlan, DeploymentRequested, DeploymentRetried, DeploymentRunning, DeploymentScheduled, HealthChanged, StepChanged, StepState,
+};
 use nullops_events::identity::{ApiTokenCreated, ApiTokenEvent, ApiTokenRevoked, Role, UserDisabled, UserEvent, UserRegistered};
 use nullops_events::{DomainEvent, EventMetadata, LogPosition, NewEvent, StoredEvent, StreamId};
 use nullops_projections::{Projection, ReadModelDb};
@@ -61,6 +64,49 @@ async fn log() -> Vec<StoredEvent> {
         }
         store.append(&StreamId::new("api_token", &token_id.to_string()), 0, &events).await.unwrap();
     }
+    // Two deployments' lives, interleaved as a busy log has them: a step's states repeat its
+    // key, a retry empties the steps between upserts, updates come between rows.
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let request = |deployment_id: Uuid, name: &str| {
+        DeploymentEvent::Requested(DeploymentRequested {
+            deployment_id,
+            project_id: Uuid::from_u128(1),
+            project: "shop".into(),
+            environment: "qa".into(),
+            name: name.into(),
+            versions: vec![],
+            pipeline_version: 1,
+            plan: DeploymentPlan { steps: vec![], edges: vec![] },
+            cpu_millis: 100,
+            memory_mib: 64,
+            lifetime_secs: 3600,
+            expires_at: 10,
+        })
+    };
+    let step = |step: &str, state| DeploymentEvent::StepChanged(StepChanged { step: step.into(), state, detail: format!("{step} {state:?}") });
+    let health = |healthy| DeploymentEvent::HealthChanged(HealthChanged { service: "web".into(), healthy, detail: String::new() });
+    let lives = [
+        (a, request(a, "one")),
+        (b, request(b, "two")),
+        (a, DeploymentEvent::Scheduled(DeploymentScheduled { node_id: Uuid::from_u128(7) })),
+        (a, step("db", StepState::Running)),
+        (b, DeploymentEvent::Scheduled(DeploymentScheduled { node_id: Uuid::from_u128(7) })),
+        (b, step("db", StepState::Running)),
+        (a, step("db", StepState::Succeeded)),
+        (a, step("web", StepState::Running)),
+        (a, health(false)),
+        (a, health(true)),
+        (a, DeploymentEvent::Running(DeploymentRunning { endpoints: vec![] })),
+        (b, step("db", StepState::Failed)),
+        (b, DeploymentEvent::Retried(DeploymentRetried { pipeline_version: 2, plan: DeploymentPlan { steps: vec![], edges: vec![] } })),
+        (b, step("db", StepState::Running)),
+    ];
+    let mut versions = std::collections::HashMap::new();
+    for (id, event) in lives {
+        let version = versions.entry(id).or_insert(0u64);
+        let stream = StreamId::new("deployment", &id.to_string());
+        *version = store.append(&stream, *version, &[NewEvent::new(&event.into(), EventMetadata::system())]).await.unwrap().stream_version;
+    }
     store.read_all(LogPosition::START, 1000).await.unwrap()
 }
 
@@ -84,7 +130,7 @@ async fn dump(db: &ReadModelDb, projection: &dyn Projection) -> Vec<String> {
 
 async fn batched_equals_one_by_one(fresh: impl Fn() -> futures::future::BoxFuture<'static, ReadModelDb>) {
     let events = log().await;
-    for projection in nullops_projections::all().into_iter().filter(|p| ["identity", "catalog"].contains(&p.name())) {
+    for projection in nullops_projections::all().into_iter().filter(|p| ["identity", "catalog", "deployments"].contains(&p.name())) {
         let handled: Vec<&StoredEvent> = events.iter().filter(|e| projection.handles(&e.event_type)).collect();
         let (one_by_one, batched) = (fresh().await, fresh().await);
         for event in &handled {
