@@ -78,12 +78,20 @@ pub struct ReadModelDb {
     /// The read models being rebuilt, as read when `advanced` stood at the number beside them:
     /// the API asks before every query, and reads the table again only after a runner moved.
     rebuilds: std::sync::Arc<std::sync::Mutex<Option<SeenRebuilds>>>,
+    /// On SQLite, which writes one transaction at a time: the turn to write a batch. The
+    /// runners and workers of this process wait for it in order, instead of in SQLite's busy
+    /// handler, which sleeps up to 100 ms at a time (a replay of every read model took twice
+    /// as long with them side by side as one after another).
+    write_turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Every read model's checkpoint as last read, for [`ReadModelDb::wait_for`]: its waiters
     /// share one read per advance instead of one each (a burst of commands, each waiting for
     /// its writes, otherwise queries the checkpoints waiters × advances times, and the runners
     /// queue behind those queries for the pool). Held while it is read, so one waiter reads.
     checkpoints: std::sync::Arc<tokio::sync::Mutex<Option<SeenCheckpoints>>>,
 }
+
+/// A batch's turn to write (SQLite): held until its transaction ends.
+pub(crate) type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
 
 /// The checkpoints as read when `advanced` stood at `generation`, at `read_at`.
 struct SeenCheckpoints {
@@ -130,7 +138,7 @@ impl WorkingRows {
     /// Applies `writes` and moves worker `name`'s checkpoint to `position` in one transaction:
     /// after a crash both are there or neither is, so the worker records each event once.
     pub async fn commit(&self, name: &str, writes: &[WorkingWrite], position: LogPosition) -> Result<(), ProjectionError> {
-        let mut tx = self.0.begin_batch().await?;
+        let (mut tx, _turn) = self.0.begin_batch().await?;
         for write in writes {
             match write {
                 WorkingWrite::Delivery(d) => crate::webhooks::enqueue(&mut tx, d).await?,
@@ -202,6 +210,7 @@ impl ReadModelDb {
             postgres: !sqlite,
             advanced: std::sync::Arc::new(watch::channel(0).0),
             rebuilds: Default::default(),
+            write_turn: sqlite.then(Default::default),
             checkpoints: Default::default(),
         };
         if !sqlite {
@@ -335,15 +344,20 @@ impl ReadModelDb {
         &self.pool
     }
 
-    /// Starts a transaction for a projection batch. On PostgreSQL it does not wait for the WAL
-    /// flush: a crash can lose only whole batches (rows and checkpoint commit together), which the
-    /// runner applies again from the store.
-    pub(crate) async fn begin_batch(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    /// Starts a transaction for a projection batch, with this process's turn to write it (keep
+    /// the turn until the transaction ends). On PostgreSQL it does not wait for the WAL flush: a
+    /// crash can lose only whole batches (rows and checkpoint commit together), which the runner
+    /// applies again from the store.
+    pub(crate) async fn begin_batch(&self) -> Result<(sqlx::Transaction<'static, sqlx::Any>, Option<WriteTurn>), sqlx::Error> {
+        let turn = match &self.write_turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        };
         let mut tx = self.pool.begin().await?;
         if self.postgres {
             sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         }
-        Ok(tx)
+        Ok((tx, turn))
     }
 
     pub(crate) fn notify_advanced(&self) {

@@ -91,6 +91,7 @@ impl Runner {
                     }
                 }
             });
+            // (On SQLite the batches wait their turn to write: see `ReadModelDb::begin_batch`.)
             let (next, applied) = tokio::join!(store.read_all(read_from, CATCH_UP_BATCH), futures::future::join_all(applies));
             for (checkpoint, applied) in checkpoints.iter_mut().zip(applied) {
                 *checkpoint = applied?;
@@ -200,7 +201,7 @@ impl Runner {
         let name = self.projection.name();
         let to = batch.last().map_or(from, |e| e.position);
         let applied = batch.iter().filter(|e| self.projection.handles(&e.event_type)).count() as i64;
-        let mut tx = self.db.begin_batch().await?;
+        let (mut tx, _turn) = self.db.begin_batch().await?;
         // The checkpoint write comes first: it takes SQLite's write lock before any read.
         let moved = if from == LogPosition::START {
             sqlx::query(
