@@ -364,13 +364,15 @@ impl Baseline {
     }
 }
 
-/// Appends `count` events of the kinds a platform writes most between its few big ones: API
-/// tokens made (one stream each, by 16 writers at once) and environments changed (the catalog's
-/// stream, in batches). Both are applied by the read models they belong to and by the audit.
+/// Appends `count` events of the kinds a platform writes most, in thirds, by 16 writers at once
+/// (so that streams interleave in the log as they do in use): deployments' lives (request,
+/// placement, steps, health, running: updates of one row and upserts of its steps, 9 events
+/// each), API tokens made (one stream each) and environments changed (the catalog's stream, in
+/// batches). Each is applied by the read models it belongs to and by the audit.
 async fn fill_log(store: Arc<dyn EventStore>, count: u64) -> anyhow::Result<()> {
     let catalog_stream = Catalog::stream_id(CATALOG_KEY);
     let mut version = store.read_stream(&catalog_stream, 0).await?.last().map_or(0, |e| e.stream_version);
-    let environments = count / 2;
+    let environments = count / 3;
     for start in (0..environments).step_by(500) {
         let batch: Vec<NewEvent> = (start..(start + 500).min(environments))
             .map(|i| {
@@ -381,13 +383,29 @@ async fn fill_log(store: Arc<dyn EventStore>, count: u64) -> anyhow::Result<()> 
             .collect();
         version = store.append(&catalog_stream, version, &batch).await?.stream_version;
     }
-    let tokens = count - environments;
+    let lives = (count - environments) / 2 / DEPLOYMENT_LIFE as u64;
+    let tokens = count - environments - lives * DEPLOYMENT_LIFE as u64;
     let next = Arc::new(AtomicU64::new(0));
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let (store, next) = (store.clone(), next.clone());
         writers.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < tokens {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= tokens + lives {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                if i < lives {
+                    let deployment_id = uuid::Uuid::now_v7();
+                    let stream = StreamId::new("deployment", &deployment_id.to_string());
+                    // A life comes in several appends, as the saga and the connector record it.
+                    let mut version = 0;
+                    for part in deployment_life(deployment_id).chunks(3) {
+                        let events: Vec<NewEvent> = part.iter().map(|e| NewEvent::new(&e.clone().into(), EventMetadata::system())).collect();
+                        version = store.append(&stream, version, &events).await?.stream_version;
+                    }
+                    continue;
+                }
                 let token_id = uuid::Uuid::now_v7();
                 let created = nullops_events::identity::ApiTokenCreated {
                     token_id,
@@ -399,13 +417,45 @@ async fn fill_log(store: Arc<dyn EventStore>, count: u64) -> anyhow::Result<()> 
                 let event = nullops_events::identity::ApiTokenEvent::Created(created).into();
                 store.append(&ApiToken::stream_id(&token_id.to_string()), 0, &[NewEvent::new(&event, EventMetadata::system())]).await?;
             }
-            Ok::<_, nullops_store::StoreError>(())
         });
     }
     while let Some(r) = writers.join_next().await {
         r??;
     }
     Ok(())
+}
+
+/// Events in a deployment's life as the replay bench writes it.
+const DEPLOYMENT_LIFE: usize = 9;
+
+/// A deployment asked for, placed, run through two steps to healthy and running.
+fn deployment_life(deployment_id: uuid::Uuid) -> [nullops_events::deployment::DeploymentEvent; DEPLOYMENT_LIFE] {
+    use nullops_events::deployment::*;
+    let step = |step: &str, state| DeploymentEvent::StepChanged(StepChanged { step: step.into(), state, detail: String::new() });
+    [
+        DeploymentEvent::Requested(DeploymentRequested {
+            deployment_id,
+            project_id: uuid::Uuid::from_u128(1),
+            project: "shop".into(),
+            environment: "qa".into(),
+            name: format!("d{}", deployment_id.simple()),
+            versions: vec![],
+            pipeline_version: 1,
+            plan: DeploymentPlan { steps: vec![], edges: vec![] },
+            cpu_millis: 100,
+            memory_mib: 64,
+            lifetime_secs: 3600,
+            expires_at: 0,
+        }),
+        DeploymentEvent::Scheduled(DeploymentScheduled { node_id: uuid::Uuid::from_u128(7) }),
+        DeploymentEvent::RunStarted(RunStarted {}),
+        step("database", StepState::Running),
+        step("database", StepState::Succeeded),
+        step("web", StepState::Running),
+        step("web", StepState::Succeeded),
+        DeploymentEvent::HealthChanged(HealthChanged { service: "web".into(), healthy: true, detail: String::new() }),
+        DeploymentEvent::Running(DeploymentRunning { endpoints: vec![] }),
+    ]
 }
 
 /// The resident set of a process (`"self"` or a pid), in KiB.
