@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::rows::{write_all, Shape, Upsert, Write};
+use crate::rows::{write_all, OnConflict, Shape, Then, Write};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 /// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
@@ -51,21 +51,27 @@ fn json<T: Serialize>(value: &T) -> String {
 static ENTRY: Shape = Shape {
     table: "catalog_entries",
     columns: &["kind", "name", "definition", "created_at", "updated_at"],
-    upsert: Some(Upsert { key: &[0, 1], set: "definition = excluded.definition, updated_at = excluded.updated_at" }),
+    on_conflict: Some(OnConflict { key: &[0, 1], then: Then::Update("definition = excluded.definition, updated_at = excluded.updated_at") }),
 };
-static TEAM: Shape = Shape { table: "teams", columns: &["team_id", "name", "created_at"], upsert: None };
-static MEMBER: Shape = Shape { table: "team_members", columns: &["team_id", "username"], upsert: None };
+static TEAM: Shape = Shape { table: "teams", columns: &["team_id", "name", "created_at"], on_conflict: None };
+static MEMBER: Shape = Shape { table: "team_members", columns: &["team_id", "username"], on_conflict: None };
 static GRANT: Shape = Shape {
     table: "grants",
     columns: &["team_id", "target_kind", "target_name", "access"],
-    upsert: Some(Upsert { key: &[0, 1, 2], set: "access = excluded.access" }),
+    on_conflict: Some(OnConflict { key: &[0, 1, 2], then: Then::Update("access = excluded.access") }),
 };
-static PIPELINE_VERSION: Shape =
-    Shape { table: "pipeline_versions", columns: &["project_id", "version", "graph", "saved_at", "saved_by", "message", "layout", "based_on"], upsert: None };
+static PIPELINE_VERSION: Shape = Shape {
+    table: "pipeline_versions",
+    columns: &["project_id", "version", "graph", "saved_at", "saved_by", "message", "layout", "based_on"],
+    on_conflict: None,
+};
 static SECRET: Shape = Shape {
     table: "project_secrets",
     columns: &["project_id", "name", "key_id", "created_at", "updated_at", "updated_by"],
-    upsert: Some(Upsert { key: &[0, 1], set: "key_id = excluded.key_id, updated_at = excluded.updated_at, updated_by = excluded.updated_by" }),
+    on_conflict: Some(OnConflict {
+        key: &[0, 1],
+        then: Then::Update("key_id = excluded.key_id, updated_at = excluded.updated_at, updated_by = excluded.updated_by"),
+    }),
 };
 
 fn put(kind: &str, name: &str, definition: String, at: i64) -> Write {

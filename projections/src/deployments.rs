@@ -18,7 +18,7 @@ use nullops_events::{DomainEvent, StoredEvent, Timestamp};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::rows::{write_all, Shape, Upsert, Value, Write};
+use crate::rows::{write_all, OnConflict, Shape, Then, Value, Write};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 /// Only a deployment that became RUNNING this recently (microseconds) is timed: a projection
@@ -151,23 +151,28 @@ static DEPLOYMENT: Shape = Shape {
         "created_at",
         "changed_at",
     ],
-    upsert: None,
+    on_conflict: None,
 };
 static STEP: Shape = Shape {
     table: "deployment_steps",
     columns: &["deployment_id", "step", "state", "detail", "changed_at", "started_at"],
     // A step starts when it first turns running (a retry starts with no steps); later changes,
     // a running step's new detail too, keep that start.
-    upsert: Some(Upsert {
+    on_conflict: Some(OnConflict {
         key: &[0, 1],
-        set: "state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at, \
+        then: Then::Update(
+            "state = excluded.state, detail = excluded.detail, changed_at = excluded.changed_at, \
               started_at = COALESCE(deployment_steps.started_at, excluded.started_at)",
+        ),
     }),
 };
 static HEALTH: Shape = Shape {
     table: "deployment_health",
     columns: &["deployment_id", "service", "healthy", "detail", "changed_at"],
-    upsert: Some(Upsert { key: &[0, 1], set: "healthy = excluded.healthy, detail = excluded.detail, changed_at = excluded.changed_at" }),
+    on_conflict: Some(OnConflict {
+        key: &[0, 1],
+        then: Then::Update("healthy = excluded.healthy, detail = excluded.detail, changed_at = excluded.changed_at"),
+    }),
 };
 
 /// What `stored` asks of the deployments tables.

@@ -42,10 +42,11 @@ impl Projection for IdentityProjection {
     }
 }
 
-static USER: Shape = Shape { table: "users", columns: &["username", "user_id", "role", "disabled", "password_hash", "created_at", "updated_at"], upsert: None };
-static SESSION: Shape = Shape { table: "sessions", columns: &["token_hash", "session_id", "username", "started_at", "expires_at", "ended"], upsert: None };
+static USER: Shape =
+    Shape { table: "users", columns: &["username", "user_id", "role", "disabled", "password_hash", "created_at", "updated_at"], on_conflict: None };
+static SESSION: Shape = Shape { table: "sessions", columns: &["token_hash", "session_id", "username", "started_at", "expires_at", "ended"], on_conflict: None };
 static API_TOKEN: Shape =
-    Shape { table: "api_tokens", columns: &["token_id", "token_hash", "username", "name", "created_at", "expires_at", "revoked_at"], upsert: None };
+    Shape { table: "api_tokens", columns: &["token_id", "token_hash", "username", "name", "created_at", "expires_at", "revoked_at"], on_conflict: None };
 
 /// What `stored` asks of the identity tables.
 fn write(stored: &StoredEvent) -> Result<Vec<Write>, ProjectionError> {

@@ -14,6 +14,7 @@ use nullops_events::{DomainEvent, StoredEvent};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use crate::rows::{write_all, OnConflict, Shape, Then, Value, Write};
 use crate::{Projection, ProjectionError, ReadModelDb};
 
 /// The name of this read model (its checkpoint's key; what `nullops projections rebuild` takes).
@@ -50,23 +51,23 @@ nullops_events::named_enum! {
     }
 }
 
-async fn set(conn: &mut AnyConnection, node: &str, assignments: &str, binds: Vec<Bind>, at: i64) -> Result<(), ProjectionError> {
-    let sql = format!("UPDATE nodes SET {assignments}, changed_at = $1 WHERE node_id = $2");
-    let mut query = sqlx::query(&sql).bind(at).bind(node.to_owned());
-    for b in binds {
-        query = match b {
-            Bind::Text(s) => query.bind(s),
-            Bind::Null => query.bind(None::<String>),
-        };
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
+/// `UPDATE nodes` of `node` at `at` (`$1`, `$2`), with `assignments` whose parameters start at `$3`.
+fn set(node: &str, assignments: &str, mut values: Vec<Value>, at: i64) -> Write {
+    values.splice(0..0, [at.into(), node.into()]);
+    Write::statement(format!("UPDATE nodes SET {assignments}, changed_at = $1 WHERE node_id = $2"), values)
 }
 
-enum Bind {
-    Text(String),
-    Null,
-}
+static NODE: Shape = Shape {
+    table: "nodes",
+    columns: &["node_id", "environment", "host", "port", "enabled", "has_token", "link", "link_detail", "agent_version", "added_at", "changed_at"],
+    on_conflict: None,
+};
+/// A reservation recorded twice (a replayed batch) is recorded once.
+static ALLOCATION: Shape = Shape {
+    table: "node_allocations",
+    columns: &["node_id", "deployment_id", "cpu_millis", "memory_mib"],
+    on_conflict: Some(OnConflict { key: &[0, 1], then: Then::Nothing }),
+};
 
 #[async_trait]
 impl Projection for NodesProjection {
@@ -88,104 +89,85 @@ impl Projection for NodesProjection {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let at = stored.occurred_at.0;
-        let node = stored.stream_id.key().to_owned();
-        let event = match stored.decode()?.event {
-            DomainEvent::Node(event) => event,
-            DomainEvent::Capacity(CapacityEvent::Reserved(r)) => {
-                sqlx::query("INSERT INTO node_allocations (node_id, deployment_id, cpu_millis, memory_mib) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-                    .bind(node)
-                    .bind(r.deployment_id.to_string())
-                    .bind(i64::from(r.cpu_millis))
-                    .bind(i64::from(r.memory_mib))
-                    .execute(&mut *conn)
-                    .await?;
-                return Ok(());
-            }
-            DomainEvent::Capacity(CapacityEvent::Released(r)) => {
-                sqlx::query("DELETE FROM node_allocations WHERE node_id = $1 AND deployment_id = $2")
-                    .bind(node)
-                    .bind(r.deployment_id.to_string())
-                    .execute(&mut *conn)
-                    .await?;
-                return Ok(());
-            }
-            _ => return Ok(()),
-        };
-        use Bind::*;
-        match event {
-            NodeEvent::Added(a) => {
-                sqlx::query(
-                    "INSERT INTO nodes (node_id, environment, host, port, enabled, has_token, link, link_detail, agent_version, added_at, changed_at) \
-                     VALUES ($1, $2, $3, $4, 1, 1, $5, '', '', $6, $6)",
-                )
-                .bind(node)
-                .bind(a.environment)
-                .bind(a.host)
-                .bind(i64::from(a.port))
-                .bind(LinkState::Pending.name())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            NodeEvent::Moved(m) => {
-                sqlx::query("UPDATE nodes SET host = $1, port = $2, changed_at = $3 WHERE node_id = $4")
-                    .bind(m.host)
-                    .bind(i64::from(m.port))
-                    .bind(at)
-                    .bind(node)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            NodeEvent::TokenRotated(_) => set(conn, &node, "has_token = 1", vec![], at).await?,
-            NodeEvent::TokenRevoked(_) => set(conn, &node, "has_token = 0", vec![], at).await?,
-            NodeEvent::Disabled(_) => set(conn, &node, "enabled = 0", vec![], at).await?,
-            NodeEvent::Enabled(_) => set(conn, &node, "enabled = 1", vec![], at).await?,
-            NodeEvent::Removed(_) => {
-                sqlx::query("DELETE FROM nodes WHERE node_id = $1").bind(node).execute(&mut *conn).await?;
-            }
-            NodeEvent::ThumbprintPinned(t) => set(conn, &node, "pinned = $3, pending = $4", vec![Text(t.thumbprint), Null], at).await?,
-            NodeEvent::ThumbprintApproved(t) => {
-                let detail = "the new certificate was approved; connecting".to_owned();
-                set(conn, &node, "pinned = $3, pending = $4, link_detail = $5", vec![Text(t.thumbprint), Null, Text(detail)], at).await?
-            }
-            NodeEvent::ThumbprintRejected(t) => {
-                let detail = format!(
-                    "the agent presented certificate {}, not the pinned one: approve it if the agent's certificate was replaced on purpose",
-                    t.thumbprint
-                );
-                set(conn, &node, "pending = $3, link_detail = $4", vec![Text(t.thumbprint), Text(detail)], at).await?
-            }
-            NodeEvent::Connected(c) => {
-                let assignments = "link = $3, link_detail = $4, agent_version = $5";
-                set(conn, &node, assignments, vec![Text(LinkState::Online.name().into()), Text(format!("protocol {}", c.protocol)), Text(c.agent_version)], at)
-                    .await?
-            }
-            NodeEvent::Disconnected(d) => {
-                // As the aggregate has it: a node never reached stays pending.
-                let assignments = "link = CASE WHEN link = $5 THEN $5 ELSE $3 END, link_detail = CASE WHEN link = $5 THEN $6 ELSE $4 END";
-                let pending = format!("not reached yet: {}", d.reason);
-                set(
-                    conn,
-                    &node,
-                    assignments,
-                    vec![Text(LinkState::Offline.name().into()), Text(d.reason), Text(LinkState::Pending.name().into()), Text(pending)],
-                    at,
-                )
-                .await?
-            }
-            NodeEvent::Refused(r) => {
-                let (state, detail) = match r.refusal {
-                    Refusal::Token => (LinkState::TokenRefused, "the agent refuses the node's current token".to_owned()),
-                    Refusal::Incompatible { agent_protocol } => {
-                        (LinkState::Incompatible, format!("the agent speaks protocol {agent_protocol}; upgrade it to the control plane's version"))
-                    }
-                };
-                set(conn, &node, "link = $3, link_detail = $4", vec![Text(state.name().into()), Text(detail)], at).await?
-            }
-        }
-        Ok(())
+        write_all(conn, &[stored], write).await
     }
+
+    async fn apply_all(&self, conn: &mut AnyConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+        write_all(conn, events, write).await
+    }
+}
+
+/// What `stored` asks of the nodes tables.
+fn write(stored: &StoredEvent) -> Result<Vec<Write>, ProjectionError> {
+    let at = stored.occurred_at.0;
+    let node = stored.stream_id.key().to_owned();
+    let event = match stored.decode()?.event {
+        DomainEvent::Node(event) => event,
+        DomainEvent::Capacity(CapacityEvent::Reserved(r)) => {
+            let row = vec![node.into(), r.deployment_id.to_string().into(), i64::from(r.cpu_millis).into(), i64::from(r.memory_mib).into()];
+            return Ok(vec![Write::Row(&ALLOCATION, row)]);
+        }
+        DomainEvent::Capacity(CapacityEvent::Released(r)) => {
+            let values = vec![node.into(), r.deployment_id.to_string().into()];
+            return Ok(vec![Write::statement("DELETE FROM node_allocations WHERE node_id = $1 AND deployment_id = $2", values)]);
+        }
+        _ => return Ok(vec![]),
+    };
+    let null = || Value::Text(None);
+    let write = match event {
+        NodeEvent::Added(a) => {
+            let row = vec![
+                node.into(),
+                a.environment.into(),
+                a.host.into(),
+                i64::from(a.port).into(),
+                1i64.into(),
+                1i64.into(),
+                LinkState::Pending.name().into(),
+                "".into(),
+                "".into(),
+                at.into(),
+                at.into(),
+            ];
+            Write::Row(&NODE, row)
+        }
+        NodeEvent::Moved(m) => set(&node, "host = $3, port = $4", vec![m.host.into(), i64::from(m.port).into()], at),
+        NodeEvent::TokenRotated(_) => set(&node, "has_token = 1", vec![], at),
+        NodeEvent::TokenRevoked(_) => set(&node, "has_token = 0", vec![], at),
+        NodeEvent::Disabled(_) => set(&node, "enabled = 0", vec![], at),
+        NodeEvent::Enabled(_) => set(&node, "enabled = 1", vec![], at),
+        NodeEvent::Removed(_) => Write::statement("DELETE FROM nodes WHERE node_id = $1", vec![node.into()]),
+        NodeEvent::ThumbprintPinned(t) => set(&node, "pinned = $3, pending = $4", vec![t.thumbprint.into(), null()], at),
+        NodeEvent::ThumbprintApproved(t) => {
+            let detail = "the new certificate was approved; connecting";
+            set(&node, "pinned = $3, pending = $4, link_detail = $5", vec![t.thumbprint.into(), null(), detail.into()], at)
+        }
+        NodeEvent::ThumbprintRejected(t) => {
+            let detail =
+                format!("the agent presented certificate {}, not the pinned one: approve it if the agent's certificate was replaced on purpose", t.thumbprint);
+            set(&node, "pending = $3, link_detail = $4", vec![t.thumbprint.into(), detail.into()], at)
+        }
+        NodeEvent::Connected(c) => {
+            let assignments = "link = $3, link_detail = $4, agent_version = $5";
+            set(&node, assignments, vec![LinkState::Online.name().into(), format!("protocol {}", c.protocol).into(), c.agent_version.into()], at)
+        }
+        NodeEvent::Disconnected(d) => {
+            // As the aggregate has it: a node never reached stays pending.
+            let assignments = "link = CASE WHEN link = $5 THEN $5 ELSE $3 END, link_detail = CASE WHEN link = $5 THEN $6 ELSE $4 END";
+            let pending = format!("not reached yet: {}", d.reason);
+            set(&node, assignments, vec![LinkState::Offline.name().into(), d.reason.into(), LinkState::Pending.name().into(), pending.into()], at)
+        }
+        NodeEvent::Refused(r) => {
+            let (state, detail) = match r.refusal {
+                Refusal::Token => (LinkState::TokenRefused, "the agent refuses the node's current token".to_owned()),
+                Refusal::Incompatible { agent_protocol } => {
+                    (LinkState::Incompatible, format!("the agent speaks protocol {agent_protocol}; upgrade it to the control plane's version"))
+                }
+            };
+            set(&node, "link = $3, link_detail = $4", vec![state.name().into(), detail.into()], at)
+        }
+    };
+    Ok(vec![write])
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

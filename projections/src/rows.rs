@@ -61,30 +61,41 @@ impl From<Option<String>> for Value {
 pub(crate) struct Shape {
     pub table: &'static str,
     pub columns: &'static [&'static str],
-    /// For an upsert: what a row whose key is there already takes.
-    pub upsert: Option<Upsert>,
+    /// For an upsert: what a row whose key is there already does.
+    pub on_conflict: Option<OnConflict>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Upsert {
+pub(crate) struct OnConflict {
     /// The key's columns, as positions in [`Shape::columns`].
     pub key: &'static [usize],
-    /// The `SET` list of `ON CONFLICT (key) DO UPDATE SET …`.
-    pub set: &'static str,
+    pub then: Then,
+}
+
+#[derive(Debug)]
+pub(crate) enum Then {
+    /// `DO UPDATE SET …`: the row present takes these assignments.
+    Update(&'static str),
+    /// `DO NOTHING`: the row present stays as it is.
+    Nothing,
 }
 
 impl Shape {
     fn sql(&self, rows: usize) -> String {
         let mut sql = format!("INSERT INTO {} ({}) VALUES {}", self.table, self.columns.join(", "), placeholders(rows, self.columns.len()));
-        if let Some(upsert) = &self.upsert {
-            let key: Vec<&str> = upsert.key.iter().map(|&i| self.columns[i]).collect();
-            sql.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), upsert.set));
+        if let Some(conflict) = &self.on_conflict {
+            let key: Vec<&str> = conflict.key.iter().map(|&i| self.columns[i]).collect();
+            let then = match conflict.then {
+                Then::Update(set) => format!("DO UPDATE SET {set}"),
+                Then::Nothing => "DO NOTHING".to_owned(),
+            };
+            sql.push_str(&format!(" ON CONFLICT ({}) {then}", key.join(", ")));
         }
         sql
     }
 
     fn key_of(&self, row: &[Value]) -> Option<Vec<Value>> {
-        self.upsert.as_ref().map(|u| u.key.iter().map(|&i| row[i].clone()).collect())
+        self.on_conflict.as_ref().map(|c| c.key.iter().map(|&i| row[i].clone()).collect())
     }
 }
 
@@ -191,7 +202,8 @@ pub(crate) async fn write_all(
 mod tests {
     use super::*;
 
-    static UPSERT: Shape = Shape { table: "t", columns: &["a", "b", "c"], upsert: Some(Upsert { key: &[0, 1], set: "c = excluded.c" }) };
+    static UPSERT: Shape =
+        Shape { table: "t", columns: &["a", "b", "c"], on_conflict: Some(OnConflict { key: &[0, 1], then: Then::Update("c = excluded.c") }) };
 
     #[test]
     fn an_upsert_names_its_key_and_what_a_present_row_takes() {
