@@ -80,10 +80,11 @@ impl Runner {
         let mut read_from = checkpoints.iter().copied().min().unwrap_or(LogPosition::START);
         let mut batch = store.read_all(read_from, CATCH_UP_BATCH).await?;
         while !batch.is_empty() {
+            // The batch follows `read_after` directly.
+            let read_after = read_from;
             read_from = batch.last().map_or(read_from, |e| e.position);
             let applies = runners.iter().zip(&checkpoints).map(|(runner, &at)| {
-                // Each applies what it has not applied yet (a runner may start further on).
-                let rest = &batch[batch.partition_point(|e| e.position <= at)..];
+                let rest = unapplied(&batch, read_after, at);
                 async move {
                     match rest {
                         [] => Ok(at),
@@ -102,7 +103,8 @@ impl Runner {
             }
             batch = next?;
         }
-        // Each is whole now; one that someone else moved past what was read catches up alone.
+        // Each is whole now, but for one moved meanwhile by someone else (past what was read, or
+        // reset behind it): it catches up alone.
         for ((runner, checkpoint), replaying) in runners.iter().zip(checkpoints.iter_mut()).zip(replaying) {
             runner.catch_up(checkpoint).await?;
             if replaying {
@@ -241,5 +243,65 @@ impl Runner {
         tx.commit().await?;
         self.db.notify_advanced();
         Ok(to)
+    }
+}
+
+/// What a read model at `at` has still to apply of `batch`, read after `read_after`: it may
+/// start further on (the tail after `at`); one found reset behind the batch (someone reset it
+/// meanwhile) applies none of it, as events before the batch would be missing.
+fn unapplied(batch: &[StoredEvent], read_after: LogPosition, at: LogPosition) -> &[StoredEvent] {
+    if at < read_after {
+        return &[];
+    }
+    &batch[batch.partition_point(|e| e.position <= at)..]
+}
+
+#[cfg(test)]
+mod tests {
+    use nullops_events::identity::{UserDisabled, UserEvent};
+    use nullops_events::{EventMetadata, NewEvent, StreamId};
+
+    use super::*;
+
+    fn at(seq: u64) -> LogPosition {
+        LogPosition { commit: seq, seq }
+    }
+
+    /// Events at positions 11..=15, as read after position 10.
+    fn batch() -> Vec<StoredEvent> {
+        (11..=15)
+            .map(|seq| {
+                let new = NewEvent::new(&UserEvent::Disabled(UserDisabled {}).into(), EventMetadata::system());
+                StoredEvent {
+                    event_id: new.event_id,
+                    stream_id: StreamId::new("user", "u"),
+                    stream_version: seq,
+                    position: at(seq),
+                    event_type: new.event_type.to_owned(),
+                    schema_version: new.schema_version,
+                    payload: new.payload,
+                    occurred_at: new.occurred_at,
+                    metadata: new.metadata,
+                }
+            })
+            .collect()
+    }
+
+    fn positions(events: &[StoredEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.position.seq).collect()
+    }
+
+    #[test]
+    fn a_read_model_applies_what_it_has_not_yet_and_nothing_across_a_gap() {
+        let batch = batch();
+        // Given a read model where the batch starts: all of it.
+        assert_eq!(positions(unapplied(&batch, at(10), at(10))), [11, 12, 13, 14, 15]);
+        // Further on: the rest.
+        assert_eq!(positions(unapplied(&batch, at(10), at(13))), [14, 15]);
+        // Past it: nothing.
+        assert_eq!(positions(unapplied(&batch, at(10), at(20))), Vec::<u64>::new());
+        // Reset behind it (events 1..=10 not applied): nothing, or it would skip them.
+        assert_eq!(positions(unapplied(&batch, at(10), LogPosition::START)), Vec::<u64>::new());
+        assert_eq!(positions(unapplied(&batch, at(10), at(9))), Vec::<u64>::new());
     }
 }
